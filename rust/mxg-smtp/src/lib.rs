@@ -1,0 +1,16 @@
+//! SMTP protocol pieces shared by mxg's inbound server and outbound client.
+//!
+//! Pure code, no I/O: a command-line framer with a length limit, a wrapper
+//! over `smtp-proto`'s request parser, reply formatting and parsing, and the
+//! DATA / BDAT body readers that refuse SMTP-smuggling shapes instead of
+//! normalising them into a message end.
+
+pub mod command;
+pub mod data;
+pub mod limits;
+pub mod reply;
+
+pub use command::{parse_command, Command, CommandError, LineFramer};
+pub use data::{BdatReader, DataError, DataProgress, DataReader};
+pub use limits::Limits;
+pub use reply::{Reply, ReplyParser};

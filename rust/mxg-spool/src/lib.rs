@@ -1,0 +1,15 @@
+//! The durable spool: one file per message, written and fsynced before the
+//! server says "250" (DESIGN.md §4 rule 9), the source of truth after a
+//! crash (rule 10). The format is documented in `docs/spool-format.md`.
+
+mod commit;
+mod envelope;
+mod error;
+mod file;
+mod queue_id;
+
+pub use commit::{CommitCallback, Spool};
+pub use envelope::{Envelope, Recipient};
+pub use error::SpoolError;
+pub use file::{parse_spool_file, spool_file_bytes, MAGIC};
+pub use queue_id::{is_queue_id, new_queue_id};
