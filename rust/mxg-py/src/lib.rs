@@ -1,1 +1,148 @@
+//! `mxg._core`: the engine as seen from Python. Only plain data crosses:
+//! configuration, jobs and events as JSON text, messages as bytes. No
+//! Python object is kept by Rust, and the GIL is released around anything
+//! that may block (fsync, shutdown).
 
+mod error;
+
+use error::to_py;
+use mxg_relay::{DeliveryJob, Engine as RustEngine, EngineConfig};
+use mxg_spool::Envelope;
+use pyo3::prelude::*;
+use pyo3::types::PyBytes;
+
+/// The data plane: inbound server, outbound client and spool.
+#[pyclass(frozen, module = "mxg._core")]
+struct Engine {
+    inner: RustEngine,
+    /// Process that created the engine. Its runtime threads do not survive
+    /// fork(), so a child must not use it.
+    pid: u32,
+}
+
+impl Engine {
+    fn check(&self) -> PyResult<&RustEngine> {
+        if std::process::id() != self.pid {
+            return Err(pyo3::exceptions::PyRuntimeError::new_err(
+                "this mxg engine was created in another process; its threads do not survive fork(): create a new engine in the child",
+            ));
+        }
+        Ok(&self.inner)
+    }
+}
+
+#[pymethods]
+impl Engine {
+    /// Builds the engine from the JSON engine configuration; binds the
+    /// listeners and opens the spool, but accepts nothing before `serve()`.
+    #[new]
+    fn new(py: Python<'_>, config_json: &str) -> PyResult<Self> {
+        let cfg = EngineConfig::from_json(config_json).map_err(|e| to_py(py, &e))?;
+        let inner = py.allow_threads(|| RustEngine::start(cfg)).map_err(|e| to_py(py, &e))?;
+        Ok(Self {
+            inner,
+            pid: std::process::id(),
+        })
+    }
+
+    /// Starts accepting connections.
+    fn serve(&self, py: Python<'_>) -> PyResult<()> {
+        self.check()?.serve().map_err(|e| to_py(py, &e))
+    }
+
+    /// The descriptor that becomes readable when events are waiting.
+    fn fileno(&self) -> PyResult<i32> {
+        Ok(self.check()?.event_fd())
+    }
+
+    /// All waiting events as one JSON array.
+    fn drain(&self) -> PyResult<String> {
+        let events = self.check()?.drain();
+        Ok(serde_json::to_string(&events).expect("events serialise"))
+    }
+
+    /// Submits delivery jobs given as a JSON array.
+    fn submit(&self, py: Python<'_>, jobs_json: &str) -> PyResult<()> {
+        let engine = self.check()?;
+        let jobs: Vec<DeliveryJob> = serde_json::from_str(jobs_json)
+            .map_err(|e| to_py(py, &mxg_relay::EngineError::Job(e.to_string())))?;
+        for job in jobs {
+            engine.submit(job).map_err(|e| to_py(py, &e))?;
+        }
+        Ok(())
+    }
+
+    /// Spools a message made by the control plane; returns the envelope
+    /// (JSON) with its new queue id once the message is durable.
+    fn inject(&self, py: Python<'_>, envelope_json: &str, message: &[u8]) -> PyResult<String> {
+        let engine = self.check()?;
+        let envelope: Envelope = serde_json::from_str(envelope_json)
+            .map_err(|e| to_py(py, &mxg_relay::EngineError::Job(format!("envelope: {e}"))))?;
+        let stored = py
+            .allow_threads(|| engine.inject(envelope, message))
+            .map_err(|e| to_py(py, &e))?;
+        Ok(serde_json::to_string(&stored).expect("envelope serialises"))
+    }
+
+    /// Envelope (JSON) and message octets of a spooled message.
+    fn read(&self, py: Python<'_>, queue_id: &str) -> PyResult<(String, Py<PyBytes>)> {
+        let spool = self.check()?.spool().clone();
+        let (env, msg) = py
+            .allow_threads(|| spool.read(queue_id))
+            .map_err(|e| to_py(py, &e.into()))?;
+        let json = serde_json::to_string(&env).expect("envelope serialises");
+        Ok((json, PyBytes::new(py, &msg).unbind()))
+    }
+
+    /// Envelope (JSON) of a spooled message.
+    fn read_envelope(&self, py: Python<'_>, queue_id: &str) -> PyResult<String> {
+        let spool = self.check()?.spool().clone();
+        let env = py
+            .allow_threads(|| spool.read_envelope(queue_id))
+            .map_err(|e| to_py(py, &e.into()))?;
+        Ok(serde_json::to_string(&env).expect("envelope serialises"))
+    }
+
+    /// Removes a message whose recipients all have a final state.
+    fn remove(&self, py: Python<'_>, queue_id: &str) -> PyResult<()> {
+        self.check()?.spool().remove(queue_id).map_err(|e| to_py(py, &e.into()))
+    }
+
+    /// Queue ids of every spooled message, oldest first.
+    fn spool_ids(&self, py: Python<'_>) -> PyResult<Vec<String>> {
+        let spool = self.check()?.spool().clone();
+        py.allow_threads(|| spool.list()).map_err(|e| to_py(py, &e.into()))
+    }
+
+    /// Listening addresses as `ip:port`.
+    fn local_addrs(&self) -> PyResult<Vec<String>> {
+        Ok(self.check()?.local_addrs().iter().map(ToString::to_string).collect())
+    }
+
+    /// Stops accepting, lets open transactions finish, stops the runtime.
+    fn shutdown(&self, py: Python<'_>) {
+        if std::process::id() == self.pid {
+            py.allow_threads(|| self.inner.shutdown());
+        }
+    }
+}
+
+/// Reads a spool file without an engine (for `mxg queue show`): returns
+/// the envelope as JSON and the message octets.
+#[pyfunction]
+fn read_spool_file(py: Python<'_>, path: std::path::PathBuf) -> PyResult<(String, Py<PyBytes>)> {
+    let bytes = std::fs::read(&path).map_err(|e| {
+        to_py(py, &mxg_spool::SpoolError::Io { path: path.clone(), source: e }.into())
+    })?;
+    let (env, start) = mxg_spool::parse_spool_file(&path, &bytes).map_err(|e| to_py(py, &e.into()))?;
+    let json = serde_json::to_string(&env).expect("envelope serialises");
+    Ok((json, PyBytes::new(py, &bytes[start..]).unbind()))
+}
+
+#[pymodule]
+fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<Engine>()?;
+    m.add_function(wrap_pyfunction!(read_spool_file, m)?)?;
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    Ok(())
+}

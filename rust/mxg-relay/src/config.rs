@@ -1,0 +1,151 @@
+//! The engine's configuration, handed over by the control plane as JSON
+//! after it validated the operator's TOML. Defaults here only matter for
+//! tests; the operator-facing defaults live in `python/mxg/config.py`.
+
+use ipnet::IpNet;
+use mxg_smtp::Limits;
+use serde::Deserialize;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EngineConfig {
+    /// Our host name, in the greeting, EHLO and Received headers.
+    pub hostname: String,
+    /// Addresses to listen on, `ip:port`.
+    pub listen: Vec<String>,
+    pub spool_dir: PathBuf,
+    /// Networks allowed to relay through us (DESIGN.md §4 rule 7).
+    pub client_networks: Vec<IpNet>,
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    #[serde(default = "default_max_connections_per_client")]
+    pub max_connections_per_client: usize,
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    /// PEM certificate chain and key for inbound STARTTLS; without them
+    /// STARTTLS is not offered.
+    #[serde(default)]
+    pub tls_cert: Option<PathBuf>,
+    #[serde(default)]
+    pub tls_key: Option<PathBuf>,
+    #[serde(default)]
+    pub outbound: OutboundConfig,
+    /// Seconds open transactions get to finish at shutdown.
+    #[serde(default = "default_shutdown_grace")]
+    pub shutdown_grace_s: u64,
+}
+
+fn default_max_connections() -> usize {
+    1000
+}
+fn default_max_connections_per_client() -> usize {
+    200
+}
+fn default_shutdown_grace() -> u64 {
+    30
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    pub max_command_line: usize,
+    pub max_data_line: usize,
+    pub max_message_size: usize,
+    pub max_recipients: usize,
+    pub max_errors: usize,
+    pub command_timeout_s: u64,
+    pub data_timeout_s: u64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        let l = Limits::default();
+        Self {
+            max_command_line: l.max_command_line,
+            max_data_line: l.max_data_line,
+            max_message_size: l.max_message_size,
+            max_recipients: l.max_recipients,
+            max_errors: l.max_errors,
+            command_timeout_s: l.command_timeout.as_secs(),
+            data_timeout_s: l.data_timeout.as_secs(),
+        }
+    }
+}
+
+impl LimitsConfig {
+    pub fn to_limits(&self) -> Limits {
+        Limits {
+            max_command_line: self.max_command_line,
+            max_data_line: self.max_data_line,
+            max_message_size: self.max_message_size,
+            max_recipients: self.max_recipients,
+            max_errors: self.max_errors,
+            command_timeout: Duration::from_secs(self.command_timeout_s),
+            data_timeout: Duration::from_secs(self.data_timeout_s),
+        }
+    }
+}
+
+/// Outbound client settings. Timeouts are RFC 5321 §4.5.3.2's minimums.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutboundConfig {
+    /// Name sent in EHLO/HELO; empty means `hostname`.
+    pub helo_name: String,
+    /// Port of receiving servers; 25 except in test worlds.
+    pub port: u16,
+    pub connect_timeout_s: u64,
+    /// §4.5.3.2.1 initial 220: 5 minutes.
+    pub greeting_timeout_s: u64,
+    /// §4.5.3.2.2/3 MAIL and RCPT: 5 minutes (also EHLO, STARTTLS, RSET).
+    pub command_timeout_s: u64,
+    /// §4.5.3.2.4 DATA initiation: 2 minutes.
+    pub data_init_timeout_s: u64,
+    /// §4.5.3.2.5 data block: 3 minutes.
+    pub data_block_timeout_s: u64,
+    /// §4.5.3.2.6 DATA termination: 10 minutes.
+    pub data_done_timeout_s: u64,
+    /// Connections at once to one destination (recipient domain).
+    pub max_per_destination: usize,
+    /// Messages sent over one connection before it is closed.
+    pub max_messages_per_connection: usize,
+    /// Seconds an idle connection waits for the next message to the same
+    /// destination before it is closed with QUIT.
+    pub idle_timeout_s: u64,
+}
+
+impl Default for OutboundConfig {
+    fn default() -> Self {
+        Self {
+            helo_name: String::new(),
+            port: 25,
+            connect_timeout_s: 30,
+            greeting_timeout_s: 300,
+            command_timeout_s: 300,
+            data_init_timeout_s: 120,
+            data_block_timeout_s: 180,
+            data_done_timeout_s: 600,
+            max_per_destination: 20,
+            max_messages_per_connection: 100,
+            idle_timeout_s: 5,
+        }
+    }
+}
+
+impl EngineConfig {
+    pub fn from_json(json: &str) -> Result<Self, crate::EngineError> {
+        let cfg: Self =
+            serde_json::from_str(json).map_err(|e| crate::EngineError::Config(e.to_string()))?;
+        if cfg.listen.is_empty() {
+            return Err(crate::EngineError::Config("listen is empty".into()));
+        }
+        if cfg.tls_cert.is_some() != cfg.tls_key.is_some() {
+            return Err(crate::EngineError::Config(
+                "tls_cert and tls_key go together".into(),
+            ));
+        }
+        Ok(cfg)
+    }
+}

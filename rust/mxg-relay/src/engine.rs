@@ -1,0 +1,171 @@
+//! The engine: one tokio runtime running the inbound server and the
+//! outbound client, driven by the control plane through jobs and events.
+
+use crate::config::EngineConfig;
+use crate::error::EngineError;
+use crate::events::{Event, EventBus};
+use crate::inbound::{self, Listeners, ServerShared};
+use crate::job::DeliveryJob;
+use crate::outbound::{self, Client};
+use mxg_spool::{new_queue_id, Envelope, Spool};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::runtime::Runtime;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// How often idle outbound connections are checked for expiry.
+const IDLE_SWEEP: Duration = Duration::from_secs(1);
+
+pub struct Engine {
+    rt: Mutex<Option<Runtime>>,
+    handle: tokio::runtime::Handle,
+    bus: Arc<EventBus>,
+    spool: Arc<Spool>,
+    client: Arc<Client>,
+    shared: Arc<ServerShared>,
+    listeners: Mutex<Option<Listeners>>,
+    local_addrs: Vec<SocketAddr>,
+    shutdown_tx: watch::Sender<bool>,
+    server: Mutex<Option<JoinHandle<()>>>,
+    grace: Duration,
+    stopped: AtomicBool,
+}
+
+impl Engine {
+    /// Builds the runtime, opens the spool and binds the listeners. Nothing
+    /// is accepted until `serve`, so the caller can drop privileges first.
+    pub fn start(cfg: EngineConfig) -> Result<Self, EngineError> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .thread_name("mxg-engine")
+            .enable_all()
+            .build()?;
+        let spool = Spool::open(&cfg.spool_dir)?;
+        let bus = Arc::new(EventBus::new()?);
+        let tls = match (&cfg.tls_cert, &cfg.tls_key) {
+            (Some(cert), Some(key)) => Some(crate::tls::server_config(cert, key)?),
+            _ => None,
+        };
+        let listeners = rt.block_on(inbound::bind(&cfg.listen))?;
+        let local_addrs = listeners.local_addrs();
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let shared = Arc::new(ServerShared::new(
+            cfg.hostname.clone(),
+            cfg.limits.to_limits(),
+            cfg.client_networks.clone(),
+            tls,
+            spool.clone(),
+            bus.clone(),
+            cfg.max_connections,
+            cfg.max_connections_per_client,
+            shutdown_rx,
+        ));
+        let client = Arc::new(Client::new(cfg.outbound.clone(), &cfg.hostname, spool.clone(), bus.clone()));
+        let sweeper = client.clone();
+        rt.spawn(async move {
+            loop {
+                tokio::time::sleep(IDLE_SWEEP).await;
+                sweeper.sweep_idle(false).await;
+            }
+        });
+        Ok(Self {
+            handle: rt.handle().clone(),
+            rt: Mutex::new(Some(rt)),
+            bus,
+            spool,
+            client,
+            shared,
+            listeners: Mutex::new(Some(listeners)),
+            local_addrs,
+            shutdown_tx,
+            server: Mutex::new(None),
+            grace: Duration::from_secs(cfg.shutdown_grace_s),
+            stopped: AtomicBool::new(false),
+        })
+    }
+
+    fn rt(&self) -> Result<&tokio::runtime::Handle, EngineError> {
+        if self.stopped.load(Ordering::Acquire) {
+            return Err(EngineError::Stopped);
+        }
+        Ok(&self.handle)
+    }
+
+    /// Addresses actually bound (useful with port 0).
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.local_addrs
+    }
+
+    /// Starts accepting connections.
+    pub fn serve(&self) -> Result<(), EngineError> {
+        let rt = self.rt()?;
+        let Some(listeners) = self.listeners.lock().expect("poisoned").take() else {
+            return Ok(());
+        };
+        let shared = self.shared.clone();
+        let handle = rt.spawn(inbound::serve(listeners, shared));
+        *self.server.lock().expect("poisoned") = Some(handle);
+        Ok(())
+    }
+
+    pub fn event_fd(&self) -> i32 {
+        self.bus.fd()
+    }
+
+    pub fn drain(&self) -> Vec<Event> {
+        self.bus.drain()
+    }
+
+    pub fn submit(&self, job: DeliveryJob) -> Result<(), EngineError> {
+        let rt = self.rt()?;
+        if job.recipients.is_empty() {
+            return Err(EngineError::Job(format!("job {} has no recipients", job.job_id)));
+        }
+        rt.spawn(outbound::deliver(self.client.clone(), job));
+        Ok(())
+    }
+
+    pub fn spool(&self) -> &Arc<Spool> {
+        &self.spool
+    }
+
+    /// Spools a message made by the control plane (a DSN) and returns its
+    /// envelope with the new queue id; durable when this returns.
+    pub fn inject(&self, mut envelope: Envelope, message: &[u8]) -> Result<Envelope, EngineError> {
+        self.rt()?;
+        envelope.queue_id = new_queue_id();
+        envelope.size = message.len() as u64;
+        self.spool.commit_blocking(&envelope, message)?;
+        Ok(envelope)
+    }
+
+    /// Stops accepting, lets open transactions finish for the grace period,
+    /// closes idle outbound connections and stops the runtime.
+    pub fn shutdown(&self) {
+        if self.stopped.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let _ = self.shutdown_tx.send(true);
+        let Some(rt) = self.rt.lock().expect("poisoned").take() else {
+            return;
+        };
+        let server = self.server.lock().expect("poisoned").take();
+        let client = self.client.clone();
+        let grace = self.grace;
+        rt.block_on(async move {
+            if let Some(server) = server {
+                let _ = tokio::time::timeout(grace, server).await;
+            }
+            let _ = tokio::time::timeout(Duration::from_secs(5), client.sweep_idle(true)).await;
+        });
+        rt.shutdown_timeout(Duration::from_secs(1));
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}

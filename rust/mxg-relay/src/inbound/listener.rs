@@ -1,0 +1,177 @@
+//! Listening sockets, connection limits and the accept loop.
+
+use super::session::Session;
+use crate::error::EngineError;
+use crate::events::EventBus;
+use ipnet::IpNet;
+use mxg_smtp::{Limits, Reply};
+use mxg_spool::Spool;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+/// What every session of the server shares.
+pub struct ServerShared {
+    pub hostname: String,
+    pub limits: Limits,
+    pub client_networks: Vec<IpNet>,
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    pub spool: Arc<Spool>,
+    pub bus: Arc<EventBus>,
+    pub max_connections: usize,
+    pub max_connections_per_client: usize,
+    /// Becomes true when the engine shuts down: idle sessions close with
+    /// 421, sessions inside a transaction finish it first.
+    pub shutdown: watch::Receiver<bool>,
+    connections: Mutex<Connections>,
+}
+
+#[derive(Default)]
+struct Connections {
+    total: usize,
+    per_client: HashMap<IpAddr, usize>,
+}
+
+impl ServerShared {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        hostname: String,
+        limits: Limits,
+        client_networks: Vec<IpNet>,
+        tls: Option<Arc<rustls::ServerConfig>>,
+        spool: Arc<Spool>,
+        bus: Arc<EventBus>,
+        max_connections: usize,
+        max_connections_per_client: usize,
+        shutdown: watch::Receiver<bool>,
+    ) -> Self {
+        Self {
+            hostname,
+            limits,
+            client_networks,
+            tls,
+            spool,
+            bus,
+            max_connections,
+            max_connections_per_client,
+            shutdown,
+            connections: Mutex::default(),
+        }
+    }
+
+    pub fn may_relay(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 @ IpAddr::V4(_) => v4,
+        };
+        self.client_networks.iter().any(|n| n.contains(&ip))
+    }
+
+    /// Takes a connection slot, or says why there is none.
+    fn admit(&self, ip: IpAddr) -> Result<(), Reply> {
+        let mut c = self.connections.lock().expect("connection table poisoned");
+        if c.total >= self.max_connections {
+            return Err(Reply::new(421, "4.7.0", format!("{} Too many connections, try again later", self.hostname)));
+        }
+        let mine = c.per_client.entry(ip).or_default();
+        if *mine >= self.max_connections_per_client {
+            return Err(Reply::new(
+                421,
+                "4.7.0",
+                format!("{} Too many connections from your address, try again later", self.hostname),
+            ));
+        }
+        *mine += 1;
+        c.total += 1;
+        Ok(())
+    }
+
+    fn release(&self, ip: IpAddr) {
+        let mut c = self.connections.lock().expect("connection table poisoned");
+        c.total -= 1;
+        if let Some(n) = c.per_client.get_mut(&ip) {
+            *n -= 1;
+            if *n == 0 {
+                c.per_client.remove(&ip);
+            }
+        }
+    }
+}
+
+/// Bound listening sockets, not yet accepting: the control plane drops
+/// privileges between binding and serving (DESIGN.md §4 rule 8).
+pub struct Listeners(pub Vec<TcpListener>);
+
+/// Binds every listen address; fails on the first that cannot be bound.
+pub async fn bind(addrs: &[String]) -> Result<Listeners, EngineError> {
+    let mut out = Vec::new();
+    for addr in addrs {
+        let sock: SocketAddr = addr
+            .parse()
+            .map_err(|e| EngineError::Config(format!("listen address {addr:?}: {e}")))?;
+        let l = TcpListener::bind(sock).await.map_err(|source| EngineError::Bind {
+            addr: addr.clone(),
+            source,
+        })?;
+        out.push(l);
+    }
+    Ok(Listeners(out))
+}
+
+impl Listeners {
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.0.iter().filter_map(|l| l.local_addr().ok()).collect()
+    }
+}
+
+/// Accepts until shutdown, then waits for the sessions to end.
+pub async fn serve(listeners: Listeners, shared: Arc<ServerShared>) {
+    let mut shutdown = shared.shutdown.clone();
+    let mut sessions = JoinSet::new();
+    let mut accepts = JoinSet::new();
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<(TcpStream, SocketAddr)>(64);
+    for l in listeners.0 {
+        let tx = tx.clone();
+        accepts.spawn(async move {
+            loop {
+                match l.accept().await {
+                    Ok(conn) => {
+                        if tx.send(conn).await.is_err() {
+                            return;
+                        }
+                    }
+                    // EMFILE and friends: back off instead of spinning.
+                    Err(_) => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
+                }
+            }
+        });
+    }
+    drop(tx);
+    loop {
+        tokio::select! {
+            conn = rx.recv() => {
+                let Some((stream, peer)) = conn else { break };
+                let shared = shared.clone();
+                sessions.spawn(handle(shared, stream, peer));
+            }
+            _ = shutdown.changed() => break,
+            Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
+        }
+    }
+    accepts.abort_all();
+    while sessions.join_next().await.is_some() {}
+}
+
+async fn handle(shared: Arc<ServerShared>, mut stream: TcpStream, peer: SocketAddr) {
+    let _ = stream.set_nodelay(true);
+    if let Err(reply) = shared.admit(peer.ip()) {
+        let _ = stream.write_all(&reply.to_wire()).await;
+        return;
+    }
+    Session::new(shared.clone(), stream, peer).run().await;
+    shared.release(peer.ip());
+}

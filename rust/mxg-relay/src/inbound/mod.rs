@@ -1,0 +1,8 @@
+//! The inbound SMTP server: accepts mail from the organisation's internal
+//! mail server, spools it durably and reports it to the control plane.
+
+mod listener;
+mod session;
+mod trace;
+
+pub use listener::{bind, serve, Listeners, ServerShared};

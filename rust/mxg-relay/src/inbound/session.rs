@@ -1,0 +1,546 @@
+//! One inbound SMTP session (RFC 5321 with PIPELINING, SIZE, 8BITMIME,
+//! SMTPUTF8, ENHANCEDSTATUSCODES, DSN, STARTTLS and CHUNKING).
+
+use super::listener::ServerShared;
+use super::trace::{count_received, received_header, TraceInfo};
+use crate::events::Event;
+use crate::stream::Stream;
+use mxg_smtp::command::Framed;
+use mxg_smtp::data::check_line_ends;
+use mxg_smtp::{parse_command, BdatReader, Command, DataProgress, DataReader, LineFramer, Reply};
+use mxg_spool::{new_queue_id, Envelope, Recipient};
+use smtp_proto::{MailFrom, RcptTo, Request};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// RFC 5321 §6.3: more Received fields than this means a mail loop.
+const MAX_HOPS: usize = 100;
+/// A TLS handshake that takes longer than this is abandoned.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// What the session does after a command.
+enum Flow {
+    Continue,
+    Close,
+}
+
+/// The transaction started by MAIL.
+struct Transaction {
+    sender: String,
+    ret: Option<String>,
+    envid: Option<String>,
+    body: Option<String>,
+    smtputf8: bool,
+    recipients: Vec<Recipient>,
+    bdat: Option<BdatReader>,
+}
+
+pub struct Session {
+    shared: Arc<ServerShared>,
+    stream: Stream,
+    peer: SocketAddr,
+    framer: LineFramer,
+    out: Vec<u8>,
+    helo: Option<String>,
+    esmtp: bool,
+    tls: Option<String>,
+    txn: Option<Transaction>,
+    errors: usize,
+    may_relay: bool,
+}
+
+/// Reading from the client failed or timed out: the session just ends.
+struct Gone;
+
+impl Session {
+    pub fn new(shared: Arc<ServerShared>, stream: TcpStream, peer: SocketAddr) -> Self {
+        let may_relay = shared.may_relay(peer.ip());
+        let max_line = shared.limits.max_command_line;
+        Self {
+            shared,
+            stream: Stream::Plain(stream),
+            peer,
+            framer: LineFramer::new(max_line),
+            out: Vec::with_capacity(1024),
+            helo: None,
+            esmtp: false,
+            tls: None,
+            txn: None,
+            errors: 0,
+            may_relay,
+        }
+    }
+
+    fn reply(&mut self, reply: &Reply) {
+        if reply.code >= 400 {
+            self.errors += 1;
+        }
+        self.out.extend_from_slice(&reply.to_wire());
+    }
+
+    async fn flush(&mut self) -> Result<(), Gone> {
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        let out = std::mem::take(&mut self.out);
+        let write = async {
+            self.stream.write_all(&out).await?;
+            self.stream.flush().await
+        };
+        match tokio::time::timeout(self.shared.limits.command_timeout, write).await {
+            Ok(Ok(())) => Ok(()),
+            _ => Err(Gone),
+        }
+    }
+
+    /// Reads more bytes from the client into `buf`; `Gone` on EOF, error or
+    /// timeout.
+    async fn read_some(&mut self, buf: &mut [u8], timeout: Duration) -> Result<usize, Gone> {
+        match tokio::time::timeout(timeout, self.stream.read(buf)).await {
+            Ok(Ok(n)) if n > 0 => Ok(n),
+            _ => Err(Gone),
+        }
+    }
+
+    pub async fn run(mut self) {
+        let greeting = Reply::new(220, "", format!("{} ESMTP mxg", self.shared.hostname));
+        self.out.extend_from_slice(&greeting.to_wire());
+        let _ = self.serve().await;
+        let _ = self.stream.shutdown().await;
+    }
+
+    async fn serve(&mut self) -> Result<(), Gone> {
+        let mut buf = vec![0u8; 32 * 1024];
+        let mut shutdown = self.shared.shutdown.clone();
+        loop {
+            while let Some(framed) = self.framer.next_line() {
+                let flow = match framed {
+                    Framed::TooLong => {
+                        self.reply(&Reply::new(500, "5.5.2", "Line too long"));
+                        Flow::Continue
+                    }
+                    Framed::Line(line) => self.command(&line).await?,
+                };
+                if matches!(flow, Flow::Close) {
+                    return self.flush().await;
+                }
+                if self.errors > self.shared.limits.max_errors {
+                    self.reply(&Reply::new(421, "4.7.0", "Too many errors, closing connection"));
+                    return self.flush().await;
+                }
+            }
+            self.flush().await?;
+            if *shutdown.borrow() && self.txn.is_none() {
+                return self.closing().await;
+            }
+            let timeout = self.shared.limits.command_timeout;
+            let n = tokio::select! {
+                n = self.read_some(&mut buf, timeout) => n?,
+                _ = shutdown.changed(), if self.txn.is_none() => return self.closing().await,
+            };
+            self.framer.push(&buf[..n]);
+        }
+    }
+
+    async fn closing(&mut self) -> Result<(), Gone> {
+        let text = format!("{} Service shutting down, try again later", self.shared.hostname);
+        self.reply(&Reply::new(421, "4.3.2", text));
+        self.flush().await
+    }
+
+    async fn command(&mut self, line: &[u8]) -> Result<Flow, Gone> {
+        let cmd = match parse_command(line) {
+            Ok(cmd) => cmd,
+            Err(e) => {
+                self.reply(&e.0);
+                return Ok(Flow::Continue);
+            }
+        };
+        match cmd {
+            Request::Ehlo { host } => self.ehlo(host, true),
+            Request::Helo { host } => self.ehlo(host, false),
+            Request::Lhlo { .. } => self.reply(&Reply::new(500, "5.5.1", "This is SMTP, not LMTP")),
+            Request::Mail { from } => self.mail(from),
+            Request::Rcpt { to } => self.rcpt(to),
+            Request::Data => return self.data().await,
+            Request::Bdat { chunk_size, is_last } => return self.bdat(chunk_size, is_last).await,
+            Request::Rset => {
+                self.txn = None;
+                self.reply(&Reply::new(250, "2.0.0", "Ok"));
+            }
+            Request::Noop { .. } => self.reply(&Reply::new(250, "2.0.0", "Ok")),
+            Request::Vrfy { .. } => self.reply(&Reply::new(
+                252,
+                "2.5.2",
+                "Cannot VRFY user, but will accept message and attempt delivery",
+            )),
+            Request::Help { .. } => self.reply(&Reply::new(
+                214,
+                "2.0.0",
+                "mxg outbound gateway: see RFC 5321; commands EHLO HELO MAIL RCPT DATA BDAT RSET NOOP VRFY STARTTLS QUIT",
+            )),
+            Request::Quit => {
+                self.reply(&Reply::new(221, "2.0.0", "Bye"));
+                return Ok(Flow::Close);
+            }
+            Request::StartTls => return self.starttls().await,
+            other => self.not_implemented(&other),
+        }
+        Ok(Flow::Continue)
+    }
+
+    fn not_implemented(&mut self, cmd: &Command) {
+        let text = format!("{} not implemented", cmd.name());
+        self.reply(&Reply::new(502, "5.5.1", text));
+    }
+
+    fn ehlo(&mut self, host: String, esmtp: bool) {
+        self.txn = None;
+        self.helo = Some(host);
+        self.esmtp = esmtp;
+        let name = self.shared.hostname.clone();
+        if !esmtp {
+            self.reply(&Reply::new(250, "", name));
+            return;
+        }
+        let mut lines = vec![
+            name,
+            "PIPELINING".into(),
+            format!("SIZE {}", self.shared.limits.max_message_size),
+            "8BITMIME".into(),
+            "SMTPUTF8".into(),
+            "ENHANCEDSTATUSCODES".into(),
+            "DSN".into(),
+            "CHUNKING".into(),
+        ];
+        if self.shared.tls.is_some() && !self.stream.is_tls() {
+            lines.push("STARTTLS".into());
+        }
+        self.reply(&Reply::multi(250, lines));
+    }
+
+    fn mail(&mut self, from: MailFrom<String>) {
+        if self.helo.is_none() {
+            return self.reply(&Reply::new(503, "5.5.1", "Send EHLO or HELO first"));
+        }
+        if self.txn.is_some() {
+            return self.reply(&Reply::new(503, "5.5.1", "Nested MAIL command"));
+        }
+        let max = self.shared.limits.max_message_size;
+        if from.size > max {
+            let text = format!("Message size exceeds the limit of {max} octets");
+            return self.reply(&Reply::new(552, "5.3.4", text));
+        }
+        let smtputf8 = from.flags & smtp_proto::MAIL_SMTPUTF8 != 0;
+        if !smtputf8 && !from.address.is_ascii() {
+            return self.reply(&Reply::new(553, "5.6.7", "Non-ASCII sender address needs SMTPUTF8"));
+        }
+        let ret = if from.flags & smtp_proto::MAIL_RET_FULL != 0 {
+            Some("FULL".to_owned())
+        } else if from.flags & smtp_proto::MAIL_RET_HDRS != 0 {
+            Some("HDRS".to_owned())
+        } else {
+            None
+        };
+        let body = if from.flags & smtp_proto::MAIL_BODY_8BITMIME != 0 {
+            Some("8BITMIME".to_owned())
+        } else if from.flags & smtp_proto::MAIL_BODY_7BIT != 0 {
+            Some("7BIT".to_owned())
+        } else {
+            None
+        };
+        self.txn = Some(Transaction {
+            sender: from.address,
+            ret,
+            envid: from.env_id,
+            body,
+            smtputf8,
+            recipients: Vec::new(),
+            bdat: None,
+        });
+        self.reply(&Reply::new(250, "2.1.0", "Ok"));
+    }
+
+    fn rcpt(&mut self, to: RcptTo<String>) {
+        let Some(txn) = self.txn.as_mut() else {
+            return self.reply(&Reply::new(503, "5.5.1", "Need MAIL before RCPT"));
+        };
+        if !self.may_relay {
+            let text = format!(
+                "<{}>: Relay access denied: client {} is not in client_networks",
+                to.address,
+                self.peer.ip()
+            );
+            return self.reply(&Reply::new(554, "5.7.1", text));
+        }
+        if txn.recipients.len() >= self.shared.limits.max_recipients {
+            // RFC 5321 §4.5.3.1.10: 452 lets the client send the rest later.
+            return self.reply(&Reply::new(452, "4.5.3", "Too many recipients"));
+        }
+        let Some((_, domain)) = to.address.rsplit_once('@') else {
+            let text = "Recipient address needs a domain: this gateway only relays";
+            return self.reply(&Reply::new(501, "5.1.3", text));
+        };
+        if domain.is_empty() {
+            return self.reply(&Reply::new(501, "5.1.3", "Recipient address has an empty domain"));
+        }
+        if !txn.smtputf8 && !to.address.is_ascii() {
+            return self.reply(&Reply::new(553, "5.6.7", "Non-ASCII recipient address needs SMTPUTF8"));
+        }
+        let mut notify = Vec::new();
+        for (flag, word) in [
+            (smtp_proto::RCPT_NOTIFY_NEVER, "NEVER"),
+            (smtp_proto::RCPT_NOTIFY_SUCCESS, "SUCCESS"),
+            (smtp_proto::RCPT_NOTIFY_FAILURE, "FAILURE"),
+            (smtp_proto::RCPT_NOTIFY_DELAY, "DELAY"),
+        ] {
+            if to.flags & flag != 0 {
+                notify.push(word.to_owned());
+            }
+        }
+        txn.recipients.push(Recipient {
+            address: to.address,
+            notify,
+            orcpt: to.orcpt,
+        });
+        self.reply(&Reply::new(250, "2.1.5", "Ok"));
+    }
+
+    fn ready_for_body(&mut self) -> bool {
+        match &self.txn {
+            None => self.reply(&Reply::new(503, "5.5.1", "Need MAIL command")),
+            Some(t) if t.recipients.is_empty() => {
+                self.reply(&Reply::new(554, "5.5.1", "No valid recipients"));
+            }
+            Some(_) => return true,
+        }
+        false
+    }
+
+    async fn data(&mut self) -> Result<Flow, Gone> {
+        if self.txn.as_ref().is_some_and(|t| t.bdat.is_some()) {
+            self.reply(&Reply::new(503, "5.5.1", "DATA not allowed after BDAT"));
+            return Ok(Flow::Continue);
+        }
+        if !self.ready_for_body() {
+            return Ok(Flow::Continue);
+        }
+        self.reply(&Reply::new(354, "", "End data with <CR><LF>.<CR><LF>"));
+        self.flush().await?;
+        let limits = self.shared.limits.clone();
+        let mut reader = DataReader::new(limits.max_data_line, limits.max_message_size);
+        let mut pending = self.framer.take_buffered();
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            match reader.feed(&pending) {
+                DataProgress::NeedMore => {
+                    let n = self.read_some(&mut buf, limits.data_timeout).await?;
+                    pending.clear();
+                    pending.extend_from_slice(&buf[..n]);
+                }
+                DataProgress::Done { consumed } => {
+                    self.framer.push(&pending[consumed..]);
+                    break;
+                }
+                DataProgress::Failed(err) => {
+                    // After a bare CR or LF nobody knows where DATA ends:
+                    // refuse the message and close (see mxg_smtp::data).
+                    self.txn = None;
+                    let text = format!(
+                        "Message refused: {err}; only <CR><LF> line ends are allowed (RFC 5321 2.3.8), closing connection"
+                    );
+                    self.reply(&Reply::new(554, "5.5.2", text));
+                    return Ok(Flow::Close);
+                }
+            }
+        }
+        if reader.oversize {
+            self.txn = None;
+            let text = format!("Message size exceeds the limit of {} octets", limits.max_message_size);
+            self.reply(&Reply::new(552, "5.3.4", text));
+            return Ok(Flow::Continue);
+        }
+        if reader.line_too_long() {
+            self.txn = None;
+            self.reply(&line_too_long(limits.max_data_line));
+            return Ok(Flow::Continue);
+        }
+        let body = reader.into_body();
+        self.accept(body).await
+    }
+
+    async fn bdat(&mut self, size: usize, last: bool) -> Result<Flow, Gone> {
+        let body_started = self.txn.as_ref().is_some_and(|t| t.bdat.is_some());
+        let ok = body_started || self.ready_for_body();
+        // The chunk must be read off the wire even when it is refused, or
+        // its bytes would be taken for commands (RFC 3030 §3).
+        let mut reader = self
+            .txn
+            .as_mut()
+            .and_then(|t| t.bdat.take())
+            .unwrap_or_default();
+        let limits = self.shared.limits.clone();
+        reader.begin_chunk(size, limits.max_message_size);
+        let mut pending = self.framer.take_buffered();
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let used = reader.feed(&pending);
+            if reader.chunk_done() {
+                self.framer.push(&pending[used..]);
+                break;
+            }
+            let n = self.read_some(&mut buf, limits.data_timeout).await?;
+            pending.clear();
+            pending.extend_from_slice(&buf[..n]);
+        }
+        if !ok {
+            return Ok(Flow::Continue);
+        }
+        if !last {
+            let text = format!("{size} octets received");
+            if let Some(t) = self.txn.as_mut() {
+                t.bdat = Some(reader);
+            }
+            self.reply(&Reply::new(250, "2.0.0", text));
+            return Ok(Flow::Continue);
+        }
+        if reader.oversize {
+            self.txn = None;
+            let text = format!("Message size exceeds the limit of {} octets", limits.max_message_size);
+            self.reply(&Reply::new(552, "5.3.4", text));
+            return Ok(Flow::Continue);
+        }
+        let body = reader.into_body();
+        match check_line_ends(&body) {
+            Err(err) => {
+                self.txn = None;
+                let text = format!("Message refused: {err}; only <CR><LF> line ends are allowed (RFC 5321 2.3.8)");
+                self.reply(&Reply::new(554, "5.6.0", text));
+                Ok(Flow::Continue)
+            }
+            Ok(longest) if longest > limits.max_data_line => {
+                self.txn = None;
+                self.reply(&line_too_long(limits.max_data_line));
+                Ok(Flow::Continue)
+            }
+            Ok(_) => self.accept(body).await,
+        }
+    }
+
+    /// Stores the message and answers 250 only once it is on disk.
+    async fn accept(&mut self, body: Vec<u8>) -> Result<Flow, Gone> {
+        let Some(txn) = self.txn.take() else {
+            return Ok(Flow::Continue);
+        };
+        if count_received(&body) > MAX_HOPS {
+            let text = format!("Too many hops: more than {MAX_HOPS} Received fields, mail loop?");
+            self.reply(&Reply::new(554, "5.4.6", text));
+            return Ok(Flow::Continue);
+        }
+        let queue_id = new_queue_id();
+        let now = SystemTime::now();
+        let client_ip = self.peer.ip().to_string();
+        let helo = self.helo.clone().unwrap_or_default();
+        let protocol = match (self.esmtp, self.stream.is_tls()) {
+            (false, _) => "SMTP",
+            (true, false) => "ESMTP",
+            (true, true) => "ESMTPS",
+        };
+        let single = (txn.recipients.len() == 1).then(|| txn.recipients[0].address.as_str());
+        let trace = received_header(
+            &TraceInfo {
+                helo: &helo,
+                client_ip: &client_ip,
+                hostname: &self.shared.hostname,
+                protocol,
+                queue_id: &queue_id,
+                tls: self.tls.as_deref(),
+                single_recipient: single,
+            },
+            now,
+        );
+        let mut message = Vec::with_capacity(trace.len() + body.len());
+        message.extend_from_slice(trace.as_bytes());
+        message.extend_from_slice(&body);
+        drop(body);
+        let envelope = Envelope {
+            queue_id: queue_id.clone(),
+            received_ms: now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64),
+            sender: txn.sender,
+            recipients: txn.recipients,
+            ret: txn.ret,
+            envid: txn.envid,
+            body: txn.body,
+            smtputf8: txn.smtputf8,
+            origin: "smtp".into(),
+            client_addr: client_ip,
+            client_helo: helo,
+            client_tls: self.tls.clone(),
+            size: message.len() as u64,
+        };
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.shared.spool.commit(
+            &envelope,
+            &message,
+            Box::new(move |r| {
+                let _ = tx.send(r);
+            }),
+        );
+        drop(message);
+        match rx.await {
+            Ok(Ok(())) => {
+                self.shared.bus.push(Event::Received { envelope });
+                let text = format!("Ok: queued as {queue_id}");
+                self.reply(&Reply::new(250, "2.0.0", text));
+            }
+            Ok(Err(e)) => {
+                self.shared.bus.push(Event::Log {
+                    level: "error".into(),
+                    message: format!("cannot spool message: {e}"),
+                });
+                self.reply(&Reply::new(451, "4.3.0", "Local error: message not stored, try again later"));
+            }
+            Err(_) => {
+                self.reply(&Reply::new(451, "4.3.0", "Local error: spool unavailable, try again later"));
+            }
+        }
+        Ok(Flow::Continue)
+    }
+
+    async fn starttls(&mut self) -> Result<Flow, Gone> {
+        let Some(config) = self.shared.tls.clone() else {
+            self.reply(&Reply::new(502, "5.5.1", "STARTTLS not available"));
+            return Ok(Flow::Continue);
+        };
+        if self.stream.is_tls() {
+            self.reply(&Reply::new(503, "5.5.1", "TLS already active"));
+            return Ok(Flow::Continue);
+        }
+        self.reply(&Reply::new(220, "2.0.0", "Ready to start TLS"));
+        self.flush().await?;
+        // RFC 3207 §4.2 / DESIGN.md §4 rule 6: anything the client sent
+        // after STARTTLS and before the handshake is an injection attempt.
+        self.framer.discard_buffered();
+        let plain = self.stream.take_plain().ok_or(Gone)?;
+        let acceptor = tokio_rustls::TlsAcceptor::from(config);
+        let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(plain)).await {
+            Ok(Ok(tls)) => tls,
+            _ => return Ok(Flow::Close),
+        };
+        self.tls = crate::tls::describe(tls.get_ref().1).map(|t| format!("{} {}", t.version, t.cipher));
+        self.stream = Stream::ServerTls(Box::new(tls));
+        // Forget everything the client said before TLS (RFC 3207 §4.2).
+        self.helo = None;
+        self.esmtp = false;
+        self.txn = None;
+        Ok(Flow::Continue)
+    }
+}
+
+fn line_too_long(max: usize) -> Reply {
+    let text = format!("Message has a line longer than {max} octets (RFC 5321 4.5.3.1.6)");
+    Reply::new(554, "5.6.0", text)
+}

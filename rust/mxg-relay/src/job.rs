@@ -1,0 +1,86 @@
+//! Delivery jobs (control plane → data plane) and their results.
+
+use crate::level::TlsLevel;
+use mxg_spool::Recipient;
+use serde::{Deserialize, Serialize};
+
+/// One receiving host with the addresses to try, in order.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Host {
+    pub name: String,
+    pub addresses: Vec<std::net::IpAddr>,
+}
+
+/// The transport requirement for a job. Later work adds the
+/// authentication material (TLSA records, MTA-STS patterns, pins).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TlsRequirement {
+    pub level: TlsLevel,
+}
+
+/// Deliver one spooled message to some of its recipients, all in one
+/// destination (recipient domain or configured route).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeliveryJob {
+    pub job_id: u64,
+    pub queue_id: String,
+    /// Key for connection reuse and the concurrency limit.
+    pub destination: String,
+    pub sender: String,
+    pub recipients: Vec<Recipient>,
+    /// MX hosts in the order to try (the control plane already shuffled
+    /// equal preferences).
+    pub hosts: Vec<Host>,
+    pub tls: TlsRequirement,
+    #[serde(default)]
+    pub ret: Option<String>,
+    #[serde(default)]
+    pub envid: Option<String>,
+    #[serde(default)]
+    pub body: Option<String>,
+    #[serde(default)]
+    pub smtputf8: bool,
+}
+
+/// Final word on one recipient from one job.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Accepted by the receiving server (2xx after DATA).
+    Sent,
+    /// Temporary failure; the control plane retries.
+    Deferred,
+    /// Permanent failure; the control plane bounces.
+    Bounced,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RecipientResult {
+    pub address: String,
+    pub status: Status,
+    pub code: u16,
+    pub enhanced: String,
+    pub text: String,
+    /// Host and address that gave the answer; empty if none was reached.
+    pub host: String,
+    pub ip: String,
+    /// TLS version and cipher of that session, when TLS was used.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsInfo>,
+    /// Level the session achieved.
+    pub level: TlsLevel,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TlsInfo {
+    pub version: String,
+    pub cipher: String,
+}
+
+/// One connection attempt that did not end in delivery, for the log.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AttemptNote {
+    pub host: String,
+    pub ip: String,
+    pub error: String,
+}

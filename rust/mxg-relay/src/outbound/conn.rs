@@ -1,0 +1,238 @@
+//! One client connection to a receiving server: reply reading with the
+//! RFC 5321 §4.5.3.2 timeouts, EHLO capabilities and STARTTLS.
+
+use crate::job::TlsInfo;
+use crate::level::TlsLevel;
+use crate::stream::Stream;
+use mxg_smtp::reply::ReplyError;
+use mxg_smtp::{Reply, ReplyParser};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// A reply line longer than this is not SMTP (RFC 5321 §4.5.3.1.5: 512).
+const MAX_REPLY_LINE: usize = 4096;
+
+/// What the server announced in its EHLO reply.
+#[derive(Debug, Default, Clone)]
+pub struct Caps {
+    pub pipelining: bool,
+    pub size: Option<u64>,
+    pub eightbitmime: bool,
+    pub smtputf8: bool,
+    pub dsn: bool,
+    pub starttls: bool,
+}
+
+impl Caps {
+    fn parse(reply: &Reply) -> Self {
+        let mut caps = Self::default();
+        for line in reply.lines.iter().skip(1) {
+            let mut words = line.split_ascii_whitespace();
+            let Some(kw) = words.next() else { continue };
+            match kw.to_ascii_uppercase().as_str() {
+                "PIPELINING" => caps.pipelining = true,
+                "SIZE" => caps.size = Some(words.next().and_then(|n| n.parse().ok()).unwrap_or(0)),
+                "8BITMIME" => caps.eightbitmime = true,
+                "SMTPUTF8" => caps.smtputf8 = true,
+                "DSN" => caps.dsn = true,
+                "STARTTLS" => caps.starttls = true,
+                _ => {}
+            }
+        }
+        caps
+    }
+}
+
+/// Why a connection could not be used. Always transient for the job.
+#[derive(Debug, Clone)]
+pub struct ConnError {
+    pub text: String,
+    /// Set when the server gave an SMTP reply (e.g. a 554 greeting).
+    pub reply: Option<Reply>,
+}
+
+impl ConnError {
+    fn new(text: impl Into<String>) -> Self {
+        Self {
+            text: text.into(),
+            reply: None,
+        }
+    }
+}
+
+pub struct Conn {
+    stream: Stream,
+    rbuf: Vec<u8>,
+    parser: ReplyParser,
+    pub host: String,
+    pub ip: IpAddr,
+    pub caps: Caps,
+    pub tls: Option<TlsInfo>,
+    pub messages: usize,
+    /// Set when the connection is in an unknown protocol state.
+    pub broken: bool,
+}
+
+impl Conn {
+    pub async fn connect(host: &str, ip: IpAddr, port: u16, timeout: Duration) -> Result<Self, ConnError> {
+        let addr = SocketAddr::new(ip, port);
+        let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => return Err(ConnError::new(format!("connect to {host}[{ip}]:{port}: {e}"))),
+            Err(_) => return Err(ConnError::new(format!("connect to {host}[{ip}]:{port}: timed out"))),
+        };
+        let _ = stream.set_nodelay(true);
+        Ok(Self {
+            stream: Stream::Plain(stream),
+            rbuf: Vec::with_capacity(4096),
+            parser: ReplyParser::default(),
+            host: host.to_owned(),
+            ip,
+            caps: Caps::default(),
+            tls: None,
+            messages: 0,
+            broken: false,
+        })
+    }
+
+    /// Level this connection achieves: `encrypted` with TLS (rustls only
+    /// negotiates TLS 1.2/1.3 with ECDHE and AEAD), `none` without.
+    pub fn level(&self) -> TlsLevel {
+        if self.tls.is_some() {
+            TlsLevel::Encrypted
+        } else {
+            TlsLevel::None
+        }
+    }
+
+    fn fail(&mut self, what: &str, detail: &str) -> ConnError {
+        self.broken = true;
+        ConnError::new(format!("{}[{}] {what}: {detail}", self.host, self.ip))
+    }
+
+    pub async fn read_reply(&mut self, timeout: Duration, stage: &str) -> Result<Reply, ConnError> {
+        let fut = async {
+            loop {
+                if let Some(pos) = self.rbuf.iter().position(|&b| b == b'\n') {
+                    let mut line: Vec<u8> = self.rbuf.drain(..=pos).collect();
+                    line.pop();
+                    if line.last() == Some(&b'\r') {
+                        line.pop();
+                    }
+                    match self.parser.feed(&line) {
+                        Ok(Some(reply)) => return Ok(reply),
+                        Ok(None) => continue,
+                        Err(ReplyError::Malformed(l)) => return Err(format!("malformed reply {l:?}")),
+                        Err(e) => return Err(e.to_string()),
+                    }
+                }
+                if self.rbuf.len() > MAX_REPLY_LINE {
+                    return Err("reply line too long".to_owned());
+                }
+                let mut buf = [0u8; 4096];
+                match self.stream.read(&mut buf).await {
+                    Ok(0) => return Err("connection closed by server".to_owned()),
+                    Ok(n) => self.rbuf.extend_from_slice(&buf[..n]),
+                    Err(e) => return Err(e.to_string()),
+                }
+            }
+        };
+        match tokio::time::timeout(timeout, fut).await {
+            Ok(Ok(r)) => Ok(r),
+            Ok(Err(e)) => Err(self.fail(&format!("while waiting for the {stage} reply"), &e)),
+            Err(_) => Err(self.fail(&format!("while waiting for the {stage} reply"), "timed out")),
+        }
+    }
+
+    pub async fn send(&mut self, bytes: &[u8], timeout: Duration) -> Result<(), ConnError> {
+        let fut = async {
+            self.stream.write_all(bytes).await?;
+            self.stream.flush().await
+        };
+        match tokio::time::timeout(timeout, fut).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(self.fail("while sending", &e.to_string())),
+            Err(_) => Err(self.fail("while sending", "timed out")),
+        }
+    }
+
+    pub async fn command(&mut self, line: &str, timeout: Duration, stage: &str) -> Result<Reply, ConnError> {
+        let mut bytes = Vec::with_capacity(line.len() + 2);
+        bytes.extend_from_slice(line.as_bytes());
+        bytes.extend_from_slice(b"\r\n");
+        self.send(&bytes, timeout).await?;
+        self.read_reply(timeout, stage).await
+    }
+
+    /// EHLO, falling back to HELO when the server refuses EHLO with 5xx.
+    pub async fn hello(&mut self, name: &str, timeout: Duration) -> Result<(), ConnError> {
+        let reply = self.command(&format!("EHLO {name}"), timeout, "EHLO").await?;
+        if reply.is_positive() {
+            self.caps = Caps::parse(&reply);
+            return Ok(());
+        }
+        if reply.is_permanent() {
+            let helo = self.command(&format!("HELO {name}"), timeout, "HELO").await?;
+            if helo.is_positive() {
+                self.caps = Caps::default();
+                return Ok(());
+            }
+            return Err(self.refused("HELO", helo));
+        }
+        Err(self.refused("EHLO", reply))
+    }
+
+    pub fn refused(&mut self, stage: &str, reply: Reply) -> ConnError {
+        let text = format!("{}[{}] refused {stage}: {reply}", self.host, self.ip);
+        ConnError {
+            text,
+            reply: Some(reply),
+        }
+    }
+
+    /// STARTTLS and the TLS handshake. Bytes the server sent before the
+    /// handshake are dropped and capabilities forgotten (RFC 3207 §4.2,
+    /// DESIGN.md §4 rule 6); the caller says EHLO again.
+    pub async fn starttls(
+        &mut self,
+        config: Arc<rustls::ClientConfig>,
+        server_name: rustls::pki_types::ServerName<'static>,
+        timeout: Duration,
+    ) -> Result<(), ConnError> {
+        let reply = self.command("STARTTLS", timeout, "STARTTLS").await?;
+        if reply.code != 220 {
+            return Err(self.refused("STARTTLS", reply));
+        }
+        self.rbuf.clear();
+        self.parser = ReplyParser::default();
+        self.caps = Caps::default();
+        let Some(plain) = self.stream.take_plain() else {
+            return Err(self.fail("STARTTLS", "connection is not plaintext"));
+        };
+        let connector = tokio_rustls::TlsConnector::from(config);
+        match tokio::time::timeout(timeout, connector.connect(server_name, plain)).await {
+            Ok(Ok(tls)) => {
+                self.tls = crate::tls::describe(tls.get_ref().1);
+                self.stream = Stream::ClientTls(Box::new(tls));
+                Ok(())
+            }
+            Ok(Err(e)) => Err(self.fail("TLS handshake", &e.to_string())),
+            Err(_) => Err(self.fail("TLS handshake", "timed out")),
+        }
+    }
+
+    /// Polite end; errors do not matter any more.
+    pub async fn quit(mut self) {
+        let _ = tokio::time::timeout(Duration::from_secs(5), async {
+            if self.stream.write_all(b"QUIT\r\n").await.is_ok() {
+                let mut buf = [0u8; 512];
+                let _ = self.stream.read(&mut buf).await;
+            }
+            let _ = self.stream.shutdown().await;
+        })
+        .await;
+    }
+}

@@ -1,0 +1,420 @@
+//! Delivering one job: hosts in order, the transport requirement checked
+//! before MAIL FROM, per-recipient results.
+
+use super::conn::{Conn, ConnError};
+use super::pool::Client;
+use super::wire::{dot_stuff, xtext};
+use crate::events::Event;
+use crate::job::{AttemptNote, DeliveryJob, RecipientResult, Status};
+use crate::level::TlsLevel;
+use mxg_smtp::Reply;
+use mxg_spool::Recipient;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn secs(s: u64) -> Duration {
+    Duration::from_secs(s)
+}
+
+/// Whether a connection that achieved `achieved` may carry mail that
+/// requires `required`. `opportunistic` asks for TLS when offered and
+/// accepts whatever the server could do; every higher level is a floor.
+fn meets(achieved: TlsLevel, required: TlsLevel) -> bool {
+    required <= TlsLevel::Opportunistic || achieved.meets(required)
+}
+
+/// Runs a job to the end and reports it on the event bus.
+pub async fn deliver(client: Arc<Client>, job: DeliveryJob) {
+    let started_ms = now_ms();
+    let dest = client.destination(&job.destination);
+    let _permit = dest.slots.clone().acquire_owned().await;
+    let mut run = Run {
+        client: client.clone(),
+        results: Vec::new(),
+        attempts: Vec::new(),
+        pending: job.recipients.clone(),
+        last_error: None,
+    };
+    let policy = serde_json::to_string(&job.tls).unwrap_or_default();
+    match read_message(&client, &job.queue_id).await {
+        Ok(message) => {
+            let data = dot_stuff(&message);
+            run.deliver(&job, &dest, &policy, message.len(), &data).await;
+        }
+        Err(text) => run.last_error = Some((text, None)),
+    }
+    run.defer_pending(&job);
+    client.bus.push(Event::DeliveryDone {
+        job_id: job.job_id,
+        queue_id: job.queue_id.clone(),
+        destination: job.destination.clone(),
+        results: run.results,
+        attempts: run.attempts,
+        started_ms,
+        finished_ms: now_ms(),
+    });
+}
+
+async fn read_message(client: &Client, queue_id: &str) -> Result<Vec<u8>, String> {
+    let spool = client.spool.clone();
+    let id = queue_id.to_owned();
+    match tokio::task::spawn_blocking(move || spool.read(&id)).await {
+        Ok(Ok((_, message))) => Ok(message),
+        Ok(Err(e)) => Err(format!("local error: {e}")),
+        Err(e) => Err(format!("local error: {e}")),
+    }
+}
+
+struct Run {
+    client: Arc<Client>,
+    results: Vec<RecipientResult>,
+    attempts: Vec<AttemptNote>,
+    /// Recipients without a result yet.
+    pending: Vec<Recipient>,
+    /// The most recent reason the pending recipients are still pending.
+    last_error: Option<(String, Option<Reply>)>,
+}
+
+impl Run {
+    async fn deliver(
+        &mut self,
+        job: &DeliveryJob,
+        dest: &super::pool::Destination,
+        policy: &str,
+        size: usize,
+        data: &[u8],
+    ) {
+        // A connection left open by an earlier job to this destination under
+        // the same policy; if it went stale, fall through to fresh ones.
+        if let Some(conn) = self.client.take_idle(dest, policy) {
+            if let Some(conn) = self.transaction(job, conn, size, data).await {
+                self.client.put_idle(dest, policy.to_owned(), conn).await;
+            }
+            if self.pending.is_empty() {
+                return;
+            }
+        }
+        for host in &job.hosts {
+            for ip in &host.addresses {
+                if self.pending.is_empty() {
+                    return;
+                }
+                let conn = match self.open(job, &host.name, *ip).await {
+                    Ok(conn) => conn,
+                    Err(e) => {
+                        self.note(&host.name, &ip.to_string(), &e.text);
+                        self.last_error = Some((e.text, e.reply));
+                        continue;
+                    }
+                };
+                if let Some(conn) = self.transaction(job, conn, size, data).await {
+                    self.client.put_idle(dest, policy.to_owned(), conn).await;
+                }
+            }
+        }
+        if job.hosts.iter().all(|h| h.addresses.is_empty()) && self.last_error.is_none() {
+            self.last_error = Some(("no address to deliver to".to_owned(), None));
+        }
+    }
+
+    fn note(&mut self, host: &str, ip: &str, error: &str) {
+        self.attempts.push(AttemptNote {
+            host: host.to_owned(),
+            ip: ip.to_owned(),
+            error: error.to_owned(),
+        });
+    }
+
+    /// Connects, greets and brings the session to the required level. The
+    /// requirement is checked here, before any MAIL FROM (rule 1).
+    async fn open(&self, job: &DeliveryJob, host: &str, ip: std::net::IpAddr) -> Result<Conn, ConnError> {
+        let cfg = &self.client.cfg;
+        let required = job.tls.level;
+        let mut conn = Conn::connect(host, ip, cfg.port, secs(cfg.connect_timeout_s)).await?;
+        let greeting = conn.read_reply(secs(cfg.greeting_timeout_s), "greeting").await?;
+        if greeting.code != 220 {
+            let err = conn.refused("the connection", greeting);
+            conn.quit().await;
+            return Err(err);
+        }
+        let cmd_timeout = secs(cfg.command_timeout_s);
+        conn.hello(&self.client.helo, cmd_timeout).await?;
+        if required.tries_tls() && conn.caps.starttls {
+            let name = rustls::pki_types::ServerName::try_from(host.to_owned())
+                .unwrap_or_else(|_| rustls::pki_types::ServerName::IpAddress(ip.into()));
+            conn.starttls(self.client.tls.clone(), name, cmd_timeout).await?;
+            conn.hello(&self.client.helo, cmd_timeout).await?;
+        }
+        if !meets(conn.level(), required) {
+            let why = if required == TlsLevel::Qualified {
+                "validation-failure: no authentication method for the qualified level is available in this build"
+            } else if conn.caps.starttls || conn.tls.is_some() {
+                "the session does not meet the required level"
+            } else {
+                "starttls-not-supported: the server does not offer STARTTLS"
+            };
+            let text = format!(
+                "{host}[{ip}]: required transport level {} not met: {why}",
+                required.as_str()
+            );
+            conn.quit().await;
+            return Err(ConnError { text, reply: None });
+        }
+        Ok(conn)
+    }
+
+    /// One mail transaction on an open connection. Returns the connection
+    /// when it can be used again.
+    async fn transaction(&mut self, job: &DeliveryJob, mut conn: Conn, size: usize, data: &[u8]) -> Option<Conn> {
+        let cfg = self.client.cfg.clone();
+        let cmd_timeout = secs(cfg.command_timeout_s);
+        let host = conn.host.clone();
+        let ip = conn.ip.to_string();
+        if job.smtputf8 && !conn.caps.smtputf8 {
+            // RFC 6531 §3.4: without SMTPUTF8 at the server this cannot go.
+            let reply = Reply::new(553, "5.6.7", format!("{host} does not support SMTPUTF8"));
+            self.finish_all(&conn, Status::Bounced, &reply);
+            return Some(conn);
+        }
+        if let Some(max) = conn.caps.size.filter(|&m| m > 0) {
+            if size as u64 > max {
+                let reply = Reply::new(552, "5.3.4", format!("message of {size} octets exceeds {host}'s limit of {max}"));
+                self.finish_all(&conn, Status::Bounced, &reply);
+                return Some(conn);
+            }
+        }
+        let mail = mail_command(job, &conn, size);
+        let rcpts: Vec<String> = self.pending.iter().map(|r| rcpt_command(r, &conn)).collect();
+        // With PIPELINING, MAIL and all RCPTs go in one write (RFC 2920 §3.1).
+        let replies = if conn.caps.pipelining {
+            let mut batch = format!("{mail}\r\n");
+            for r in &rcpts {
+                batch.push_str(r);
+                batch.push_str("\r\n");
+            }
+            if let Err(e) = conn.send(batch.as_bytes(), cmd_timeout).await {
+                return self.lost(&conn, e);
+            }
+            let mut replies = Vec::with_capacity(rcpts.len() + 1);
+            for stage in std::iter::once("MAIL FROM").chain(rcpts.iter().map(|_| "RCPT TO")) {
+                match conn.read_reply(cmd_timeout, stage).await {
+                    Ok(r) => replies.push(r),
+                    Err(e) => return self.lost(&conn, e),
+                }
+            }
+            replies
+        } else {
+            let mut replies = Vec::with_capacity(rcpts.len() + 1);
+            match conn.command(&mail, cmd_timeout, "MAIL FROM").await {
+                Ok(r) => replies.push(r),
+                Err(e) => return self.lost(&conn, e),
+            }
+            if replies[0].is_positive() {
+                for r in &rcpts {
+                    match conn.command(r, cmd_timeout, "RCPT TO").await {
+                        Ok(reply) => replies.push(reply),
+                        Err(e) => return self.lost(&conn, e),
+                    }
+                }
+            }
+            replies
+        };
+        let mail_reply = replies[0].clone();
+        if !mail_reply.is_positive() {
+            if mail_reply.is_permanent() {
+                self.finish_all(&conn, Status::Bounced, &mail_reply);
+                conn.broken = conn.caps.pipelining && rset(&mut conn, cmd_timeout).await.is_err();
+                return Some(conn);
+            }
+            // A transient MAIL refusal is about this server: the next host
+            // may take the message.
+            let err = conn.refused("MAIL FROM", mail_reply);
+            self.note(&host, &ip, &err.text);
+            self.last_error = Some((err.text, err.reply));
+            let _ = rset(&mut conn, cmd_timeout).await;
+            return Some(conn);
+        }
+        let mut accepted = Vec::new();
+        let pending = std::mem::take(&mut self.pending);
+        for (rcpt, reply) in pending.into_iter().zip(replies.into_iter().skip(1)) {
+            if reply.is_positive() {
+                accepted.push(rcpt);
+            } else {
+                let status = if reply.is_permanent() { Status::Bounced } else { Status::Deferred };
+                self.push_result(&conn, &rcpt, status, &reply);
+            }
+        }
+        if accepted.is_empty() {
+            let _ = rset(&mut conn, cmd_timeout).await;
+            return Some(conn);
+        }
+        let data_reply = match conn.command("DATA", secs(cfg.data_init_timeout_s), "DATA").await {
+            Ok(r) => r,
+            Err(e) => {
+                self.pending = accepted;
+                return self.lost(&conn, e);
+            }
+        };
+        if data_reply.code != 354 {
+            let status = if data_reply.is_permanent() { Status::Bounced } else { Status::Deferred };
+            for rcpt in &accepted {
+                self.push_result(&conn, rcpt, status.clone(), &data_reply);
+            }
+            let _ = rset(&mut conn, cmd_timeout).await;
+            return Some(conn);
+        }
+        if let Err(e) = send_data(&mut conn, data, secs(cfg.data_block_timeout_s)).await {
+            self.pending = accepted;
+            return self.lost(&conn, e);
+        }
+        let final_reply = match conn.read_reply(secs(cfg.data_done_timeout_s), "end of DATA").await {
+            Ok(r) => r,
+            Err(e) => {
+                // RFC 5321 §6.1 allows a duplicate over a loss here; at-least-once.
+                self.pending = accepted;
+                return self.lost(&conn, e);
+            }
+        };
+        let status = if final_reply.is_positive() {
+            Status::Sent
+        } else if final_reply.is_permanent() {
+            Status::Bounced
+        } else {
+            Status::Deferred
+        };
+        for rcpt in &accepted {
+            self.push_result(&conn, rcpt, status.clone(), &final_reply);
+        }
+        conn.messages += 1;
+        Some(conn)
+    }
+
+    /// The connection failed mid-transaction: the pending recipients move on
+    /// to the next host.
+    fn lost(&mut self, conn: &Conn, e: ConnError) -> Option<Conn> {
+        self.note(&conn.host, &conn.ip.to_string(), &e.text);
+        self.last_error = Some((e.text, e.reply));
+        None
+    }
+
+    fn finish_all(&mut self, conn: &Conn, status: Status, reply: &Reply) {
+        for rcpt in std::mem::take(&mut self.pending) {
+            self.push_result(conn, &rcpt, status.clone(), reply);
+        }
+    }
+
+    fn push_result(&mut self, conn: &Conn, rcpt: &Recipient, status: Status, reply: &Reply) {
+        self.results.push(RecipientResult {
+            address: rcpt.address.clone(),
+            status,
+            code: reply.code,
+            enhanced: reply.enhanced.clone(),
+            text: reply.text(),
+            host: conn.host.clone(),
+            ip: conn.ip.to_string(),
+            tls: conn.tls.clone(),
+            level: conn.level(),
+        });
+    }
+
+    /// Every recipient still without a result is deferred with the last
+    /// reason seen; a permanent greeting refusal from every host bounces.
+    fn defer_pending(&mut self, job: &DeliveryJob) {
+        let (text, reply) = self
+            .last_error
+            .clone()
+            .unwrap_or_else(|| ("no host could be reached".to_owned(), None));
+        let _ = job;
+        for rcpt in std::mem::take(&mut self.pending) {
+            self.results.push(RecipientResult {
+                address: rcpt.address,
+                status: Status::Deferred,
+                code: reply.as_ref().map_or(451, |r| if r.is_transient() { r.code } else { 451 }),
+                enhanced: reply
+                    .as_ref()
+                    .filter(|r| r.is_transient())
+                    .map_or_else(|| "4.4.1".to_owned(), |r| r.enhanced.clone()),
+                text: text.clone(),
+                host: String::new(),
+                ip: String::new(),
+                tls: None,
+                level: TlsLevel::None,
+            });
+        }
+    }
+}
+
+async fn rset(conn: &mut Conn, timeout: Duration) -> Result<(), ConnError> {
+    let reply = conn.command("RSET", timeout, "RSET").await?;
+    if reply.is_positive() {
+        Ok(())
+    } else {
+        conn.broken = true;
+        Err(conn.refused("RSET", reply))
+    }
+}
+
+async fn send_data(conn: &mut Conn, data: &[u8], block_timeout: Duration) -> Result<(), ConnError> {
+    // The data-block timeout (§4.5.3.2.5) applies to each write.
+    for chunk in data.chunks(64 * 1024) {
+        conn.send(chunk, block_timeout).await?;
+    }
+    Ok(())
+}
+
+fn mail_command(job: &DeliveryJob, conn: &Conn, size: usize) -> String {
+    let mut cmd = format!("MAIL FROM:<{}>", job.sender);
+    if conn.caps.size.is_some() {
+        cmd.push_str(&format!(" SIZE={size}"));
+    }
+    if conn.caps.eightbitmime {
+        if let Some(body) = &job.body {
+            cmd.push_str(&format!(" BODY={body}"));
+        }
+    }
+    if job.smtputf8 {
+        cmd.push_str(" SMTPUTF8");
+    }
+    if conn.caps.dsn {
+        if let Some(ret) = &job.ret {
+            cmd.push_str(&format!(" RET={ret}"));
+        }
+        if let Some(envid) = &job.envid {
+            cmd.push_str(&format!(" ENVID={}", xtext(envid)));
+        }
+    }
+    cmd
+}
+
+fn rcpt_command(rcpt: &Recipient, conn: &Conn) -> String {
+    let mut cmd = format!("RCPT TO:<{}>", rcpt.address);
+    if conn.caps.dsn {
+        if !rcpt.notify.is_empty() {
+            cmd.push_str(&format!(" NOTIFY={}", rcpt.notify.join(",")));
+        }
+        if let Some(orcpt) = &rcpt.orcpt {
+            cmd.push_str(&format!(" ORCPT=rfc822;{}", xtext(orcpt)));
+        }
+    }
+    cmd
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn opportunistic_accepts_plaintext_but_encrypted_does_not() {
+        assert!(meets(TlsLevel::None, TlsLevel::Opportunistic));
+        assert!(meets(TlsLevel::None, TlsLevel::None));
+        assert!(!meets(TlsLevel::None, TlsLevel::Encrypted));
+        assert!(meets(TlsLevel::Encrypted, TlsLevel::Encrypted));
+        assert!(!meets(TlsLevel::Encrypted, TlsLevel::Qualified));
+    }
+}

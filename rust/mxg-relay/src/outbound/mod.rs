@@ -1,0 +1,10 @@
+//! The outbound SMTP client: delivers jobs to receiving servers, enforcing
+//! the required transport level before any MAIL FROM (DESIGN.md §4 rule 1).
+
+mod conn;
+mod deliver;
+mod pool;
+mod wire;
+
+pub use deliver::deliver;
+pub use pool::Client;

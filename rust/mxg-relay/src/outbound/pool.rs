@@ -1,0 +1,110 @@
+//! Per-destination state: the concurrency limit and idle connections kept
+//! for the next message to the same destination under the same policy.
+
+use super::conn::Conn;
+use crate::config::OutboundConfig;
+use crate::events::EventBus;
+use mxg_spool::Spool;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::Semaphore;
+
+pub struct Destination {
+    pub slots: Arc<Semaphore>,
+    idle: Mutex<Vec<Idle>>,
+}
+
+struct Idle {
+    conn: Conn,
+    /// The job's transport requirement, serialised: a connection is only
+    /// reused under exactly the policy it was verified for.
+    policy: String,
+    since: Instant,
+}
+
+pub struct Client {
+    pub cfg: OutboundConfig,
+    pub helo: String,
+    pub tls: Arc<rustls::ClientConfig>,
+    pub spool: Arc<Spool>,
+    pub bus: Arc<EventBus>,
+    destinations: Mutex<HashMap<String, Arc<Destination>>>,
+}
+
+impl Client {
+    pub fn new(cfg: OutboundConfig, hostname: &str, spool: Arc<Spool>, bus: Arc<EventBus>) -> Self {
+        let helo = if cfg.helo_name.is_empty() {
+            hostname.to_owned()
+        } else {
+            cfg.helo_name.clone()
+        };
+        Self {
+            cfg,
+            helo,
+            tls: crate::tls::unauthenticated_client_config(),
+            spool,
+            bus,
+            destinations: Mutex::default(),
+        }
+    }
+
+    pub fn destination(&self, name: &str) -> Arc<Destination> {
+        let mut map = self.destinations.lock().expect("destination table poisoned");
+        map.entry(name.to_owned())
+            .or_insert_with(|| {
+                Arc::new(Destination {
+                    slots: Arc::new(Semaphore::new(self.cfg.max_per_destination.max(1))),
+                    idle: Mutex::default(),
+                })
+            })
+            .clone()
+    }
+
+    pub fn take_idle(&self, dest: &Destination, policy: &str) -> Option<Conn> {
+        let mut idle = dest.idle.lock().expect("idle list poisoned");
+        let pos = idle.iter().rposition(|i| i.policy == policy)?;
+        Some(idle.swap_remove(pos).conn)
+    }
+
+    /// Keeps a healthy connection for reuse, or closes it.
+    pub async fn put_idle(&self, dest: &Destination, policy: String, conn: Conn) {
+        if conn.broken || conn.messages >= self.cfg.max_messages_per_connection || self.cfg.idle_timeout_s == 0 {
+            conn.quit().await;
+            return;
+        }
+        dest.idle.lock().expect("idle list poisoned").push(Idle {
+            conn,
+            policy,
+            since: Instant::now(),
+        });
+    }
+
+    /// Closes connections idle longer than the configured time; run
+    /// periodically by the engine.
+    pub async fn sweep_idle(&self, all: bool) {
+        let max_idle = Duration::from_secs(self.cfg.idle_timeout_s);
+        let dests: Vec<Arc<Destination>> = self
+            .destinations
+            .lock()
+            .expect("destination table poisoned")
+            .values()
+            .cloned()
+            .collect();
+        let mut expired = Vec::new();
+        for d in dests {
+            let mut idle = d.idle.lock().expect("idle list poisoned");
+            let mut i = 0;
+            while i < idle.len() {
+                if all || idle[i].since.elapsed() >= max_idle {
+                    expired.push(idle.swap_remove(i).conn);
+                } else {
+                    i += 1;
+                }
+            }
+        }
+        for conn in expired {
+            conn.quit().await;
+        }
+    }
+}
