@@ -289,6 +289,7 @@ mod tests {
             client_helo: "client".into(),
             client_tls: None,
             size: 5,
+            message_id: None,
         }
     }
 

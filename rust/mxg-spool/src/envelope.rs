@@ -46,4 +46,7 @@ pub struct Envelope {
     pub client_tls: Option<String>,
     /// Message size in octets as stored.
     pub size: u64,
+    /// The Message-ID header field's value, for logs; absent if none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message_id: Option<String>,
 }

@@ -2,7 +2,7 @@
 //! SMTPUTF8, ENHANCEDSTATUSCODES, DSN, STARTTLS and CHUNKING).
 
 use super::listener::ServerShared;
-use super::trace::{count_received, received_header, TraceInfo};
+use super::trace::{count_received, message_id, received_header, TraceInfo};
 use crate::events::Event;
 use crate::stream::Stream;
 use mxg_smtp::command::Framed;
@@ -465,7 +465,6 @@ impl Session {
         let mut message = Vec::with_capacity(trace.len() + body.len());
         message.extend_from_slice(trace.as_bytes());
         message.extend_from_slice(&body);
-        drop(body);
         let envelope = Envelope {
             queue_id: queue_id.clone(),
             received_ms: now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64),
@@ -480,6 +479,7 @@ impl Session {
             client_helo: helo,
             client_tls: self.tls.clone(),
             size: message.len() as u64,
+            message_id: message_id(&body),
         };
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.shared.spool.commit(
@@ -490,6 +490,7 @@ impl Session {
             }),
         );
         drop(message);
+        drop(body);
         match rx.await {
             Ok(Ok(())) => {
                 self.shared.bus.push(Event::Received { envelope });

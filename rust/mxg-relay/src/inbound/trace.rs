@@ -97,6 +97,31 @@ pub fn count_received(message: &[u8]) -> usize {
     count
 }
 
+/// The Message-ID field's value (unfolded, at most 998 octets), if the
+/// header section has one.
+pub fn message_id(message: &[u8]) -> Option<String> {
+    let mut lines = message.split(|&b| b == b'\n').peekable();
+    while let Some(line) = lines.next() {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.is_empty() {
+            return None;
+        }
+        if line.len() >= 11 && line[..11].eq_ignore_ascii_case(b"message-id:") {
+            let mut value = String::from_utf8_lossy(&line[11..]).trim().to_owned();
+            while let Some(next) = lines.peek() {
+                if !next.starts_with(b" ") && !next.starts_with(b"\t") {
+                    break;
+                }
+                let next = lines.next().unwrap_or_default();
+                value.push_str(String::from_utf8_lossy(next).trim());
+            }
+            value.truncate(998);
+            return Some(value);
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -113,6 +138,13 @@ mod tests {
     fn counts_received_in_header_only() {
         let m = b"Received: a\r\nreceived: b\r\nSubject: x\r\n\r\nReceived: body\r\n";
         assert_eq!(count_received(m), 2);
+    }
+
+    #[test]
+    fn finds_folded_message_id() {
+        let m = b"Subject: x\r\nMessage-Id:\r\n <a@b.example>\r\n\r\nMessage-ID: <no>\r\n";
+        assert_eq!(message_id(m).as_deref(), Some("<a@b.example>"));
+        assert_eq!(message_id(b"Subject: x\r\n\r\nMessage-ID: <body>\r\n"), None);
     }
 
     #[test]

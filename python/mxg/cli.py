@@ -1,0 +1,236 @@
+"""The ``mxg`` command.
+
+``mxg run`` starts the relay; ``mxg config check|example`` validates or
+prints configuration; ``mxg queue list|show|flush|hold|release|delete``
+works on the queue of a running or stopped relay (through its database;
+the relay picks changes up within a second); ``mxg version``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import getpass
+import json
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from mxg import __version__
+from mxg.config import Config, load_config
+from mxg.errors import ConfigError, MxgError
+
+
+def _config_path(args: argparse.Namespace) -> Path | None:
+    p = getattr(args, "config", None) or os.environ.get("MXG_CONFIG")
+    return Path(p) if p else None
+
+
+def _load(args: argparse.Namespace) -> Config:
+    return load_config(_config_path(args))
+
+
+# -- run --------------------------------------------------------------------
+
+def cmd_run(args: argparse.Namespace) -> int:
+    import anyio
+
+    from mxg.deliverylog import setup_logging
+    from mxg.relay import Relay
+
+    cfg = _load(args)
+    backend = args.backend or cfg.run.backend
+    setup_logging(cfg.log.level, cfg.log.format, cfg.log.file)
+    relay = Relay(cfg)
+
+    async def main() -> None:
+        async with anyio.create_task_group() as tg:
+            async def signals() -> None:
+                with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as sigs:
+                    async for _ in sigs:
+                        relay.stop()
+                        return
+
+            tg.start_soon(signals)
+            await relay.run()
+            tg.cancel_scope.cancel()
+
+    options: dict[str, Any] = {"use_uvloop": True} if backend == "asyncio" else {}
+    anyio.run(main, backend=backend, backend_options=options)
+    return 0
+
+
+# -- config -----------------------------------------------------------------
+
+def cmd_config_check(args: argparse.Namespace) -> int:
+    cfg = load_config(Path(args.file))
+    print(f"{args.file}: OK (listen {', '.join(cfg.server.listen)}, "
+          f"data {cfg.data.directory}, backend {cfg.run.backend})")
+    return 0
+
+
+def cmd_config_example(args: argparse.Namespace) -> int:
+    from mxg.config_example import EXAMPLE
+
+    sys.stdout.write(EXAMPLE)
+    return 0
+
+
+# -- queue ------------------------------------------------------------------
+
+def _store(args: argparse.Namespace) -> Any:
+    from mxg.store import Store
+
+    cfg = _load(args)
+    if not cfg.db_path.exists():
+        raise MxgError(f"no queue database at {cfg.db_path} (has mxg run ever started "
+                       "with this configuration?)")
+    return Store(cfg.db_path)
+
+
+def _when(ms: int | None) -> str:
+    if not ms:
+        return "-"
+    return dt.datetime.fromtimestamp(ms / 1000).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _table(rows: list[list[str]], header: list[str]) -> str:
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=False)]
+    lines = ["  ".join(str(h).ljust(w) for h, w in zip(header, widths, strict=True))]
+    lines += ["  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def cmd_queue_list(args: argparse.Namespace) -> int:
+    store = _store(args)
+    items = store.listing(include_done=args.all)
+    if args.json:
+        print(json.dumps(items, indent=2))
+        return 0
+    if not items:
+        print("queue is empty")
+        return 0
+    rows = [[i["queue_id"], _when(i["received_ms"]), i["state"], str(i["size"]),
+             f"<{i['sender']}>", f"{i['waiting']}/{i['rcpts']}", (i["reason"] or "")[:60]]
+            for i in items]
+    print(_table(rows, ["QUEUE ID", "RECEIVED", "STATE", "SIZE", "SENDER", "WAITING",
+                        "LAST REASON"]))
+    return 0
+
+
+def cmd_queue_show(args: argparse.Namespace) -> int:
+    store = _store(args)
+    d = store.details(args.queue_id)
+    if d is None:
+        raise MxgError(f"no message {args.queue_id} in the queue")
+    if args.json:
+        print(json.dumps(d, indent=2))
+        return 0
+    print(f"queue id:   {d['queue_id']}\nreceived:   {_when(d['received_ms'])}\n"
+          f"sender:     <{d['sender']}>\nmessage-id: {d['message_id'] or '-'}\n"
+          f"size:       {d['size']}\nstate:      {d['state']}"
+          + (f" ({d['hold_reason']})" if d["hold_reason"] else ""))
+    print()
+    rows = [[f"<{r['address']}>", r["status"], str(r["attempts"]), _when(r["next_ms"])
+             if r["status"] == "deferred" else "-", f"{r['host'] or '-'}",
+             r["tls"] or "-", (r["text"] or "")[:70]] for r in d["recipients"]]
+    print(_table(rows, ["RECIPIENT", "STATUS", "TRIES", "NEXT", "RELAY", "TLS", "LAST REPLY"]))
+    if d["events"]:
+        print()
+        for e in d["events"]:
+            print(f"{_when(e['at_ms'])} {e['actor']}: {e['action']} {e['detail'] or ''}")
+    return 0
+
+
+def _actor() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:
+        return f"uid {os.getuid()}"
+
+
+def cmd_queue_action(args: argparse.Namespace) -> int:
+    store = _store(args)
+    action = args.queue_cmd
+    if action == "flush":
+        n = store.flush(args.queue_id)
+        print(f"{n} deferred recipient(s) scheduled for immediate delivery")
+        return 0
+    fn = {"hold": store.hold, "release": store.release, "delete": store.delete}[action]
+    if not fn(args.queue_id, _actor(), args.reason):
+        raise MxgError(f"{action}: no {'held ' if action == 'release' else ''}message "
+                       f"{args.queue_id} that can be changed")
+    print(f"{args.queue_id}: {action} done")
+    return 0
+
+
+def cmd_version(args: argparse.Namespace) -> int:
+    from mxg import _core
+
+    print(f"mxg {__version__} (engine {_core.__version__})")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mxg", description="mxg outbound mail security gateway")
+    p.add_argument("-c", "--config", help="configuration file (default: $MXG_CONFIG or the "
+                   "embedded defaults)")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    run = sub.add_parser("run", help="start the relay")
+    run.add_argument("--backend", choices=["asyncio", "trio"], help="event loop (default: config)")
+    run.set_defaults(fn=cmd_run)
+
+    conf = sub.add_parser("config", help="check or print configuration")
+    csub = conf.add_subparsers(dest="config_cmd", required=True)
+    chk = csub.add_parser("check", help="validate a configuration file")
+    chk.add_argument("file")
+    chk.set_defaults(fn=cmd_config_check)
+    ex = csub.add_parser("example", help="print a complete commented configuration")
+    ex.set_defaults(fn=cmd_config_example)
+
+    q = sub.add_parser("queue", help="inspect and change the queue")
+    qsub = q.add_subparsers(dest="queue_cmd", required=True)
+    ql = qsub.add_parser("list", help="messages in the queue")
+    ql.add_argument("--json", action="store_true")
+    ql.add_argument("--all", action="store_true", help="include finished messages")
+    ql.set_defaults(fn=cmd_queue_list)
+    qs = qsub.add_parser("show", help="one message with its recipients and attempts")
+    qs.add_argument("queue_id")
+    qs.add_argument("--json", action="store_true")
+    qs.set_defaults(fn=cmd_queue_show)
+    qf = qsub.add_parser("flush", help="retry deferred recipients now")
+    qf.add_argument("queue_id", nargs="?")
+    qf.set_defaults(fn=cmd_queue_action)
+    for name, text in (("hold", "stop delivering a message"), ("release", "resume a held message"),
+                       ("delete", "drop a message's unfinished recipients")):
+        a = qsub.add_parser(name, help=text)
+        a.add_argument("queue_id")
+        a.add_argument("--reason", default="", help="recorded with the action")
+        a.set_defaults(fn=cmd_queue_action)
+
+    v = sub.add_parser("version", help="print the version")
+    v.set_defaults(fn=cmd_version)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.fn(args)
+        return code
+    except ConfigError as e:
+        print("configuration errors:", file=sys.stderr)
+        for line in e.problems:
+            print(f"  {line}", file=sys.stderr)
+        return 2
+    except MxgError as e:
+        print(f"mxg: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

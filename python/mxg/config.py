@@ -1,0 +1,347 @@
+"""Operator configuration: one TOML file loaded into pydantic models.
+
+Every problem is reported at once, each as ``FILE: key.path: reason``, and
+mxg does not start half-configured (DESIGN.md §4 rule 12). Values may be
+overridden from the environment as ``MXG_<SECTION>__<KEY>=<TOML value>``,
+e.g. ``MXG_SERVER__LISTEN='["0.0.0.0:25"]'`` or ``MXG_RUN__BACKEND=trio``.
+Durations are seconds or a number with a unit: ``90s``, ``5m``, ``4h``, ``5d``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import socket
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from mxg.errors import ConfigError
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
+
+
+def parse_duration(value: object) -> object:
+    """``"5m"`` → 300.0; numbers pass through; anything else is left for
+    pydantic to reject with its own message."""
+    if isinstance(value, str):
+        m = _DURATION.match(value)
+        if not m:
+            raise ValueError(f"{value!r} is not a duration (e.g. 30, 90s, 5m, 4h, 5d)")
+        return float(m.group(1)) * _UNITS[m.group(2) or "s"]
+    return value
+
+
+Seconds = Annotated[float, BeforeValidator(parse_duration), Field(ge=0)]
+PositiveSeconds = Annotated[float, BeforeValidator(parse_duration), Field(gt=0)]
+
+TransportLevel = Literal["none", "opportunistic", "encrypted", "qualified"]
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _default_hostname() -> str:
+    return socket.getfqdn() or "localhost"
+
+
+class ServerConfig(Section):
+    """The inbound SMTP server, facing the internal mail server."""
+
+    hostname: str = Field(default_factory=_default_hostname)
+    listen: list[str] = ["127.0.0.1:10025"]
+    client_networks: list[str] = ["127.0.0.0/8", "::1/128"]
+    max_connections: int = Field(1000, ge=1)
+    max_connections_per_client: int = Field(200, ge=1)
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    shutdown_grace: Seconds = 30
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, v: list[str]) -> list[str]:
+        if not v:
+            raise ValueError("at least one address is needed")
+        for addr in v:
+            host, sep, port = addr.rpartition(":")
+            if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+                raise ValueError(f"{addr!r} is not ip:port")
+            if ":" in host and not (host.startswith("[") and host.endswith("]")):
+                raise ValueError(f"{addr!r}: IPv6 addresses need brackets, e.g. [::1]:25")
+            try:
+                ipaddress.ip_address(host.strip("[]"))
+            except ValueError:
+                raise ValueError(f"{addr!r}: {host!r} is not an IP address") from None
+        return v
+
+    @field_validator("client_networks")
+    @classmethod
+    def _networks(cls, v: list[str]) -> list[str]:
+        for net in v:
+            try:
+                ipaddress.ip_network(net, strict=False)
+            except ValueError:
+                raise ValueError(f"{net!r} is not a network (e.g. 10.0.0.0/8)") from None
+            if ipaddress.ip_network(net, strict=False).prefixlen == 0:
+                raise ValueError(f"{net!r} would make mxg an open relay")
+        return v
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> ServerConfig:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key go together")
+        return self
+
+
+class LimitsConfig(Section):
+    """Inbound limits; defaults follow RFC 5321 §4.5.3."""
+
+    max_command_line: int = Field(2048, ge=512)
+    max_data_line: int = Field(1000, ge=1000)
+    max_message_size: int = Field(50 * 1024 * 1024, ge=1024)
+    max_recipients: int = Field(1000, ge=100)
+    max_errors: int = Field(20, ge=1)
+    command_timeout: PositiveSeconds = 300
+    data_timeout: PositiveSeconds = 300
+
+
+class DataConfig(Section):
+    """Where the spool and the queue/audit database live."""
+
+    directory: Path = Path("mxg-data")
+
+
+class DnsConfig(Section):
+    """The resolver: the system's unless nameservers are given."""
+
+    nameservers: list[str] = []
+    port: int = Field(53, ge=1, le=65535)
+    timeout: PositiveSeconds = 10
+    cache_size: int = Field(100_000, ge=0)
+
+    @field_validator("nameservers")
+    @classmethod
+    def _ips(cls, v: list[str]) -> list[str]:
+        for ns in v:
+            try:
+                ipaddress.ip_address(ns)
+            except ValueError:
+                raise ValueError(f"{ns!r} is not an IP address") from None
+        return v
+
+
+class DeliveryConfig(Section):
+    """The outbound client; timeouts per RFC 5321 §4.5.3.2."""
+
+    port: int = Field(25, ge=1, le=65535)
+    helo_name: str = ""
+    default_level: TransportLevel = "opportunistic"
+    address_preference: Literal["ipv4", "ipv6"] = "ipv4"
+    max_addresses: int = Field(10, ge=1)
+    connect_timeout: PositiveSeconds = 30
+    greeting_timeout: PositiveSeconds = 300
+    command_timeout: PositiveSeconds = 300
+    data_init_timeout: PositiveSeconds = 120
+    data_block_timeout: PositiveSeconds = 180
+    data_done_timeout: PositiveSeconds = 600
+    max_per_destination: int = Field(20, ge=1)
+    max_messages_per_connection: int = Field(100, ge=1)
+    idle_timeout: Seconds = 5
+    max_jobs: int = Field(2000, ge=1)
+
+
+class QueueConfig(Section):
+    """Retries and lifetimes (RFC 5321 §4.5.4.1: retry after at least 30
+    minutes, give up after 4-5 days; mxg tries sooner first)."""
+
+    retry_schedule: list[PositiveSeconds] = [60, 300, 900, 1800, 3600, 7200, 14400]
+    max_lifetime: PositiveSeconds = 5 * 86400
+    delay_warning_after: Seconds = 4 * 3600
+    scan_interval: PositiveSeconds = 1
+
+    @field_validator("retry_schedule")
+    @classmethod
+    def _schedule(cls, v: list[float]) -> list[float]:
+        if not v:
+            raise ValueError("needs at least one interval")
+        return v
+
+
+class DsnConfig(Section):
+    """Delivery status notifications (RFC 3464)."""
+
+    postmaster: str = ""
+    return_full_message_limit: int = Field(1024 * 1024, ge=0)
+
+    @field_validator("postmaster")
+    @classmethod
+    def _addr(cls, v: str) -> str:
+        if v and ("@" not in v or v.startswith("@") or v.endswith("@")):
+            raise ValueError(f"{v!r} is not a mail address")
+        return v
+
+
+class LogConfig(Section):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["text", "json"] = "text"
+    file: Path | None = None
+
+
+class RunConfig(Section):
+    backend: Literal["asyncio", "trio"] = "asyncio"
+    user: str = ""
+
+
+class Config(Section):
+    server: ServerConfig = ServerConfig()
+    limits: LimitsConfig = LimitsConfig()
+    data: DataConfig = DataConfig()
+    dns: DnsConfig = DnsConfig()
+    delivery: DeliveryConfig = DeliveryConfig()
+    queue: QueueConfig = QueueConfig()
+    dsn: DsnConfig = DsnConfig()
+    log: LogConfig = LogConfig()
+    run: RunConfig = RunConfig()
+
+    @property
+    def spool_dir(self) -> Path:
+        return self.data.directory / "spool"
+
+    @property
+    def db_path(self) -> Path:
+        return self.data.directory / "queue.db"
+
+    @property
+    def postmaster(self) -> str:
+        return self.dsn.postmaster or f"postmaster@{self.server.hostname}"
+
+    def engine_json(self) -> dict[str, Any]:
+        """The engine configuration handed to the Rust data plane."""
+        s, lim, d = self.server, self.limits, self.delivery
+        return {
+            "hostname": s.hostname,
+            "listen": s.listen,
+            "spool_dir": str(self.spool_dir),
+            "client_networks": s.client_networks,
+            "max_connections": s.max_connections,
+            "max_connections_per_client": s.max_connections_per_client,
+            "tls_cert": str(s.tls_cert) if s.tls_cert else None,
+            "tls_key": str(s.tls_key) if s.tls_key else None,
+            "shutdown_grace_s": int(s.shutdown_grace),
+            "limits": {
+                "max_command_line": lim.max_command_line,
+                "max_data_line": lim.max_data_line,
+                "max_message_size": lim.max_message_size,
+                "max_recipients": lim.max_recipients,
+                "max_errors": lim.max_errors,
+                "command_timeout_s": int(lim.command_timeout),
+                "data_timeout_s": int(lim.data_timeout),
+            },
+            "outbound": {
+                "helo_name": d.helo_name,
+                "port": d.port,
+                "connect_timeout_s": int(d.connect_timeout),
+                "greeting_timeout_s": int(d.greeting_timeout),
+                "command_timeout_s": int(d.command_timeout),
+                "data_init_timeout_s": int(d.data_init_timeout),
+                "data_block_timeout_s": int(d.data_block_timeout),
+                "data_done_timeout_s": int(d.data_done_timeout),
+                "max_per_destination": d.max_per_destination,
+                "max_messages_per_connection": d.max_messages_per_connection,
+                "idle_timeout_s": int(d.idle_timeout),
+            },
+        }
+
+
+ENV_PREFIX = "MXG_"
+
+
+def _env_overrides(environ: Mapping[str, str]) -> tuple[dict[str, Any], list[str]]:
+    data: dict[str, Any] = {}
+    problems: list[str] = []
+    for name, raw in environ.items():
+        if not name.startswith(ENV_PREFIX) or "__" not in name:
+            continue
+        section, _, key = name[len(ENV_PREFIX):].lower().partition("__")
+        try:
+            value = tomllib.loads(f"v = {raw}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = raw  # a bare word is taken as a string
+        if not section or not key:
+            problems.append(f"environment {name}: expected MXG_<SECTION>__<KEY>")
+            continue
+        data.setdefault(section, {})[key] = value
+    return data, problems
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def _resolve_paths(data: dict[str, Any], base: Path) -> None:
+    """Relative paths in a config file are relative to that file."""
+    for section, key in (("data", "directory"), ("server", "tls_cert"), ("server", "tls_key"),
+                         ("log", "file")):
+        sec = data.get(section)
+        if isinstance(sec, dict) and isinstance(sec.get(key), str) and sec[key]:
+            p = Path(sec[key])
+            if not p.is_absolute():
+                sec[key] = str(base / p)
+
+
+def load_config(path: Path | None = None, environ: Mapping[str, str] | None = None) -> Config:
+    """Loads and validates; raises ConfigError listing every problem."""
+    environ = os.environ if environ is None else environ
+    where = str(path) if path else "(embedded defaults)"
+    data: dict[str, Any] = {}
+    problems: list[str] = []
+    if path is not None:
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except OSError as e:
+            raise ConfigError([f"{where}: cannot read: {e.strerror or e}"]) from None
+        except UnicodeDecodeError as e:
+            raise ConfigError([f"{where}: not UTF-8 text: {e}"]) from None
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError([f"{where}: TOML syntax: {e}"]) from None
+        _resolve_paths(data, path.parent.resolve())
+    env, env_problems = _env_overrides(environ)
+    problems += env_problems
+    merged = _merge(data, env)
+    try:
+        config = Config.model_validate(merged)
+    except ValidationError as e:
+        for err in e.errors():
+            key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+            source = where
+            if len(err["loc"]) >= 2 and str(err["loc"][1]) in env.get(str(err["loc"][0]), {}):
+                source = f"environment {ENV_PREFIX}{str(err['loc'][0]).upper()}__" \
+                         f"{str(err['loc'][1]).upper()}"
+            msg = err["msg"].removeprefix("Value error, ")
+            if err["type"] == "extra_forbidden":
+                msg = "unknown key"
+            problems.append(f"{source}: {key}: {msg}")
+        raise ConfigError(problems) from None
+    if problems:
+        raise ConfigError(problems)
+    return config

@@ -1,0 +1,102 @@
+"""The text of ``mxg config example``: every key with its default.
+
+tests/test_config.py checks that it loads and equals the embedded defaults.
+"""
+
+EXAMPLE = """\
+# mxg configuration. Every key is optional; shown are the defaults.
+# Durations: seconds, or a number with s/m/h/d ("90s", "5m", "4h", "5d").
+# Relative paths are relative to this file.
+# Any key can be overridden from the environment: MXG_<SECTION>__<KEY>=<TOML value>,
+# e.g. MXG_SERVER__LISTEN='["0.0.0.0:25"]'.
+
+[server]
+# Our name in the greeting, EHLO replies and Received headers (default: the FQDN).
+# hostname = "mxg.example.org"
+# Addresses to listen on for the internal mail server (IPv6 as "[::1]:25").
+listen = ["127.0.0.1:10025"]
+# Who may relay through mxg. Never 0.0.0.0/0: mxg is not an open relay.
+client_networks = ["127.0.0.0/8", "::1/128"]
+max_connections = 1000
+max_connections_per_client = 200
+# PEM certificate chain and key for inbound STARTTLS (both or neither).
+# tls_cert = "/etc/mxg/cert.pem"
+# tls_key = "/etc/mxg/key.pem"
+# How long open transactions may take to finish at shutdown.
+shutdown_grace = "30s"
+
+[limits]
+# RFC 5321 4.5.3.1.4 (512) plus what SIZE, BODY, DSN parameters add.
+max_command_line = 2048
+# RFC 5321 4.5.3.1.6: text lines of at most 1000 octets including CRLF.
+max_data_line = 1000
+max_message_size = 52428800
+# RFC 5321 4.5.3.1.8 requires at least 100.
+max_recipients = 1000
+# Error replies before the connection is closed.
+max_errors = 20
+# RFC 5321 4.5.3.2.7: the server waits at least 5 minutes.
+command_timeout = "5m"
+data_timeout = "5m"
+
+[data]
+# Spool (data/spool) and queue database (data/queue.db).
+directory = "mxg-data"
+
+[dns]
+# Empty: the system's resolver (/etc/resolv.conf).
+nameservers = []
+port = 53
+timeout = "10s"
+cache_size = 100000
+
+[delivery]
+port = 25
+# Name in EHLO; empty means server.hostname.
+helo_name = ""
+# Transport level every message needs until per-class policy exists:
+# none | opportunistic | encrypted | qualified.
+default_level = "opportunistic"
+address_preference = "ipv4"
+max_addresses = 10
+connect_timeout = "30s"
+# RFC 5321 4.5.3.2 client timeouts.
+greeting_timeout = "5m"
+command_timeout = "5m"
+data_init_timeout = "2m"
+data_block_timeout = "3m"
+data_done_timeout = "10m"
+max_per_destination = 20
+max_messages_per_connection = 100
+idle_timeout = "5s"
+# Delivery jobs in flight at once.
+max_jobs = 2000
+
+[queue]
+# Waits between attempts; the last one repeats.
+retry_schedule = ["1m", "5m", "15m", "30m", "1h", "2h", "4h"]
+max_lifetime = "5d"
+# A delay DSN after this long (0 = never).
+delay_warning_after = "4h"
+scan_interval = "1s"
+
+[dsn]
+# From address of DSNs; empty means postmaster@<server.hostname>.
+postmaster = ""
+# Larger messages are returned as headers only.
+return_full_message_limit = 1048576
+
+[log]
+# debug | info | warning | error
+level = "info"
+# text | json
+format = "text"
+# Empty: standard error.
+# file = "/var/log/mxg.log"
+
+[run]
+# asyncio (with uvloop) | trio
+backend = "asyncio"
+# When started as root: the user to become after binding.
+user = ""
+"""

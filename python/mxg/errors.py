@@ -1,0 +1,61 @@
+"""Exceptions raised by mxg.
+
+::
+
+    MxgError
+    ├── ConfigError            operator configuration is invalid (file, key, reason)
+    ├── EngineError            raised by the Rust data plane (mxg._core)
+    │   ├── EngineConfigError  engine refused its configuration or TLS material
+    │   ├── ListenError        a listen address could not be bound
+    │   ├── SpoolError         the spool could not be read or written
+    │   │   └── MessageNotFound
+    │   ├── JobError           a delivery job or envelope was malformed
+    │   └── EngineStopped      the engine was already shut down
+    └── QueueError             a queue command could not be carried out
+"""
+
+from __future__ import annotations
+
+
+class MxgError(Exception):
+    """Base of every mxg exception."""
+
+
+class ConfigError(MxgError):
+    """One or more configuration problems, each naming file, key and reason."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+
+class EngineError(MxgError):
+    """Raised by the Rust engine."""
+
+
+class EngineConfigError(EngineError):
+    pass
+
+
+class ListenError(EngineError):
+    pass
+
+
+class SpoolError(EngineError):
+    pass
+
+
+class MessageNotFound(SpoolError):
+    pass
+
+
+class JobError(EngineError):
+    pass
+
+
+class EngineStopped(EngineError):
+    pass
+
+
+class QueueError(MxgError):
+    pass

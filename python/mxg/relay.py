@@ -1,0 +1,449 @@
+"""The control plane's main loop.
+
+It starts the Rust engine, re-queues whatever the spool holds that the
+index does not know (the spool is the source of truth, DESIGN.md §4 rule
+10), then waits on the engine's event descriptor: received messages are
+indexed and dispatched at once, delivery results are recorded, deferred
+recipients come back through the scanner, bounces become DSNs, and a spool
+file is removed only once every recipient's final state is stored
+(rule 11). Written on anyio; runs on asyncio (uvloop) and trio alike.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import pwd
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.abc
+
+from mxg import _core
+from mxg.config import Config
+from mxg.deliverylog import delivery, event, log
+from mxg.dsn import Original, RecipientReport, build_dsn
+from mxg.errors import EngineStopped, MessageNotFound, SpoolError
+from mxg.resolve import DnsResolver, ResolveError, Resolver
+from mxg.schedule import next_attempt_ms
+from mxg.store import Due, Outcome, Store, now_ms
+
+
+@dataclass
+class JobInfo:
+    """What the control plane remembers about a job in flight."""
+
+    queue_id: str
+    domain: str
+    sender: str
+    message_id: str | None
+    received_ms: int
+    # address → recipient indexes (an address may appear twice)
+    indexes: dict[str, list[int]] = field(default_factory=dict)
+    attempts: dict[int, int] = field(default_factory=dict)
+
+
+def _wants(notify: str, kind: str) -> bool:
+    """RFC 3461 §4.1: NOTIFY=NEVER suppresses all DSNs; without NOTIFY
+    failures are reported and delays too (mxg's choice, like sendmail)."""
+    words = set(filter(None, notify.split(",")))
+    if "NEVER" in words:
+        return False
+    return not words or kind in words
+
+
+class Relay:
+    def __init__(self, config: Config, *, resolver: Resolver | None = None) -> None:
+        self.cfg = config
+        self.resolver: Resolver = resolver or DnsResolver(
+            config.dns,
+            prefer=config.delivery.address_preference,
+            max_addresses=config.delivery.max_addresses,
+        )
+        self.store: Store | None = None
+        self.engine: _core.Engine | None = None
+        self.jobs: dict[int, JobInfo] = {}
+        self.inflight: set[tuple[str, str]] = set()
+        self._next_job = 1
+        self._stop = anyio.Event()
+        self._tg: anyio.abc.TaskGroup | None = None
+
+    # -- lifecycle -----------------------------------------------------------
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def run(self, *, task_status: anyio.abc.TaskStatus[list[str]] = anyio.TASK_STATUS_IGNORED
+                  ) -> None:
+        cfg = self.cfg
+        cfg.data.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        engine = _core.Engine(json.dumps(cfg.engine_json()))
+        self.engine = engine
+        try:
+            drop_privileges(cfg.run.user, cfg.data.directory)
+            self.store = Store(cfg.db_path)
+            await self._recover()
+            engine.serve()
+            addrs = engine.local_addrs()
+            event(log, "listening", addresses=",".join(addrs), hostname=cfg.server.hostname,
+                  pid=os.getpid())
+            task_status.started(addrs)
+            async with anyio.create_task_group() as tg:
+                self._tg = tg
+                tg.start_soon(self._event_loop)
+                tg.start_soon(self._scanner)
+                await self._stop.wait()
+                tg.cancel_scope.cancel()
+        finally:
+            with anyio.CancelScope(shield=True):
+                event(log, "shutting down: finishing open transactions")
+                await anyio.to_thread.run_sync(engine.shutdown)
+                if self.store is not None:
+                    # Messages accepted during the grace period are indexed
+                    # now; results that came in are recorded.
+                    self._tg = None
+                    await self._handle(json.loads(engine.drain()))
+                    self.store.close()
+                event(log, "stopped")
+
+    async def _recover(self) -> None:
+        """Index every spooled message the store does not know; remove spool
+        files of messages that are already finished."""
+        assert self.engine is not None and self.store is not None
+        ids = await anyio.to_thread.run_sync(self.engine.spool_ids)
+        known = self.store.known_ids()
+        missing = [i for i in ids if i not in known]
+        envelopes = []
+        for qid in missing:
+            try:
+                envelopes.append(json.loads(self.engine.read_envelope(qid)))
+            except SpoolError as e:
+                event(log, "unreadable spool file left in place", logging.ERROR,
+                      queue_id=qid, error=str(e))
+        if envelopes:
+            self.store.add_messages(envelopes)
+            event(log, "re-queued from spool", count=len(envelopes))
+        done = set(self.store.finished())
+        on_disk = set(ids)
+        for row in self.store.db.execute("SELECT queue_id FROM messages WHERE state='done'"):
+            if row[0] in on_disk:
+                done.add(row[0])
+        self._remove_finished(sorted(done))
+        # Jobs of the previous run never reported back: try again now.
+        with self.store.transaction() as db:
+            db.execute("UPDATE recipients SET next_ms=0 WHERE status='pending'")
+        # Bounces whose DSN was not yet queued when the last run ended.
+        for qid in self.store.dsn_pending():
+            await self._send_failure_dsn(qid)
+        self._remove_finished(self.store.finished())
+
+    # -- events from the engine ---------------------------------------------
+
+    async def _event_loop(self) -> None:
+        assert self.engine is not None
+        fd = self.engine.fileno()
+        while True:
+            await anyio.wait_readable(fd)
+            batch = json.loads(self.engine.drain())
+            if batch:
+                await self._handle(batch)
+
+    async def _handle(self, batch: list[dict[str, Any]]) -> None:
+        assert self.store is not None
+        received = [e["envelope"] for e in batch if e["type"] == "received"]
+        done = [e for e in batch if e["type"] == "delivery_done"]
+        for e in batch:
+            if e["type"] == "log":
+                event(log, e["message"], getattr(logging, e["level"].upper(), logging.INFO))
+        if received:
+            self.store.add_messages(received)
+            for env in received:
+                event(log, "received", queue_id=env["queue_id"],
+                      message_id=env.get("message_id") or "", size=env["size"],
+                      **{"from": f"<{env['sender']}>"}, nrcpt=len(env["recipients"]),
+                      client=env.get("client_addr") or "local")
+            self._dispatch_due()
+        if done:
+            await self._results(done)
+
+    # -- dispatch -----------------------------------------------------------
+
+    def _dispatch_due(self) -> None:
+        assert self.store is not None
+        if self._tg is None:
+            return
+        room = self.cfg.delivery.max_jobs - len(self.jobs)
+        if room <= 0:
+            return
+        for due in self.store.due(now_ms(), limit=room * 4):
+            if len(self.inflight) >= self.cfg.delivery.max_jobs:
+                break
+            key = (due.queue_id, due.domain)
+            if key in self.inflight:
+                continue
+            self.inflight.add(key)
+            self._tg.start_soon(self._deliver, due)
+
+    async def _deliver(self, due: Due) -> None:
+        try:
+            await self._start_job(due)
+        except Exception as e:
+            # A bug or a broken engine must not take the relay down; the
+            # recipients stay as they are and the scanner tries again.
+            self.inflight.discard((due.queue_id, due.domain))
+            log.exception("cannot start delivery", extra={"mxg_fields": {
+                "queue_id": due.queue_id, "domain": due.domain, "error": str(e)}})
+
+    async def _start_job(self, due: Due) -> None:
+        assert self.store is not None and self.engine is not None
+        msg = self.store.message(due.queue_id)
+        rows = self.store.recipients(due.queue_id, due.indexes)
+        if msg is None or not rows:
+            self.inflight.discard((due.queue_id, due.domain))
+            return
+        info = JobInfo(due.queue_id, due.domain, msg["sender"], msg["message_id"],
+                       msg["received_ms"])
+        for r in rows:
+            info.indexes.setdefault(r["address"], []).append(r["idx"])
+            info.attempts[r["idx"]] = r["attempts"] + 1
+        try:
+            route = await self.resolver.route(due.domain)
+        except ResolveError as e:
+            await self._record(info, [
+                {"address": r["address"], "status": "bounced" if e.permanent else "deferred",
+                 "code": None, "enhanced": e.enhanced, "text": e.text,
+                 "host": "", "ip": "", "level": "none"}
+                for r in rows
+            ])
+            self.inflight.discard((due.queue_id, due.domain))
+            return
+        envelope = json.loads(self.engine.read_envelope(due.queue_id)) \
+            if msg["origin"] != "smtp" or msg["envid"] or msg["ret"] else None
+        job_id = self._next_job
+        self._next_job += 1
+        self.jobs[job_id] = info
+        job = {
+            "job_id": job_id,
+            "queue_id": due.queue_id,
+            "destination": due.domain,
+            "sender": msg["sender"],
+            "recipients": [
+                {"address": r["address"],
+                 "notify": [w for w in r["notify"].split(",") if w],
+                 **({"orcpt": r["orcpt"]} if r["orcpt"] else {})}
+                for r in rows
+            ],
+            "hosts": [{"name": h.name, "addresses": h.addresses} for h in route.hosts],
+            "tls": {"level": self.cfg.delivery.default_level},
+            "ret": msg["ret"],
+            "envid": msg["envid"],
+            "body": envelope.get("body") if envelope else None,
+            "smtputf8": bool(envelope.get("smtputf8")) if envelope else False,
+        }
+        self.engine.submit(json.dumps([job]))
+
+    # -- results ------------------------------------------------------------
+
+    async def _results(self, done: list[dict[str, Any]]) -> None:
+        for ev in done:
+            info = self.jobs.pop(ev["job_id"], None)
+            if info is None:
+                continue
+            self.inflight.discard((info.queue_id, info.domain))
+            for a in ev["attempts"]:
+                event(log, "attempt failed", logging.INFO, queue_id=info.queue_id,
+                      relay=f"{a['host']}[{a['ip']}]", error=a["error"])
+            await self._record(info, ev["results"])
+        self._dispatch_due()
+
+    async def _record(self, info: JobInfo, results: list[dict[str, Any]]) -> None:
+        assert self.store is not None
+        t = now_ms()
+        outcomes: list[Outcome] = []
+        for res in results:
+            slots = info.indexes.get(res["address"])
+            if not slots:
+                continue
+            idx = slots.pop(0)
+            status = res["status"]
+            text = res["text"]
+            enhanced = res.get("enhanced") or ""
+            code = res.get("code")
+            next_ms = 0
+            if status == "deferred":
+                nxt = next_attempt_ms(
+                    received_ms=info.received_ms, attempts=info.attempts[idx], now_ms=t,
+                    schedule=self.cfg.queue.retry_schedule,
+                    lifetime_s=self.cfg.queue.max_lifetime)
+                if nxt is None:
+                    status = "bounced"
+                    text = f"message expired after {self.cfg.queue.max_lifetime / 86400:g} " \
+                           f"days in the queue; last error: {text}"
+                    enhanced = "4.4.7"
+                else:
+                    next_ms = nxt
+            tls = res.get("tls")
+            tls_text = f"{tls['version']} {tls['cipher']}" if tls else ""
+            outcomes.append(Outcome(info.queue_id, idx, status, code, enhanced, text,
+                                    res.get("host", ""), res.get("ip", ""), tls_text,
+                                    res.get("level", ""), next_ms))
+            delivery(queue_id=info.queue_id, message_id=info.message_id, sender=info.sender,
+                     recipient=res["address"], host=res.get("host", ""), ip=res.get("ip", ""),
+                     status=status, code=code, enhanced=enhanced, text=text, tls=tls_text,
+                     level=res.get("level", ""), delay_s=(t - info.received_ms) / 1000,
+                     attempt=info.attempts[idx])
+        self.store.record(outcomes)
+        if any(o.status == "bounced" for o in outcomes):
+            await self._send_failure_dsn(info.queue_id)
+        self._remove_finished(self.store.finished() if any(
+            o.status != "deferred" for o in outcomes) else [])
+
+    # -- DSNs ---------------------------------------------------------------
+
+    async def _send_failure_dsn(self, queue_id: str) -> None:
+        assert self.store is not None
+        msg = self.store.message(queue_id)
+        if msg is None:
+            return
+        rows = [r for r in self.store.recipients(queue_id)
+                if r["status"] == "bounced" and not r["dsn_sent"]]
+        wanted = [r for r in rows if _wants(r["notify"], "FAILURE")]
+        if msg["sender"] and wanted:
+            reports = [RecipientReport(
+                address=r["address"], orcpt=r["orcpt"], action="failed",
+                status=_status_for(r["enhanced"], r["code"], failed=True),
+                remote_mta=r["host"] or "", diagnostic=_diagnostic(r),
+                last_attempt_ms=r["updated_ms"]) for r in wanted]
+            if not await self._inject_dsn(msg, reports, None):
+                return
+        if rows:
+            self.store.mark_dsn_sent(queue_id, [r["idx"] for r in rows])
+
+    async def _send_delay_dsn(self, queue_id: str) -> None:
+        assert self.store is not None
+        msg = self.store.message(queue_id)
+        if msg is None:
+            return
+        rows = [r for r in self.store.recipients(queue_id)
+                if r["status"] == "deferred" and _wants(r["notify"], "DELAY")]
+        if rows and msg["sender"]:
+            reports = [RecipientReport(
+                address=r["address"], orcpt=r["orcpt"], action="delayed",
+                status=_status_for(r["enhanced"], r["code"], failed=False),
+                remote_mta=r["host"] or "", diagnostic=_diagnostic(r),
+                last_attempt_ms=r["updated_ms"]) for r in rows]
+            until = msg["received_ms"] + int(self.cfg.queue.max_lifetime * 1000)
+            if not await self._inject_dsn(msg, reports, until):
+                return
+        self.store.mark_delay_warned(queue_id)
+
+    async def _inject_dsn(self, msg: Any, reports: list[RecipientReport],
+                          retry_until_ms: int | None) -> bool:
+        """Spools a DSN; False when the engine has stopped (retried at the
+        next start)."""
+        assert self.engine is not None and self.store is not None
+        engine = self.engine
+        try:
+            _, original = await anyio.to_thread.run_sync(engine.read, msg["queue_id"])
+        except MessageNotFound:
+            original = b""
+        except EngineStopped:
+            return False
+        dsn = build_dsn(
+            reporting_mta=self.cfg.server.hostname, postmaster=self.cfg.postmaster,
+            original=Original(msg["queue_id"], msg["sender"], msg["envid"], msg["ret"],
+                              msg["received_ms"], original),
+            reports=reports, full_message_limit=self.cfg.dsn.return_full_message_limit,
+            retry_until_ms=retry_until_ms)
+        envelope = {
+            "queue_id": "", "received_ms": now_ms(), "sender": "",
+            "recipients": [{"address": msg["sender"], "notify": ["NEVER"]}],
+            "origin": "local", "size": len(dsn), "client_addr": "", "client_helo": "",
+            "message_id": None,
+        }
+        try:
+            stored = json.loads(
+                await anyio.to_thread.run_sync(engine.inject, json.dumps(envelope), dsn))
+        except EngineStopped:
+            return False
+        self.store.add_messages([stored])
+        event(log, "dsn queued", queue_id=stored["queue_id"], original=msg["queue_id"],
+              to=f"<{msg['sender']}>", action=reports[0].action, nrcpt=len(reports))
+        self._dispatch_due()
+        return True
+
+    # -- housekeeping -------------------------------------------------------
+
+    def _remove_finished(self, queue_ids: list[str]) -> None:
+        """Rule 11: the final states are in the store, so the spool copy goes."""
+        assert self.engine is not None and self.store is not None
+        removed = []
+        for qid in queue_ids:
+            try:
+                self.engine.remove(qid)
+            except MessageNotFound:
+                pass
+            except SpoolError as e:
+                event(log, "cannot remove finished message", logging.ERROR, queue_id=qid,
+                      error=str(e))
+                continue
+            removed.append(qid)
+            event(log, "removed", logging.DEBUG, queue_id=qid)
+        if removed:
+            self.store.mark_done(removed)
+
+    async def _scanner(self) -> None:
+        assert self.store is not None
+        warn_after = self.cfg.queue.delay_warning_after
+        while True:
+            await anyio.sleep(self.cfg.queue.scan_interval)
+            self._dispatch_due()
+            if warn_after > 0:
+                for qid in self.store.expired_delay_warnings(now_ms() - int(warn_after * 1000)):
+                    await self._send_delay_dsn(qid)
+            # Messages finished by an operator (mxg queue delete).
+            self._remove_finished(self.store.finished())
+
+
+def _diagnostic(row: Any) -> str:
+    """The remote server's reply as it was (``550 5.1.1 text``), or mxg's own
+    explanation when no server answered."""
+    text = row["text"] or ""
+    if row["code"]:
+        return " ".join(p for p in (str(row["code"]), row["enhanced"] or "", text) if p)
+    return text
+
+
+def _status_for(enhanced: str | None, code: int | None, *, failed: bool) -> str:
+    """The DSN Status field (RFC 3464 §2.3.4): the enhanced code we have, or
+    one derived from the reply code's class. An expired message keeps its
+    4.x.x status (as Postfix does): the cause was never permanent."""
+    if enhanced:
+        return enhanced
+    if code and 200 <= code < 600:
+        return f"{str(code)[0]}.0.0"
+    return "5.0.0" if failed else "4.0.0"
+
+
+def drop_privileges(user: str, data_dir: Path) -> None:
+    """DESIGN.md §4 rule 8: root only to bind; the data directory becomes
+    the unprivileged user's before any byte is read from the network."""
+    if os.geteuid() != 0:
+        return
+    if not user:
+        event(log, "running as root: set run.user to drop privileges after binding",
+              logging.WARNING)
+        return
+    pw = pwd.getpwnam(user)
+    for root, dirs, files in os.walk(data_dir):
+        for name in [*dirs, *files]:
+            os.chown(os.path.join(root, name), pw.pw_uid, pw.pw_gid)
+    os.chown(data_dir, pw.pw_uid, pw.pw_gid)
+    os.setgroups([])
+    os.setgid(pw.pw_gid)
+    os.setuid(pw.pw_uid)
+    event(log, "dropped privileges", user=user, uid=pw.pw_uid)
+

@@ -1,0 +1,351 @@
+"""The queue index and audit store (SQLite, WAL).
+
+The spool is the source of truth for *what* was accepted; this store holds
+*where each recipient stands*: pending, deferred (with its next attempt),
+or final (sent, bounced, deleted), and an audit row for every attempt.
+Final states are committed here before a spool file is removed
+(DESIGN.md §4 rule 11), so commits use ``synchronous=FULL``; they are
+batched, one per drained event batch.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS messages (
+    queue_id     TEXT PRIMARY KEY,
+    received_ms  INTEGER NOT NULL,
+    sender       TEXT NOT NULL,
+    size         INTEGER NOT NULL,
+    message_id   TEXT,
+    envid        TEXT,
+    ret          TEXT,
+    origin       TEXT NOT NULL,
+    client_addr  TEXT,
+    state        TEXT NOT NULL DEFAULT 'active',  -- active | held | done
+    delay_warned INTEGER NOT NULL DEFAULT 0,
+    hold_reason  TEXT
+);
+CREATE TABLE IF NOT EXISTS recipients (
+    queue_id     TEXT NOT NULL REFERENCES messages(queue_id),
+    idx          INTEGER NOT NULL,
+    address      TEXT NOT NULL,
+    domain       TEXT NOT NULL,
+    notify       TEXT NOT NULL DEFAULT '',
+    orcpt        TEXT,
+    status       TEXT NOT NULL DEFAULT 'pending', -- pending | deferred | sent | bounced | deleted
+    attempts     INTEGER NOT NULL DEFAULT 0,
+    next_ms      INTEGER NOT NULL DEFAULT 0,
+    code         INTEGER,
+    enhanced     TEXT,
+    text         TEXT,
+    host         TEXT,
+    ip           TEXT,
+    tls          TEXT,
+    level        TEXT,
+    updated_ms   INTEGER,
+    dsn_sent     INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (queue_id, idx)
+);
+CREATE INDEX IF NOT EXISTS recipients_due ON recipients(status, next_ms);
+CREATE TABLE IF NOT EXISTS attempts (
+    id           INTEGER PRIMARY KEY,
+    queue_id     TEXT NOT NULL,
+    address      TEXT NOT NULL,
+    at_ms        INTEGER NOT NULL,
+    status       TEXT NOT NULL,
+    code         INTEGER,
+    enhanced     TEXT,
+    text         TEXT,
+    host         TEXT,
+    ip           TEXT,
+    tls          TEXT,
+    level        TEXT
+);
+CREATE INDEX IF NOT EXISTS attempts_queue ON attempts(queue_id);
+CREATE TABLE IF NOT EXISTS events (
+    id           INTEGER PRIMARY KEY,
+    queue_id     TEXT NOT NULL,
+    at_ms        INTEGER NOT NULL,
+    actor        TEXT NOT NULL,
+    action       TEXT NOT NULL,
+    detail       TEXT
+);
+"""
+
+FINAL = ("sent", "bounced", "deleted")
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@dataclass(frozen=True)
+class Due:
+    """Recipients of one message in one domain that are due for an attempt."""
+
+    queue_id: str
+    domain: str
+    indexes: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One recipient's result from one delivery attempt."""
+
+    queue_id: str
+    idx: int
+    status: str  # sent | deferred | bounced
+    code: int | None
+    enhanced: str
+    text: str
+    host: str = ""
+    ip: str = ""
+    tls: str = ""
+    level: str = ""
+    next_ms: int = 0
+
+
+class Store:
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False,
+                                  timeout=30)
+        self.db.row_factory = sqlite3.Row
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=FULL")
+        self.db.execute("PRAGMA foreign_keys=ON")
+        self.db.executescript(SCHEMA)
+        path.chmod(0o600)
+
+    def close(self) -> None:
+        self.db.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.db
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    # -- intake -----------------------------------------------------------
+
+    def add_messages(self, envelopes: Iterable[dict[str, Any]]) -> list[str]:
+        """Indexes accepted messages; returns the ids that were new."""
+        added: list[str] = []
+        with self.transaction() as db:
+            for env in envelopes:
+                cur = db.execute(
+                    "INSERT OR IGNORE INTO messages (queue_id, received_ms, sender, size,"
+                    " message_id, envid, ret, origin, client_addr) VALUES (?,?,?,?,?,?,?,?,?)",
+                    (env["queue_id"], env["received_ms"], env["sender"], env["size"],
+                     env.get("message_id"), env.get("envid"), env.get("ret"), env["origin"],
+                     env.get("client_addr", "")),
+                )
+                if cur.rowcount == 0:
+                    continue
+                added.append(env["queue_id"])
+                db.executemany(
+                    "INSERT INTO recipients (queue_id, idx, address, domain, notify, orcpt)"
+                    " VALUES (?,?,?,?,?,?)",
+                    [(env["queue_id"], i, r["address"], domain_of(r["address"]),
+                      ",".join(r.get("notify", [])), r.get("orcpt"))
+                     for i, r in enumerate(env["recipients"])],
+                )
+        return added
+
+    def known_ids(self) -> set[str]:
+        return {r[0] for r in self.db.execute("SELECT queue_id FROM messages")}
+
+    # -- scheduling -------------------------------------------------------
+
+    def due(self, at_ms: int, limit: int = 5000) -> list[Due]:
+        rows = self.db.execute(
+            "SELECT r.queue_id, r.domain, r.idx FROM recipients r"
+            " JOIN messages m ON m.queue_id = r.queue_id"
+            " WHERE r.status IN ('pending','deferred') AND r.next_ms <= ? AND m.state='active'"
+            " ORDER BY r.next_ms, r.queue_id LIMIT ?",
+            (at_ms, limit),
+        ).fetchall()
+        groups: dict[tuple[str, str], list[int]] = {}
+        for r in rows:
+            groups.setdefault((r[0], r[1]), []).append(r[2])
+        return [Due(q, d, tuple(ix)) for (q, d), ix in groups.items()]
+
+    def recipients(self, queue_id: str, indexes: Sequence[int] | None = None) -> list[sqlite3.Row]:
+        rows = self.db.execute(
+            "SELECT * FROM recipients WHERE queue_id=? ORDER BY idx", (queue_id,)
+        ).fetchall()
+        if indexes is None:
+            return rows
+        wanted = set(indexes)
+        return [r for r in rows if r["idx"] in wanted]
+
+    def message(self, queue_id: str) -> sqlite3.Row | None:
+        row: sqlite3.Row | None = self.db.execute(
+            "SELECT * FROM messages WHERE queue_id=?", (queue_id,)
+        ).fetchone()
+        return row
+
+    # -- results ----------------------------------------------------------
+
+    def record(self, outcomes: Iterable[Outcome]) -> None:
+        """Stores attempt results and the recipients' new states, in one
+        durable transaction."""
+        t = now_ms()
+        with self.transaction() as db:
+            for o in outcomes:
+                db.execute(
+                    "INSERT INTO attempts (queue_id, address, at_ms, status, code, enhanced,"
+                    " text, host, ip, tls, level) SELECT queue_id, address, ?,?,?,?,?,?,?,?,?"
+                    " FROM recipients WHERE queue_id=? AND idx=?",
+                    (t, o.status, o.code, o.enhanced, o.text, o.host, o.ip, o.tls, o.level,
+                     o.queue_id, o.idx),
+                )
+                db.execute(
+                    "UPDATE recipients SET status=?, attempts=attempts+1, next_ms=?, code=?,"
+                    " enhanced=?, text=?, host=?, ip=?, tls=?, level=?, updated_ms=?"
+                    " WHERE queue_id=? AND idx=? AND status NOT IN ('sent','bounced','deleted')",
+                    (o.status, o.next_ms, o.code, o.enhanced, o.text, o.host, o.ip, o.tls,
+                     o.level, t, o.queue_id, o.idx),
+                )
+
+    def mark_dsn_sent(self, queue_id: str, indexes: Iterable[int]) -> None:
+        with self.transaction() as db:
+            db.executemany("UPDATE recipients SET dsn_sent=1 WHERE queue_id=? AND idx=?",
+                           [(queue_id, i) for i in indexes])
+
+    def mark_delay_warned(self, queue_id: str) -> None:
+        with self.transaction() as db:
+            db.execute("UPDATE messages SET delay_warned=1 WHERE queue_id=?", (queue_id,))
+
+    def finished(self) -> list[str]:
+        """Messages not yet done whose recipients all have a final state and
+        whose bounces are already answered by a queued DSN."""
+        rows = self.db.execute(
+            "SELECT m.queue_id FROM messages m WHERE m.state != 'done' AND NOT EXISTS"
+            " (SELECT 1 FROM recipients r WHERE r.queue_id = m.queue_id"
+            "  AND (r.status NOT IN ('sent','bounced','deleted')"
+            "       OR (r.status = 'bounced' AND r.dsn_sent = 0)))"
+        ).fetchall()
+        return [r[0] for r in rows]
+
+    def dsn_pending(self) -> list[str]:
+        """Messages with bounced recipients whose DSN is not yet queued."""
+        rows = self.db.execute(
+            "SELECT DISTINCT queue_id FROM recipients WHERE status='bounced' AND dsn_sent=0"
+        ).fetchall()
+        return [r[0] for r in rows]
+
+    def mark_done(self, queue_ids: Iterable[str]) -> None:
+        with self.transaction() as db:
+            db.executemany("UPDATE messages SET state='done' WHERE queue_id=?",
+                           [(q,) for q in queue_ids])
+
+    def expired_delay_warnings(self, older_than_ms: int) -> list[str]:
+        rows = self.db.execute(
+            "SELECT m.queue_id FROM messages m WHERE m.state='active' AND m.delay_warned=0"
+            " AND m.received_ms <= ? AND m.sender != '' AND EXISTS (SELECT 1 FROM recipients r"
+            " WHERE r.queue_id=m.queue_id AND r.status='deferred')",
+            (older_than_ms,),
+        ).fetchall()
+        return [r[0] for r in rows]
+
+    # -- operator actions (mxg queue ...) ----------------------------------
+
+    def log_event(self, db: sqlite3.Connection, queue_id: str, actor: str, action: str,
+                  detail: str = "") -> None:
+        db.execute("INSERT INTO events (queue_id, at_ms, actor, action, detail)"
+                   " VALUES (?,?,?,?,?)", (queue_id, now_ms(), actor, action, detail))
+
+    def hold(self, queue_id: str, actor: str, reason: str) -> bool:
+        with self.transaction() as db:
+            cur = db.execute("UPDATE messages SET state='held', hold_reason=? WHERE queue_id=?"
+                             " AND state='active'", (reason, queue_id))
+            if cur.rowcount:
+                self.log_event(db, queue_id, actor, "hold", reason)
+            return cur.rowcount > 0
+
+    def release(self, queue_id: str, actor: str, reason: str) -> bool:
+        with self.transaction() as db:
+            cur = db.execute("UPDATE messages SET state='active', hold_reason=NULL"
+                             " WHERE queue_id=? AND state='held'", (queue_id,))
+            if cur.rowcount:
+                db.execute("UPDATE recipients SET next_ms=0 WHERE queue_id=?"
+                           " AND status IN ('pending','deferred')", (queue_id,))
+                self.log_event(db, queue_id, actor, "release", reason)
+            return cur.rowcount > 0
+
+    def delete(self, queue_id: str, actor: str, reason: str) -> bool:
+        """Gives every unfinished recipient the final state 'deleted'; the
+        relay removes the spool file once it sees the message finished."""
+        t = now_ms()
+        with self.transaction() as db:
+            rows = db.execute("SELECT idx, address FROM recipients WHERE queue_id=? AND status"
+                              " IN ('pending','deferred')", (queue_id,)).fetchall()
+            if not rows and self.message(queue_id) is None:
+                return False
+            for r in rows:
+                db.execute("INSERT INTO attempts (queue_id, address, at_ms, status, text)"
+                           " VALUES (?,?,?,?,?)",
+                           (queue_id, r["address"], t, "deleted", f"deleted by {actor}: {reason}"))
+            db.execute("UPDATE recipients SET status='deleted', updated_ms=?, text=?"
+                       " WHERE queue_id=? AND status IN ('pending','deferred')",
+                       (t, f"deleted by {actor}: {reason}", queue_id))
+            self.log_event(db, queue_id, actor, "delete", reason)
+            return True
+
+    def flush(self, queue_id: str | None = None) -> int:
+        with self.transaction() as db:
+            if queue_id is None:
+                cur = db.execute("UPDATE recipients SET next_ms=0 WHERE status='deferred'")
+            else:
+                cur = db.execute("UPDATE recipients SET next_ms=0 WHERE status='deferred'"
+                                 " AND queue_id=?", (queue_id,))
+            return cur.rowcount
+
+    def listing(self, include_done: bool = False) -> list[dict[str, Any]]:
+        where = "" if include_done else "WHERE m.state != 'done'"
+        rows = self.db.execute(
+            "SELECT m.queue_id, m.received_ms, m.sender, m.size, m.state, m.message_id,"
+            " COUNT(r.idx) AS rcpts,"
+            " SUM(r.status IN ('pending','deferred')) AS waiting,"
+            " MAX(r.text) FILTER (WHERE r.status='deferred') AS reason"
+            f" FROM messages m JOIN recipients r ON r.queue_id=m.queue_id {where}"
+            " GROUP BY m.queue_id ORDER BY m.received_ms"
+        ).fetchall()
+        return [dict(r) for r in rows]
+
+    def details(self, queue_id: str) -> dict[str, Any] | None:
+        msg = self.message(queue_id)
+        if msg is None:
+            return None
+        out = dict(msg)
+        out["recipients"] = [dict(r) for r in self.recipients(queue_id)]
+        out["attempts"] = [dict(r) for r in self.db.execute(
+            "SELECT * FROM attempts WHERE queue_id=? ORDER BY id", (queue_id,))]
+        out["events"] = [dict(r) for r in self.db.execute(
+            "SELECT * FROM events WHERE queue_id=? ORDER BY id", (queue_id,))]
+        return out
+
+
+def domain_of(address: str) -> str:
+    """The domain part, lower-cased (domains are case-insensitive; local
+    parts are not, so the address itself is kept as given)."""
+    return address.rpartition("@")[2].lower().rstrip(".")
+
+
+def dumps(obj: Any) -> str:
+    return json.dumps(obj, separators=(",", ":"))

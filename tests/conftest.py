@@ -1,0 +1,31 @@
+"""Shared fixtures. The extension module must be at least as new as every
+Rust source, or the tests would silently run old code."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import mxg._core
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _check_fresh_extension() -> None:
+    built = Path(mxg._core.__file__ or "").stat().st_mtime
+    sources = [*ROOT.joinpath("rust").rglob("*.rs"), *ROOT.joinpath("rust").rglob("Cargo.toml"),
+               ROOT / "Cargo.lock"]
+    stale = [p for p in sources if p.stat().st_mtime > built]
+    if stale:
+        raise pytest.UsageError(
+            f"mxg._core ({mxg._core.__file__}) is older than {stale[0].relative_to(ROOT)}: "
+            "rebuild it with `maturin develop` (./scripts/test does this)")
+
+
+_check_fresh_extension()
+
+
+@pytest.fixture(params=["asyncio", "trio"])
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)

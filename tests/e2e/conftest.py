@@ -1,0 +1,94 @@
+"""The e2e test world: Knot DNS with test zones, receiving servers on their
+own loopback addresses, and mxg started as a process."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.dns import KnotServer, UnboundServer, free_port
+from tests.support.mxgproc import MxgProcess
+from tests.support.sinks import Sink
+
+SINK_PORT = free_port("127.0.0.1")
+
+ZONES = {
+    "good.test": ["@ MX 10 mx1", "@ MX 20 mx2", "mx1 A 127.0.0.11", "mx2 A 127.0.0.12"],
+    "slow.test": ["@ MX 10 mx", "mx A 127.0.0.13"],
+    "bad.test": ["@ MX 10 mx", "mx A 127.0.0.14"],
+    "sender.test": ["@ MX 10 mx", "mx A 127.0.0.15"],
+    "nullmx.test": ["@ MX 0 ."],
+    "implicit.test": ["@ A 127.0.0.16"],
+    "alias.test": ["@ MX 10 mail", "mail CNAME mx1.good.test."],
+}
+
+
+@pytest.fixture(scope="session")
+def dns_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UnboundServer]:
+    """The resolver mxg uses: Unbound, recursing into the Knot-served zones."""
+    knot = KnotServer(tmp_path_factory.mktemp("knot"), ZONES).start()
+    unbound = UnboundServer(tmp_path_factory.mktemp("unbound"), knot).start()
+    yield unbound
+    unbound.stop()
+    knot.stop()
+
+
+@pytest.fixture
+def sinks() -> Iterator[dict[str, Sink]]:
+    started = {
+        name: Sink(addr, SINK_PORT).start()
+        for name, addr in (("good1", "127.0.0.11"), ("good2", "127.0.0.12"),
+                           ("slow", "127.0.0.13"), ("bad", "127.0.0.14"),
+                           ("sender", "127.0.0.15"), ("implicit", "127.0.0.16"))
+    }
+    yield started
+    for s in started.values():
+        s.stop()
+
+
+def mxg_config(dns: UnboundServer, data: Path, extra: str = "") -> str:
+    return f"""
+[server]
+hostname = "mxg.test"
+listen = ["@LISTEN@"]
+client_networks = ["127.0.0.1/32"]
+shutdown_grace = "5s"
+
+[data]
+directory = "{data}"
+
+[dns]
+nameservers = ["{dns.address}"]
+port = {dns.port}
+timeout = "3s"
+
+[delivery]
+port = {SINK_PORT}
+connect_timeout = "3s"
+idle_timeout = "2s"
+
+[queue]
+retry_schedule = ["1s"]
+scan_interval = "0.2s"
+delay_warning_after = 0
+
+[log]
+level = "debug"
+{extra}
+"""
+
+
+@pytest.fixture
+def make_mxg(tmp_path: Path, dns_server: UnboundServer) -> Iterator[object]:
+    procs: list[MxgProcess] = []
+
+    def make(backend: str = "asyncio", extra: str = "", start: bool = True) -> MxgProcess:
+        p = MxgProcess(tmp_path, mxg_config(dns_server, tmp_path / "data", extra), backend)
+        procs.append(p)
+        return p.start() if start else p
+
+    yield make
+    for p in procs:
+        p.stop()

@@ -1,0 +1,174 @@
+"""An authoritative DNS server (Knot DNS, Debian package ``knot``) serving
+test zones on a loopback address, so mxg resolves MX records for real."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import dns.message
+import dns.query
+import dns.rdatatype
+
+
+def free_port(host: str = "127.0.0.1", kind: int = socket.SOCK_STREAM) -> int:
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def free_udp_tcp_port(host: str = "127.0.0.1") -> int:
+    for _ in range(50):
+        port = free_port(host)
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+                u.bind((host, port))
+            return port
+        except OSError:
+            continue
+    raise RuntimeError("no free port")
+
+
+class KnotServer:
+    """Runs knotd with the given zones: ``{"example.test": ["@ MX 10 mx1", ...]}``."""
+
+    def __init__(self, workdir: Path, zones: Mapping[str, Sequence[str]],
+                 address: str = "127.0.0.1") -> None:
+        self.workdir = workdir
+        self.address = address
+        self.port = free_udp_tcp_port(address)
+        self.zones = zones
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> KnotServer:
+        knotd = shutil.which("knotd") or "/usr/sbin/knotd"
+        for sub in ("zones", "db", "run"):
+            (self.workdir / sub).mkdir(parents=True, exist_ok=True)
+        conf = [
+            "server:",
+            f'    rundir: "{self.workdir / "run"}"',
+            f"    listen: {self.address}@{self.port}",
+            "database:",
+            f'    storage: "{self.workdir / "db"}"',
+            "log:",
+            "  - target: stderr",
+            "    any: warning",
+            "template:",
+            "  - id: default",
+            f'    storage: "{self.workdir / "zones"}"',
+            '    file: "%s.zone"',
+            "zone:",
+        ]
+        for name, records in self.zones.items():
+            conf.append(f"  - domain: {name}")
+            zone = [
+                f"$ORIGIN {name}.",
+                "$TTL 30",
+                f"@ IN SOA ns.{name}. hostmaster.{name}. 1 60 60 600 30",
+                f"@ IN NS ns.{name}.",
+                f"ns IN A {self.address}",
+                *records,
+            ]
+            (self.workdir / "zones" / f"{name}.zone").write_text("\n".join(zone) + "\n")
+        (self.workdir / "knot.conf").write_text("\n".join(conf) + "\n")
+        self.log = open(self.workdir / "knot.log", "wb")  # noqa: SIM115
+        self.proc = subprocess.Popen([knotd, "-c", str(self.workdir / "knot.conf")],
+                                     stdout=self.log, stderr=subprocess.STDOUT)
+        self._wait_ready(next(iter(self.zones)))
+        return self
+
+    def _wait_ready(self, zone: str) -> None:
+        deadline = time.monotonic() + 15
+        q = dns.message.make_query(zone, dns.rdatatype.SOA)
+        while time.monotonic() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise RuntimeError(f"knotd exited: {(self.workdir / 'knot.log').read_text()}")
+            try:
+                r = dns.query.udp(q, self.address, port=self.port, timeout=0.5)
+                if r.answer:
+                    return
+            except Exception:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError("knotd did not answer in time")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+            self.proc = None
+            self.log.close()
+
+
+class UnboundServer:
+    """A recursive resolver (Unbound) in front of the test zones, as an
+    operator's host would have: mxg talks to it, it asks Knot."""
+
+    def __init__(self, workdir: Path, knot: KnotServer, address: str = "127.0.0.1") -> None:
+        self.workdir = workdir
+        self.knot = knot
+        self.address = address
+        self.port = free_udp_tcp_port(address)
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> UnboundServer:
+        unbound = shutil.which("unbound") or "/usr/sbin/unbound"
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        conf = [
+            "server:",
+            f"    interface: {self.address}@{self.port}",
+            f"    port: {self.port}",
+            '    username: ""',
+            '    chroot: ""',
+            f'    directory: "{self.workdir}"',
+            f'    pidfile: "{self.workdir / "unbound.pid"}"',
+            "    use-syslog: no",
+            "    logfile: \"\"",
+            "    verbosity: 1",
+            "    do-daemonize: no",
+            "    do-not-query-localhost: no",
+            "    access-control: 127.0.0.0/8 allow",
+            '    module-config: "iterator"',
+            "    cache-max-ttl: 30",
+            "    cache-max-negative-ttl: 5",
+            "    qname-minimisation: no",
+            # RFC 6761 reserves .test; Unbound answers it locally unless told not to.
+            "    local-zone: \"test.\" nodefault",
+        ]
+        for zone in self.knot.zones:
+            conf += ["stub-zone:", f'    name: "{zone}"',
+                     f"    stub-addr: {self.knot.address}@{self.knot.port}"]
+        path = self.workdir / "unbound.conf"
+        path.write_text("\n".join(conf) + "\n")
+        self.log = open(self.workdir / "unbound.log", "wb")  # noqa: SIM115
+        self.proc = subprocess.Popen([unbound, "-d", "-c", str(path)], stdout=self.log,
+                                     stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 15
+        q = dns.message.make_query(next(iter(self.knot.zones)), dns.rdatatype.SOA)
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"unbound exited: {(self.workdir / 'unbound.log').read_text()}")
+            try:
+                if dns.query.udp(q, self.address, port=self.port, timeout=0.5).answer:
+                    return self
+            except Exception:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError("unbound did not answer in time")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+            self.proc = None
+            self.log.close()
