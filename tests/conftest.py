@@ -5,22 +5,25 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
 import mxg._core
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def _check_fresh_extension() -> None:
     built = Path(mxg._core.__file__ or "").stat().st_mtime
-    sources = [*ROOT.joinpath("rust").rglob("*.rs"), *ROOT.joinpath("rust").rglob("Cargo.toml"),
-               ROOT / "Cargo.lock"]
+    sources = [
+        *ROOT.joinpath("rust").rglob("*.rs"),
+        *ROOT.joinpath("rust").rglob("Cargo.toml"),
+        ROOT / "Cargo.lock",
+    ]
     stale = [p for p in sources if p.stat().st_mtime > built]
     if stale:
         raise pytest.UsageError(
             f"mxg._core ({mxg._core.__file__}) is older than {stale[0].relative_to(ROOT)}: "
-            "rebuild it with `maturin develop` (./scripts/test does this)")
+            "rebuild it with `maturin develop` (./scripts/test does this)"
+        )
 
 
 _check_fresh_extension()

@@ -35,6 +35,7 @@ def _load(args: argparse.Namespace) -> Config:
 
 # -- run --------------------------------------------------------------------
 
+
 def cmd_run(args: argparse.Namespace) -> int:
     import anyio
 
@@ -48,6 +49,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     async def main() -> None:
         async with anyio.create_task_group() as tg:
+
             async def signals() -> None:
                 with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as sigs:
                     async for _ in sigs:
@@ -65,10 +67,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 # -- config -----------------------------------------------------------------
 
+
 def cmd_config_check(args: argparse.Namespace) -> int:
     cfg = load_config(Path(args.file))
-    print(f"{args.file}: OK (listen {', '.join(cfg.server.listen)}, "
-          f"data {cfg.data.directory}, backend {cfg.run.backend})")
+    print(
+        f"{args.file}: OK (listen {', '.join(cfg.server.listen)}, "
+        f"data {cfg.data.directory}, backend {cfg.run.backend})"
+    )
     return 0
 
 
@@ -81,13 +86,16 @@ def cmd_config_example(args: argparse.Namespace) -> int:
 
 # -- queue ------------------------------------------------------------------
 
+
 def _store(args: argparse.Namespace) -> Any:
     from mxg.store import Store
 
     cfg = _load(args)
     if not cfg.db_path.exists():
-        raise MxgError(f"no queue database at {cfg.db_path} (has mxg run ever started "
-                       "with this configuration?)")
+        raise MxgError(
+            f"no queue database at {cfg.db_path} (has mxg run ever started "
+            "with this configuration?)"
+        )
     return Store(cfg.db_path)
 
 
@@ -113,11 +121,21 @@ def cmd_queue_list(args: argparse.Namespace) -> int:
     if not items:
         print("queue is empty")
         return 0
-    rows = [[i["queue_id"], _when(i["received_ms"]), i["state"], str(i["size"]),
-             f"<{i['sender']}>", f"{i['waiting']}/{i['rcpts']}", (i["reason"] or "")[:60]]
-            for i in items]
-    print(_table(rows, ["QUEUE ID", "RECEIVED", "STATE", "SIZE", "SENDER", "WAITING",
-                        "LAST REASON"]))
+    rows = [
+        [
+            i["queue_id"],
+            _when(i["received_ms"]),
+            i["state"],
+            str(i["size"]),
+            f"<{i['sender']}>",
+            f"{i['waiting']}/{i['rcpts']}",
+            (i["reason"] or "")[:60],
+        ]
+        for i in items
+    ]
+    print(
+        _table(rows, ["QUEUE ID", "RECEIVED", "STATE", "SIZE", "SENDER", "WAITING", "LAST REASON"])
+    )
     return 0
 
 
@@ -129,14 +147,25 @@ def cmd_queue_show(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(d, indent=2))
         return 0
-    print(f"queue id:   {d['queue_id']}\nreceived:   {_when(d['received_ms'])}\n"
-          f"sender:     <{d['sender']}>\nmessage-id: {d['message_id'] or '-'}\n"
-          f"size:       {d['size']}\nstate:      {d['state']}"
-          + (f" ({d['hold_reason']})" if d["hold_reason"] else ""))
+    print(
+        f"queue id:   {d['queue_id']}\nreceived:   {_when(d['received_ms'])}\n"
+        f"sender:     <{d['sender']}>\nmessage-id: {d['message_id'] or '-'}\n"
+        f"size:       {d['size']}\nstate:      {d['state']}"
+        + (f" ({d['hold_reason']})" if d["hold_reason"] else "")
+    )
     print()
-    rows = [[f"<{r['address']}>", r["status"], str(r["attempts"]), _when(r["next_ms"])
-             if r["status"] == "deferred" else "-", f"{r['host'] or '-'}",
-             r["tls"] or "-", (r["text"] or "")[:70]] for r in d["recipients"]]
+    rows = [
+        [
+            f"<{r['address']}>",
+            r["status"],
+            str(r["attempts"]),
+            _when(r["next_ms"]) if r["status"] == "deferred" else "-",
+            f"{r['host'] or '-'}",
+            r["tls"] or "-",
+            (r["text"] or "")[:70],
+        ]
+        for r in d["recipients"]
+    ]
     print(_table(rows, ["RECIPIENT", "STATUS", "TRIES", "NEXT", "RELAY", "TLS", "LAST REPLY"]))
     if d["events"]:
         print()
@@ -161,8 +190,10 @@ def cmd_queue_action(args: argparse.Namespace) -> int:
         return 0
     fn = {"hold": store.hold, "release": store.release, "delete": store.delete}[action]
     if not fn(args.queue_id, _actor(), args.reason):
-        raise MxgError(f"{action}: no {'held ' if action == 'release' else ''}message "
-                       f"{args.queue_id} that can be changed")
+        raise MxgError(
+            f"{action}: no {'held ' if action == 'release' else ''}message "
+            f"{args.queue_id} that can be changed"
+        )
     print(f"{args.queue_id}: {action} done")
     return 0
 
@@ -176,8 +207,9 @@ def cmd_version(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mxg", description="mxg outbound mail security gateway")
-    p.add_argument("-c", "--config", help="configuration file (default: $MXG_CONFIG or the "
-                   "embedded defaults)")
+    p.add_argument(
+        "-c", "--config", help="configuration file (default: $MXG_CONFIG or the embedded defaults)"
+    )
     sub = p.add_subparsers(dest="cmd", required=True)
 
     run = sub.add_parser("run", help="start the relay")
@@ -205,8 +237,11 @@ def build_parser() -> argparse.ArgumentParser:
     qf = qsub.add_parser("flush", help="retry deferred recipients now")
     qf.add_argument("queue_id", nargs="?")
     qf.set_defaults(fn=cmd_queue_action)
-    for name, text in (("hold", "stop delivering a message"), ("release", "resume a held message"),
-                       ("delete", "drop a message's unfinished recipients")):
+    for name, text in (
+        ("hold", "stop delivering a message"),
+        ("release", "resume a held message"),
+        ("delete", "drop a message's unfinished recipients"),
+    ):
         a = qsub.add_parser(name, help=text)
         a.add_argument("queue_id")
         a.add_argument("--reason", default="", help="recorded with the action")

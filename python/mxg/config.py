@@ -276,7 +276,7 @@ def _env_overrides(environ: Mapping[str, str]) -> tuple[dict[str, Any], list[str
     for name, raw in environ.items():
         if not name.startswith(ENV_PREFIX) or "__" not in name:
             continue
-        section, _, key = name[len(ENV_PREFIX):].lower().partition("__")
+        section, _, key = name[len(ENV_PREFIX) :].lower().partition("__")
         try:
             value = tomllib.loads(f"v = {raw}")["v"]
         except tomllib.TOMLDecodeError:
@@ -300,8 +300,12 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 
 def _resolve_paths(data: dict[str, Any], base: Path) -> None:
     """Relative paths in a config file are relative to that file."""
-    for section, key in (("data", "directory"), ("server", "tls_cert"), ("server", "tls_key"),
-                         ("log", "file")):
+    for section, key in (
+        ("data", "directory"),
+        ("server", "tls_cert"),
+        ("server", "tls_key"),
+        ("log", "file"),
+    ):
         sec = data.get(section)
         if isinstance(sec, dict) and isinstance(sec.get(key), str) and sec[key]:
             p = Path(sec[key])
@@ -335,8 +339,10 @@ def load_config(path: Path | None = None, environ: Mapping[str, str] | None = No
             key = ".".join(str(p) for p in err["loc"]) or "(top level)"
             source = where
             if len(err["loc"]) >= 2 and str(err["loc"][1]) in env.get(str(err["loc"][0]), {}):
-                source = f"environment {ENV_PREFIX}{str(err['loc'][0]).upper()}__" \
-                         f"{str(err['loc'][1]).upper()}"
+                source = (
+                    f"environment {ENV_PREFIX}{str(err['loc'][0]).upper()}__"
+                    f"{str(err['loc'][1]).upper()}"
+                )
             msg = err["msg"].removeprefix("Value error, ")
             if err["type"] == "extra_forbidden":
                 msg = "unknown key"

@@ -27,8 +27,10 @@ def _quote(v: object) -> str:
 
 class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        head = f"{self.formatTime(record, '%Y-%m-%dT%H:%M:%S')} {record.levelname.lower()} " \
-               f"{record.name}: {record.getMessage()}"
+        head = (
+            f"{self.formatTime(record, '%Y-%m-%dT%H:%M:%S')} {record.levelname.lower()} "
+            f"{record.name}: {record.getMessage()}"
+        )
         fields: dict[str, Any] | None = getattr(record, _FIELDS, None)
         if fields:
             head += " " + " ".join(f"{k}={_quote(v)}" for k, v in fields.items() if v is not None)
@@ -62,8 +64,7 @@ def setup_logging(level: str, fmt: str, file: Path | None) -> None:
     root.propagate = False
 
 
-def event(logger: logging.Logger, msg: str, severity: int = logging.INFO, /,
-          **fields: Any) -> None:
+def event(logger: logging.Logger, msg: str, severity: int = logging.INFO, /, **fields: Any) -> None:
     """Logs ``msg`` with structured fields (any name, ``level`` included)."""
     if logger.isEnabledFor(severity):
         logger.log(severity, msg, extra={_FIELDS: fields})

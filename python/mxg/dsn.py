@@ -10,8 +10,8 @@ import secrets
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from email.utils import format_datetime, formatdate
-from datetime import datetime, timezone
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,7 @@ class Original:
 
 
 def _date(ms: int) -> str:
-    return format_datetime(datetime.fromtimestamp(ms / 1000, tz=timezone.utc))
+    return format_datetime(datetime.fromtimestamp(ms / 1000, tz=UTC))
 
 
 def _header_section(message: bytes) -> bytes:
@@ -60,8 +60,9 @@ def build_dsn(
     """The complete DSN message, CRLF line ends."""
     delayed = all(r.action == "delayed" for r in reports)
     boundary = f"mxg-dsn-{secrets.token_hex(12)}"
-    subject = ("Delayed Mail (still being retried)" if delayed
-               else "Undelivered Mail Returned to Sender")
+    subject = (
+        "Delayed Mail (still being retried)" if delayed else "Undelivered Mail Returned to Sender"
+    )
     lines = [
         f"From: Mail Delivery System <{postmaster}>",
         f"To: <{original.sender}>",
@@ -111,15 +112,22 @@ def build_dsn(
     full = original.ret != "HDRS" and len(original.message) <= full_message_limit
     if full:
         part = (f"--{boundary}\r\nContent-Type: message/rfc822\r\n\r\n").encode()
-        body = original.message if original.message.endswith(b"\r\n") else original.message + b"\r\n"
+        body = original.message
+        if not body.endswith(b"\r\n"):
+            body += b"\r\n"
     else:
         part = (f"--{boundary}\r\nContent-Type: text/rfc822-headers\r\n\r\n").encode()
         body = _header_section(original.message)
     return head + part + body + f"\r\n--{boundary}--\r\n".encode()
 
 
-def _human_text(mta: str, original: Original, reports: Sequence[RecipientReport],
-                delayed: bool, retry_until_ms: int | None) -> list[str]:
+def _human_text(
+    mta: str,
+    original: Original,
+    reports: Sequence[RecipientReport],
+    delayed: bool,
+    retry_until_ms: int | None,
+) -> list[str]:
     if delayed:
         until = _date(retry_until_ms) if retry_until_ms else "the end of its queue lifetime"
         intro = [

@@ -76,8 +76,9 @@ class Relay:
     def stop(self) -> None:
         self._stop.set()
 
-    async def run(self, *, task_status: anyio.abc.TaskStatus[list[str]] = anyio.TASK_STATUS_IGNORED
-                  ) -> None:
+    async def run(
+        self, *, task_status: anyio.abc.TaskStatus[list[str]] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
         cfg = self.cfg
         cfg.data.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         engine = _core.Engine(json.dumps(cfg.engine_json()))
@@ -88,8 +89,13 @@ class Relay:
             await self._recover()
             engine.serve()
             addrs = engine.local_addrs()
-            event(log, "listening", addresses=",".join(addrs), hostname=cfg.server.hostname,
-                  pid=os.getpid())
+            event(
+                log,
+                "listening",
+                addresses=",".join(addrs),
+                hostname=cfg.server.hostname,
+                pid=os.getpid(),
+            )
             task_status.started(addrs)
             async with anyio.create_task_group() as tg:
                 self._tg = tg
@@ -121,8 +127,13 @@ class Relay:
             try:
                 envelopes.append(json.loads(self.engine.read_envelope(qid)))
             except SpoolError as e:
-                event(log, "unreadable spool file left in place", logging.ERROR,
-                      queue_id=qid, error=str(e))
+                event(
+                    log,
+                    "unreadable spool file left in place",
+                    logging.ERROR,
+                    queue_id=qid,
+                    error=str(e),
+                )
         if envelopes:
             self.store.add_messages(envelopes)
             event(log, "re-queued from spool", count=len(envelopes))
@@ -161,10 +172,16 @@ class Relay:
         if received:
             self.store.add_messages(received)
             for env in received:
-                event(log, "received", queue_id=env["queue_id"],
-                      message_id=env.get("message_id") or "", size=env["size"],
-                      **{"from": f"<{env['sender']}>"}, nrcpt=len(env["recipients"]),
-                      client=env.get("client_addr") or "local")
+                event(
+                    log,
+                    "received",
+                    queue_id=env["queue_id"],
+                    message_id=env.get("message_id") or "",
+                    size=env["size"],
+                    **{"from": f"<{env['sender']}>"},
+                    nrcpt=len(env["recipients"]),
+                    client=env.get("client_addr") or "local",
+                )
             self._dispatch_due()
         if done:
             await self._results(done)
@@ -194,8 +211,12 @@ class Relay:
             # A bug or a broken engine must not take the relay down; the
             # recipients stay as they are and the scanner tries again.
             self.inflight.discard((due.queue_id, due.domain))
-            log.exception("cannot start delivery", extra={"mxg_fields": {
-                "queue_id": due.queue_id, "domain": due.domain, "error": str(e)}})
+            log.exception(
+                "cannot start delivery",
+                extra={
+                    "mxg_fields": {"queue_id": due.queue_id, "domain": due.domain, "error": str(e)}
+                },
+            )
 
     async def _start_job(self, due: Due) -> None:
         assert self.store is not None and self.engine is not None
@@ -204,24 +225,38 @@ class Relay:
         if msg is None or not rows:
             self.inflight.discard((due.queue_id, due.domain))
             return
-        info = JobInfo(due.queue_id, due.domain, msg["sender"], msg["message_id"],
-                       msg["received_ms"])
+        info = JobInfo(
+            due.queue_id, due.domain, msg["sender"], msg["message_id"], msg["received_ms"]
+        )
         for r in rows:
             info.indexes.setdefault(r["address"], []).append(r["idx"])
             info.attempts[r["idx"]] = r["attempts"] + 1
         try:
             route = await self.resolver.route(due.domain)
         except ResolveError as e:
-            await self._record(info, [
-                {"address": r["address"], "status": "bounced" if e.permanent else "deferred",
-                 "code": None, "enhanced": e.enhanced, "text": e.text,
-                 "host": "", "ip": "", "level": "none"}
-                for r in rows
-            ])
+            await self._record(
+                info,
+                [
+                    {
+                        "address": r["address"],
+                        "status": "bounced" if e.permanent else "deferred",
+                        "code": None,
+                        "enhanced": e.enhanced,
+                        "text": e.text,
+                        "host": "",
+                        "ip": "",
+                        "level": "none",
+                    }
+                    for r in rows
+                ],
+            )
             self.inflight.discard((due.queue_id, due.domain))
             return
-        envelope = json.loads(self.engine.read_envelope(due.queue_id)) \
-            if msg["origin"] != "smtp" or msg["envid"] or msg["ret"] else None
+        envelope = (
+            json.loads(self.engine.read_envelope(due.queue_id))
+            if msg["origin"] != "smtp" or msg["envid"] or msg["ret"]
+            else None
+        )
         job_id = self._next_job
         self._next_job += 1
         self.jobs[job_id] = info
@@ -231,9 +266,11 @@ class Relay:
             "destination": due.domain,
             "sender": msg["sender"],
             "recipients": [
-                {"address": r["address"],
-                 "notify": [w for w in r["notify"].split(",") if w],
-                 **({"orcpt": r["orcpt"]} if r["orcpt"] else {})}
+                {
+                    "address": r["address"],
+                    "notify": [w for w in r["notify"].split(",") if w],
+                    **({"orcpt": r["orcpt"]} if r["orcpt"] else {}),
+                }
                 for r in rows
             ],
             "hosts": [{"name": h.name, "addresses": h.addresses} for h in route.hosts],
@@ -254,8 +291,14 @@ class Relay:
                 continue
             self.inflight.discard((info.queue_id, info.domain))
             for a in ev["attempts"]:
-                event(log, "attempt failed", logging.INFO, queue_id=info.queue_id,
-                      relay=f"{a['host']}[{a['ip']}]", error=a["error"])
+                event(
+                    log,
+                    "attempt failed",
+                    logging.INFO,
+                    queue_id=info.queue_id,
+                    relay=f"{a['host']}[{a['ip']}]",
+                    error=a["error"],
+                )
             await self._record(info, ev["results"])
         self._dispatch_due()
 
@@ -275,31 +318,60 @@ class Relay:
             next_ms = 0
             if status == "deferred":
                 nxt = next_attempt_ms(
-                    received_ms=info.received_ms, attempts=info.attempts[idx], now_ms=t,
+                    received_ms=info.received_ms,
+                    attempts=info.attempts[idx],
+                    now_ms=t,
                     schedule=self.cfg.queue.retry_schedule,
-                    lifetime_s=self.cfg.queue.max_lifetime)
+                    lifetime_s=self.cfg.queue.max_lifetime,
+                )
                 if nxt is None:
                     status = "bounced"
-                    text = f"message expired after {self.cfg.queue.max_lifetime / 86400:g} " \
-                           f"days in the queue; last error: {text}"
+                    text = (
+                        f"message expired after {self.cfg.queue.max_lifetime / 86400:g} "
+                        f"days in the queue; last error: {text}"
+                    )
                     enhanced = "4.4.7"
                 else:
                     next_ms = nxt
             tls = res.get("tls")
             tls_text = f"{tls['version']} {tls['cipher']}" if tls else ""
-            outcomes.append(Outcome(info.queue_id, idx, status, code, enhanced, text,
-                                    res.get("host", ""), res.get("ip", ""), tls_text,
-                                    res.get("level", ""), next_ms))
-            delivery(queue_id=info.queue_id, message_id=info.message_id, sender=info.sender,
-                     recipient=res["address"], host=res.get("host", ""), ip=res.get("ip", ""),
-                     status=status, code=code, enhanced=enhanced, text=text, tls=tls_text,
-                     level=res.get("level", ""), delay_s=(t - info.received_ms) / 1000,
-                     attempt=info.attempts[idx])
+            outcomes.append(
+                Outcome(
+                    info.queue_id,
+                    idx,
+                    status,
+                    code,
+                    enhanced,
+                    text,
+                    res.get("host", ""),
+                    res.get("ip", ""),
+                    tls_text,
+                    res.get("level", ""),
+                    next_ms,
+                )
+            )
+            delivery(
+                queue_id=info.queue_id,
+                message_id=info.message_id,
+                sender=info.sender,
+                recipient=res["address"],
+                host=res.get("host", ""),
+                ip=res.get("ip", ""),
+                status=status,
+                code=code,
+                enhanced=enhanced,
+                text=text,
+                tls=tls_text,
+                level=res.get("level", ""),
+                delay_s=(t - info.received_ms) / 1000,
+                attempt=info.attempts[idx],
+            )
         self.store.record(outcomes)
         if any(o.status == "bounced" for o in outcomes):
             await self._send_failure_dsn(info.queue_id)
-        self._remove_finished(self.store.finished() if any(
-            o.status != "deferred" for o in outcomes) else [])
+        self._remove_finished(
+            self.store.finished() if any(o.status != "deferred" for o in outcomes) else []
+        )
 
     # -- DSNs ---------------------------------------------------------------
 
@@ -308,15 +380,25 @@ class Relay:
         msg = self.store.message(queue_id)
         if msg is None:
             return
-        rows = [r for r in self.store.recipients(queue_id)
-                if r["status"] == "bounced" and not r["dsn_sent"]]
+        rows = [
+            r
+            for r in self.store.recipients(queue_id)
+            if r["status"] == "bounced" and not r["dsn_sent"]
+        ]
         wanted = [r for r in rows if _wants(r["notify"], "FAILURE")]
         if msg["sender"] and wanted:
-            reports = [RecipientReport(
-                address=r["address"], orcpt=r["orcpt"], action="failed",
-                status=_status_for(r["enhanced"], r["code"], failed=True),
-                remote_mta=r["host"] or "", diagnostic=_diagnostic(r),
-                last_attempt_ms=r["updated_ms"]) for r in wanted]
+            reports = [
+                RecipientReport(
+                    address=r["address"],
+                    orcpt=r["orcpt"],
+                    action="failed",
+                    status=_status_for(r["enhanced"], r["code"], failed=True),
+                    remote_mta=r["host"] or "",
+                    diagnostic=_diagnostic(r),
+                    last_attempt_ms=r["updated_ms"],
+                )
+                for r in wanted
+            ]
             if not await self._inject_dsn(msg, reports, None):
                 return
         if rows:
@@ -327,21 +409,32 @@ class Relay:
         msg = self.store.message(queue_id)
         if msg is None:
             return
-        rows = [r for r in self.store.recipients(queue_id)
-                if r["status"] == "deferred" and _wants(r["notify"], "DELAY")]
+        rows = [
+            r
+            for r in self.store.recipients(queue_id)
+            if r["status"] == "deferred" and _wants(r["notify"], "DELAY")
+        ]
         if rows and msg["sender"]:
-            reports = [RecipientReport(
-                address=r["address"], orcpt=r["orcpt"], action="delayed",
-                status=_status_for(r["enhanced"], r["code"], failed=False),
-                remote_mta=r["host"] or "", diagnostic=_diagnostic(r),
-                last_attempt_ms=r["updated_ms"]) for r in rows]
+            reports = [
+                RecipientReport(
+                    address=r["address"],
+                    orcpt=r["orcpt"],
+                    action="delayed",
+                    status=_status_for(r["enhanced"], r["code"], failed=False),
+                    remote_mta=r["host"] or "",
+                    diagnostic=_diagnostic(r),
+                    last_attempt_ms=r["updated_ms"],
+                )
+                for r in rows
+            ]
             until = msg["received_ms"] + int(self.cfg.queue.max_lifetime * 1000)
             if not await self._inject_dsn(msg, reports, until):
                 return
         self.store.mark_delay_warned(queue_id)
 
-    async def _inject_dsn(self, msg: Any, reports: list[RecipientReport],
-                          retry_until_ms: int | None) -> bool:
+    async def _inject_dsn(
+        self, msg: Any, reports: list[RecipientReport], retry_until_ms: int | None
+    ) -> bool:
         """Spools a DSN; False when the engine has stopped (retried at the
         next start)."""
         assert self.engine is not None and self.store is not None
@@ -353,25 +446,47 @@ class Relay:
         except EngineStopped:
             return False
         dsn = build_dsn(
-            reporting_mta=self.cfg.server.hostname, postmaster=self.cfg.postmaster,
-            original=Original(msg["queue_id"], msg["sender"], msg["envid"], msg["ret"],
-                              msg["received_ms"], original),
-            reports=reports, full_message_limit=self.cfg.dsn.return_full_message_limit,
-            retry_until_ms=retry_until_ms)
+            reporting_mta=self.cfg.server.hostname,
+            postmaster=self.cfg.postmaster,
+            original=Original(
+                msg["queue_id"],
+                msg["sender"],
+                msg["envid"],
+                msg["ret"],
+                msg["received_ms"],
+                original,
+            ),
+            reports=reports,
+            full_message_limit=self.cfg.dsn.return_full_message_limit,
+            retry_until_ms=retry_until_ms,
+        )
         envelope = {
-            "queue_id": "", "received_ms": now_ms(), "sender": "",
+            "queue_id": "",
+            "received_ms": now_ms(),
+            "sender": "",
             "recipients": [{"address": msg["sender"], "notify": ["NEVER"]}],
-            "origin": "local", "size": len(dsn), "client_addr": "", "client_helo": "",
+            "origin": "local",
+            "size": len(dsn),
+            "client_addr": "",
+            "client_helo": "",
             "message_id": None,
         }
         try:
             stored = json.loads(
-                await anyio.to_thread.run_sync(engine.inject, json.dumps(envelope), dsn))
+                await anyio.to_thread.run_sync(engine.inject, json.dumps(envelope), dsn)
+            )
         except EngineStopped:
             return False
         self.store.add_messages([stored])
-        event(log, "dsn queued", queue_id=stored["queue_id"], original=msg["queue_id"],
-              to=f"<{msg['sender']}>", action=reports[0].action, nrcpt=len(reports))
+        event(
+            log,
+            "dsn queued",
+            queue_id=stored["queue_id"],
+            original=msg["queue_id"],
+            to=f"<{msg['sender']}>",
+            action=reports[0].action,
+            nrcpt=len(reports),
+        )
         self._dispatch_due()
         return True
 
@@ -387,8 +502,9 @@ class Relay:
             except MessageNotFound:
                 pass
             except SpoolError as e:
-                event(log, "cannot remove finished message", logging.ERROR, queue_id=qid,
-                      error=str(e))
+                event(
+                    log, "cannot remove finished message", logging.ERROR, queue_id=qid, error=str(e)
+                )
                 continue
             removed.append(qid)
             event(log, "removed", logging.DEBUG, queue_id=qid)
@@ -434,8 +550,9 @@ def drop_privileges(user: str, data_dir: Path) -> None:
     if os.geteuid() != 0:
         return
     if not user:
-        event(log, "running as root: set run.user to drop privileges after binding",
-              logging.WARNING)
+        event(
+            log, "running as root: set run.user to drop privileges after binding", logging.WARNING
+        )
         return
     pw = pwd.getpwnam(user)
     for root, dirs, files in os.walk(data_dir):
@@ -446,4 +563,3 @@ def drop_privileges(user: str, data_dir: Path) -> None:
     os.setgid(pw.pw_gid)
     os.setuid(pw.pw_uid)
     event(log, "dropped privileges", user=user, uid=pw.pw_uid)
-

@@ -89,8 +89,12 @@ class DnsResolver:
             return None
         except dns.resolver.NXDOMAIN:
             raise
-        except (dns.resolver.NoNameservers, dns.exception.Timeout, dns.resolver.YXDOMAIN,
-                dns.exception.DNSException) as e:
+        except (
+            dns.resolver.NoNameservers,
+            dns.exception.Timeout,
+            dns.resolver.YXDOMAIN,
+            dns.exception.DNSException,
+        ) as e:
             raise _Transient(f"{rdtype} lookup for {name} failed: {e}") from e
         return list(answer)
 
@@ -122,18 +126,28 @@ class DnsResolver:
         try:
             mx = await self._query(domain, "MX")
         except dns.resolver.NXDOMAIN:
-            raise ResolveError(domain, f"domain {domain} does not exist (NXDOMAIN)",
-                               permanent=True, enhanced="5.1.2") from None
+            raise ResolveError(
+                domain,
+                f"domain {domain} does not exist (NXDOMAIN)",
+                permanent=True,
+                enhanced="5.1.2",
+            ) from None
         except _Transient as e:
             raise ResolveError(domain, str(e), permanent=False) from None
         if mx is None:
             return await self._implicit(domain)
-        records = [(r.preference, r.exchange.to_text(omit_final_dot=True).lower())  # type: ignore[attr-defined]
-                   for r in mx]
+        records = [
+            (r.preference, r.exchange.to_text(omit_final_dot=True).lower())  # type: ignore[attr-defined]
+            for r in mx
+        ]
         # RFC 7505 §3: a single MX with root target means "no mail here".
         if any(name in ("", ".") for _, name in records):
-            raise ResolveError(domain, f"domain {domain} does not accept mail (null MX, RFC 7505)",
-                               permanent=True, enhanced="5.1.10")
+            raise ResolveError(
+                domain,
+                f"domain {domain} does not accept mail (null MX, RFC 7505)",
+                permanent=True,
+                enhanced="5.1.10",
+            )
         by_pref: dict[int, list[str]] = {}
         for pref, name in records:
             by_pref.setdefault(pref, []).append(name)
@@ -159,8 +173,9 @@ class DnsResolver:
         if not hosts:
             if errors:
                 raise ResolveError(domain, "; ".join(errors), permanent=False)
-            raise ResolveError(domain, f"no MX host of {domain} has an address",
-                               permanent=False, enhanced="4.4.4")
+            raise ResolveError(
+                domain, f"no MX host of {domain} has an address", permanent=False, enhanced="4.4.4"
+            )
         return Route(domain, hosts)
 
     async def _implicit(self, domain: str) -> Route:
@@ -170,6 +185,10 @@ class DnsResolver:
         except _Transient as e:
             raise ResolveError(domain, str(e), permanent=False) from None
         if not addrs:
-            raise ResolveError(domain, f"domain {domain} has no MX and no address records",
-                               permanent=True, enhanced="5.1.2")
+            raise ResolveError(
+                domain,
+                f"domain {domain} has no MX and no address records",
+                permanent=True,
+                enhanced="5.1.2",
+            )
         return Route(domain, [Host(domain, addrs[: self._max_addresses])], implicit=True)

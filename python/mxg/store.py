@@ -118,8 +118,7 @@ class Store:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False,
-                                  timeout=30)
+        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
         self.db.row_factory = sqlite3.Row
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")
@@ -150,9 +149,17 @@ class Store:
                 cur = db.execute(
                     "INSERT OR IGNORE INTO messages (queue_id, received_ms, sender, size,"
                     " message_id, envid, ret, origin, client_addr) VALUES (?,?,?,?,?,?,?,?,?)",
-                    (env["queue_id"], env["received_ms"], env["sender"], env["size"],
-                     env.get("message_id"), env.get("envid"), env.get("ret"), env["origin"],
-                     env.get("client_addr", "")),
+                    (
+                        env["queue_id"],
+                        env["received_ms"],
+                        env["sender"],
+                        env["size"],
+                        env.get("message_id"),
+                        env.get("envid"),
+                        env.get("ret"),
+                        env["origin"],
+                        env.get("client_addr", ""),
+                    ),
                 )
                 if cur.rowcount == 0:
                     continue
@@ -160,9 +167,17 @@ class Store:
                 db.executemany(
                     "INSERT INTO recipients (queue_id, idx, address, domain, notify, orcpt)"
                     " VALUES (?,?,?,?,?,?)",
-                    [(env["queue_id"], i, r["address"], domain_of(r["address"]),
-                      ",".join(r.get("notify", [])), r.get("orcpt"))
-                     for i, r in enumerate(env["recipients"])],
+                    [
+                        (
+                            env["queue_id"],
+                            i,
+                            r["address"],
+                            domain_of(r["address"]),
+                            ",".join(r.get("notify", [])),
+                            r.get("orcpt"),
+                        )
+                        for i, r in enumerate(env["recipients"])
+                    ],
                 )
         return added
 
@@ -211,21 +226,46 @@ class Store:
                     "INSERT INTO attempts (queue_id, address, at_ms, status, code, enhanced,"
                     " text, host, ip, tls, level) SELECT queue_id, address, ?,?,?,?,?,?,?,?,?"
                     " FROM recipients WHERE queue_id=? AND idx=?",
-                    (t, o.status, o.code, o.enhanced, o.text, o.host, o.ip, o.tls, o.level,
-                     o.queue_id, o.idx),
+                    (
+                        t,
+                        o.status,
+                        o.code,
+                        o.enhanced,
+                        o.text,
+                        o.host,
+                        o.ip,
+                        o.tls,
+                        o.level,
+                        o.queue_id,
+                        o.idx,
+                    ),
                 )
                 db.execute(
                     "UPDATE recipients SET status=?, attempts=attempts+1, next_ms=?, code=?,"
                     " enhanced=?, text=?, host=?, ip=?, tls=?, level=?, updated_ms=?"
                     " WHERE queue_id=? AND idx=? AND status NOT IN ('sent','bounced','deleted')",
-                    (o.status, o.next_ms, o.code, o.enhanced, o.text, o.host, o.ip, o.tls,
-                     o.level, t, o.queue_id, o.idx),
+                    (
+                        o.status,
+                        o.next_ms,
+                        o.code,
+                        o.enhanced,
+                        o.text,
+                        o.host,
+                        o.ip,
+                        o.tls,
+                        o.level,
+                        t,
+                        o.queue_id,
+                        o.idx,
+                    ),
                 )
 
     def mark_dsn_sent(self, queue_id: str, indexes: Iterable[int]) -> None:
         with self.transaction() as db:
-            db.executemany("UPDATE recipients SET dsn_sent=1 WHERE queue_id=? AND idx=?",
-                           [(queue_id, i) for i in indexes])
+            db.executemany(
+                "UPDATE recipients SET dsn_sent=1 WHERE queue_id=? AND idx=?",
+                [(queue_id, i) for i in indexes],
+            )
 
     def mark_delay_warned(self, queue_id: str) -> None:
         with self.transaction() as db:
@@ -251,8 +291,9 @@ class Store:
 
     def mark_done(self, queue_ids: Iterable[str]) -> None:
         with self.transaction() as db:
-            db.executemany("UPDATE messages SET state='done' WHERE queue_id=?",
-                           [(q,) for q in queue_ids])
+            db.executemany(
+                "UPDATE messages SET state='done' WHERE queue_id=?", [(q,) for q in queue_ids]
+            )
 
     def expired_delay_warnings(self, older_than_ms: int) -> list[str]:
         rows = self.db.execute(
@@ -265,26 +306,38 @@ class Store:
 
     # -- operator actions (mxg queue ...) ----------------------------------
 
-    def log_event(self, db: sqlite3.Connection, queue_id: str, actor: str, action: str,
-                  detail: str = "") -> None:
-        db.execute("INSERT INTO events (queue_id, at_ms, actor, action, detail)"
-                   " VALUES (?,?,?,?,?)", (queue_id, now_ms(), actor, action, detail))
+    def log_event(
+        self, db: sqlite3.Connection, queue_id: str, actor: str, action: str, detail: str = ""
+    ) -> None:
+        db.execute(
+            "INSERT INTO events (queue_id, at_ms, actor, action, detail) VALUES (?,?,?,?,?)",
+            (queue_id, now_ms(), actor, action, detail),
+        )
 
     def hold(self, queue_id: str, actor: str, reason: str) -> bool:
         with self.transaction() as db:
-            cur = db.execute("UPDATE messages SET state='held', hold_reason=? WHERE queue_id=?"
-                             " AND state='active'", (reason, queue_id))
+            cur = db.execute(
+                "UPDATE messages SET state='held', hold_reason=? WHERE queue_id=?"
+                " AND state='active'",
+                (reason, queue_id),
+            )
             if cur.rowcount:
                 self.log_event(db, queue_id, actor, "hold", reason)
             return cur.rowcount > 0
 
     def release(self, queue_id: str, actor: str, reason: str) -> bool:
         with self.transaction() as db:
-            cur = db.execute("UPDATE messages SET state='active', hold_reason=NULL"
-                             " WHERE queue_id=? AND state='held'", (queue_id,))
+            cur = db.execute(
+                "UPDATE messages SET state='active', hold_reason=NULL"
+                " WHERE queue_id=? AND state='held'",
+                (queue_id,),
+            )
             if cur.rowcount:
-                db.execute("UPDATE recipients SET next_ms=0 WHERE queue_id=?"
-                           " AND status IN ('pending','deferred')", (queue_id,))
+                db.execute(
+                    "UPDATE recipients SET next_ms=0 WHERE queue_id=?"
+                    " AND status IN ('pending','deferred')",
+                    (queue_id,),
+                )
                 self.log_event(db, queue_id, actor, "release", reason)
             return cur.rowcount > 0
 
@@ -293,17 +346,24 @@ class Store:
         relay removes the spool file once it sees the message finished."""
         t = now_ms()
         with self.transaction() as db:
-            rows = db.execute("SELECT idx, address FROM recipients WHERE queue_id=? AND status"
-                              " IN ('pending','deferred')", (queue_id,)).fetchall()
+            rows = db.execute(
+                "SELECT idx, address FROM recipients WHERE queue_id=? AND status"
+                " IN ('pending','deferred')",
+                (queue_id,),
+            ).fetchall()
             if not rows and self.message(queue_id) is None:
                 return False
             for r in rows:
-                db.execute("INSERT INTO attempts (queue_id, address, at_ms, status, text)"
-                           " VALUES (?,?,?,?,?)",
-                           (queue_id, r["address"], t, "deleted", f"deleted by {actor}: {reason}"))
-            db.execute("UPDATE recipients SET status='deleted', updated_ms=?, text=?"
-                       " WHERE queue_id=? AND status IN ('pending','deferred')",
-                       (t, f"deleted by {actor}: {reason}", queue_id))
+                db.execute(
+                    "INSERT INTO attempts (queue_id, address, at_ms, status, text)"
+                    " VALUES (?,?,?,?,?)",
+                    (queue_id, r["address"], t, "deleted", f"deleted by {actor}: {reason}"),
+                )
+            db.execute(
+                "UPDATE recipients SET status='deleted', updated_ms=?, text=?"
+                " WHERE queue_id=? AND status IN ('pending','deferred')",
+                (t, f"deleted by {actor}: {reason}", queue_id),
+            )
             self.log_event(db, queue_id, actor, "delete", reason)
             return True
 
@@ -312,8 +372,10 @@ class Store:
             if queue_id is None:
                 cur = db.execute("UPDATE recipients SET next_ms=0 WHERE status='deferred'")
             else:
-                cur = db.execute("UPDATE recipients SET next_ms=0 WHERE status='deferred'"
-                                 " AND queue_id=?", (queue_id,))
+                cur = db.execute(
+                    "UPDATE recipients SET next_ms=0 WHERE status='deferred' AND queue_id=?",
+                    (queue_id,),
+                )
             return cur.rowcount
 
     def listing(self, include_done: bool = False) -> list[dict[str, Any]]:
@@ -334,10 +396,18 @@ class Store:
             return None
         out = dict(msg)
         out["recipients"] = [dict(r) for r in self.recipients(queue_id)]
-        out["attempts"] = [dict(r) for r in self.db.execute(
-            "SELECT * FROM attempts WHERE queue_id=? ORDER BY id", (queue_id,))]
-        out["events"] = [dict(r) for r in self.db.execute(
-            "SELECT * FROM events WHERE queue_id=? ORDER BY id", (queue_id,))]
+        out["attempts"] = [
+            dict(r)
+            for r in self.db.execute(
+                "SELECT * FROM attempts WHERE queue_id=? ORDER BY id", (queue_id,)
+            )
+        ]
+        out["events"] = [
+            dict(r)
+            for r in self.db.execute(
+                "SELECT * FROM events WHERE queue_id=? ORDER BY id", (queue_id,)
+            )
+        ]
         return out
 
 

@@ -39,9 +39,14 @@ def dns_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UnboundServ
 def sinks() -> Iterator[dict[str, Sink]]:
     started = {
         name: Sink(addr, SINK_PORT).start()
-        for name, addr in (("good1", "127.0.0.11"), ("good2", "127.0.0.12"),
-                           ("slow", "127.0.0.13"), ("bad", "127.0.0.14"),
-                           ("sender", "127.0.0.15"), ("implicit", "127.0.0.16"))
+        for name, addr in (
+            ("good1", "127.0.0.11"),
+            ("good2", "127.0.0.12"),
+            ("slow", "127.0.0.13"),
+            ("bad", "127.0.0.14"),
+            ("sender", "127.0.0.15"),
+            ("implicit", "127.0.0.16"),
+        )
     }
     yield started
     for s in started.values():

@@ -26,36 +26,61 @@ def wait_for(cond: Callable[[], bool], timeout: float = 30, what: str = "conditi
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def swaks(port: int, sender: str, rcpts: list[str], body: str = "hello",
-          extra: list[str] | None = None) -> subprocess.CompletedProcess[str]:
+def swaks(
+    port: int, sender: str, rcpts: list[str], body: str = "hello", extra: list[str] | None = None
+) -> subprocess.CompletedProcess[str]:
     exe = shutil.which("swaks")
     if exe is None:
         pytest.skip("swaks is not installed")
     return subprocess.run(
-        [exe, "--server", f"127.0.0.1:{port}", "--from", sender, "--to", ",".join(rcpts),
-         "--body", body, "--helo", "internal.test", *(extra or [])],
-        capture_output=True, text=True, timeout=60)
+        [
+            exe,
+            "--server",
+            f"127.0.0.1:{port}",
+            "--from",
+            sender,
+            "--to",
+            ",".join(rcpts),
+            "--body",
+            body,
+            "--helo",
+            "internal.test",
+            *(extra or []),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
 
 
 def test_ten_recipients_three_domains_retry_and_dsn(
-        make_mxg: Callable[..., MxgProcess], sinks: dict[str, Sink], backend: str) -> None:
+    make_mxg: Callable[..., MxgProcess], sinks: dict[str, Sink], backend: str
+) -> None:
     slow_ok = {"value": False}
     sinks["slow"].rcpt_policy = lambda r: None if slow_ok["value"] else "451 4.3.2 try later"
-    sinks["bad"].rcpt_policy = lambda r: "550 5.1.1 no such user" if r.startswith("nobody@") \
-        else None
+    sinks["bad"].rcpt_policy = lambda r: (
+        "550 5.1.1 no such user" if r.startswith("nobody@") else None
+    )
     mxg = make_mxg(backend)
     good = [f"g{i}@good.test" for i in range(4)]
     slow = [f"s{i}@slow.test" for i in range(3)]
     bad = ["b0@bad.test", "b1@bad.test", "nobody@bad.test"]
-    result = swaks(mxg.port, "alice@sender.test", good + slow + bad,
-                   extra=["--header", "Message-Id: <ten@internal.test>"])
+    result = swaks(
+        mxg.port,
+        "alice@sender.test",
+        good + slow + bad,
+        extra=["--header", "Message-Id: <ten@internal.test>"],
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "250 2.0.0 Ok: queued as" in result.stdout
 
     delivered = lambda: sinks["good1"].recipients() + sinks["good2"].recipients()  # noqa: E731
     wait_for(lambda: sorted(delivered()) == sorted(good), what="good.test delivery")
-    wait_for(lambda: sorted(sinks["bad"].recipients()) == ["b0@bad.test", "b1@bad.test"],
-             what="bad.test delivery")
+    wait_for(
+        lambda: sorted(sinks["bad"].recipients()) == ["b0@bad.test", "b1@bad.test"],
+        what="bad.test delivery",
+    )
     # The DSN for the 5xx recipient reaches the sender's domain.
     wait_for(lambda: len(sinks["sender"].messages) == 1, what="DSN")
     dsn = sinks["sender"].messages[0]
@@ -79,18 +104,21 @@ def test_ten_recipients_three_domains_retry_and_dsn(
     wait_for(lambda: sorted(sinks["slow"].recipients()) == sorted(slow), what="slow.test delivery")
     # Exactly once everywhere.
     all_rcpts = [r for s in sinks.values() for r in s.recipients()]
-    assert sorted(all_rcpts) == sorted([*good, *slow, "b0@bad.test", "b1@bad.test",
-                                        "alice@sender.test"])
+    assert sorted(all_rcpts) == sorted(
+        [*good, *slow, "b0@bad.test", "b1@bad.test", "alice@sender.test"]
+    )
     # Every recipient has a final state, so the spool is empty again.
-    wait_for(lambda: not list((mxg.workdir / "data" / "spool" / "queue").iterdir()),
-             what="empty spool")
+    wait_for(
+        lambda: not list((mxg.workdir / "data" / "spool" / "queue").iterdir()), what="empty spool"
+    )
     log = mxg.log_text()
     assert "status=sent" in log and "message_id=<ten@internal.test>" in log
     assert "status=bounced" in log and "status=deferred" in log
 
 
 def test_null_mx_bounces_and_implicit_mx_and_cname_deliver(
-        make_mxg: Callable[..., MxgProcess], sinks: dict[str, Sink]) -> None:
+    make_mxg: Callable[..., MxgProcess], sinks: dict[str, Sink]
+) -> None:
     mxg = make_mxg()
     r = swaks(mxg.port, "alice@sender.test", ["x@nullmx.test", "y@implicit.test", "z@alias.test"])
     assert r.returncode == 0, r.stdout

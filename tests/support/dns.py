@@ -36,8 +36,9 @@ def free_udp_tcp_port(host: str = "127.0.0.1") -> int:
 class KnotServer:
     """Runs knotd with the given zones: ``{"example.test": ["@ MX 10 mx1", ...]}``."""
 
-    def __init__(self, workdir: Path, zones: Mapping[str, Sequence[str]],
-                 address: str = "127.0.0.1") -> None:
+    def __init__(
+        self, workdir: Path, zones: Mapping[str, Sequence[str]], address: str = "127.0.0.1"
+    ) -> None:
         self.workdir = workdir
         self.address = address
         self.port = free_udp_tcp_port(address)
@@ -76,8 +77,11 @@ class KnotServer:
             (self.workdir / "zones" / f"{name}.zone").write_text("\n".join(zone) + "\n")
         (self.workdir / "knot.conf").write_text("\n".join(conf) + "\n")
         self.log = open(self.workdir / "knot.log", "wb")  # noqa: SIM115
-        self.proc = subprocess.Popen([knotd, "-c", str(self.workdir / "knot.conf")],
-                                     stdout=self.log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            [knotd, "-c", str(self.workdir / "knot.conf")],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
         self._wait_ready(next(iter(self.zones)))
         return self
 
@@ -130,7 +134,7 @@ class UnboundServer:
             f'    directory: "{self.workdir}"',
             f'    pidfile: "{self.workdir / "unbound.pid"}"',
             "    use-syslog: no",
-            "    logfile: \"\"",
+            '    logfile: ""',
             "    verbosity: 1",
             "    do-daemonize: no",
             "    do-not-query-localhost: no",
@@ -140,16 +144,20 @@ class UnboundServer:
             "    cache-max-negative-ttl: 5",
             "    qname-minimisation: no",
             # RFC 6761 reserves .test; Unbound answers it locally unless told not to.
-            "    local-zone: \"test.\" nodefault",
+            '    local-zone: "test." nodefault',
         ]
         for zone in self.knot.zones:
-            conf += ["stub-zone:", f'    name: "{zone}"',
-                     f"    stub-addr: {self.knot.address}@{self.knot.port}"]
+            conf += [
+                "stub-zone:",
+                f'    name: "{zone}"',
+                f"    stub-addr: {self.knot.address}@{self.knot.port}",
+            ]
         path = self.workdir / "unbound.conf"
         path.write_text("\n".join(conf) + "\n")
         self.log = open(self.workdir / "unbound.log", "wb")  # noqa: SIM115
-        self.proc = subprocess.Popen([unbound, "-d", "-c", str(path)], stdout=self.log,
-                                     stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            [unbound, "-d", "-c", str(path)], stdout=self.log, stderr=subprocess.STDOUT
+        )
         deadline = time.monotonic() + 15
         q = dns.message.make_query(next(iter(self.knot.zones)), dns.rdatatype.SOA)
         while time.monotonic() < deadline:

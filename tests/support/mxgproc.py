@@ -27,9 +27,21 @@ class MxgProcess:
         self.log = open(self.log_path, "ab")  # noqa: SIM115
         env = dict(os.environ)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "mxg", "-c", str(self.config_path), "run",
-             "--backend", self.backend],
-            stdout=self.log, stderr=subprocess.STDOUT, env=env, cwd=self.workdir)
+            [
+                sys.executable,
+                "-m",
+                "mxg",
+                "-c",
+                str(self.config_path),
+                "run",
+                "--backend",
+                self.backend,
+            ],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=self.workdir,
+        )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -62,5 +74,11 @@ class MxgProcess:
         self.stop(signal.SIGKILL)
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "mxg", "-c", str(self.config_path), *args],
-                              capture_output=True, text=True, timeout=60, cwd=self.workdir)
+        return subprocess.run(
+            [sys.executable, "-m", "mxg", "-c", str(self.config_path), *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=self.workdir,
+            check=False,
+        )

@@ -39,8 +39,14 @@ class Sink:
     lock: threading.Lock = field(default_factory=threading.Lock)
     controller: Controller | None = None
 
-    async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope,
-                          address: str, rcpt_options: list[str]) -> str:
+    async def handle_RCPT(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        address: str,
+        rcpt_options: list[str],
+    ) -> str:
         with self.lock:
             self.rcpt_attempts.append(address)
         verdict = self.rcpt_policy(address)
@@ -51,15 +57,25 @@ class Sink:
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         with self.lock:
-            self.messages.append(Received(
-                str(envelope.mail_from), list(envelope.rcpt_tos),
-                bytes(envelope.original_content or envelope.content or b""),
-                str(session.peer[0]) if session.peer else ""))
+            self.messages.append(
+                Received(
+                    str(envelope.mail_from),
+                    list(envelope.rcpt_tos),
+                    bytes(envelope.original_content or envelope.content or b""),
+                    str(session.peer[0]) if session.peer else "",
+                )
+            )
         return "250 2.0.0 Message accepted"
 
     def start(self, **kwargs: Any) -> Sink:
-        self.controller = Controller(self, hostname=self.address, port=self.port,
-                                     ready_timeout=10, decode_data=False, **kwargs)
+        self.controller = Controller(
+            self,
+            hostname=self.address,
+            port=self.port,
+            ready_timeout=10,
+            decode_data=False,
+            **kwargs,
+        )
         self.controller.start()
         return self
 

@@ -16,7 +16,7 @@ use pyo3::types::PyBytes;
 struct Engine {
     inner: RustEngine,
     /// Process that created the engine. Its runtime threads do not survive
-    /// fork(), so a child must not use it.
+    /// `fork()`, so a child must not use it.
     pid: u32,
 }
 
@@ -38,7 +38,9 @@ impl Engine {
     #[new]
     fn new(py: Python<'_>, config_json: &str) -> PyResult<Self> {
         let cfg = EngineConfig::from_json(config_json).map_err(|e| to_py(py, &e))?;
-        let inner = py.allow_threads(|| RustEngine::start(cfg)).map_err(|e| to_py(py, &e))?;
+        let inner = py
+            .allow_threads(|| RustEngine::start(&cfg))
+            .map_err(|e| to_py(py, &e))?;
         Ok(Self {
             inner,
             pid: std::process::id(),
@@ -105,18 +107,27 @@ impl Engine {
 
     /// Removes a message whose recipients all have a final state.
     fn remove(&self, py: Python<'_>, queue_id: &str) -> PyResult<()> {
-        self.check()?.spool().remove(queue_id).map_err(|e| to_py(py, &e.into()))
+        self.check()?
+            .spool()
+            .remove(queue_id)
+            .map_err(|e| to_py(py, &e.into()))
     }
 
     /// Queue ids of every spooled message, oldest first.
     fn spool_ids(&self, py: Python<'_>) -> PyResult<Vec<String>> {
         let spool = self.check()?.spool().clone();
-        py.allow_threads(|| spool.list()).map_err(|e| to_py(py, &e.into()))
+        py.allow_threads(|| spool.list())
+            .map_err(|e| to_py(py, &e.into()))
     }
 
     /// Listening addresses as `ip:port`.
     fn local_addrs(&self) -> PyResult<Vec<String>> {
-        Ok(self.check()?.local_addrs().iter().map(ToString::to_string).collect())
+        Ok(self
+            .check()?
+            .local_addrs()
+            .iter()
+            .map(ToString::to_string)
+            .collect())
     }
 
     /// Stops accepting, lets open transactions finish, stops the runtime.
@@ -130,11 +141,20 @@ impl Engine {
 /// Reads a spool file without an engine (for `mxg queue show`): returns
 /// the envelope as JSON and the message octets.
 #[pyfunction]
+#[allow(clippy::needless_pass_by_value)] // pyo3 extracts arguments as owned values
 fn read_spool_file(py: Python<'_>, path: std::path::PathBuf) -> PyResult<(String, Py<PyBytes>)> {
     let bytes = std::fs::read(&path).map_err(|e| {
-        to_py(py, &mxg_spool::SpoolError::Io { path: path.clone(), source: e }.into())
+        to_py(
+            py,
+            &mxg_spool::SpoolError::Io {
+                path: path.clone(),
+                source: e,
+            }
+            .into(),
+        )
     })?;
-    let (env, start) = mxg_spool::parse_spool_file(&path, &bytes).map_err(|e| to_py(py, &e.into()))?;
+    let (env, start) =
+        mxg_spool::parse_spool_file(&path, &bytes).map_err(|e| to_py(py, &e.into()))?;
     let json = serde_json::to_string(&env).expect("envelope serialises");
     Ok((json, PyBytes::new(py, &bytes[start..]).unbind()))
 }

@@ -37,7 +37,7 @@ pub struct Engine {
 impl Engine {
     /// Builds the runtime, opens the spool and binds the listeners. Nothing
     /// is accepted until `serve`, so the caller can drop privileges first.
-    pub fn start(cfg: EngineConfig) -> Result<Self, EngineError> {
+    pub fn start(cfg: &EngineConfig) -> Result<Self, EngineError> {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .thread_name("mxg-engine")
             .enable_all()
@@ -62,7 +62,12 @@ impl Engine {
             cfg.max_connections_per_client,
             shutdown_rx,
         ));
-        let client = Arc::new(Client::new(cfg.outbound.clone(), &cfg.hostname, spool.clone(), bus.clone()));
+        let client = Arc::new(Client::new(
+            cfg.outbound.clone(),
+            &cfg.hostname,
+            spool.clone(),
+            bus.clone(),
+        ));
         let sweeper = client.clone();
         rt.spawn(async move {
             loop {
@@ -121,7 +126,10 @@ impl Engine {
     pub fn submit(&self, job: DeliveryJob) -> Result<(), EngineError> {
         let rt = self.rt()?;
         if job.recipients.is_empty() {
-            return Err(EngineError::Job(format!("job {} has no recipients", job.job_id)));
+            return Err(EngineError::Job(format!(
+                "job {} has no recipients",
+                job.job_id
+            )));
         }
         rt.spawn(outbound::deliver(self.client.clone(), job));
         Ok(())

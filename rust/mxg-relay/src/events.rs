@@ -47,7 +47,8 @@ impl EventBus {
             return Err(std::io::Error::last_os_error());
         }
         // SAFETY: both descriptors were just created and are owned by nobody else.
-        let (read_fd, write_fd) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        let (read_fd, write_fd) =
+            unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
         Ok(Self {
             events: Mutex::new(Vec::new()),
             read_fd,
@@ -76,7 +77,11 @@ impl EventBus {
         // SAFETY: writing one byte from a valid buffer to our own pipe. A
         // full pipe (EAGAIN) already means "readable", so errors are moot.
         unsafe {
-            libc::write(self.write_fd.as_raw_fd(), std::ptr::from_ref(&byte).cast(), 1);
+            libc::write(
+                self.write_fd.as_raw_fd(),
+                std::ptr::from_ref(&byte).cast(),
+                1,
+            );
         }
     }
 
@@ -87,7 +92,8 @@ impl EventBus {
         let mut buf = [0u8; 256];
         loop {
             // SAFETY: reading into a stack buffer of the stated length.
-            let n = unsafe { libc::read(self.read_fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+            let n =
+                unsafe { libc::read(self.read_fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
             if n <= 0 {
                 break;
             }

@@ -43,7 +43,7 @@ pub struct DeliveryJob {
 }
 
 /// Final word on one recipient from one job.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
     /// Accepted by the receiving server (2xx after DATA).

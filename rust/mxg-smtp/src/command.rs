@@ -110,9 +110,7 @@ pub fn parse_command(line: &[u8]) -> Result<Command, CommandError> {
             Error::InvalidRecipientAddress => {
                 Reply::new(501, "5.1.3", "Bad recipient address syntax")
             }
-            Error::SyntaxError { syntax } => {
-                Reply::new(501, "5.5.4", format!("Syntax: {syntax}"))
-            }
+            Error::SyntaxError { syntax } => Reply::new(501, "5.5.4", format!("Syntax: {syntax}")),
             Error::InvalidParameter { param } => {
                 Reply::new(501, "5.5.4", format!("Invalid parameter {param}"))
             }
@@ -129,10 +127,7 @@ pub fn parse_command(line: &[u8]) -> Result<Command, CommandError> {
 
 /// Keeps client-supplied text printable before it is echoed in a reply.
 fn sanitize(s: &str) -> String {
-    s.chars()
-        .filter(|c| c.is_ascii_graphic())
-        .take(64)
-        .collect()
+    s.chars().filter(char::is_ascii_graphic).take(64).collect()
 }
 
 #[cfg(test)]
@@ -144,7 +139,10 @@ mod tests {
         let mut f = LineFramer::new(100);
         f.push(b"EHLO a\r\nMAIL FROM:<x@y>\r\nRC");
         assert_eq!(f.next_line(), Some(Framed::Line(b"EHLO a\r\n".to_vec())));
-        assert_eq!(f.next_line(), Some(Framed::Line(b"MAIL FROM:<x@y>\r\n".to_vec())));
+        assert_eq!(
+            f.next_line(),
+            Some(Framed::Line(b"MAIL FROM:<x@y>\r\n".to_vec()))
+        );
         assert_eq!(f.next_line(), None);
         assert_eq!(f.buffered(), 2);
     }
@@ -161,7 +159,8 @@ mod tests {
 
     #[test]
     fn parses_dsn_parameters() {
-        let cmd = parse_command(b"MAIL FROM:<a@b.example> RET=HDRS ENVID=abc SIZE=100\r\n").unwrap();
+        let cmd =
+            parse_command(b"MAIL FROM:<a@b.example> RET=HDRS ENVID=abc SIZE=100\r\n").unwrap();
         match cmd {
             Request::Mail { from } => {
                 assert_eq!(from.address, "a@b.example");
@@ -171,11 +170,17 @@ mod tests {
             }
             other => panic!("unexpected {other:?}"),
         }
-        let cmd = parse_command(b"RCPT TO:<r@c.example> NOTIFY=FAILURE,DELAY ORCPT=rfc822;r@c.example\r\n")
-            .unwrap();
+        let cmd = parse_command(
+            b"RCPT TO:<r@c.example> NOTIFY=FAILURE,DELAY ORCPT=rfc822;r@c.example\r\n",
+        )
+        .unwrap();
         match cmd {
             Request::Rcpt { to } => {
-                assert_eq!(to.orcpt.as_deref(), Some("r@c.example"), "smtp-proto keeps the address, not the type");
+                assert_eq!(
+                    to.orcpt.as_deref(),
+                    Some("r@c.example"),
+                    "smtp-proto keeps the address, not the type"
+                );
                 assert!(to.flags & smtp_proto::RCPT_NOTIFY_DELAY != 0);
             }
             other => panic!("unexpected {other:?}"),

@@ -276,7 +276,10 @@ mod tests {
     #[test]
     fn size_limit_keeps_reading_to_the_end() {
         let mut r = DataReader::new(1000, 10);
-        assert_eq!(r.feed(b"0123456789abc\r\n.\r\n"), DataProgress::Done { consumed: 18 });
+        assert_eq!(
+            r.feed(b"0123456789abc\r\n.\r\n"),
+            DataProgress::Done { consumed: 18 }
+        );
         assert!(r.oversize);
         assert_eq!(r.size, 15);
     }

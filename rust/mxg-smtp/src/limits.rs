@@ -36,8 +36,8 @@ impl Default for Limits {
             max_message_size: 50 * 1024 * 1024,
             max_recipients: 1000,
             max_errors: 20,
-            command_timeout: Duration::from_secs(300),
-            data_timeout: Duration::from_secs(300),
+            command_timeout: Duration::from_mins(5),
+            data_timeout: Duration::from_mins(5),
         }
     }
 }

@@ -105,7 +105,9 @@ impl ReplyParser {
         if bytes.len() < 3 || !bytes[..3].iter().all(u8::is_ascii_digit) {
             return Err(ReplyError::Malformed(text.into_owned()));
         }
-        let code: u16 = text[..3].parse().map_err(|_| ReplyError::Malformed(text.to_string()))?;
+        let code: u16 = text[..3]
+            .parse()
+            .map_err(|_| ReplyError::Malformed(text.to_string()))?;
         if !(200..600).contains(&code) {
             return Err(ReplyError::Malformed(text.into_owned()));
         }

@@ -310,7 +310,10 @@ mod tests {
         assert_eq!(msg, b"hello");
         assert_eq!(spool.list().unwrap(), vec![id.clone()]);
         let mode = fs::metadata(dir.join("queue").join(&id)).unwrap();
-        assert_eq!(std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o777, 0o600);
+        assert_eq!(
+            std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o777,
+            0o600
+        );
         spool.remove(&id).unwrap();
         assert!(matches!(spool.read(&id), Err(SpoolError::NotFound(_))));
         fs::remove_dir_all(dir).unwrap();
@@ -341,7 +344,10 @@ mod tests {
         fs::write(dir.join("tmp").join("0000000000000001"), b"partial").unwrap();
         let spool = Spool::open(&dir).unwrap();
         assert_eq!(fs::read_dir(dir.join("tmp")).unwrap().count(), 0);
-        assert!(matches!(spool.read("../../etc/passwd"), Err(SpoolError::NotFound(_))));
+        assert!(matches!(
+            spool.read("../../etc/passwd"),
+            Err(SpoolError::NotFound(_))
+        ));
         fs::remove_dir_all(dir).unwrap();
     }
 

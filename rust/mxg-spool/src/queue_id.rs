@@ -18,7 +18,9 @@ pub fn new_queue_id() -> String {
 /// True for a string that has the shape of a queue id; used to keep path
 /// names derived from ids inside the spool directory.
 pub fn is_queue_id(s: &str) -> bool {
-    s.len() == 16 && s.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_lowercase())
+    s.len() == 16
+        && s.bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_lowercase())
 }
 
 #[cfg(test)]

@@ -75,14 +75,21 @@ impl ServerShared {
     fn admit(&self, ip: IpAddr) -> Result<(), Reply> {
         let mut c = self.connections.lock().expect("connection table poisoned");
         if c.total >= self.max_connections {
-            return Err(Reply::new(421, "4.7.0", format!("{} Too many connections, try again later", self.hostname)));
+            return Err(Reply::new(
+                421,
+                "4.7.0",
+                format!("{} Too many connections, try again later", self.hostname),
+            ));
         }
         let mine = c.per_client.entry(ip).or_default();
         if *mine >= self.max_connections_per_client {
             return Err(Reply::new(
                 421,
                 "4.7.0",
-                format!("{} Too many connections from your address, try again later", self.hostname),
+                format!(
+                    "{} Too many connections from your address, try again later",
+                    self.hostname
+                ),
             ));
         }
         *mine += 1;
@@ -113,10 +120,12 @@ pub async fn bind(addrs: &[String]) -> Result<Listeners, EngineError> {
         let sock: SocketAddr = addr
             .parse()
             .map_err(|e| EngineError::Config(format!("listen address {addr:?}: {e}")))?;
-        let l = TcpListener::bind(sock).await.map_err(|source| EngineError::Bind {
-            addr: addr.clone(),
-            source,
-        })?;
+        let l = TcpListener::bind(sock)
+            .await
+            .map_err(|source| EngineError::Bind {
+                addr: addr.clone(),
+                source,
+            })?;
         out.push(l);
     }
     Ok(Listeners(out))

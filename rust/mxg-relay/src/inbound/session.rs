@@ -19,7 +19,7 @@ use tokio::net::TcpStream;
 /// RFC 5321 §6.3: more Received fields than this means a mail loop.
 const MAX_HOPS: usize = 100;
 /// A TLS handshake that takes longer than this is abandoned.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(60);
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_mins(1);
 
 /// What the session does after a command.
 enum Flow {
@@ -128,7 +128,11 @@ impl Session {
                     return self.flush().await;
                 }
                 if self.errors > self.shared.limits.max_errors {
-                    self.reply(&Reply::new(421, "4.7.0", "Too many errors, closing connection"));
+                    self.reply(&Reply::new(
+                        421,
+                        "4.7.0",
+                        "Too many errors, closing connection",
+                    ));
                     return self.flush().await;
                 }
             }
@@ -146,7 +150,10 @@ impl Session {
     }
 
     async fn closing(&mut self) -> Result<(), Gone> {
-        let text = format!("{} Service shutting down, try again later", self.shared.hostname);
+        let text = format!(
+            "{} Service shutting down, try again later",
+            self.shared.hostname
+        );
         self.reply(&Reply::new(421, "4.3.2", text));
         self.flush().await
     }
@@ -236,7 +243,11 @@ impl Session {
         }
         let smtputf8 = from.flags & smtp_proto::MAIL_SMTPUTF8 != 0;
         if !smtputf8 && !from.address.is_ascii() {
-            return self.reply(&Reply::new(553, "5.6.7", "Non-ASCII sender address needs SMTPUTF8"));
+            return self.reply(&Reply::new(
+                553,
+                "5.6.7",
+                "Non-ASCII sender address needs SMTPUTF8",
+            ));
         }
         let ret = if from.flags & smtp_proto::MAIL_RET_FULL != 0 {
             Some("FULL".to_owned())
@@ -285,10 +296,18 @@ impl Session {
             return self.reply(&Reply::new(501, "5.1.3", text));
         };
         if domain.is_empty() {
-            return self.reply(&Reply::new(501, "5.1.3", "Recipient address has an empty domain"));
+            return self.reply(&Reply::new(
+                501,
+                "5.1.3",
+                "Recipient address has an empty domain",
+            ));
         }
         if !txn.smtputf8 && !to.address.is_ascii() {
-            return self.reply(&Reply::new(553, "5.6.7", "Non-ASCII recipient address needs SMTPUTF8"));
+            return self.reply(&Reply::new(
+                553,
+                "5.6.7",
+                "Non-ASCII recipient address needs SMTPUTF8",
+            ));
         }
         let mut notify = Vec::new();
         for (flag, word) in [
@@ -359,7 +378,10 @@ impl Session {
         }
         if reader.oversize {
             self.txn = None;
-            let text = format!("Message size exceeds the limit of {} octets", limits.max_message_size);
+            let text = format!(
+                "Message size exceeds the limit of {} octets",
+                limits.max_message_size
+            );
             self.reply(&Reply::new(552, "5.3.4", text));
             return Ok(Flow::Continue);
         }
@@ -409,7 +431,10 @@ impl Session {
         }
         if reader.oversize {
             self.txn = None;
-            let text = format!("Message size exceeds the limit of {} octets", limits.max_message_size);
+            let text = format!(
+                "Message size exceeds the limit of {} octets",
+                limits.max_message_size
+            );
             self.reply(&Reply::new(552, "5.3.4", text));
             return Ok(Flow::Continue);
         }
@@ -417,7 +442,9 @@ impl Session {
         match check_line_ends(&body) {
             Err(err) => {
                 self.txn = None;
-                let text = format!("Message refused: {err}; only <CR><LF> line ends are allowed (RFC 5321 2.3.8)");
+                let text = format!(
+                    "Message refused: {err}; only <CR><LF> line ends are allowed (RFC 5321 2.3.8)"
+                );
                 self.reply(&Reply::new(554, "5.6.0", text));
                 Ok(Flow::Continue)
             }
@@ -467,7 +494,9 @@ impl Session {
         message.extend_from_slice(&body);
         let envelope = Envelope {
             queue_id: queue_id.clone(),
-            received_ms: now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64),
+            received_ms: now
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
             sender: txn.sender,
             recipients: txn.recipients,
             ret: txn.ret,
@@ -502,10 +531,18 @@ impl Session {
                     level: "error".into(),
                     message: format!("cannot spool message: {e}"),
                 });
-                self.reply(&Reply::new(451, "4.3.0", "Local error: message not stored, try again later"));
+                self.reply(&Reply::new(
+                    451,
+                    "4.3.0",
+                    "Local error: message not stored, try again later",
+                ));
             }
             Err(_) => {
-                self.reply(&Reply::new(451, "4.3.0", "Local error: spool unavailable, try again later"));
+                self.reply(&Reply::new(
+                    451,
+                    "4.3.0",
+                    "Local error: spool unavailable, try again later",
+                ));
             }
         }
         Ok(Flow::Continue)
@@ -527,11 +564,12 @@ impl Session {
         self.framer.discard_buffered();
         let plain = self.stream.take_plain().ok_or(Gone)?;
         let acceptor = tokio_rustls::TlsAcceptor::from(config);
-        let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(plain)).await {
-            Ok(Ok(tls)) => tls,
-            _ => return Ok(Flow::Close),
+        let Ok(Ok(tls)) = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(plain)).await
+        else {
+            return Ok(Flow::Close);
         };
-        self.tls = crate::tls::describe(tls.get_ref().1).map(|t| format!("{} {}", t.version, t.cipher));
+        self.tls =
+            crate::tls::describe(tls.get_ref().1).map(|t| format!("{} {}", t.version, t.cipher));
         self.stream = Stream::ServerTls(Box::new(tls));
         // Forget everything the client said before TLS (RFC 3207 §4.2).
         self.helo = None;

@@ -3,6 +3,8 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// `Thu, 26 Nov 2026 14:15:47 +0000` for a time in UTC.
+// Day counts since 1970 fit i64 and are never negative here.
+#[allow(clippy::cast_possible_wrap, clippy::cast_sign_loss)]
 pub fn rfc5322_date(t: SystemTime) -> String {
     let secs = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let days = (secs / 86_400) as i64;
@@ -22,6 +24,8 @@ pub fn rfc5322_date(t: SystemTime) -> String {
 }
 
 /// Days since 1970-01-01 to (year, month, day); Howard Hinnant's algorithm.
+// Day and month values are in 1..=31 and 1..=12 by construction.
+#[allow(clippy::cast_sign_loss)]
 fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let z = z + 719_468;
     let era = z.div_euclid(146_097);
@@ -144,7 +148,10 @@ mod tests {
     fn finds_folded_message_id() {
         let m = b"Subject: x\r\nMessage-Id:\r\n <a@b.example>\r\n\r\nMessage-ID: <no>\r\n";
         assert_eq!(message_id(m).as_deref(), Some("<a@b.example>"));
-        assert_eq!(message_id(b"Subject: x\r\n\r\nMessage-ID: <body>\r\n"), None);
+        assert_eq!(
+            message_id(b"Subject: x\r\n\r\nMessage-ID: <body>\r\n"),
+            None
+        );
     }
 
     #[test]

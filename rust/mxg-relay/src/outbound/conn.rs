@@ -77,12 +77,25 @@ pub struct Conn {
 }
 
 impl Conn {
-    pub async fn connect(host: &str, ip: IpAddr, port: u16, timeout: Duration) -> Result<Self, ConnError> {
+    pub async fn connect(
+        host: &str,
+        ip: IpAddr,
+        port: u16,
+        timeout: Duration,
+    ) -> Result<Self, ConnError> {
         let addr = SocketAddr::new(ip, port);
         let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
             Ok(Ok(s)) => s,
-            Ok(Err(e)) => return Err(ConnError::new(format!("connect to {host}[{ip}]:{port}: {e}"))),
-            Err(_) => return Err(ConnError::new(format!("connect to {host}[{ip}]:{port}: timed out"))),
+            Ok(Err(e)) => {
+                return Err(ConnError::new(format!(
+                    "connect to {host}[{ip}]:{port}: {e}"
+                )))
+            }
+            Err(_) => {
+                return Err(ConnError::new(format!(
+                    "connect to {host}[{ip}]:{port}: timed out"
+                )))
+            }
         };
         let _ = stream.set_nodelay(true);
         Ok(Self {
@@ -125,7 +138,9 @@ impl Conn {
                     match self.parser.feed(&line) {
                         Ok(Some(reply)) => return Ok(reply),
                         Ok(None) => continue,
-                        Err(ReplyError::Malformed(l)) => return Err(format!("malformed reply {l:?}")),
+                        Err(ReplyError::Malformed(l)) => {
+                            return Err(format!("malformed reply {l:?}"))
+                        }
                         Err(e) => return Err(e.to_string()),
                     }
                 }
@@ -159,7 +174,12 @@ impl Conn {
         }
     }
 
-    pub async fn command(&mut self, line: &str, timeout: Duration, stage: &str) -> Result<Reply, ConnError> {
+    pub async fn command(
+        &mut self,
+        line: &str,
+        timeout: Duration,
+        stage: &str,
+    ) -> Result<Reply, ConnError> {
         let mut bytes = Vec::with_capacity(line.len() + 2);
         bytes.extend_from_slice(line.as_bytes());
         bytes.extend_from_slice(b"\r\n");
@@ -169,13 +189,17 @@ impl Conn {
 
     /// EHLO, falling back to HELO when the server refuses EHLO with 5xx.
     pub async fn hello(&mut self, name: &str, timeout: Duration) -> Result<(), ConnError> {
-        let reply = self.command(&format!("EHLO {name}"), timeout, "EHLO").await?;
+        let reply = self
+            .command(&format!("EHLO {name}"), timeout, "EHLO")
+            .await?;
         if reply.is_positive() {
             self.caps = Caps::parse(&reply);
             return Ok(());
         }
         if reply.is_permanent() {
-            let helo = self.command(&format!("HELO {name}"), timeout, "HELO").await?;
+            let helo = self
+                .command(&format!("HELO {name}"), timeout, "HELO")
+                .await?;
             if helo.is_positive() {
                 self.caps = Caps::default();
                 return Ok(());

@@ -45,7 +45,8 @@ pub async fn deliver(client: Arc<Client>, job: DeliveryJob) {
     match read_message(&client, &job.queue_id).await {
         Ok(message) => {
             let data = dot_stuff(&message);
-            run.deliver(&job, &dest, &policy, message.len(), &data).await;
+            run.deliver(&job, &dest, &policy, message.len(), &data)
+                .await;
         }
         Err(text) => run.last_error = Some((text, None)),
     }
@@ -133,11 +134,18 @@ impl Run {
 
     /// Connects, greets and brings the session to the required level. The
     /// requirement is checked here, before any MAIL FROM (rule 1).
-    async fn open(&self, job: &DeliveryJob, host: &str, ip: std::net::IpAddr) -> Result<Conn, ConnError> {
+    async fn open(
+        &self,
+        job: &DeliveryJob,
+        host: &str,
+        ip: std::net::IpAddr,
+    ) -> Result<Conn, ConnError> {
         let cfg = &self.client.cfg;
         let required = job.tls.level;
         let mut conn = Conn::connect(host, ip, cfg.port, secs(cfg.connect_timeout_s)).await?;
-        let greeting = conn.read_reply(secs(cfg.greeting_timeout_s), "greeting").await?;
+        let greeting = conn
+            .read_reply(secs(cfg.greeting_timeout_s), "greeting")
+            .await?;
         if greeting.code != 220 {
             let err = conn.refused("the connection", greeting);
             conn.quit().await;
@@ -148,7 +156,8 @@ impl Run {
         if required.tries_tls() && conn.caps.starttls {
             let name = rustls::pki_types::ServerName::try_from(host.to_owned())
                 .unwrap_or_else(|_| rustls::pki_types::ServerName::IpAddress(ip.into()));
-            conn.starttls(self.client.tls.clone(), name, cmd_timeout).await?;
+            conn.starttls(self.client.tls.clone(), name, cmd_timeout)
+                .await?;
             conn.hello(&self.client.helo, cmd_timeout).await?;
         }
         if !meets(conn.level(), required) {
@@ -171,7 +180,13 @@ impl Run {
 
     /// One mail transaction on an open connection. Returns the connection
     /// when it can be used again.
-    async fn transaction(&mut self, job: &DeliveryJob, mut conn: Conn, size: usize, data: &[u8]) -> Option<Conn> {
+    async fn transaction(
+        &mut self,
+        job: &DeliveryJob,
+        mut conn: Conn,
+        size: usize,
+        data: &[u8],
+    ) -> Option<Conn> {
         let cfg = self.client.cfg.clone();
         let cmd_timeout = secs(cfg.command_timeout_s);
         let host = conn.host.clone();
@@ -184,13 +199,21 @@ impl Run {
         }
         if let Some(max) = conn.caps.size.filter(|&m| m > 0) {
             if size as u64 > max {
-                let reply = Reply::new(552, "5.3.4", format!("message of {size} octets exceeds {host}'s limit of {max}"));
+                let reply = Reply::new(
+                    552,
+                    "5.3.4",
+                    format!("message of {size} octets exceeds {host}'s limit of {max}"),
+                );
                 self.finish_all(&conn, Status::Bounced, &reply);
                 return Some(conn);
             }
         }
         let mail = mail_command(job, &conn, size);
-        let rcpts: Vec<String> = self.pending.iter().map(|r| rcpt_command(r, &conn)).collect();
+        let rcpts: Vec<String> = self
+            .pending
+            .iter()
+            .map(|r| rcpt_command(r, &conn))
+            .collect();
         // With PIPELINING, MAIL and all RCPTs go in one write (RFC 2920 §3.1).
         let replies = if conn.caps.pipelining {
             let mut batch = format!("{mail}\r\n");
@@ -246,7 +269,11 @@ impl Run {
             if reply.is_positive() {
                 accepted.push(rcpt);
             } else {
-                let status = if reply.is_permanent() { Status::Bounced } else { Status::Deferred };
+                let status = if reply.is_permanent() {
+                    Status::Bounced
+                } else {
+                    Status::Deferred
+                };
                 self.push_result(&conn, &rcpt, status, &reply);
             }
         }
@@ -254,7 +281,10 @@ impl Run {
             let _ = rset(&mut conn, cmd_timeout).await;
             return Some(conn);
         }
-        let data_reply = match conn.command("DATA", secs(cfg.data_init_timeout_s), "DATA").await {
+        let data_reply = match conn
+            .command("DATA", secs(cfg.data_init_timeout_s), "DATA")
+            .await
+        {
             Ok(r) => r,
             Err(e) => {
                 self.pending = accepted;
@@ -262,9 +292,13 @@ impl Run {
             }
         };
         if data_reply.code != 354 {
-            let status = if data_reply.is_permanent() { Status::Bounced } else { Status::Deferred };
+            let status = if data_reply.is_permanent() {
+                Status::Bounced
+            } else {
+                Status::Deferred
+            };
             for rcpt in &accepted {
-                self.push_result(&conn, rcpt, status.clone(), &data_reply);
+                self.push_result(&conn, rcpt, status, &data_reply);
             }
             let _ = rset(&mut conn, cmd_timeout).await;
             return Some(conn);
@@ -273,7 +307,10 @@ impl Run {
             self.pending = accepted;
             return self.lost(&conn, e);
         }
-        let final_reply = match conn.read_reply(secs(cfg.data_done_timeout_s), "end of DATA").await {
+        let final_reply = match conn
+            .read_reply(secs(cfg.data_done_timeout_s), "end of DATA")
+            .await
+        {
             Ok(r) => r,
             Err(e) => {
                 // RFC 5321 §6.1 allows a duplicate over a loss here; at-least-once.
@@ -289,7 +326,7 @@ impl Run {
             Status::Deferred
         };
         for rcpt in &accepted {
-            self.push_result(&conn, rcpt, status.clone(), &final_reply);
+            self.push_result(&conn, rcpt, status, &final_reply);
         }
         conn.messages += 1;
         Some(conn)
@@ -305,7 +342,7 @@ impl Run {
 
     fn finish_all(&mut self, conn: &Conn, status: Status, reply: &Reply) {
         for rcpt in std::mem::take(&mut self.pending) {
-            self.push_result(conn, &rcpt, status.clone(), reply);
+            self.push_result(conn, &rcpt, status, reply);
         }
     }
 
@@ -335,7 +372,9 @@ impl Run {
             self.results.push(RecipientResult {
                 address: rcpt.address,
                 status: Status::Deferred,
-                code: reply.as_ref().map_or(451, |r| if r.is_transient() { r.code } else { 451 }),
+                code: reply
+                    .as_ref()
+                    .map_or(451, |r| if r.is_transient() { r.code } else { 451 }),
                 enhanced: reply
                     .as_ref()
                     .filter(|r| r.is_transient())

@@ -50,7 +50,10 @@ impl Client {
     }
 
     pub fn destination(&self, name: &str) -> Arc<Destination> {
-        let mut map = self.destinations.lock().expect("destination table poisoned");
+        let mut map = self
+            .destinations
+            .lock()
+            .expect("destination table poisoned");
         map.entry(name.to_owned())
             .or_insert_with(|| {
                 Arc::new(Destination {
@@ -69,7 +72,10 @@ impl Client {
 
     /// Keeps a healthy connection for reuse, or closes it.
     pub async fn put_idle(&self, dest: &Destination, policy: String, conn: Conn) {
-        if conn.broken || conn.messages >= self.cfg.max_messages_per_connection || self.cfg.idle_timeout_s == 0 {
+        if conn.broken
+            || conn.messages >= self.cfg.max_messages_per_connection
+            || self.cfg.idle_timeout_s == 0
+        {
             conn.quit().await;
             return;
         }

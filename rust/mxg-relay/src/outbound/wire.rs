@@ -39,7 +39,10 @@ mod tests {
 
     #[test]
     fn stuffs_leading_dots_and_terminates() {
-        assert_eq!(dot_stuff(b".a\r\nb\r\n..c\r\n"), b"..a\r\nb\r\n...c\r\n.\r\n");
+        assert_eq!(
+            dot_stuff(b".a\r\nb\r\n..c\r\n"),
+            b"..a\r\nb\r\n...c\r\n.\r\n"
+        );
         assert_eq!(dot_stuff(b"no newline"), b"no newline\r\n.\r\n");
     }
 
