@@ -2,13 +2,10 @@
 
 from typing import final
 
-from typing_extensions import disjoint_base
-
 __all__ = ["Engine", "__version__", "read_spool_file"]
 __version__: str
 
 @final
-@disjoint_base
 class Engine:
     def __new__(cls, config_json: str) -> Engine: ...
     def serve(self) -> None: ...
