@@ -8,6 +8,8 @@ from pathlib import Path
 import mxg._core
 import pytest
 
+pytest_plugins = ["tests.engine_fixtures"]
+
 ROOT = Path(__file__).resolve().parent.parent
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.engine_fixtures import Running, start_engine  # noqa: F401
+from tests.engine_fixtures import Running
 from tests.support.smtp import RawSmtp
 
 Start = Callable[..., Running]
