@@ -36,8 +36,25 @@ class Sink:
     rcpt_policy: Policy = field(default=lambda rcpt: None)
     messages: list[Received] = field(default_factory=list)
     rcpt_attempts: list[str] = field(default_factory=list)
+    mail_attempts: list[str] = field(default_factory=list)
+    ehlo_count: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
     controller: Controller | None = None
+
+    async def handle_EHLO(self, server: SMTP, session: Session, envelope: Envelope,
+                          hostname: str, responses: list[str]) -> list[str]:
+        with self.lock:
+            self.ehlo_count += 1
+        session.host_name = hostname
+        return responses
+
+    async def handle_MAIL(self, server: SMTP, session: Session, envelope: Envelope,
+                          address: str, mail_options: list[str]) -> str:
+        with self.lock:
+            self.mail_attempts.append(address)
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 2.1.0 OK"
 
     async def handle_RCPT(
         self,

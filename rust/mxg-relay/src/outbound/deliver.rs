@@ -93,7 +93,7 @@ impl Run {
     ) {
         // A connection left open by an earlier job to this destination under
         // the same policy; if it went stale, fall through to fresh ones.
-        if let Some(conn) = self.client.take_idle(dest, policy) {
+        if let Some(conn) = self.client.take_idle(dest, policy, &job.hosts) {
             if let Some(conn) = self.transaction(job, conn, size, data).await {
                 self.client.put_idle(dest, policy.to_owned(), conn).await;
             }

@@ -4,6 +4,7 @@
 use super::conn::Conn;
 use crate::config::OutboundConfig;
 use crate::events::EventBus;
+use crate::job::Host;
 use mxg_spool::Spool;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -64,9 +65,16 @@ impl Client {
             .clone()
     }
 
-    pub fn take_idle(&self, dest: &Destination, policy: &str) -> Option<Conn> {
+    /// An idle connection made under exactly `policy` to one of `hosts`
+    /// (the job's current MX set: DNS may have changed since).
+    pub fn take_idle(&self, dest: &Destination, policy: &str, hosts: &[Host]) -> Option<Conn> {
         let mut idle = dest.idle.lock().expect("idle list poisoned");
-        let pos = idle.iter().rposition(|i| i.policy == policy)?;
+        let pos = idle.iter().rposition(|i| {
+            i.policy == policy
+                && hosts
+                    .iter()
+                    .any(|h| h.name == i.conn.host && h.addresses.contains(&i.conn.ip))
+        })?;
         Some(idle.swap_remove(pos).conn)
     }
 

@@ -1,0 +1,167 @@
+"""The outbound client against real receiving servers: the transport level
+is enforced before MAIL FROM (DESIGN.md §4 rule 1), results per recipient,
+connection reuse."""
+
+from __future__ import annotations
+
+import json
+import ssl
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.engine_fixtures import Running
+from tests.support.certs import self_signed
+from tests.support.dns import free_port
+from tests.support.sinks import Sink
+
+Start = Callable[..., Running]
+PORT = free_port()
+
+
+@pytest.fixture
+def tls_context(tmp_path: Path) -> ssl.SSLContext:
+    cert, key = self_signed(tmp_path / "sink-certs", "mx.example.test")
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert, key)
+    return ctx
+
+
+@pytest.fixture
+def plain() -> Iterator[Sink]:
+    s = Sink("127.0.0.21", PORT).start()
+    yield s
+    s.stop()
+
+
+@pytest.fixture
+def tls(tls_context: ssl.SSLContext) -> Iterator[Sink]:
+    s = Sink("127.0.0.22", PORT).start(tls_context=tls_context, require_starttls=False)
+    yield s
+    s.stop()
+
+
+def spool_message(r: Running, sender: str = "a@internal.test") -> str:
+    env = {"queue_id": "", "received_ms": 0, "sender": sender,
+           "recipients": [{"address": "x@example.test"}], "origin": "local", "size": 0}
+    stored = json.loads(r.engine.inject(json.dumps(env),
+                                        b"Subject: out\r\nMessage-ID: <o@x>\r\n\r\n.body\r\n"))
+    return str(stored["queue_id"])
+
+
+def job(queue_id: str, rcpts: list[str], hosts: list[tuple[str, str]], level: str,
+        job_id: int = 1) -> str:
+    return json.dumps([{
+        "job_id": job_id, "queue_id": queue_id, "destination": "example.test",
+        "sender": "a@internal.test", "recipients": [{"address": a} for a in rcpts],
+        "hosts": [{"name": n, "addresses": [ip]} for n, ip in hosts],
+        "tls": {"level": level},
+    }])
+
+
+def run_job(r: Running, queue_id: str, rcpts: list[str], hosts: list[tuple[str, str]],
+            level: str, job_id: int = 1) -> dict[str, Any]:
+    r.engine.submit(job(queue_id, rcpts, hosts, level, job_id))
+    done = [e for e in r.wait_events("delivery_done", job_id) if e["job_id"] == job_id]
+    return done[0]
+
+
+@pytest.fixture
+def engine(start_engine: Start) -> Running:
+    return start_engine(outbound={"port": PORT, "connect_timeout_s": 2, "idle_timeout_s": 5})
+
+
+def test_rule1_fail_closed_no_mail_from_without_required_level(
+        engine: Running, plain: Sink) -> None:
+    qid = spool_message(engine)
+    done = run_job(engine, qid, ["x@example.test"], [("mx.example.test", "127.0.0.21")],
+                   "encrypted")
+    [res] = done["results"]
+    assert res["status"] == "deferred"
+    assert "starttls-not-supported" in res["text"]
+    assert plain.mail_attempts == []  # no MAIL FROM on a connection below the level
+    assert plain.messages == []
+
+
+def test_rule1_next_mx_is_tried_never_the_same_one_in_plaintext(
+        engine: Running, plain: Sink, tls: Sink) -> None:
+    qid = spool_message(engine)
+    done = run_job(engine, qid, ["x@example.test"],
+                   [("mx1.example.test", "127.0.0.21"), ("mx2.example.test", "127.0.0.22")],
+                   "encrypted")
+    [res] = done["results"]
+    assert res["status"] == "sent", res
+    assert res["host"] == "mx2.example.test"
+    assert res["tls"]["version"] in ("TLSv1.2", "TLSv1.3")
+    assert res["level"] == "encrypted"
+    assert plain.mail_attempts == []
+    assert len(done["attempts"]) == 1
+    assert tls.messages[0].data.endswith(b".body\r\n")  # dot-stuffing undone by the peer
+
+
+def test_qualified_is_refused_until_an_authentication_method_exists(
+        engine: Running, tls: Sink) -> None:
+    qid = spool_message(engine)
+    done = run_job(engine, qid, ["x@example.test"], [("mx.example.test", "127.0.0.22")],
+                   "qualified")
+    [res] = done["results"]
+    assert res["status"] == "deferred"
+    assert "validation-failure" in res["text"]
+    assert tls.mail_attempts == []
+
+
+def test_opportunistic_uses_tls_when_offered_and_plaintext_otherwise(
+        engine: Running, plain: Sink, tls: Sink) -> None:
+    qid = spool_message(engine)
+    a = run_job(engine, qid, ["x@example.test"], [("mx.example.test", "127.0.0.22")],
+                "opportunistic", 1)
+    b = run_job(engine, qid, ["x@example.test"], [("mx.example.test", "127.0.0.21")],
+                "opportunistic", 2)
+    assert a["results"][0]["tls"] is not None
+    assert b["results"][0]["status"] == "sent"
+    assert "tls" not in b["results"][0]
+
+
+def test_level_none_never_starts_tls(engine: Running, tls: Sink) -> None:
+    qid = spool_message(engine)
+    done = run_job(engine, qid, ["x@example.test"], [("mx.example.test", "127.0.0.22")], "none")
+    assert done["results"][0]["status"] == "sent"
+    assert "tls" not in done["results"][0]
+
+
+def test_results_per_recipient(engine: Running, plain: Sink) -> None:
+    plain.rcpt_policy = lambda r: {"gone@example.test": "550 5.1.1 unknown",
+                                   "busy@example.test": "452 4.2.2 mailbox full"}.get(r)
+    qid = spool_message(engine)
+    done = run_job(engine, qid, ["ok@example.test", "gone@example.test", "busy@example.test"],
+                   [("mx.example.test", "127.0.0.21")], "opportunistic")
+    by = {r["address"]: r for r in done["results"]}
+    assert by["ok@example.test"]["status"] == "sent"
+    assert by["gone@example.test"]["status"] == "bounced"
+    assert (by["gone@example.test"]["code"], by["gone@example.test"]["enhanced"]) == (550, "5.1.1")
+    assert by["busy@example.test"]["status"] == "deferred"
+    assert plain.recipients() == ["ok@example.test"]
+
+
+def test_unreachable_hosts_defer_with_the_reason(engine: Running) -> None:
+    qid = spool_message(engine)
+    done = run_job(engine, qid, ["x@example.test"], [("mx.example.test", "127.0.0.29")],
+                   "opportunistic")
+    [res] = done["results"]
+    assert res["status"] == "deferred"
+    assert "127.0.0.29" in res["text"] and "refused" in res["text"].lower()
+
+
+def test_connections_are_reused_for_the_same_destination_and_policy(
+        engine: Running, plain: Sink) -> None:
+    qid = spool_message(engine)
+    for i in range(1, 4):
+        run_job(engine, qid, ["x@example.test"], [("mx.example.test", "127.0.0.21")],
+                "opportunistic", i)
+    assert len(plain.messages) == 3
+    assert plain.ehlo_count == 1
+    # A job under another policy does not take that connection.
+    run_job(engine, qid, ["x@example.test"], [("mx.example.test", "127.0.0.21")], "none", 4)
+    assert plain.ehlo_count == 2
