@@ -1,0 +1,92 @@
+"""Configuration: every error at once with file, key and reason."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from mxg.cli import main
+from mxg.config import Config, load_config, parse_duration
+from mxg.config_example import EXAMPLE
+from mxg.errors import ConfigError
+
+
+def test_embedded_defaults() -> None:
+    cfg = load_config(None, environ={})
+    assert cfg.server.listen == ["127.0.0.1:10025"]
+    assert cfg.spool_dir == Path("mxg-data/spool")
+    assert cfg.dns.nameservers == []
+    assert cfg.queue.max_lifetime == 5 * 86400
+    assert cfg.run.backend == "asyncio"
+
+
+def test_example_is_complete_and_equals_the_defaults() -> None:
+    assert Config.model_validate(tomllib.loads(EXAMPLE)).model_dump() == Config().model_dump()
+
+
+def test_every_problem_is_reported_with_file_key_and_reason(tmp_path: Path) -> None:
+    f = tmp_path / "mxg.toml"
+    f.write_text('[server]\nlisten = ["nonsense"]\nclient_networks = ["0.0.0.0/0"]\n'
+                 'colour = "blue"\n[queue]\nmax_lifetime = "3 weeks"\n'
+                 '[delivery]\ndefault_level = "strong"\n')
+    with pytest.raises(ConfigError) as e:
+        load_config(f, environ={})
+    problems = "\n".join(e.value.problems)
+    assert len(e.value.problems) == 5
+    assert f"{f}: server.listen: 'nonsense' is not ip:port" in problems
+    assert "server.client_networks: '0.0.0.0/0' would make mxg an open relay" in problems
+    assert "server.colour: unknown key" in problems
+    assert "queue.max_lifetime: '3 weeks' is not a duration" in problems
+    assert "delivery.default_level:" in problems
+
+
+def test_toml_syntax_error_names_the_file(tmp_path: Path) -> None:
+    f = tmp_path / "broken.toml"
+    f.write_text("[server\n")
+    with pytest.raises(ConfigError, match=r"broken.toml: TOML syntax"):
+        load_config(f, environ={})
+
+
+def test_environment_overrides_and_their_errors(tmp_path: Path) -> None:
+    cfg = load_config(None, environ={"MXG_SERVER__LISTEN": '["127.0.0.2:25"]',
+                                     "MXG_RUN__BACKEND": "trio"})
+    assert cfg.server.listen == ["127.0.0.2:25"]
+    assert cfg.run.backend == "trio"
+    with pytest.raises(ConfigError, match="environment MXG_DELIVERY__PORT: delivery.port"):
+        load_config(None, environ={"MXG_DELIVERY__PORT": "many"})
+
+
+def test_relative_paths_are_relative_to_the_file(tmp_path: Path) -> None:
+    f = tmp_path / "etc" / "mxg.toml"
+    f.parent.mkdir()
+    f.write_text('[data]\ndirectory = "../var"\n')
+    assert load_config(f, environ={}).data.directory == tmp_path / "etc" / ".." / "var"
+
+
+def test_ipv6_listen_needs_brackets() -> None:
+    with pytest.raises(ConfigError, match="need brackets"):
+        load_config(None, environ={"MXG_SERVER__LISTEN": '["::1:25"]'})
+    assert load_config(None, environ={"MXG_SERVER__LISTEN": '["[::1]:25"]'}).server.listen
+
+
+def test_durations() -> None:
+    assert parse_duration("90s") == 90
+    assert parse_duration("5m") == 300
+    assert parse_duration("4h") == 14400
+    assert parse_duration("2d") == 172800
+    assert parse_duration(7) == 7
+    with pytest.raises(ValueError, match="not a duration"):
+        parse_duration("soon")
+
+
+def test_cli_config_check(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    good = tmp_path / "good.toml"
+    good.write_text(EXAMPLE)
+    assert main(["config", "check", str(good)]) == 0
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[limits]\nmax_recipients = 5\n")
+    assert main(["config", "check", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "limits.max_recipients" in err and "100" in err

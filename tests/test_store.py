@@ -1,0 +1,68 @@
+"""The queue index and audit store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from mxg.store import Outcome, Store
+
+
+def envelope(qid: str, rcpts: list[str], sender: str = "a@internal.test") -> dict[str, Any]:
+    return {"queue_id": qid, "received_ms": 1000, "sender": sender, "size": 10,
+            "origin": "smtp", "recipients": [{"address": r} for r in rcpts]}
+
+
+def test_add_is_idempotent_and_due_groups_by_domain(tmp_path: Path) -> None:
+    s = Store(tmp_path / "q.db")
+    e = envelope("Q1", ["a@x.test", "b@X.test", "c@y.test"])
+    assert s.add_messages([e]) == ["Q1"]
+    assert s.add_messages([e]) == []
+    due = {(d.domain, d.indexes) for d in s.due(2000)}
+    assert due == {("x.test", (0, 1)), ("y.test", (2,))}
+    assert oct((tmp_path / "q.db").stat().st_mode & 0o777) == "0o600"
+
+
+def test_rule11_message_is_finished_only_with_final_states_and_dsns(tmp_path: Path) -> None:
+    s = Store(tmp_path / "q.db")
+    s.add_messages([envelope("Q1", ["a@x.test", "b@x.test"])])
+    s.record([Outcome("Q1", 0, "sent", 250, "2.0.0", "ok"),
+              Outcome("Q1", 1, "deferred", 451, "4.0.0", "later", next_ms=5000)])
+    assert s.finished() == []
+    assert [d.indexes for d in s.due(4000)] == []
+    assert [d.indexes for d in s.due(5000)] == [(1,)]
+    s.record([Outcome("Q1", 1, "bounced", 550, "5.1.1", "unknown")])
+    assert s.finished() == []  # the bounce still needs its DSN
+    assert s.dsn_pending() == ["Q1"]
+    s.mark_dsn_sent("Q1", [1])
+    assert s.finished() == ["Q1"]
+    attempts = s.details("Q1")["attempts"]  # type: ignore[index]
+    assert [a["status"] for a in attempts] == ["sent", "deferred", "bounced"]
+
+
+def test_final_states_are_never_overwritten(tmp_path: Path) -> None:
+    s = Store(tmp_path / "q.db")
+    s.add_messages([envelope("Q1", ["a@x.test"])])
+    s.record([Outcome("Q1", 0, "sent", 250, "2.0.0", "ok")])
+    s.record([Outcome("Q1", 0, "deferred", 451, "4.0.0", "late duplicate result")])
+    assert s.recipients("Q1")[0]["status"] == "sent"
+
+
+def test_operator_actions_are_recorded(tmp_path: Path) -> None:
+    s = Store(tmp_path / "q.db")
+    s.add_messages([envelope("Q1", ["a@x.test"]), envelope("Q2", ["b@x.test"])])
+    assert s.hold("Q1", "ops", "looks odd")
+    assert s.due(10**12)[0].queue_id == "Q2"
+    assert not s.release("Q2", "ops", "")  # not held
+    assert s.release("Q1", "ops", "checked")
+    s.record([Outcome("Q2", 0, "deferred", 451, "4.0.0", "later", next_ms=10**12)])
+    assert s.flush() == 1
+    assert s.delete("Q2", "ops", "spam")
+    assert "Q2" in s.finished()
+    d = s.details("Q1")
+    assert d is not None
+    assert [(e["action"], e["actor"], e["detail"]) for e in d["events"]] == [
+        ("hold", "ops", "looks odd"), ("release", "ops", "checked")]
+    listing = {m["queue_id"]: m for m in s.listing()}
+    assert listing["Q1"]["waiting"] == 1
+    assert not s.delete("NOPE", "ops", "")
