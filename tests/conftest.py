@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import mxg._core
 import pytest
+
+import mxg._core
 
 pytest_plugins = ["tests.engine_fixtures"]
 

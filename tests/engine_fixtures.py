@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from mxg._core import Engine
 
+from mxg._core import Engine
 from tests.support.certs import self_signed
 
 

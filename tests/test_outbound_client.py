@@ -44,25 +44,46 @@ def tls(tls_context: ssl.SSLContext) -> Iterator[Sink]:
 
 
 def spool_message(r: Running, sender: str = "a@internal.test") -> str:
-    env = {"queue_id": "", "received_ms": 0, "sender": sender,
-           "recipients": [{"address": "x@example.test"}], "origin": "local", "size": 0}
-    stored = json.loads(r.engine.inject(json.dumps(env),
-                                        b"Subject: out\r\nMessage-ID: <o@x>\r\n\r\n.body\r\n"))
+    env = {
+        "queue_id": "",
+        "received_ms": 0,
+        "sender": sender,
+        "recipients": [{"address": "x@example.test"}],
+        "origin": "local",
+        "size": 0,
+    }
+    stored = json.loads(
+        r.engine.inject(json.dumps(env), b"Subject: out\r\nMessage-ID: <o@x>\r\n\r\n.body\r\n")
+    )
     return str(stored["queue_id"])
 
 
-def job(queue_id: str, rcpts: list[str], hosts: list[tuple[str, str]], level: str,
-        job_id: int = 1) -> str:
-    return json.dumps([{
-        "job_id": job_id, "queue_id": queue_id, "destination": "example.test",
-        "sender": "a@internal.test", "recipients": [{"address": a} for a in rcpts],
-        "hosts": [{"name": n, "addresses": [ip]} for n, ip in hosts],
-        "tls": {"level": level},
-    }])
+def job(
+    queue_id: str, rcpts: list[str], hosts: list[tuple[str, str]], level: str, job_id: int = 1
+) -> str:
+    return json.dumps(
+        [
+            {
+                "job_id": job_id,
+                "queue_id": queue_id,
+                "destination": "example.test",
+                "sender": "a@internal.test",
+                "recipients": [{"address": a} for a in rcpts],
+                "hosts": [{"name": n, "addresses": [ip]} for n, ip in hosts],
+                "tls": {"level": level},
+            }
+        ]
+    )
 
 
-def run_job(r: Running, queue_id: str, rcpts: list[str], hosts: list[tuple[str, str]],
-            level: str, job_id: int = 1) -> dict[str, Any]:
+def run_job(
+    r: Running,
+    queue_id: str,
+    rcpts: list[str],
+    hosts: list[tuple[str, str]],
+    level: str,
+    job_id: int = 1,
+) -> dict[str, Any]:
     r.engine.submit(job(queue_id, rcpts, hosts, level, job_id))
     done = [e for e in r.wait_events("delivery_done", job_id) if e["job_id"] == job_id]
     return done[0]
@@ -74,10 +95,12 @@ def engine(start_engine: Start) -> Running:
 
 
 def test_rule1_fail_closed_no_mail_from_without_required_level(
-        engine: Running, plain: Sink) -> None:
+    engine: Running, plain: Sink
+) -> None:
     qid = spool_message(engine)
-    done = run_job(engine, qid, ["x@example.test"], [("mx.example.test", "127.0.0.21")],
-                   "encrypted")
+    done = run_job(
+        engine, qid, ["x@example.test"], [("mx.example.test", "127.0.0.21")], "encrypted"
+    )
     [res] = done["results"]
     assert res["status"] == "deferred"
     assert "starttls-not-supported" in res["text"]
@@ -86,11 +109,16 @@ def test_rule1_fail_closed_no_mail_from_without_required_level(
 
 
 def test_rule1_next_mx_is_tried_never_the_same_one_in_plaintext(
-        engine: Running, plain: Sink, tls: Sink) -> None:
+    engine: Running, plain: Sink, tls: Sink
+) -> None:
     qid = spool_message(engine)
-    done = run_job(engine, qid, ["x@example.test"],
-                   [("mx1.example.test", "127.0.0.21"), ("mx2.example.test", "127.0.0.22")],
-                   "encrypted")
+    done = run_job(
+        engine,
+        qid,
+        ["x@example.test"],
+        [("mx1.example.test", "127.0.0.21"), ("mx2.example.test", "127.0.0.22")],
+        "encrypted",
+    )
     [res] = done["results"]
     assert res["status"] == "sent", res
     assert res["host"] == "mx2.example.test"
@@ -102,10 +130,12 @@ def test_rule1_next_mx_is_tried_never_the_same_one_in_plaintext(
 
 
 def test_qualified_is_refused_until_an_authentication_method_exists(
-        engine: Running, tls: Sink) -> None:
+    engine: Running, tls: Sink
+) -> None:
     qid = spool_message(engine)
-    done = run_job(engine, qid, ["x@example.test"], [("mx.example.test", "127.0.0.22")],
-                   "qualified")
+    done = run_job(
+        engine, qid, ["x@example.test"], [("mx.example.test", "127.0.0.22")], "qualified"
+    )
     [res] = done["results"]
     assert res["status"] == "deferred"
     assert "validation-failure" in res["text"]
@@ -113,12 +143,15 @@ def test_qualified_is_refused_until_an_authentication_method_exists(
 
 
 def test_opportunistic_uses_tls_when_offered_and_plaintext_otherwise(
-        engine: Running, plain: Sink, tls: Sink) -> None:
+    engine: Running, plain: Sink, tls: Sink
+) -> None:
     qid = spool_message(engine)
-    a = run_job(engine, qid, ["x@example.test"], [("mx.example.test", "127.0.0.22")],
-                "opportunistic", 1)
-    b = run_job(engine, qid, ["x@example.test"], [("mx.example.test", "127.0.0.21")],
-                "opportunistic", 2)
+    a = run_job(
+        engine, qid, ["x@example.test"], [("mx.example.test", "127.0.0.22")], "opportunistic", 1
+    )
+    b = run_job(
+        engine, qid, ["x@example.test"], [("mx.example.test", "127.0.0.21")], "opportunistic", 2
+    )
     assert a["results"][0]["tls"] is not None
     assert b["results"][0]["status"] == "sent"
     assert "tls" not in b["results"][0]
@@ -132,11 +165,18 @@ def test_level_none_never_starts_tls(engine: Running, tls: Sink) -> None:
 
 
 def test_results_per_recipient(engine: Running, plain: Sink) -> None:
-    plain.rcpt_policy = lambda r: {"gone@example.test": "550 5.1.1 unknown",
-                                   "busy@example.test": "452 4.2.2 mailbox full"}.get(r)
+    plain.rcpt_policy = {
+        "gone@example.test": "550 5.1.1 unknown",
+        "busy@example.test": "452 4.2.2 mailbox full",
+    }.get
     qid = spool_message(engine)
-    done = run_job(engine, qid, ["ok@example.test", "gone@example.test", "busy@example.test"],
-                   [("mx.example.test", "127.0.0.21")], "opportunistic")
+    done = run_job(
+        engine,
+        qid,
+        ["ok@example.test", "gone@example.test", "busy@example.test"],
+        [("mx.example.test", "127.0.0.21")],
+        "opportunistic",
+    )
     by = {r["address"]: r for r in done["results"]}
     assert by["ok@example.test"]["status"] == "sent"
     assert by["gone@example.test"]["status"] == "bounced"
@@ -147,19 +187,22 @@ def test_results_per_recipient(engine: Running, plain: Sink) -> None:
 
 def test_unreachable_hosts_defer_with_the_reason(engine: Running) -> None:
     qid = spool_message(engine)
-    done = run_job(engine, qid, ["x@example.test"], [("mx.example.test", "127.0.0.29")],
-                   "opportunistic")
+    done = run_job(
+        engine, qid, ["x@example.test"], [("mx.example.test", "127.0.0.29")], "opportunistic"
+    )
     [res] = done["results"]
     assert res["status"] == "deferred"
     assert "127.0.0.29" in res["text"] and "refused" in res["text"].lower()
 
 
 def test_connections_are_reused_for_the_same_destination_and_policy(
-        engine: Running, plain: Sink) -> None:
+    engine: Running, plain: Sink
+) -> None:
     qid = spool_message(engine)
     for i in range(1, 4):
-        run_job(engine, qid, ["x@example.test"], [("mx.example.test", "127.0.0.21")],
-                "opportunistic", i)
+        run_job(
+            engine, qid, ["x@example.test"], [("mx.example.test", "127.0.0.21")], "opportunistic", i
+        )
     assert len(plain.messages) == 3
     assert plain.ehlo_count == 1
     # A job under another policy does not take that connection.

@@ -9,8 +9,14 @@ from mxg.store import Outcome, Store
 
 
 def envelope(qid: str, rcpts: list[str], sender: str = "a@internal.test") -> dict[str, Any]:
-    return {"queue_id": qid, "received_ms": 1000, "sender": sender, "size": 10,
-            "origin": "smtp", "recipients": [{"address": r} for r in rcpts]}
+    return {
+        "queue_id": qid,
+        "received_ms": 1000,
+        "sender": sender,
+        "size": 10,
+        "origin": "smtp",
+        "recipients": [{"address": r} for r in rcpts],
+    }
 
 
 def test_add_is_idempotent_and_due_groups_by_domain(tmp_path: Path) -> None:
@@ -26,8 +32,12 @@ def test_add_is_idempotent_and_due_groups_by_domain(tmp_path: Path) -> None:
 def test_rule11_message_is_finished_only_with_final_states_and_dsns(tmp_path: Path) -> None:
     s = Store(tmp_path / "q.db")
     s.add_messages([envelope("Q1", ["a@x.test", "b@x.test"])])
-    s.record([Outcome("Q1", 0, "sent", 250, "2.0.0", "ok"),
-              Outcome("Q1", 1, "deferred", 451, "4.0.0", "later", next_ms=5000)])
+    s.record(
+        [
+            Outcome("Q1", 0, "sent", 250, "2.0.0", "ok"),
+            Outcome("Q1", 1, "deferred", 451, "4.0.0", "later", next_ms=5000),
+        ]
+    )
     assert s.finished() == []
     assert [d.indexes for d in s.due(4000)] == []
     assert [d.indexes for d in s.due(5000)] == [(1,)]
@@ -62,7 +72,9 @@ def test_operator_actions_are_recorded(tmp_path: Path) -> None:
     d = s.details("Q1")
     assert d is not None
     assert [(e["action"], e["actor"], e["detail"]) for e in d["events"]] == [
-        ("hold", "ops", "looks odd"), ("release", "ops", "checked")]
+        ("hold", "ops", "looks odd"),
+        ("release", "ops", "checked"),
+    ]
     listing = {m["queue_id"]: m for m in s.listing()}
     assert listing["Q1"]["waiting"] == 1
     assert not s.delete("NOPE", "ops", "")

@@ -22,6 +22,8 @@ ZONES = {
     "nullmx.test": ["@ MX 0 ."],
     "implicit.test": ["@ A 127.0.0.16"],
     "alias.test": ["@ MX 10 mail", "mail CNAME mx1.good.test."],
+    # A real Postfix receives for this domain (tests/e2e/test_postfix.py).
+    "postfix.test": ["@ MX 10 mx", "mx A 127.0.0.1"],
 }
 
 
@@ -53,7 +55,9 @@ def sinks() -> Iterator[dict[str, Sink]]:
         s.stop()
 
 
-def mxg_config(dns: UnboundServer, data: Path, extra: str = "") -> str:
+def mxg_config(
+    dns: UnboundServer, data: Path, extra: str = "", level: str = "opportunistic"
+) -> str:
     return f"""
 [server]
 hostname = "mxg.test"
@@ -71,6 +75,7 @@ timeout = "3s"
 
 [delivery]
 port = {SINK_PORT}
+default_level = "{level}"
 connect_timeout = "3s"
 idle_timeout = "2s"
 
@@ -89,8 +94,10 @@ level = "debug"
 def make_mxg(tmp_path: Path, dns_server: UnboundServer) -> Iterator[object]:
     procs: list[MxgProcess] = []
 
-    def make(backend: str = "asyncio", extra: str = "", start: bool = True) -> MxgProcess:
-        p = MxgProcess(tmp_path, mxg_config(dns_server, tmp_path / "data", extra), backend)
+    def make(
+        backend: str = "asyncio", extra: str = "", start: bool = True, level: str = "opportunistic"
+    ) -> MxgProcess:
+        p = MxgProcess(tmp_path, mxg_config(dns_server, tmp_path / "data", extra, level), backend)
         procs.append(p)
         return p.start() if start else p
 

@@ -23,7 +23,8 @@ SENDERS = 8
 
 
 def test_rule10_kill_9_loses_no_acknowledged_message(
-        make_mxg: Callable[..., MxgProcess], sinks: dict[str, Sink]) -> None:
+    make_mxg: Callable[..., MxgProcess], sinks: dict[str, Sink]
+) -> None:
     mxg = make_mxg()
     acked: set[str] = set()
     failed: set[str] = set()
@@ -36,8 +37,7 @@ def test_rule10_kill_9_loses_no_acknowledged_message(
         conn: smtplib.SMTP | None = None
         for i in next_index:
             mid = f"<crash-{i}@internal.test>"
-            msg = (f"Message-ID: {mid}\r\nSubject: crash test {i}\r\n\r\n"
-                   + "x" * 900 + "\r\n")
+            msg = f"Message-ID: {mid}\r\nSubject: crash test {i}\r\n\r\n" + "x" * 900 + "\r\n"
             try:
                 if conn is None:
                     if killed.is_set():
@@ -64,19 +64,23 @@ def test_rule10_kill_9_loses_no_acknowledged_message(
         t.join(300)
 
     def delivered() -> Counter[str]:
-        return Counter(m.message_id for s in (sinks["good1"], sinks["good2"])
-                       for m in list(s.messages))
+        return Counter(
+            m.message_id for s in (sinks["good1"], sinks["good2"]) for m in list(s.messages)
+        )
 
-    wait_for(lambda: acked <= set(delivered()), timeout=300,
-             what="every acknowledged message delivered")
+    wait_for(
+        lambda: acked <= set(delivered()), timeout=300, what="every acknowledged message delivered"
+    )
     time.sleep(2)  # let stragglers of the restart arrive before counting
     got = delivered()
     duplicates = sum(n - 1 for n in got.values() if n > 1)
     unacked_but_delivered = len(set(got) - acked)
-    report = (f"kill -9 report: sent {TOTAL}, acknowledged {len(acked)} "
-              f"({at_kill} before the kill), refused or cut off {len(failed)}, "
-              f"delivered {len(got)} distinct, duplicates {duplicates}, "
-              f"delivered without acknowledgement {unacked_but_delivered}, lost 0")
+    report = (
+        f"kill -9 report: sent {TOTAL}, acknowledged {len(acked)} "
+        f"({at_kill} before the kill), refused or cut off {len(failed)}, "
+        f"delivered {len(got)} distinct, duplicates {duplicates}, "
+        f"delivered without acknowledgement {unacked_but_delivered}, lost 0"
+    )
     print(report)
     (mxg.workdir / "crash-report.txt").write_text(report + "\n")
     assert len(acked) + len(failed) == TOTAL

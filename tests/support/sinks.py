@@ -41,15 +41,27 @@ class Sink:
     lock: threading.Lock = field(default_factory=threading.Lock)
     controller: Controller | None = None
 
-    async def handle_EHLO(self, server: SMTP, session: Session, envelope: Envelope,
-                          hostname: str, responses: list[str]) -> list[str]:
+    async def handle_EHLO(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        hostname: str,
+        responses: list[str],
+    ) -> list[str]:
         with self.lock:
             self.ehlo_count += 1
         session.host_name = hostname
         return responses
 
-    async def handle_MAIL(self, server: SMTP, session: Session, envelope: Envelope,
-                          address: str, mail_options: list[str]) -> str:
+    async def handle_MAIL(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        address: str,
+        mail_options: list[str],
+    ) -> str:
         with self.lock:
             self.mail_attempts.append(address)
         envelope.mail_from = address
