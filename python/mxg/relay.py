@@ -29,7 +29,7 @@ from mxg.dsn import Original, RecipientReport, build_dsn
 from mxg.errors import EngineStopped, MessageNotFound, SpoolError
 from mxg.resolve import DnsResolver, ResolveError, Resolver
 from mxg.schedule import next_attempt_ms
-from mxg.store import Due, Outcome, Store, now_ms
+from mxg.store import Due, Outcome, Store, domain_of, now_ms
 
 
 @dataclass
@@ -182,7 +182,11 @@ class Relay:
                     nrcpt=len(env["recipients"]),
                     client=env.get("client_addr") or "local",
                 )
-            self._dispatch_due()
+            # New messages go out at once, without a trip through the index;
+            # what does not fit under max_jobs is picked up by the scanner.
+            for env in received:
+                for due in _split_by_domain(env):
+                    self._start(due)
         if done:
             await self._results(done)
 
@@ -195,14 +199,20 @@ class Relay:
         room = self.cfg.delivery.max_jobs - len(self.jobs)
         if room <= 0:
             return
-        for due in self.store.due(now_ms(), limit=room * 4):
-            if len(self.inflight) >= self.cfg.delivery.max_jobs:
+        for due in self.store.due(now_ms(), limit=room + len(self.inflight)):
+            if not self._start(due):
                 break
-            key = (due.queue_id, due.domain)
-            if key in self.inflight:
-                continue
+
+    def _start(self, due: Due) -> bool:
+        """Starts a delivery unless one for the same message and domain is
+        in flight; False when max_jobs is reached."""
+        if self._tg is None or len(self.inflight) >= self.cfg.delivery.max_jobs:
+            return False
+        key = (due.queue_id, due.domain)
+        if key not in self.inflight:
             self.inflight.add(key)
             self._tg.start_soon(self._deliver, due)
+        return True
 
     async def _deliver(self, due: Due) -> None:
         try:
@@ -234,21 +244,23 @@ class Relay:
         try:
             route = await self.resolver.route(due.domain)
         except ResolveError as e:
-            await self._record(
-                info,
-                [
-                    {
-                        "address": r["address"],
-                        "status": "bounced" if e.permanent else "deferred",
-                        "code": None,
-                        "enhanced": e.enhanced,
-                        "text": e.text,
-                        "host": "",
-                        "ip": "",
-                        "level": "none",
-                    }
-                    for r in rows
-                ],
+            await self._commit(
+                self._outcomes(
+                    info,
+                    [
+                        {
+                            "address": r["address"],
+                            "status": "bounced" if e.permanent else "deferred",
+                            "code": None,
+                            "enhanced": e.enhanced,
+                            "text": e.text,
+                            "host": "",
+                            "ip": "",
+                            "level": "none",
+                        }
+                        for r in rows
+                    ],
+                )
             )
             self.inflight.discard((due.queue_id, due.domain))
             return
@@ -285,6 +297,7 @@ class Relay:
     # -- results ------------------------------------------------------------
 
     async def _results(self, done: list[dict[str, Any]]) -> None:
+        outcomes: list[Outcome] = []
         for ev in done:
             info = self.jobs.pop(ev["job_id"], None)
             if info is None:
@@ -299,11 +312,13 @@ class Relay:
                     relay=f"{a['host']}[{a['ip']}]",
                     error=a["error"],
                 )
-            await self._record(info, ev["results"])
+            outcomes += self._outcomes(info, ev["results"])
+        await self._commit(outcomes)
         self._dispatch_due()
 
-    async def _record(self, info: JobInfo, results: list[dict[str, Any]]) -> None:
-        assert self.store is not None
+    def _outcomes(self, info: JobInfo, results: list[dict[str, Any]]) -> list[Outcome]:
+        """Turns a job's results into recipient outcomes (deferrals past the
+        queue lifetime become bounces) and logs one line per recipient."""
         t = now_ms()
         outcomes: list[Outcome] = []
         for res in results:
@@ -367,12 +382,22 @@ class Relay:
                 delay_s=(t - info.received_ms) / 1000,
                 attempt=info.attempts[idx],
             )
+        return outcomes
+
+    async def _commit(self, outcomes: list[Outcome]) -> None:
+        """One durable transaction for a batch of outcomes; then DSNs for
+        new bounces; then the spool files of finished messages go (rule 11:
+        the final states are stored first)."""
+        assert self.store is not None
+        if not outcomes:
+            return
         self.store.record(outcomes)
-        if any(o.status == "bounced" for o in outcomes):
-            await self._send_failure_dsn(info.queue_id)
-        self._remove_finished(
-            self.store.finished() if any(o.status != "deferred" for o in outcomes) else []
-        )
+        bounced = sorted({o.queue_id for o in outcomes if o.status == "bounced"})
+        for qid in bounced:
+            await self._send_failure_dsn(qid)
+        touched = sorted({o.queue_id for o in outcomes if o.status != "deferred"})
+        if touched:
+            self._remove_finished(self.store.finished(touched))
 
     # -- DSNs ---------------------------------------------------------------
 
@@ -523,6 +548,14 @@ class Relay:
                     await self._send_delay_dsn(qid)
             # Messages finished by an operator (mxg queue delete).
             self._remove_finished(self.store.finished())
+
+
+def _split_by_domain(env: dict[str, Any]) -> list[Due]:
+    """A new message's recipients as one delivery per recipient domain."""
+    by: dict[str, list[int]] = {}
+    for i, r in enumerate(env["recipients"]):
+        by.setdefault(domain_of(r["address"]), []).append(i)
+    return [Due(env["queue_id"], d, tuple(ix)) for d, ix in by.items()]
 
 
 def _diagnostic(row: Any) -> str:

@@ -56,6 +56,7 @@ CREATE TABLE IF NOT EXISTS recipients (
     PRIMARY KEY (queue_id, idx)
 );
 CREATE INDEX IF NOT EXISTS recipients_due ON recipients(status, next_ms);
+CREATE INDEX IF NOT EXISTS messages_state ON messages(state);
 CREATE TABLE IF NOT EXISTS attempts (
     id           INTEGER PRIMARY KEY,
     queue_id     TEXT NOT NULL,
@@ -142,8 +143,17 @@ class Store:
     # -- intake -----------------------------------------------------------
 
     def add_messages(self, envelopes: Iterable[dict[str, Any]]) -> list[str]:
-        """Indexes accepted messages; returns the ids that were new."""
+        """Indexes accepted messages; returns the ids that were new. Not
+        fsynced on its own: the spool already holds these messages, and a
+        lost index row is rebuilt from it at the next start."""
         added: list[str] = []
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        try:
+            return self._add(envelopes, added)
+        finally:
+            self.db.execute("PRAGMA synchronous=FULL")
+
+    def _add(self, envelopes: Iterable[dict[str, Any]], added: list[str]) -> list[str]:
         with self.transaction() as db:
             for env in envelopes:
                 cur = db.execute(
@@ -271,14 +281,23 @@ class Store:
         with self.transaction() as db:
             db.execute("UPDATE messages SET delay_warned=1 WHERE queue_id=?", (queue_id,))
 
-    def finished(self) -> list[str]:
+    def finished(self, among: Sequence[str] | None = None) -> list[str]:
         """Messages not yet done whose recipients all have a final state and
-        whose bounces are already answered by a queued DSN."""
+        whose bounces are already answered by a queued DSN; only those in
+        ``among`` when it is given."""
+        where = "m.state IN ('active','held')"
+        params: tuple[str, ...] = ()
+        if among is not None:
+            if not among:
+                return []
+            where += f" AND m.queue_id IN ({','.join('?' * len(among))})"
+            params = tuple(among)
         rows = self.db.execute(
-            "SELECT m.queue_id FROM messages m WHERE m.state != 'done' AND NOT EXISTS"
+            f"SELECT m.queue_id FROM messages m WHERE {where} AND NOT EXISTS"
             " (SELECT 1 FROM recipients r WHERE r.queue_id = m.queue_id"
             "  AND (r.status NOT IN ('sent','bounced','deleted')"
-            "       OR (r.status = 'bounced' AND r.dsn_sent = 0)))"
+            "       OR (r.status = 'bounced' AND r.dsn_sent = 0)))",
+            params,
         ).fetchall()
         return [r[0] for r in rows]
 
