@@ -27,7 +27,7 @@ from mxg.config import Config
 from mxg.deliverylog import delivery, event, log
 from mxg.dsn import Original, RecipientReport, build_dsn
 from mxg.errors import EngineStopped, MessageNotFound, SpoolError
-from mxg.resolve import DnsResolver, ResolveError, Resolver
+from mxg.resolve import DnsResolver, ResolveError, Resolver, Route
 from mxg.schedule import next_attempt_ms
 from mxg.store import Due, Outcome, Store, domain_of, now_ms
 
@@ -68,6 +68,7 @@ class Relay:
         self.jobs: dict[int, JobInfo] = {}
         self.inflight: set[tuple[str, str]] = set()
         self._next_job = 1
+        self._outbox: list[dict[str, Any]] = []
         self._stop = anyio.Event()
         self._tg: anyio.abc.TaskGroup | None = None
 
@@ -189,6 +190,7 @@ class Relay:
                     self._start(due)
         if done:
             await self._results(done)
+        self._flush_jobs()
 
     # -- dispatch -----------------------------------------------------------
 
@@ -202,97 +204,130 @@ class Relay:
         for due in self.store.due(now_ms(), limit=room + len(self.inflight)):
             if not self._start(due):
                 break
+        self._flush_jobs()
 
     def _start(self, due: Due) -> bool:
         """Starts a delivery unless one for the same message and domain is
-        in flight; False when max_jobs is reached."""
+        in flight; False when max_jobs is reached. With the route cached the
+        job is queued for the engine at once; otherwise a task resolves it."""
         if self._tg is None or len(self.inflight) >= self.cfg.delivery.max_jobs:
             return False
         key = (due.queue_id, due.domain)
-        if key not in self.inflight:
-            self.inflight.add(key)
+        if key in self.inflight:
+            return True
+        self.inflight.add(key)
+        route = self.resolver.cached(due.domain)
+        if route is None:
             self._tg.start_soon(self._deliver, due)
+            return True
+        try:
+            self._queue_job(due, route)
+        except Exception as e:
+            self._failed_to_start(due, e)
         return True
 
     async def _deliver(self, due: Due) -> None:
         try:
-            await self._start_job(due)
+            try:
+                route = await self.resolver.route(due.domain)
+            except ResolveError as e:
+                await self._unroutable(due, e)
+                return
+            self._queue_job(due, route)
+            self._flush_jobs()
         except Exception as e:
-            # A bug or a broken engine must not take the relay down; the
-            # recipients stay as they are and the scanner tries again.
-            self.inflight.discard((due.queue_id, due.domain))
-            log.exception(
-                "cannot start delivery",
-                extra={
-                    "mxg_fields": {"queue_id": due.queue_id, "domain": due.domain, "error": str(e)}
-                },
-            )
+            self._failed_to_start(due, e)
 
-    async def _start_job(self, due: Due) -> None:
-        assert self.store is not None and self.engine is not None
+    def _failed_to_start(self, due: Due, e: Exception) -> None:
+        # A bug or a broken engine must not take the relay down; the
+        # recipients stay as they are and the scanner tries again.
+        self.inflight.discard((due.queue_id, due.domain))
+        log.error(
+            "cannot start delivery",
+            exc_info=e,
+            extra={"mxg_fields": {"queue_id": due.queue_id, "domain": due.domain}},
+        )
+
+    def _job_info(self, due: Due) -> tuple[Any, list[Any], JobInfo] | None:
+        assert self.store is not None
         msg = self.store.message(due.queue_id)
         rows = self.store.recipients(due.queue_id, due.indexes)
         if msg is None or not rows:
             self.inflight.discard((due.queue_id, due.domain))
-            return
+            return None
         info = JobInfo(
             due.queue_id, due.domain, msg["sender"], msg["message_id"], msg["received_ms"]
         )
         for r in rows:
             info.indexes.setdefault(r["address"], []).append(r["idx"])
             info.attempts[r["idx"]] = r["attempts"] + 1
-        try:
-            route = await self.resolver.route(due.domain)
-        except ResolveError as e:
-            await self._commit(
-                self._outcomes(
-                    info,
-                    [
-                        {
-                            "address": r["address"],
-                            "status": "bounced" if e.permanent else "deferred",
-                            "code": None,
-                            "enhanced": e.enhanced,
-                            "text": e.text,
-                            "host": "",
-                            "ip": "",
-                            "level": "none",
-                        }
-                        for r in rows
-                    ],
-                )
-            )
-            self.inflight.discard((due.queue_id, due.domain))
+        return msg, rows, info
+
+    async def _unroutable(self, due: Due, e: ResolveError) -> None:
+        found = self._job_info(due)
+        self.inflight.discard((due.queue_id, due.domain))
+        if found is None:
             return
-        envelope = (
-            json.loads(self.engine.read_envelope(due.queue_id))
-            if msg["origin"] != "smtp" or msg["envid"] or msg["ret"]
-            else None
-        )
+        _, rows, info = found
+        results = [
+            {
+                "address": r["address"],
+                "status": "bounced" if e.permanent else "deferred",
+                "code": None,
+                "enhanced": e.enhanced,
+                "text": e.text,
+                "host": "",
+                "ip": "",
+                "level": "none",
+            }
+            for r in rows
+        ]
+        await self._commit(self._outcomes(info, results))
+
+    def _queue_job(self, due: Due, route: Route) -> None:
+        """Builds the delivery job; `_flush_jobs` hands the batch over."""
+        found = self._job_info(due)
+        if found is None:
+            return
+        msg, rows, info = found
         job_id = self._next_job
         self._next_job += 1
         self.jobs[job_id] = info
-        job = {
-            "job_id": job_id,
-            "queue_id": due.queue_id,
-            "destination": due.domain,
-            "sender": msg["sender"],
-            "recipients": [
-                {
-                    "address": r["address"],
-                    "notify": [w for w in r["notify"].split(",") if w],
-                    **({"orcpt": r["orcpt"]} if r["orcpt"] else {}),
-                }
-                for r in rows
-            ],
-            "hosts": [{"name": h.name, "addresses": h.addresses} for h in route.hosts],
-            "tls": {"level": self.cfg.delivery.default_level},
-            "ret": msg["ret"],
-            "envid": msg["envid"],
-            "body": envelope.get("body") if envelope else None,
-            "smtputf8": bool(envelope.get("smtputf8")) if envelope else False,
-        }
-        self.engine.submit(json.dumps([job]))
+        self._outbox.append(
+            {
+                "job_id": job_id,
+                "queue_id": due.queue_id,
+                "destination": due.domain,
+                "sender": msg["sender"],
+                "recipients": [
+                    {
+                        "address": r["address"],
+                        "notify": [w for w in r["notify"].split(",") if w],
+                        **({"orcpt": r["orcpt"]} if r["orcpt"] else {}),
+                    }
+                    for r in rows
+                ],
+                "hosts": [{"name": h.name, "addresses": h.addresses} for h in route.hosts],
+                "tls": {"level": self.cfg.delivery.default_level},
+                "ret": msg["ret"],
+                "envid": msg["envid"],
+                "body": msg["body"],
+                "smtputf8": bool(msg["smtputf8"]),
+            }
+        )
+
+    def _flush_jobs(self) -> None:
+        """One crossing of the boundary for all jobs queued since the last."""
+        if not self._outbox:
+            return
+        jobs, self._outbox = self._outbox, []
+        assert self.engine is not None
+        try:
+            self.engine.submit(json.dumps(jobs))
+        except Exception as e:
+            for job in jobs:
+                info = self.jobs.pop(job["job_id"])
+                self._failed_to_start(Due(info.queue_id, info.domain, ()), e)
 
     # -- results ------------------------------------------------------------
 

@@ -10,8 +10,10 @@ double; the real one talks to the configured or the system's resolver.
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 import anyio
@@ -37,6 +39,19 @@ class Route:
     domain: str
     hosts: list[Host]
     implicit: bool = False
+    # MX preference of each host, so a cached route can be shuffled anew
+    # among equal preferences for every delivery (RFC 5321 §5.1).
+    prefs: tuple[int, ...] = ()
+
+    def reshuffled(self) -> Route:
+        if len(set(self.prefs)) == len(self.prefs):
+            return self
+        hosts: list[Host] = []
+        for pref in sorted(set(self.prefs)):
+            group = [h for h, p in zip(self.hosts, self.prefs, strict=True) if p == pref]
+            random.shuffle(group)
+            hosts += group
+        return replace(self, hosts=hosts, prefs=tuple(sorted(self.prefs)))
 
 
 @dataclass
@@ -57,15 +72,57 @@ class ResolveError(Exception):
 class Resolver(Protocol):
     async def route(self, domain: str) -> Route: ...
 
+    def cached(self, domain: str) -> Route | None:
+        """A fresh cached route, so a delivery can start without awaiting."""
+        ...
+
 
 class _Transient(Exception):
     pass
 
 
-class DnsResolver:
-    """The real resolver (dnspython, async, with a TTL-honouring cache)."""
+# Routes are kept at most this long whatever the TTLs say, and negative
+# answers without an SOA this long (RFC 2308 §5 suggests 1-3 hours max).
+MAX_CACHE_TTL = 3600.0
+DEFAULT_NEGATIVE_TTL = 60.0
 
-    def __init__(self, cfg: DnsConfig, *, prefer: str = "ipv4", max_addresses: int = 10) -> None:
+
+class _MinTtl:
+    """The smallest TTL of the answers a route was built from."""
+
+    def __init__(self) -> None:
+        self.value = MAX_CACHE_TTL
+
+    def saw(self, ttl: float) -> None:
+        self.value = min(self.value, max(ttl, 0.0))
+
+
+def _negative_ttl(exc: dns.exception.DNSException) -> float:
+    """RFC 2308 §5: a negative answer lives for min(SOA TTL, SOA MINIMUM)."""
+    try:
+        response = exc.response()  # type: ignore[attr-defined]
+    except Exception:
+        responses = getattr(exc, "kwargs", {}).get("responses") or {}
+        response = next(iter(responses.values()), None)
+    for rrset in getattr(response, "authority", []) or []:
+        if rrset.rdtype == dns.rdatatype.SOA:
+            return float(min(rrset.ttl, rrset[0].minimum))
+    return DEFAULT_NEGATIVE_TTL
+
+
+class DnsResolver:
+    """The real resolver (dnspython, async). Whole routes are cached for the
+    smallest TTL of the answers they were built from, permanent failures
+    for their negative TTL; transient failures are not cached."""
+
+    def __init__(
+        self,
+        cfg: DnsConfig,
+        *,
+        prefer: str = "ipv4",
+        max_addresses: int = 10,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         if cfg.nameservers:
             r = dns.asyncresolver.Resolver(configure=False)
             r.nameservers = list(cfg.nameservers)
@@ -74,20 +131,38 @@ class DnsResolver:
             r = dns.asyncresolver.Resolver()
         r.lifetime = cfg.timeout
         r.timeout = min(cfg.timeout, 3.0)
-        if cfg.cache_size:
-            r.cache = dns.resolver.LRUCache(cfg.cache_size)
         self._r = r
         self._prefer = prefer
         self._max_addresses = max_addresses
+        self._clock = clock
+        self._cache_size = cfg.cache_size
+        self._cache: OrderedDict[str, tuple[float, Route | ResolveError]] = OrderedDict()
 
-    async def _query(self, name: str, rdtype: str) -> Sequence[object] | None:
+    def cached(self, domain: str) -> Route | None:
+        """The cached route of a domain, if it is still fresh."""
+        hit = self._cache.get(domain)
+        if hit is None or hit[0] <= self._clock() or isinstance(hit[1], ResolveError):
+            return None
+        return hit[1].reshuffled()
+
+    def _remember(self, domain: str, ttl: float, result: Route | ResolveError) -> None:
+        if self._cache_size <= 0 or ttl <= 0:
+            return
+        self._cache[domain] = (self._clock() + ttl, result)
+        self._cache.move_to_end(domain)
+        while len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+
+    async def _query(self, name: str, rdtype: str, ttl: _MinTtl) -> Sequence[object] | None:
         """Records, None for 'no such data' (NODATA), raises for NXDOMAIN
         (as dns.resolver.NXDOMAIN) and _Transient for everything else."""
         try:
             answer = await self._r.resolve(name, rdtype, search=False)
-        except dns.resolver.NoAnswer:
+        except dns.resolver.NoAnswer as e:
+            ttl.saw(_negative_ttl(e))
             return None
-        except dns.resolver.NXDOMAIN:
+        except dns.resolver.NXDOMAIN as e:
+            ttl.saw(_negative_ttl(e))
             raise
         except (
             dns.resolver.NoNameservers,
@@ -96,15 +171,17 @@ class DnsResolver:
             dns.exception.DNSException,
         ) as e:
             raise _Transient(f"{rdtype} lookup for {name} failed: {e}") from e
+        if answer.rrset is not None:
+            ttl.saw(answer.rrset.ttl)
         return list(answer)
 
-    async def _addresses(self, name: str) -> list[str]:
+    async def _addresses(self, name: str, ttl: _MinTtl) -> list[str]:
         results: dict[str, list[str]] = {"A": [], "AAAA": []}
         errors: list[str] = []
 
         async def one(rdtype: str) -> None:
             try:
-                recs = await self._query(name, rdtype)
+                recs = await self._query(name, rdtype, ttl)
             except dns.resolver.NXDOMAIN:
                 return
             except _Transient as e:
@@ -123,8 +200,24 @@ class DnsResolver:
 
     async def route(self, domain: str) -> Route:
         domain = domain.rstrip(".").lower()
+        hit = self._cache.get(domain)
+        if hit is not None and hit[0] > self._clock():
+            if isinstance(hit[1], ResolveError):
+                raise hit[1]
+            return hit[1].reshuffled()
+        ttl = _MinTtl()
         try:
-            mx = await self._query(domain, "MX")
+            route = await self._resolve(domain, ttl)
+        except ResolveError as e:
+            if e.permanent:
+                self._remember(domain, ttl.value, e)
+            raise
+        self._remember(domain, ttl.value, route)
+        return route
+
+    async def _resolve(self, domain: str, ttl: _MinTtl) -> Route:
+        try:
+            mx = await self._query(domain, "MX", ttl)
         except dns.resolver.NXDOMAIN:
             raise ResolveError(
                 domain,
@@ -135,7 +228,7 @@ class DnsResolver:
         except _Transient as e:
             raise ResolveError(domain, str(e), permanent=False) from None
         if mx is None:
-            return await self._implicit(domain)
+            return await self._implicit(domain, ttl)
         records = [
             (r.preference, r.exchange.to_text(omit_final_dot=True).lower())  # type: ignore[attr-defined]
             for r in mx
@@ -151,24 +244,26 @@ class DnsResolver:
         by_pref: dict[int, list[str]] = {}
         for pref, name in records:
             by_pref.setdefault(pref, []).append(name)
-        ordered: list[str] = []
+        ordered: list[tuple[int, str]] = []
         for pref in sorted(by_pref):
             names = by_pref[pref]
             random.shuffle(names)  # RFC 5321 §5.1: spread load among equals
-            ordered += [n for n in names if n not in ordered]
+            ordered += [(pref, n) for n in names if n not in {o[1] for o in ordered}]
         hosts: list[Host] = []
+        prefs: list[int] = []
         errors: list[str] = []
         budget = self._max_addresses
-        for name in ordered:
+        for pref, name in ordered:
             if budget <= 0:
                 break
             try:
-                addrs = await self._addresses(name)
+                addrs = await self._addresses(name, ttl)
             except _Transient as e:
                 errors.append(str(e))
                 continue
             if addrs:
                 hosts.append(Host(name, addrs[:budget]))
+                prefs.append(pref)
                 budget -= len(addrs[:budget])
         if not hosts:
             if errors:
@@ -176,12 +271,12 @@ class DnsResolver:
             raise ResolveError(
                 domain, f"no MX host of {domain} has an address", permanent=False, enhanced="4.4.4"
             )
-        return Route(domain, hosts)
+        return Route(domain, hosts, prefs=tuple(prefs))
 
-    async def _implicit(self, domain: str) -> Route:
+    async def _implicit(self, domain: str, ttl: _MinTtl) -> Route:
         """RFC 5321 §5.1: no MX, so the domain itself is the host."""
         try:
-            addrs = await self._addresses(domain)
+            addrs = await self._addresses(domain, ttl)
         except _Transient as e:
             raise ResolveError(domain, str(e), permanent=False) from None
         if not addrs:

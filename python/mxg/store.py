@@ -28,6 +28,8 @@ CREATE TABLE IF NOT EXISTS messages (
     message_id   TEXT,
     envid        TEXT,
     ret          TEXT,
+    body         TEXT,
+    smtputf8     INTEGER NOT NULL DEFAULT 0,
     origin       TEXT NOT NULL,
     client_addr  TEXT,
     state        TEXT NOT NULL DEFAULT 'active',  -- active | held | done
@@ -158,7 +160,8 @@ class Store:
             for env in envelopes:
                 cur = db.execute(
                     "INSERT OR IGNORE INTO messages (queue_id, received_ms, sender, size,"
-                    " message_id, envid, ret, origin, client_addr) VALUES (?,?,?,?,?,?,?,?,?)",
+                    " message_id, envid, ret, body, smtputf8, origin, client_addr)"
+                    " VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                     (
                         env["queue_id"],
                         env["received_ms"],
@@ -167,6 +170,8 @@ class Store:
                         env.get("message_id"),
                         env.get("envid"),
                         env.get("ret"),
+                        env.get("body"),
+                        int(bool(env.get("smtputf8"))),
                         env["origin"],
                         env.get("client_addr", ""),
                     ),
