@@ -143,14 +143,14 @@ class Relay:
         for row in self.store.db.execute("SELECT queue_id FROM messages WHERE state='done'"):
             if row[0] in on_disk:
                 done.add(row[0])
-        self._remove_finished(sorted(done))
+        await self._remove_finished(sorted(done))
         # Jobs of the previous run never reported back: try again now.
         with self.store.transaction() as db:
             db.execute("UPDATE recipients SET next_ms=0 WHERE status='pending'")
         # Bounces whose DSN was not yet queued when the last run ended.
         for qid in self.store.dsn_pending():
             await self._send_failure_dsn(qid)
-        self._remove_finished(self.store.finished())
+        await self._remove_finished(self.store.finished())
 
     # -- events from the engine ---------------------------------------------
 
@@ -432,7 +432,7 @@ class Relay:
             await self._send_failure_dsn(qid)
         touched = sorted({o.queue_id for o in outcomes if o.status != "deferred"})
         if touched:
-            self._remove_finished(self.store.finished(touched))
+            await self._remove_finished(self.store.finished(touched))
 
     # -- DSNs ---------------------------------------------------------------
 
@@ -553,22 +553,35 @@ class Relay:
 
     # -- housekeeping -------------------------------------------------------
 
-    def _remove_finished(self, queue_ids: list[str]) -> None:
-        """Rule 11: the final states are in the store, so the spool copy goes."""
+    async def _remove_finished(self, queue_ids: list[str]) -> None:
+        """Rule 11: the final states are in the store, so the spool copies
+        go (off the event loop; unlink can wait on the file system)."""
         assert self.engine is not None and self.store is not None
-        removed = []
-        for qid in queue_ids:
-            try:
-                self.engine.remove(qid)
-            except MessageNotFound:
-                pass
-            except SpoolError as e:
-                event(
-                    log, "cannot remove finished message", logging.ERROR, queue_id=qid, error=str(e)
-                )
-                continue
-            removed.append(qid)
-            event(log, "removed", logging.DEBUG, queue_id=qid)
+        if not queue_ids:
+            return
+        engine = self.engine
+        try:
+            await anyio.to_thread.run_sync(engine.remove_many, queue_ids)
+            removed = list(queue_ids)
+        except EngineStopped:
+            return  # removed at the next start (_recover)
+        except SpoolError:
+            removed = []
+            for qid in queue_ids:
+                try:
+                    engine.remove(qid)
+                except MessageNotFound:
+                    pass
+                except SpoolError as e:
+                    event(
+                        log,
+                        "cannot remove finished message",
+                        logging.ERROR,
+                        queue_id=qid,
+                        error=str(e),
+                    )
+                    continue
+                removed.append(qid)
         if removed:
             self.store.mark_done(removed)
 
@@ -582,7 +595,7 @@ class Relay:
                 for qid in self.store.expired_delay_warnings(now_ms() - int(warn_after * 1000)):
                     await self._send_delay_dsn(qid)
             # Messages finished by an operator (mxg queue delete).
-            self._remove_finished(self.store.finished())
+            await self._remove_finished(self.store.finished())
 
 
 def _split_by_domain(env: dict[str, Any]) -> list[Due]:

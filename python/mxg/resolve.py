@@ -137,6 +137,9 @@ class DnsResolver:
         self._clock = clock
         self._cache_size = cfg.cache_size
         self._cache: OrderedDict[str, tuple[float, Route | ResolveError]] = OrderedDict()
+        # Lookups under way: a burst of mail to one domain waits for one
+        # lookup instead of sending the same queries hundreds of times.
+        self._pending: dict[str, anyio.Event] = {}
 
     def cached(self, domain: str) -> Route | None:
         """The cached route of a domain, if it is still fresh."""
@@ -200,18 +203,24 @@ class DnsResolver:
 
     async def route(self, domain: str) -> Route:
         domain = domain.rstrip(".").lower()
+        while (pending := self._pending.get(domain)) is not None:
+            await pending.wait()
         hit = self._cache.get(domain)
         if hit is not None and hit[0] > self._clock():
             if isinstance(hit[1], ResolveError):
                 raise hit[1]
             return hit[1].reshuffled()
+        done = self._pending[domain] = anyio.Event()
         ttl = _MinTtl()
         try:
             route = await self._resolve(domain, ttl)
         except ResolveError as e:
-            if e.permanent:
-                self._remember(domain, ttl.value, e)
+            # Transient failures are shared by the waiters for a moment too.
+            self._remember(domain, ttl.value if e.permanent else 1.0, e)
             raise
+        finally:
+            del self._pending[domain]
+            done.set()
         self._remember(domain, ttl.value, route)
         return route
 

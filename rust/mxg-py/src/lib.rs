@@ -113,6 +113,25 @@ impl Engine {
             .map_err(|e| to_py(py, &e.into()))
     }
 
+    /// Removes several finished messages without holding the GIL; returns
+    /// the ids that were not found.
+    fn remove_many(&self, py: Python<'_>, queue_ids: Vec<String>) -> PyResult<Vec<String>> {
+        let spool = self.check()?.spool().clone();
+        let mut missing = Vec::new();
+        let result = py.allow_threads(|| {
+            for id in &queue_ids {
+                match spool.remove(id) {
+                    Ok(()) => {}
+                    Err(mxg_spool::SpoolError::NotFound(_)) => missing.push(id.clone()),
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok(())
+        });
+        result.map_err(|e| to_py(py, &e.into()))?;
+        Ok(missing)
+    }
+
     /// Queue ids of every spooled message, oldest first.
     fn spool_ids(&self, py: Python<'_>) -> PyResult<Vec<String>> {
         let spool = self.check()?.spool().clone();
