@@ -375,12 +375,14 @@ class Relay:
                     lifetime_s=self.cfg.queue.max_lifetime,
                 )
                 if nxt is None:
-                    status = "bounced"
+                    # RFC 3463 4.4.7: delivery time expired. The last reply
+                    # stays in the text; the code is mxg's own verdict.
+                    last = " ".join(str(p) for p in (code, enhanced, text) if p)
+                    status, code, enhanced = "bounced", None, "4.4.7"
                     text = (
-                        f"message expired after {self.cfg.queue.max_lifetime / 86400:g} "
-                        f"days in the queue; last error: {text}"
+                        f"message expired after {_duration(self.cfg.queue.max_lifetime)} "
+                        f"in the queue; last error: {last}"
                     )
-                    enhanced = "4.4.7"
                 else:
                     next_ms = nxt
             tls = res.get("tls")
@@ -596,6 +598,14 @@ class Relay:
                     await self._send_delay_dsn(qid)
             # Messages finished by an operator (mxg queue delete).
             await self._remove_finished(self.store.finished())
+
+
+def _duration(seconds: float) -> str:
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= size:
+            n = round(seconds / size, 1)
+            return f"{n:g} {unit}{'' if n == 1 else 's'}"
+    return f"{seconds:g} seconds"
 
 
 def _split_by_domain(env: dict[str, Any]) -> list[Due]:

@@ -408,7 +408,8 @@ class Store:
             "SELECT m.queue_id, m.received_ms, m.sender, m.size, m.state, m.message_id,"
             " COUNT(r.idx) AS rcpts,"
             " SUM(r.status IN ('pending','deferred')) AS waiting,"
-            " MAX(r.text) FILTER (WHERE r.status='deferred') AS reason"
+            " MAX(CASE WHEN r.status='deferred' THEN trim(coalesce(r.code, '') || ' '"
+            " || coalesce(r.enhanced, '') || ' ' || coalesce(r.text, '')) END) AS reason"
             f" FROM messages m JOIN recipients r ON r.queue_id=m.queue_id {where}"
             " GROUP BY m.queue_id ORDER BY m.received_ms"
         ).fetchall()

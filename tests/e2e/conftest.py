@@ -95,9 +95,14 @@ def make_mxg(tmp_path: Path, dns_server: UnboundServer) -> Iterator[object]:
     procs: list[MxgProcess] = []
 
     def make(
-        backend: str = "asyncio", extra: str = "", start: bool = True, level: str = "opportunistic"
+        backend: str = "asyncio",
+        extra: str = "",
+        start: bool = True,
+        level: str = "opportunistic",
+        env: dict[str, str] | None = None,
     ) -> MxgProcess:
-        p = MxgProcess(tmp_path, mxg_config(dns_server, tmp_path / "data", extra, level), backend)
+        config = mxg_config(dns_server, tmp_path / "data", extra, level)
+        p = MxgProcess(tmp_path, config, backend, env)
         procs.append(p)
         return p.start() if start else p
 

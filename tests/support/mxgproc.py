@@ -14,8 +14,15 @@ from .dns import free_port
 
 
 class MxgProcess:
-    def __init__(self, workdir: Path, config: str, backend: str = "asyncio") -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        config: str,
+        backend: str = "asyncio",
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.workdir = workdir
+        self.env = env or {}
         self.backend = backend
         self.port = free_port()
         self.config_path = workdir / "mxg.toml"
@@ -25,7 +32,7 @@ class MxgProcess:
 
     def start(self) -> MxgProcess:
         self.log = open(self.log_path, "ab")  # noqa: SIM115
-        env = dict(os.environ)
+        env = {**os.environ, **self.env}
         self.proc = subprocess.Popen(
             [
                 sys.executable,

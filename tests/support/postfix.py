@@ -115,8 +115,11 @@ class Postfix:
     def queued_files(self) -> int:
         """Messages anywhere in Postfix's queue (cheaper than postqueue)."""
         root = self.root / "queue"
-        return sum(len(files) for d in ("maildrop", "incoming", "active", "deferred", "hold")
-                   for _, _, files in os.walk(root / d))
+        return sum(
+            len(files)
+            for d in ("maildrop", "incoming", "active", "deferred", "hold")
+            for _, _, files in os.walk(root / d)
+        )
 
     def queue_empty(self) -> bool:
         r = subprocess.run(

@@ -1,0 +1,146 @@
+"""Operating the queue of a running relay, DSN timing rules and the
+privilege drop (DESIGN.md §4 rule 8)."""
+
+from __future__ import annotations
+
+import email
+import json
+import os
+import pwd
+import smtplib
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.test_delivery import wait_for
+from tests.support.mxgproc import MxgProcess
+from tests.support.sinks import Sink
+
+pytestmark = pytest.mark.e2e
+
+
+def send(mxg: MxgProcess, sender: str, rcpts: list[str], subject: str = "t") -> str:
+    with smtplib.SMTP("127.0.0.1", mxg.port, timeout=30) as s:
+        s.ehlo("internal.test")
+        code, reply = s.docmd("MAIL", f"FROM:<{sender}>")
+        assert code == 250, reply
+        for r in rcpts:
+            assert s.docmd("RCPT", f"TO:<{r}>")[0] == 250
+        code, reply = s.data(f"Subject: {subject}\r\n\r\nbody\r\n".encode())
+        assert code == 250, reply
+    return reply.decode().rsplit(" ", 1)[1]
+
+
+def queue_json(mxg: MxgProcess, *args: str) -> object:
+    r = mxg.cli("queue", *args, "--json")
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+def test_hold_release_delete_flush_and_listings(
+    make_mxg: Callable[..., MxgProcess], sinks: dict[str, Sink]
+) -> None:
+    slow_ok = {"value": False}
+    sinks["slow"].rcpt_policy = lambda r: None if slow_ok["value"] else "451 4.3.2 later"
+    # The e2e config already has a [queue] table: override through the environment.
+    mxg = make_mxg(env={"MXG_QUEUE__RETRY_SCHEDULE": '["1s", "1h"]'})
+    held = send(mxg, "alice@sender.test", ["h@slow.test"], "to hold")
+    doomed = send(mxg, "alice@sender.test", ["d@slow.test"], "to delete")
+    flushed = send(mxg, "alice@sender.test", ["f@slow.test"], "to flush")
+    wait_for(lambda: len(sinks["slow"].rcpt_attempts) >= 6, what="second attempts")
+    listing = queue_json(mxg, "list")
+    assert {m["queue_id"] for m in listing} == {held, doomed, flushed}  # type: ignore[union-attr]
+    assert all(m["reason"] and "451" in m["reason"] for m in listing)  # type: ignore[union-attr]
+    assert mxg.cli("queue", "hold", held, "--reason", "check content").returncode == 0
+    assert mxg.cli("queue", "delete", doomed, "--reason", "sent by mistake").returncode == 0
+    slow_ok["value"] = True
+    # The next retry is an hour away: flush brings it forward.
+    assert "scheduled" in mxg.cli("queue", "flush").stdout
+    wait_for(lambda: "f@slow.test" in sinks["slow"].recipients(), what="flushed delivery")
+    time.sleep(1.5)
+    assert "h@slow.test" not in sinks["slow"].recipients()  # held
+    assert "d@slow.test" not in sinks["slow"].recipients()  # deleted
+    shown = queue_json(mxg, "show", held)
+    assert shown["state"] == "held"  # type: ignore[index]
+    assert [e["action"] for e in shown["events"]] == ["hold"]  # type: ignore[index]
+    deleted = queue_json(mxg, "show", doomed)
+    assert deleted["recipients"][0]["status"] == "deleted"  # type: ignore[index]
+    wait_for(
+        lambda: not (mxg.workdir / "data" / "spool" / "queue" / doomed).exists(),
+        what="deleted message leaves the spool",
+    )
+    assert mxg.cli("queue", "release", held).returncode == 0
+    wait_for(lambda: "h@slow.test" in sinks["slow"].recipients(), what="released delivery")
+    assert sinks["sender"].messages == []  # a delete sends no DSN
+    table = mxg.cli("queue", "list", "--all").stdout
+    assert held in table and "QUEUE ID" in table
+    bad = mxg.cli("queue", "release", "0000000000000000")
+    assert bad.returncode == 1 and "no held message" in bad.stderr
+
+
+def test_delay_warning_and_expiry(
+    make_mxg: Callable[..., MxgProcess], sinks: dict[str, Sink]
+) -> None:
+    sinks["slow"].rcpt_policy = lambda r: "451 4.3.2 still busy"
+    mxg = make_mxg(
+        env={
+            "MXG_QUEUE__DELAY_WARNING_AFTER": '"1s"',
+            "MXG_QUEUE__MAX_LIFETIME": '"6s"',
+            "MXG_DSN__POSTMASTER": '"mailer-daemon@mxg.test"',
+        }
+    )
+    qid = send(mxg, "alice@sender.test", ["late@slow.test"])
+    wait_for(lambda: len(sinks["sender"].messages) >= 1, what="delay DSN")
+    delay = email.message_from_bytes(sinks["sender"].messages[0].data)
+    assert delay["From"] == "Mail Delivery System <mailer-daemon@mxg.test>"
+    assert "Delayed Mail" in delay["Subject"]
+    assert b"Action: delayed" in sinks["sender"].messages[0].data
+    assert b"Will-Retry-Until:" in sinks["sender"].messages[0].data
+    wait_for(lambda: len(sinks["sender"].messages) >= 2, timeout=30, what="expiry DSN")
+    final = sinks["sender"].messages[1].data
+    assert b"Action: failed" in final and b"Status: 4.4.7" in final
+    assert b"451 4.3.2 still busy" in final
+    assert queue_json(mxg, "show", qid)["recipients"][0]["status"] == "bounced"  # type: ignore[index]
+    assert len(sinks["sender"].messages) == 2  # one warning, one bounce
+
+
+def test_null_sender_never_gets_a_dsn(
+    make_mxg: Callable[..., MxgProcess], sinks: dict[str, Sink]
+) -> None:
+    sinks["bad"].rcpt_policy = lambda r: "550 5.1.1 no such user"
+    mxg = make_mxg()
+    qid = send(mxg, "", ["nobody@bad.test"])
+    wait_for(
+        lambda: queue_json(mxg, "show", qid)["state"] == "done",  # type: ignore[index]
+        what="bounce recorded",
+    )
+    time.sleep(1)
+    assert all(not s.messages for s in sinks.values())
+    assert "dsn queued" not in mxg.log_text()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to drop privileges")
+def test_rule8_drops_privileges_before_serving(
+    make_mxg: Callable[..., MxgProcess], sinks: dict[str, Sink], tmp_path: Path
+) -> None:
+    nobody = pwd.getpwnam("nobody")
+    # The data directory must be reachable by the unprivileged user.
+    data = Path(tempfile.mkdtemp(prefix="mxg-priv-"))
+    data.chmod(0o755)
+    mxg = make_mxg(env={"MXG_RUN__USER": "nobody", "MXG_DATA__DIRECTORY": f'"{data / "d"}"'})
+    assert mxg.proc is not None
+    status = Path(f"/proc/{mxg.proc.pid}/status").read_text()
+    uids = next(line for line in status.splitlines() if line.startswith("Uid:")).split()[1:]
+    assert set(uids) == {str(nobody.pw_uid)}
+    send(mxg, "alice@sender.test", ["p@good.test"])
+    wait_for(
+        lambda: "p@good.test" in sinks["good1"].recipients() + sinks["good2"].recipients(),
+        what="delivery after the privilege drop",
+    )
+    for p in [data / "d", *(data / "d").rglob("*")]:
+        assert p.stat().st_uid == nobody.pw_uid, p
+    assert (data / "d" / "spool").stat().st_mode & 0o777 == 0o700
+    assert (data / "d" / "queue.db").stat().st_mode & 0o777 == 0o600
