@@ -30,6 +30,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -109,13 +110,29 @@ class MemorySampler(threading.Thread):
 
 def source(port: int, args: argparse.Namespace) -> None:
     subprocess.run(
-        ["smtp-source", "-d", "-s", str(args.senders), "-m", str(args.messages),
-         "-l", str(args.size), "-f", "bench@internal.test", "-t", "user@bench.test",
-         "-M", "internal.test", f"127.0.0.1:{port}"],
-        check=True, stdout=subprocess.DEVNULL)
+        [
+            "smtp-source",
+            "-d",
+            "-s",
+            str(args.senders),
+            "-m",
+            str(args.messages),
+            "-l",
+            str(args.size),
+            "-f",
+            "bench@internal.test",
+            "-t",
+            "user@bench.test",
+            "-M",
+            "internal.test",
+            f"127.0.0.1:{port}",
+        ],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
 
 
-def wait_until(cond: callable, timeout: float = 600) -> None:  # type: ignore[valid-type]
+def wait_until(cond: Callable[[], bool], timeout: float = 600) -> None:
     deadline = time.monotonic() + timeout
     while not cond():
         if time.monotonic() > deadline:
@@ -123,12 +140,24 @@ def wait_until(cond: callable, timeout: float = 600) -> None:  # type: ignore[va
         time.sleep(0.02)
 
 
-def measure(name: str, work: Path, port: int, wrapped: list[str], queued: callable,  # type: ignore[valid-type]
-            stop: callable, args: argparse.Namespace) -> Result:  # type: ignore[valid-type]
+def measure(
+    name: str,
+    work: Path,
+    port: int,
+    *,
+    wrapped: list[str],
+    queued: Callable[[], int],
+    stop: Callable[[subprocess.Popen[bytes]], None],
+    args: argparse.Namespace,
+) -> Result:
     usage = work / f"{name}-rusage.json"
-    proc = subprocess.Popen([sys.executable, "-m", "bench.rusage_wrap", str(usage), "--",
-                             *wrapped], cwd=ROOT, stdout=subprocess.DEVNULL,
-                            stderr=open(work / f"{name}.stderr", "wb"))  # noqa: SIM115
+    with open(work / f"{name}.stderr", "wb") as errors:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "bench.rusage_wrap", str(usage), "--", *wrapped],
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=errors,
+        )
     wait_port(port)
     sampler = MemorySampler(proc.pid)
     sampler.start()
@@ -141,12 +170,19 @@ def measure(name: str, work: Path, port: int, wrapped: list[str], queued: callab
     proc.wait(120)
     ru = json.loads(usage.read_text())
     cpu = ru["utime"] + ru["stime"]
-    return Result(name, args.messages, round(elapsed, 3), round(args.messages / elapsed, 1),
-                  round(cpu * 1000 / args.messages, 3), round(sampler.peak_kb / 1024, 1))
+    return Result(
+        name,
+        args.messages,
+        round(elapsed, 3),
+        round(args.messages / elapsed, 1),
+        round(cpu * 1000 / args.messages, 3),
+        round(sampler.peak_kb / 1024, 1),
+    )
 
 
-def run_mxg(work: Path, dns: UnboundServer, sink_port: int, args: argparse.Namespace,
-            run: int) -> Result:
+def run_mxg(
+    work: Path, dns: UnboundServer, sink_port: int, args: argparse.Namespace, run: int
+) -> Result:
     port = free_port()
     data = work / f"mxg-data-{run}"
     conf = work / f"mxg-{run}.toml"
@@ -169,27 +205,45 @@ file = "{work}/mxg-{run}.log"
 """)
     spool = data / "spool" / "queue"
     return measure(
-        "mxg", work, port,
-        [sys.executable, "-m", "mxg", "-c", str(conf), "run"],
-        lambda: len(os.listdir(spool)) if spool.exists() else 1,
-        lambda p: p.send_signal(signal.SIGTERM), args)
+        "mxg",
+        work,
+        port,
+        wrapped=[sys.executable, "-m", "mxg", "-c", str(conf), "run"],
+        queued=lambda: len(os.listdir(spool)) if spool.exists() else 1,
+        stop=lambda p: p.send_signal(signal.SIGTERM),
+        args=args,
+    )
 
 
 def run_postfix(sink_port: int, args: argparse.Namespace, work: Path) -> Result:
     port = free_port()
-    pf = Postfix("bench", port, {
-        "myhostname": "postfix.bench",
-        "relayhost": f"[{SINK_ADDR}]:{sink_port}",
-        "smtp_tls_security_level": "none",
-        "smtpd_relay_restrictions": "permit_mynetworks, reject",
-    })
+    pf = Postfix(
+        "bench",
+        port,
+        {
+            "myhostname": "postfix.bench",
+            "relayhost": f"[{SINK_ADDR}]:{sink_port}",
+            "smtp_tls_security_level": "none",
+            "smtpd_relay_restrictions": "permit_mynetworks, reject",
+        },
+    )
     pf.prepare()
     try:
+
         def stop(_p: subprocess.Popen[bytes]) -> None:
-            subprocess.run(["postfix", "-c", str(pf.conf), "stop"], check=False,
-                           capture_output=True)
-        return measure("postfix", work, port, pf.foreground_command(), pf.queued_files, stop,
-                       args)
+            subprocess.run(
+                ["postfix", "-c", str(pf.conf), "stop"], check=False, capture_output=True
+            )
+
+        return measure(
+            "postfix",
+            work,
+            port,
+            wrapped=pf.foreground_command(),
+            queued=pf.queued_files,
+            stop=stop,
+            args=args,
+        )
     finally:
         subprocess.run(["postfix", "-c", str(pf.conf), "stop"], check=False, capture_output=True)
         pf.stop()
@@ -198,34 +252,59 @@ def run_postfix(sink_port: int, args: argparse.Namespace, work: Path) -> Result:
 def ceiling(sink_port: int, args: argparse.Namespace) -> float:
     """smtp-source straight into smtp-sink: the fastest this setup can go."""
     t0 = time.monotonic()
-    subprocess.run(["smtp-source", "-d", "-s", str(args.senders), "-m", str(args.messages),
-                    "-l", str(args.size), "-f", "bench@internal.test", "-t", "user@bench.test",
-                    f"{SINK_ADDR}:{sink_port}"], check=True, stdout=subprocess.DEVNULL)
-    return args.messages / (time.monotonic() - t0)
+    subprocess.run(
+        [
+            "smtp-source",
+            "-d",
+            "-s",
+            str(args.senders),
+            "-m",
+            str(args.messages),
+            "-l",
+            str(args.size),
+            "-f",
+            "bench@internal.test",
+            "-t",
+            "user@bench.test",
+            f"{SINK_ADDR}:{sink_port}",
+        ],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    return float(args.messages) / (time.monotonic() - t0)
 
 
 def table(results: list[Result], ceiling_rate: float, args: argparse.Namespace) -> str:
-    lines = [f"{args.messages} messages of {args.size} B from {args.senders} senders, "
-             f"plaintext to smtp-sink; {os.cpu_count()} cores",
-             f"load generator + sink alone: {ceiling_rate:,.0f} msgs/s", "",
-             f"{'relay':8} {'msgs/s':>9} {'CPU ms/msg':>11} {'peak PSS MB':>12} {'seconds':>8}"]
+    lines = [
+        f"{args.messages} messages of {args.size} B from {args.senders} senders, "
+        f"plaintext to smtp-sink; {os.cpu_count()} cores",
+        f"load generator + sink alone: {ceiling_rate:,.0f} msgs/s",
+        "",
+        f"{'relay':8} {'msgs/s':>9} {'CPU ms/msg':>11} {'peak PSS MB':>12} {'seconds':>8}",
+    ]
     by: dict[str, list[Result]] = {}
     for r in results:
         by.setdefault(r.relay, []).append(r)
     med: dict[str, dict[str, float]] = {}
     for name, rs in by.items():
-        m = {k: statistics.median(getattr(r, k) for r in rs)
-             for k in ("msgs_per_s", "cpu_ms_per_msg", "peak_pss_mb", "seconds")}
+        m = {
+            k: statistics.median(getattr(r, k) for r in rs)
+            for k in ("msgs_per_s", "cpu_ms_per_msg", "peak_pss_mb", "seconds")
+        }
         med[name] = m
-        spread = (f"  (runs: {', '.join(f'{r.msgs_per_s:.0f}' for r in rs)})"
-                  if len(rs) > 1 else "")
-        lines.append(f"{name:8} {m['msgs_per_s']:9.0f} {m['cpu_ms_per_msg']:11.3f} "
-                     f"{m['peak_pss_mb']:12.1f} {m['seconds']:8.2f}{spread}")
+        spread = f"  (runs: {', '.join(f'{r.msgs_per_s:.0f}' for r in rs)})" if len(rs) > 1 else ""
+        lines.append(
+            f"{name:8} {m['msgs_per_s']:9.0f} {m['cpu_ms_per_msg']:11.3f} "
+            f"{m['peak_pss_mb']:12.1f} {m['seconds']:8.2f}{spread}"
+        )
     if "mxg" in med and "postfix" in med:
         a, b = med["mxg"], med["postfix"]
-        lines += ["", f"mxg/postfix: throughput {a['msgs_per_s'] / b['msgs_per_s']:.2f}x, "
-                      f"CPU per message {a['cpu_ms_per_msg'] / b['cpu_ms_per_msg']:.2f}x, "
-                      f"peak memory {a['peak_pss_mb'] / b['peak_pss_mb']:.2f}x"]
+        lines += [
+            "",
+            f"mxg/postfix: throughput {a['msgs_per_s'] / b['msgs_per_s']:.2f}x, "
+            f"CPU per message {a['cpu_ms_per_msg'] / b['cpu_ms_per_msg']:.2f}x, "
+            f"peak memory {a['peak_pss_mb'] / b['peak_pss_mb']:.2f}x",
+        ]
     return "\n".join(lines)
 
 
@@ -243,8 +322,11 @@ def main() -> int:
     knot = KnotServer(work / "knot", {"bench.test": ["@ MX 10 mx", f"mx A {SINK_ADDR}"]}).start()
     dns = UnboundServer(work / "unbound", knot).start()
     sink_port = free_port(SINK_ADDR)
-    sink = subprocess.Popen(["smtp-sink", "-u", "postfix", f"{SINK_ADDR}:{sink_port}", "1024"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    sink = subprocess.Popen(
+        ["smtp-sink", "-u", "postfix", f"{SINK_ADDR}:{sink_port}", "1024"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     results: list[Result] = []
     try:
         deadline = time.monotonic() + 10
@@ -273,9 +355,16 @@ def main() -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%dT%H%M%S")
-    (out / f"plaintext-{stamp}.json").write_text(json.dumps(
-        {"args": vars(args), "ceiling_msgs_per_s": rate,
-         "results": [asdict(r) for r in results]}, indent=2))
+    (out / f"plaintext-{stamp}.json").write_text(
+        json.dumps(
+            {
+                "args": vars(args),
+                "ceiling_msgs_per_s": rate,
+                "results": [asdict(r) for r in results],
+            },
+            indent=2,
+        )
+    )
     (out / f"plaintext-{stamp}.txt").write_text(text + "\n")
     return 0
 

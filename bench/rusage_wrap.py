@@ -27,8 +27,9 @@ def main() -> int:
     code = child.wait()
     ru = resource.getrusage(resource.RUSAGE_CHILDREN)
     with open(out, "w") as f:
-        json.dump({"utime": ru.ru_utime, "stime": ru.ru_stime, "maxrss_kb": ru.ru_maxrss,
-                   "exit": code}, f)
+        json.dump(
+            {"utime": ru.ru_utime, "stime": ru.ru_stime, "maxrss_kb": ru.ru_maxrss, "exit": code}, f
+        )
     return 0
 
 
