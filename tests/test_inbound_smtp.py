@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -274,3 +276,30 @@ def test_engine_refuses_use_in_a_forked_child(start_engine: Start) -> None:
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
     assert r.engine.fileno() > 0
+
+
+def test_interpreter_exit_shuts_the_engine_down_cleanly(tmp_path: Path) -> None:
+    """No explicit shutdown(): the atexit hook still says 421 to connected
+    clients and the process exits promptly."""
+    script = tmp_path / "run.py"
+    script.write_text(
+        "import json, sys, time\n"
+        "from mxg._core import Engine\n"
+        f"e = Engine(json.dumps({{'hostname': 'x', 'listen': ['127.0.0.1:0'],"
+        f" 'spool_dir': {str(tmp_path / 'spool')!r}, 'client_networks': ['127.0.0.1/32'],"
+        " 'shutdown_grace_s': 5}))\n"
+        "e.serve()\n"
+        "print(e.local_addrs()[0].rsplit(':', 1)[1], flush=True)\n"
+        "sys.stdin.readline()\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, str(script)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    assert proc.stdout is not None and proc.stdin is not None
+    port = int(proc.stdout.readline())
+    c = RawSmtp(port)
+    assert c.reply().startswith("220")
+    proc.stdin.write("\n")
+    proc.stdin.flush()
+    assert c.reply().startswith("421 4.3.2")
+    assert proc.wait(10) == 0

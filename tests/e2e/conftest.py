@@ -91,11 +91,14 @@ level = "debug"
 
 
 @pytest.fixture
-def make_mxg(tmp_path: Path, dns_server: UnboundServer) -> Iterator[object]:
+def make_mxg(tmp_path: Path, dns_server: UnboundServer, backend: str) -> Iterator[object]:
+    """Starts mxg as a process. Every e2e test runs once on asyncio+uvloop
+    and once on trio (the ``backend`` fixture is parametrized)."""
     procs: list[MxgProcess] = []
+    default_backend = backend
 
     def make(
-        backend: str = "asyncio",
+        backend: str = default_backend,
         extra: str = "",
         start: bool = True,
         level: str = "opportunistic",

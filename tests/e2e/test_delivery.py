@@ -55,14 +55,14 @@ def swaks(
 
 
 def test_ten_recipients_three_domains_retry_and_dsn(
-    make_mxg: Callable[..., MxgProcess], sinks: dict[str, Sink], backend: str
+    make_mxg: Callable[..., MxgProcess], sinks: dict[str, Sink]
 ) -> None:
     slow_ok = {"value": False}
     sinks["slow"].rcpt_policy = lambda r: None if slow_ok["value"] else "451 4.3.2 try later"
     sinks["bad"].rcpt_policy = lambda r: (
         "550 5.1.1 no such user" if r.startswith("nobody@") else None
     )
-    mxg = make_mxg(backend)
+    mxg = make_mxg()
     good = [f"g{i}@good.test" for i in range(4)]
     slow = [f"s{i}@slow.test" for i in range(3)]
     bad = ["b0@bad.test", "b1@bad.test", "nobody@bad.test"]

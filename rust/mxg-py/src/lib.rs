@@ -3,6 +3,9 @@
 //! Python object is kept by Rust, and the GIL is released around anything
 //! that may block (fsync, shutdown).
 
+// pyo3 hands arguments over as owned values.
+#![allow(clippy::needless_pass_by_value)]
+
 mod error;
 
 use error::to_py;
@@ -10,11 +13,17 @@ use mxg_relay::{DeliveryJob, Engine as RustEngine, EngineConfig};
 use mxg_spool::Envelope;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
+use std::sync::{Arc, Mutex, Weak};
+
+/// Every engine alive in this process, so the interpreter's exit can shut
+/// them down cleanly (open transactions finish, idle connections QUIT)
+/// even when Python never drops the object.
+static LIVE: Mutex<Vec<Weak<RustEngine>>> = Mutex::new(Vec::new());
 
 /// The data plane: inbound server, outbound client and spool.
 #[pyclass(frozen, module = "mxg._core")]
 struct Engine {
-    inner: RustEngine,
+    inner: Arc<RustEngine>,
     /// Process that created the engine. Its runtime threads do not survive
     /// `fork()`, so a child must not use it.
     pid: u32,
@@ -41,6 +50,10 @@ impl Engine {
         let inner = py
             .allow_threads(|| RustEngine::start(&cfg))
             .map_err(|e| to_py(py, &e))?;
+        let inner = Arc::new(inner);
+        let mut live = LIVE.lock().expect("engine registry poisoned");
+        live.retain(|w| w.strong_count() > 0);
+        live.push(Arc::downgrade(&inner));
         Ok(Self {
             inner,
             pid: std::process::id(),
@@ -160,7 +173,6 @@ impl Engine {
 /// Reads a spool file without an engine (for `mxg queue show`): returns
 /// the envelope as JSON and the message octets.
 #[pyfunction]
-#[allow(clippy::needless_pass_by_value)] // pyo3 extracts arguments as owned values
 fn read_spool_file(py: Python<'_>, path: std::path::PathBuf) -> PyResult<(String, Py<PyBytes>)> {
     let bytes = std::fs::read(&path).map_err(|e| {
         to_py(
@@ -178,9 +190,23 @@ fn read_spool_file(py: Python<'_>, path: std::path::PathBuf) -> PyResult<(String
     Ok((json, PyBytes::new(py, &bytes[start..]).unbind()))
 }
 
+/// Registered with `atexit`: shuts down engines still running.
+#[pyfunction]
+fn _shutdown_all(py: Python<'_>) {
+    if let Ok(mut live) = LIVE.lock() {
+        let engines: Vec<Arc<RustEngine>> = live.drain(..).filter_map(|w| w.upgrade()).collect();
+        py.allow_threads(|| engines.iter().for_each(|e| e.shutdown()));
+    }
+}
+
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Engine>()?;
+    m.add_function(wrap_pyfunction!(_shutdown_all, m)?)?;
+    let shutdown_all = m.getattr("_shutdown_all")?;
+    m.py()
+        .import("atexit")?
+        .call_method1("register", (shutdown_all,))?;
     m.add_function(wrap_pyfunction!(read_spool_file, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
