@@ -15,6 +15,7 @@ import pytest
 from tests.engine_fixtures import Running
 from tests.support.certs import self_signed
 from tests.support.dns import free_port
+from tests.support.scripted import ScriptedServer
 from tests.support.sinks import Sink
 
 Start = Callable[..., Running]
@@ -208,3 +209,40 @@ def test_connections_are_reused_for_the_same_destination_and_policy(
     # A job under another policy does not take that connection.
     run_job(engine, qid, ["x@example.test"], [("mx.example.test", "127.0.0.21")], "none", 4)
     assert plain.ehlo_count == 2
+
+
+def test_helo_fallback_when_ehlo_is_refused(engine: Running) -> None:
+    server = ScriptedServer(
+        "127.0.0.23", PORT, lambda verb: "502 5.5.2 EHLO not here" if verb == "EHLO" else None
+    ).start()
+    try:
+        qid = spool_message(engine)
+        done = run_job(
+            engine, qid, ["x@example.test"], [("old.example.test", "127.0.0.23")], "opportunistic"
+        )
+        assert done["results"][0]["status"] == "sent"
+        verbs = [c.split()[0].upper() for c in server.commands]
+        assert verbs[:3] == ["EHLO", "HELO", "MAIL"]
+        # Without EHLO there are no extensions: no SIZE/BODY parameters on MAIL.
+        assert server.commands[2] == "MAIL FROM:<a@internal.test>"
+    finally:
+        server.stop()
+
+
+def test_per_destination_concurrency_limit(start_engine: Start) -> None:
+    r = start_engine(outbound={"port": PORT, "max_per_destination": 2, "idle_timeout_s": 0})
+    server = ScriptedServer("127.0.0.24", PORT, data_delay=0.3).start()
+    try:
+        qid = spool_message(r)
+        for i in range(1, 7):
+            r.engine.submit(
+                job(
+                    qid, ["x@example.test"], [("mx.example.test", "127.0.0.24")], "opportunistic", i
+                )
+            )
+        done = r.wait_events("delivery_done", 6, timeout=20)
+        assert all(e["results"][0]["status"] == "sent" for e in done)
+        assert server.messages == 6
+        assert server.max_active == 2
+    finally:
+        server.stop()

@@ -1,0 +1,84 @@
+"""A tiny SMTP server whose answers a test scripts, for client behaviour
+that real servers rarely show (EHLO refused, slow replies)."""
+
+from __future__ import annotations
+
+import socketserver
+import threading
+import time
+from collections.abc import Callable
+
+# Maps an upper-cased command verb to a reply line, or None for the default.
+Script = Callable[[str], str | None]
+
+DEFAULTS = {
+    "EHLO": "250-scripted\r\n250 PIPELINING",
+    "HELO": "250 scripted",
+    "MAIL": "250 2.1.0 ok",
+    "RCPT": "250 2.1.5 ok",
+    "DATA": "354 go",
+    "RSET": "250 2.0.0 ok",
+    "QUIT": "221 2.0.0 bye",
+    "NOOP": "250 2.0.0 ok",
+}
+
+
+class ScriptedServer:
+    def __init__(
+        self, host: str, port: int, script: Script = lambda verb: None, data_delay: float = 0.0
+    ) -> None:
+        self.commands: list[str] = []
+        self.messages = 0
+        self.active = 0
+        self.max_active = 0
+        self.lock = threading.Lock()
+        outer = self
+
+        class Handler(socketserver.StreamRequestHandler):
+            def handle(self) -> None:
+                with outer.lock:
+                    outer.active += 1
+                    outer.max_active = max(outer.max_active, outer.active)
+                try:
+                    self._session()
+                finally:
+                    with outer.lock:
+                        outer.active -= 1
+
+            def _send(self, text: str) -> None:
+                self.wfile.write(
+                    text.replace("\r\n", "\n").replace("\n", "\r\n").encode() + b"\r\n"
+                )
+
+            def _session(self) -> None:
+                self._send("220 scripted ESMTP")
+                while line := self.rfile.readline():
+                    cmd = line.decode(errors="replace").strip()
+                    verb = cmd.split(" ", 1)[0].split(":", 1)[0].upper()
+                    with outer.lock:
+                        outer.commands.append(cmd)
+                    self._send(script(verb) or DEFAULTS.get(verb, "502 5.5.1 unknown"))
+                    if verb == "DATA" and (script(verb) or DEFAULTS["DATA"]).startswith("354"):
+                        while self.rfile.readline() not in (b".\r\n", b""):
+                            pass
+                        time.sleep(data_delay)
+                        with outer.lock:
+                            outer.messages += 1
+                        self._send(script("DATA-END") or "250 2.0.0 stored")
+                    if verb == "QUIT":
+                        return
+
+        class Server(socketserver.ThreadingTCPServer):
+            allow_reuse_address = True
+            daemon_threads = True
+
+        self.server = Server((host, port), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def start(self) -> ScriptedServer:
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
