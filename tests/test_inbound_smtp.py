@@ -303,3 +303,18 @@ def test_interpreter_exit_shuts_the_engine_down_cleanly(tmp_path: Path) -> None:
     proc.stdin.flush()
     assert c.reply().startswith("421 4.3.2")
     assert proc.wait(10) == 0
+
+
+def test_ipv6_listener_and_client_networks(start_engine: Start) -> None:
+    r = start_engine(listen=["[::1]:0"], client_networks=["::1/128"])
+    c = RawSmtp(r.port, host="::1")
+    assert c.reply().startswith("220")
+    c.cmd("EHLO six.test")
+    c.cmd("MAIL FROM:<a@six.test>")
+    assert c.cmd("RCPT TO:<b@example.net>").startswith("250")
+    r4 = start_engine(listen=["[::1]:0"], client_networks=["127.0.0.1/32"])
+    c4 = RawSmtp(r4.port, host="::1")
+    c4.reply()
+    c4.cmd("EHLO six.test")
+    c4.cmd("MAIL FROM:<a@six.test>")
+    assert c4.cmd("RCPT TO:<b@example.net>").startswith("554 5.7.1")

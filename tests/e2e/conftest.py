@@ -24,6 +24,8 @@ ZONES = {
     "alias.test": ["@ MX 10 mail", "mail CNAME mx1.good.test."],
     # A real Postfix receives for this domain (tests/e2e/test_postfix.py).
     "postfix.test": ["@ MX 10 mx", "mx A 127.0.0.1"],
+    # Nothing listens on the IPv4 address; the IPv6 one answers.
+    "v6.test": ["@ MX 10 mx", "mx A 127.0.0.29", "mx AAAA ::1"],
 }
 
 
@@ -48,6 +50,7 @@ def sinks() -> Iterator[dict[str, Sink]]:
             ("bad", "127.0.0.14"),
             ("sender", "127.0.0.15"),
             ("implicit", "127.0.0.16"),
+            ("v6", "::1"),
         )
     }
     yield started

@@ -128,3 +128,16 @@ def test_null_mx_bounces_and_implicit_mx_and_cname_deliver(
     text = sinks["sender"].messages[0].data.decode()
     assert "x@nullmx.test" in text and "Status: 5.1.10" in text
     assert "null MX" in text
+
+
+def test_ipv6_address_after_a_refused_ipv4_one(
+    make_mxg: Callable[..., MxgProcess], sinks: dict[str, Sink]
+) -> None:
+    mxg = make_mxg()
+    r = swaks(mxg.port, "alice@sender.test", ["six@v6.test"])
+    assert r.returncode == 0, r.stdout
+    wait_for(lambda: sinks["v6"].recipients() == ["six@v6.test"], what="delivery over IPv6")
+    assert sinks["v6"].messages[0].peer == "::1"
+    log = mxg.log_text()
+    assert "relay=mx.v6.test[::1]" in log
+    assert "127.0.0.29" in log  # the refused IPv4 attempt is logged
