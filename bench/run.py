@@ -108,7 +108,9 @@ class MemorySampler(threading.Thread):
             self.peak_kb = max(self.peak_kb, pss_kb(descendants(self.root_pid)))
 
 
-def source(port: int, args: argparse.Namespace) -> None:
+def smtp_source(target: str, args: argparse.Namespace) -> None:
+    """Postfix's load generator: ``senders`` sessions, each sending many
+    messages over one connection (-d)."""
     subprocess.run(
         [
             "smtp-source",
@@ -125,7 +127,7 @@ def source(port: int, args: argparse.Namespace) -> None:
             "user@bench.test",
             "-M",
             "internal.test",
-            f"127.0.0.1:{port}",
+            target,
         ],
         check=True,
         stdout=subprocess.DEVNULL,
@@ -162,7 +164,7 @@ def measure(
     sampler = MemorySampler(proc.pid)
     sampler.start()
     t0 = time.monotonic()
-    source(port, args)
+    smtp_source(f"127.0.0.1:{port}", args)
     wait_until(lambda: queued() == 0)
     elapsed = time.monotonic() - t0
     sampler.stop.set()
@@ -252,25 +254,7 @@ def run_postfix(sink_port: int, args: argparse.Namespace, work: Path) -> Result:
 def ceiling(sink_port: int, args: argparse.Namespace) -> float:
     """smtp-source straight into smtp-sink: the fastest this setup can go."""
     t0 = time.monotonic()
-    subprocess.run(
-        [
-            "smtp-source",
-            "-d",
-            "-s",
-            str(args.senders),
-            "-m",
-            str(args.messages),
-            "-l",
-            str(args.size),
-            "-f",
-            "bench@internal.test",
-            "-t",
-            "user@bench.test",
-            f"{SINK_ADDR}:{sink_port}",
-        ],
-        check=True,
-        stdout=subprocess.DEVNULL,
-    )
+    smtp_source(f"{SINK_ADDR}:{sink_port}", args)
     return float(args.messages) / (time.monotonic() - t0)
 
 

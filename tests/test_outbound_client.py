@@ -246,3 +246,35 @@ def test_per_destination_concurrency_limit(start_engine: Start) -> None:
         assert server.max_active == 2
     finally:
         server.stop()
+
+
+def test_rule6_client_forgets_bytes_and_capabilities_from_before_tls(
+    engine: Running, tls_context: ssl.SSLContext
+) -> None:
+    """Before TLS the server claims SIZE 10 and appends a forged reply to
+    its 220; after TLS it announces no SIZE. The client must discard the
+    forged bytes, say EHLO again and use only the new capabilities."""
+    ehlos = {"n": 0}
+
+    def script(verb: str) -> str | None:
+        if verb == "EHLO":
+            ehlos["n"] += 1
+            return "250-scripted\n250-STARTTLS\n250 SIZE 10" if ehlos["n"] == 1 else "250 scripted"
+        return None
+
+    server = ScriptedServer(
+        "127.0.0.25", PORT, script, tls=tls_context, after_starttls=b"250 2.0.0 forged\r\n"
+    ).start()
+    try:
+        qid = spool_message(engine)
+        done = run_job(
+            engine, qid, ["x@example.test"], [("mx.example.test", "127.0.0.25")], "encrypted"
+        )
+        [res] = done["results"]
+        assert res["status"] == "sent", (res, done["attempts"])
+        assert server.tls_sessions == 1
+        verbs = [c.split()[0].split(":")[0].upper() for c in server.commands]
+        assert verbs[:4] == ["EHLO", "STARTTLS", "EHLO", "MAIL"]
+        assert "SIZE=" not in server.commands[3]
+    finally:
+        server.stop()

@@ -450,18 +450,7 @@ class Relay:
         ]
         wanted = [r for r in rows if _wants(r["notify"], "FAILURE")]
         if msg["sender"] and wanted:
-            reports = [
-                RecipientReport(
-                    address=r["address"],
-                    orcpt=r["orcpt"],
-                    action="failed",
-                    status=_status_for(r["enhanced"], r["code"], failed=True),
-                    remote_mta=r["host"] or "",
-                    diagnostic=_diagnostic(r),
-                    last_attempt_ms=r["updated_ms"],
-                )
-                for r in wanted
-            ]
+            reports = [_report(r, "failed") for r in wanted]
             if not await self._inject_dsn(msg, reports, None):
                 return
         if rows:
@@ -478,18 +467,7 @@ class Relay:
             if r["status"] == "deferred" and _wants(r["notify"], "DELAY")
         ]
         if rows and msg["sender"]:
-            reports = [
-                RecipientReport(
-                    address=r["address"],
-                    orcpt=r["orcpt"],
-                    action="delayed",
-                    status=_status_for(r["enhanced"], r["code"], failed=False),
-                    remote_mta=r["host"] or "",
-                    diagnostic=_diagnostic(r),
-                    last_attempt_ms=r["updated_ms"],
-                )
-                for r in rows
-            ]
+            reports = [_report(r, "delayed") for r in rows]
             until = msg["received_ms"] + int(self.cfg.queue.max_lifetime * 1000)
             if not await self._inject_dsn(msg, reports, until):
                 return
@@ -614,6 +592,19 @@ def _split_by_domain(env: dict[str, Any]) -> list[Due]:
     for i, r in enumerate(env["recipients"]):
         by.setdefault(domain_of(r["address"]), []).append(i)
     return [Due(env["queue_id"], d, tuple(ix)) for d, ix in by.items()]
+
+
+def _report(row: Any, action: str) -> RecipientReport:
+    """One recipient's part of a DSN, from its row in the store."""
+    return RecipientReport(
+        address=row["address"],
+        orcpt=row["orcpt"],
+        action=action,
+        status=_status_for(row["enhanced"], row["code"], failed=action == "failed"),
+        remote_mta=row["host"] or "",
+        diagnostic=_diagnostic(row),
+        last_attempt_ms=row["updated_ms"],
+    )
 
 
 def _diagnostic(row: Any) -> str:

@@ -237,42 +237,18 @@ class Store:
         t = now_ms()
         with self.transaction() as db:
             for o in outcomes:
+                result = (o.status, o.code, o.enhanced, o.text, o.host, o.ip, o.tls, o.level)
                 db.execute(
                     "INSERT INTO attempts (queue_id, address, at_ms, status, code, enhanced,"
                     " text, host, ip, tls, level) SELECT queue_id, address, ?,?,?,?,?,?,?,?,?"
                     " FROM recipients WHERE queue_id=? AND idx=?",
-                    (
-                        t,
-                        o.status,
-                        o.code,
-                        o.enhanced,
-                        o.text,
-                        o.host,
-                        o.ip,
-                        o.tls,
-                        o.level,
-                        o.queue_id,
-                        o.idx,
-                    ),
+                    (t, *result, o.queue_id, o.idx),
                 )
                 db.execute(
-                    "UPDATE recipients SET status=?, attempts=attempts+1, next_ms=?, code=?,"
-                    " enhanced=?, text=?, host=?, ip=?, tls=?, level=?, updated_ms=?"
+                    "UPDATE recipients SET status=?, code=?, enhanced=?, text=?, host=?, ip=?,"
+                    " tls=?, level=?, attempts=attempts+1, next_ms=?, updated_ms=?"
                     " WHERE queue_id=? AND idx=? AND status NOT IN ('sent','bounced','deleted')",
-                    (
-                        o.status,
-                        o.next_ms,
-                        o.code,
-                        o.enhanced,
-                        o.text,
-                        o.host,
-                        o.ip,
-                        o.tls,
-                        o.level,
-                        t,
-                        o.queue_id,
-                        o.idx,
-                    ),
+                    (*result, o.next_ms, t, o.queue_id, o.idx),
                 )
 
     def mark_dsn_sent(self, queue_id: str, indexes: Iterable[int]) -> None:

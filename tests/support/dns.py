@@ -33,8 +33,49 @@ def free_udp_tcp_port(host: str = "127.0.0.1") -> int:
     raise RuntimeError("no free port")
 
 
-class KnotServer:
+class _DnsDaemon:
+    """A DNS daemon run in the foreground, its output in ``<name>.log``."""
+
+    name = "dns"
+    workdir: Path
+    address: str
+    port: int
+    proc: subprocess.Popen[bytes] | None = None
+
+    def _spawn(self, argv: list[str]) -> None:
+        self.log = open(self.workdir / f"{self.name}.log", "wb")  # noqa: SIM115
+        self.proc = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT)
+
+    def _wait_answers(self, zone: str) -> None:
+        deadline = time.monotonic() + 15
+        q = dns.message.make_query(zone, dns.rdatatype.SOA)
+        while time.monotonic() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                log = (self.workdir / f"{self.name}.log").read_text()
+                raise RuntimeError(f"{self.name} exited: {log}")
+            try:
+                if dns.query.udp(q, self.address, port=self.port, timeout=0.5).answer:
+                    return
+            except Exception:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"{self.name} did not answer in time")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+            self.proc = None
+            self.log.close()
+
+
+class KnotServer(_DnsDaemon):
     """Runs knotd with the given zones: ``{"example.test": ["@ MX 10 mx1", ...]}``."""
+
+    name = "knot"
 
     def __init__(
         self, workdir: Path, zones: Mapping[str, Sequence[str]], address: str = "127.0.0.1"
@@ -76,44 +117,16 @@ class KnotServer:
             ]
             (self.workdir / "zones" / f"{name}.zone").write_text("\n".join(zone) + "\n")
         (self.workdir / "knot.conf").write_text("\n".join(conf) + "\n")
-        self.log = open(self.workdir / "knot.log", "wb")  # noqa: SIM115
-        self.proc = subprocess.Popen(
-            [knotd, "-c", str(self.workdir / "knot.conf")],
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-        )
-        self._wait_ready(next(iter(self.zones)))
+        self._spawn([knotd, "-c", str(self.workdir / "knot.conf")])
+        self._wait_answers(next(iter(self.zones)))
         return self
 
-    def _wait_ready(self, zone: str) -> None:
-        deadline = time.monotonic() + 15
-        q = dns.message.make_query(zone, dns.rdatatype.SOA)
-        while time.monotonic() < deadline:
-            if self.proc is not None and self.proc.poll() is not None:
-                raise RuntimeError(f"knotd exited: {(self.workdir / 'knot.log').read_text()}")
-            try:
-                r = dns.query.udp(q, self.address, port=self.port, timeout=0.5)
-                if r.answer:
-                    return
-            except Exception:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError("knotd did not answer in time")
 
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-            self.proc = None
-            self.log.close()
-
-
-class UnboundServer:
+class UnboundServer(_DnsDaemon):
     """A recursive resolver (Unbound) in front of the test zones, as an
     operator's host would have: mxg talks to it, it asks Knot."""
+
+    name = "unbound"
 
     def __init__(self, workdir: Path, knot: KnotServer, address: str = "127.0.0.1") -> None:
         self.workdir = workdir
@@ -154,29 +167,6 @@ class UnboundServer:
             ]
         path = self.workdir / "unbound.conf"
         path.write_text("\n".join(conf) + "\n")
-        self.log = open(self.workdir / "unbound.log", "wb")  # noqa: SIM115
-        self.proc = subprocess.Popen(
-            [unbound, "-d", "-c", str(path)], stdout=self.log, stderr=subprocess.STDOUT
-        )
-        deadline = time.monotonic() + 15
-        q = dns.message.make_query(next(iter(self.knot.zones)), dns.rdatatype.SOA)
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"unbound exited: {(self.workdir / 'unbound.log').read_text()}")
-            try:
-                if dns.query.udp(q, self.address, port=self.port, timeout=0.5).answer:
-                    return self
-            except Exception:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError("unbound did not answer in time")
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-            self.proc = None
-            self.log.close()
+        self._spawn([unbound, "-d", "-c", str(path)])
+        self._wait_answers(next(iter(self.knot.zones)))
+        return self

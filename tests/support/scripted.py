@@ -4,6 +4,7 @@ that real servers rarely show (EHLO refused, slow replies)."""
 from __future__ import annotations
 
 import socketserver
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -18,6 +19,7 @@ DEFAULTS = {
     "RCPT": "250 2.1.5 ok",
     "DATA": "354 go",
     "RSET": "250 2.0.0 ok",
+    "STARTTLS": "220 2.0.0 ready",
     "QUIT": "221 2.0.0 bye",
     "NOOP": "250 2.0.0 ok",
 }
@@ -25,12 +27,19 @@ DEFAULTS = {
 
 class ScriptedServer:
     def __init__(
-        self, host: str, port: int, script: Script = lambda verb: None, data_delay: float = 0.0
+        self,
+        host: str,
+        port: int,
+        script: Script = lambda verb: None,
+        data_delay: float = 0.0,
+        tls: ssl.SSLContext | None = None,
+        after_starttls: bytes = b"",
     ) -> None:
         self.commands: list[str] = []
         self.messages = 0
         self.active = 0
         self.max_active = 0
+        self.tls_sessions = 0
         self.lock = threading.Lock()
         outer = self
 
@@ -57,7 +66,14 @@ class ScriptedServer:
                     verb = cmd.split(" ", 1)[0].split(":", 1)[0].upper()
                     with outer.lock:
                         outer.commands.append(cmd)
-                    self._send(script(verb) or DEFAULTS.get(verb, "502 5.5.1 unknown"))
+                    reply = script(verb) or DEFAULTS.get(verb, "502 5.5.1 unknown")
+                    if verb == "STARTTLS" and tls is not None:
+                        # Bytes a man in the middle might append to the 220,
+                        # in the same segment; the client must throw them
+                        # away (RFC 3207 §4.2).
+                        self.wfile.write(reply.encode() + b"\r\n" + after_starttls)
+                    else:
+                        self._send(reply)
                     if verb == "DATA" and (script(verb) or DEFAULTS["DATA"]).startswith("354"):
                         while self.rfile.readline() not in (b".\r\n", b""):
                             pass
@@ -67,6 +83,12 @@ class ScriptedServer:
                         self._send(script("DATA-END") or "250 2.0.0 stored")
                     if verb == "QUIT":
                         return
+                    if verb == "STARTTLS" and tls is not None:
+                        self.request = tls.wrap_socket(self.request, server_side=True)
+                        self.rfile = self.request.makefile("rb")
+                        self.wfile = self.request.makefile("wb", buffering=0)
+                        with outer.lock:
+                            outer.tls_sessions += 1
 
         class Server(socketserver.ThreadingTCPServer):
             allow_reuse_address = True

@@ -236,10 +236,8 @@ impl Session {
         if self.txn.is_some() {
             return self.reply(&Reply::new(503, "5.5.1", "Nested MAIL command"));
         }
-        let max = self.shared.limits.max_message_size;
-        if from.size > max {
-            let text = format!("Message size exceeds the limit of {max} octets");
-            return self.reply(&Reply::new(552, "5.3.4", text));
+        if from.size > self.shared.limits.max_message_size {
+            return self.reply(&too_big(self.shared.limits.max_message_size));
         }
         let smtputf8 = from.flags & smtp_proto::MAIL_SMTPUTF8 != 0;
         if !smtputf8 && !from.address.is_ascii() {
@@ -377,18 +375,10 @@ impl Session {
             }
         }
         if reader.oversize {
-            self.txn = None;
-            let text = format!(
-                "Message size exceeds the limit of {} octets",
-                limits.max_message_size
-            );
-            self.reply(&Reply::new(552, "5.3.4", text));
-            return Ok(Flow::Continue);
+            return Ok(self.refuse(&too_big(limits.max_message_size)));
         }
         if reader.line_too_long() {
-            self.txn = None;
-            self.reply(&line_too_long(limits.max_data_line));
-            return Ok(Flow::Continue);
+            return Ok(self.refuse(&line_too_long(limits.max_data_line)));
         }
         let body = reader.into_body();
         self.accept(body).await
@@ -430,28 +420,18 @@ impl Session {
             return Ok(Flow::Continue);
         }
         if reader.oversize {
-            self.txn = None;
-            let text = format!(
-                "Message size exceeds the limit of {} octets",
-                limits.max_message_size
-            );
-            self.reply(&Reply::new(552, "5.3.4", text));
-            return Ok(Flow::Continue);
+            return Ok(self.refuse(&too_big(limits.max_message_size)));
         }
         let body = reader.into_body();
         match check_line_ends(&body) {
             Err(err) => {
-                self.txn = None;
                 let text = format!(
                     "Message refused: {err}; only <CR><LF> line ends are allowed (RFC 5321 2.3.8)"
                 );
-                self.reply(&Reply::new(554, "5.6.0", text));
-                Ok(Flow::Continue)
+                Ok(self.refuse(&Reply::new(554, "5.6.0", text)))
             }
             Ok(longest) if longest > limits.max_data_line => {
-                self.txn = None;
-                self.reply(&line_too_long(limits.max_data_line));
-                Ok(Flow::Continue)
+                Ok(self.refuse(&line_too_long(limits.max_data_line)))
             }
             Ok(_) => self.accept(body).await,
         }
@@ -577,6 +557,20 @@ impl Session {
         self.txn = None;
         Ok(Flow::Continue)
     }
+}
+
+impl Session {
+    /// Ends the transaction with a refusal; the session goes on.
+    fn refuse(&mut self, reply: &Reply) -> Flow {
+        self.txn = None;
+        self.reply(reply);
+        Flow::Continue
+    }
+}
+
+fn too_big(max: usize) -> Reply {
+    let text = format!("Message size exceeds the limit of {max} octets");
+    Reply::new(552, "5.3.4", text)
 }
 
 fn line_too_long(max: usize) -> Reply {
