@@ -2,7 +2,7 @@
 
 from typing import final
 
-__all__ = ["Engine", "__version__", "read_spool_file"]
+__all__ = ["Engine", "__version__", "_shutdown_all", "read_spool_file"]
 __version__: str
 
 @final
@@ -22,3 +22,6 @@ class Engine:
     def shutdown(self) -> None: ...
 
 def read_spool_file(path: str) -> tuple[str, bytes]: ...
+
+def _shutdown_all() -> None:
+    """Registered with atexit: shuts down engines still running."""
