@@ -4,6 +4,7 @@ connection reuse."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import ssl
 from collections.abc import Callable, Iterator
@@ -278,3 +279,70 @@ def test_rule6_client_forgets_bytes_and_capabilities_from_before_tls(
         assert "SIZE=" not in server.commands[3]
     finally:
         server.stop()
+
+
+def test_encrypted_session_evidence(engine: Running, tls: Sink, tmp_path: Path) -> None:
+    qid = spool_message(engine)
+    done = run_job(
+        engine, qid, ["x@example.test"], [("mx.example.test", "127.0.0.22")], "encrypted"
+    )
+    [res] = done["results"]
+    assert res["status"] == "sent"
+    assert res["level"] == "encrypted"
+    ev = res["tls"]
+    assert ev["group"] in ("secp256r1", "secp384r1")  # BSI TR-02102-2 curves only
+    assert "GCM" in ev["cipher"]
+    der = ssl.PEM_cert_to_DER_cert((tmp_path / "sink-certs" / "mx.example.test.crt").read_text())
+    assert ev["peer_certs_sha256"] == [hashlib.sha256(der).hexdigest()]
+
+
+@pytest.fixture
+def chacha_only(tmp_path: Path) -> Iterator[Sink]:
+    """A server that speaks only TLS 1.2 with ChaCha20-Poly1305: fine by
+    the modern profile, outside BSI TR-02102-2."""
+    cert, key = self_signed(tmp_path / "chacha-certs", "mx.example.test")
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert, key)
+    ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+    ctx.set_ciphers("ECDHE-ECDSA-CHACHA20-POLY1305")
+    s = Sink("127.0.0.26", PORT).start(tls_context=ctx, require_starttls=False)
+    yield s
+    s.stop()
+
+
+def test_parameter_profiles(start_engine: Start, chacha_only: Sink) -> None:
+    r = start_engine(outbound={"port": PORT, "idle_timeout_s": 0})
+    qid = spool_message(r)
+    hosts = [("mx.example.test", "127.0.0.26")]
+
+    def attempt(level: str, profile: str, job_id: int) -> dict[str, Any]:
+        r.engine.submit(
+            json.dumps(
+                [
+                    {
+                        "job_id": job_id,
+                        "queue_id": qid,
+                        "destination": "example.test",
+                        "sender": "a@internal.test",
+                        "recipients": [{"address": "x@example.test"}],
+                        "hosts": [{"name": n, "addresses": [ip]} for n, ip in hosts],
+                        "tls": {"level": level, "profile": profile},
+                    }
+                ]
+            )
+        )
+        done = [e for e in r.wait_events("delivery_done", job_id) if e["job_id"] == job_id]
+        return dict(done[0]["results"][0])
+
+    bsi = attempt("encrypted", "bsi-tr-02102-2", 1)
+    assert bsi["status"] == "deferred"
+    assert "offered only TLS profile bsi-tr-02102-2" in bsi["text"]
+    assert chacha_only.mail_attempts == []
+    modern = attempt("encrypted", "modern", 2)
+    assert modern["status"] == "sent"
+    assert modern["tls"]["cipher"] == "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256"
+    # Opportunistic delivery goes through, and records that the session
+    # did not reach the encrypted level's parameters.
+    opportunistic = attempt("opportunistic", "bsi-tr-02102-2", 3)
+    assert opportunistic["status"] == "sent"
+    assert opportunistic["level"] == "opportunistic"

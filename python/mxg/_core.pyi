@@ -22,6 +22,5 @@ class Engine:
     def shutdown(self) -> None: ...
 
 def read_spool_file(path: str) -> tuple[str, bytes]: ...
-
 def _shutdown_all() -> None:
     """Registered with atexit: shuts down engines still running."""

@@ -150,6 +150,7 @@ class DeliveryConfig(Section):
     port: int = Field(25, ge=1, le=65535)
     helo_name: str = ""
     default_level: TransportLevel = "opportunistic"
+    tls_profile: Literal["bsi-tr-02102-2", "modern"] = "bsi-tr-02102-2"
     address_preference: Literal["ipv4", "ipv6"] = "ipv4"
     max_addresses: int = Field(10, ge=1)
     connect_timeout: PositiveSeconds = 30

@@ -57,6 +57,10 @@ helo_name = ""
 # Transport level every message needs until per-class policy exists:
 # none | opportunistic | encrypted | qualified.
 default_level = "opportunistic"
+# TLS parameters encrypted and qualified sessions must keep to:
+# "bsi-tr-02102-2" (TLS 1.2/1.3, ECDHE on P-256/P-384, AES-GCM) or
+# "modern" (adds X25519 and ChaCha20-Poly1305).
+tls_profile = "bsi-tr-02102-2"
 address_preference = "ipv4"
 max_addresses = 10
 connect_timeout = "30s"

@@ -308,7 +308,10 @@ class Relay:
                     for r in rows
                 ],
                 "hosts": [{"name": h.name, "addresses": h.addresses} for h in route.hosts],
-                "tls": {"level": self.cfg.delivery.default_level},
+                "tls": {
+                    "level": self.cfg.delivery.default_level,
+                    "profile": self.cfg.delivery.tls_profile,
+                },
                 "ret": msg["ret"],
                 "envid": msg["envid"],
                 "body": msg["body"],
@@ -400,6 +403,7 @@ class Relay:
                     tls_text,
                     res.get("level", ""),
                     next_ms,
+                    json.dumps(tls, separators=(",", ":")) if tls else "",
                 )
             )
             delivery(
@@ -415,6 +419,7 @@ class Relay:
                 text=text,
                 tls_version=tls["version"] if tls else "",
                 cipher=tls["cipher"] if tls else "",
+                group=tls.get("group", "") if tls else "",
                 level=res.get("level", ""),
                 delay_s=(t - info.received_ms) / 1000,
                 attempt=info.attempts[idx],

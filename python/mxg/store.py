@@ -53,6 +53,7 @@ CREATE TABLE IF NOT EXISTS recipients (
     ip           TEXT,
     tls          TEXT,
     level        TEXT,
+    evidence     TEXT,  -- JSON: what the last session proved (DESIGN.md §2)
     updated_ms   INTEGER,
     dsn_sent     INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (queue_id, idx)
@@ -71,7 +72,8 @@ CREATE TABLE IF NOT EXISTS attempts (
     host         TEXT,
     ip           TEXT,
     tls          TEXT,
-    level        TEXT
+    level        TEXT,
+    evidence     TEXT
 );
 CREATE INDEX IF NOT EXISTS attempts_queue ON attempts(queue_id);
 CREATE TABLE IF NOT EXISTS events (
@@ -115,6 +117,7 @@ class Outcome:
     tls: str = ""
     level: str = ""
     next_ms: int = 0
+    evidence: str = ""
 
 
 class Store:
@@ -237,16 +240,27 @@ class Store:
         t = now_ms()
         with self.transaction() as db:
             for o in outcomes:
-                result = (o.status, o.code, o.enhanced, o.text, o.host, o.ip, o.tls, o.level)
+                result = (
+                    o.status,
+                    o.code,
+                    o.enhanced,
+                    o.text,
+                    o.host,
+                    o.ip,
+                    o.tls,
+                    o.level,
+                    o.evidence or None,
+                )
                 db.execute(
                     "INSERT INTO attempts (queue_id, address, at_ms, status, code, enhanced,"
-                    " text, host, ip, tls, level) SELECT queue_id, address, ?,?,?,?,?,?,?,?,?"
+                    " text, host, ip, tls, level, evidence)"
+                    " SELECT queue_id, address, ?,?,?,?,?,?,?,?,?,?"
                     " FROM recipients WHERE queue_id=? AND idx=?",
                     (t, *result, o.queue_id, o.idx),
                 )
                 db.execute(
                     "UPDATE recipients SET status=?, code=?, enhanced=?, text=?, host=?, ip=?,"
-                    " tls=?, level=?, attempts=attempts+1, next_ms=?, updated_ms=?"
+                    " tls=?, level=?, evidence=?, attempts=attempts+1, next_ms=?, updated_ms=?"
                     " WHERE queue_id=? AND idx=? AND status NOT IN ('sent','bounced','deleted')",
                     (*result, o.next_ms, t, o.queue_id, o.idx),
                 )

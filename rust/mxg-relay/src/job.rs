@@ -1,6 +1,7 @@
 //! Delivery jobs (control plane → data plane) and their results.
 
 use crate::level::TlsLevel;
+use crate::profile::TlsProfile;
 use mxg_spool::Recipient;
 use serde::{Deserialize, Serialize};
 
@@ -16,6 +17,15 @@ pub struct Host {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TlsRequirement {
     pub level: TlsLevel,
+    /// Parameter profile that `encrypted` and `qualified` sessions must
+    /// keep to; also the yardstick for what an opportunistic session
+    /// achieved.
+    #[serde(default = "default_profile")]
+    pub profile: TlsProfile,
+}
+
+fn default_profile() -> TlsProfile {
+    TlsProfile::BsiTr02102_2
 }
 
 /// Deliver one spooled message to some of its recipients, all in one
@@ -71,10 +81,15 @@ pub struct RecipientResult {
     pub level: TlsLevel,
 }
 
+/// What a TLS session proved (DESIGN.md §2 "evidence").
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct TlsInfo {
     pub version: String,
     pub cipher: String,
+    /// Key-exchange group, e.g. `secp256r1`.
+    pub group: String,
+    /// SHA-256 of each certificate the peer presented, end entity first.
+    pub peer_certs_sha256: Vec<String>,
 }
 
 /// One connection attempt that did not end in delivery, for the log.

@@ -13,6 +13,7 @@ pub mod inbound;
 pub mod job;
 pub mod level;
 pub mod outbound;
+pub mod profile;
 pub mod stream;
 pub mod tls;
 

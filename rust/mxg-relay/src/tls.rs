@@ -6,6 +6,7 @@
 //! parameter profiles of the transport-security work narrow this further.
 
 use crate::error::EngineError;
+use crate::profile::TlsProfile;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
@@ -45,13 +46,15 @@ pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, Engin
     Ok(Arc::new(config))
 }
 
-/// Client config for `opportunistic` and `encrypted`: the peer's identity
+/// Client config for `opportunistic` (no profile) and `encrypted` (the
+/// job's profile): the peer's identity
 /// is not checked, but its handshake signature is (DESIGN.md §4 rule 5),
 /// so the session key is really shared with the holder of the presented
 /// certificate. No session resumption: a session made here must never be
 /// resumed under a stricter policy.
-pub fn unauthenticated_client_config() -> Arc<ClientConfig> {
-    let provider = provider();
+pub fn unauthenticated_client_config(profile: Option<TlsProfile>) -> Arc<ClientConfig> {
+    let provider =
+        Arc::new(profile.map_or_else(rustls::crypto::ring::default_provider, TlsProfile::provider));
     let mut config = ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .expect("ring supports the default versions")
@@ -116,7 +119,7 @@ impl ServerCertVerifier for SignatureOnly {
     }
 }
 
-/// "TLSv1.3" and the IANA suite name of an established connection.
+/// Version, suite, group and certificate hashes of an established session.
 pub fn describe(conn: &rustls::CommonState) -> Option<crate::job::TlsInfo> {
     let version = match conn.protocol_version()? {
         rustls::ProtocolVersion::TLSv1_3 => "TLSv1.3".to_owned(),
@@ -126,5 +129,51 @@ pub fn describe(conn: &rustls::CommonState) -> Option<crate::job::TlsInfo> {
     let cipher = conn
         .negotiated_cipher_suite()
         .map(|s| s.suite().as_str().unwrap_or("unknown").to_owned())?;
-    Some(crate::job::TlsInfo { version, cipher })
+    let group = conn
+        .negotiated_key_exchange_group()
+        .map(|g| group_name(g.name()))
+        .unwrap_or_default();
+    let peer_certs_sha256 = conn
+        .peer_certificates()
+        .unwrap_or_default()
+        .iter()
+        .map(|c| hex(ring::digest::digest(&ring::digest::SHA256, c.as_ref()).as_ref()))
+        .collect();
+    Some(crate::job::TlsInfo {
+        version,
+        cipher,
+        group,
+        peer_certs_sha256,
+    })
+}
+
+/// Whether an established session keeps to a profile.
+pub fn within_profile(conn: &rustls::CommonState, profile: TlsProfile) -> bool {
+    let suite = conn.negotiated_cipher_suite().map(|s| s.suite());
+    let group = conn
+        .negotiated_key_exchange_group()
+        .map(rustls::crypto::SupportedKxGroup::name);
+    suite.is_some_and(|s| profile.admits(s, group))
+}
+
+/// IANA TLS Supported Groups names.
+fn group_name(g: rustls::NamedGroup) -> String {
+    match g {
+        rustls::NamedGroup::secp256r1 => "secp256r1".into(),
+        rustls::NamedGroup::secp384r1 => "secp384r1".into(),
+        rustls::NamedGroup::secp521r1 => "secp521r1".into(),
+        rustls::NamedGroup::X25519 => "x25519".into(),
+        rustls::NamedGroup::X448 => "x448".into(),
+        other => format!("{:#06x}", u16::from(other)),
+    }
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
 }

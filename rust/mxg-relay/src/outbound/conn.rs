@@ -3,6 +3,7 @@
 
 use crate::job::TlsInfo;
 use crate::level::TlsLevel;
+use crate::profile::TlsProfile;
 use crate::stream::Stream;
 use mxg_smtp::reply::ReplyError;
 use mxg_smtp::{Reply, ReplyParser};
@@ -71,6 +72,8 @@ pub struct Conn {
     pub ip: IpAddr,
     pub caps: Caps,
     pub tls: Option<TlsInfo>,
+    /// The session keeps to the job's parameter profile.
+    pub within_profile: bool,
     pub messages: usize,
     /// Set when the connection is in an unknown protocol state.
     pub broken: bool,
@@ -106,18 +109,20 @@ impl Conn {
             ip,
             caps: Caps::default(),
             tls: None,
+            within_profile: false,
             messages: 0,
             broken: false,
         })
     }
 
-    /// Level this connection achieves: `encrypted` with TLS (rustls only
-    /// negotiates TLS 1.2/1.3 with ECDHE and AEAD), `none` without.
+    /// Level this connection achieves: `encrypted` with TLS inside the
+    /// parameter profile, `opportunistic` with TLS outside it, `none`
+    /// without TLS.
     pub fn level(&self) -> TlsLevel {
-        if self.tls.is_some() {
-            TlsLevel::Encrypted
-        } else {
-            TlsLevel::None
+        match (&self.tls, self.within_profile) {
+            (Some(_), true) => TlsLevel::Encrypted,
+            (Some(_), false) => TlsLevel::Opportunistic,
+            (None, _) => TlsLevel::None,
         }
     }
 
@@ -224,6 +229,7 @@ impl Conn {
         &mut self,
         config: Arc<rustls::ClientConfig>,
         server_name: rustls::pki_types::ServerName<'static>,
+        profile: TlsProfile,
         timeout: Duration,
     ) -> Result<(), ConnError> {
         let reply = self.command("STARTTLS", timeout, "STARTTLS").await?;
@@ -240,6 +246,7 @@ impl Conn {
         match tokio::time::timeout(timeout, connector.connect(server_name, plain)).await {
             Ok(Ok(tls)) => {
                 self.tls = crate::tls::describe(tls.get_ref().1);
+                self.within_profile = crate::tls::within_profile(tls.get_ref().1, profile);
                 self.stream = Stream::ClientTls(Box::new(tls));
                 Ok(())
             }

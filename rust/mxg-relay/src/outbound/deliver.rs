@@ -156,14 +156,26 @@ impl Run {
         if required.tries_tls() && conn.caps.starttls {
             let name = rustls::pki_types::ServerName::try_from(host.to_owned())
                 .unwrap_or_else(|_| rustls::pki_types::ServerName::IpAddress(ip.into()));
-            conn.starttls(self.client.tls.clone(), name, cmd_timeout)
-                .await?;
+            // The profile narrows the offer only where the level demands it.
+            let offer = required.requires_tls().then_some(job.tls.profile);
+            let config = self.client.tls_config(offer);
+            conn.starttls(config, name, job.tls.profile, cmd_timeout)
+                .await
+                .map_err(|mut e| {
+                    if let Some(p) = offer {
+                        e.text
+                            .push_str(&format!(" (offered only TLS profile {})", p.as_str()));
+                    }
+                    e
+                })?;
             conn.hello(&self.client.helo, cmd_timeout).await?;
         }
         if !meets(conn.level(), required) {
             let why = if required == TlsLevel::Qualified {
                 "validation-failure: no authentication method for the qualified level is available in this build"
-            } else if conn.caps.starttls || conn.tls.is_some() {
+            } else if conn.tls.is_some() {
+                "the TLS session is outside the parameter profile"
+            } else if conn.caps.starttls {
                 "the session does not meet the required level"
             } else {
                 "starttls-not-supported: the server does not offer STARTTLS"

@@ -5,6 +5,7 @@ use super::conn::Conn;
 use crate::config::OutboundConfig;
 use crate::events::EventBus;
 use crate::job::Host;
+use crate::profile::TlsProfile;
 use mxg_spool::Spool;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -27,7 +28,11 @@ struct Idle {
 pub struct Client {
     pub cfg: OutboundConfig,
     pub helo: String,
-    pub tls: Arc<rustls::ClientConfig>,
+    /// Client TLS configurations: without a profile (opportunistic) and
+    /// one per parameter profile.
+    tls_any: Arc<rustls::ClientConfig>,
+    tls_bsi: Arc<rustls::ClientConfig>,
+    tls_modern: Arc<rustls::ClientConfig>,
     pub spool: Arc<Spool>,
     pub bus: Arc<EventBus>,
     destinations: Mutex<HashMap<String, Arc<Destination>>>,
@@ -43,10 +48,20 @@ impl Client {
         Self {
             cfg,
             helo,
-            tls: crate::tls::unauthenticated_client_config(),
+            tls_any: crate::tls::unauthenticated_client_config(None),
+            tls_bsi: crate::tls::unauthenticated_client_config(Some(TlsProfile::BsiTr02102_2)),
+            tls_modern: crate::tls::unauthenticated_client_config(Some(TlsProfile::Modern)),
             spool,
             bus,
             destinations: Mutex::default(),
+        }
+    }
+
+    pub fn tls_config(&self, profile: Option<TlsProfile>) -> Arc<rustls::ClientConfig> {
+        match profile {
+            None => self.tls_any.clone(),
+            Some(TlsProfile::BsiTr02102_2) => self.tls_bsi.clone(),
+            Some(TlsProfile::Modern) => self.tls_modern.clone(),
         }
     }
 
