@@ -73,22 +73,32 @@ class _DnsDaemon:
 
 
 class KnotServer(_DnsDaemon):
-    """Runs knotd with the given zones: ``{"example.test": ["@ MX 10 mx1", ...]}``."""
+    """Runs knotd with the given zones: ``{"example.test": ["@ MX 10 mx1", ...]}``.
+
+    Zones named in ``signed`` are DNSSEC-signed by Knot itself (ECDSA P-256,
+    keys made at start); :meth:`ksk` gives their key-signing key for a
+    validating resolver's trust anchor.
+    """
 
     name = "knot"
 
     def __init__(
-        self, workdir: Path, zones: Mapping[str, Sequence[str]], address: str = "127.0.0.1"
+        self,
+        workdir: Path,
+        zones: Mapping[str, Sequence[str]],
+        address: str = "127.0.0.1",
+        signed: Sequence[str] = (),
     ) -> None:
         self.workdir = workdir
         self.address = address
         self.port = free_udp_tcp_port(address)
         self.zones = zones
+        self.signed = set(signed)
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> KnotServer:
         knotd = shutil.which("knotd") or "/usr/sbin/knotd"
-        for sub in ("zones", "db", "run"):
+        for sub in ("zones", "db", "run", "keys"):
             (self.workdir / sub).mkdir(parents=True, exist_ok=True)
         conf = [
             "server:",
@@ -99,6 +109,15 @@ class KnotServer(_DnsDaemon):
             "log:",
             "  - target: stderr",
             "    any: warning",
+            "keystore:",
+            "  - id: default",
+            "    backend: pem",
+            f'    config: "{self.workdir / "keys"}"',
+            "policy:",
+            "  - id: test",
+            "    algorithm: ecdsap256sha256",
+            "    ksk-lifetime: 0",
+            "    zsk-lifetime: 0",
             "template:",
             "  - id: default",
             f'    storage: "{self.workdir / "zones"}"',
@@ -107,6 +126,8 @@ class KnotServer(_DnsDaemon):
         ]
         for name, records in self.zones.items():
             conf.append(f"  - domain: {name}")
+            if name in self.signed:
+                conf += ["    dnssec-signing: on", "    dnssec-policy: test"]
             zone = [
                 f"$ORIGIN {name}.",
                 "$TTL 30",
@@ -119,7 +140,25 @@ class KnotServer(_DnsDaemon):
         (self.workdir / "knot.conf").write_text("\n".join(conf) + "\n")
         self._spawn([knotd, "-c", str(self.workdir / "knot.conf")])
         self._wait_answers(next(iter(self.zones)))
+        for zone in self.signed:
+            self.ksk(zone)
         return self
+
+    def ksk(self, zone: str) -> str:
+        """The zone's key-signing DNSKEY as zone-file text, once Knot signs."""
+        q = dns.message.make_query(zone, dns.rdatatype.DNSKEY, want_dnssec=True)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            try:
+                r = dns.query.udp(q, self.address, port=self.port, timeout=0.5)
+            except Exception:
+                r = None
+            for rrset in r.answer if r else []:
+                for key in rrset:
+                    if rrset.rdtype == dns.rdatatype.DNSKEY and key.flags == 257:
+                        return f"{zone}. DNSKEY {key.to_text()}"
+            time.sleep(0.1)
+        raise RuntimeError(f"knotd did not sign {zone} in time")
 
 
 class UnboundServer(_DnsDaemon):
@@ -128,7 +167,16 @@ class UnboundServer(_DnsDaemon):
 
     name = "unbound"
 
-    def __init__(self, workdir: Path, knot: KnotServer, address: str = "127.0.0.1") -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        knot: KnotServer,
+        address: str = "127.0.0.1",
+        trust_anchors: Sequence[str] = (),
+    ) -> None:
+        """``trust_anchors``: DNSKEY records (zone-file text) Unbound
+        validates with; without any, it only resolves."""
+        self.trust_anchors = list(trust_anchors)
         self.workdir = workdir
         self.knot = knot
         self.address = address
@@ -152,12 +200,17 @@ class UnboundServer(_DnsDaemon):
             "    do-daemonize: no",
             "    do-not-query-localhost: no",
             "    access-control: 127.0.0.0/8 allow",
-            '    module-config: "iterator"',
+            '    module-config: "validator iterator"'
+            if self.trust_anchors
+            else '    module-config: "iterator"',
             "    cache-max-ttl: 30",
             "    cache-max-negative-ttl: 5",
             "    qname-minimisation: no",
             # RFC 6761 reserves .test; Unbound answers it locally unless told not to.
             '    local-zone: "test." nodefault',
+            # Test zones are islands of trust with short-lived keys.
+            "    val-permissive-mode: no",
+            *(f'    trust-anchor: "{anchor}"' for anchor in self.trust_anchors),
         ]
         for zone in self.knot.zones:
             conf += [
