@@ -132,6 +132,11 @@ class DnsConfig(Section):
     port: int = Field(53, ge=1, le=65535)
     timeout: PositiveSeconds = 10
     cache_size: int = Field(100_000, ge=0)
+    # DESIGN.md §4 rule 3: the AD bit counts only from a resolver the
+    # operator declares validating and trusted (normally on this host).
+    trust_ad: bool = False
+    # A name known to be DNSSEC-signed; its SOA must come back with AD.
+    dnssec_probe: str = "."
 
     @field_validator("nameservers")
     @classmethod

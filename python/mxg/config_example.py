@@ -49,6 +49,11 @@ nameservers = []
 port = 53
 timeout = "10s"
 cache_size = 100000
+# Trust the DNSSEC AD bit of these nameservers: only for a validating
+# resolver you run and trust (normally on this host). mxg checks at start
+# that answers for dnssec_probe (a signed name) come back authenticated.
+trust_ad = false
+dnssec_probe = "."
 
 [delivery]
 port = 25

@@ -27,7 +27,7 @@ from mxg.config import Config
 from mxg.deliverylog import delivery, event, log
 from mxg.dsn import Original, RecipientReport, build_dsn
 from mxg.errors import EngineStopped, MessageNotFound, SpoolError
-from mxg.resolve import DnsResolver, ResolveError, Resolver, Route
+from mxg.resolve import DnsResolver, ResolveError, Resolver, Route, probe_dnssec
 from mxg.schedule import next_attempt_ms
 from mxg.store import Due, Outcome, Store, domain_of, now_ms
 
@@ -44,6 +44,18 @@ class JobInfo:
     # address → recipient indexes (an address may appear twice)
     indexes: dict[str, list[int]] = field(default_factory=dict)
     attempts: dict[int, int] = field(default_factory=dict)
+    route: Route | None = None
+
+    def dnssec(self, host: str) -> dict[str, str]:
+        """Evidence: how the MX answer and the host's addresses were secured."""
+        if self.route is None or not host:
+            return {}
+        h = next((h for h in self.route.hosts if h.name == host), None)
+        secure = {True: "secure", False: "insecure"}
+        out = {"mx_dnssec": secure[self.route.mx_secure]}
+        if h is not None:
+            out["host_dnssec"] = secure[h.secure]
+        return out
 
 
 def _wants(notify: str, kind: str) -> bool:
@@ -87,6 +99,8 @@ class Relay:
         try:
             drop_privileges(cfg.run.user, cfg.data.directory)
             self.store = Store(cfg.db_path)
+            validating, verdict = await probe_dnssec(cfg.dns)
+            event(log, f"DNSSEC: {verdict}", logging.INFO if validating else logging.WARNING)
             await self._recover()
             engine.serve()
             addrs = engine.local_addrs()
@@ -290,6 +304,7 @@ class Relay:
         if found is None:
             return
         msg, rows, info = found
+        info.route = route
         job_id = self._next_job
         self._next_job += 1
         self.jobs[job_id] = info
@@ -389,6 +404,7 @@ class Relay:
                 else:
                     next_ms = nxt
             tls = res.get("tls")
+            dnssec = info.dnssec(res.get("host", ""))
             tls_text = f"{tls['version']} {tls['cipher']}" if tls else ""
             outcomes.append(
                 Outcome(
@@ -403,7 +419,7 @@ class Relay:
                     tls_text,
                     res.get("level", ""),
                     next_ms,
-                    json.dumps(tls, separators=(",", ":")) if tls else "",
+                    _evidence(tls, dnssec),
                 )
             )
             delivery(
@@ -420,6 +436,7 @@ class Relay:
                 tls_version=tls["version"] if tls else "",
                 cipher=tls["cipher"] if tls else "",
                 group=tls.get("group", "") if tls else "",
+                dnssec=_dnssec_word(dnssec),
                 level=res.get("level", ""),
                 delay_s=(t - info.received_ms) / 1000,
                 attempt=info.attempts[idx],
@@ -597,6 +614,19 @@ def _split_by_domain(env: dict[str, Any]) -> list[Due]:
     for i, r in enumerate(env["recipients"]):
         by.setdefault(domain_of(r["address"]), []).append(i)
     return [Due(env["queue_id"], d, tuple(ix)) for d, ix in by.items()]
+
+
+def _evidence(tls: dict[str, Any] | None, dnssec: dict[str, str]) -> str:
+    """What an attempt proved, as stored JSON (DESIGN.md §2)."""
+    evidence = {**(tls or {}), **dnssec}
+    return json.dumps(evidence, separators=(",", ":")) if evidence else ""
+
+
+def _dnssec_word(dnssec: dict[str, str]) -> str:
+    """``secure`` when both the MX answer and the host's addresses were."""
+    if not dnssec:
+        return ""
+    return "secure" if set(dnssec.values()) == {"secure"} else "insecure"
 
 
 def _report(row: Any, action: str) -> RecipientReport:

@@ -2,9 +2,15 @@
 
 MX records in preference order, equal preferences shuffled; the domain's
 own A/AAAA records when it has no MX (implicit MX); a null MX ("MX 0 .")
-as a permanent failure. dnspython follows CNAMEs and its cache honours
-TTLs. The resolver sits behind :class:`Resolver` so tests can inject a
-double; the real one talks to the configured or the system's resolver.
+as a permanent failure. dnspython follows CNAMEs. The resolver sits behind
+:class:`Resolver` so tests can inject a double; the real one talks to the
+configured or the system's resolver.
+
+DNSSEC (DESIGN.md §4 rule 3): every answer is classified *secure* (the
+resolver set the AD bit and the operator declared it trusted,
+``dns.trust_ad``), *insecure* (anything else that resolved) or failed
+(SERVFAIL - which is how a validating resolver reports bogus data -,
+timeouts: a transient error, never read as insecure).
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from typing import Protocol
 import anyio
 import dns.asyncresolver
 import dns.exception
+import dns.flags
 import dns.name
 import dns.rdatatype
 import dns.resolver
@@ -30,6 +37,8 @@ from mxg.config import DnsConfig
 class Host:
     name: str
     addresses: list[str]
+    # Every address answer (A, AAAA, also "no such data") was DNSSEC-secure.
+    secure: bool = False
 
 
 @dataclass(frozen=True)
@@ -42,6 +51,8 @@ class Route:
     # MX preference of each host, so a cached route can be shuffled anew
     # among equal preferences for every delivery (RFC 5321 §5.1).
     prefs: tuple[int, ...] = ()
+    # The MX answer (or for an implicit MX the address answers) was secure.
+    mx_secure: bool = False
 
     def reshuffled(self) -> Route:
         if len(set(self.prefs)) == len(self.prefs):
@@ -131,6 +142,12 @@ class DnsResolver:
             r = dns.asyncresolver.Resolver()
         r.lifetime = cfg.timeout
         r.timeout = min(cfg.timeout, 3.0)
+        self._trust_ad = cfg.trust_ad
+        if cfg.trust_ad:
+            # RFC 6840 §5.7: AD in the query asks for AD in the answer; DO
+            # (RFC 3225) as well, so validators that want it answer alike.
+            r.use_edns(0, dns.flags.DO, 1232)
+            r.flags = dns.flags.RD | dns.flags.AD
         self._r = r
         self._prefer = prefer
         self._max_addresses = max_addresses
@@ -156,14 +173,25 @@ class DnsResolver:
         while len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
 
-    async def _query(self, name: str, rdtype: str, ttl: _MinTtl) -> Sequence[object] | None:
-        """Records, None for 'no such data' (NODATA), raises for NXDOMAIN
-        (as dns.resolver.NXDOMAIN) and _Transient for everything else."""
+    def _secure(self, response: object) -> bool:
+        flags = getattr(response, "flags", 0)
+        return self._trust_ad and bool(flags & dns.flags.AD)
+
+    async def _query(
+        self, name: str, rdtype: str, ttl: _MinTtl
+    ) -> tuple[Sequence[object] | None, bool]:
+        """Records (None for 'no such data') and whether the answer was
+        DNSSEC-secure; raises for NXDOMAIN (as dns.resolver.NXDOMAIN) and
+        _Transient for everything else, SERVFAIL from validation included."""
         try:
             answer = await self._r.resolve(name, rdtype, search=False)
         except dns.resolver.NoAnswer as e:
             ttl.saw(_negative_ttl(e))
-            return None
+            try:
+                response = e.response()  # type: ignore[no-untyped-call]
+            except Exception:
+                response = None
+            return None, self._secure(response)
         except dns.resolver.NXDOMAIN as e:
             ttl.saw(_negative_ttl(e))
             raise
@@ -173,21 +201,31 @@ class DnsResolver:
             dns.resolver.YXDOMAIN,
             dns.exception.DNSException,
         ) as e:
+            if isinstance(e, dns.resolver.NoNameservers) and "SERVFAIL" in str(e):
+                # How a validating resolver reports DNSSEC-bogus data.
+                raise _Transient(
+                    f"{rdtype} lookup for {name} failed: the resolver answered SERVFAIL "
+                    "(DNSSEC validation failure or server failure)"
+                ) from e
             raise _Transient(f"{rdtype} lookup for {name} failed: {e}") from e
         if answer.rrset is not None:
             ttl.saw(answer.rrset.ttl)
-        return list(answer)
+        return list(answer), self._secure(answer.response)
 
-    async def _addresses(self, name: str, ttl: _MinTtl) -> list[str]:
+    async def _addresses(self, name: str, ttl: _MinTtl) -> tuple[list[str], bool]:
+        """Addresses in preference order, and whether all answers were secure."""
         results: dict[str, list[str]] = {"A": [], "AAAA": []}
         errors: list[str] = []
+        secure: dict[str, bool] = {}
 
         async def one(rdtype: str) -> None:
             try:
-                recs = await self._query(name, rdtype, ttl)
+                recs, secure[rdtype] = await self._query(name, rdtype, ttl)
             except dns.resolver.NXDOMAIN:
+                secure[rdtype] = False
                 return
             except _Transient as e:
+                secure[rdtype] = False
                 errors.append(str(e))
                 return
             results[rdtype] = [r.address for r in recs or []]  # type: ignore[attr-defined]
@@ -199,7 +237,7 @@ class DnsResolver:
         addrs = results[order[0]] + results[order[1]]
         if not addrs and errors:
             raise _Transient("; ".join(errors))
-        return addrs
+        return addrs, all(secure.values())
 
     async def route(self, domain: str) -> Route:
         domain = domain.rstrip(".").lower()
@@ -226,7 +264,7 @@ class DnsResolver:
 
     async def _resolve(self, domain: str, ttl: _MinTtl) -> Route:
         try:
-            mx = await self._query(domain, "MX", ttl)
+            mx, mx_secure = await self._query(domain, "MX", ttl)
         except dns.resolver.NXDOMAIN:
             raise ResolveError(
                 domain,
@@ -266,12 +304,12 @@ class DnsResolver:
             if budget <= 0:
                 break
             try:
-                addrs = await self._addresses(name, ttl)
+                addrs, secure = await self._addresses(name, ttl)
             except _Transient as e:
                 errors.append(str(e))
                 continue
             if addrs:
-                hosts.append(Host(name, addrs[:budget]))
+                hosts.append(Host(name, addrs[:budget], secure))
                 prefs.append(pref)
                 budget -= len(addrs[:budget])
         if not hosts:
@@ -280,12 +318,12 @@ class DnsResolver:
             raise ResolveError(
                 domain, f"no MX host of {domain} has an address", permanent=False, enhanced="4.4.4"
             )
-        return Route(domain, hosts, prefs=tuple(prefs))
+        return Route(domain, hosts, prefs=tuple(prefs), mx_secure=mx_secure)
 
     async def _implicit(self, domain: str, ttl: _MinTtl) -> Route:
         """RFC 5321 §5.1: no MX, so the domain itself is the host."""
         try:
-            addrs = await self._addresses(domain, ttl)
+            addrs, secure = await self._addresses(domain, ttl)
         except _Transient as e:
             raise ResolveError(domain, str(e), permanent=False) from None
         if not addrs:
@@ -295,4 +333,32 @@ class DnsResolver:
                 permanent=True,
                 enhanced="5.1.2",
             )
-        return Route(domain, [Host(domain, addrs[: self._max_addresses])], implicit=True)
+        hosts = [Host(domain, addrs[: self._max_addresses], secure)]
+        return Route(domain, hosts, implicit=True, mx_secure=secure)
+
+
+async def probe_dnssec(cfg: DnsConfig) -> tuple[bool, str]:
+    """Whether the configured resolver validates: the SOA of
+    ``dns.dnssec_probe`` (a name known to be signed) must come back with
+    the AD bit. Returns the verdict and a sentence for the start-up log."""
+    if not cfg.trust_ad:
+        return False, (
+            "DNSSEC answers are not trusted (dns.trust_ad = false): "
+            "DANE and dnssec-pkix are unavailable"
+        )
+    resolver = DnsResolver(cfg)
+    try:
+        answer = await resolver._r.resolve(cfg.dnssec_probe, "SOA", search=False)
+    except dns.exception.DNSException as e:
+        return False, (
+            f"DNSSEC probe of {cfg.dnssec_probe} failed ({e}): DANE and dnssec-pkix are unavailable"
+        )
+    if resolver._secure(answer.response):
+        return True, (
+            f"the resolver validates DNSSEC (AD on {cfg.dnssec_probe}): DANE and "
+            "dnssec-pkix are available"
+        )
+    return False, (
+        f"the resolver does not validate DNSSEC (no AD on {cfg.dnssec_probe}): "
+        "DANE and dnssec-pkix are unavailable"
+    )

@@ -24,16 +24,30 @@ ZONES = {
     "alias.test": ["@ MX 10 mail", "mail CNAME mx1.good.test."],
     # A real Postfix receives for this domain (tests/e2e/test_postfix.py).
     "postfix.test": ["@ MX 10 mx", "mx A 127.0.0.1"],
+    # DNSSEC: a signed zone, a signed zone whose MX host lives in an
+    # unsigned one, and a signed zone Unbound holds a wrong key for (bogus).
+    "secure.test": ["@ MX 10 mx", "mx A 127.0.0.11"],
+    "mixed.test": ["@ MX 10 mx1.good.test."],
+    "bogus.test": ["@ MX 10 mx", "mx A 127.0.0.11"],
     # Nothing listens on the IPv4 address; the IPv6 one answers.
     "v6.test": ["@ MX 10 mx", "mx A 127.0.0.29", "mx AAAA ::1"],
 }
 
 
+SIGNED = ("secure.test", "mixed.test", "bogus.test")
+
+
 @pytest.fixture(scope="session")
 def dns_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UnboundServer]:
     """The resolver mxg uses: Unbound, recursing into the Knot-served zones."""
-    knot = KnotServer(tmp_path_factory.mktemp("knot"), ZONES).start()
-    unbound = UnboundServer(tmp_path_factory.mktemp("unbound"), knot).start()
+    knot = KnotServer(tmp_path_factory.mktemp("knot"), ZONES, signed=SIGNED).start()
+    anchors = [
+        knot.ksk("secure.test"),
+        knot.ksk("mixed.test"),
+        # bogus.test is validated with another zone's key: SERVFAIL.
+        knot.ksk("secure.test").replace("secure.test.", "bogus.test.", 1),
+    ]
+    unbound = UnboundServer(tmp_path_factory.mktemp("unbound"), knot, trust_anchors=anchors).start()
     yield unbound
     unbound.stop()
     knot.stop()
@@ -75,6 +89,8 @@ directory = "{data}"
 nameservers = ["{dns.address}"]
 port = {dns.port}
 timeout = "3s"
+trust_ad = true
+dnssec_probe = "secure.test"
 
 [delivery]
 port = {SINK_PORT}
