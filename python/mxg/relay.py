@@ -322,7 +322,10 @@ class Relay:
                     }
                     for r in rows
                 ],
-                "hosts": [{"name": h.name, "addresses": h.addresses} for h in route.hosts],
+                "hosts": [
+                    {"name": h.name, "addresses": h.addresses, "tlsa": list(h.tlsa)}
+                    for h in route.hosts
+                ],
                 "tls": {
                     "level": self.cfg.delivery.default_level,
                     "profile": self.cfg.delivery.tls_profile,
@@ -436,6 +439,7 @@ class Relay:
                 tls_version=tls["version"] if tls else "",
                 cipher=tls["cipher"] if tls else "",
                 group=tls.get("group", "") if tls else "",
+                method=tls.get("method", "") if tls else "",
                 dnssec=_dnssec_word(dnssec),
                 level=res.get("level", ""),
                 delay_s=(t - info.received_ms) / 1000,

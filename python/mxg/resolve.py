@@ -20,7 +20,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Protocol
+from typing import Any, Protocol
 
 import anyio
 import dns.asyncresolver
@@ -39,6 +39,9 @@ class Host:
     addresses: list[str]
     # Every address answer (A, AAAA, also "no such data") was DNSSEC-secure.
     secure: bool = False
+    # DNSSEC-secure TLSA records at _25._tcp.<name> (RFC 7672 §2.2), as
+    # {"usage", "selector", "mtype", "data"}; the data plane uses them.
+    tlsa: tuple[dict[str, int | str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -318,7 +321,9 @@ class DnsResolver:
             raise ResolveError(
                 domain, f"no MX host of {domain} has an address", permanent=False, enhanced="4.4.4"
             )
-        return Route(domain, hosts, prefs=tuple(prefs), mx_secure=mx_secure)
+        return await self._with_tlsa(
+            Route(domain, hosts, prefs=tuple(prefs), mx_secure=mx_secure), ttl
+        )
 
     async def _implicit(self, domain: str, ttl: _MinTtl) -> Route:
         """RFC 5321 §5.1: no MX, so the domain itself is the host."""
@@ -334,7 +339,40 @@ class DnsResolver:
                 enhanced="5.1.2",
             )
         hosts = [Host(domain, addrs[: self._max_addresses], secure)]
-        return Route(domain, hosts, implicit=True, mx_secure=secure)
+        return await self._with_tlsa(Route(domain, hosts, implicit=True, mx_secure=secure), ttl)
+
+    async def _with_tlsa(self, route: Route, ttl: _MinTtl) -> Route:
+        """TLSA records for hosts reached through a secure MX answer with
+        secure addresses (RFC 7672 §2.2). A failed TLSA lookup makes that
+        host unusable for now - never "no DANE" (DESIGN.md §4 rule 2)."""
+        if not route.mx_secure:
+            return route
+        hosts: list[Host] = []
+        prefs: list[int] = []
+        failures: list[str] = []
+        for i, host in enumerate(route.hosts):
+            if not host.secure:
+                hosts.append(host)
+                prefs += route.prefs[i : i + 1]
+                continue
+            name = f"_25._tcp.{host.name}"
+            try:
+                records, secure = await self._query(name, "TLSA", ttl)
+            except dns.resolver.NXDOMAIN:
+                records, secure = None, False
+            except _Transient as e:
+                failures.append(f"{e} (the MX host {host.name} is unusable for now, RFC 7672 2.2)")
+                continue
+            tlsa = tuple(_tlsa_record(r) for r in records or []) if secure else ()
+            hosts.append(replace(host, tlsa=tlsa))
+            prefs += route.prefs[i : i + 1]
+        if not hosts:
+            raise ResolveError(route.domain, "; ".join(failures), permanent=False, enhanced="4.7.5")
+        return replace(route, hosts=hosts, prefs=tuple(prefs))
+
+
+def _tlsa_record(r: Any) -> dict[str, int | str]:
+    return {"usage": r.usage, "selector": r.selector, "mtype": r.mtype, "data": r.cert.hex()}
 
 
 async def probe_dnssec(cfg: DnsConfig) -> tuple[bool, str]:

@@ -3,11 +3,13 @@ own loopback addresses, and mxg started as a process."""
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.support.certs import self_signed, spki_sha256
 from tests.support.dns import KnotServer, UnboundServer, free_port
 from tests.support.mxgproc import MxgProcess
 from tests.support.sinks import Sink
@@ -34,16 +36,41 @@ ZONES = {
 }
 
 
-SIGNED = ("secure.test", "mixed.test", "bogus.test")
+SIGNED = (
+    "secure.test",
+    "mixed.test",
+    "bogus.test",
+    "dane.test",
+    "danebad.test",
+    "danenotls.test",
+    "notlsa.test",
+)
 
 
 @pytest.fixture(scope="session")
-def dns_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UnboundServer]:
+def dane_cert(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """Certificate of the DANE receiving server (127.0.0.17): its name does
+    not even match, DANE-EE authenticates by key alone (RFC 7672 3.1.1)."""
+    return self_signed(tmp_path_factory.mktemp("dane"), "unrelated.example")
+
+
+@pytest.fixture(scope="session")
+def dns_server(
+    tmp_path_factory: pytest.TempPathFactory, dane_cert: tuple[Path, Path]
+) -> Iterator[UnboundServer]:
     """The resolver mxg uses: Unbound, recursing into the Knot-served zones."""
-    knot = KnotServer(tmp_path_factory.mktemp("knot"), ZONES, signed=SIGNED).start()
-    anchors = [
-        knot.ksk("secure.test"),
-        knot.ksk("mixed.test"),
+    key_hash = spki_sha256(dane_cert[0])
+    zones = {
+        **ZONES,
+        # DANE-EE that matches; one that matches nothing; TLSA but no STARTTLS.
+        "dane.test": ["@ MX 10 mx", "mx A 127.0.0.17", f"_25._tcp.mx TLSA 3 1 1 {key_hash}"],
+        "danebad.test": ["@ MX 10 mx", "mx A 127.0.0.17", f"_25._tcp.mx TLSA 3 1 1 {'0' * 64}"],
+        "danenotls.test": ["@ MX 10 mx", "mx A 127.0.0.11", f"_25._tcp.mx TLSA 3 1 1 {key_hash}"],
+        # Signed, STARTTLS offered, but no TLSA: nothing authenticates it.
+        "notlsa.test": ["@ MX 10 mx", "mx A 127.0.0.17"],
+    }
+    knot = KnotServer(tmp_path_factory.mktemp("knot"), zones, signed=SIGNED).start()
+    anchors = [knot.ksk(z) for z in SIGNED if z != "bogus.test"] + [
         # bogus.test is validated with another zone's key: SERVFAIL.
         knot.ksk("secure.test").replace("secure.test.", "bogus.test.", 1),
     ]
@@ -54,7 +81,7 @@ def dns_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UnboundServ
 
 
 @pytest.fixture
-def sinks() -> Iterator[dict[str, Sink]]:
+def sinks(dane_cert: tuple[Path, Path]) -> Iterator[dict[str, Sink]]:
     started = {
         name: Sink(addr, SINK_PORT).start()
         for name, addr in (
@@ -67,6 +94,9 @@ def sinks() -> Iterator[dict[str, Sink]]:
             ("v6", "::1"),
         )
     }
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(*dane_cert)
+    started["dane"] = Sink("127.0.0.17", SINK_PORT).start(tls_context=ctx, require_starttls=False)
     yield started
     for s in started.values():
         s.stop()

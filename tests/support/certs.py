@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import subprocess
 from pathlib import Path
 
@@ -35,3 +36,14 @@ def self_signed(directory: Path, name: str) -> tuple[Path, Path]:
         capture_output=True,
     )
     return cert, key
+
+
+def spki_sha256(cert: Path) -> str:
+    """SHA-256 of the certificate's SubjectPublicKeyInfo: TLSA "3 1 1" data."""
+    pem = subprocess.run(
+        ["openssl", "x509", "-in", str(cert), "-pubkey", "-noout"], check=True, capture_output=True
+    ).stdout
+    der = subprocess.run(
+        ["openssl", "pkey", "-pubin", "-outform", "DER"], input=pem, check=True, capture_output=True
+    ).stdout
+    return hashlib.sha256(der).hexdigest()

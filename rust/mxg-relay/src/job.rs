@@ -10,6 +10,11 @@ use serde::{Deserialize, Serialize};
 pub struct Host {
     pub name: String,
     pub addresses: Vec<std::net::IpAddr>,
+    /// DNSSEC-secure TLSA records at `_25._tcp.<name>` (RFC 7672 §2.2);
+    /// when any is usable, TLS and DANE authentication are mandatory for
+    /// this host whatever the job's level.
+    #[serde(default)]
+    pub tlsa: Vec<mxg_dane::Tlsa>,
 }
 
 /// The transport requirement for a job. Later work adds the
@@ -90,6 +95,12 @@ pub struct TlsInfo {
     pub group: String,
     /// SHA-256 of each certificate the peer presented, end entity first.
     pub peer_certs_sha256: Vec<String>,
+    /// How the peer was authenticated (`dane-ee`, `dane-ta`), if it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+    /// The TLSA record that matched.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tlsa: Option<String>,
 }
 
 /// One connection attempt that did not end in delivery, for the log.

@@ -66,6 +66,30 @@ pub fn unauthenticated_client_config(profile: Option<TlsProfile>) -> Arc<ClientC
     Arc::new(config)
 }
 
+/// Client config that authenticates the server by DANE (one per
+/// connection: the verifier holds that host's records and its verdict).
+/// No resumption, so a session is never resumed under another policy.
+pub fn dane_client_config(
+    verifier: Arc<mxg_dane::DaneVerifier>,
+    profile: Option<TlsProfile>,
+) -> Arc<ClientConfig> {
+    let provider =
+        Arc::new(profile.map_or_else(rustls::crypto::ring::default_provider, TlsProfile::provider));
+    let mut config = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("ring supports the default versions")
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_no_client_auth();
+    config.resumption = rustls::client::Resumption::disabled();
+    Arc::new(config)
+}
+
+/// The crypto provider DANE verification checks signatures with.
+pub fn verification_provider() -> Arc<CryptoProvider> {
+    provider()
+}
+
 /// Accepts any certificate, verifies the handshake signature with it.
 #[derive(Debug)]
 struct SignatureOnly {
@@ -144,6 +168,8 @@ pub fn describe(conn: &rustls::CommonState) -> Option<crate::job::TlsInfo> {
         cipher,
         group,
         peer_certs_sha256,
+        method: None,
+        tlsa: None,
     })
 }
 

@@ -74,6 +74,8 @@ pub struct Conn {
     pub tls: Option<TlsInfo>,
     /// The session keeps to the job's parameter profile.
     pub within_profile: bool,
+    /// The server was authenticated by DANE.
+    pub dane: Option<mxg_dane::DaneMatch>,
     pub messages: usize,
     /// Set when the connection is in an unknown protocol state.
     pub broken: bool,
@@ -110,16 +112,18 @@ impl Conn {
             caps: Caps::default(),
             tls: None,
             within_profile: false,
+            dane: None,
             messages: 0,
             broken: false,
         })
     }
 
-    /// Level this connection achieves: `encrypted` with TLS inside the
-    /// parameter profile, `opportunistic` with TLS outside it, `none`
-    /// without TLS.
+    /// Level this connection achieves: `qualified` when the server was
+    /// also authenticated, `encrypted` with TLS inside the parameter
+    /// profile, `opportunistic` with TLS outside it, `none` without TLS.
     pub fn level(&self) -> TlsLevel {
         match (&self.tls, self.within_profile) {
+            (Some(_), true) if self.dane.is_some() => TlsLevel::Qualified,
             (Some(_), true) => TlsLevel::Encrypted,
             (Some(_), false) => TlsLevel::Opportunistic,
             (None, _) => TlsLevel::None,

@@ -5,10 +5,12 @@ use super::conn::{Conn, ConnError};
 use super::pool::Client;
 use super::wire::{dot_stuff, xtext};
 use crate::events::Event;
-use crate::job::{AttemptNote, DeliveryJob, RecipientResult, Status};
+use crate::job::{AttemptNote, DeliveryJob, Host, RecipientResult, Status};
 use crate::level::TlsLevel;
+use mxg_dane::DaneVerifier;
 use mxg_smtp::Reply;
 use mxg_spool::Recipient;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -106,7 +108,7 @@ impl Run {
                 if self.pending.is_empty() {
                     return;
                 }
-                let conn = match self.open(job, &host.name, *ip).await {
+                let conn = match self.open(job, host, *ip).await {
                     Ok(conn) => conn,
                     Err(e) => {
                         self.note(&host.name, &ip.to_string(), &e.text);
@@ -134,15 +136,11 @@ impl Run {
 
     /// Connects, greets and brings the session to the required level. The
     /// requirement is checked here, before any MAIL FROM (rule 1).
-    async fn open(
-        &self,
-        job: &DeliveryJob,
-        host: &str,
-        ip: std::net::IpAddr,
-    ) -> Result<Conn, ConnError> {
+    async fn open(&self, job: &DeliveryJob, host: &Host, ip: IpAddr) -> Result<Conn, ConnError> {
         let cfg = &self.client.cfg;
         let required = job.tls.level;
-        let mut conn = Conn::connect(host, ip, cfg.port, secs(cfg.connect_timeout_s)).await?;
+        let name = host.name.as_str();
+        let mut conn = Conn::connect(name, ip, cfg.port, secs(cfg.connect_timeout_s)).await?;
         let greeting = conn
             .read_reply(secs(cfg.greeting_timeout_s), "greeting")
             .await?;
@@ -153,26 +151,58 @@ impl Run {
         }
         let cmd_timeout = secs(cfg.command_timeout_s);
         conn.hello(&self.client.helo, cmd_timeout).await?;
-        if required.tries_tls() && conn.caps.starttls {
-            let name = rustls::pki_types::ServerName::try_from(host.to_owned())
+        // RFC 7672 §2.2: usable TLSA records make TLS and DANE mandatory
+        // for this host, whatever the message's level asks.
+        let dane = Arc::new(DaneVerifier::new(
+            &host.tlsa,
+            vec![host.name.clone()],
+            crate::tls::verification_provider(),
+        ));
+        let dane_applies = dane.has_usable_records();
+        if dane_applies && !conn.caps.starttls {
+            let text = format!(
+                "{name}[{ip}]: starttls-not-supported: the server publishes TLSA records but does not offer STARTTLS (RFC 7672 2.2)"
+            );
+            conn.quit().await;
+            return Err(ConnError { text, reply: None });
+        }
+        if (required.tries_tls() || dane_applies) && conn.caps.starttls {
+            let server_name = rustls::pki_types::ServerName::try_from(host.name.clone())
                 .unwrap_or_else(|_| rustls::pki_types::ServerName::IpAddress(ip.into()));
             // The profile narrows the offer only where the level demands it.
             let offer = required.requires_tls().then_some(job.tls.profile);
-            let config = self.client.tls_config(offer);
-            conn.starttls(config, name, job.tls.profile, cmd_timeout)
-                .await
-                .map_err(|mut e| {
-                    if let Some(p) = offer {
-                        e.text
-                            .push_str(&format!(" (offered only TLS profile {})", p.as_str()));
-                    }
-                    e
-                })?;
+            let config = if dane_applies {
+                crate::tls::dane_client_config(dane.clone(), offer)
+            } else {
+                self.client.tls_config(offer)
+            };
+            let handshake = conn
+                .starttls(config, server_name, job.tls.profile, cmd_timeout)
+                .await;
+            if let Err(mut e) = handshake {
+                if let Some(Err(failure)) = dane.outcome() {
+                    e.text = format!(
+                        "{name}[{ip}]: DANE authentication failed: {}: {failure}",
+                        failure.result_type()
+                    );
+                } else if let Some(p) = offer {
+                    e.text
+                        .push_str(&format!(" (offered only TLS profile {})", p.as_str()));
+                }
+                return Err(e);
+            }
+            if let Some(Ok(found)) = dane.outcome() {
+                if let Some(info) = conn.tls.as_mut() {
+                    info.method = Some(found.method.to_owned());
+                    info.tlsa = Some(found.record.clone());
+                }
+                conn.dane = Some(found);
+            }
             conn.hello(&self.client.helo, cmd_timeout).await?;
         }
         if !meets(conn.level(), required) {
-            let why = if required == TlsLevel::Qualified {
-                "validation-failure: no authentication method for the qualified level is available in this build"
+            let why = if required == TlsLevel::Qualified && conn.tls.is_some() {
+                "validation-failure: the server could not be authenticated (no usable DNSSEC-secure TLSA records)"
             } else if conn.tls.is_some() {
                 "the TLS session is outside the parameter profile"
             } else if conn.caps.starttls {
@@ -181,7 +211,7 @@ impl Run {
                 "starttls-not-supported: the server does not offer STARTTLS"
             };
             let text = format!(
-                "{host}[{ip}]: required transport level {} not met: {why}",
+                "{name}[{ip}]: required transport level {} not met: {why}",
                 required.as_str()
             );
             conn.quit().await;

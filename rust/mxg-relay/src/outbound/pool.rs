@@ -86,9 +86,14 @@ impl Client {
         let mut idle = dest.idle.lock().expect("idle list poisoned");
         let pos = idle.iter().rposition(|i| {
             i.policy == policy
-                && hosts
-                    .iter()
-                    .any(|h| h.name == i.conn.host && h.addresses.contains(&i.conn.ip))
+                && hosts.iter().any(|h| {
+                    h.name == i.conn.host
+                        && h.addresses.contains(&i.conn.ip)
+                        // A host that now publishes usable TLSA records
+                        // needs a DANE-authenticated session.
+                        && (i.conn.dane.is_some()
+                            || !h.tlsa.iter().any(|r| mxg_dane::classify(r).is_ok()))
+                })
         })?;
         Some(idle.swap_remove(pos).conn)
     }
