@@ -198,6 +198,43 @@ def cmd_queue_action(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_check(args: argparse.Namespace) -> int:
+    import anyio
+
+    from mxg import check
+
+    domains = list(args.domains)
+    if args.file:
+        text = sys.stdin.read() if args.file == "-" else Path(args.file).read_text()
+        domains += [d.split("#", 1)[0].strip() for d in text.splitlines()]
+    domains = list(dict.fromkeys(d for d in domains if d))
+    if not domains:
+        raise MxgError("check: name at least one domain, or --file")
+    cfg = _load(args)
+    show_progress = args.file is not None and sys.stderr.isatty()
+
+    async def run() -> list[check.DomainReport]:
+        return await check.check_domains(
+            cfg,
+            domains,
+            concurrency=args.concurrency,
+            progress=check.stderr_progress if show_progress else None,
+        )
+
+    reports = anyio.run(run, backend=cfg.run.backend)
+    if args.json:
+        output = check.to_json(reports) + "\n"
+    elif args.csv:
+        output = check.to_csv(reports)
+    else:
+        output = check.to_text(reports)
+    if args.out:
+        Path(args.out).write_text(output)
+    else:
+        sys.stdout.write(output)
+    return check.exit_code(reports)
+
+
 def cmd_version(args: argparse.Namespace) -> int:
     from mxg import _core
 
@@ -246,6 +283,23 @@ def build_parser() -> argparse.ArgumentParser:
         a.add_argument("queue_id")
         a.add_argument("--reason", default="", help="recorded with the action")
         a.set_defaults(fn=cmd_queue_action)
+
+    chk = sub.add_parser(
+        "check",
+        help="which transport level can a domain receive? (never sends mail)",
+        description="Probes every MX host through the delivery code path up to the TLS "
+        "handshake and reports DNSSEC, TLSA, STARTTLS, TLS parameters, certificate and the "
+        "level reached. Exit status: 0 qualified, 1 encrypted, 2 opportunistic, 3 none, "
+        "4 unresolvable; with several domains that of the weakest.",
+    )
+    chk.add_argument("domains", nargs="*")
+    chk.add_argument("--file", help="domains, one per line ('-' for standard input)")
+    fmt = chk.add_mutually_exclusive_group()
+    fmt.add_argument("--json", action="store_true")
+    fmt.add_argument("--csv", action="store_true")
+    chk.add_argument("--out", help="write the report to this file")
+    chk.add_argument("--concurrency", type=int, default=20, help="domains at once")
+    chk.set_defaults(fn=cmd_check)
 
     v = sub.add_parser("version", help="print the version")
     v.set_defaults(fn=cmd_version)

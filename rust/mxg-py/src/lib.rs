@@ -9,7 +9,7 @@
 mod error;
 
 use error::to_py;
-use mxg_relay::{DeliveryJob, Engine as RustEngine, EngineConfig};
+use mxg_relay::{DeliveryJob, Engine as RustEngine, EngineConfig, ProbeJob};
 use mxg_spool::Envelope;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
@@ -85,6 +85,15 @@ impl Engine {
             engine.submit(job).map_err(|e| to_py(py, &e))?;
         }
         Ok(())
+    }
+
+    /// Probes hosts without sending mail (`mxg check`); the result arrives
+    /// as a `probe_done` event.
+    fn probe(&self, py: Python<'_>, job_json: &str) -> PyResult<()> {
+        let engine = self.check()?;
+        let job: ProbeJob = serde_json::from_str(job_json)
+            .map_err(|e| to_py(py, &mxg_relay::EngineError::Job(e.to_string())))?;
+        engine.probe(job).map_err(|e| to_py(py, &e))
     }
 
     /// Spools a message made by the control plane; returns the envelope

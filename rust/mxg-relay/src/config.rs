@@ -13,7 +13,8 @@ use std::time::Duration;
 pub struct EngineConfig {
     /// Our host name, in the greeting, EHLO and Received headers.
     pub hostname: String,
-    /// Addresses to listen on, `ip:port`.
+    /// Addresses to listen on, `ip:port`; none for an engine that only
+    /// sends (`mxg check`).
     pub listen: Vec<String>,
     pub spool_dir: PathBuf,
     /// Networks allowed to relay through us (DESIGN.md §4 rule 7).
@@ -138,9 +139,6 @@ impl EngineConfig {
     pub fn from_json(json: &str) -> Result<Self, crate::EngineError> {
         let cfg: Self =
             serde_json::from_str(json).map_err(|e| crate::EngineError::Config(e.to_string()))?;
-        if cfg.listen.is_empty() {
-            return Err(crate::EngineError::Config("listen is empty".into()));
-        }
         if cfg.tls_cert.is_some() != cfg.tls_key.is_some() {
             return Err(crate::EngineError::Config(
                 "tls_cert and tls_key go together".into(),

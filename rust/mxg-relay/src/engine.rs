@@ -5,7 +5,7 @@ use crate::config::EngineConfig;
 use crate::error::EngineError;
 use crate::events::{Event, EventBus};
 use crate::inbound::{self, Listeners, ServerShared};
-use crate::job::DeliveryJob;
+use crate::job::{DeliveryJob, ProbeJob};
 use crate::outbound::{self, Client};
 use mxg_spool::{new_queue_id, Envelope, Spool};
 use std::net::SocketAddr;
@@ -132,6 +132,12 @@ impl Engine {
             )));
         }
         rt.spawn(outbound::deliver(self.client.clone(), job));
+        Ok(())
+    }
+
+    pub fn probe(&self, job: ProbeJob) -> Result<(), EngineError> {
+        let rt = self.rt()?;
+        rt.spawn(outbound::probe(self.client.clone(), job));
         Ok(())
     }
 

@@ -7,7 +7,7 @@
 //! the pipe first and then takes the whole vector (see `drain` for why
 //! that order loses no wake-up).
 
-use crate::job::{AttemptNote, RecipientResult};
+use crate::job::{AttemptNote, HostProbe, RecipientResult};
 use mxg_spool::Envelope;
 use serde::Serialize;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -27,6 +27,12 @@ pub enum Event {
         attempts: Vec<AttemptNote>,
         started_ms: u64,
         finished_ms: u64,
+    },
+    /// A probe (`mxg check`) finished.
+    ProbeDone {
+        probe_id: u64,
+        domain: String,
+        hosts: Vec<HostProbe>,
     },
     /// Something the operator should see that is not about one message.
     Log { level: String, message: String },

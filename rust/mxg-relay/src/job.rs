@@ -110,3 +110,35 @@ pub struct AttemptNote {
     pub ip: String,
     pub error: String,
 }
+
+/// Probe the hosts of a domain through the same connection code as a
+/// delivery, without ever sending MAIL FROM (`mxg check`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProbeJob {
+    pub probe_id: u64,
+    pub domain: String,
+    pub hosts: Vec<Host>,
+    pub tls: TlsRequirement,
+}
+
+/// What probing one address of one host found.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HostProbe {
+    pub host: String,
+    pub ip: String,
+    /// A session was established at the probed level.
+    pub ok: bool,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub error: String,
+    pub starttls: bool,
+    pub level: TlsLevel,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsInfo>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub cert_subject: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub cert_issuer: String,
+    /// Unix time the end-entity certificate expires.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cert_not_after: Option<i64>,
+}

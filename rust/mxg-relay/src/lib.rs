@@ -21,5 +21,5 @@ pub use config::EngineConfig;
 pub use engine::Engine;
 pub use error::EngineError;
 pub use events::{Event, EventBus};
-pub use job::{DeliveryJob, RecipientResult};
+pub use job::{DeliveryJob, ProbeJob, RecipientResult};
 pub use level::TlsLevel;

@@ -76,6 +76,8 @@ pub struct Conn {
     pub within_profile: bool,
     /// The server was authenticated by DANE.
     pub dane: Option<mxg_dane::DaneMatch>,
+    /// The end-entity certificate the server presented (DER).
+    pub peer_cert: Option<Vec<u8>>,
     pub messages: usize,
     /// Set when the connection is in an unknown protocol state.
     pub broken: bool,
@@ -113,6 +115,7 @@ impl Conn {
             tls: None,
             within_profile: false,
             dane: None,
+            peer_cert: None,
             messages: 0,
             broken: false,
         })
@@ -251,6 +254,12 @@ impl Conn {
             Ok(Ok(tls)) => {
                 self.tls = crate::tls::describe(tls.get_ref().1);
                 self.within_profile = crate::tls::within_profile(tls.get_ref().1, profile);
+                self.peer_cert = tls
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .and_then(|c| c.first())
+                    .map(|c| c.as_ref().to_vec());
                 self.stream = Stream::ClientTls(Box::new(tls));
                 Ok(())
             }

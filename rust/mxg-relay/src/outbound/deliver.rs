@@ -137,87 +137,7 @@ impl Run {
     /// Connects, greets and brings the session to the required level. The
     /// requirement is checked here, before any MAIL FROM (rule 1).
     async fn open(&self, job: &DeliveryJob, host: &Host, ip: IpAddr) -> Result<Conn, ConnError> {
-        let cfg = &self.client.cfg;
-        let required = job.tls.level;
-        let name = host.name.as_str();
-        let mut conn = Conn::connect(name, ip, cfg.port, secs(cfg.connect_timeout_s)).await?;
-        let greeting = conn
-            .read_reply(secs(cfg.greeting_timeout_s), "greeting")
-            .await?;
-        if greeting.code != 220 {
-            let err = conn.refused("the connection", greeting);
-            conn.quit().await;
-            return Err(err);
-        }
-        let cmd_timeout = secs(cfg.command_timeout_s);
-        conn.hello(&self.client.helo, cmd_timeout).await?;
-        // RFC 7672 §2.2: usable TLSA records make TLS and DANE mandatory
-        // for this host, whatever the message's level asks.
-        let dane = Arc::new(DaneVerifier::new(
-            &host.tlsa,
-            vec![host.name.clone()],
-            crate::tls::verification_provider(),
-        ));
-        let dane_applies = dane.has_usable_records();
-        if dane_applies && !conn.caps.starttls {
-            let text = format!(
-                "{name}[{ip}]: starttls-not-supported: the server publishes TLSA records but does not offer STARTTLS (RFC 7672 2.2)"
-            );
-            conn.quit().await;
-            return Err(ConnError { text, reply: None });
-        }
-        if (required.tries_tls() || dane_applies) && conn.caps.starttls {
-            let server_name = rustls::pki_types::ServerName::try_from(host.name.clone())
-                .unwrap_or_else(|_| rustls::pki_types::ServerName::IpAddress(ip.into()));
-            // The profile narrows the offer only where the level demands it.
-            let offer = required.requires_tls().then_some(job.tls.profile);
-            let config = if dane_applies {
-                crate::tls::dane_client_config(dane.clone(), offer)
-            } else {
-                self.client.tls_config(offer)
-            };
-            let handshake = conn
-                .starttls(config, server_name, job.tls.profile, cmd_timeout)
-                .await;
-            if let Err(mut e) = handshake {
-                if let Some(Err(failure)) = dane.outcome() {
-                    e.text = format!(
-                        "{name}[{ip}]: DANE authentication failed: {}: {failure}",
-                        failure.result_type()
-                    );
-                } else if let Some(p) = offer {
-                    e.text
-                        .push_str(&format!(" (offered only TLS profile {})", p.as_str()));
-                }
-                return Err(e);
-            }
-            if let Some(Ok(found)) = dane.outcome() {
-                if let Some(info) = conn.tls.as_mut() {
-                    info.method = Some(found.method.to_owned());
-                    info.tlsa = Some(found.record.clone());
-                }
-                conn.dane = Some(found);
-            }
-            conn.hello(&self.client.helo, cmd_timeout).await?;
-        }
-        if !meets(conn.level(), required) {
-            let why = if required == TlsLevel::Qualified && conn.tls.is_some() {
-                "validation-failure: the server could not be authenticated (no usable DNSSEC-secure TLSA records)"
-            } else if conn.tls.is_some() {
-                "the TLS session is outside the parameter profile"
-            } else if conn.caps.starttls {
-                "the session does not meet the required level"
-            } else {
-                "starttls-not-supported: the server does not offer STARTTLS"
-            };
-            let text = format!(
-                "{name}[{ip}]: required transport level {} not met: {why}",
-                required.as_str()
-            );
-            conn.quit().await;
-            return Err(ConnError { text, reply: None });
-        }
-        Ok(conn)
+        open(&self.client, &job.tls, host, ip).await
     }
 
     /// One mail transaction on an open connection. Returns the connection
@@ -484,6 +404,99 @@ fn rcpt_command(rcpt: &Recipient, conn: &Conn) -> String {
         }
     }
     cmd
+}
+
+/// Connects, greets and brings the session to the required level (with
+/// DANE where the host publishes usable TLSA records). The requirement is
+/// checked here, before any MAIL FROM (DESIGN.md §4 rule 1). Also used by
+/// `mxg check`, which never sends MAIL FROM at all.
+pub(super) async fn open(
+    client: &Client,
+    tls: &crate::job::TlsRequirement,
+    host: &Host,
+    ip: IpAddr,
+) -> Result<Conn, ConnError> {
+    let cfg = &client.cfg;
+    let required = tls.level;
+    let name = host.name.as_str();
+    let mut conn = Conn::connect(name, ip, cfg.port, secs(cfg.connect_timeout_s)).await?;
+    let greeting = conn
+        .read_reply(secs(cfg.greeting_timeout_s), "greeting")
+        .await?;
+    if greeting.code != 220 {
+        let err = conn.refused("the connection", greeting);
+        conn.quit().await;
+        return Err(err);
+    }
+    let cmd_timeout = secs(cfg.command_timeout_s);
+    conn.hello(&client.helo, cmd_timeout).await?;
+    // RFC 7672 §2.2: usable TLSA records make TLS and DANE mandatory
+    // for this host, whatever the message's level asks.
+    let dane = Arc::new(DaneVerifier::new(
+        &host.tlsa,
+        vec![host.name.clone()],
+        crate::tls::verification_provider(),
+    ));
+    let dane_applies = dane.has_usable_records();
+    if dane_applies && !conn.caps.starttls {
+        let text = format!(
+            "{name}[{ip}]: starttls-not-supported: the server publishes TLSA records but does not offer STARTTLS (RFC 7672 2.2)"
+        );
+        conn.quit().await;
+        return Err(ConnError { text, reply: None });
+    }
+    if (required.tries_tls() || dane_applies) && conn.caps.starttls {
+        let server_name = rustls::pki_types::ServerName::try_from(host.name.clone())
+            .unwrap_or_else(|_| rustls::pki_types::ServerName::IpAddress(ip.into()));
+        // The profile narrows the offer only where the level demands it.
+        let offer = required.requires_tls().then_some(tls.profile);
+        let config = if dane_applies {
+            crate::tls::dane_client_config(dane.clone(), offer)
+        } else {
+            client.tls_config(offer)
+        };
+        let handshake = conn
+            .starttls(config, server_name, tls.profile, cmd_timeout)
+            .await;
+        if let Err(mut e) = handshake {
+            if let Some(Err(failure)) = dane.outcome() {
+                e.text = format!(
+                    "{name}[{ip}]: DANE authentication failed: {}: {failure}",
+                    failure.result_type()
+                );
+            } else if let Some(p) = offer {
+                e.text
+                    .push_str(&format!(" (offered only TLS profile {})", p.as_str()));
+            }
+            return Err(e);
+        }
+        if let Some(Ok(found)) = dane.outcome() {
+            if let Some(info) = conn.tls.as_mut() {
+                info.method = Some(found.method.to_owned());
+                info.tlsa = Some(found.record.clone());
+            }
+            conn.dane = Some(found);
+        }
+        conn.hello(&client.helo, cmd_timeout).await?;
+    }
+    if !meets(conn.level(), required) {
+        let why = if required == TlsLevel::Qualified && conn.tls.is_some() {
+            "validation-failure: the server could not be authenticated (no usable DNSSEC-secure TLSA records)"
+        } else if conn.tls.is_some() {
+            "the TLS session is outside the parameter profile"
+        } else if conn.caps.starttls {
+            "the session does not meet the required level"
+        } else {
+            "starttls-not-supported: the server does not offer STARTTLS"
+        };
+        let text = format!(
+            "{name}[{ip}]: required transport level {} not met: {why}",
+            required.as_str()
+        );
+        conn.quit().await;
+        return Err(ConnError { text, reply: None });
+    }
+    Ok(conn)
 }
 
 #[cfg(test)]

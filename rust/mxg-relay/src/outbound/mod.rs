@@ -4,7 +4,9 @@
 mod conn;
 mod deliver;
 mod pool;
+mod probe;
 mod wire;
 
 pub use deliver::deliver;
 pub use pool::Client;
+pub use probe::probe;

@@ -1,0 +1,265 @@
+"""``mxg check``: which transport level can each domain receive?
+
+Resolves every MX host as a delivery would (DNSSEC status, TLSA records)
+and probes every address through the data plane's delivery code up to
+the end of the TLS handshake, then says QUIT - no MAIL FROM is ever sent.
+The report gives per host: addresses, DNSSEC status, TLSA records,
+STARTTLS, TLS version/cipher/group, certificate subject and expiry, the
+authentication method and the level reached; per domain the best level
+any of its MX hosts reaches.
+
+Exit status: 0 qualified, 1 encrypted, 2 opportunistic, 3 none
+(plaintext or unreachable), 4 the domain could not be resolved; with
+several domains, that of the weakest.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sys
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import anyio
+
+from mxg import _core
+from mxg.config import Config
+from mxg.resolve import DnsResolver, ResolveError, Route
+
+LEVELS = ("none", "opportunistic", "encrypted", "qualified")
+EXIT_CODES = {"qualified": 0, "encrypted": 1, "opportunistic": 2, "none": 3}
+EXIT_UNRESOLVED = 4
+
+
+@dataclass
+class HostReport:
+    host: str
+    address: str
+    dnssec: str
+    tlsa: list[str]
+    starttls: bool
+    level: str
+    method: str = ""
+    tls_version: str = ""
+    cipher: str = ""
+    group: str = ""
+    cert_subject: str = ""
+    cert_issuer: str = ""
+    cert_expires: str = ""
+    error: str = ""
+
+
+@dataclass
+class DomainReport:
+    domain: str
+    best_level: str
+    mx_dnssec: str = ""
+    error: str = ""
+    hosts: list[HostReport] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_UNRESOLVED if self.error and not self.hosts else EXIT_CODES[self.best_level]
+
+
+def _expires(ts: int | None) -> str:
+    return datetime.fromtimestamp(ts, tz=UTC).strftime("%Y-%m-%d") if ts else ""
+
+
+def _report(domain: str, route: Route, probes: list[dict[str, Any]]) -> DomainReport:
+    by_name = {h.name: h for h in route.hosts}
+    hosts = []
+    for p in probes:
+        h = by_name.get(p["host"])
+        tls = p.get("tls") or {}
+        hosts.append(
+            HostReport(
+                host=p["host"],
+                address=p["ip"],
+                dnssec="secure" if h is not None and h.secure else "insecure",
+                tlsa=[
+                    f"{r['usage']} {r['selector']} {r['mtype']} {r['data']}"
+                    for r in (h.tlsa if h is not None else ())
+                ],
+                starttls=bool(p["starttls"]),
+                level=p["level"] if p["ok"] else "none",
+                method=tls.get("method", ""),
+                tls_version=tls.get("version", ""),
+                cipher=tls.get("cipher", ""),
+                group=tls.get("group", ""),
+                cert_subject=p.get("cert_subject", ""),
+                cert_issuer=p.get("cert_issuer", ""),
+                cert_expires=_expires(p.get("cert_not_after")),
+                error=p.get("error", ""),
+            )
+        )
+    best = max((h.level for h in hosts), key=LEVELS.index, default="none")
+    return DomainReport(domain, best, "secure" if route.mx_secure else "insecure", "", hosts)
+
+
+async def check_domains(
+    cfg: Config,
+    domains: Sequence[str],
+    *,
+    concurrency: int = 20,
+    progress: Callable[[int, int, str], None] | None = None,
+) -> list[DomainReport]:
+    """Checks the domains, at most ``concurrency`` at once."""
+    resolver = DnsResolver(
+        cfg.dns, prefer=cfg.delivery.address_preference, max_addresses=cfg.delivery.max_addresses
+    )
+    results: dict[str, DomainReport] = {}
+    waiting: dict[int, tuple[anyio.Event, list[dict[str, Any]]]] = {}
+    limit = anyio.Semaphore(concurrency)
+    with tempfile.TemporaryDirectory(prefix="mxg-check-") as spool:
+        engine_cfg = {**cfg.engine_json(), "listen": [], "spool_dir": spool}
+        engine = _core.Engine(json.dumps(engine_cfg))
+        try:
+            async with anyio.create_task_group() as tg:
+
+                async def pump() -> None:
+                    while True:
+                        await anyio.wait_readable(engine.fileno())
+                        for ev in json.loads(engine.drain()):
+                            if ev["type"] == "probe_done" and ev["probe_id"] in waiting:
+                                done, out = waiting[ev["probe_id"]]
+                                out.extend(ev["hosts"])
+                                done.set()
+
+                async def one(probe_id: int, domain: str) -> None:
+                    async with limit:
+                        try:
+                            route = await resolver.route(domain)
+                        except ResolveError as e:
+                            results[domain] = DomainReport(domain, "none", error=e.text)
+                        else:
+                            done, out = waiting[probe_id] = (anyio.Event(), [])
+                            engine.probe(
+                                json.dumps(
+                                    {
+                                        "probe_id": probe_id,
+                                        "domain": domain,
+                                        "hosts": [
+                                            {
+                                                "name": h.name,
+                                                "addresses": h.addresses,
+                                                "tlsa": list(h.tlsa),
+                                            }
+                                            for h in route.hosts
+                                        ],
+                                        "tls": {
+                                            "level": "opportunistic",
+                                            "profile": cfg.delivery.tls_profile,
+                                        },
+                                    }
+                                )
+                            )
+                            await done.wait()
+                            results[domain] = _report(domain, route, out)
+                        if progress is not None:
+                            progress(len(results), len(domains), domain)
+
+                tg.start_soon(pump)
+                async with anyio.create_task_group() as workers:
+                    for i, d in enumerate(domains, start=1):
+                        workers.start_soon(one, i, d.strip().rstrip(".").lower())
+                tg.cancel_scope.cancel()
+        finally:
+            engine.shutdown()
+    return [results[d.strip().rstrip(".").lower()] for d in domains]
+
+
+def exit_code(reports: Sequence[DomainReport]) -> int:
+    return max((r.exit_code for r in reports), default=0)
+
+
+def to_json(reports: Sequence[DomainReport]) -> str:
+    return json.dumps([asdict(r) for r in reports], indent=2)
+
+
+CSV_FIELDS = [
+    "domain",
+    "best_level",
+    "mx_dnssec",
+    "host",
+    "address",
+    "dnssec",
+    "tlsa",
+    "starttls",
+    "tls_version",
+    "cipher",
+    "group",
+    "method",
+    "level",
+    "cert_subject",
+    "cert_expires",
+    "error",
+]
+
+
+def to_csv(reports: Sequence[DomainReport]) -> str:
+    """One row per probed address (one per domain when nothing resolved)."""
+    out = io.StringIO()
+    w = csv.DictWriter(out, fieldnames=CSV_FIELDS, lineterminator="\n")
+    w.writeheader()
+    for r in reports:
+        base = {
+            "domain": r.domain,
+            "best_level": r.best_level,
+            "mx_dnssec": r.mx_dnssec,
+            "error": r.error,
+        }
+        if not r.hosts:
+            w.writerow(base)
+        for h in r.hosts:
+            row = {**base, **{k: v for k, v in asdict(h).items() if k in CSV_FIELDS}}
+            row["host"], row["address"] = h.host, h.address
+            row["tlsa"] = "; ".join(h.tlsa)
+            row["starttls"] = "yes" if h.starttls else "no"
+            row["error"] = h.error or r.error
+            w.writerow(row)
+    return out.getvalue()
+
+
+def to_text(reports: Sequence[DomainReport]) -> str:
+    lines: list[str] = []
+    for r in reports:
+        head = f"{r.domain}: best level {r.best_level}"
+        if r.mx_dnssec:
+            head += f" (MX answer DNSSEC {r.mx_dnssec})"
+        lines.append(head)
+        if r.error:
+            lines.append(f"  {r.error}")
+        for h in r.hosts:
+            tls = " ".join(x for x in (h.tls_version, h.cipher, h.group) if x) or "-"
+            lines.append(
+                f"  {h.host} [{h.address}]  dnssec {h.dnssec}  "
+                f"starttls {'yes' if h.starttls else 'no'}  level {h.level}"
+                + (f"  method {h.method}" if h.method else "")
+            )
+            lines.append(f"    tls: {tls}")
+            for t in h.tlsa:
+                lines.append(f"    tlsa: {t}")
+            if h.cert_subject:
+                lines.append(
+                    f"    certificate: {h.cert_subject} (issuer {h.cert_issuer}; "
+                    f"expires {h.cert_expires})"
+                )
+            if h.error:
+                lines.append(f"    error: {h.error}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def stderr_progress(done: int, total: int, domain: str) -> None:
+    width = 30
+    filled = width * done // max(total, 1)
+    sys.stderr.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} {domain[:40]:40}")
+    if done == total:
+        sys.stderr.write("\n")
+    sys.stderr.flush()

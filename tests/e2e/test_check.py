@@ -1,0 +1,57 @@
+"""``mxg check`` against the test world: the operator's "which partners can
+receive qualified mail" report. It must never send MAIL FROM."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.support.mxgproc import MxgProcess
+from tests.support.sinks import Sink
+
+pytestmark = pytest.mark.e2e
+
+
+def test_check_reports_levels_and_exit_codes(
+    make_mxg: Callable[..., MxgProcess], sinks: dict[str, Sink], tmp_path: Path
+) -> None:
+    mxg = make_mxg(start=False)
+    expect = {"dane.test": 0, "notlsa.test": 1, "good.test": 3, "nullmx.test": 4}
+    for domain, code in expect.items():
+        r = mxg.cli("check", domain)
+        assert r.returncode == code, (domain, r.stdout, r.stderr)
+    r = mxg.cli("check", "dane.test", "--json")
+    [report] = json.loads(r.stdout)
+    assert report["best_level"] == "qualified"
+    assert report["mx_dnssec"] == "secure"
+    [host] = report["hosts"]
+    assert host["host"] == "mx.dane.test" and host["address"] == "127.0.0.17"
+    assert host["method"] == "dane-ee" and host["tlsa"][0].startswith("3 1 1 ")
+    assert host["tls_version"].startswith("TLSv1.") and host["group"]
+    assert "CN=unrelated.example" in host["cert_subject"] and host["cert_expires"]
+    bad = json.loads(mxg.cli("check", "danebad.test", "--json").stdout)[0]
+    assert bad["best_level"] == "none" and "tlsa-invalid" in bad["hosts"][0]["error"]
+    text = mxg.cli("check", "good.test").stdout
+    assert "good.test: best level none" in text and "mx1.good.test [127.0.0.11]" in text
+    # Many domains from a file, as CSV; the exit status is the weakest one's.
+    listing = tmp_path / "partners.txt"
+    listing.write_text("# partners\ndane.test\nnotlsa.test\ngood.test  # plain\nnullmx.test\n")
+    out = tmp_path / "report.csv"
+    r = mxg.cli("check", "--file", str(listing), "--csv", "--out", str(out))
+    assert r.returncode == 4
+    rows = list(csv.DictReader(io.StringIO(out.read_text())))
+    best = {row["domain"]: row["best_level"] for row in rows}
+    assert best == {
+        "dane.test": "qualified",
+        "notlsa.test": "encrypted",
+        "good.test": "none",
+        "nullmx.test": "none",
+    }
+    assert any("null MX" in row["error"] for row in rows)
+    # Probing never starts a mail transaction.
+    assert all(not s.mail_attempts for s in sinks.values())
