@@ -29,6 +29,7 @@ import anyio
 
 from mxg import _core
 from mxg.config import Config
+from mxg.relay import job_hosts
 from mxg.resolve import DnsResolver, ResolveError, Route
 
 LEVELS = ("none", "opportunistic", "encrypted", "qualified")
@@ -144,17 +145,11 @@ async def check_domains(
                                     {
                                         "probe_id": probe_id,
                                         "domain": domain,
-                                        "hosts": [
-                                            {
-                                                "name": h.name,
-                                                "addresses": h.addresses,
-                                                "tlsa": list(h.tlsa),
-                                            }
-                                            for h in route.hosts
-                                        ],
+                                        "hosts": job_hosts(route),
                                         "tls": {
                                             "level": "opportunistic",
                                             "profile": cfg.delivery.tls_profile,
+                                            "methods": cfg.delivery.qualified_methods,
                                         },
                                     }
                                 )

@@ -156,6 +156,15 @@ class DeliveryConfig(Section):
     helo_name: str = ""
     default_level: TransportLevel = "opportunistic"
     tls_profile: Literal["bsi-tr-02102-2", "modern"] = "bsi-tr-02102-2"
+    # Authentication methods that count for the qualified level.
+    qualified_methods: list[Literal["dane-ee", "dane-ta", "dnssec-pkix"]] = [
+        "dane-ee",
+        "dane-ta",
+        "dnssec-pkix",
+    ]
+    # Extra PKIX trust anchors (PEM) next to the system's roots, e.g. a
+    # private CA of partner organisations.
+    ca_file: Path | None = None
     address_preference: Literal["ipv4", "ipv6"] = "ipv4"
     max_addresses: int = Field(10, ge=1)
     connect_timeout: PositiveSeconds = 30
@@ -269,6 +278,7 @@ class Config(Section):
                 "max_per_destination": d.max_per_destination,
                 "max_messages_per_connection": d.max_messages_per_connection,
                 "idle_timeout_s": int(d.idle_timeout),
+                "ca_file": str(d.ca_file) if d.ca_file else None,
             },
         }
 

@@ -66,6 +66,12 @@ default_level = "opportunistic"
 # "bsi-tr-02102-2" (TLS 1.2/1.3, ECDHE on P-256/P-384, AES-GCM) or
 # "modern" (adds X25519 and ChaCha20-Poly1305).
 tls_profile = "bsi-tr-02102-2"
+# Methods that authenticate a receiving server for the qualified level:
+# dane-ee, dane-ta (DNSSEC-secure TLSA records, RFC 7672) and dnssec-pkix
+# (DNSSEC-secure MX answer and a PKIX-valid certificate for the MX name).
+qualified_methods = ["dane-ee", "dane-ta", "dnssec-pkix"]
+# Extra PKIX trust anchors (PEM) next to the system's roots.
+# ca_file = "/etc/mxg/partner-ca.pem"
 address_preference = "ipv4"
 max_addresses = 10
 connect_timeout = "30s"

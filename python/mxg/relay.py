@@ -322,13 +322,11 @@ class Relay:
                     }
                     for r in rows
                 ],
-                "hosts": [
-                    {"name": h.name, "addresses": h.addresses, "tlsa": list(h.tlsa)}
-                    for h in route.hosts
-                ],
+                "hosts": job_hosts(route),
                 "tls": {
                     "level": self.cfg.delivery.default_level,
                     "profile": self.cfg.delivery.tls_profile,
+                    "methods": self.cfg.delivery.qualified_methods,
                 },
                 "ret": msg["ret"],
                 "envid": msg["envid"],
@@ -618,6 +616,15 @@ def _split_by_domain(env: dict[str, Any]) -> list[Due]:
     for i, r in enumerate(env["recipients"]):
         by.setdefault(domain_of(r["address"]), []).append(i)
     return [Due(env["queue_id"], d, tuple(ix)) for d, ix in by.items()]
+
+
+def job_hosts(route: Route) -> list[dict[str, Any]]:
+    """The hosts of a route as the data plane takes them: addresses, TLSA
+    records, and whether the MX answer was secure (for dnssec-pkix)."""
+    return [
+        {"name": h.name, "addresses": h.addresses, "tlsa": list(h.tlsa), "pkix": route.mx_secure}
+        for h in route.hosts
+    ]
 
 
 def _evidence(tls: dict[str, Any] | None, dnssec: dict[str, str]) -> str:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.certs import self_signed, spki_sha256
+from tests.support.certs import ca_signed, self_signed, spki_sha256
 from tests.support.dns import KnotServer, UnboundServer, free_port
 from tests.support.mxgproc import MxgProcess
 from tests.support.sinks import Sink
@@ -44,6 +44,8 @@ SIGNED = (
     "danebad.test",
     "danenotls.test",
     "notlsa.test",
+    "pkix.test",
+    "pkixwrong.test",
 )
 
 
@@ -52,6 +54,21 @@ def dane_cert(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """Certificate of the DANE receiving server (127.0.0.17): its name does
     not even match, DANE-EE authenticates by key alone (RFC 7672 3.1.1)."""
     return self_signed(tmp_path_factory.mktemp("dane"), "unrelated.example")
+
+
+@pytest.fixture(scope="session")
+def pkix_certs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A private CA with certificates for mx.pkix.test and other.example."""
+    d = tmp_path_factory.mktemp("pkix")
+    ca, good_chain, good_key = ca_signed(d, "mxg test CA", ["mx.pkix.test"])
+    _, wrong_chain, wrong_key = ca_signed(d, "mxg test CA", ["other.example"])
+    return {
+        "ca": ca,
+        "good_chain": good_chain,
+        "good_key": good_key,
+        "wrong_chain": wrong_chain,
+        "wrong_key": wrong_key,
+    }
 
 
 @pytest.fixture(scope="session")
@@ -68,6 +85,11 @@ def dns_server(
         "danenotls.test": ["@ MX 10 mx", "mx A 127.0.0.11", f"_25._tcp.mx TLSA 3 1 1 {key_hash}"],
         # Signed, STARTTLS offered, but no TLSA: nothing authenticates it.
         "notlsa.test": ["@ MX 10 mx", "mx A 127.0.0.17"],
+        # dnssec-pkix: signed zones, servers with certificates of a private
+        # CA (delivery.ca_file), one for the right name, one for another.
+        "pkix.test": ["@ MX 10 mx", "mx A 127.0.0.18"],
+        "pkixwrong.test": ["@ MX 10 mx", "mx A 127.0.0.19"],
+        "pkixplain.test": ["@ MX 10 mx", "mx A 127.0.0.18"],
     }
     knot = KnotServer(tmp_path_factory.mktemp("knot"), zones, signed=SIGNED).start()
     anchors = [knot.ksk(z) for z in SIGNED if z != "bogus.test"] + [
@@ -81,7 +103,7 @@ def dns_server(
 
 
 @pytest.fixture
-def sinks(dane_cert: tuple[Path, Path]) -> Iterator[dict[str, Sink]]:
+def sinks(dane_cert: tuple[Path, Path], pkix_certs: dict[str, Path]) -> Iterator[dict[str, Sink]]:
     started = {
         name: Sink(addr, SINK_PORT).start()
         for name, addr in (
@@ -96,6 +118,13 @@ def sinks(dane_cert: tuple[Path, Path]) -> Iterator[dict[str, Sink]]:
     }
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(*dane_cert)
+    for name, addr, chain, key in (
+        ("pkix", "127.0.0.18", pkix_certs["good_chain"], pkix_certs["good_key"]),
+        ("pkixwrong", "127.0.0.19", pkix_certs["wrong_chain"], pkix_certs["wrong_key"]),
+    ):
+        pctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        pctx.load_cert_chain(chain, key)
+        started[name] = Sink(addr, SINK_PORT).start(tls_context=pctx, require_starttls=False)
     started["dane"] = Sink("127.0.0.17", SINK_PORT).start(tls_context=ctx, require_starttls=False)
     yield started
     for s in started.values():

@@ -4,6 +4,7 @@ validating resolver, receiving servers with and without matching keys."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -62,3 +63,44 @@ def test_usable_tlsa_makes_authentication_mandatory_even_for_opportunistic_mail(
     assert "status=deferred" in notls and "starttls-not-supported" in notls
     assert sinks["dane"].mail_attempts == []
     assert sinks["good1"].mail_attempts == []
+
+
+def test_dnssec_pkix_meets_the_qualified_level(
+    make_mxg: Callable[..., MxgProcess], sinks: dict[str, Sink], pkix_certs: dict[str, Path]
+) -> None:
+    mxg = make_mxg(level="qualified", env={"MXG_DELIVERY__CA_FILE": f'"{pkix_certs["ca"]}"'})
+    r = swaks(
+        mxg.port, "alice@sender.test", ["a@pkix.test", "b@pkixwrong.test", "c@pkixplain.test"]
+    )
+    assert r.returncode == 0, r.stdout
+    wait_for(lambda: sinks["pkix"].recipients() == ["a@pkix.test"], what="dnssec-pkix delivery")
+    assert evidence_of(mxg, "a@pkix.test")["method"] == "dnssec-pkix"
+    assert "level=qualified" in line_for(mxg, "a@pkix.test")
+    wait_for(
+        lambda: (
+            "to=<b@pkixwrong.test>" in mxg.log_text() and "to=<c@pkixplain.test>" in mxg.log_text()
+        ),
+        what="the other attempts",
+    )
+    wrong = line_for(mxg, "b@pkixwrong.test")
+    assert "status=deferred" in wrong and "certificate-host-mismatch" in wrong
+    plain = line_for(mxg, "c@pkixplain.test")  # unsigned zone: the MX answer proves nothing
+    assert "status=deferred" in plain and "validation-failure" in plain
+    assert sinks["pkixwrong"].mail_attempts == []
+    assert sinks["pkix"].mail_attempts == ["alice@sender.test"]
+
+
+def test_qualified_methods_are_configurable(
+    make_mxg: Callable[..., MxgProcess], sinks: dict[str, Sink], pkix_certs: dict[str, Path]
+) -> None:
+    mxg = make_mxg(
+        level="qualified",
+        env={
+            "MXG_DELIVERY__CA_FILE": f'"{pkix_certs["ca"]}"',
+            "MXG_DELIVERY__QUALIFIED_METHODS": '["dane-ee", "dane-ta"]',
+        },
+    )
+    swaks(mxg.port, "alice@sender.test", ["a@pkix.test"])
+    wait_for(lambda: "to=<a@pkix.test>" in mxg.log_text(), what="attempt")
+    assert "status=deferred" in line_for(mxg, "a@pkix.test")
+    assert sinks["pkix"].mail_attempts == []

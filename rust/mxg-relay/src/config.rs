@@ -115,6 +115,8 @@ pub struct OutboundConfig {
     /// Seconds an idle connection waits for the next message to the same
     /// destination before it is closed with QUIT.
     pub idle_timeout_s: u64,
+    /// Extra PKIX trust anchors (PEM), next to the system's roots.
+    pub ca_file: Option<PathBuf>,
 }
 
 impl Default for OutboundConfig {
@@ -131,6 +133,7 @@ impl Default for OutboundConfig {
             max_per_destination: 20,
             max_messages_per_connection: 100,
             idle_timeout_s: 5,
+            ca_file: None,
         }
     }
 }

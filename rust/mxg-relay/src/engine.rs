@@ -67,7 +67,7 @@ impl Engine {
             &cfg.hostname,
             spool.clone(),
             bus.clone(),
-        ));
+        )?);
         let sweeper = client.clone();
         rt.spawn(async move {
             loop {

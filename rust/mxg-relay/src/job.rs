@@ -15,6 +15,10 @@ pub struct Host {
     /// this host whatever the job's level.
     #[serde(default)]
     pub tlsa: Vec<mxg_dane::Tlsa>,
+    /// The MX answer was DNSSEC-secure, so a PKIX-valid certificate for
+    /// this host name authenticates it (method `dnssec-pkix`).
+    #[serde(default)]
+    pub pkix: bool,
 }
 
 /// The transport requirement for a job. Later work adds the
@@ -27,6 +31,16 @@ pub struct TlsRequirement {
     /// achieved.
     #[serde(default = "default_profile")]
     pub profile: TlsProfile,
+    /// Authentication methods that count for `qualified`
+    /// (`dane-ee`, `dane-ta`, `dnssec-pkix`).
+    #[serde(default = "default_methods")]
+    pub methods: Vec<String>,
+}
+
+fn default_methods() -> Vec<String> {
+    ["dane-ee", "dane-ta", "dnssec-pkix"]
+        .map(String::from)
+        .to_vec()
 }
 
 fn default_profile() -> TlsProfile {

@@ -90,6 +90,136 @@ pub fn verification_provider() -> Arc<CryptoProvider> {
     provider()
 }
 
+/// The PKIX roots: the system's (Debian's ca-certificates) and the
+/// operator's extra trust anchors.
+pub fn root_store(extra: Option<&Path>) -> Result<Arc<rustls::RootCertStore>, EngineError> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_native_certs::load_native_certs().certs {
+        let _ = roots.add(cert);
+    }
+    if let Some(path) = extra {
+        let pem = std::fs::read(path)
+            .map_err(|e| EngineError::Tls(format!("cannot read {}: {e}", path.display())))?;
+        let mut added = 0;
+        for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+            let cert = cert.map_err(|e| EngineError::Tls(format!("{}: {e}", path.display())))?;
+            roots
+                .add(cert)
+                .map_err(|e| EngineError::Tls(format!("{}: {e}", path.display())))?;
+            added += 1;
+        }
+        if added == 0 {
+            return Err(EngineError::Tls(format!(
+                "{}: no certificate found",
+                path.display()
+            )));
+        }
+    }
+    Ok(Arc::new(roots))
+}
+
+/// Records whether the server's chain is PKIX-valid for its name, without
+/// failing the handshake: whether that is needed is the level's business,
+/// decided before MAIL FROM (DESIGN.md §4 rule 1). Handshake signatures
+/// are verified as always.
+#[derive(Debug)]
+pub struct PkixRecorder {
+    inner: Arc<rustls::client::WebPkiServerVerifier>,
+    result: std::sync::Mutex<Option<Result<(), String>>>,
+}
+
+impl PkixRecorder {
+    pub fn new(roots: Arc<rustls::RootCertStore>) -> Result<Self, EngineError> {
+        let inner = rustls::client::WebPkiServerVerifier::builder_with_provider(roots, provider())
+            .build()
+            .map_err(|e| EngineError::Tls(e.to_string()))?;
+        Ok(Self {
+            inner,
+            result: std::sync::Mutex::new(None),
+        })
+    }
+
+    /// `Some(Ok)` when the chain was valid for the name, `Some(Err(why))`
+    /// when not, `None` before a handshake.
+    pub fn result(&self) -> Option<Result<(), String>> {
+        self.result.lock().ok().and_then(|r| r.clone())
+    }
+}
+
+impl ServerCertVerifier for PkixRecorder {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let verdict = self
+            .inner
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
+            .map(|_| ())
+            .map_err(|e| pkix_reason(&e));
+        if let Ok(mut r) = self.result.lock() {
+            *r = Some(verdict);
+        }
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+/// A PKIX failure in TLS-RPT words (RFC 8460 §4.3).
+fn pkix_reason(e: &rustls::Error) -> String {
+    use rustls::CertificateError as C;
+    match e {
+        rustls::Error::InvalidCertificate(C::Expired | C::ExpiredContext { .. }) => {
+            "certificate-expired".into()
+        }
+        rustls::Error::InvalidCertificate(
+            C::NotValidForName | C::NotValidForNameContext { .. },
+        ) => "certificate-host-mismatch".into(),
+        other => format!("certificate-not-trusted: {other}"),
+    }
+}
+
+/// Client config with a PKIX recorder (one per connection).
+pub fn pkix_client_config(
+    recorder: Arc<PkixRecorder>,
+    profile: Option<TlsProfile>,
+) -> Arc<ClientConfig> {
+    let provider =
+        Arc::new(profile.map_or_else(rustls::crypto::ring::default_provider, TlsProfile::provider));
+    let mut config = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("ring supports the default versions")
+        .dangerous()
+        .with_custom_certificate_verifier(recorder)
+        .with_no_client_auth();
+    config.resumption = rustls::client::Resumption::disabled();
+    Arc::new(config)
+}
+
 /// Accepts any certificate, verifies the handshake signature with it.
 #[derive(Debug)]
 struct SignatureOnly {

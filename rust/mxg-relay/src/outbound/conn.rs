@@ -76,6 +76,9 @@ pub struct Conn {
     pub within_profile: bool,
     /// The server was authenticated by DANE.
     pub dane: Option<mxg_dane::DaneMatch>,
+    /// The method that authenticated the server, if the job counts it
+    /// for `qualified`.
+    pub qualified_by: Option<String>,
     /// The end-entity certificate the server presented (DER).
     pub peer_cert: Option<Vec<u8>>,
     pub messages: usize,
@@ -115,6 +118,7 @@ impl Conn {
             tls: None,
             within_profile: false,
             dane: None,
+            qualified_by: None,
             peer_cert: None,
             messages: 0,
             broken: false,
@@ -126,7 +130,7 @@ impl Conn {
     /// profile, `opportunistic` with TLS outside it, `none` without TLS.
     pub fn level(&self) -> TlsLevel {
         match (&self.tls, self.within_profile) {
-            (Some(_), true) if self.dane.is_some() => TlsLevel::Qualified,
+            (Some(_), true) if self.qualified_by.is_some() => TlsLevel::Qualified,
             (Some(_), true) => TlsLevel::Encrypted,
             (Some(_), false) => TlsLevel::Opportunistic,
             (None, _) => TlsLevel::None,

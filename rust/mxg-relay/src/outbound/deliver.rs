@@ -445,13 +445,26 @@ pub(super) async fn open(
         conn.quit().await;
         return Err(ConnError { text, reply: None });
     }
+    let mut pkix_failure: Option<String> = None;
     if (required.tries_tls() || dane_applies) && conn.caps.starttls {
         let server_name = rustls::pki_types::ServerName::try_from(host.name.clone())
             .unwrap_or_else(|_| rustls::pki_types::ServerName::IpAddress(ip.into()));
         // The profile narrows the offer only where the level demands it.
         let offer = required.requires_tls().then_some(tls.profile);
+        // DANE takes precedence; otherwise a secure MX answer lets a
+        // PKIX-valid certificate for the MX host name authenticate it.
+        let pkix = (!dane_applies && host.pkix && tls.methods.iter().any(|m| m == "dnssec-pkix"))
+            .then(|| crate::tls::PkixRecorder::new(client.roots.clone()))
+            .transpose()
+            .map_err(|e| ConnError {
+                text: e.to_string(),
+                reply: None,
+            })?
+            .map(Arc::new);
         let config = if dane_applies {
             crate::tls::dane_client_config(dane.clone(), offer)
+        } else if let Some(recorder) = &pkix {
+            crate::tls::pkix_client_config(recorder.clone(), offer)
         } else {
             client.tls_config(offer)
         };
@@ -470,24 +483,41 @@ pub(super) async fn open(
             }
             return Err(e);
         }
-        if let Some(Ok(found)) = dane.outcome() {
+        let method = if let Some(Ok(found)) = dane.outcome() {
             if let Some(info) = conn.tls.as_mut() {
-                info.method = Some(found.method.to_owned());
                 info.tlsa = Some(found.record.clone());
             }
+            let method = found.method;
             conn.dane = Some(found);
+            Some(method)
+        } else {
+            pkix.as_ref()
+                .and_then(|r| r.result())
+                .and_then(Result::ok)
+                .map(|()| "dnssec-pkix")
+        };
+        pkix_failure = pkix.as_ref().and_then(|r| r.result()).and_then(Result::err);
+        if let Some(method) = method {
+            if let Some(info) = conn.tls.as_mut() {
+                info.method = Some(method.to_owned());
+            }
+            if tls.methods.iter().any(|m| m == method) {
+                conn.qualified_by = Some(method.to_owned());
+            }
         }
         conn.hello(&client.helo, cmd_timeout).await?;
     }
     if !meets(conn.level(), required) {
-        let why = if required == TlsLevel::Qualified && conn.tls.is_some() {
-            "validation-failure: the server could not be authenticated (no usable DNSSEC-secure TLSA records)"
+        let why = if let (TlsLevel::Qualified, Some(reason)) = (required, &pkix_failure) {
+            format!("validation-failure: dnssec-pkix: {reason}")
+        } else if required == TlsLevel::Qualified && conn.tls.is_some() {
+            "validation-failure: the server could not be authenticated by an allowed method (DANE: no usable DNSSEC-secure TLSA records; dnssec-pkix: no secure MX answer or no PKIX-valid certificate for the MX host name)".to_owned()
         } else if conn.tls.is_some() {
-            "the TLS session is outside the parameter profile"
+            "the TLS session is outside the parameter profile".to_owned()
         } else if conn.caps.starttls {
-            "the session does not meet the required level"
+            "the session does not meet the required level".to_owned()
         } else {
-            "starttls-not-supported: the server does not offer STARTTLS"
+            "starttls-not-supported: the server does not offer STARTTLS".to_owned()
         };
         let text = format!(
             "{name}[{ip}]: required transport level {} not met: {why}",

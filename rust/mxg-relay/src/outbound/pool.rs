@@ -33,19 +33,28 @@ pub struct Client {
     tls_any: Arc<rustls::ClientConfig>,
     tls_bsi: Arc<rustls::ClientConfig>,
     tls_modern: Arc<rustls::ClientConfig>,
+    /// PKIX roots for `dnssec-pkix`: the system's and the operator's.
+    pub roots: Arc<rustls::RootCertStore>,
     pub spool: Arc<Spool>,
     pub bus: Arc<EventBus>,
     destinations: Mutex<HashMap<String, Arc<Destination>>>,
 }
 
 impl Client {
-    pub fn new(cfg: OutboundConfig, hostname: &str, spool: Arc<Spool>, bus: Arc<EventBus>) -> Self {
+    pub fn new(
+        cfg: OutboundConfig,
+        hostname: &str,
+        spool: Arc<Spool>,
+        bus: Arc<EventBus>,
+    ) -> Result<Self, crate::EngineError> {
         let helo = if cfg.helo_name.is_empty() {
             hostname.to_owned()
         } else {
             cfg.helo_name.clone()
         };
-        Self {
+        let roots = crate::tls::root_store(cfg.ca_file.as_deref())?;
+        Ok(Self {
+            roots,
             cfg,
             helo,
             tls_any: crate::tls::unauthenticated_client_config(None),
@@ -54,7 +63,7 @@ impl Client {
             spool,
             bus,
             destinations: Mutex::default(),
-        }
+        })
     }
 
     pub fn tls_config(&self, profile: Option<TlsProfile>) -> Arc<rustls::ClientConfig> {

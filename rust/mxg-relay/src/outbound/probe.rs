@@ -20,6 +20,7 @@ pub async fn probe(client: Arc<Client>, job: ProbeJob) {
             let strict = TlsRequirement {
                 level: TlsLevel::Encrypted,
                 profile: job.tls.profile,
+                methods: job.tls.methods.clone(),
             };
             let mut first_error = String::new();
             let mut attempt = open(&client, &strict, host, *ip).await;
@@ -28,6 +29,7 @@ pub async fn probe(client: Arc<Client>, job: ProbeJob) {
                 let loose = TlsRequirement {
                     level: TlsLevel::Opportunistic,
                     profile: job.tls.profile,
+                    methods: job.tls.methods.clone(),
                 };
                 attempt = open(&client, &loose, host, *ip).await;
             }
