@@ -157,11 +157,14 @@ class DeliveryConfig(Section):
     default_level: TransportLevel = "opportunistic"
     tls_profile: Literal["bsi-tr-02102-2", "modern"] = "bsi-tr-02102-2"
     # Authentication methods that count for the qualified level.
-    qualified_methods: list[Literal["dane-ee", "dane-ta", "dnssec-pkix"]] = [
+    qualified_methods: list[Literal["dane-ee", "dane-ta", "mta-sts", "dnssec-pkix"]] = [
         "dane-ee",
         "dane-ta",
+        "mta-sts",
         "dnssec-pkix",
     ]
+    # Look up and apply MTA-STS policies (RFC 8461).
+    mta_sts: bool = True
     # Extra PKIX trust anchors (PEM) next to the system's roots, e.g. a
     # private CA of partner organisations.
     ca_file: Path | None = None

@@ -67,9 +67,13 @@ default_level = "opportunistic"
 # "modern" (adds X25519 and ChaCha20-Poly1305).
 tls_profile = "bsi-tr-02102-2"
 # Methods that authenticate a receiving server for the qualified level:
-# dane-ee, dane-ta (DNSSEC-secure TLSA records, RFC 7672) and dnssec-pkix
-# (DNSSEC-secure MX answer and a PKIX-valid certificate for the MX name).
-qualified_methods = ["dane-ee", "dane-ta", "dnssec-pkix"]
+# dane-ee, dane-ta (DNSSEC-secure TLSA records, RFC 7672), mta-sts (an
+# enforce policy, RFC 8461) and dnssec-pkix (DNSSEC-secure MX answer and a
+# PKIX-valid certificate for the MX name).
+qualified_methods = ["dane-ee", "dane-ta", "mta-sts", "dnssec-pkix"]
+# Look up MTA-STS policies; an enforce policy restricts MX hosts and
+# requires a PKIX-valid certificate for every message to that domain.
+mta_sts = true
 # Extra PKIX trust anchors (PEM) next to the system's roots.
 # ca_file = "/etc/mxg/partner-ca.pem"
 address_preference = "ipv4"

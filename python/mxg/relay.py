@@ -27,6 +27,7 @@ from mxg.config import Config
 from mxg.deliverylog import delivery, event, log
 from mxg.dsn import Original, RecipientReport, build_dsn
 from mxg.errors import EngineStopped, MessageNotFound, SpoolError
+from mxg.mtasts import Policy, PolicyError, StsCache, http_client
 from mxg.resolve import DnsResolver, ResolveError, Resolver, Route, probe_dnssec
 from mxg.schedule import next_attempt_ms
 from mxg.store import Due, Outcome, Store, domain_of, now_ms
@@ -45,6 +46,7 @@ class JobInfo:
     indexes: dict[str, list[int]] = field(default_factory=dict)
     attempts: dict[int, int] = field(default_factory=dict)
     route: Route | None = None
+    sts: Policy | None = None
 
     def dnssec(self, host: str) -> dict[str, str]:
         """Evidence: how the MX answer and the host's addresses were secured."""
@@ -53,6 +55,8 @@ class JobInfo:
         h = next((h for h in self.route.hosts if h.name == host), None)
         secure = {True: "secure", False: "insecure"}
         out = {"mx_dnssec": secure[self.route.mx_secure]}
+        if self.sts is not None:
+            out["mta_sts"] = f"{self.sts.mode} id={self.sts.id}"
         if h is not None:
             out["host_dnssec"] = secure[h.secure]
         return out
@@ -70,10 +74,16 @@ def _wants(notify: str, kind: str) -> bool:
 class Relay:
     def __init__(self, config: Config, *, resolver: Resolver | None = None) -> None:
         self.cfg = config
-        self.resolver: Resolver = resolver or DnsResolver(
+        dns_resolver = DnsResolver(
             config.dns,
             prefer=config.delivery.address_preference,
             max_addresses=config.delivery.max_addresses,
+        )
+        self.resolver: Resolver = resolver or dns_resolver
+        self.sts: StsCache | None = (
+            StsCache(dns_resolver.raw, http_client(config.delivery.ca_file))
+            if config.delivery.mta_sts
+            else None
         )
         self.store: Store | None = None
         self.engine: _core.Engine | None = None
@@ -231,14 +241,26 @@ class Relay:
             return True
         self.inflight.add(key)
         route = self.resolver.cached(due.domain)
-        if route is None:
+        known, policy = self.sts.cached(due.domain) if self.sts else (True, None)
+        if route is None or not known or (policy is not None and not _sts_hosts(route, policy)):
             self._tg.start_soon(self._deliver, due)
             return True
         try:
-            self._queue_job(due, route)
+            self._queue_job(due, route, policy)
         except Exception as e:
             self._failed_to_start(due, e)
         return True
+
+    async def _sts_policy(self, domain: str) -> Policy | None:
+        """The domain's MTA-STS policy; a policy that cannot be had counts
+        as none (RFC 8461 §3.3: no delivery is blocked for want of one)."""
+        if self.sts is None:
+            return None
+        try:
+            return await self.sts.policy(domain)
+        except PolicyError as e:
+            event(log, "MTA-STS policy unavailable", logging.WARNING, domain=domain, error=str(e))
+            return None
 
     async def _deliver(self, due: Due) -> None:
         try:
@@ -247,7 +269,19 @@ class Relay:
             except ResolveError as e:
                 await self._unroutable(due, e)
                 return
-            self._queue_job(due, route)
+            policy = await self._sts_policy(due.domain)
+            if policy is not None and not _sts_hosts(route, policy):
+                # RFC 8461 §4.1: under enforce, only matching MX hosts.
+                text = (
+                    f"validation-failure: the MTA-STS {policy.mode} policy of {due.domain} "
+                    f"(id {policy.id}, mx {', '.join(policy.mx)}) matches none of its MX "
+                    f"hosts ({', '.join(h.name for h in route.hosts)})"
+                )
+                await self._unroutable(
+                    due, ResolveError(due.domain, text, permanent=False, enhanced="4.7.5")
+                )
+                return
+            self._queue_job(due, route, policy)
             self._flush_jobs()
         except Exception as e:
             self._failed_to_start(due, e)
@@ -298,13 +332,14 @@ class Relay:
         ]
         await self._commit(self._outcomes(info, results))
 
-    def _queue_job(self, due: Due, route: Route) -> None:
+    def _queue_job(self, due: Due, route: Route, policy: Policy | None) -> None:
         """Builds the delivery job; `_flush_jobs` hands the batch over."""
         found = self._job_info(due)
         if found is None:
             return
         msg, rows, info = found
         info.route = route
+        info.sts = policy
         job_id = self._next_job
         self._next_job += 1
         self.jobs[job_id] = info
@@ -322,7 +357,7 @@ class Relay:
                     }
                     for r in rows
                 ],
-                "hosts": job_hosts(route),
+                "hosts": job_hosts(route, policy),
                 "tls": {
                     "level": self.cfg.delivery.default_level,
                     "profile": self.cfg.delivery.tls_profile,
@@ -618,12 +653,29 @@ def _split_by_domain(env: dict[str, Any]) -> list[Due]:
     return [Due(env["queue_id"], d, tuple(ix)) for d, ix in by.items()]
 
 
-def job_hosts(route: Route) -> list[dict[str, Any]]:
+def _sts_hosts(route: Route, policy: Policy) -> list[str]:
+    """MX hosts usable under a policy: all unless it enforces (§4.1)."""
+    if policy.mode != "enforce":
+        return [h.name for h in route.hosts]
+    return [h.name for h in route.hosts if policy.matches(h.name)]
+
+
+def job_hosts(route: Route, policy: Policy | None = None) -> list[dict[str, Any]]:
     """The hosts of a route as the data plane takes them: addresses, TLSA
-    records, and whether the MX answer was secure (for dnssec-pkix)."""
+    records, whether the MX answer was secure (for dnssec-pkix), and
+    whether an MTA-STS enforce policy requires PKIX for the host."""
+    enforce = policy is not None and policy.mode == "enforce"
+    allowed = set(_sts_hosts(route, policy)) if policy is not None else None
     return [
-        {"name": h.name, "addresses": h.addresses, "tlsa": list(h.tlsa), "pkix": route.mx_secure}
+        {
+            "name": h.name,
+            "addresses": h.addresses,
+            "tlsa": list(h.tlsa),
+            "pkix": route.mx_secure,
+            "sts": enforce,
+        }
         for h in route.hosts
+        if allowed is None or h.name in allowed
     ]
 
 

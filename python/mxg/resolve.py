@@ -161,6 +161,11 @@ class DnsResolver:
         # lookup instead of sending the same queries hundreds of times.
         self._pending: dict[str, anyio.Event] = {}
 
+    @property
+    def raw(self) -> dns.asyncresolver.Resolver:
+        """The configured dnspython resolver, for other lookups (MTA-STS TXT)."""
+        return self._r
+
     def cached(self, domain: str) -> Route | None:
         """The cached route of a domain, if it is still fresh."""
         hit = self._cache.get(domain)

@@ -11,6 +11,7 @@ import pytest
 
 from tests.support.certs import ca_signed, self_signed, spki_sha256
 from tests.support.dns import KnotServer, UnboundServer, free_port
+from tests.support.https import PolicyServer
 from tests.support.mxgproc import MxgProcess
 from tests.support.sinks import Sink
 
@@ -31,6 +32,31 @@ ZONES = {
     "secure.test": ["@ MX 10 mx", "mx A 127.0.0.11"],
     "mixed.test": ["@ MX 10 mx1.good.test."],
     "bogus.test": ["@ MX 10 mx", "mx A 127.0.0.11"],
+    # MTA-STS (RFC 8461): policies served by tests/support/https.py.
+    "sts.test": [
+        "@ MX 10 mx",
+        "mx A 127.0.0.21",
+        '_mta-sts TXT "v=STSv1; id=1"',
+        "mta-sts A 127.0.0.20",
+    ],
+    "stsbad.test": [
+        "@ MX 10 mx",
+        "mx A 127.0.0.19",
+        '_mta-sts TXT "v=STSv1; id=1"',
+        "mta-sts A 127.0.0.20",
+    ],
+    "stsnomatch.test": [
+        "@ MX 10 mx",
+        "mx A 127.0.0.21",
+        '_mta-sts TXT "v=STSv1; id=1"',
+        "mta-sts A 127.0.0.20",
+    ],
+    "ststesting.test": [
+        "@ MX 10 mx",
+        "mx A 127.0.0.19",
+        '_mta-sts TXT "v=STSv1; id=1"',
+        "mta-sts A 127.0.0.20",
+    ],
     # Nothing listens on the IPv4 address; the IPv6 one answers.
     "v6.test": ["@ MX 10 mx", "mx A 127.0.0.29", "mx AAAA ::1"],
 }
@@ -62,12 +88,21 @@ def pkix_certs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     d = tmp_path_factory.mktemp("pkix")
     ca, good_chain, good_key = ca_signed(d, "mxg test CA", ["mx.pkix.test"])
     _, wrong_chain, wrong_key = ca_signed(d, "mxg test CA", ["other.example"])
+    _, sts_chain, sts_key = ca_signed(d, "mxg test CA", ["mx.sts.test", "mx.stsnomatch.test"])
+    policy_hosts = [
+        f"mta-sts.{z}" for z in ("sts.test", "stsbad.test", "stsnomatch.test", "ststesting.test")
+    ]
+    _, web_chain, web_key = ca_signed(d, "mxg test CA", policy_hosts)
     return {
         "ca": ca,
         "good_chain": good_chain,
         "good_key": good_key,
         "wrong_chain": wrong_chain,
         "wrong_key": wrong_key,
+        "sts_chain": sts_chain,
+        "sts_key": sts_key,
+        "web_chain": web_chain,
+        "web_key": web_key,
     }
 
 
@@ -119,6 +154,7 @@ def sinks(dane_cert: tuple[Path, Path], pkix_certs: dict[str, Path]) -> Iterator
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(*dane_cert)
     for name, addr, chain, key in (
+        ("sts", "127.0.0.21", pkix_certs["sts_chain"], pkix_certs["sts_key"]),
         ("pkix", "127.0.0.18", pkix_certs["good_chain"], pkix_certs["good_key"]),
         ("pkixwrong", "127.0.0.19", pkix_certs["wrong_chain"], pkix_certs["wrong_key"]),
     ):
@@ -190,3 +226,26 @@ def make_mxg(tmp_path: Path, dns_server: UnboundServer, backend: str) -> Iterato
     yield make
     for p in procs:
         p.stop()
+
+
+def _policy(mode: str, mx: str) -> tuple[int, str, bytes, dict[str, str]]:
+    body = f"version: STSv1\r\nmode: {mode}\r\nmx: {mx}\r\nmax_age: 86400\r\n"
+    return 200, "text/plain", body.encode(), {}
+
+
+@pytest.fixture(scope="session")
+def sts_web(pkix_certs: dict[str, Path]) -> Iterator[PolicyServer]:
+    """The MTA-STS policy host of every sts*.test domain (127.0.0.20:443)."""
+    server = PolicyServer(
+        "127.0.0.20",
+        pkix_certs["web_chain"],
+        pkix_certs["web_key"],
+        {
+            "mta-sts.sts.test": _policy("enforce", "mx.sts.test"),
+            "mta-sts.stsbad.test": _policy("enforce", "*.stsbad.test"),
+            "mta-sts.stsnomatch.test": _policy("enforce", "mail.elsewhere.test"),
+            "mta-sts.ststesting.test": _policy("testing", "*.ststesting.test"),
+        },
+    ).start()
+    yield server
+    server.stop()

@@ -19,6 +19,12 @@ pub struct Host {
     /// this host name authenticates it (method `dnssec-pkix`).
     #[serde(default)]
     pub pkix: bool,
+    /// An MTA-STS `enforce` policy covers this host (RFC 8461 §4.2):
+    /// STARTTLS and a PKIX-valid certificate for the host name are
+    /// mandatory, whatever the job's level (usable TLSA records take
+    /// precedence).
+    #[serde(default)]
+    pub sts: bool,
 }
 
 /// The transport requirement for a job. Later work adds the

@@ -438,6 +438,14 @@ pub(super) async fn open(
         crate::tls::verification_provider(),
     ));
     let dane_applies = dane.has_usable_records();
+    let sts_applies = host.sts && !dane_applies;
+    if sts_applies && !conn.caps.starttls {
+        let text = format!(
+            "{name}[{ip}]: starttls-not-supported: the domain's MTA-STS policy is enforce but the server does not offer STARTTLS (RFC 8461 4.2)"
+        );
+        conn.quit().await;
+        return Err(ConnError { text, reply: None });
+    }
     if dane_applies && !conn.caps.starttls {
         let text = format!(
             "{name}[{ip}]: starttls-not-supported: the server publishes TLSA records but does not offer STARTTLS (RFC 7672 2.2)"
@@ -446,21 +454,22 @@ pub(super) async fn open(
         return Err(ConnError { text, reply: None });
     }
     let mut pkix_failure: Option<String> = None;
-    if (required.tries_tls() || dane_applies) && conn.caps.starttls {
+    if (required.tries_tls() || dane_applies || sts_applies) && conn.caps.starttls {
         let server_name = rustls::pki_types::ServerName::try_from(host.name.clone())
             .unwrap_or_else(|_| rustls::pki_types::ServerName::IpAddress(ip.into()));
         // The profile narrows the offer only where the level demands it.
         let offer = required.requires_tls().then_some(tls.profile);
         // DANE takes precedence; otherwise a secure MX answer lets a
         // PKIX-valid certificate for the MX host name authenticate it.
-        let pkix = (!dane_applies && host.pkix && tls.methods.iter().any(|m| m == "dnssec-pkix"))
-            .then(|| crate::tls::PkixRecorder::new(client.roots.clone()))
-            .transpose()
-            .map_err(|e| ConnError {
-                text: e.to_string(),
-                reply: None,
-            })?
-            .map(Arc::new);
+        let pkix = (sts_applies
+            || (!dane_applies && host.pkix && tls.methods.iter().any(|m| m == "dnssec-pkix")))
+        .then(|| crate::tls::PkixRecorder::new(client.roots.clone()))
+        .transpose()
+        .map_err(|e| ConnError {
+            text: e.to_string(),
+            reply: None,
+        })?
+        .map(Arc::new);
         let config = if dane_applies {
             crate::tls::dane_client_config(dane.clone(), offer)
         } else if let Some(recorder) = &pkix {
@@ -494,9 +503,21 @@ pub(super) async fn open(
             pkix.as_ref()
                 .and_then(|r| r.result())
                 .and_then(Result::ok)
-                .map(|()| "dnssec-pkix")
+                .map(|()| {
+                    if sts_applies {
+                        "mta-sts"
+                    } else {
+                        "dnssec-pkix"
+                    }
+                })
         };
         pkix_failure = pkix.as_ref().and_then(|r| r.result()).and_then(Result::err);
+        if let (true, Some(reason)) = (sts_applies, &pkix_failure) {
+            // RFC 8461 §4.2: under enforce, no delivery without PKIX.
+            let text = format!("{name}[{ip}]: MTA-STS policy is enforce: {reason}");
+            conn.quit().await;
+            return Err(ConnError { text, reply: None });
+        }
         if let Some(method) = method {
             if let Some(info) = conn.tls.as_mut() {
                 info.method = Some(method.to_owned());

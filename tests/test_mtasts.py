@@ -1,0 +1,53 @@
+"""MTA-STS policy parsing and MX matching (RFC 8461 §3.1, §3.2, §4.1)."""
+
+from __future__ import annotations
+
+import pytest
+
+from mxg.mtasts import PolicyError, mx_matches, parse_policy, parse_txt
+
+GOOD = (
+    "version: STSv1\r\nmode: enforce\r\nmx: mail.example.com\r\nmx: *.example.net\r\n"
+    "max_age: 604800\r\n"
+)
+
+
+def test_parses_a_policy_with_several_mx_patterns() -> None:
+    p = parse_policy("example.com", "20240101", GOOD)
+    assert (p.mode, p.max_age) == ("enforce", 604800)
+    assert p.mx == ("mail.example.com", "*.example.net")
+    assert p.matches("MAIL.example.com.")
+    assert p.matches("mx1.example.net")
+    assert not p.matches("a.b.example.net")  # the wildcard covers one label only
+    assert not p.matches("example.net")
+
+
+@pytest.mark.parametrize(
+    ("text", "why"),
+    [
+        ("version: STSv2\nmode: enforce\nmx: a.example\nmax_age: 1\n", "version"),
+        ("version: STSv1\nmode: strict\nmx: a.example\nmax_age: 1\n", "mode"),
+        ("version: STSv1\nmode: enforce\nmax_age: 1\n", "no mx"),
+        ("version: STSv1\nmode: enforce\nmx: a.example\nmax_age: 99999999999\n", "range"),
+        ("version: STSv1\nmode: enforce\nmx: a.example\nmax_age: soon\n", "number"),
+        ("version: STSv1\nmode enforce\n", "key: value"),
+    ],
+)
+def test_rejects_malformed_policies(text: str, why: str) -> None:
+    with pytest.raises(PolicyError, match="sts-policy-invalid") as e:
+        parse_policy("example.com", "1", text)
+    assert why in str(e.value)
+
+
+def test_txt_record() -> None:
+    assert parse_txt(["v=STSv1; id=20190429T010101;"]) == "20190429T010101"
+    with pytest.raises(PolicyError):
+        parse_txt(["v=STSv1; id=1", "v=STSv1; id=2"])
+    with pytest.raises(PolicyError):
+        parse_txt(["v=STSv1; id=not-alnum!"])
+
+
+def test_mx_patterns() -> None:
+    assert mx_matches("*.example.com", "mx.example.com")
+    assert not mx_matches("*.example.com", "example.com")
+    assert mx_matches("mx.example.com.", "mx.example.com")
