@@ -145,7 +145,7 @@ async def check_domains(
                                     {
                                         "probe_id": probe_id,
                                         "domain": domain,
-                                        "hosts": job_hosts(route),
+                                        "hosts": job_hosts(route, None, cfg.policy_for(domain)),
                                         "tls": {
                                             "level": "opportunistic",
                                             "profile": cfg.delivery.tls_profile,

@@ -49,6 +49,8 @@ Seconds = Annotated[float, BeforeValidator(parse_duration), Field(ge=0)]
 PositiveSeconds = Annotated[float, BeforeValidator(parse_duration), Field(gt=0)]
 
 TransportLevel = Literal["none", "opportunistic", "encrypted", "qualified"]
+Method = Literal["dane-ee", "dane-ta", "mta-sts", "dnssec-pkix", "pinned"]
+PIN = re.compile(r"^(spki|cert)-sha256:[0-9a-f]{64}$")
 
 
 class Section(BaseModel):
@@ -157,7 +159,7 @@ class DeliveryConfig(Section):
     default_level: TransportLevel = "opportunistic"
     tls_profile: Literal["bsi-tr-02102-2", "modern"] = "bsi-tr-02102-2"
     # Authentication methods that count for the qualified level.
-    qualified_methods: list[Literal["dane-ee", "dane-ta", "mta-sts", "dnssec-pkix"]] = [
+    qualified_methods: list[Method] = [
         "dane-ee",
         "dane-ta",
         "mta-sts",
@@ -219,6 +221,44 @@ class LogConfig(Section):
     file: Path | None = None
 
 
+class DomainPolicy(Section):
+    """Per-domain transport policy (like Postfix's smtp_tls_policy_maps)."""
+
+    domain: str
+    # Raises the level messages to this domain need (never lowers it).
+    min_level: TransportLevel = "none"
+    # Methods that count for qualified here; empty: delivery.qualified_methods.
+    methods: list[Method] = []
+    # Operator pins: "spki-sha256:<hex>" (the server key) or
+    # "cert-sha256:<hex>" (the certificate); they authenticate by method
+    # "pinned" and, once given, must match.
+    pins: list[str] = []
+    # Only these MX hosts (exact names or "*.example.org" for one label).
+    mx: list[str] = []
+
+    @field_validator("domain")
+    @classmethod
+    def _domain(cls, v: str) -> str:
+        v = v.strip().rstrip(".").lower()
+        if not v or "@" in v or " " in v:
+            raise ValueError(f"{v!r} is not a domain")
+        return v
+
+    @field_validator("pins")
+    @classmethod
+    def _pins(cls, v: list[str]) -> list[str]:
+        for pin in v:
+            if not PIN.match(pin.lower()):
+                raise ValueError(f"{pin!r} is not spki-sha256:<64 hex> or cert-sha256:<64 hex>")
+        return [p.lower() for p in v]
+
+    @model_validator(mode="after")
+    def _pinned_needs_pins(self) -> DomainPolicy:
+        if "pinned" in self.methods and not self.pins:
+            raise ValueError("method 'pinned' needs pins")
+        return self
+
+
 class RunConfig(Section):
     backend: Literal["asyncio", "trio"] = "asyncio"
     user: str = ""
@@ -234,6 +274,20 @@ class Config(Section):
     dsn: DsnConfig = DsnConfig()
     log: LogConfig = LogConfig()
     run: RunConfig = RunConfig()
+    policy: list[DomainPolicy] = []
+
+    @field_validator("policy")
+    @classmethod
+    def _unique_domains(cls, v: list[DomainPolicy]) -> list[DomainPolicy]:
+        seen: set[str] = set()
+        for p in v:
+            if p.domain in seen:
+                raise ValueError(f"domain {p.domain!r} has more than one [[policy]]")
+            seen.add(p.domain)
+        return v
+
+    def policy_for(self, domain: str) -> DomainPolicy | None:
+        return next((p for p in self.policy if p.domain == domain), None)
 
     @property
     def spool_dir(self) -> Path:

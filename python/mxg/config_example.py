@@ -113,6 +113,14 @@ format = "text"
 # Empty: standard error.
 # file = "/var/log/mxg.log"
 
+# Per-domain policy, one [[policy]] table per domain (none by default):
+# [[policy]]
+# domain = "partner.example"
+# min_level = "qualified"            # raises, never lowers, the level
+# methods = ["pinned", "dane-ee"]    # what counts as qualified here
+# pins = ["spki-sha256:<64 hex>"]    # or "cert-sha256:<64 hex>"; must match
+# mx = ["mail.partner.example", "*.mx.partner.example"]
+
 [run]
 # asyncio (with uvloop) | trio
 backend = "asyncio"

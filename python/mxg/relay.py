@@ -23,11 +23,11 @@ import anyio
 import anyio.abc
 
 from mxg import _core
-from mxg.config import Config
+from mxg.config import Config, DomainPolicy
 from mxg.deliverylog import delivery, event, log
 from mxg.dsn import Original, RecipientReport, build_dsn
 from mxg.errors import EngineStopped, MessageNotFound, SpoolError
-from mxg.mtasts import Policy, PolicyError, StsCache, http_client
+from mxg.mtasts import Policy, PolicyError, StsCache, http_client, mx_matches
 from mxg.resolve import DnsResolver, ResolveError, Resolver, Route, probe_dnssec
 from mxg.schedule import next_attempt_ms
 from mxg.store import Due, Outcome, Store, domain_of, now_ms
@@ -242,7 +242,8 @@ class Relay:
         self.inflight.add(key)
         route = self.resolver.cached(due.domain)
         known, policy = self.sts.cached(due.domain) if self.sts else (True, None)
-        if route is None or not known or (policy is not None and not _sts_hosts(route, policy)):
+        dom = self.cfg.policy_for(due.domain)
+        if route is None or not known or not _allowed_hosts(route, policy, dom):
             self._tg.start_soon(self._deliver, due)
             return True
         try:
@@ -270,13 +271,24 @@ class Relay:
                 await self._unroutable(due, e)
                 return
             policy = await self._sts_policy(due.domain)
-            if policy is not None and not _sts_hosts(route, policy):
-                # RFC 8461 §4.1: under enforce, only matching MX hosts.
-                text = (
-                    f"validation-failure: the MTA-STS {policy.mode} policy of {due.domain} "
-                    f"(id {policy.id}, mx {', '.join(policy.mx)}) matches none of its MX "
-                    f"hosts ({', '.join(h.name for h in route.hosts)})"
-                )
+            dom = self.cfg.policy_for(due.domain)
+            if not _allowed_hosts(route, policy, dom):
+                # RFC 8461 §4.1: under enforce, only matching MX hosts; the
+                # operator's policy may restrict them too.
+                found = ", ".join(h.name for h in route.hosts)
+                if policy is not None and not _allowed_hosts(route, policy, None):
+                    text = (
+                        f"validation-failure: the MTA-STS {policy.mode} policy of {due.domain} "
+                        f"(id {policy.id}, mx {', '.join(policy.mx)}) matches none of its MX "
+                        f"hosts ({found})"
+                    )
+                else:
+                    assert dom is not None
+                    text = (
+                        f"validation-failure: the configured policy for {due.domain} allows "
+                        f"only MX {', '.join(dom.mx)}, which matches none of its MX hosts "
+                        f"({found})"
+                    )
                 await self._unroutable(
                     due, ResolveError(due.domain, text, permanent=False, enhanced="4.7.5")
                 )
@@ -340,6 +352,7 @@ class Relay:
         msg, rows, info = found
         info.route = route
         info.sts = policy
+        dom = self.cfg.policy_for(due.domain)
         job_id = self._next_job
         self._next_job += 1
         self.jobs[job_id] = info
@@ -357,11 +370,15 @@ class Relay:
                     }
                     for r in rows
                 ],
-                "hosts": job_hosts(route, policy),
+                "hosts": job_hosts(route, policy, dom),
                 "tls": {
-                    "level": self.cfg.delivery.default_level,
+                    "level": _stricter(
+                        self.cfg.delivery.default_level, dom.min_level if dom else "none"
+                    ),
                     "profile": self.cfg.delivery.tls_profile,
-                    "methods": self.cfg.delivery.qualified_methods,
+                    "methods": (
+                        dom.methods if dom and dom.methods else self.cfg.delivery.qualified_methods
+                    ),
                 },
                 "ret": msg["ret"],
                 "envid": msg["envid"],
@@ -653,19 +670,40 @@ def _split_by_domain(env: dict[str, Any]) -> list[Due]:
     return [Due(env["queue_id"], d, tuple(ix)) for d, ix in by.items()]
 
 
-def _sts_hosts(route: Route, policy: Policy) -> list[str]:
-    """MX hosts usable under a policy: all unless it enforces (§4.1)."""
-    if policy.mode != "enforce":
-        return [h.name for h in route.hosts]
-    return [h.name for h in route.hosts if policy.matches(h.name)]
+def _allowed_hosts(route: Route, sts: Policy | None, dom: DomainPolicy | None) -> list[str]:
+    """MX hosts usable under an MTA-STS policy (all unless it enforces,
+    RFC 8461 §4.1) and the operator's policy for the domain."""
+    out = []
+    for h in route.hosts:
+        if sts is not None and sts.mode == "enforce" and not sts.matches(h.name):
+            continue
+        if dom is not None and dom.mx and not any(mx_matches(p, h.name) for p in dom.mx):
+            continue
+        out.append(h.name)
+    return out
 
 
-def job_hosts(route: Route, policy: Policy | None = None) -> list[dict[str, Any]]:
+def _pin_record(pin: str) -> dict[str, int | str]:
+    """An operator pin as a DANE-EE-shaped record: ``spki-sha256`` is
+    ``3 1 1``, ``cert-sha256`` is ``3 0 1``."""
+    kind, _, digest = pin.partition(":")
+    return {"usage": 3, "selector": 1 if kind == "spki-sha256" else 0, "mtype": 1, "data": digest}
+
+
+def _stricter(a: str, b: str) -> str:
+    order = ("none", "opportunistic", "encrypted", "qualified")
+    return max(a, b, key=order.index)
+
+
+def job_hosts(
+    route: Route, policy: Policy | None = None, dom: DomainPolicy | None = None
+) -> list[dict[str, Any]]:
     """The hosts of a route as the data plane takes them: addresses, TLSA
-    records, whether the MX answer was secure (for dnssec-pkix), and
-    whether an MTA-STS enforce policy requires PKIX for the host."""
+    records, whether the MX answer was secure (for dnssec-pkix), whether an
+    MTA-STS enforce policy requires PKIX, and the operator's pins."""
     enforce = policy is not None and policy.mode == "enforce"
-    allowed = set(_sts_hosts(route, policy)) if policy is not None else None
+    allowed = set(_allowed_hosts(route, policy, dom))
+    pins = [_pin_record(p) for p in dom.pins] if dom is not None else []
     return [
         {
             "name": h.name,
@@ -673,9 +711,10 @@ def job_hosts(route: Route, policy: Policy | None = None) -> list[dict[str, Any]
             "tlsa": list(h.tlsa),
             "pkix": route.mx_secure,
             "sts": enforce,
+            "pins": pins,
         }
         for h in route.hosts
-        if allowed is None or h.name in allowed
+        if h.name in allowed
     ]
 
 

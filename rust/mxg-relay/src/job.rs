@@ -25,6 +25,11 @@ pub struct Host {
     /// precedence).
     #[serde(default)]
     pub sts: bool,
+    /// Operator pins for this host's domain, as DANE-EE-shaped records
+    /// (`3 1 1` for a key, `3 0 1` for a certificate); once given, one
+    /// must match (method `pinned`).
+    #[serde(default)]
+    pub pins: Vec<mxg_dane::Tlsa>,
 }
 
 /// The transport requirement for a job. Later work adds the

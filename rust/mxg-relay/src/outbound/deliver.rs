@@ -438,7 +438,21 @@ pub(super) async fn open(
         crate::tls::verification_provider(),
     ));
     let dane_applies = dane.has_usable_records();
-    let sts_applies = host.sts && !dane_applies;
+    // Operator pins are checked like DANE-EE records, under their own name.
+    let pins = Arc::new(DaneVerifier::new(
+        &host.pins,
+        vec![host.name.clone()],
+        crate::tls::verification_provider(),
+    ));
+    let pins_apply = !dane_applies && pins.has_usable_records();
+    if pins_apply && !conn.caps.starttls {
+        let text = format!(
+            "{name}[{ip}]: starttls-not-supported: the domain has operator pins but the server does not offer STARTTLS"
+        );
+        conn.quit().await;
+        return Err(ConnError { text, reply: None });
+    }
+    let sts_applies = host.sts && !dane_applies && !pins_apply;
     if sts_applies && !conn.caps.starttls {
         let text = format!(
             "{name}[{ip}]: starttls-not-supported: the domain's MTA-STS policy is enforce but the server does not offer STARTTLS (RFC 8461 4.2)"
@@ -454,7 +468,7 @@ pub(super) async fn open(
         return Err(ConnError { text, reply: None });
     }
     let mut pkix_failure: Option<String> = None;
-    if (required.tries_tls() || dane_applies || sts_applies) && conn.caps.starttls {
+    if (required.tries_tls() || dane_applies || pins_apply || sts_applies) && conn.caps.starttls {
         let server_name = rustls::pki_types::ServerName::try_from(host.name.clone())
             .unwrap_or_else(|_| rustls::pki_types::ServerName::IpAddress(ip.into()));
         // The profile narrows the offer only where the level demands it.
@@ -472,6 +486,8 @@ pub(super) async fn open(
         .map(Arc::new);
         let config = if dane_applies {
             crate::tls::dane_client_config(dane.clone(), offer)
+        } else if pins_apply {
+            crate::tls::dane_client_config(pins.clone(), offer)
         } else if let Some(recorder) = &pkix {
             crate::tls::pkix_client_config(recorder.clone(), offer)
         } else {
@@ -486,13 +502,17 @@ pub(super) async fn open(
                     "{name}[{ip}]: DANE authentication failed: {}: {failure}",
                     failure.result_type()
                 );
+            } else if let Some(Err(failure)) = pins.outcome() {
+                e.text = format!("{name}[{ip}]: no operator pin matched: {failure}");
             } else if let Some(p) = offer {
                 e.text
                     .push_str(&format!(" (offered only TLS profile {})", p.as_str()));
             }
             return Err(e);
         }
-        let method = if let Some(Ok(found)) = dane.outcome() {
+        let method = if let Some(Ok(_)) = pins.outcome() {
+            Some("pinned")
+        } else if let Some(Ok(found)) = dane.outcome() {
             if let Some(info) = conn.tls.as_mut() {
                 info.tlsa = Some(found.record.clone());
             }
