@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
+
+import anyio
+import dns.resolver
+import httpx
 import pytest
 
-from mxg.mtasts import PolicyError, mx_matches, parse_policy, parse_txt
+from mxg.mtasts import Policy, PolicyError, StsCache, mx_matches, parse_policy, parse_txt
+from mxg.store import Store
 
 GOOD = (
     "version: STSv1\r\nmode: enforce\r\nmx: mail.example.com\r\nmx: *.example.net\r\n"
@@ -51,3 +58,45 @@ def test_mx_patterns() -> None:
     assert mx_matches("*.example.com", "mx.example.com")
     assert not mx_matches("*.example.com", "example.com")
     assert mx_matches("mx.example.com.", "mx.example.com")
+
+
+class _Txt:
+    def __init__(self, text: str) -> None:
+        self.strings = [text.encode()]
+
+
+class _FakeResolver:
+    """Answers the _mta-sts TXT query; every other lookup fails."""
+
+    def __init__(self, txt: str) -> None:
+        self.txt = txt
+
+    async def resolve(self, name: str, rdtype: str, search: bool = False) -> list[_Txt]:
+        if rdtype == "TXT" and name.startswith("_mta-sts."):
+            return [_Txt(self.txt)]
+        raise dns.resolver.NXDOMAIN
+
+
+class _NoNetwork(httpx.AsyncBaseTransport):
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("policy host blocked")
+
+
+def test_a_stored_policy_survives_a_restart_and_an_unreachable_policy_host(
+    tmp_path: Path,
+) -> None:
+    store = Store(tmp_path / "q.db")
+    policy = parse_policy("example.com", "7", GOOD)
+    store.save_sts(policy, time.time() + 3600)
+    cache = StsCache(
+        _FakeResolver("v=STSv1; id=7"),  # type: ignore[arg-type]
+        httpx.AsyncClient(transport=_NoNetwork()),
+    )
+    cache.load([(Policy(**p), exp) for p, exp in store.load_sts()])
+    got = anyio.run(cache.policy, "example.com")
+    assert got == policy  # same id: no fetch needed, enforce still applies
+    # A new id must be fetched; with the host unreachable the unexpired
+    # policy stays in force rather than none.
+    cache._resolver = _FakeResolver("v=STSv1; id=8")  # type: ignore[assignment]
+    cache._checked.clear()
+    assert anyio.run(cache.policy, "example.com") == policy

@@ -29,6 +29,7 @@ import anyio
 
 from mxg import _core
 from mxg.config import Config
+from mxg.mtasts import Policy, PolicyError, StsCache, http_client
 from mxg.relay import job_hosts
 from mxg.resolve import DnsResolver, ResolveError, Route
 
@@ -60,6 +61,7 @@ class DomainReport:
     domain: str
     best_level: str
     mx_dnssec: str = ""
+    mta_sts: str = ""
     error: str = ""
     hosts: list[HostReport] = field(default_factory=list)
 
@@ -72,7 +74,7 @@ def _expires(ts: int | None) -> str:
     return datetime.fromtimestamp(ts, tz=UTC).strftime("%Y-%m-%d") if ts else ""
 
 
-def _report(domain: str, route: Route, probes: list[dict[str, Any]]) -> DomainReport:
+def _report(domain: str, route: Route, probes: list[dict[str, Any]], sts: str = "") -> DomainReport:
     by_name = {h.name: h for h in route.hosts}
     hosts = []
     for p in probes:
@@ -100,7 +102,7 @@ def _report(domain: str, route: Route, probes: list[dict[str, Any]]) -> DomainRe
             )
         )
     best = max((h.level for h in hosts), key=LEVELS.index, default="none")
-    return DomainReport(domain, best, "secure" if route.mx_secure else "insecure", "", hosts)
+    return DomainReport(domain, best, "secure" if route.mx_secure else "insecure", sts, "", hosts)
 
 
 async def check_domains(
@@ -113,6 +115,9 @@ async def check_domains(
     """Checks the domains, at most ``concurrency`` at once."""
     resolver = DnsResolver(
         cfg.dns, prefer=cfg.delivery.address_preference, max_addresses=cfg.delivery.max_addresses
+    )
+    sts_cache = (
+        StsCache(resolver.raw, http_client(cfg.delivery.ca_file)) if cfg.delivery.mta_sts else None
     )
     results: dict[str, DomainReport] = {}
     waiting: dict[int, tuple[anyio.Event, list[dict[str, Any]]]] = {}
@@ -139,13 +144,14 @@ async def check_domains(
                         except ResolveError as e:
                             results[domain] = DomainReport(domain, "none", error=e.text)
                         else:
+                            policy, sts_note = await _sts(sts_cache, domain)
                             done, out = waiting[probe_id] = (anyio.Event(), [])
                             engine.probe(
                                 json.dumps(
                                     {
                                         "probe_id": probe_id,
                                         "domain": domain,
-                                        "hosts": job_hosts(route, None, cfg.policy_for(domain)),
+                                        "hosts": job_hosts(route, policy, cfg.policy_for(domain)),
                                         "tls": {
                                             "level": "opportunistic",
                                             "profile": cfg.delivery.tls_profile,
@@ -155,7 +161,7 @@ async def check_domains(
                                 )
                             )
                             await done.wait()
-                            results[domain] = _report(domain, route, out)
+                            results[domain] = _report(domain, route, out, sts_note)
                         if progress is not None:
                             progress(len(results), len(domains), domain)
 
@@ -167,6 +173,19 @@ async def check_domains(
         finally:
             engine.shutdown()
     return [results[d.strip().rstrip(".").lower()] for d in domains]
+
+
+async def _sts(cache: StsCache | None, domain: str) -> tuple[Policy | None, str]:
+    """The domain's MTA-STS policy and a note for the report."""
+    if cache is None:
+        return None, ""
+    try:
+        policy = await cache.policy(domain)
+    except PolicyError as e:
+        return None, f"unusable: {e}"
+    if policy is None:
+        return None, ""
+    return policy, f"{policy.mode} id={policy.id} mx={','.join(policy.mx)}"
 
 
 def exit_code(reports: Sequence[DomainReport]) -> int:
@@ -181,6 +200,7 @@ CSV_FIELDS = [
     "domain",
     "best_level",
     "mx_dnssec",
+    "mta_sts",
     "host",
     "address",
     "dnssec",
@@ -207,6 +227,7 @@ def to_csv(reports: Sequence[DomainReport]) -> str:
             "domain": r.domain,
             "best_level": r.best_level,
             "mx_dnssec": r.mx_dnssec,
+            "mta_sts": r.mta_sts,
             "error": r.error,
         }
         if not r.hosts:
@@ -227,6 +248,8 @@ def to_text(reports: Sequence[DomainReport]) -> str:
         head = f"{r.domain}: best level {r.best_level}"
         if r.mx_dnssec:
             head += f" (MX answer DNSSEC {r.mx_dnssec})"
+        if r.mta_sts:
+            head += f"; MTA-STS {r.mta_sts}"
         lines.append(head)
         if r.error:
             lines.append(f"  {r.error}")

@@ -194,8 +194,18 @@ class StsCache:
         self._client = client
         self._clock = clock
         self._policies: dict[str, tuple[float, Policy]] = {}
+        # Persistence (the store): a restart must not forget an enforce
+        # policy, or an attacker who blocks the policy host wins (§5.1).
+        self.save: Callable[[Policy, float], None] | None = None
         self._checked: dict[str, float] = {}
         self._lock: dict[str, anyio.Lock] = {}
+
+    def load(self, policies: list[tuple[Policy, float]]) -> None:
+        """Policies kept from an earlier run, with their expiry times."""
+        now = self._clock()
+        for policy, expires in policies:
+            if expires > now:
+                self._policies[policy.domain] = (expires, policy)
 
     async def _addresses(self, name: str) -> list[str]:
         out: list[str] = []
@@ -256,4 +266,6 @@ class StsCache:
                     return cached[1]
                 raise
             self._policies[domain] = (now + policy.max_age, policy)
+            if self.save is not None:
+                self.save(policy, now + policy.max_age)
             return policy

@@ -109,6 +109,9 @@ class Relay:
         try:
             drop_privileges(cfg.run.user, cfg.data.directory)
             self.store = Store(cfg.db_path)
+            if self.sts is not None:
+                self.sts.load([(Policy(**p), exp) for p, exp in self.store.load_sts()])
+                self.sts.save = self.store.save_sts
             validating, verdict = await probe_dnssec(cfg.dns)
             event(log, f"DNSSEC: {verdict}", logging.INFO if validating else logging.WARNING)
             await self._recover()

@@ -76,6 +76,14 @@ CREATE TABLE IF NOT EXISTS attempts (
     evidence     TEXT
 );
 CREATE INDEX IF NOT EXISTS attempts_queue ON attempts(queue_id);
+CREATE TABLE IF NOT EXISTS sts_policies (
+    domain       TEXT PRIMARY KEY,
+    id           TEXT NOT NULL,
+    mode         TEXT NOT NULL,
+    mx           TEXT NOT NULL,  -- JSON list of patterns
+    max_age      INTEGER NOT NULL,
+    expires      REAL NOT NULL   -- Unix time
+);
 CREATE TABLE IF NOT EXISTS events (
     id           INTEGER PRIMARY KEY,
     queue_id     TEXT NOT NULL,
@@ -317,6 +325,39 @@ class Store:
             (older_than_ms,),
         ).fetchall()
         return [r[0] for r in rows]
+
+    # -- MTA-STS policy cache (RFC 8461 §5.1) -------------------------------
+
+    def save_sts(self, policy: Any, expires: float) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO sts_policies (domain, id, mode, mx, max_age, expires)"
+                " VALUES (?,?,?,?,?,?)",
+                (
+                    policy.domain,
+                    policy.id,
+                    policy.mode,
+                    json.dumps(list(policy.mx)),
+                    policy.max_age,
+                    expires,
+                ),
+            )
+
+    def load_sts(self) -> list[tuple[dict[str, Any], float]]:
+        rows = self.db.execute("SELECT * FROM sts_policies").fetchall()
+        return [
+            (
+                {
+                    "domain": r["domain"],
+                    "id": r["id"],
+                    "mode": r["mode"],
+                    "mx": tuple(json.loads(r["mx"])),
+                    "max_age": r["max_age"],
+                },
+                r["expires"],
+            )
+            for r in rows
+        ]
 
     # -- operator actions (mxg queue ...) ----------------------------------
 

@@ -55,3 +55,18 @@ def test_check_reports_levels_and_exit_codes(
     assert any("null MX" in row["error"] for row in rows)
     # Probing never starts a mail transaction.
     assert all(not s.mail_attempts for s in sinks.values())
+
+
+def test_check_reports_mta_sts(
+    make_mxg: Callable[..., MxgProcess],
+    sinks: dict[str, Sink],
+    pkix_certs: dict[str, Path],
+    sts_web: object,
+) -> None:
+    mxg = make_mxg(start=False, env={"MXG_DELIVERY__CA_FILE": f'"{pkix_certs["ca"]}"'})
+    r = mxg.cli("check", "sts.test", "--json")
+    assert r.returncode == 0, r.stdout + r.stderr
+    [report] = json.loads(r.stdout)
+    assert report["mta_sts"] == "enforce id=1 mx=mx.sts.test"
+    assert report["hosts"][0]["method"] == "mta-sts"
+    assert sinks["sts"].mail_attempts == []

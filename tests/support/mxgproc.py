@@ -87,5 +87,6 @@ class MxgProcess:
             text=True,
             timeout=60,
             cwd=self.workdir,
+            env={**os.environ, **self.env},
             check=False,
         )
