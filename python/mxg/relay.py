@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import pwd
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -517,16 +518,19 @@ class Relay:
 
     # -- DSNs ---------------------------------------------------------------
 
-    async def _send_failure_dsn(self, queue_id: str) -> None:
+    def _dsn_candidates(self, queue_id: str, want: Callable[[Any], bool]) -> tuple[Any, list[Any]]:
         assert self.store is not None
         msg = self.store.message(queue_id)
+        rows = [r for r in self.store.recipients(queue_id) if want(r)] if msg else []
+        return msg, rows
+
+    async def _send_failure_dsn(self, queue_id: str) -> None:
+        assert self.store is not None
+        msg, rows = self._dsn_candidates(
+            queue_id, lambda r: r["status"] == "bounced" and not r["dsn_sent"]
+        )
         if msg is None:
             return
-        rows = [
-            r
-            for r in self.store.recipients(queue_id)
-            if r["status"] == "bounced" and not r["dsn_sent"]
-        ]
         wanted = [r for r in rows if _wants(r["notify"], "FAILURE")]
         if msg["sender"] and wanted:
             reports = [_report(r, "failed") for r in wanted]
@@ -537,14 +541,11 @@ class Relay:
 
     async def _send_delay_dsn(self, queue_id: str) -> None:
         assert self.store is not None
-        msg = self.store.message(queue_id)
+        msg, rows = self._dsn_candidates(
+            queue_id, lambda r: r["status"] == "deferred" and _wants(r["notify"], "DELAY")
+        )
         if msg is None:
             return
-        rows = [
-            r
-            for r in self.store.recipients(queue_id)
-            if r["status"] == "deferred" and _wants(r["notify"], "DELAY")
-        ]
         if rows and msg["sender"]:
             reports = [_report(r, "delayed") for r in rows]
             until = msg["received_ms"] + int(self.cfg.queue.max_lifetime * 1000)

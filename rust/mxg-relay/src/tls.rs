@@ -53,24 +53,21 @@ pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, Engin
 /// certificate. No session resumption: a session made here must never be
 /// resumed under a stricter policy.
 pub fn unauthenticated_client_config(profile: Option<TlsProfile>) -> Arc<ClientConfig> {
-    let provider =
-        Arc::new(profile.map_or_else(rustls::crypto::ring::default_provider, TlsProfile::provider));
-    let mut config = ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .expect("ring supports the default versions")
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(SignatureOnly { provider }))
-        .with_no_client_auth();
-    config.resumption = rustls::client::Resumption::disabled();
-    config.enable_sni = true;
-    Arc::new(config)
+    client_config(
+        Arc::new(SignatureOnly {
+            provider: provider(),
+        }),
+        profile,
+    )
 }
 
-/// Client config that authenticates the server by DANE (one per
-/// connection: the verifier holds that host's records and its verdict).
-/// No resumption, so a session is never resumed under another policy.
-pub fn dane_client_config(
-    verifier: Arc<mxg_dane::DaneVerifier>,
+/// A client config offering `profile`'s parameters (all of rustls's when
+/// none) with `verifier` deciding about the server's certificate. Never
+/// resumes sessions: a session made under one policy must not be resumed
+/// under another (rustls does not re-verify resumed TLS 1.3 sessions;
+/// DESIGN.md §4 rule 5).
+fn client_config(
+    verifier: Arc<dyn ServerCertVerifier>,
     profile: Option<TlsProfile>,
 ) -> Arc<ClientConfig> {
     let provider =
@@ -83,6 +80,16 @@ pub fn dane_client_config(
         .with_no_client_auth();
     config.resumption = rustls::client::Resumption::disabled();
     Arc::new(config)
+}
+
+/// Client config that authenticates the server by DANE (one per
+/// connection: the verifier holds that host's records and its verdict).
+/// No resumption, so a session is never resumed under another policy.
+pub fn dane_client_config(
+    verifier: Arc<mxg_dane::DaneVerifier>,
+    profile: Option<TlsProfile>,
+) -> Arc<ClientConfig> {
+    client_config(verifier, profile)
 }
 
 /// The crypto provider DANE verification checks signatures with.
@@ -208,16 +215,7 @@ pub fn pkix_client_config(
     recorder: Arc<PkixRecorder>,
     profile: Option<TlsProfile>,
 ) -> Arc<ClientConfig> {
-    let provider =
-        Arc::new(profile.map_or_else(rustls::crypto::ring::default_provider, TlsProfile::provider));
-    let mut config = ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("ring supports the default versions")
-        .dangerous()
-        .with_custom_certificate_verifier(recorder)
-        .with_no_client_auth();
-    config.resumption = rustls::client::Resumption::disabled();
-    Arc::new(config)
+    client_config(recorder, profile)
 }
 
 /// Accepts any certificate, verifies the handshake signature with it.
