@@ -93,3 +93,34 @@ def test_delay_dsn_says_it_is_still_retried() -> None:
     assert b"Delayed Mail" in raw
     assert b"Action: delayed" in raw
     assert b"Will-Retry-Until:" in raw
+
+
+def test_security_failures_are_explained_in_english_and_german() -> None:
+    sec = RecipientReport(
+        "bob@example.net",
+        None,
+        "failed",
+        "4.4.7",
+        "",
+        "message expired after 5 days in the queue; last error: "
+        "mx.example.net[192.0.2.1]: DANE authentication failed: "
+        "tlsa-invalid: no TLSA record matched",
+        None,
+    )
+    raw = build_dsn(
+        reporting_mta="m",
+        postmaster="p@m",
+        original=ORIGINAL,
+        reports=[sec],
+        full_message_limit=10**6,
+    )
+    assert b"never sends such mail unprotected" in raw
+    assert b"Warum: Der empfangende Mailserver" in raw
+    plain = build_dsn(
+        reporting_mta="m",
+        postmaster="p@m",
+        original=ORIGINAL,
+        reports=[report()],
+        full_message_limit=10**6,
+    )
+    assert b"Warum" not in plain

@@ -150,5 +150,53 @@ def _human_text(
         out.append(f"<{r.address}>{where}:")
         out.append(f"    {r.diagnostic}")
         out.append("")
+    if any(is_security_failure(r.diagnostic) for r in reports):
+        out += SECURITY_EXPLANATION
     out.append(f"Queue ID: {original.queue_id}")
     return out
+
+
+# Words of mxg's own reasons that mean "the transport was not safe
+# enough" rather than "the recipient does not exist" (TLS-RPT result
+# types, RFC 8460 §4.3, and the level check).
+_SECURITY_MARKERS = (
+    "required transport level",
+    "starttls-not-supported",
+    "certificate-host-mismatch",
+    "certificate-expired",
+    "certificate-not-trusted",
+    "validation-failure",
+    "tlsa-invalid",
+    "dnssec-invalid",
+    "sts-policy",
+    "sts-webpki-invalid",
+    "DANE authentication failed",
+    "MTA-STS",
+    "operator pin",
+    "TLS handshake",
+)
+
+
+def is_security_failure(diagnostic: str) -> bool:
+    return any(m in diagnostic for m in _SECURITY_MARKERS)
+
+
+SECURITY_EXPLANATION = [
+    "Why: the receiving mail server could not be reached with the protection",
+    "this message requires - encryption, and where the content calls for it,",
+    "a server whose identity could be verified (DANE, MTA-STS or an agreed",
+    "certificate). The gateway never sends such mail unprotected.",
+    "What you can do: send the content by another secure channel, ask the",
+    "recipient's IT to enable TLS with DANE or MTA-STS for their mail servers,",
+    "or ask your mail administrator.",
+    "",
+    "Warum: Der empfangende Mailserver war nicht mit dem Schutz erreichbar,",
+    "den diese Nachricht verlangt - Verschluesselung und, wo der Inhalt es",
+    "erfordert, ein Server, dessen Identitaet geprueft werden konnte (DANE,",
+    "MTA-STS oder ein vereinbartes Zertifikat). Das Gateway versendet solche",
+    "Nachrichten nie ungeschuetzt.",
+    "Was Sie tun koennen: den Inhalt auf einem anderen sicheren Weg senden,",
+    "die IT des Empfaengers bitten, TLS mit DANE oder MTA-STS einzurichten,",
+    "oder Ihre Mail-Administration fragen.",
+    "",
+]
