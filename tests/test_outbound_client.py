@@ -346,3 +346,32 @@ def test_parameter_profiles(start_engine: Start, chacha_only: Sink) -> None:
     opportunistic = attempt("opportunistic", "bsi-tr-02102-2", 3)
     assert opportunistic["status"] == "sent"
     assert opportunistic["level"] == "opportunistic"
+
+
+@pytest.fixture
+def old_tls_only(tmp_path: Path) -> Iterator[Sink]:
+    """A server that speaks only TLS 1.0/1.1, which rustls never offers."""
+    cert, key = self_signed(tmp_path / "old-certs", "mx.example.test")
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert, key)
+    ctx.set_ciphers("DEFAULT:@SECLEVEL=0")
+    ctx.minimum_version = ssl.TLSVersion.TLSv1
+    ctx.maximum_version = ssl.TLSVersion.TLSv1_1
+    s = Sink("127.0.0.27", PORT).start(tls_context=ctx, require_starttls=False)
+    yield s
+    s.stop()
+
+
+# Building a TLS 1.0/1.1 server is deprecated in Python: that is the point.
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+@pytest.mark.parametrize("level", ["opportunistic", "encrypted"])
+def test_old_tls_only_server_gets_nothing_not_even_plaintext(
+    start_engine: Start, old_tls_only: Sink, level: str
+) -> None:
+    r = start_engine(outbound={"port": PORT, "idle_timeout_s": 0})
+    qid = spool_message(r)
+    done = run_job(r, qid, ["x@example.test"], [("mx.example.test", "127.0.0.27")], level)
+    [res] = done["results"]
+    assert res["status"] == "deferred"
+    assert "TLS handshake" in res["text"]
+    assert old_tls_only.mail_attempts == []  # rule 1: never the same MX in plaintext

@@ -72,6 +72,8 @@ SIGNED = (
     "notlsa.test",
     "pkix.test",
     "pkixwrong.test",
+    "daneta.test",
+    "danetawrong.test",
 )
 
 
@@ -86,7 +88,7 @@ def dane_cert(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 def pkix_certs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A private CA with certificates for mx.pkix.test and other.example."""
     d = tmp_path_factory.mktemp("pkix")
-    ca, good_chain, good_key = ca_signed(d, "mxg test CA", ["mx.pkix.test"])
+    ca, good_chain, good_key = ca_signed(d, "mxg test CA", ["mx.pkix.test", "mx.daneta.test"])
     _, wrong_chain, wrong_key = ca_signed(d, "mxg test CA", ["other.example"])
     _, sts_chain, sts_key = ca_signed(d, "mxg test CA", ["mx.sts.test", "mx.stsnomatch.test"])
     policy_hosts = [
@@ -108,7 +110,9 @@ def pkix_certs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 @pytest.fixture(scope="session")
 def dns_server(
-    tmp_path_factory: pytest.TempPathFactory, dane_cert: tuple[Path, Path]
+    tmp_path_factory: pytest.TempPathFactory,
+    dane_cert: tuple[Path, Path],
+    pkix_certs: dict[str, Path],
 ) -> Iterator[UnboundServer]:
     """The resolver mxg uses: Unbound, recursing into the Knot-served zones."""
     key_hash = spki_sha256(dane_cert[0])
@@ -120,6 +124,19 @@ def dns_server(
         "danenotls.test": ["@ MX 10 mx", "mx A 127.0.0.11", f"_25._tcp.mx TLSA 3 1 1 {key_hash}"],
         # Signed, STARTTLS offered, but no TLSA: nothing authenticates it.
         "notlsa.test": ["@ MX 10 mx", "mx A 127.0.0.17"],
+        # DANE-TA: TLSA "2 1 1" of the private CA that signed the server's
+        # certificate; the server presents its chain. The right name, and
+        # a server whose certificate is for another name (must fail).
+        "daneta.test": [
+            "@ MX 10 mx",
+            "mx A 127.0.0.18",
+            f"_25._tcp.mx TLSA 2 1 1 {spki_sha256(pkix_certs['ca'])}",
+        ],
+        "danetawrong.test": [
+            "@ MX 10 mx",
+            "mx A 127.0.0.19",
+            f"_25._tcp.mx TLSA 2 1 1 {spki_sha256(pkix_certs['ca'])}",
+        ],
         # dnssec-pkix: signed zones, servers with certificates of a private
         # CA (delivery.ca_file), one for the right name, one for another.
         "pkix.test": ["@ MX 10 mx", "mx A 127.0.0.18"],

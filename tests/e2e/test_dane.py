@@ -104,3 +104,19 @@ def test_qualified_methods_are_configurable(
     wait_for(lambda: "to=<a@pkix.test>" in mxg.log_text(), what="attempt")
     assert "status=deferred" in line_for(mxg, "a@pkix.test")
     assert sinks["pkix"].mail_attempts == []
+
+
+def test_dane_ta_checks_the_chain_and_the_name(
+    make_mxg: Callable[..., MxgProcess], sinks: dict[str, Sink]
+) -> None:
+    mxg = make_mxg(level="qualified")
+    r = swaks(mxg.port, "alice@sender.test", ["a@daneta.test", "b@danetawrong.test"])
+    assert r.returncode == 0, r.stdout
+    wait_for(lambda: sinks["pkix"].recipients() == ["a@daneta.test"], what="DANE-TA delivery")
+    ev = evidence_of(mxg, "a@daneta.test")
+    assert ev["method"] == "dane-ta" and ev["tlsa"].startswith("2 1 1 ")
+    assert len(ev["peer_certs_sha256"]) == 2  # the chain with the trust anchor
+    wait_for(lambda: "to=<b@danetawrong.test>" in mxg.log_text(), what="wrong-name attempt")
+    wrong = line_for(mxg, "b@danetawrong.test")
+    assert "status=deferred" in wrong and "certificate-host-mismatch" in wrong
+    assert sinks["pkixwrong"].mail_attempts == []
