@@ -331,3 +331,28 @@ pub fn hex(bytes: &[u8]) -> String {
             s
         })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// DESIGN.md §4 rule 5: rustls does not re-verify a resumed TLS 1.3
+    /// session, so no client config may resume at all.
+    #[test]
+    fn rule5_no_client_config_resumes_sessions() {
+        let disabled = format!("{:?}", rustls::client::Resumption::disabled());
+        let roots = root_store(None).unwrap();
+        let configs = [
+            unauthenticated_client_config(None),
+            unauthenticated_client_config(Some(TlsProfile::BsiTr02102_2)),
+            dane_client_config(
+                Arc::new(mxg_dane::DaneVerifier::new(&[], vec![], provider())),
+                Some(TlsProfile::Modern),
+            ),
+            pkix_client_config(Arc::new(PkixRecorder::new(roots).unwrap()), None),
+        ];
+        for config in configs {
+            assert_eq!(format!("{:?}", config.resumption), disabled);
+        }
+    }
+}
