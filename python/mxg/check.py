@@ -114,7 +114,10 @@ async def check_domains(
 ) -> list[DomainReport]:
     """Checks the domains, at most ``concurrency`` at once."""
     resolver = DnsResolver(
-        cfg.dns, prefer=cfg.delivery.address_preference, max_addresses=cfg.delivery.max_addresses
+        cfg.dns,
+        prefer=cfg.delivery.address_preference,
+        max_addresses=cfg.delivery.max_addresses,
+        port=cfg.delivery.port,
     )
     sts_cache = (
         StsCache(resolver.raw, http_client(cfg.delivery.ca_file)) if cfg.delivery.mta_sts else None

@@ -79,6 +79,7 @@ class Relay:
             config.dns,
             prefer=config.delivery.address_preference,
             max_addresses=config.delivery.max_addresses,
+            port=config.delivery.port,
         )
         self.resolver: Resolver = resolver or dns_resolver
         self.sts: StsCache | None = (

@@ -39,7 +39,7 @@ class Host:
     addresses: list[str]
     # Every address answer (A, AAAA, also "no such data") was DNSSEC-secure.
     secure: bool = False
-    # DNSSEC-secure TLSA records at _25._tcp.<name> (RFC 7672 §2.2), as
+    # DNSSEC-secure TLSA records at _<port>._tcp.<name> (RFC 7672 §2.2), as
     # {"usage", "selector", "mtype", "data"}; the data plane uses them.
     tlsa: tuple[dict[str, int | str], ...] = ()
 
@@ -135,8 +135,12 @@ class DnsResolver:
         *,
         prefer: str = "ipv4",
         max_addresses: int = 10,
+        port: int = 25,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """``port``: the port mxg delivers to; TLSA records are looked up
+        for it (RFC 6698 §3: ``_<port>._tcp``, ``_25._tcp`` in production,
+        RFC 7672 §2.2)."""
         if cfg.nameservers:
             r = dns.asyncresolver.Resolver(configure=False)
             r.nameservers = list(cfg.nameservers)
@@ -154,6 +158,7 @@ class DnsResolver:
         self._r = r
         self._prefer = prefer
         self._max_addresses = max_addresses
+        self._tlsa_prefix = f"_{port}._tcp"
         self._clock = clock
         self._cache_size = cfg.cache_size
         self._cache: OrderedDict[str, tuple[float, Route | ResolveError]] = OrderedDict()
@@ -360,7 +365,7 @@ class DnsResolver:
                 hosts.append(host)
                 prefs += route.prefs[i : i + 1]
                 continue
-            name = f"_25._tcp.{host.name}"
+            name = f"{self._tlsa_prefix}.{host.name}"
             try:
                 records, secure = await self._query(name, "TLSA", ttl)
             except dns.resolver.NXDOMAIN:

@@ -4,18 +4,25 @@ own loopback addresses, and mxg started as a process."""
 from __future__ import annotations
 
 import ssl
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.support.certs import ca_signed, self_signed, spki_sha256
+from tests.support.certs import ca_signed, expired_self_signed, self_signed, spki_sha256
 from tests.support.dns import KnotServer, UnboundServer, free_port
 from tests.support.https import PolicyServer
 from tests.support.mxgproc import MxgProcess
 from tests.support.sinks import Sink
 
 SINK_PORT = free_port("127.0.0.1")
+# The test world's resolver on port 53 as well, for posttls-finger, which
+# resolves through resolv.conf (tests/e2e/test_posttls_finger.py).
+SYSTEM_RESOLVER = "127.0.0.153"
+# TLSA owner prefix: mxg and Postfix look TLSA up for the port they
+# deliver to (RFC 6698 3), the test world's receivers listen on SINK_PORT.
+TLSA = f"_{SINK_PORT}._tcp"
 
 ZONES = {
     "good.test": ["@ MX 10 mx1", "@ MX 20 mx2", "mx1 A 127.0.0.11", "mx2 A 127.0.0.12"],
@@ -57,6 +64,16 @@ ZONES = {
         '_mta-sts TXT "v=STSv1; id=1"',
         "mta-sts A 127.0.0.20",
     ],
+    # A server that speaks only TLS 1.0/1.1, one with RSA key exchange only.
+    "tls10.test": ["@ MX 10 mx", "mx A 127.0.0.32"],
+    "rsakx.test": ["@ MX 10 mx", "mx A 127.0.0.33"],
+    # MTA-STS enforce, the MX presents a self-signed certificate for its name.
+    "stsself.test": [
+        "@ MX 10 mx",
+        "mx A 127.0.0.34",
+        '_mta-sts TXT "v=STSv1; id=1"',
+        "mta-sts A 127.0.0.20",
+    ],
     # Nothing listens on the IPv4 address; the IPv6 one answers.
     "v6.test": ["@ MX 10 mx", "mx A 127.0.0.29", "mx AAAA ::1"],
 }
@@ -74,6 +91,8 @@ SIGNED = (
     "pkixwrong.test",
     "daneta.test",
     "danetawrong.test",
+    "daneexpired.test",
+    "danetwo.test",
 )
 
 
@@ -85,6 +104,20 @@ def dane_cert(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 
 @pytest.fixture(scope="session")
+def odd_certs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, Path]]:
+    """Certificates of the odd servers: one expired in 2020 (127.0.0.31,
+    DANE-EE must still pass), an RSA one for the RSA-key-exchange server,
+    a self-signed one with the right name for MTA-STS enforce."""
+    d = tmp_path_factory.mktemp("odd")
+    return {
+        "expired": expired_self_signed(d / "expired", "mx.daneexpired.test"),
+        "rsa": self_signed(d / "rsa", "mx.rsakx.test", key_type="rsa"),
+        "tls10": self_signed(d / "tls10", "mx.tls10.test"),
+        "stsself": self_signed(d / "stsself", "mx.stsself.test"),
+    }
+
+
+@pytest.fixture(scope="session")
 def pkix_certs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A private CA with certificates for mx.pkix.test and other.example."""
     d = tmp_path_factory.mktemp("pkix")
@@ -92,7 +125,8 @@ def pkix_certs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     _, wrong_chain, wrong_key = ca_signed(d, "mxg test CA", ["other.example"])
     _, sts_chain, sts_key = ca_signed(d, "mxg test CA", ["mx.sts.test", "mx.stsnomatch.test"])
     policy_hosts = [
-        f"mta-sts.{z}" for z in ("sts.test", "stsbad.test", "stsnomatch.test", "ststesting.test")
+        f"mta-sts.{z}"
+        for z in ("sts.test", "stsbad.test", "stsnomatch.test", "ststesting.test", "stsself.test")
     ]
     _, web_chain, web_key = ca_signed(d, "mxg test CA", policy_hosts)
     return {
@@ -113,15 +147,32 @@ def dns_server(
     tmp_path_factory: pytest.TempPathFactory,
     dane_cert: tuple[Path, Path],
     pkix_certs: dict[str, Path],
+    odd_certs: dict[str, tuple[Path, Path]],
 ) -> Iterator[UnboundServer]:
     """The resolver mxg uses: Unbound, recursing into the Knot-served zones."""
     key_hash = spki_sha256(dane_cert[0])
+    expired_hash = spki_sha256(odd_certs["expired"][0])
     zones = {
         **ZONES,
         # DANE-EE that matches; one that matches nothing; TLSA but no STARTTLS.
-        "dane.test": ["@ MX 10 mx", "mx A 127.0.0.17", f"_25._tcp.mx TLSA 3 1 1 {key_hash}"],
-        "danebad.test": ["@ MX 10 mx", "mx A 127.0.0.17", f"_25._tcp.mx TLSA 3 1 1 {'0' * 64}"],
-        "danenotls.test": ["@ MX 10 mx", "mx A 127.0.0.11", f"_25._tcp.mx TLSA 3 1 1 {key_hash}"],
+        "dane.test": ["@ MX 10 mx", "mx A 127.0.0.17", f"{TLSA}.mx TLSA 3 1 1 {key_hash}"],
+        "danebad.test": ["@ MX 10 mx", "mx A 127.0.0.17", f"{TLSA}.mx TLSA 3 1 1 {'0' * 64}"],
+        "danenotls.test": ["@ MX 10 mx", "mx A 127.0.0.11", f"{TLSA}.mx TLSA 3 1 1 {key_hash}"],
+        # DANE-EE with a certificate that expired in 2020 (must pass).
+        "daneexpired.test": [
+            "@ MX 10 mx",
+            "mx A 127.0.0.31",
+            f"{TLSA}.mx TLSA 3 1 1 {expired_hash}",
+        ],
+        # Two MX hosts, only the second verifies: its TLSA matches.
+        "danetwo.test": [
+            "@ MX 10 mx1",
+            "@ MX 20 mx2",
+            "mx1 A 127.0.0.17",
+            "mx2 A 127.0.0.17",
+            f"{TLSA}.mx1 TLSA 3 1 1 {'1' * 64}",
+            f"{TLSA}.mx2 TLSA 3 1 1 {key_hash}",
+        ],
         # Signed, STARTTLS offered, but no TLSA: nothing authenticates it.
         "notlsa.test": ["@ MX 10 mx", "mx A 127.0.0.17"],
         # DANE-TA: TLSA "2 1 1" of the private CA that signed the server's
@@ -130,12 +181,12 @@ def dns_server(
         "daneta.test": [
             "@ MX 10 mx",
             "mx A 127.0.0.18",
-            f"_25._tcp.mx TLSA 2 1 1 {spki_sha256(pkix_certs['ca'])}",
+            f"{TLSA}.mx TLSA 2 1 1 {spki_sha256(pkix_certs['ca'])}",
         ],
         "danetawrong.test": [
             "@ MX 10 mx",
             "mx A 127.0.0.19",
-            f"_25._tcp.mx TLSA 2 1 1 {spki_sha256(pkix_certs['ca'])}",
+            f"{TLSA}.mx TLSA 2 1 1 {spki_sha256(pkix_certs['ca'])}",
         ],
         # dnssec-pkix: signed zones, servers with certificates of a private
         # CA (delivery.ca_file), one for the right name, one for another.
@@ -148,14 +199,52 @@ def dns_server(
         # bogus.test is validated with another zone's key: SERVFAIL.
         knot.ksk("secure.test").replace("secure.test.", "bogus.test.", 1),
     ]
-    unbound = UnboundServer(tmp_path_factory.mktemp("unbound"), knot, trust_anchors=anchors).start()
+    unbound = UnboundServer(
+        tmp_path_factory.mktemp("unbound"),
+        knot,
+        trust_anchors=anchors,
+        system_address=SYSTEM_RESOLVER,
+    ).start()
     yield unbound
     unbound.stop()
     knot.stop()
 
 
+def _tls_context(cert: Path, key: Path) -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert, key)
+    return ctx
+
+
+def _old_tls_context(cert: Path, key: Path) -> ssl.SSLContext:
+    """TLS 1.0/1.1 only, which rustls never offers."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert, key)
+    ctx.set_ciphers("DEFAULT:@SECLEVEL=0")
+    # Python deprecates building such a server: that is the point.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1
+        ctx.maximum_version = ssl.TLSVersion.TLSv1_1
+    return ctx
+
+
+def _rsa_kx_context(cert: Path, key: Path) -> ssl.SSLContext:
+    """TLS 1.2 with RSA key exchange only (no forward secrecy): rustls
+    implements no such cipher suite."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert, key)
+    ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+    ctx.set_ciphers("AES128-GCM-SHA256:AES256-GCM-SHA384")
+    return ctx
+
+
 @pytest.fixture
-def sinks(dane_cert: tuple[Path, Path], pkix_certs: dict[str, Path]) -> Iterator[dict[str, Sink]]:
+def sinks(
+    dane_cert: tuple[Path, Path],
+    pkix_certs: dict[str, Path],
+    odd_certs: dict[str, tuple[Path, Path]],
+) -> Iterator[dict[str, Sink]]:
     started = {
         name: Sink(addr, SINK_PORT).start()
         for name, addr in (
@@ -179,6 +268,13 @@ def sinks(dane_cert: tuple[Path, Path], pkix_certs: dict[str, Path]) -> Iterator
         pctx.load_cert_chain(chain, key)
         started[name] = Sink(addr, SINK_PORT).start(tls_context=pctx, require_starttls=False)
     started["dane"] = Sink("127.0.0.17", SINK_PORT).start(tls_context=ctx, require_starttls=False)
+    for name, addr, tls in (
+        ("expired", "127.0.0.31", _tls_context(*odd_certs["expired"])),
+        ("tls10", "127.0.0.32", _old_tls_context(*odd_certs["tls10"])),
+        ("rsakx", "127.0.0.33", _rsa_kx_context(*odd_certs["rsa"])),
+        ("stsself", "127.0.0.34", _tls_context(*odd_certs["stsself"])),
+    ):
+        started[name] = Sink(addr, SINK_PORT).start(tls_context=tls, require_starttls=False)
     yield started
     for s in started.values():
         s.stop()
@@ -262,6 +358,7 @@ def sts_web(pkix_certs: dict[str, Path]) -> Iterator[PolicyServer]:
             "mta-sts.stsbad.test": _policy("enforce", "*.stsbad.test"),
             "mta-sts.stsnomatch.test": _policy("enforce", "mail.elsewhere.test"),
             "mta-sts.ststesting.test": _policy("testing", "*.ststesting.test"),
+            "mta-sts.stsself.test": _policy("enforce", "mx.stsself.test"),
         },
     ).start()
     yield server

@@ -27,6 +27,20 @@ ROWS = [
         "sent",
         "method=dane-ee",
     ),
+    (
+        "DANE-EE, certificate expired in 2020 (must pass)",
+        "daneexpired.test",
+        "qualified",
+        "sent",
+        "method=dane-ee",
+    ),
+    (
+        "two MX hosts, only the second verifies",
+        "danetwo.test",
+        "qualified",
+        "sent",
+        "relay=mx2.danetwo.test",
+    ),
     ("DANE-TA", "daneta.test", "qualified", "sent", "method=dane-ta"),
     (
         "DANE-TA with a wrong name (must fail)",
@@ -57,6 +71,13 @@ ROWS = [
         "opportunistic",
         "deferred",
         "matches none of its MX hosts",
+    ),
+    (
+        "MTA-STS enforce, self-signed certificate",
+        "stsself.test",
+        "opportunistic",
+        "deferred",
+        "certificate-not-trusted",
     ),
     (
         "MTA-STS testing, bad certificate (never blocks)",
@@ -110,6 +131,8 @@ ROWS = [
         "deferred",
         "qualified not met",
     ),
+    ("TLS 1.0/1.1 only", "tls10.test", "opportunistic", "deferred", "TLS handshake"),
+    ("RSA key exchange only", "rsakx.test", "opportunistic", "deferred", "TLS handshake"),
     ("bogus zone", "bogus.test", "opportunistic", "deferred", "SERVFAIL"),
 ]
 

@@ -6,9 +6,16 @@ import hashlib
 import subprocess
 from pathlib import Path
 
+_KEY_ARGS = {
+    "ec": ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"],
+    # RSA: the only key type a server with RSA key exchange can use.
+    "rsa": ["-newkey", "rsa:2048"],
+}
 
-def self_signed(directory: Path, name: str) -> tuple[Path, Path]:
-    """An ECDSA P-256 certificate for ``name`` and its key, valid one day."""
+
+def self_signed(directory: Path, name: str, key_type: str = "ec") -> tuple[Path, Path]:
+    """A certificate for ``name`` (ECDSA P-256 or RSA 2048) and its key,
+    valid one day."""
     directory.mkdir(parents=True, exist_ok=True)
     cert, key = directory / f"{name}.crt", directory / f"{name}.key"
     subprocess.run(
@@ -16,10 +23,7 @@ def self_signed(directory: Path, name: str) -> tuple[Path, Path]:
             "openssl",
             "req",
             "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
+            *_KEY_ARGS[key_type],
             "-nodes",
             "-subj",
             f"/CN={name}",
@@ -35,6 +39,31 @@ def self_signed(directory: Path, name: str) -> tuple[Path, Path]:
         check=True,
         capture_output=True,
     )
+    return cert, key
+
+
+def expired_self_signed(directory: Path, name: str) -> tuple[Path, Path]:
+    """A self-signed ECDSA certificate for ``name`` that expired in 2020.
+    OpenSSL 3.0's ``req -x509`` cannot backdate; ``ca -selfsign`` can."""
+    directory.mkdir(parents=True, exist_ok=True)
+    cert, key, csr = (directory / f"{name}.{ext}" for ext in ("crt", "key", "csr"))
+    (directory / "index.txt").write_text("")
+    (directory / "serial").write_text("01\n")
+    cnf = directory / "ca.cnf"
+    cnf.write_text(
+        "[ca]\ndefault_ca = d\n[d]\n"
+        f"database = {directory}/index.txt\nnew_certs_dir = {directory}\n"
+        f"serial = {directory}/serial\ndefault_md = sha256\npolicy = p\n"
+        "copy_extensions = copy\nunique_subject = no\n[p]\ncommonName = supplied\n"
+    )
+    req = ["openssl", "req", "-new", *_KEY_ARGS["ec"], "-nodes", "-subj", f"/CN={name}"]
+    req += ["-addext", f"subjectAltName=DNS:{name}", "-keyout", str(key), "-out", str(csr)]
+    sign = ["openssl", "ca", "-batch", "-config", str(cnf), "-selfsign", "-keyfile", str(key)]
+    sign += ["-in", str(csr), "-out", str(cert), "-notext"]
+    sign += ["-startdate", "20200101000000Z", "-enddate", "20200201000000Z"]
+    run = [req, sign]
+    for argv in run:
+        subprocess.run(argv, check=True, capture_output=True)
     return cert, key
 
 

@@ -173,10 +173,14 @@ class UnboundServer(_DnsDaemon):
         knot: KnotServer,
         address: str = "127.0.0.1",
         trust_anchors: Sequence[str] = (),
+        system_address: str | None = None,
     ) -> None:
         """``trust_anchors``: DNSKEY records (zone-file text) Unbound
-        validates with; without any, it only resolves."""
+        validates with; without any, it only resolves. ``system_address``:
+        also listen there on port 53, for tools that only use the system
+        resolver (resolv.conf cannot name a port), e.g. posttls-finger."""
         self.trust_anchors = list(trust_anchors)
+        self.system_address = system_address
         self.workdir = workdir
         self.knot = knot
         self.address = address
@@ -189,6 +193,7 @@ class UnboundServer(_DnsDaemon):
         conf = [
             "server:",
             f"    interface: {self.address}@{self.port}",
+            *([f"    interface: {self.system_address}@53"] if self.system_address else []),
             f"    port: {self.port}",
             '    username: ""',
             '    chroot: ""',
