@@ -714,6 +714,7 @@ def job_hosts(
             "name": h.name,
             "addresses": h.addresses,
             "tlsa": list(h.tlsa),
+            "tlsa_names": list(h.tlsa_names),
             "pkix": route.mx_secure,
             "sts": enforce,
             "pins": pins,

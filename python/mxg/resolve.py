@@ -42,6 +42,12 @@ class Host:
     # DNSSEC-secure TLSA records at _<port>._tcp.<name> (RFC 7672 §2.2), as
     # {"usage", "selector", "mtype", "data"}; the data plane uses them.
     tlsa: tuple[dict[str, int | str], ...] = ()
+    # The name after following CNAMEs, when the address answer went
+    # through a CNAME chain (RFC 7672 §2.2.3).
+    canonical: str = ""
+    # The names a DANE-TA certificate may be issued to: the TLSA base
+    # domain first, then the MX host name (RFC 7672 §3.2.2); also the SNI.
+    tlsa_names: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -191,11 +197,12 @@ class DnsResolver:
         return self._trust_ad and bool(flags & dns.flags.AD)
 
     async def _query(
-        self, name: str, rdtype: str, ttl: _MinTtl
+        self, name: str, rdtype: str, ttl: _MinTtl, canonical: list[str] | None = None
     ) -> tuple[Sequence[object] | None, bool]:
         """Records (None for 'no such data') and whether the answer was
         DNSSEC-secure; raises for NXDOMAIN (as dns.resolver.NXDOMAIN) and
-        _Transient for everything else, SERVFAIL from validation included."""
+        _Transient for everything else, SERVFAIL from validation included.
+        ``canonical`` receives the name at the end of any CNAME chain."""
         try:
             answer = await self._r.resolve(name, rdtype, search=False)
         except dns.resolver.NoAnswer as e:
@@ -223,17 +230,22 @@ class DnsResolver:
             raise _Transient(f"{rdtype} lookup for {name} failed: {e}") from e
         if answer.rrset is not None:
             ttl.saw(answer.rrset.ttl)
+        if canonical is not None:
+            canonical.append(answer.canonical_name.to_text(omit_final_dot=True).lower())
         return list(answer), self._secure(answer.response)
 
-    async def _addresses(self, name: str, ttl: _MinTtl) -> tuple[list[str], bool]:
-        """Addresses in preference order, and whether all answers were secure."""
+    async def _addresses(
+        self, name: str, ttl: _MinTtl, canonical: list[str] | None = None
+    ) -> tuple[list[str], bool]:
+        """Addresses in preference order, and whether all answers were
+        secure; ``canonical`` receives the CNAME-expanded name."""
         results: dict[str, list[str]] = {"A": [], "AAAA": []}
         errors: list[str] = []
         secure: dict[str, bool] = {}
 
         async def one(rdtype: str) -> None:
             try:
-                recs, secure[rdtype] = await self._query(name, rdtype, ttl)
+                recs, secure[rdtype] = await self._query(name, rdtype, ttl, canonical)
             except dns.resolver.NXDOMAIN:
                 secure[rdtype] = False
                 return
@@ -316,13 +328,15 @@ class DnsResolver:
         for pref, name in ordered:
             if budget <= 0:
                 break
+            canonical: list[str] = []
             try:
-                addrs, secure = await self._addresses(name, ttl)
+                addrs, secure = await self._addresses(name, ttl, canonical)
             except _Transient as e:
                 errors.append(str(e))
                 continue
             if addrs:
-                hosts.append(Host(name, addrs[:budget], secure))
+                expanded = canonical[0] if canonical and canonical[0] != name else ""
+                hosts.append(Host(name, addrs[:budget], secure, canonical=expanded))
                 prefs.append(pref)
                 budget -= len(addrs[:budget])
         if not hosts:
@@ -337,8 +351,9 @@ class DnsResolver:
 
     async def _implicit(self, domain: str, ttl: _MinTtl) -> Route:
         """RFC 5321 §5.1: no MX, so the domain itself is the host."""
+        canonical: list[str] = []
         try:
-            addrs, secure = await self._addresses(domain, ttl)
+            addrs, secure = await self._addresses(domain, ttl, canonical)
         except _Transient as e:
             raise ResolveError(domain, str(e), permanent=False) from None
         if not addrs:
@@ -348,7 +363,8 @@ class DnsResolver:
                 permanent=True,
                 enhanced="5.1.2",
             )
-        hosts = [Host(domain, addrs[: self._max_addresses], secure)]
+        expanded = canonical[0] if canonical and canonical[0] != domain else ""
+        hosts = [Host(domain, addrs[: self._max_addresses], secure, canonical=expanded)]
         return await self._with_tlsa(Route(domain, hosts, implicit=True, mx_secure=secure), ttl)
 
     async def _with_tlsa(self, route: Route, ttl: _MinTtl) -> Route:
@@ -365,20 +381,30 @@ class DnsResolver:
                 hosts.append(host)
                 prefs += route.prefs[i : i + 1]
                 continue
-            name = f"{self._tlsa_prefix}.{host.name}"
             try:
-                records, secure = await self._query(name, "TLSA", ttl)
-            except dns.resolver.NXDOMAIN:
-                records, secure = None, False
+                tlsa, base = await self._tlsa(host, ttl)
             except _Transient as e:
                 failures.append(f"{e} (the MX host {host.name} is unusable for now, RFC 7672 2.2)")
                 continue
-            tlsa = tuple(_tlsa_record(r) for r in records or []) if secure else ()
-            hosts.append(replace(host, tlsa=tlsa))
+            names = tuple(dict.fromkeys([base, host.name])) if tlsa else ()
+            hosts.append(replace(host, tlsa=tlsa, tlsa_names=names))
             prefs += route.prefs[i : i + 1]
         if not hosts:
             raise ResolveError(route.domain, "; ".join(failures), permanent=False, enhanced="4.7.5")
         return replace(route, hosts=hosts, prefs=tuple(prefs))
+
+    async def _tlsa(self, host: Host, ttl: _MinTtl) -> tuple[tuple[dict[str, int | str], ...], str]:
+        """The host's secure TLSA records and their base domain. RFC 7672
+        §2.2.3: for a CNAME'd host, the fully expanded name first, then the
+        original name. Only secure answers count; a failed lookup raises."""
+        for base in filter(None, (host.canonical, host.name)):
+            try:
+                records, secure = await self._query(f"{self._tlsa_prefix}.{base}", "TLSA", ttl)
+            except dns.resolver.NXDOMAIN:
+                records, secure = None, False
+            if records and secure:
+                return tuple(_tlsa_record(r) for r in records), base
+        return (), host.name
 
 
 def _tlsa_record(r: Any) -> dict[str, int | str]:

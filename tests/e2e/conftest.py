@@ -93,6 +93,8 @@ SIGNED = (
     "danetawrong.test",
     "daneexpired.test",
     "danetwo.test",
+    "danecname.test",
+    "danecname2.test",
 )
 
 
@@ -172,6 +174,15 @@ def dns_server(
             "mx2 A 127.0.0.17",
             f"{TLSA}.mx1 TLSA 3 1 1 {'1' * 64}",
             f"{TLSA}.mx2 TLSA 3 1 1 {key_hash}",
+        ],
+        # The MX host is a CNAME (RFC 7672 2.2.3): TLSA at the expanded
+        # name (DANE-TA, the certificate names the expanded name), and TLSA
+        # only at the original name (the expanded name has none).
+        "danecname.test": ["@ MX 10 mail", "mail CNAME mx.daneta.test."],
+        "danecname2.test": [
+            "@ MX 10 mail",
+            "mail CNAME mx.notlsa.test.",
+            f"{TLSA}.mail TLSA 3 1 1 {key_hash}",
         ],
         # Signed, STARTTLS offered, but no TLSA: nothing authenticates it.
         "notlsa.test": ["@ MX 10 mx", "mx A 127.0.0.17"],

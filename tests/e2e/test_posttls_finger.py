@@ -42,6 +42,13 @@ POSTFIX: dict[str, tuple[str, str, bool, str | None]] = {
     # mx2 after mx1 fails DANE, as mxg does.
     "two MX hosts, only the second verifies": ("dane-only", "untrusted", True, None),
     "DANE-TA": ("dane-only", "verified", True, None),
+    "MX host is a CNAME, TLSA at the expanded name": ("dane-only", "verified", True, None),
+    "MX host is a CNAME, TLSA at the original name only": (
+        "dane-only",
+        "verified",
+        True,
+        None,
+    ),
     "DANE-TA with a wrong name (must fail)": ("dane", "untrusted", False, None),
     "TLSA that matches nothing": ("dane", "untrusted", False, None),
     "TLSA but no STARTTLS": ("dane", "no-starttls", False, None),

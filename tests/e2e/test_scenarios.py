@@ -43,6 +43,20 @@ ROWS = [
     ),
     ("DANE-TA", "daneta.test", "qualified", "sent", "method=dane-ta"),
     (
+        "MX host is a CNAME, TLSA at the expanded name",
+        "danecname.test",
+        "qualified",
+        "sent",
+        "method=dane-ta",
+    ),
+    (
+        "MX host is a CNAME, TLSA at the original name only",
+        "danecname2.test",
+        "qualified",
+        "sent",
+        "method=dane-ee",
+    ),
+    (
         "DANE-TA with a wrong name (must fail)",
         "danetawrong.test",
         "opportunistic",

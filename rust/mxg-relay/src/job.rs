@@ -10,11 +10,16 @@ use serde::{Deserialize, Serialize};
 pub struct Host {
     pub name: String,
     pub addresses: Vec<std::net::IpAddr>,
-    /// DNSSEC-secure TLSA records at `_25._tcp.<name>` (RFC 7672 §2.2);
-    /// when any is usable, TLS and DANE authentication are mandatory for
-    /// this host whatever the job's level.
+    /// DNSSEC-secure TLSA records at `_<port>._tcp.<name>` (RFC 7672
+    /// §2.2); when any is usable, TLS and DANE authentication are
+    /// mandatory for this host whatever the job's level.
     #[serde(default)]
     pub tlsa: Vec<mxg_dane::Tlsa>,
+    /// Reference names for DANE-TA: the TLSA base domain (the
+    /// CNAME-expanded host name when the records were found there), then
+    /// the MX host name (RFC 7672 §2.2.3, §3.2.2). Empty means `name`.
+    #[serde(default)]
+    pub tlsa_names: Vec<String>,
     /// The MX answer was DNSSEC-secure, so a PKIX-valid certificate for
     /// this host name authenticates it (method `dnssec-pkix`).
     #[serde(default)]
@@ -30,6 +35,18 @@ pub struct Host {
     /// must match (method `pinned`).
     #[serde(default)]
     pub pins: Vec<mxg_dane::Tlsa>,
+}
+
+impl Host {
+    /// The names a DANE-TA certificate may be issued to; the first is
+    /// also sent as SNI when DANE applies (RFC 7672 §8.1).
+    pub fn dane_names(&self) -> Vec<String> {
+        if self.tlsa_names.is_empty() {
+            vec![self.name.clone()]
+        } else {
+            self.tlsa_names.clone()
+        }
+    }
 }
 
 /// The transport requirement for a job. Later work adds the

@@ -432,9 +432,10 @@ pub(super) async fn open(
     conn.hello(&client.helo, cmd_timeout).await?;
     // RFC 7672 §2.2: usable TLSA records make TLS and DANE mandatory
     // for this host, whatever the message's level asks.
+    let dane_names = host.dane_names();
     let dane = Arc::new(DaneVerifier::new(
         &host.tlsa,
-        vec![host.name.clone()],
+        dane_names.clone(),
         crate::tls::verification_provider(),
     ));
     let dane_applies = dane.has_usable_records();
@@ -469,7 +470,14 @@ pub(super) async fn open(
     }
     let mut pkix_failure: Option<String> = None;
     if (required.tries_tls() || dane_applies || pins_apply || sts_applies) && conn.caps.starttls {
-        let server_name = rustls::pki_types::ServerName::try_from(host.name.clone())
+        // SNI: the TLSA base domain under DANE (RFC 7672 §8.1), else the
+        // MX host name.
+        let sni = if dane_applies {
+            dane_names[0].clone()
+        } else {
+            host.name.clone()
+        };
+        let server_name = rustls::pki_types::ServerName::try_from(sni)
             .unwrap_or_else(|_| rustls::pki_types::ServerName::IpAddress(ip.into()));
         // The profile narrows the offer only where the level demands it.
         let offer = required.requires_tls().then_some(tls.profile);
