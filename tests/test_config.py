@@ -11,6 +11,7 @@ from mxg.cli import main
 from mxg.config import Config, load_config, parse_duration
 from mxg.config_example import EXAMPLE
 from mxg.errors import ConfigError
+from tests.support.certs import self_signed
 
 
 def test_embedded_defaults() -> None:
@@ -93,3 +94,30 @@ def test_cli_config_check(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     assert main(["config", "check", str(bad)]) == 2
     err = capsys.readouterr().err
     assert "limits.max_recipients" in err and "100" in err
+
+
+def test_policy_ca_pin_is_read_at_load(tmp_path: Path) -> None:
+    self_signed(tmp_path, "ca.example")
+    f = tmp_path / "mxg.toml"
+    f.write_text(
+        '[[policy]]\ndomain = "a.example"\nmethods = ["pinned"]\nca_file = "ca.example.crt"\n'
+        'cert_names = ["mx.a.example"]\n'
+        '[[policy]]\ndomain = "b.example"\nca_file = "missing.pem"\n'
+        '[[policy]]\ndomain = "c.example"\nca_file = "mxg.toml"\n'
+        '[[policy]]\ndomain = "d.example"\ncert_names = ["x.example"]\n'
+        '[[policy]]\ndomain = "e.example"\nmethods = ["pinned"]\n'
+    )
+    with pytest.raises(ConfigError) as e:
+        load_config(f, environ={})
+    problems = "\n".join(e.value.problems)
+    assert len(e.value.problems) == 4, problems
+    assert "policy.1: cannot read CA file" in problems and "missing.pem" in problems
+    assert "policy.2:" in problems and "holds no PEM certificate" in problems
+    assert "policy.3: cert_names needs ca_file" in problems
+    assert "policy.4: method 'pinned' needs pins or ca_file" in problems
+    f.write_text(
+        '[[policy]]\ndomain = "a.example"\nmethods = ["pinned"]\nca_file = "ca.example.crt"\n'
+    )
+    [policy] = load_config(f, environ={}).policy
+    der = bytes.fromhex(policy.ca_certificates[0])
+    assert der[0] == 0x30 and len(der) > 100  # a DER SEQUENCE: the certificate

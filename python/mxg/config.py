@@ -13,6 +13,7 @@ import ipaddress
 import os
 import re
 import socket
+import ssl
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -23,6 +24,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PrivateAttr,
     ValidationError,
     field_validator,
     model_validator,
@@ -235,6 +237,13 @@ class DomainPolicy(Section):
     pins: list[str] = []
     # Only these MX hosts (exact names or "*.example.org" for one label).
     mx: list[str] = []
+    # A private CA pin: the server's chain must lead to a certificate of
+    # this PEM file (it need not send it) and its certificate must be valid
+    # for one of cert_names (default: the MX host name); method "pinned".
+    ca_file: Path | None = None
+    cert_names: list[str] = []
+    # The CA certificates of ca_file, DER as hex, read once at load.
+    _ca_der: list[str] = PrivateAttr(default_factory=list)
 
     @field_validator("domain")
     @classmethod
@@ -254,9 +263,36 @@ class DomainPolicy(Section):
 
     @model_validator(mode="after")
     def _pinned_needs_pins(self) -> DomainPolicy:
-        if "pinned" in self.methods and not self.pins:
-            raise ValueError("method 'pinned' needs pins")
+        if "pinned" in self.methods and not self.pins and self.ca_file is None:
+            raise ValueError("method 'pinned' needs pins or ca_file")
+        if self.cert_names and self.ca_file is None:
+            raise ValueError("cert_names needs ca_file")
+        if self.ca_file is not None:
+            self._ca_der = _read_ca_file(self.ca_file)
         return self
+
+    @property
+    def ca_certificates(self) -> list[str]:
+        """The pinned CA certificates (DER, hex)."""
+        return self._ca_der
+
+
+def _read_ca_file(path: Path) -> list[str]:
+    """The certificates of a PEM file as DER hex; a clear error when the
+    file is unreadable or holds none."""
+    try:
+        text = path.read_text(encoding="ascii")
+    except (OSError, UnicodeDecodeError) as e:
+        raise ValueError(f"cannot read CA file {path}: {e}") from None
+    blocks = re.findall(
+        r"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", text, flags=re.DOTALL
+    )
+    if not blocks:
+        raise ValueError(f"{path} holds no PEM certificate")
+    try:
+        return [ssl.PEM_cert_to_DER_cert(b).hex() for b in blocks]
+    except ValueError as e:
+        raise ValueError(f"{path}: bad PEM certificate: {e}") from None
 
 
 class RunConfig(Section):
@@ -379,11 +415,18 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> None:
         ("server", "tls_key"),
         ("log", "file"),
     ):
-        sec = data.get(section)
-        if isinstance(sec, dict) and isinstance(sec.get(key), str) and sec[key]:
-            p = Path(sec[key])
-            if not p.is_absolute():
-                sec[key] = str(base / p)
+        _resolve_path(data.get(section), key, base)
+    delivery = data.get("delivery")
+    _resolve_path(delivery, "ca_file", base)
+    for policy in data.get("policy") or []:
+        _resolve_path(policy, "ca_file", base)
+
+
+def _resolve_path(table: object, key: str, base: Path) -> None:
+    if isinstance(table, dict) and isinstance(table.get(key), str) and table[key]:
+        p = Path(table[key])
+        if not p.is_absolute():
+            table[key] = str(base / p)
 
 
 def load_config(path: Path | None = None, environ: Mapping[str, str] | None = None) -> Config:

@@ -120,6 +120,8 @@ format = "text"
 # methods = ["pinned", "dane-ee"]    # what counts as qualified here
 # pins = ["spki-sha256:<64 hex>"]    # or "cert-sha256:<64 hex>"; must match
 # mx = ["mail.partner.example", "*.mx.partner.example"]
+# ca_file = "/etc/mxg/partner-ca.pem"  # a private CA pin (method pinned)
+# cert_names = ["mail.partner.example"] # names its certificates may carry
 
 [run]
 # asyncio (with uvloop) | trio

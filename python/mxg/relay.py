@@ -709,6 +709,10 @@ def job_hosts(
     enforce = policy is not None and policy.mode == "enforce"
     allowed = set(_allowed_hosts(route, policy, dom))
     pins = [_pin_record(p) for p in dom.pins] if dom is not None else []
+    # A pinned private CA is a DANE-TA record with the full certificate
+    # (2 0 0), checked by the same verifier (RFC 7671 §5.2.2).
+    if dom is not None:
+        pins += [{"usage": 2, "selector": 0, "mtype": 0, "data": d} for d in dom.ca_certificates]
     return [
         {
             "name": h.name,
@@ -718,6 +722,7 @@ def job_hosts(
             "pkix": route.mx_secure,
             "sts": enforce,
             "pins": pins,
+            "pin_names": dom.cert_names if dom is not None else [],
         }
         for h in route.hosts
         if h.name in allowed

@@ -67,3 +67,39 @@ min_level = "encrypted"
     assert "status=deferred" in raised and "starttls-not-supported" in raised
     for name in ("pkix", "good1", "good2", "implicit"):
         assert sinks[name].mail_attempts == []
+
+
+def test_private_ca_pin(
+    make_mxg: Callable[..., MxgProcess], sinks: dict[str, Sink], pkix_certs: dict[str, Path]
+) -> None:
+    """A pinned private CA (``ca_file``) with the names its certificates
+    may carry: pkixplain.test's MX presents a certificate of the test CA for
+    mx.pkix.test; pkixwrong.test's one for other.example (names default to
+    the MX host name, so it must fail)."""
+    ca = pkix_certs["ca"]
+    mxg = make_mxg(
+        extra=f"""
+[[policy]]
+domain = "pkixplain.test"
+min_level = "qualified"
+methods = ["pinned"]
+ca_file = "{ca}"
+cert_names = ["mx.pkix.test"]
+
+[[policy]]
+domain = "pkixwrong.test"
+min_level = "qualified"
+methods = ["pinned"]
+ca_file = "{ca}"
+"""
+    )
+    r = swaks(mxg.port, "alice@sender.test", ["a@pkixplain.test", "b@pkixwrong.test"])
+    assert r.returncode == 0, r.stdout
+    wait_for(lambda: sinks["pkix"].recipients() == ["a@pkixplain.test"], what="CA-pinned delivery")
+    assert evidence_of(mxg, "a@pkixplain.test")["method"] == "pinned"
+    assert "level=qualified" in line_for(mxg, "a@pkixplain.test")
+    wait_for(lambda: "to=<b@pkixwrong.test>" in mxg.log_text(), what="attempt on pkixwrong.test")
+    wrong = line_for(mxg, "b@pkixwrong.test")
+    assert "status=deferred" in wrong and "no operator pin matched" in wrong
+    assert "certificate-host-mismatch" in wrong or "not valid for mx.pkixwrong.test" in wrong
+    assert sinks["pkixwrong"].mail_attempts == []

@@ -127,6 +127,30 @@ impl DaneVerifier {
                 }
             }
         }
+        // RFC 7671 §5.2.2: a DANE-TA record with the full certificate
+        // (2 0 0) is itself the trust anchor, so it works even when the
+        // server leaves the anchor out of its chain (private CAs usually
+        // do). This is also how operator CA pins are checked.
+        for r in self
+            .records
+            .iter()
+            .filter(|r| r.usage == 2 && r.selector == 0 && r.mtype == 0)
+        {
+            let Some(der) = r.bytes() else { continue };
+            let anchor = CertificateDer::from(der);
+            if intermediates.iter().any(|c| c.as_ref() == anchor.as_ref()) {
+                continue; // already tried above
+            }
+            match self.ta_chain(&ee, &anchor, intermediates, now) {
+                Ok(()) => {
+                    return Ok(DaneMatch {
+                        method: "dane-ta",
+                        record: r.to_string(),
+                    })
+                }
+                Err(f) => failure = f,
+            }
+        }
         Err(failure)
     }
 
@@ -395,5 +419,26 @@ mod tests {
         let cert = self_signed("mx.example.test", false);
         let v = verifier(&[tlsa(2, 1, 1, sha256(&cert.spki))]);
         assert!(v.check(&cert.der, &[], now()).is_err());
+    }
+
+    #[test]
+    fn dane_ta_full_certificate_needs_no_anchor_in_the_chain() {
+        let (ca, ee) = ca_chain("mx.example.test", false);
+        let v = verifier(&[tlsa(2, 0, 0, hex(&ca.der))]);
+        let m = v.check(&ee.der, &[], now()).unwrap();
+        assert_eq!(m.method, "dane-ta");
+        // Still the chain, name and dates rules: another name fails.
+        let (ca2, ee2) = ca_chain("other.example", false);
+        let v2 = verifier(&[tlsa(2, 0, 0, hex(&ca2.der))]);
+        assert_eq!(
+            v2.check(&ee2.der, &[], now()).unwrap_err().result_type(),
+            "certificate-host-mismatch"
+        );
+        // And a full-certificate record of a CA that signed nothing here.
+        let v3 = verifier(&[tlsa(2, 0, 0, hex(&ca2.der))]);
+        assert_eq!(
+            v3.check(&ee.der, &[], now()).unwrap_err().result_type(),
+            "certificate-not-trusted"
+        );
     }
 }

@@ -35,6 +35,10 @@ pub struct Host {
     /// must match (method `pinned`).
     #[serde(default)]
     pub pins: Vec<mxg_dane::Tlsa>,
+    /// Names a certificate under a pinned private CA (`2 0 0` pin) may
+    /// be issued to; empty means the MX host name.
+    #[serde(default)]
+    pub pin_names: Vec<String>,
 }
 
 impl Host {
@@ -45,6 +49,15 @@ impl Host {
             vec![self.name.clone()]
         } else {
             self.tlsa_names.clone()
+        }
+    }
+
+    /// The names a certificate under a pinned private CA may carry.
+    pub fn pin_names(&self) -> Vec<String> {
+        if self.pin_names.is_empty() {
+            vec![self.name.clone()]
+        } else {
+            self.pin_names.clone()
         }
     }
 }

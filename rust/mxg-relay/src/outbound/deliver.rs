@@ -442,7 +442,7 @@ pub(super) async fn open(
     // Operator pins are checked like DANE-EE records, under their own name.
     let pins = Arc::new(DaneVerifier::new(
         &host.pins,
-        vec![host.name.clone()],
+        host.pin_names(),
         crate::tls::verification_provider(),
     ));
     let pins_apply = !dane_applies && pins.has_usable_records();
