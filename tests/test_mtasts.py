@@ -100,3 +100,53 @@ def test_a_stored_policy_survives_a_restart_and_an_unreachable_policy_host(
     cache._resolver = _FakeResolver("v=STSv1; id=8")  # type: ignore[assignment]
     cache._checked.clear()
     assert anyio.run(cache.policy, "example.com") == policy
+
+
+class _Addr:
+    address = "192.0.2.1"
+
+
+class _ResolverWithHost(_FakeResolver):
+    """Also answers the policy host's A query (the address is never
+    contacted: the HTTP transport below is the double)."""
+
+    async def resolve(self, name: str, rdtype: str, search: bool = False) -> list[_Txt]:
+        if rdtype == "A" and name.startswith("mta-sts."):
+            return [_Addr()]  # type: ignore[list-item]
+        return await super().resolve(name, rdtype, search)
+
+
+def test_policies_are_refreshed_before_they_expire() -> None:
+    """RFC 8461 §10.2: a policy with less than half its max_age left is
+    fetched again even though its id did not change, renewing max_age; a
+    failed refresh keeps the cached policy in force."""
+    now = [1_000_000.0]
+    fetches: list[str] = []
+
+    def serve(request: httpx.Request) -> httpx.Response:
+        fetches.append(request.headers["host"])
+        return httpx.Response(200, text=GOOD, headers={"content-type": "text/plain"})
+
+    cache = StsCache(
+        _ResolverWithHost("v=STSv1; id=7"),  # type: ignore[arg-type]
+        httpx.AsyncClient(transport=httpx.MockTransport(serve)),
+        clock=lambda: now[0],
+    )
+    saved: list[float] = []
+    cache.save = lambda _policy, expires: saved.append(expires)
+    first = anyio.run(cache.policy, "example.com")
+    assert first is not None and fetches == ["mta-sts.example.com"]
+    assert cache.refresh_due() == []
+    now[0] += first.max_age * 0.6  # 40 % of max_age left
+    assert cache.refresh_due() == ["example.com"]
+    assert anyio.run(cache.refresh, "example.com") == first
+    assert len(fetches) == 2 and saved[-1] == now[0] + first.max_age
+    assert cache.refresh_due() == []
+    # The policy host fails: the cached policy stays, still due.
+    cache._client = httpx.AsyncClient(transport=_NoNetwork())
+    now[0] += first.max_age * 0.6
+    assert anyio.run(cache.refresh, "example.com") == first
+    assert cache.refresh_due() == ["example.com"]
+    # Expired policies are not "due": they are fetched on use.
+    now[0] += first.max_age
+    assert cache.refresh_due() == []

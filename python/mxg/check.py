@@ -74,7 +74,38 @@ def _expires(ts: int | None) -> str:
     return datetime.fromtimestamp(ts, tz=UTC).strftime("%Y-%m-%d") if ts else ""
 
 
-def _report(domain: str, route: Route, probes: list[dict[str, Any]], sts: str = "") -> DomainReport:
+def _excluded(route: Route, allowed: set[str], policy: Policy | None) -> list[HostReport]:
+    """MX hosts delivery would never use, each with the reason: an MTA-STS
+    enforce policy (RFC 8461 §4.1) or the operator's [[policy]] mx list."""
+    out = []
+    for h in route.hosts:
+        if h.name in allowed:
+            continue
+        if policy is not None and policy.mode == "enforce" and not policy.matches(h.name):
+            why = f"excluded: the MTA-STS enforce policy allows only mx {', '.join(policy.mx)}"
+        else:
+            why = "excluded: not in the [[policy]] mx list for this domain"
+        out.append(
+            HostReport(
+                host=h.name,
+                address=", ".join(h.addresses),
+                dnssec="secure" if h.secure else "insecure",
+                tlsa=[f"{r['usage']} {r['selector']} {r['mtype']} {r['data']}" for r in h.tlsa],
+                starttls=False,
+                level="none",
+                error=why,
+            )
+        )
+    return out
+
+
+def _report(
+    domain: str,
+    route: Route,
+    probes: list[dict[str, Any]],
+    sts: str = "",
+    excluded: Sequence[HostReport] = (),
+) -> DomainReport:
     by_name = {h.name: h for h in route.hosts}
     hosts = []
     for p in probes:
@@ -102,6 +133,7 @@ def _report(domain: str, route: Route, probes: list[dict[str, Any]], sts: str = 
             )
         )
     best = max((h.level for h in hosts), key=LEVELS.index, default="none")
+    hosts += excluded
     return DomainReport(domain, best, "secure" if route.mx_secure else "insecure", sts, "", hosts)
 
 
@@ -148,13 +180,16 @@ async def check_domains(
                             results[domain] = DomainReport(domain, "none", error=e.text)
                         else:
                             policy, sts_note = await _sts(sts_cache, domain)
+                            dom = cfg.policy_for(domain)
+                            hosts = job_hosts(route, policy, dom)
+                            excluded = _excluded(route, {h["name"] for h in hosts}, policy)
                             done, out = waiting[probe_id] = (anyio.Event(), [])
                             engine.probe(
                                 json.dumps(
                                     {
                                         "probe_id": probe_id,
                                         "domain": domain,
-                                        "hosts": job_hosts(route, policy, cfg.policy_for(domain)),
+                                        "hosts": hosts,
                                         "tls": {
                                             "level": "opportunistic",
                                             "profile": cfg.delivery.tls_profile,
@@ -164,7 +199,7 @@ async def check_domains(
                                 )
                             )
                             await done.wait()
-                            results[domain] = _report(domain, route, out, sts_note)
+                            results[domain] = _report(domain, route, out, sts_note, excluded)
                         if progress is not None:
                             progress(len(results), len(domains), domain)
 

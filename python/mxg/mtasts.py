@@ -179,6 +179,12 @@ async def _get(client: httpx.AsyncClient, target: str, host: str, url: str) -> b
 # How long a TXT check (or the lack of a policy) is trusted before the
 # next look: a policy update shows up within this time (§5.1 leaves it open).
 TXT_RECHECK = 300.0
+# RFC 8461 §10.2: refresh a cached policy before it expires, so a policy
+# host that is down (or blocked) when the policy would lapse does not
+# silently turn enforce into nothing. A policy is refreshed once less than
+# this share of its max_age is left, and the check runs this often.
+REFRESH_WHEN_LEFT = 0.5
+REFRESH_INTERVAL = 3600.0
 
 
 class StsCache:
@@ -228,6 +234,26 @@ class StsCache:
             return True, None
         return (True, hit[1]) if hit[0] > now else (False, None)
 
+    def refresh_due(self) -> list[str]:
+        """Domains whose cached policy has less than REFRESH_WHEN_LEFT of
+        its max_age left (and has not expired: an expired policy is fetched
+        on use like any unknown one)."""
+        now = self._clock()
+        return [
+            domain
+            for domain, (expires, policy) in self._policies.items()
+            if now < expires < now + policy.max_age * REFRESH_WHEN_LEFT
+        ]
+
+    async def refresh(self, domain: str) -> Policy | None:
+        """Fetches the domain's policy even when the id is unchanged, to
+        renew its max_age (§10.2); failures keep the cached policy."""
+        try:
+            return await self._policy(domain, force=True)
+        except PolicyError:
+            hit = self._policies.get(domain)
+            return hit[1] if hit else None
+
     async def policy(self, domain: str) -> Policy | None:
         try:
             return await self._policy(domain)
@@ -236,7 +262,7 @@ class StsCache:
             # for every message.
             self._checked[domain] = self._clock() + TXT_RECHECK
 
-    async def _policy(self, domain: str) -> Policy | None:
+    async def _policy(self, domain: str, force: bool = False) -> Policy | None:
         """The domain's current policy, None when it has none. Raises
         PolicyError only when there is neither a usable policy nor a cached
         one (the caller treats that as "no policy", §3.3: a failed fetch
@@ -256,7 +282,7 @@ class StsCache:
             if policy_id is None:
                 # No TXT: a cached unexpired policy still applies (§5.1).
                 return cached[1] if cached and cached[0] > now else None
-            if cached and cached[0] > now and cached[1].id == policy_id:
+            if cached and cached[0] > now and cached[1].id == policy_id and not force:
                 return cached[1]
             try:
                 addresses = await self._addresses(f"mta-sts.{domain}")

@@ -28,7 +28,14 @@ from mxg.config import Config, DomainPolicy
 from mxg.deliverylog import delivery, event, log
 from mxg.dsn import Original, RecipientReport, build_dsn
 from mxg.errors import EngineStopped, MessageNotFound, SpoolError
-from mxg.mtasts import Policy, PolicyError, StsCache, http_client, mx_matches
+from mxg.mtasts import (
+    REFRESH_INTERVAL,
+    Policy,
+    PolicyError,
+    StsCache,
+    http_client,
+    mx_matches,
+)
 from mxg.resolve import DnsResolver, ResolveError, Resolver, Route, probe_dnssec
 from mxg.schedule import next_attempt_ms
 from mxg.store import Due, Outcome, Store, domain_of, now_ms
@@ -131,6 +138,8 @@ class Relay:
                 self._tg = tg
                 tg.start_soon(self._event_loop)
                 tg.start_soon(self._scanner)
+                if self.sts is not None:
+                    tg.start_soon(self._sts_refresher, self.sts)
                 await self._stop.wait()
                 tg.cancel_scope.cancel()
         finally:
@@ -657,6 +666,20 @@ class Relay:
                     await self._send_delay_dsn(qid)
             # Messages finished by an operator (mxg queue delete).
             await self._remove_finished(self.store.finished())
+
+    async def _sts_refresher(self, sts: StsCache) -> None:
+        """Renews MTA-STS policies before they expire (RFC 8461 §10.2)."""
+        while True:
+            await anyio.sleep(REFRESH_INTERVAL)
+            for domain in sts.refresh_due():
+                policy = await sts.refresh(domain)
+                event(
+                    log,
+                    "MTA-STS policy refreshed",
+                    logging.INFO,
+                    domain=domain,
+                    policy=f"{policy.mode} id={policy.id}" if policy else "none",
+                )
 
 
 def _duration(seconds: float) -> str:

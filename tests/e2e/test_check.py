@@ -70,3 +70,23 @@ def test_check_reports_mta_sts(
     assert report["mta_sts"] == "enforce id=1 mx=mx.sts.test"
     assert report["hosts"][0]["method"] == "mta-sts"
     assert sinks["sts"].mail_attempts == []
+
+
+def test_check_lists_mx_hosts_an_enforce_policy_excludes(
+    make_mxg: Callable[..., MxgProcess],
+    sinks: dict[str, Sink],
+    pkix_certs: dict[str, Path],
+    sts_web: object,
+) -> None:
+    mxg = make_mxg(start=False, env={"MXG_DELIVERY__CA_FILE": f'"{pkix_certs["ca"]}"'})
+    r = mxg.cli("check", "stsnomatch.test", "--json")
+    [report] = json.loads(r.stdout)
+    assert report["best_level"] == "none" and r.returncode == 3, r.stdout + r.stderr
+    [host] = report["hosts"]
+    assert host["host"] == "mx.stsnomatch.test" and host["address"] == "127.0.0.21"
+    assert host["error"] == (
+        "excluded: the MTA-STS enforce policy allows only mx mail.elsewhere.test"
+    )
+    text = mxg.cli("check", "stsnomatch.test").stdout
+    assert "excluded: the MTA-STS enforce policy" in text
+    assert sinks["sts"].mail_attempts == []
