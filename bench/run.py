@@ -2,12 +2,27 @@
 
     python -m bench.run [--messages 20000] [--size 5120] [--senders 20]
                         [--repeat 1] [--relays mxg,postfix]
+                        [--scenarios plaintext,encrypted,dane]
 
 Both relays accept durably (Postfix's queue with its fsyncs, mxg's spool
-with group-committed fsyncs before 250) and deliver in plaintext to the
-same Postfix ``smtp-sink``; Postfix's ``smtp-source`` is the load
-generator for both. Postfix routes by relayhost, mxg by an MX lookup
-through a local Unbound (cached after the first message).
+with group-committed fsyncs before 250) and deliver to the same sink,
+``mxg-benchsink`` (a pipelining SMTP sink with STARTTLS, built from this
+workspace); Postfix's ``smtp-source`` is the load generator for both. Both
+find the sink by an MX lookup through a local Unbound over a
+DNSSEC-signed zone (Knot); Postfix resolves through resolv.conf, so it
+runs in a private mount namespace whose resolv.conf names that Unbound.
+
+Scenarios (the same outbound requirement for both relays):
+
+- ``plaintext``: the sink offers no STARTTLS; mxg ``opportunistic``,
+  Postfix ``smtp_tls_security_level = may``.
+- ``encrypted``: STARTTLS required, no authentication; mxg ``encrypted``
+  (BSI TR-02102-2 profile), Postfix ``encrypt`` with TLS 1.2+.
+- ``dane``: TLSA ``3 1 1`` of the sink's key in the signed zone; mxg
+  ``qualified``, Postfix ``dane-only``.
+
+TLS connections are reused by both (mxg's pool; Postfix's
+``smtp_tls_connection_reuse`` through tlsproxy).
 
 Figures per relay: messages/s from the first connection to the moment the
 relay's queue is empty again (every message handed to the sink), CPU
@@ -34,21 +49,40 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from bench.sink import BenchSink
+from tests.support.certs import self_signed, spki_sha256
 from tests.support.dns import KnotServer, UnboundServer, free_port
-from tests.support.postfix import Postfix
+from tests.support.postfix import TLSPROXY, Postfix
 
 ROOT = Path(__file__).resolve().parent.parent
 SINK_ADDR = "127.0.0.50"
+# The bench's Unbound also on port 53 here, for Postfix (resolv.conf).
+SYSTEM_RESOLVER = "127.0.0.153"
+SINK = ROOT / "target" / "release" / "mxg-benchsink"
+SCENARIOS = ("plaintext", "encrypted", "dane")
+MXG_LEVEL = {"plaintext": "opportunistic", "encrypted": "encrypted", "dane": "qualified"}
+POSTFIX_LEVEL = {"plaintext": "may", "encrypted": "encrypt", "dane": "dane-only"}
+# Usable TLSA records make DANE mandatory (RFC 7672 2.2), so only the dane
+# scenario's domain publishes them.
+DOMAIN = {"plaintext": "plain.test", "encrypted": "plain.test", "dane": "bench.test"}
 
 
 @dataclass
 class Result:
+    scenario: str
     relay: str
     messages: int
     seconds: float
     msgs_per_s: float
     cpu_ms_per_msg: float
     peak_pss_mb: float
+    # The sink's CPU per message during the run: its headroom.
+    sink_cpu_ms_per_msg: float = 0.0
+    # What the sink saw: every message arrived, over how many connections
+    # (TLS ones among them).
+    sink_messages: int = 0
+    sink_connections: int = 0
+    sink_tls_connections: int = 0
 
 
 def wait_port(port: int, timeout: float = 30) -> None:
@@ -108,7 +142,7 @@ class MemorySampler(threading.Thread):
             self.peak_kb = max(self.peak_kb, pss_kb(descendants(self.root_pid)))
 
 
-def smtp_source(target: str, args: argparse.Namespace) -> None:
+def smtp_source(target: str, args: argparse.Namespace, domain: str = "plain.test") -> None:
     """Postfix's load generator: ``senders`` sessions, each sending many
     messages over one connection (-d)."""
     subprocess.run(
@@ -124,7 +158,7 @@ def smtp_source(target: str, args: argparse.Namespace) -> None:
             "-f",
             "bench@internal.test",
             "-t",
-            "user@bench.test",
+            f"user@{domain}",
             "-M",
             "internal.test",
             target,
@@ -143,6 +177,7 @@ def wait_until(cond: Callable[[], bool], timeout: float = 600) -> None:
 
 
 def measure(
+    scenario: str,
     name: str,
     work: Path,
     port: int,
@@ -152,8 +187,8 @@ def measure(
     stop: Callable[[subprocess.Popen[bytes]], None],
     args: argparse.Namespace,
 ) -> Result:
-    usage = work / f"{name}-rusage.json"
-    with open(work / f"{name}.stderr", "wb") as errors:
+    usage = work / f"{name}-{scenario}-rusage.json"
+    with open(work / f"{name}-{scenario}.stderr", "wb") as errors:
         proc = subprocess.Popen(
             [sys.executable, "-m", "bench.rusage_wrap", str(usage), "--", *wrapped],
             cwd=ROOT,
@@ -164,7 +199,7 @@ def measure(
     sampler = MemorySampler(proc.pid)
     sampler.start()
     t0 = time.monotonic()
-    smtp_source(f"127.0.0.1:{port}", args)
+    smtp_source(f"127.0.0.1:{port}", args, DOMAIN[scenario])
     wait_until(lambda: queued() == 0)
     elapsed = time.monotonic() - t0
     sampler.stop.set()
@@ -173,6 +208,7 @@ def measure(
     ru = json.loads(usage.read_text())
     cpu = ru["utime"] + ru["stime"]
     return Result(
+        scenario,
         name,
         args.messages,
         round(elapsed, 3),
@@ -183,11 +219,17 @@ def measure(
 
 
 def run_mxg(
-    work: Path, dns: UnboundServer, sink_port: int, args: argparse.Namespace, run: int
+    scenario: str,
+    work: Path,
+    dns: UnboundServer,
+    sink_port: int,
+    args: argparse.Namespace,
+    *,
+    run: int,
 ) -> Result:
     port = free_port()
-    data = work / f"mxg-data-{run}"
-    conf = work / f"mxg-{run}.toml"
+    data = work / f"mxg-data-{scenario}-{run}"
+    conf = work / f"mxg-{scenario}-{run}.toml"
     conf.write_text(f"""
 [server]
 hostname = "mxg.bench"
@@ -198,15 +240,18 @@ directory = "{data}"
 [dns]
 nameservers = ["{dns.address}"]
 port = {dns.port}
+trust_ad = true
+dnssec_probe = "bench.test"
 [delivery]
 port = {sink_port}
-default_level = "opportunistic"
+default_level = "{MXG_LEVEL[scenario]}"
 [log]
 level = "info"
-file = "{work}/mxg-{run}.log"
+file = "{work}/mxg-{scenario}-{run}.log"
 """)
     spool = data / "spool" / "queue"
-    return measure(
+    result = measure(
+        scenario,
         "mxg",
         work,
         port,
@@ -215,19 +260,31 @@ file = "{work}/mxg-{run}.log"
         stop=lambda p: p.send_signal(signal.SIGTERM),
         args=args,
     )
+    log = (work / f"mxg-{scenario}-{run}.log").read_text()
+    if scenario == "dane" and "method=dane-ee" not in log:
+        raise RuntimeError("mxg/dane: no DANE-verified delivery in its log")
+    return result
 
 
-def run_postfix(sink_port: int, args: argparse.Namespace, work: Path) -> Result:
+def run_postfix(scenario: str, sink_port: int, args: argparse.Namespace, work: Path) -> Result:
     port = free_port()
+    resolv = work / "resolv.conf"
+    resolv.write_text(f"nameserver {SYSTEM_RESOLVER}\noptions trust-ad edns0\n")
     pf = Postfix(
         "bench",
         port,
         {
             "myhostname": "postfix.bench",
-            "relayhost": f"[{SINK_ADDR}]:{sink_port}",
-            "smtp_tls_security_level": "none",
+            # No brackets: an MX lookup, as mxg does.
+            "relayhost": f"{DOMAIN[scenario]}:{sink_port}",
+            "smtp_dns_support_level": "dnssec",
+            "dnssec_probe": "ns:bench.test",
+            "smtp_tls_security_level": POSTFIX_LEVEL[scenario],
+            "smtp_tls_mandatory_protocols": ">=TLSv1.2",
+            "smtp_tls_connection_reuse": "yes",
             "smtpd_relay_restrictions": "permit_mynetworks, reject",
         },
+        services=(TLSPROXY,),
     )
     pf.prepare()
     try:
@@ -237,59 +294,125 @@ def run_postfix(sink_port: int, args: argparse.Namespace, work: Path) -> Result:
                 ["postfix", "-c", str(pf.conf), "stop"], check=False, capture_output=True
             )
 
-        return measure(
+        # Postfix resolves through resolv.conf: a private mount namespace
+        # points it at the bench's Unbound.
+        script = f'mount --bind "{resolv}" /etc/resolv.conf && exec "$@"'
+        result = measure(
+            scenario,
             "postfix",
             work,
             port,
-            wrapped=pf.foreground_command(),
+            wrapped=["unshare", "--mount", "sh", "-c", script, "sh", *pf.foreground_command()],
             queued=pf.queued_files,
             stop=stop,
             args=args,
         )
+        if scenario == "dane" and "Verified TLS connection established" not in pf.log():
+            raise RuntimeError("postfix/dane: no DANE-verified connection in its log")
+        return result
     finally:
         subprocess.run(["postfix", "-c", str(pf.conf), "stop"], check=False, capture_output=True)
         pf.stop()
 
 
+def check_delivery(r: Result, args: argparse.Namespace) -> None:
+    """Honest setup: every message reached the sink, over TLS when the
+    scenario requires it."""
+    if r.sink_messages < args.messages:
+        raise RuntimeError(f"{r.relay}/{r.scenario}: the sink got only {r.sink_messages} messages")
+    if r.scenario != "plaintext" and r.sink_tls_connections < r.sink_connections:
+        raise RuntimeError(
+            f"{r.relay}/{r.scenario}: {r.sink_connections - r.sink_tls_connections} "
+            "connections without TLS"
+        )
+
+
 def ceiling(sink_port: int, args: argparse.Namespace) -> float:
-    """smtp-source straight into smtp-sink: the fastest this setup can go."""
+    """smtp-source straight into the sink: the fastest this setup can go
+    (smtp-source speaks no TLS; the TLS sink's cost is reported per run)."""
     t0 = time.monotonic()
     smtp_source(f"{SINK_ADDR}:{sink_port}", args)
     return float(args.messages) / (time.monotonic() - t0)
 
 
+METRICS = (
+    "msgs_per_s",
+    "cpu_ms_per_msg",
+    "peak_pss_mb",
+    "seconds",
+    "sink_cpu_ms_per_msg",
+    "sink_connections",
+)
+
+
+def medians(results: list[Result]) -> dict[tuple[str, str], dict[str, float]]:
+    by: dict[tuple[str, str], list[Result]] = {}
+    for r in results:
+        by.setdefault((r.scenario, r.relay), []).append(r)
+    return {
+        key: {k: statistics.median(getattr(r, k) for r in rs) for k in METRICS}
+        for key, rs in by.items()
+    }
+
+
 def table(results: list[Result], ceiling_rate: float, args: argparse.Namespace) -> str:
     lines = [
-        f"{args.messages} messages of {args.size} B from {args.senders} senders, "
-        f"plaintext to smtp-sink; {os.cpu_count()} cores",
-        f"load generator + sink alone: {ceiling_rate:,.0f} msgs/s",
+        f"{args.messages} messages of {args.size} B from {args.senders} senders; "
+        f"{os.cpu_count()} cores",
+        f"load generator + sink alone (plaintext): {ceiling_rate:,.0f} msgs/s",
         "",
-        f"{'relay':8} {'msgs/s':>9} {'CPU ms/msg':>11} {'peak PSS MB':>12} {'seconds':>8}",
+        f"{'scenario':10} {'relay':8} {'msgs/s':>8} {'CPU ms/msg':>11} {'peak PSS MB':>12} "
+        f"{'seconds':>8} {'sink ms/msg':>12} {'conns':>6}",
     ]
-    by: dict[str, list[Result]] = {}
-    for r in results:
-        by.setdefault(r.relay, []).append(r)
-    med: dict[str, dict[str, float]] = {}
-    for name, rs in by.items():
-        m = {
-            k: statistics.median(getattr(r, k) for r in rs)
-            for k in ("msgs_per_s", "cpu_ms_per_msg", "peak_pss_mb", "seconds")
-        }
-        med[name] = m
-        spread = f"  (runs: {', '.join(f'{r.msgs_per_s:.0f}' for r in rs)})" if len(rs) > 1 else ""
+    med = medians(results)
+    for (scenario, relay), m in med.items():
+        runs = [r.msgs_per_s for r in results if (r.scenario, r.relay) == (scenario, relay)]
+        spread = f"  (runs: {', '.join(f'{x:.0f}' for x in runs)})" if len(runs) > 1 else ""
         lines.append(
-            f"{name:8} {m['msgs_per_s']:9.0f} {m['cpu_ms_per_msg']:11.3f} "
-            f"{m['peak_pss_mb']:12.1f} {m['seconds']:8.2f}{spread}"
+            f"{scenario:10} {relay:8} {m['msgs_per_s']:8.0f} {m['cpu_ms_per_msg']:11.3f} "
+            f"{m['peak_pss_mb']:12.1f} {m['seconds']:8.2f} {m['sink_cpu_ms_per_msg']:12.3f}"
+            f" {m['sink_connections']:6.0f}{spread}"
         )
-    if "mxg" in med and "postfix" in med:
-        a, b = med["mxg"], med["postfix"]
-        lines += [
-            "",
-            f"mxg/postfix: throughput {a['msgs_per_s'] / b['msgs_per_s']:.2f}x, "
-            f"CPU per message {a['cpu_ms_per_msg'] / b['cpu_ms_per_msg']:.2f}x, "
-            f"peak memory {a['peak_pss_mb'] / b['peak_pss_mb']:.2f}x",
-        ]
+    lines.append("")
+    for scenario in dict.fromkeys(s for s, _ in med):
+        a, b = med.get((scenario, "mxg")), med.get((scenario, "postfix"))
+        if a and b:
+            lines.append(
+                f"{scenario}: mxg/postfix throughput {a['msgs_per_s'] / b['msgs_per_s']:.2f}x, "
+                f"CPU per message {a['cpu_ms_per_msg'] / b['cpu_ms_per_msg']:.2f}x, "
+                f"peak memory {a['peak_pss_mb'] / b['peak_pss_mb']:.2f}x"
+            )
+    for relay in ("mxg", "postfix"):
+        base, dane = med.get(("encrypted", relay)), med.get(("dane", relay))
+        if base and dane:
+            lines.append(
+                f"cost of DANE for {relay} (dane vs encrypted): throughput "
+                f"{dane['msgs_per_s'] / base['msgs_per_s']:.2f}x, CPU per message "
+                f"{dane['cpu_ms_per_msg'] - base['cpu_ms_per_msg']:+.3f} ms"
+            )
     return "\n".join(lines)
+
+
+def bench_world(work: Path, sink_port: int, cert: Path) -> tuple[KnotServer, UnboundServer]:
+    """Two DNSSEC-signed zones validated by Unbound, both with the sink as
+    MX: bench.test with TLSA 3 1 1 of its key for the delivery port (RFC
+    6698 3), plain.test without TLSA."""
+    zones = {
+        "bench.test": [
+            "@ MX 10 mx",
+            f"mx A {SINK_ADDR}",
+            f"_{sink_port}._tcp.mx TLSA 3 1 1 {spki_sha256(cert)}",
+        ],
+        "plain.test": ["@ MX 10 mx", f"mx A {SINK_ADDR}"],
+    }
+    knot = KnotServer(work / "knot", zones, signed=tuple(zones)).start()
+    dns = UnboundServer(
+        work / "unbound",
+        knot,
+        trust_anchors=[knot.ksk(z) for z in zones],
+        system_address=SYSTEM_RESOLVER,
+    ).start()
+    return knot, dns
 
 
 def main() -> int:
@@ -299,39 +422,45 @@ def main() -> int:
     p.add_argument("--senders", type=int, default=20)
     p.add_argument("--repeat", type=int, default=1)
     p.add_argument("--relays", default="mxg,postfix")
+    p.add_argument("--scenarios", default=",".join(SCENARIOS))
     p.add_argument("--out", default=str(ROOT / "bench" / "results"))
     args = p.parse_args()
+    scenarios = args.scenarios.split(",")
+    if unknown := set(scenarios) - set(SCENARIOS):
+        p.error(f"unknown scenarios: {', '.join(sorted(unknown))}")
     work = Path(tempfile.mkdtemp(prefix="mxg-bench-"))
     work.chmod(0o755)
-    knot = KnotServer(work / "knot", {"bench.test": ["@ MX 10 mx", f"mx A {SINK_ADDR}"]}).start()
-    dns = UnboundServer(work / "unbound", knot).start()
+    cert = self_signed(work / "sink-cert", "mx.bench.test")
     sink_port = free_port(SINK_ADDR)
-    sink = subprocess.Popen(
-        ["smtp-sink", "-u", "postfix", f"{SINK_ADDR}:{sink_port}", "1024"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    knot, dns = bench_world(work, sink_port, cert[0])
     results: list[Result] = []
     try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection((SINK_ADDR, sink_port), timeout=0.5).close()
-                break
-            except OSError:
-                if sink.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("smtp-sink did not start") from None
-                time.sleep(0.05)
-        rate = ceiling(sink_port, args)
+        stats = work / "sink-stats.json"
+        sink = BenchSink(SINK, SINK_ADDR, sink_port, None, stats).start()
+        try:
+            rate = ceiling(sink_port, args)
+        finally:
+            sink.stop()
         for run in range(args.repeat):
-            for relay in args.relays.split(","):
-                if relay == "mxg":
-                    results.append(run_mxg(work, dns, sink_port, args, run))
-                elif relay == "postfix":
-                    results.append(run_postfix(sink_port, args, work))
-                print(f"run {run + 1}: {results[-1]}", file=sys.stderr)
+            for scenario in scenarios:
+                tls = cert if scenario != "plaintext" else None
+                for relay in args.relays.split(","):
+                    sink = BenchSink(SINK, SINK_ADDR, sink_port, tls, stats).start()
+                    try:
+                        if relay == "mxg":
+                            r = run_mxg(scenario, work, dns, sink_port, args, run=run)
+                        else:
+                            r = run_postfix(scenario, sink_port, args, work)
+                        r.sink_cpu_ms_per_msg = round(sink.cpu_seconds() * 1000 / args.messages, 3)
+                    finally:
+                        counts = sink.stop()
+                    r.sink_messages = counts.get("messages", 0)
+                    r.sink_connections = counts.get("connections", 0)
+                    r.sink_tls_connections = counts.get("tls_connections", 0)
+                    check_delivery(r, args)
+                    results.append(r)
+                    print(f"run {run + 1}: {r}", file=sys.stderr)
     finally:
-        sink.terminate()
         dns.stop()
         knot.stop()
     text = table(results, rate, args)
@@ -339,17 +468,18 @@ def main() -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%dT%H%M%S")
-    (out / f"plaintext-{stamp}.json").write_text(
+    (out / f"bench-{stamp}.json").write_text(
         json.dumps(
             {
                 "args": vars(args),
                 "ceiling_msgs_per_s": rate,
                 "results": [asdict(r) for r in results],
+                "medians": {f"{s}/{r}": m for (s, r), m in medians(results).items()},
             },
             indent=2,
         )
     )
-    (out / f"plaintext-{stamp}.txt").write_text(text + "\n")
+    (out / f"bench-{stamp}.txt").write_text(text + "\n")
     return 0
 
 

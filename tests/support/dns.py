@@ -140,8 +140,8 @@ class KnotServer(_DnsDaemon):
         (self.workdir / "knot.conf").write_text("\n".join(conf) + "\n")
         self._spawn([knotd, "-c", str(self.workdir / "knot.conf")])
         self._wait_answers(next(iter(self.zones)))
-        for zone in self.signed:
-            self.ksk(zone)
+        for signed_zone in self.signed:
+            self.ksk(signed_zone)
         return self
 
     def ksk(self, zone: str) -> str:

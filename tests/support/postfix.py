@@ -21,9 +21,15 @@ def available() -> bool:
     return shutil.which("postfix") is not None and Path("/etc/postfix/master.cf").exists()
 
 
-def _master_cf(listen: str) -> str:
+# Postfix's TLS connection cache (smtp_tls_connection_reuse) needs the
+# tlsproxy service, which Debian's master.cf does not list.
+TLSPROXY = "tlsproxy unix - - n - 0 tlsproxy"
+
+
+def _master_cf(listen: str, extra: tuple[str, ...] = ()) -> str:
     """Debian's master.cf with smtpd on ``listen`` and no chroot anywhere
-    (a chroot would need copies of /etc files inside the queue)."""
+    (a chroot would need copies of /etc files inside the queue), plus
+    ``extra`` service lines."""
     out = []
     for line in Path("/etc/postfix/master.cf").read_text().splitlines():
         fields = line.split()
@@ -34,11 +40,18 @@ def _master_cf(listen: str) -> str:
             fields[0] = listen
         fields[4] = "n"
         out.append(" ".join(fields))
-    return "\n".join(out) + "\n"
+    return "\n".join([*out, *extra]) + "\n"
 
 
 class Postfix:
-    def __init__(self, name: str, listen_port: int, settings: dict[str, str]) -> None:
+    def __init__(
+        self,
+        name: str,
+        listen_port: int,
+        settings: dict[str, str],
+        services: tuple[str, ...] = (),
+    ) -> None:
+        self.services = services
         self.root = Path(tempfile.mkdtemp(prefix=f"mxg-postfix-{name}-"))
         self.root.chmod(0o755)
         self.port = listen_port
@@ -75,7 +88,7 @@ class Postfix:
         (self.conf / "main.cf").write_text(
             "".join(f"{k} = {v}\n" for k, v in self.settings.items())
         )
-        (self.conf / "master.cf").write_text(_master_cf(f"127.0.0.1:{self.port}"))
+        (self.conf / "master.cf").write_text(_master_cf(f"127.0.0.1:{self.port}", self.services))
         self._postfix("check")
 
     def foreground_command(self) -> list[str]:
