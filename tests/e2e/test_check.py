@@ -6,11 +6,13 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from tests.e2e.test_scenarios import ROWS
 from tests.support.mxgproc import MxgProcess
 from tests.support.sinks import Sink
 
@@ -90,3 +92,53 @@ def test_check_lists_mx_hosts_an_enforce_policy_excludes(
     text = mxg.cli("check", "stsnomatch.test").stdout
     assert "excluded: the MTA-STS enforce policy" in text
     assert sinks["sts"].mail_attempts == []
+
+
+# What `mxg check` must say of every domain of the scenario table
+# (tests/e2e/test_scenarios.py): the best level any MX host reaches.
+WORLD_BEST = {
+    "dane.test": "qualified",
+    "daneexpired.test": "qualified",
+    "danetwo.test": "qualified",
+    "daneta.test": "qualified",
+    "danecname.test": "qualified",
+    "danecname2.test": "qualified",
+    "danetawrong.test": "none",
+    "danebad.test": "none",
+    "danenotls.test": "none",
+    "sts.test": "qualified",
+    "stsbad.test": "none",
+    "stsnomatch.test": "none",
+    "stsself.test": "none",
+    "ststesting.test": "encrypted",
+    "pkix.test": "qualified",
+    "pkixplain.test": "encrypted",
+    "notlsa.test": "encrypted",
+    "good.test": "none",
+    "mixed.test": "none",
+    "tls10.test": "none",
+    "rsakx.test": "none",
+    "bogus.test": "none",
+}
+
+
+def test_check_file_over_the_scenario_world(
+    make_mxg: Callable[..., MxgProcess],
+    sinks: dict[str, Sink],
+    pkix_certs: dict[str, Path],
+    sts_web: object,
+    tmp_path: Path,
+) -> None:
+    """The operator's partner report over every scenario domain agrees with
+    what delivery achieves; ``MXG_CHECK_REPORT=path`` keeps the CSV."""
+    assert set(WORLD_BEST) == {r[1] for r in ROWS}
+    mxg = make_mxg(start=False, env={"MXG_DELIVERY__CA_FILE": f'"{pkix_certs["ca"]}"'})
+    listing = tmp_path / "world.txt"
+    listing.write_text("\n".join(WORLD_BEST) + "\n")
+    out = Path(os.environ.get("MXG_CHECK_REPORT", tmp_path / "world.csv"))
+    r = mxg.cli("check", "--file", str(listing), "--csv", "--out", str(out))
+    assert r.returncode == 4, r.stderr  # bogus.test cannot be resolved
+    rows = list(csv.DictReader(io.StringIO(out.read_text())))
+    best = {row["domain"]: row["best_level"] for row in rows}
+    assert best == WORLD_BEST
+    assert all(not s.mail_attempts for s in sinks.values())
