@@ -374,4 +374,5 @@ def test_old_tls_only_server_gets_nothing_not_even_plaintext(
     [res] = done["results"]
     assert res["status"] == "deferred"
     assert "TLS handshake" in res["text"]
+    assert "shares no TLS version or cipher suite with mxg" in res["text"]
     assert old_tls_only.mail_attempts == []  # rule 1: never the same MX in plaintext

@@ -145,8 +145,20 @@ ROWS = [
         "deferred",
         "qualified not met",
     ),
-    ("TLS 1.0/1.1 only", "tls10.test", "opportunistic", "deferred", "TLS handshake"),
-    ("RSA key exchange only", "rsakx.test", "opportunistic", "deferred", "TLS handshake"),
+    (
+        "TLS 1.0/1.1 only",
+        "tls10.test",
+        "opportunistic",
+        "deferred",
+        "shares no TLS version or cipher suite",
+    ),
+    (
+        "RSA key exchange only",
+        "rsakx.test",
+        "opportunistic",
+        "deferred",
+        "shares no TLS version or cipher suite",
+    ),
     ("bogus zone", "bogus.test", "opportunistic", "deferred", "SERVFAIL"),
 ]
 

@@ -267,7 +267,7 @@ impl Conn {
                 self.stream = Stream::ClientTls(Box::new(tls));
                 Ok(())
             }
-            Ok(Err(e)) => Err(self.fail("TLS handshake", &e.to_string())),
+            Ok(Err(e)) => Err(self.fail("TLS handshake", &handshake_failure(&e))),
             Err(_) => Err(self.fail("TLS handshake", "timed out")),
         }
     }
@@ -282,5 +282,30 @@ impl Conn {
             let _ = self.stream.shutdown().await;
         })
         .await;
+    }
+}
+
+/// A handshake error in words an operator can act on. A server that
+/// closes the connection or answers with a `handshake_failure` or
+/// `protocol_version` alert right after our `ClientHello` shares no TLS
+/// version or cipher suite with us (TLS 1.0/1.1-only servers, RSA key
+/// exchange only): say so, and what mxg offers.
+fn handshake_failure(e: &std::io::Error) -> String {
+    let text = e.to_string();
+    let no_common = e.kind() == std::io::ErrorKind::UnexpectedEof
+        || [
+            "HandshakeFailure",
+            "ProtocolVersion",
+            "InsufficientSecurity",
+        ]
+        .iter()
+        .any(|alert| text.contains(alert));
+    if no_common {
+        format!(
+            "{text}: the server shares no TLS version or cipher suite with mxg \
+             (mxg offers TLS 1.2/1.3 with ECDHE key exchange only)"
+        )
+    } else {
+        text
     }
 }
