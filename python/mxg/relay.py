@@ -182,9 +182,13 @@ class Relay:
             if row[0] in on_disk:
                 done.add(row[0])
         await self._remove_finished(sorted(done))
-        # Jobs of the previous run never reported back: try again now.
+        # Jobs of the previous run never reported back: try again now. A
+        # delivery that was under way when the last run died may have
+        # reached its receiver, so it can arrive twice (at least once).
         with self.store.transaction() as db:
-            db.execute("UPDATE recipients SET next_ms=0 WHERE status='pending'")
+            resumed = db.execute("UPDATE recipients SET next_ms=0 WHERE status='pending'").rowcount
+        if resumed:
+            event(log, "resuming pending deliveries", recipients=resumed)
         # Bounces whose DSN was not yet queued when the last run ended.
         for qid in self.store.dsn_pending():
             await self._send_failure_dsn(qid)

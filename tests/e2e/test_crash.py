@@ -57,7 +57,9 @@ def test_rule10_kill_9_loses_no_acknowledged_message(
     wait_for(lambda: len(acked) >= TOTAL // 3, timeout=120, what="first third acknowledged")
     killed.set()
     mxg.kill9()
-    at_kill = len(acked)
+    with lock:
+        before_kill = set(acked)
+    at_kill = len(before_kill)
     mxg.start()
     restarted.set()
     for t in threads:
@@ -85,4 +87,11 @@ def test_rule10_kill_9_loses_no_acknowledged_message(
     (mxg.workdir / "crash-report.txt").write_text(report + "\n")
     assert len(acked) + len(failed) == TOTAL
     assert acked <= set(got)
-    assert "re-queued from spool" in mxg.log_text() or duplicates == 0
+    # At-least-once across the crash: a message can arrive twice only if
+    # its delivery was under way when mxg was killed (acknowledged before
+    # the kill), at most twice, and the restart says it resumed deliveries.
+    twice = {mid: n for mid, n in got.items() if n > 1}
+    assert all(n == 2 for n in twice.values()), twice
+    assert set(twice) <= before_kill
+    if twice:
+        assert "resuming pending deliveries" in mxg.log_text()
