@@ -31,7 +31,7 @@ from mxg import _core
 from mxg.config import Config
 from mxg.mtasts import Policy, PolicyError, StsCache, http_client
 from mxg.relay import job_hosts
-from mxg.resolve import DnsResolver, ResolveError, Route
+from mxg.resolve import DnsResolver, Host, ResolveError, Route
 
 LEVELS = ("none", "opportunistic", "encrypted", "qualified")
 EXIT_CODES = {"qualified": 0, "encrypted": 1, "opportunistic": 2, "none": 3}
@@ -74,6 +74,10 @@ def _expires(ts: int | None) -> str:
     return datetime.fromtimestamp(ts, tz=UTC).strftime("%Y-%m-%d") if ts else ""
 
 
+def _tlsa_text(host: Host) -> list[str]:
+    return [f"{r['usage']} {r['selector']} {r['mtype']} {r['data']}" for r in host.tlsa]
+
+
 def _excluded(route: Route, allowed: set[str], policy: Policy | None) -> list[HostReport]:
     """MX hosts delivery would never use, each with the reason: an MTA-STS
     enforce policy (RFC 8461 §4.1) or the operator's [[policy]] mx list."""
@@ -90,7 +94,7 @@ def _excluded(route: Route, allowed: set[str], policy: Policy | None) -> list[Ho
                 host=h.name,
                 address=", ".join(h.addresses),
                 dnssec="secure" if h.secure else "insecure",
-                tlsa=[f"{r['usage']} {r['selector']} {r['mtype']} {r['data']}" for r in h.tlsa],
+                tlsa=_tlsa_text(h),
                 starttls=False,
                 level="none",
                 error=why,
@@ -116,10 +120,7 @@ def _report(
                 host=p["host"],
                 address=p["ip"],
                 dnssec="secure" if h is not None and h.secure else "insecure",
-                tlsa=[
-                    f"{r['usage']} {r['selector']} {r['mtype']} {r['data']}"
-                    for r in (h.tlsa if h is not None else ())
-                ],
+                tlsa=_tlsa_text(h) if h is not None else [],
                 starttls=bool(p["starttls"]),
                 level=p["level"] if p["ok"] else "none",
                 method=tls.get("method", ""),

@@ -45,19 +45,19 @@ impl Host {
     /// The names a DANE-TA certificate may be issued to; the first is
     /// also sent as SNI when DANE applies (RFC 7672 §8.1).
     pub fn dane_names(&self) -> Vec<String> {
-        if self.tlsa_names.is_empty() {
-            vec![self.name.clone()]
-        } else {
-            self.tlsa_names.clone()
-        }
+        self.names_or_host(&self.tlsa_names)
     }
 
     /// The names a certificate under a pinned private CA may carry.
     pub fn pin_names(&self) -> Vec<String> {
-        if self.pin_names.is_empty() {
+        self.names_or_host(&self.pin_names)
+    }
+
+    fn names_or_host(&self, names: &[String]) -> Vec<String> {
+        if names.is_empty() {
             vec![self.name.clone()]
         } else {
-            self.pin_names.clone()
+            names.to_vec()
         }
     }
 }
