@@ -87,6 +87,15 @@ impl Engine {
         Ok(())
     }
 
+    /// Hands end-of-DATA verdicts (JSON array) to the waiting sessions;
+    /// returns, per verdict, whether its session still waited for it.
+    fn verdicts(&self, py: Python<'_>, verdicts_json: &str) -> PyResult<Vec<bool>> {
+        let engine = self.check()?;
+        let verdicts: Vec<mxg_relay::inbound::Verdict> = serde_json::from_str(verdicts_json)
+            .map_err(|e| to_py(py, &mxg_relay::EngineError::Job(e.to_string())))?;
+        Ok(engine.verdicts(verdicts))
+    }
+
     /// Probes hosts without sending mail (`mxg check`); the result arrives
     /// as a `probe_done` event.
     fn probe(&self, py: Python<'_>, job_json: &str) -> PyResult<()> {

@@ -36,6 +36,10 @@ pub struct EngineConfig {
     /// Seconds open transactions get to finish at shutdown.
     #[serde(default = "default_shutdown_grace")]
     pub shutdown_grace_s: u64,
+    /// How long a session waits at end of DATA for the control plane's
+    /// verdict before it accepts anyway; 0 turns synchronous verdicts off.
+    #[serde(default)]
+    pub verdict_deadline_ms: u64,
 }
 
 fn default_max_connections() -> usize {

@@ -61,6 +61,7 @@ impl Engine {
             cfg.max_connections,
             cfg.max_connections_per_client,
             shutdown_rx,
+            (cfg.verdict_deadline_ms > 0).then(|| Duration::from_millis(cfg.verdict_deadline_ms)),
         ));
         let client = Arc::new(Client::new(
             cfg.outbound.clone(),
@@ -133,6 +134,15 @@ impl Engine {
         }
         rt.spawn(outbound::deliver(self.client.clone(), job));
         Ok(())
+    }
+
+    /// Hands verdicts to the sessions waiting for them; for each, whether
+    /// its session still waited (false: it was accepted with 250 already).
+    pub fn verdicts(&self, verdicts: Vec<inbound::Verdict>) -> Vec<bool> {
+        verdicts
+            .into_iter()
+            .map(|v| self.shared.verdicts.give(v))
+            .collect()
     }
 
     pub fn probe(&self, job: ProbeJob) -> Result<(), EngineError> {

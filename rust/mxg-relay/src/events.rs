@@ -17,7 +17,25 @@ use std::sync::Mutex;
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Event {
     /// A message is durable in the spool and was acknowledged with 250.
-    Received { envelope: Envelope },
+    /// `features` are what the content scanner found (for classification).
+    Received {
+        envelope: Envelope,
+        features: serde_json::Value,
+    },
+    /// A message is durable in the spool and its session waits for a
+    /// verdict (`Engine::verdicts`) before it answers the client.
+    Arrived {
+        envelope: Envelope,
+        features: serde_json::Value,
+    },
+    /// A verdict refused a message in time: the client got this reply and
+    /// the spool file is gone.
+    Rejected {
+        envelope: Envelope,
+        code: u16,
+        enhanced: String,
+        text: String,
+    },
     /// A delivery job finished; every recipient of the job has a result.
     DeliveryDone {
         job_id: u64,

@@ -39,6 +39,10 @@ pub struct Host {
     /// be issued to; empty means the MX host name.
     #[serde(default)]
     pub pin_names: Vec<String>,
+    /// Port to connect to; absent means the configured delivery port
+    /// (set for a configured fallback relay, `on_unmet = "reroute"`).
+    #[serde(default)]
+    pub port: Option<u16>,
 }
 
 impl Host {
@@ -76,6 +80,10 @@ pub struct TlsRequirement {
     /// (`dane-ee`, `dane-ta`, `dnssec-pkix`).
     #[serde(default = "default_methods")]
     pub methods: Vec<String>,
+    /// The message carries REQUIRETLS (RFC 8689): the server must offer
+    /// REQUIRETLS after STARTTLS, and MAIL FROM passes it on.
+    #[serde(default)]
+    pub requiretls: bool,
 }
 
 fn default_methods() -> Vec<String> {
@@ -110,6 +118,13 @@ pub struct DeliveryJob {
     pub body: Option<String>,
     #[serde(default)]
     pub smtputf8: bool,
+    /// Header fields removed before the message leaves (the risk marker
+    /// `X-MXG-Risk` by default), case-insensitive names.
+    #[serde(default)]
+    pub strip_headers: Vec<String>,
+    /// A subject tag (e.g. `[vertraulich]`) removed from the Subject.
+    #[serde(default)]
+    pub subject_tag: Option<String>,
 }
 
 /// Final word on one recipient from one job.
@@ -139,6 +154,10 @@ pub struct RecipientResult {
     pub tls: Option<TlsInfo>,
     /// Level the session achieved.
     pub level: TlsLevel,
+    /// Deferred because every server reached could not give the required
+    /// transport level (and none failed for another reason).
+    #[serde(default)]
+    pub unmet: bool,
 }
 
 /// What a TLS session proved (DESIGN.md §2 "evidence").

@@ -284,6 +284,7 @@ mod tests {
             envid: None,
             body: None,
             smtputf8: false,
+            requiretls: false,
             origin: "smtp".into(),
             client_addr: "127.0.0.1".into(),
             client_helo: "client".into(),

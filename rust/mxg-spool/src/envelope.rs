@@ -34,6 +34,10 @@ pub struct Envelope {
     /// SMTPUTF8 given on MAIL (RFC 6531).
     #[serde(default)]
     pub smtputf8: bool,
+    /// REQUIRETLS given on MAIL (RFC 8689 §4): the message may travel only
+    /// over authenticated TLS, and only to servers that offer REQUIRETLS.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub requiretls: bool,
     /// Where it came from: `smtp` from a client, `local` for messages mxg
     /// made itself (delivery status notifications).
     pub origin: String,

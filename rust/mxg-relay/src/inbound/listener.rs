@@ -1,6 +1,7 @@
 //! Listening sockets, connection limits and the accept loop.
 
 use super::session::Session;
+use super::verdict::Verdicts;
 use crate::error::EngineError;
 use crate::events::EventBus;
 use ipnet::IpNet;
@@ -27,6 +28,10 @@ pub struct ServerShared {
     /// Becomes true when the engine shuts down: idle sessions close with
     /// 421, sessions inside a transaction finish it first.
     pub shutdown: watch::Receiver<bool>,
+    /// Sessions waiting for the control plane's verdict at end of DATA.
+    pub verdicts: Verdicts,
+    /// How long a session waits for it; None: no synchronous verdicts.
+    pub verdict_deadline: Option<std::time::Duration>,
     connections: Mutex<Connections>,
 }
 
@@ -48,6 +53,7 @@ impl ServerShared {
         max_connections: usize,
         max_connections_per_client: usize,
         shutdown: watch::Receiver<bool>,
+        verdict_deadline: Option<std::time::Duration>,
     ) -> Self {
         Self {
             hostname,
@@ -59,6 +65,8 @@ impl ServerShared {
             max_connections,
             max_connections_per_client,
             shutdown,
+            verdicts: Verdicts::default(),
+            verdict_deadline,
             connections: Mutex::default(),
         }
     }

@@ -4,5 +4,7 @@
 mod listener;
 mod session;
 mod trace;
+mod verdict;
 
 pub use listener::{bind, serve, Listeners, ServerShared};
+pub use verdict::{Verdict, Verdicts};

@@ -34,6 +34,7 @@ struct Transaction {
     envid: Option<String>,
     body: Option<String>,
     smtputf8: bool,
+    requiretls: bool,
     recipients: Vec<Recipient>,
     bdat: Option<BdatReader>,
 }
@@ -226,6 +227,10 @@ impl Session {
         if self.shared.tls.is_some() && !self.stream.is_tls() {
             lines.push("STARTTLS".into());
         }
+        // RFC 8689 §4.1: offered only within a TLS session.
+        if self.stream.is_tls() {
+            lines.push("REQUIRETLS".into());
+        }
         self.reply(&Reply::multi(250, lines));
     }
 
@@ -245,6 +250,15 @@ impl Session {
                 553,
                 "5.6.7",
                 "Non-ASCII sender address needs SMTPUTF8",
+            ));
+        }
+        let requiretls = from.flags & smtp_proto::MAIL_REQUIRETLS != 0;
+        if requiretls && !self.stream.is_tls() {
+            // RFC 8689 §4.1: REQUIRETLS only over TLS; we never offered it.
+            return self.reply(&Reply::new(
+                530,
+                "5.7.10",
+                "REQUIRETLS needs a TLS session: use STARTTLS first (RFC 8689 4.1)",
             ));
         }
         let ret = if from.flags & smtp_proto::MAIL_RET_FULL != 0 {
@@ -267,6 +281,7 @@ impl Session {
             envid: from.env_id,
             body,
             smtputf8,
+            requiretls,
             recipients: Vec::new(),
             bdat: None,
         });
@@ -483,6 +498,7 @@ impl Session {
             envid: txn.envid,
             body: txn.body,
             smtputf8: txn.smtputf8,
+            requiretls: txn.requiretls,
             origin: "smtp".into(),
             client_addr: client_ip,
             client_helo: helo,
@@ -490,6 +506,7 @@ impl Session {
             size: message.len() as u64,
             message_id: message_id(&body),
         };
+        let features = serde_json::Value::Null;
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.shared.spool.commit(
             &envelope,
@@ -501,11 +518,7 @@ impl Session {
         drop(message);
         drop(body);
         match rx.await {
-            Ok(Ok(())) => {
-                self.shared.bus.push(Event::Received { envelope });
-                let text = format!("Ok: queued as {queue_id}");
-                self.reply(&Reply::new(250, "2.0.0", text));
-            }
+            Ok(Ok(())) => self.answer(envelope, features).await,
             Ok(Err(e)) => {
                 self.shared.bus.push(Event::Log {
                     level: "error".into(),
@@ -526,6 +539,51 @@ impl Session {
             }
         }
         Ok(Flow::Continue)
+    }
+
+    /// The message is on disk: with synchronous verdicts the control plane
+    /// may still refuse it (the spool file goes, the client gets the 5xx);
+    /// otherwise, or past the deadline, it is accepted with 250.
+    async fn answer(&mut self, envelope: Envelope, features: serde_json::Value) {
+        let queue_id = envelope.queue_id.clone();
+        if let Some(deadline) = self.shared.verdict_deadline {
+            let rx = self.shared.verdicts.register(&queue_id);
+            self.shared.bus.push(Event::Arrived {
+                envelope: envelope.clone(),
+                features: features.clone(),
+            });
+            let verdict = self.shared.verdicts.wait(&queue_id, rx, deadline).await;
+            if let Some(reject) = verdict.and_then(|v| v.reject) {
+                let spool = self.shared.spool.clone();
+                let id = queue_id.clone();
+                match tokio::task::spawn_blocking(move || spool.remove(&id)).await {
+                    Ok(Ok(())) => {
+                        let reply = reject.to_reply();
+                        self.reply(&reply);
+                        self.shared.bus.push(Event::Rejected {
+                            envelope,
+                            code: reply.code,
+                            enhanced: reply.enhanced.clone(),
+                            text: reply.text(),
+                        });
+                        return;
+                    }
+                    // The message stays and is accepted: refusing it while
+                    // a copy remains would deliver what the client bounced.
+                    Ok(Err(e)) => self.shared.bus.push(Event::Log {
+                        level: "error".into(),
+                        message: format!("cannot remove refused message {queue_id}: {e}; accepting it"),
+                    }),
+                    Err(e) => self.shared.bus.push(Event::Log {
+                        level: "error".into(),
+                        message: format!("cannot remove refused message {queue_id}: {e}; accepting it"),
+                    }),
+                }
+            }
+        }
+        self.shared.bus.push(Event::Received { envelope, features });
+        let text = format!("Ok: queued as {queue_id}");
+        self.reply(&Reply::new(250, "2.0.0", text));
     }
 
     async fn starttls(&mut self) -> Result<Flow, Gone> {

@@ -25,6 +25,8 @@ pub struct Caps {
     pub smtputf8: bool,
     pub dsn: bool,
     pub starttls: bool,
+    /// RFC 8689 §4.1; only meaningful after STARTTLS.
+    pub requiretls: bool,
 }
 
 impl Caps {
@@ -40,6 +42,7 @@ impl Caps {
                 "SMTPUTF8" => caps.smtputf8 = true,
                 "DSN" => caps.dsn = true,
                 "STARTTLS" => caps.starttls = true,
+                "REQUIRETLS" => caps.requiretls = true,
                 _ => {}
             }
         }
@@ -53,13 +56,26 @@ pub struct ConnError {
     pub text: String,
     /// Set when the server gave an SMTP reply (e.g. a 554 greeting).
     pub reply: Option<Reply>,
+    /// The server was reached but cannot give the required transport
+    /// level (no STARTTLS, failed handshake or authentication, no
+    /// REQUIRETLS): what the control plane's `on_unmet` is about.
+    pub unmet: bool,
 }
 
 impl ConnError {
-    fn new(text: impl Into<String>) -> Self {
+    pub fn new(text: impl Into<String>) -> Self {
         Self {
             text: text.into(),
             reply: None,
+            unmet: false,
+        }
+    }
+
+    /// A failure to reach the required level.
+    pub fn unmet(text: impl Into<String>) -> Self {
+        Self {
+            unmet: true,
+            ..Self::new(text)
         }
     }
 }
@@ -230,6 +246,7 @@ impl Conn {
         ConnError {
             text,
             reply: Some(reply),
+            unmet: false,
         }
     }
 
@@ -267,7 +284,11 @@ impl Conn {
                 self.stream = Stream::ClientTls(Box::new(tls));
                 Ok(())
             }
-            Ok(Err(e)) => Err(self.fail("TLS handshake", &handshake_failure(&e))),
+            Ok(Err(e)) => {
+                let mut err = self.fail("TLS handshake", &handshake_failure(&e));
+                err.unmet = true;
+                Err(err)
+            }
             Err(_) => Err(self.fail("TLS handshake", "timed out")),
         }
     }

@@ -3,6 +3,7 @@
 
 use super::conn::{Conn, ConnError};
 use super::pool::Client;
+use super::rewrite::rewrite;
 use super::wire::{dot_stuff, xtext};
 use crate::events::Event;
 use crate::job::{AttemptNote, DeliveryJob, Host, RecipientResult, Status};
@@ -42,10 +43,16 @@ pub async fn deliver(client: Arc<Client>, job: DeliveryJob) {
         attempts: Vec::new(),
         pending: job.recipients.clone(),
         last_error: None,
+        unmet_seen: false,
+        other_failure_seen: false,
     };
     let policy = serde_json::to_string(&job.tls).unwrap_or_default();
     match read_message(&client, &job.queue_id).await {
         Ok(message) => {
+            let message = match rewrite(&message, &job.strip_headers, job.subject_tag.as_deref()) {
+                Some(changed) => changed,
+                None => message,
+            };
             let data = dot_stuff(&message);
             run.deliver(&job, &dest, &policy, message.len(), &data)
                 .await;
@@ -82,6 +89,11 @@ struct Run {
     pending: Vec<Recipient>,
     /// The most recent reason the pending recipients are still pending.
     last_error: Option<(String, Option<Reply>)>,
+    /// A server was reached but could not give the required level.
+    unmet_seen: bool,
+    /// Some attempt failed for another reason (network, SMTP refusal):
+    /// then the requirement is not known to be unmeetable.
+    other_failure_seen: bool,
 }
 
 impl Run {
@@ -111,6 +123,11 @@ impl Run {
                 let conn = match self.open(job, host, *ip).await {
                     Ok(conn) => conn,
                     Err(e) => {
+                        if e.unmet {
+                            self.unmet_seen = true;
+                        } else {
+                            self.other_failure_seen = true;
+                        }
                         self.note(&host.name, &ip.to_string(), &e.text);
                         self.last_error = Some((e.text, e.reply));
                         continue;
@@ -297,6 +314,7 @@ impl Run {
     /// The connection failed mid-transaction: the pending recipients move on
     /// to the next host.
     fn lost(&mut self, conn: &Conn, e: ConnError) -> Option<Conn> {
+        self.other_failure_seen = true;
         self.note(&conn.host, &conn.ip.to_string(), &e.text);
         self.last_error = Some((e.text, e.reply));
         None
@@ -319,6 +337,7 @@ impl Run {
             ip: conn.ip.to_string(),
             tls: conn.tls.clone(),
             level: conn.level(),
+            unmet: false,
         });
     }
 
@@ -330,22 +349,34 @@ impl Run {
             .clone()
             .unwrap_or_else(|| ("no host could be reached".to_owned(), None));
         let _ = job;
+        let unmet = self.unmet_seen && !self.other_failure_seen;
         for rcpt in std::mem::take(&mut self.pending) {
+            let (code, enhanced) = if unmet {
+                // RFC 3463 X.7.5: cryptographic failure, as Postfix says for
+                // a TLS requirement it could not meet.
+                (451, "4.7.5".to_owned())
+            } else {
+                (
+                    reply
+                        .as_ref()
+                        .map_or(451, |r| if r.is_transient() { r.code } else { 451 }),
+                    reply
+                        .as_ref()
+                        .filter(|r| r.is_transient())
+                        .map_or_else(|| "4.4.1".to_owned(), |r| r.enhanced.clone()),
+                )
+            };
             self.results.push(RecipientResult {
                 address: rcpt.address,
                 status: Status::Deferred,
-                code: reply
-                    .as_ref()
-                    .map_or(451, |r| if r.is_transient() { r.code } else { 451 }),
-                enhanced: reply
-                    .as_ref()
-                    .filter(|r| r.is_transient())
-                    .map_or_else(|| "4.4.1".to_owned(), |r| r.enhanced.clone()),
+                code,
+                enhanced,
                 text: text.clone(),
                 host: String::new(),
                 ip: String::new(),
                 tls: None,
                 level: TlsLevel::None,
+                unmet,
             });
         }
     }
@@ -381,6 +412,10 @@ fn mail_command(job: &DeliveryJob, conn: &Conn, size: usize) -> String {
     }
     if job.smtputf8 {
         cmd.push_str(" SMTPUTF8");
+    }
+    if job.tls.requiretls {
+        // RFC 8689 §4.2.1: passed on; `open` made sure it is offered.
+        cmd.push_str(" REQUIRETLS");
     }
     if conn.caps.dsn {
         if let Some(ret) = &job.ret {
@@ -419,7 +454,8 @@ pub(super) async fn open(
     let cfg = &client.cfg;
     let required = tls.level;
     let name = host.name.as_str();
-    let mut conn = Conn::connect(name, ip, cfg.port, secs(cfg.connect_timeout_s)).await?;
+    let port = host.port.unwrap_or(cfg.port);
+    let mut conn = Conn::connect(name, ip, port, secs(cfg.connect_timeout_s)).await?;
     let greeting = conn
         .read_reply(secs(cfg.greeting_timeout_s), "greeting")
         .await?;
@@ -451,7 +487,7 @@ pub(super) async fn open(
             "{name}[{ip}]: starttls-not-supported: the domain has operator pins but the server does not offer STARTTLS"
         );
         conn.quit().await;
-        return Err(ConnError { text, reply: None });
+        return Err(ConnError::unmet(text));
     }
     let sts_applies = host.sts && !dane_applies && !pins_apply;
     if sts_applies && !conn.caps.starttls {
@@ -459,14 +495,14 @@ pub(super) async fn open(
             "{name}[{ip}]: starttls-not-supported: the domain's MTA-STS policy is enforce but the server does not offer STARTTLS (RFC 8461 4.2)"
         );
         conn.quit().await;
-        return Err(ConnError { text, reply: None });
+        return Err(ConnError::unmet(text));
     }
     if dane_applies && !conn.caps.starttls {
         let text = format!(
             "{name}[{ip}]: starttls-not-supported: the server publishes TLSA records but does not offer STARTTLS (RFC 7672 2.2)"
         );
         conn.quit().await;
-        return Err(ConnError { text, reply: None });
+        return Err(ConnError::unmet(text));
     }
     let mut pkix_failure: Option<String> = None;
     if (required.tries_tls() || dane_applies || pins_apply || sts_applies) && conn.caps.starttls {
@@ -487,10 +523,7 @@ pub(super) async fn open(
             || (!dane_applies && host.pkix && tls.methods.iter().any(|m| m == "dnssec-pkix")))
         .then(|| crate::tls::PkixRecorder::new(client.roots.clone()))
         .transpose()
-        .map_err(|e| ConnError {
-            text: e.to_string(),
-            reply: None,
-        })?
+        .map_err(|e| ConnError::new(e.to_string()))?
         .map(Arc::new);
         let config = if dane_applies {
             crate::tls::dane_client_config(dane.clone(), offer)
@@ -544,7 +577,7 @@ pub(super) async fn open(
             // RFC 8461 §4.2: under enforce, no delivery without PKIX.
             let text = format!("{name}[{ip}]: MTA-STS policy is enforce: {reason}");
             conn.quit().await;
-            return Err(ConnError { text, reply: None });
+            return Err(ConnError::unmet(text));
         }
         if let Some(method) = method {
             if let Some(info) = conn.tls.as_mut() {
@@ -555,6 +588,15 @@ pub(super) async fn open(
             }
         }
         conn.hello(&client.helo, cmd_timeout).await?;
+    }
+    if tls.requiretls && !(conn.tls.is_some() && conn.caps.requiretls) {
+        // RFC 8689 §4.2.1: the next hop must offer REQUIRETLS after
+        // STARTTLS, or the message does not go there.
+        let text = format!(
+            "{name}[{ip}]: REQUIRETLS: the message requires it but the server does not offer REQUIRETLS over TLS (RFC 8689 4.2.1)"
+        );
+        conn.quit().await;
+        return Err(ConnError::unmet(text));
     }
     if !meets(conn.level(), required) {
         let why = if let (TlsLevel::Qualified, Some(reason)) = (required, &pkix_failure) {
@@ -573,7 +615,7 @@ pub(super) async fn open(
             required.as_str()
         );
         conn.quit().await;
-        return Err(ConnError { text, reply: None });
+        return Err(ConnError::unmet(text));
     }
     Ok(conn)
 }

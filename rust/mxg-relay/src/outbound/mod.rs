@@ -5,6 +5,7 @@ mod conn;
 mod deliver;
 mod pool;
 mod probe;
+mod rewrite;
 mod wire;
 
 pub use deliver::deliver;

@@ -21,6 +21,7 @@ pub async fn probe(client: Arc<Client>, job: ProbeJob) {
                 level: TlsLevel::Encrypted,
                 profile: job.tls.profile,
                 methods: job.tls.methods.clone(),
+                requiretls: false,
             };
             let mut first_error = String::new();
             let mut attempt = open(&client, &strict, host, *ip).await;
@@ -30,6 +31,7 @@ pub async fn probe(client: Arc<Client>, job: ProbeJob) {
                     level: TlsLevel::Opportunistic,
                     profile: job.tls.profile,
                     methods: job.tls.methods.clone(),
+                    requiretls: false,
                 };
                 attempt = open(&client, &loose, host, *ip).await;
             }

@@ -1,0 +1,143 @@
+//! Synchronous verdicts at the end of DATA (issue 4, DESIGN.md §2
+//! `on_unmet = reject`).
+//!
+//! A session with a stored message registers its queue id here, tells the
+//! control plane (event `Arrived`) and waits up to the configured deadline.
+//! The control plane answers through [`Verdicts::give`]. Exactly one of
+//! "the verdict arrived" and "the deadline passed" wins, decided under one
+//! lock: a verdict that comes too late is refused (`give` returns false),
+//! so the control plane knows the message was accepted with 250 after all
+//! and handles it asynchronously.
+
+use mxg_smtp::Reply;
+use serde::Deserialize;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+use tokio::sync::oneshot;
+
+/// The control plane's answer for one message.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Verdict {
+    pub queue_id: String,
+    /// Refuse the whole message with this reply (a 5xx, normally 550
+    /// 5.7.1); absent means accept.
+    #[serde(default)]
+    pub reject: Option<RejectReply>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct RejectReply {
+    pub code: u16,
+    pub enhanced: String,
+    pub text: String,
+}
+
+impl RejectReply {
+    pub fn to_reply(&self) -> Reply {
+        // Only permanent refusals make sense here; anything else is read as
+        // the generic policy refusal rather than trusted blindly.
+        let code = if (500..600).contains(&self.code) {
+            self.code
+        } else {
+            550
+        };
+        let enhanced = if self.enhanced.starts_with("5.") {
+            self.enhanced.as_str()
+        } else {
+            "5.7.1"
+        };
+        Reply::new(code, enhanced, self.text.clone())
+    }
+}
+
+#[derive(Default)]
+pub struct Verdicts {
+    waiting: Mutex<HashMap<String, oneshot::Sender<Verdict>>>,
+}
+
+impl Verdicts {
+    /// Registers a waiting session; the receiver gets the verdict.
+    pub fn register(&self, queue_id: &str) -> oneshot::Receiver<Verdict> {
+        let (tx, rx) = oneshot::channel();
+        self.lock().insert(queue_id.to_owned(), tx);
+        rx
+    }
+
+    /// Hands a verdict to its session. False when no session waits for it
+    /// any more (deadline passed, client gone): the message stays accepted.
+    pub fn give(&self, verdict: Verdict) -> bool {
+        let mut waiting = self.lock();
+        match waiting.remove(&verdict.queue_id) {
+            // Sent under the lock so `wait` cannot miss it (see there).
+            Some(tx) => tx.send(verdict).is_ok(),
+            None => false,
+        }
+    }
+
+    /// Waits for the verdict up to `deadline`. None means "no verdict in
+    /// time": accept, and let the control plane decide asynchronously.
+    pub async fn wait(
+        &self,
+        queue_id: &str,
+        mut rx: oneshot::Receiver<Verdict>,
+        deadline: Duration,
+    ) -> Option<Verdict> {
+        if let Ok(Ok(v)) = tokio::time::timeout(deadline, &mut rx).await {
+            return Some(v);
+        }
+        let removed = self.lock().remove(queue_id).is_some();
+        if removed {
+            None
+        } else {
+            // `give` took the entry first, and sent under the lock that we
+            // just held: the verdict is in the channel already.
+            rx.try_recv().ok()
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, oneshot::Sender<Verdict>>> {
+        self.waiting.lock().expect("verdict registry poisoned")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn accept(id: &str) -> Verdict {
+        Verdict {
+            queue_id: id.into(),
+            reject: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_verdict_in_time_reaches_the_session() {
+        let v = Verdicts::default();
+        let rx = v.register("Q1");
+        assert!(v.give(accept("Q1")));
+        let got = v.wait("Q1", rx, Duration::from_secs(1)).await;
+        assert_eq!(got.map(|g| g.queue_id), Some("Q1".into()));
+    }
+
+    #[tokio::test]
+    async fn a_late_verdict_is_refused_so_the_control_plane_knows() {
+        let v = Verdicts::default();
+        let rx = v.register("Q2");
+        assert!(v.wait("Q2", rx, Duration::from_millis(10)).await.is_none());
+        assert!(!v.give(accept("Q2")));
+    }
+
+    #[test]
+    fn reject_replies_are_always_permanent() {
+        let r = RejectReply {
+            code: 250,
+            enhanced: "2.0.0".into(),
+            text: "no".into(),
+        };
+        let reply = r.to_reply();
+        assert_eq!(reply.code, 550);
+        assert_eq!(reply.enhanced, "5.7.1");
+    }
+}
