@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from mxg.cli import main
-from mxg.config import Config, load_config, parse_duration
+from mxg.config import Config, load_config
+from mxg.config_base import parse_duration
 from mxg.config_example import EXAMPLE
 from mxg.errors import ConfigError
 from tests.support.certs import self_signed

@@ -188,13 +188,57 @@ def cmd_queue_action(args: argparse.Namespace) -> int:
         n = store.flush(args.queue_id)
         print(f"{n} deferred recipient(s) scheduled for immediate delivery")
         return 0
-    fn = {"hold": store.hold, "release": store.release, "delete": store.delete}[action]
-    if not fn(args.queue_id, _actor(), args.reason):
+    if action == "release" and args.level and not args.reason:
+        raise MxgError("release --level changes the requirement: give --reason (it is recorded)")
+    if action == "release":
+        done = store.release(args.queue_id, _actor(), args.reason, args.level)
+    else:
+        fn = {"hold": store.hold, "delete": store.delete}[action]
+        done = fn(args.queue_id, _actor(), args.reason)
+    if not done:
         raise MxgError(
             f"{action}: no {'held ' if action == 'release' else ''}message "
             f"{args.queue_id} that can be changed"
         )
     print(f"{args.queue_id}: {action} done")
+    return 0
+
+
+def cmd_classify(args: argparse.Namespace) -> int:
+    from mxg import _core
+    from mxg.classify import classify, requirement
+
+    cfg = _load(args)
+    message = sys.stdin.buffer.read() if args.file == "-" else Path(args.file).read_bytes()
+    features = json.loads(_core.scan(message, json.dumps(cfg.scan_options())))
+    env = {"sender": args.sender, "recipients": [{"address": a} for a in args.to]}
+    c = classify(cfg, env, features)
+    reqs = [
+        requirement(cfg, k, c.to_json(), cfg.policy_for(a.rpartition("@")[2].lower()))
+        for a, k in zip(args.to, c.recipient_classes, strict=True)
+    ]
+    if args.json:
+        out = c.to_json() | {
+            "features": features,
+            "recipients": [
+                {"address": a, "class": k, "level": r.level, "e2e_missing": r.e2e_missing}
+                for a, k, r in zip(args.to, c.recipient_classes, reqs, strict=True)
+            ],
+        }
+        print(json.dumps(out, indent=2))
+        return 0
+    print(f"class: {c.message_class}")
+    for f in c.fired:
+        only = f" (recipients {', '.join(f['recipients'])})" if "recipients" in f else ""
+        print(f"  {f['rule']}: {f['class']} - {f['why']}{only}")
+    for note in c.notes:
+        print(f"  note: {note}")
+    print(f"end-to-end encrypted: {c.e2e or 'no'}")
+    found = ", ".join(f"{k} {v}" for k, v in sorted(features.get("detectors", {}).items()))
+    print(f"detectors: {found or 'none'}")
+    for a, k, r in zip(args.to, c.recipient_classes, reqs, strict=True):
+        extra = "; end-to-end encryption missing" if r.e2e_missing else ""
+        print(f"<{a}>: class {k}, needs {r.level} ({r.why}){extra}")
     return 0
 
 
@@ -282,7 +326,26 @@ def build_parser() -> argparse.ArgumentParser:
         a = qsub.add_parser(name, help=text)
         a.add_argument("queue_id")
         a.add_argument("--reason", default="", help="recorded with the action")
+        if name == "release":
+            a.add_argument(
+                "--level",
+                choices=["none", "opportunistic", "encrypted", "qualified"],
+                help="deliver this one message at this transport level instead of what its"
+                " class requires (recorded with who, when and --reason)",
+            )
         a.set_defaults(fn=cmd_queue_action)
+
+    cl = sub.add_parser(
+        "classify",
+        help="classify a message file as the relay would (never sends mail)",
+        description="Scans an RFC 5322 message with the configured rules and prints its "
+        "risk class, the rules that fired and each recipient's transport requirement.",
+    )
+    cl.add_argument("file", help="message file ('-' for standard input)")
+    cl.add_argument("--from", dest="sender", default="", help="envelope sender")
+    cl.add_argument("--to", action="append", default=[], help="envelope recipient (repeat)")
+    cl.add_argument("--json", action="store_true")
+    cl.set_defaults(fn=cmd_classify)
 
     chk = sub.add_parser(
         "check",

@@ -10,6 +10,7 @@ Durations are seconds or a number with a unit: ``90s``, ``5m``, ``4h``, ``5d``.
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import re
 import socket
@@ -17,12 +18,9 @@ import ssl
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 from pydantic import (
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
     Field,
     PrivateAttr,
     ValidationError,
@@ -30,33 +28,16 @@ from pydantic import (
     model_validator,
 )
 
+from mxg.classes import CLASSES, ClassesConfig, ClassifyConfig, ClassPolicy, Rule
+from mxg.config_base import (
+    PIN,
+    Method,
+    PositiveSeconds,
+    Seconds,
+    Section,
+    TransportLevel,
+)
 from mxg.errors import ConfigError
-
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
-
-
-def parse_duration(value: object) -> object:
-    """``"5m"`` → 300.0; numbers pass through; anything else is left for
-    pydantic to reject with its own message."""
-    if isinstance(value, str):
-        m = _DURATION.match(value)
-        if not m:
-            raise ValueError(f"{value!r} is not a duration (e.g. 30, 90s, 5m, 4h, 5d)")
-        return float(m.group(1)) * _UNITS[m.group(2) or "s"]
-    return value
-
-
-Seconds = Annotated[float, BeforeValidator(parse_duration), Field(ge=0)]
-PositiveSeconds = Annotated[float, BeforeValidator(parse_duration), Field(gt=0)]
-
-TransportLevel = Literal["none", "opportunistic", "encrypted", "qualified"]
-Method = Literal["dane-ee", "dane-ta", "mta-sts", "dnssec-pkix", "pinned"]
-PIN = re.compile(r"^(spki|cert)-sha256:[0-9a-f]{64}$")
-
-
-class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 def _default_hostname() -> str:
@@ -158,7 +139,8 @@ class DeliveryConfig(Section):
 
     port: int = Field(25, ge=1, le=65535)
     helo_name: str = ""
-    default_level: TransportLevel = "opportunistic"
+    # Deprecated: the level of class normal ([classes.normal] level).
+    default_level: TransportLevel | None = None
     tls_profile: Literal["bsi-tr-02102-2", "modern"] = "bsi-tr-02102-2"
     # Authentication methods that count for the qualified level.
     qualified_methods: list[Method] = [
@@ -277,6 +259,16 @@ class DomainPolicy(Section):
         return self._ca_der
 
 
+def _check_scan_options(options: dict[str, Any]) -> None:
+    """Compiles the scanner's options the way the data plane will (its
+    regex syntax is Rust's), so a bad pattern stops the start."""
+    if not options["patterns"]:
+        return
+    from mxg import _core  # noqa: PLC0415  (the extension is only needed here)
+
+    _core.scan(b"", json.dumps(options))
+
+
 def _read_ca_file(path: Path) -> list[str]:
     """The certificates of a PEM file as DER hex; a clear error when the
     file is unreadable or holds none."""
@@ -311,6 +303,52 @@ class Config(Section):
     log: LogConfig = LogConfig()
     run: RunConfig = RunConfig()
     policy: list[DomainPolicy] = []
+    classify: ClassifyConfig = ClassifyConfig()
+    classes: ClassesConfig = ClassesConfig()
+    # Named sender groups for rules ("group:NAME"): address/domain patterns.
+    groups: dict[str, list[str]] = {}
+    rule: list[Rule] = []
+
+    @model_validator(mode="after")
+    def _rules(self) -> Config:
+        names: set[str] = set()
+        for r in self.rule:
+            if r.name in names:
+                raise ValueError(f"rule name {r.name!r} is used twice")
+            names.add(r.name)
+            for p in r.sender + r.recipient:
+                if p.startswith("group:") and p[6:] not in self.groups:
+                    raise ValueError(f"rule {r.name!r}: no group {p[6:]!r} in [groups]")
+        _check_scan_options(self.scan_options())
+        return self
+
+    def class_policy(self, name: str) -> ClassPolicy:
+        """The class's requirement; `delivery.default_level`, when set,
+        still gives the level of class normal (older configurations)."""
+        policy = self.classes.of(name)
+        legacy = self.delivery.default_level
+        if (
+            name == "normal"
+            and legacy is not None
+            and "normal" not in self.classes.model_fields_set
+        ):
+            return policy.model_copy(update={"level": legacy})
+        return policy
+
+    def scan_options(self) -> dict[str, Any]:
+        """What the content scanner in the data plane looks for."""
+        c = self.classify
+        headers = {c.marker_header, "TLS-Required"} | {
+            r.header.name for r in self.rule if r.header is not None
+        }
+        return {
+            "max_scan_bytes": c.max_scan_bytes,
+            "max_depth": c.max_depth,
+            "max_parts": c.max_parts,
+            "headers": sorted(headers, key=str.lower),
+            "keywords": [{"name": r.name, "words": r.keywords} for r in self.rule if r.keywords],
+            "patterns": [{"name": r.name, "regexes": r.patterns} for r in self.rule if r.patterns],
+        }
 
     @field_validator("policy")
     @classmethod
@@ -350,6 +388,12 @@ class Config(Section):
             "tls_cert": str(s.tls_cert) if s.tls_cert else None,
             "tls_key": str(s.tls_key) if s.tls_key else None,
             "shutdown_grace_s": int(s.shutdown_grace),
+            # Sessions wait for a verdict only when some class may reject.
+            "verdict_deadline_ms": (
+                int(self.classify.verdict_deadline * 1000)
+                if any(self.classes.of(c).on_unmet == "reject" for c in CLASSES)
+                else 0
+            ),
             "limits": {
                 "max_command_line": lim.max_command_line,
                 "max_data_line": lim.max_data_line,

@@ -59,9 +59,8 @@ dnssec_probe = "."
 port = 25
 # Name in EHLO; empty means server.hostname.
 helo_name = ""
-# Transport level every message needs until per-class policy exists:
-# none | opportunistic | encrypted | qualified.
-default_level = "opportunistic"
+# Deprecated: the transport level of class normal; use [classes.normal] level.
+# default_level = "encrypted"
 # TLS parameters encrypted and qualified sessions must keep to:
 # "bsi-tr-02102-2" (TLS 1.2/1.3, ECDHE on P-256/P-384, AES-GCM) or
 # "modern" (adds X25519 and ChaCha20-Poly1305).
@@ -122,6 +121,73 @@ format = "text"
 # mx = ["mail.partner.example", "*.mx.partner.example"]
 # ca_file = "/etc/mxg/partner-ca.pem"  # a private CA pin (method pinned)
 # cert_names = ["mail.partner.example"] # names its certificates may carry
+
+[classify]
+# Class of a message no rule raises: normal | high | secret.
+default_class = "normal"
+# A header the internal server or the sender's client sets to normal, high or
+# secret; removed before delivery unless strip_marker = false.
+marker_header = "X-MXG-Risk"
+strip_marker = true
+# RFC 8689: honour "TLS-Required: No" for class normal (level becomes
+# opportunistic); never for high or secret.
+honour_tls_required_no = false
+# With on_unmet = "reject", how long the client waits at the end of DATA for
+# the verdict; past it the message is accepted and handled afterwards.
+verdict_deadline = "10s"
+# Content scanning limits: decoded text scanned per message, MIME nesting, parts.
+max_scan_bytes = 8388608
+max_depth = 16
+max_parts = 512
+
+# What each class needs (DSK guidance) and what happens when a recipient cannot
+# get it: reject (at end of DATA when known then, else bounce) | defer (retry
+# until queue.max_lifetime) | bounce | hold (until `mxg queue release`) |
+# reroute (to the fallback relay `reroute`, at `reroute_level`).
+[classes.normal]
+level = "encrypted"
+on_unmet = "defer"
+require_e2e = false
+# Level for content that is already S/MIME or PGP/MIME encrypted ("" = level).
+e2e_level = ""
+reroute = ""
+reroute_level = "encrypted"
+
+[classes.high]
+level = "qualified"
+on_unmet = "defer"
+require_e2e = false
+e2e_level = ""
+reroute = ""
+reroute_level = "encrypted"
+
+[classes.secret]
+level = "qualified"
+on_unmet = "reject"
+# Secrets (§203 StGB) travel end-to-end encrypted as a rule.
+require_e2e = true
+e2e_level = ""
+reroute = ""
+reroute_level = "encrypted"
+
+# Sender groups for rules ("group:finance"): addresses or domains.
+[groups]
+# finance = ["*@kasse.example.org", "buchhaltung@example.org"]
+
+# Rules, in order; the highest class any rule yields wins. Every condition a
+# rule gives must hold. (None by default.)
+# [[rule]]
+# name = "health office"
+# class = "high"
+# sender = ["*@gesundheitsamt.example.org", "group:finance"]
+# recipient = ["*.klinik.example"]          # the class applies to these recipients
+# header = { name = "Sensitivity", values = ["Private", "Company-Confidential"] }
+# subject_tag = "[vertraulich]"             # strip_tag = true removes it
+# detector = "iban"                         # iban | tax-id | card | kvnr
+# keywords = ["Diagnose", "Befund"]         # or patterns = ["AZ-[0-9]{4}"]
+# min_count = 2                             # distinct values found
+# attachment = ["*.xlsx", "application/pdf"]
+# e2e = false                               # content (not) end-to-end encrypted
 
 [run]
 # asyncio (with uvloop) | trio

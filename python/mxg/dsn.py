@@ -150,7 +150,9 @@ def _human_text(
         out.append(f"<{r.address}>{where}:")
         out.append(f"    {r.diagnostic}")
         out.append("")
-    if any(is_security_failure(r.diagnostic) for r in reports):
+    if any(is_e2e_failure(r.diagnostic) for r in reports):
+        out += E2E_EXPLANATION
+    elif any(is_security_failure(r.diagnostic) for r in reports):
         out += SECURITY_EXPLANATION
     out.append(f"Queue ID: {original.queue_id}")
     return out
@@ -174,7 +176,30 @@ _SECURITY_MARKERS = (
     "MTA-STS",
     "operator pin",
     "TLS handshake",
+    "REQUIRETLS",
+    "cannot get it",
 )
+
+
+def is_e2e_failure(diagnostic: str) -> bool:
+    return "end-to-end encrypted content" in diagnostic
+
+
+E2E_EXPLANATION = [
+    "Why: this message was classified as needing end-to-end encryption",
+    "(for example because it carries professional secrets), and it was not",
+    "encrypted. The gateway does not send such content as it is.",
+    "What you can do: send it again encrypted with S/MIME or PGP, use",
+    "another secure channel, or ask your mail administrator.",
+    "",
+    "Warum: Diese Nachricht wurde als Inhalt eingestuft, der Ende-zu-Ende",
+    "verschluesselt sein muss (z. B. wegen eines Berufsgeheimnisses), und sie",
+    "war nicht verschluesselt. Das Gateway versendet solche Inhalte so nicht.",
+    "Was Sie tun koennen: die Nachricht mit S/MIME oder PGP verschluesselt",
+    "erneut senden, einen anderen sicheren Weg nutzen oder Ihre",
+    "Mail-Administration fragen.",
+    "",
+]
 
 
 def is_security_failure(diagnostic: str) -> bool:

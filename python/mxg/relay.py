@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import pwd
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,7 @@ import anyio
 import anyio.abc
 
 from mxg import _core
+from mxg.classes import relay_address
 from mxg.config import Config, DomainPolicy
 from mxg.deliverylog import delivery, event, log
 from mxg.dsn import Original, RecipientReport, build_dsn
@@ -36,9 +38,11 @@ from mxg.mtasts import (
     http_client,
     mx_matches,
 )
+from mxg.relay_policy import ClassPolicyMixin
 from mxg.resolve import DnsResolver, ResolveError, Resolver, Route, probe_dnssec
 from mxg.schedule import next_attempt_ms
 from mxg.store import Due, Outcome, Store, domain_of, now_ms
+from mxg.verdict import Feasibility
 
 
 @dataclass
@@ -55,6 +59,16 @@ class JobInfo:
     attempts: dict[int, int] = field(default_factory=dict)
     route: Route | None = None
     sts: Policy | None = None
+    # recipient index → risk class; the level the job required
+    classes: dict[int, str] = field(default_factory=dict)
+    level: str = ""
+    # Sent to the class's fallback relay (on_unmet = "reroute").
+    rerouted: bool = False
+
+    @property
+    def key(self) -> tuple[str, str]:
+        """The in-flight key: one job per message and destination."""
+        return inflight_key(self.queue_id, self.domain, rerouted=self.rerouted)
 
     def dnssec(self, host: str) -> dict[str, str]:
         """Evidence: how the MX answer and the host's addresses were secured."""
@@ -79,7 +93,11 @@ def _wants(notify: str, kind: str) -> bool:
     return not words or kind in words
 
 
-class Relay:
+def inflight_key(queue_id: str, domain: str, *, rerouted: bool = False) -> tuple[str, str]:
+    return (queue_id, f"reroute:{domain}" if rerouted else domain)
+
+
+class Relay(ClassPolicyMixin):
     def __init__(self, config: Config, *, resolver: Resolver | None = None) -> None:
         self.cfg = config
         dns_resolver = DnsResolver(
@@ -102,6 +120,9 @@ class Relay:
         self._outbox: list[dict[str, Any]] = []
         self._stop = anyio.Event()
         self._tg: anyio.abc.TaskGroup | None = None
+        self.feasibility = Feasibility(config, self.resolver, self._sts_policy)
+        self._early: dict[str, dict[int, str]] = {}
+        self._scan_json = json.dumps(config.scan_options())
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -174,8 +195,12 @@ class Relay:
                     error=str(e),
                 )
         if envelopes:
+            for env in envelopes:
+                self._classify_into(env, await self._features_of_spooled(env["queue_id"]))
             self.store.add_messages(envelopes)
             event(log, "re-queued from spool", count=len(envelopes))
+            for env in envelopes:
+                await self._commit(self._intake_outcomes(env))
         done = set(self.store.finished())
         on_disk = set(ids)
         for row in self.store.db.execute("SELECT queue_id FROM messages WHERE state='done'"):
@@ -207,14 +232,39 @@ class Relay:
 
     async def _handle(self, batch: list[dict[str, Any]]) -> None:
         assert self.store is not None
-        received = [e["envelope"] for e in batch if e["type"] == "received"]
+        received = [e for e in batch if e["type"] == "received"]
         done = [e for e in batch if e["type"] == "delivery_done"]
         for e in batch:
-            if e["type"] == "log":
+            kind = e["type"]
+            if kind == "log":
                 event(log, e["message"], getattr(logging, e["level"].upper(), logging.INFO))
+            elif kind == "arrived":
+                if self._tg is not None:
+                    self._tg.start_soon(self._verdict, e["envelope"], e.get("features"))
+            elif kind == "rejected":
+                env = e["envelope"]
+                event(
+                    log,
+                    "rejected",
+                    logging.WARNING,
+                    queue_id=env["queue_id"],
+                    message_id=env.get("message_id") or "",
+                    **{"from": f"<{env['sender']}>"},
+                    nrcpt=len(env["recipients"]),
+                    reply=f"{e['code']} {e['enhanced']} {e['text']}",
+                )
         if received:
-            self.store.add_messages(received)
-            for env in received:
+            envelopes = []
+            for e in received:
+                env = e["envelope"]
+                features = e.get("features")
+                if not isinstance(features, dict):
+                    features = await self._features_of_spooled(env["queue_id"])
+                self._classify_into(env, features)
+                envelopes.append(env)
+            self.store.add_messages(envelopes)
+            intake: list[Outcome] = []
+            for env in envelopes:
                 event(
                     log,
                     "received",
@@ -224,12 +274,27 @@ class Relay:
                     **{"from": f"<{env['sender']}>"},
                     nrcpt=len(env["recipients"]),
                     client=env.get("client_addr") or "local",
+                    **{"class": env["class"]},
+                    why=_why(env["classification"]),
                 )
+                intake += self._intake_outcomes(env)
+            if intake:
+                self._log_outcomes(intake, "not delivered as classified")
+                await self._commit(intake)
+            stopped = {(o.queue_id, o.idx) for o in intake if o.status != "deferred"}
+            rerouted = {(o.queue_id, o.idx) for o in intake if o.status == "deferred"}
             # New messages go out at once, without a trip through the index;
             # what does not fit under max_jobs is picked up by the scanner.
-            for env in received:
+            for env in envelopes:
                 for due in _split_by_domain(env):
-                    self._start(due)
+                    keep = tuple(
+                        i for i in due.indexes if (due.queue_id, i) not in stopped | rerouted
+                    )
+                    moved = tuple(i for i in due.indexes if (due.queue_id, i) in rerouted)
+                    if keep:
+                        self._start(Due(due.queue_id, due.domain, keep))
+                    if moved:
+                        self._start(Due(due.queue_id, due.domain, moved), rerouted=True)
         if done:
             await self._results(done)
         self._flush_jobs()
@@ -244,20 +309,30 @@ class Relay:
         if room <= 0:
             return
         for due in self.store.due(now_ms(), limit=room + len(self.inflight)):
-            if not self._start(due):
+            moved = self.store.rerouted(due.queue_id, due.indexes)
+            keep = tuple(i for i in due.indexes if i not in moved)
+            if keep and not self._start(Due(due.queue_id, due.domain, keep)):
+                break
+            if moved and not self._start(
+                Due(due.queue_id, due.domain, tuple(sorted(moved))), rerouted=True
+            ):
                 break
         self._flush_jobs()
 
-    def _start(self, due: Due) -> bool:
+    def _start(self, due: Due, *, rerouted: bool = False) -> bool:
         """Starts a delivery unless one for the same message and domain is
         in flight; False when max_jobs is reached. With the route cached the
-        job is queued for the engine at once; otherwise a task resolves it."""
+        job is queued for the engine at once; otherwise a task resolves it.
+        Rerouted recipients go to their class's fallback relay instead."""
         if self._tg is None or len(self.inflight) >= self.cfg.delivery.max_jobs:
             return False
-        key = (due.queue_id, due.domain)
+        key = inflight_key(due.queue_id, due.domain, rerouted=rerouted)
         if key in self.inflight:
             return True
         self.inflight.add(key)
+        if rerouted:
+            self._tg.start_soon(self._deliver_rerouted, due)
+            return True
         route = self.resolver.cached(due.domain)
         known, policy = self.sts.cached(due.domain) if self.sts else (True, None)
         dom = self.cfg.policy_for(due.domain)
@@ -308,7 +383,9 @@ class Relay:
                         f"({found})"
                     )
                 await self._unroutable(
-                    due, ResolveError(due.domain, text, permanent=False, enhanced="4.7.5")
+                    due,
+                    ResolveError(due.domain, text, permanent=False, enhanced="4.7.5"),
+                    unmet=True,
                 )
                 return
             self._queue_job(due, route, policy)
@@ -316,34 +393,67 @@ class Relay:
         except Exception as e:
             self._failed_to_start(due, e)
 
-    def _failed_to_start(self, due: Due, e: Exception) -> None:
+    async def _deliver_rerouted(self, due: Due) -> None:
+        """Hands recipients to their class's fallback relay, at the class's
+        reroute_level (one job per relay)."""
+        key = inflight_key(due.queue_id, due.domain, rerouted=True)
+        try:
+            found = self._job_info(due, rerouted=True)
+            if found is None:
+                return
+            _, rows, _ = found
+            relay = self.cfg.class_policy(rows[0]["class"] or "normal")
+            host, port = relay_address(relay.reroute)
+            try:
+                infos = await anyio.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+            except OSError as e:
+                self.inflight.discard(key)
+                err = ResolveError(
+                    due.domain, f"fallback relay {relay.reroute}: {e}", permanent=False
+                )
+                await self._unroutable(due, err, rerouted=True)
+                return
+            addresses = list(dict.fromkeys(str(i[4][0]) for i in infos))
+            hosts = [{"name": host, "addresses": addresses, "port": port}]
+            self._queue_job(due, None, None, hosts=hosts, level=relay.reroute_level)
+            self._flush_jobs()
+        except Exception as e:
+            self._failed_to_start(due, e, rerouted=True)
+
+    def _failed_to_start(self, due: Due, e: Exception, *, rerouted: bool = False) -> None:
         # A bug or a broken engine must not take the relay down; the
         # recipients stay as they are and the scanner tries again.
-        self.inflight.discard((due.queue_id, due.domain))
+        self.inflight.discard(inflight_key(due.queue_id, due.domain, rerouted=rerouted))
         log.error(
             "cannot start delivery",
             exc_info=e,
             extra={"mxg_fields": {"queue_id": due.queue_id, "domain": due.domain}},
         )
 
-    def _job_info(self, due: Due) -> tuple[Any, list[Any], JobInfo] | None:
+    def _job_info(
+        self, due: Due, *, rerouted: bool = False
+    ) -> tuple[Any, list[Any], JobInfo] | None:
         assert self.store is not None
         msg = self.store.message(due.queue_id)
         rows = self.store.recipients(due.queue_id, due.indexes)
         if msg is None or not rows:
-            self.inflight.discard((due.queue_id, due.domain))
+            self.inflight.discard(inflight_key(due.queue_id, due.domain, rerouted=rerouted))
             return None
         info = JobInfo(
             due.queue_id, due.domain, msg["sender"], msg["message_id"], msg["received_ms"]
         )
+        info.rerouted = rerouted
         for r in rows:
             info.indexes.setdefault(r["address"], []).append(r["idx"])
             info.attempts[r["idx"]] = r["attempts"] + 1
+            info.classes[r["idx"]] = r["class"] or self.cfg.classify.default_class
         return msg, rows, info
 
-    async def _unroutable(self, due: Due, e: ResolveError) -> None:
-        found = self._job_info(due)
-        self.inflight.discard((due.queue_id, due.domain))
+    async def _unroutable(
+        self, due: Due, e: ResolveError, *, unmet: bool = False, rerouted: bool = False
+    ) -> None:
+        found = self._job_info(due, rerouted=rerouted)
+        self.inflight.discard(inflight_key(due.queue_id, due.domain, rerouted=rerouted))
         if found is None:
             return
         _, rows, info = found
@@ -357,28 +467,49 @@ class Relay:
                 "host": "",
                 "ip": "",
                 "level": "none",
+                "unmet": unmet,
             }
             for r in rows
         ]
         await self._commit(self._outcomes(info, results))
 
-    def _queue_job(self, due: Due, route: Route, policy: Policy | None) -> None:
-        """Builds the delivery job; `_flush_jobs` hands the batch over."""
-        found = self._job_info(due)
+    def _queue_job(
+        self,
+        due: Due,
+        route: Route | None,
+        policy: Policy | None,
+        *,
+        hosts: list[dict[str, Any]] | None = None,
+        level: str | None = None,
+    ) -> None:
+        """Builds the delivery job; `_flush_jobs` hands the batch over. The
+        job needs the strictest level among its recipients: they share the
+        server and the content, so one protection serves them all."""
+        found = self._job_info(due, rerouted=hosts is not None)
         if found is None:
             return
         msg, rows, info = found
         info.route = route
         info.sts = policy
         dom = self.cfg.policy_for(due.domain)
+        classification = json.loads(msg["classification"] or "{}")
+        if level is None:
+            level = "none"
+            for r in rows:
+                req = self._requirement(
+                    info.classes[r["idx"]], classification, r["address"], r["override_level"]
+                )
+                level = _stricter(level, req.level)
+        info.level = level
         job_id = self._next_job
         self._next_job += 1
         self.jobs[job_id] = info
+        requiretls = bool(msg["requiretls"]) and not any(r["override_level"] for r in rows)
         self._outbox.append(
             {
                 "job_id": job_id,
                 "queue_id": due.queue_id,
-                "destination": due.domain,
+                "destination": f"reroute:{hosts[0]['name']}" if hosts else due.domain,
                 "sender": msg["sender"],
                 "recipients": [
                     {
@@ -388,20 +519,25 @@ class Relay:
                     }
                     for r in rows
                 ],
-                "hosts": job_hosts(route, policy, dom),
+                "hosts": hosts
+                if hosts is not None
+                else job_hosts(route, policy, dom)
+                if route is not None
+                else [],
                 "tls": {
-                    "level": _stricter(
-                        self.cfg.delivery.default_level, dom.min_level if dom else "none"
-                    ),
+                    "level": level,
                     "profile": self.cfg.delivery.tls_profile,
                     "methods": (
                         dom.methods if dom and dom.methods else self.cfg.delivery.qualified_methods
                     ),
+                    "requiretls": requiretls,
                 },
                 "ret": msg["ret"],
                 "envid": msg["envid"],
                 "body": msg["body"],
                 "smtputf8": bool(msg["smtputf8"]),
+                "strip_headers": classification.get("strip_headers", []),
+                "subject_tag": classification.get("subject_tag"),
             }
         )
 
@@ -416,7 +552,9 @@ class Relay:
         except Exception as e:
             for job in jobs:
                 info = self.jobs.pop(job["job_id"])
-                self._failed_to_start(Due(info.queue_id, info.domain, ()), e)
+                self._failed_to_start(
+                    Due(info.queue_id, info.domain, ()), e, rerouted=info.rerouted
+                )
 
     # -- results ------------------------------------------------------------
 
@@ -426,7 +564,7 @@ class Relay:
             info = self.jobs.pop(ev["job_id"], None)
             if info is None:
                 continue
-            self.inflight.discard((info.queue_id, info.domain))
+            self.inflight.discard(info.key)
             for a in ev["attempts"]:
                 event(
                     log,
@@ -455,7 +593,18 @@ class Relay:
             enhanced = res.get("enhanced") or ""
             code = res.get("code")
             next_ms = 0
-            if status == "deferred":
+            if status == "sent" and not info.rerouted:
+                self.feasibility.note_met(info.domain, res.get("level") or "none")
+            # on_unmet applies to the recipient's own route; at the fallback
+            # relay a failure is retried like any other.
+            unmet = None
+            if res.get("unmet") and status == "deferred" and not info.rerouted:
+                self.feasibility.note_unmet(info.domain, info.level, text)
+                unmet = self._unmet(info.queue_id, idx, info.classes[idx], text)
+            if unmet is not None:
+                status, code, enhanced, text = unmet.status, None, unmet.enhanced, unmet.text
+                next_ms = unmet.next_ms
+            elif status == "deferred":
                 nxt = next_attempt_ms(
                     received_ms=info.received_ms,
                     attempts=info.attempts[idx],
@@ -587,7 +736,9 @@ class Relay:
                 msg["queue_id"],
                 msg["sender"],
                 msg["envid"],
-                msg["ret"],
+                # RFC 8689 §5: the content of a REQUIRETLS message does not
+                # go back in a DSN that may travel without those guarantees.
+                "HDRS" if msg["requiretls"] else msg["ret"],
                 msg["received_ms"],
                 original,
             ),
@@ -612,6 +763,16 @@ class Relay:
             )
         except EngineStopped:
             return False
+        # The DSN may carry the original's content: it travels at least as
+        # protected as the original's class requires.
+        cls = msg["class"] or self.cfg.classify.default_class
+        stored["class"] = cls
+        stored["classification"] = {
+            "class": cls,
+            "fired": [{"rule": "dsn", "class": cls, "why": f"DSN for {msg['queue_id']}"}],
+        }
+        for r in stored["recipients"]:
+            r["class"] = cls
         self.store.add_messages([stored])
         event(
             log,
@@ -692,6 +853,12 @@ def _duration(seconds: float) -> str:
             n = round(seconds / size, 1)
             return f"{n:g} {unit}{'' if n == 1 else 's'}"
     return f"{seconds:g} seconds"
+
+
+def _why(classification: dict[str, Any]) -> str:
+    """The rules that raised the class, for the "received" log line."""
+    fired = [f"{f['rule']}: {f['why']}" for f in classification.get("fired", [])]
+    return "; ".join(fired[1:]) or "default"
 
 
 def _split_by_domain(env: dict[str, Any]) -> list[Due]:

@@ -34,7 +34,10 @@ CREATE TABLE IF NOT EXISTS messages (
     client_addr  TEXT,
     state        TEXT NOT NULL DEFAULT 'active',  -- active | held | done
     delay_warned INTEGER NOT NULL DEFAULT 0,
-    hold_reason  TEXT
+    hold_reason  TEXT,
+    class        TEXT,  -- normal | high | secret (the highest of its recipients')
+    classification TEXT,  -- JSON: the rules that fired, and with what
+    requiretls   INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS recipients (
     queue_id     TEXT NOT NULL REFERENCES messages(queue_id),
@@ -43,7 +46,7 @@ CREATE TABLE IF NOT EXISTS recipients (
     domain       TEXT NOT NULL,
     notify       TEXT NOT NULL DEFAULT '',
     orcpt        TEXT,
-    status       TEXT NOT NULL DEFAULT 'pending', -- pending | deferred | sent | bounced | deleted
+    status       TEXT NOT NULL DEFAULT 'pending', -- pending|deferred|held|sent|bounced|deleted
     attempts     INTEGER NOT NULL DEFAULT 0,
     next_ms      INTEGER NOT NULL DEFAULT 0,
     code         INTEGER,
@@ -56,6 +59,9 @@ CREATE TABLE IF NOT EXISTS recipients (
     evidence     TEXT,  -- JSON: what the last session proved (DESIGN.md §2)
     updated_ms   INTEGER,
     dsn_sent     INTEGER NOT NULL DEFAULT 0,
+    class        TEXT,
+    override_level TEXT,  -- set by an operator's release: the level for this message
+    route        TEXT NOT NULL DEFAULT '',  -- '' or 'reroute' (the class's fallback relay)
     PRIMARY KEY (queue_id, idx)
 );
 CREATE INDEX IF NOT EXISTS recipients_due ON recipients(status, next_ms);
@@ -95,6 +101,17 @@ CREATE TABLE IF NOT EXISTS events (
 """
 
 FINAL = ("sent", "bounced", "deleted")
+
+
+# (table, column, declaration) added after the first schema.
+_ADDED_COLUMNS = (
+    ("messages", "class", "TEXT"),
+    ("messages", "classification", "TEXT"),
+    ("messages", "requiretls", "INTEGER NOT NULL DEFAULT 0"),
+    ("recipients", "class", "TEXT"),
+    ("recipients", "override_level", "TEXT"),
+    ("recipients", "route", "TEXT NOT NULL DEFAULT ''"),
+)
 
 
 def now_ms() -> int:
@@ -138,7 +155,16 @@ class Store:
         self.db.execute("PRAGMA synchronous=FULL")
         self.db.execute("PRAGMA foreign_keys=ON")
         self.db.executescript(SCHEMA)
+        self._migrate()
         path.chmod(0o600)
+
+    def _migrate(self) -> None:
+        """Adds columns that later versions introduced to an older store
+        (CREATE TABLE IF NOT EXISTS leaves existing tables as they are)."""
+        for table, column, decl in _ADDED_COLUMNS:
+            have = {r[1] for r in self.db.execute(f"PRAGMA table_info({table})")}
+            if column not in have:
+                self.db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
 
     def close(self) -> None:
         self.db.close()
@@ -171,8 +197,9 @@ class Store:
             for env in envelopes:
                 cur = db.execute(
                     "INSERT OR IGNORE INTO messages (queue_id, received_ms, sender, size,"
-                    " message_id, envid, ret, body, smtputf8, origin, client_addr)"
-                    " VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                    " message_id, envid, ret, body, smtputf8, origin, client_addr, class,"
+                    " classification, requiretls)"
+                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                     (
                         env["queue_id"],
                         env["received_ms"],
@@ -185,14 +212,17 @@ class Store:
                         int(bool(env.get("smtputf8"))),
                         env["origin"],
                         env.get("client_addr", ""),
+                        env.get("class"),
+                        dumps(env["classification"]) if env.get("classification") else None,
+                        int(bool(env.get("requiretls"))),
                     ),
                 )
                 if cur.rowcount == 0:
                     continue
                 added.append(env["queue_id"])
                 db.executemany(
-                    "INSERT INTO recipients (queue_id, idx, address, domain, notify, orcpt)"
-                    " VALUES (?,?,?,?,?,?)",
+                    "INSERT INTO recipients (queue_id, idx, address, domain, notify, orcpt,"
+                    " class) VALUES (?,?,?,?,?,?,?)",
                     [
                         (
                             env["queue_id"],
@@ -201,6 +231,7 @@ class Store:
                             domain_of(r["address"]),
                             ",".join(r.get("notify", [])),
                             r.get("orcpt"),
+                            r.get("class"),
                         )
                         for i, r in enumerate(env["recipients"])
                     ],
@@ -380,21 +411,53 @@ class Store:
                 self.log_event(db, queue_id, actor, "hold", reason)
             return cur.rowcount > 0
 
-    def release(self, queue_id: str, actor: str, reason: str) -> bool:
+    def release(self, queue_id: str, actor: str, reason: str, level: str | None = None) -> bool:
+        """Resumes a message an operator held and recipients its class's
+        policy held (`on_unmet = "hold"`). With `level`, that transport level
+        replaces the requirement for this message's unfinished recipients;
+        who, when and why are recorded."""
         with self.transaction() as db:
             cur = db.execute(
                 "UPDATE messages SET state='active', hold_reason=NULL"
                 " WHERE queue_id=? AND state='held'",
                 (queue_id,),
             )
-            if cur.rowcount:
+            held = db.execute(
+                "UPDATE recipients SET status='pending', next_ms=0"
+                " WHERE queue_id=? AND status='held'",
+                (queue_id,),
+            )
+            released = cur.rowcount + held.rowcount
+            if released:
                 db.execute(
                     "UPDATE recipients SET next_ms=0 WHERE queue_id=?"
                     " AND status IN ('pending','deferred')",
                     (queue_id,),
                 )
-                self.log_event(db, queue_id, actor, "release", reason)
-            return cur.rowcount > 0
+                if level is not None:
+                    db.execute(
+                        "UPDATE recipients SET override_level=? WHERE queue_id=?"
+                        " AND status IN ('pending','deferred')",
+                        (level, queue_id),
+                    )
+                detail = f"level={level}; {reason}" if level else reason
+                self.log_event(db, queue_id, actor, "release", detail)
+            return released > 0
+
+    def rerouted(self, queue_id: str, indexes: Sequence[int]) -> set[int]:
+        """Which of these recipients go to their class's fallback relay."""
+        marks = ",".join("?" * len(indexes))
+        rows = self.db.execute(
+            f"SELECT idx FROM recipients WHERE queue_id=? AND idx IN ({marks}) AND route != ''",
+            (queue_id, *indexes),
+        )
+        return {r[0] for r in rows}
+
+    def set_route(self, queue_id: str, idx: int, route: str) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE recipients SET route=? WHERE queue_id=? AND idx=?", (route, queue_id, idx)
+            )
 
     def delete(self, queue_id: str, actor: str, reason: str) -> bool:
         """Gives every unfinished recipient the final state 'deleted'; the
@@ -403,7 +466,7 @@ class Store:
         with self.transaction() as db:
             rows = db.execute(
                 "SELECT idx, address FROM recipients WHERE queue_id=? AND status"
-                " IN ('pending','deferred')",
+                " IN ('pending','deferred','held')",
                 (queue_id,),
             ).fetchall()
             if not rows and self.message(queue_id) is None:
@@ -416,7 +479,7 @@ class Store:
                 )
             db.execute(
                 "UPDATE recipients SET status='deleted', updated_ms=?, text=?"
-                " WHERE queue_id=? AND status IN ('pending','deferred')",
+                " WHERE queue_id=? AND status IN ('pending','deferred','held')",
                 (t, f"deleted by {actor}: {reason}", queue_id),
             )
             self.log_event(db, queue_id, actor, "delete", reason)
@@ -438,8 +501,9 @@ class Store:
         rows = self.db.execute(
             "SELECT m.queue_id, m.received_ms, m.sender, m.size, m.state, m.message_id,"
             " COUNT(r.idx) AS rcpts,"
-            " SUM(r.status IN ('pending','deferred')) AS waiting,"
-            " MAX(CASE WHEN r.status='deferred' THEN trim(coalesce(r.code, '') || ' '"
+            " SUM(r.status IN ('pending','deferred','held')) AS waiting,"
+            " SUM(r.status = 'held') AS held, MAX(m.class) AS class,"
+            " MAX(CASE WHEN r.status IN ('deferred','held') THEN trim(coalesce(r.code, '') || ' '"
             " || coalesce(r.enhanced, '') || ' ' || coalesce(r.text, '')) END) AS reason"
             f" FROM messages m JOIN recipients r ON r.queue_id=m.queue_id {where}"
             " GROUP BY m.queue_id ORDER BY m.received_ms"

@@ -1,0 +1,196 @@
+"""The relay's per-class policy (issue 4): classification at intake,
+synchronous verdicts at the end of DATA, and what happens to a recipient
+whose class's requirement cannot be met (`on_unmet`).
+
+A mixin of ``mxg.relay.Relay``, kept apart so the main loop stays readable.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from mxg import _core
+from mxg.classify import Classification, Requirement, classify, requirement
+from mxg.deliverylog import event, log
+from mxg.errors import EngineStopped, MessageNotFound
+from mxg.store import Outcome, domain_of, now_ms
+
+if TYPE_CHECKING:
+    from mxg.config import Config
+    from mxg.store import Store
+    from mxg.verdict import Feasibility
+
+# SMTP keeps reply lines short (RFC 5321 §4.5.3.1.5: 512 octets a line).
+MAX_REPLY_TEXT = 400
+# Verdicts decided but whose message is not received yet: bounded, since a
+# session that vanished never sends its Received event.
+MAX_EARLY = 10_000
+
+
+class ClassPolicyMixin:
+    cfg: Config
+    store: Store | None
+    engine: _core.Engine | None
+    feasibility: Feasibility
+    _early: dict[str, dict[int, str]]
+    _scan_json: str
+
+    # -- classification -------------------------------------------------
+
+    def _scan(self, message: bytes) -> dict[str, Any]:
+        features: dict[str, Any] = json.loads(_core.scan(message, self._scan_json))
+        return features
+
+    async def _features_of_spooled(self, queue_id: str) -> dict[str, Any]:
+        """Messages that come without features (recovered from the spool,
+        DSNs mxg made) are scanned here, off the event loop."""
+        assert self.engine is not None
+        engine = self.engine
+        try:
+            _, message = await anyio.to_thread.run_sync(engine.read, queue_id)
+        except (MessageNotFound, EngineStopped):
+            return {}
+        return await anyio.to_thread.run_sync(self._scan, message)
+
+    def _classify_into(self, env: dict[str, Any], features: dict[str, Any]) -> Classification:
+        """Classifies and writes the result into the envelope, as the store
+        keeps it: the message's class and reasons, each recipient's class."""
+        c = classify(self.cfg, env, features)
+        env["class"] = c.message_class
+        env["classification"] = c.to_json()
+        for r, k in zip(env["recipients"], c.recipient_classes, strict=True):
+            r["class"] = k
+        return c
+
+    def _requirement(
+        self, risk_class: str, info: dict[str, Any], address: str, override: str | None = None
+    ) -> Requirement:
+        return requirement(
+            self.cfg, risk_class, info, self.cfg.policy_for(domain_of(address)), override
+        )
+
+    # -- synchronous verdicts -------------------------------------------
+
+    async def _verdict(self, env: dict[str, Any], features: dict[str, Any] | None) -> None:
+        """Decides at the end of DATA whether the whole message is refused:
+        every recipient's class says `reject` and its requirement is known
+        to be out of reach. Recipients refused while others are not get a
+        bounce right after intake instead (SMTP has no per-recipient answer
+        after DATA)."""
+        assert self.engine is not None
+        qid = env["queue_id"]
+        verdict: dict[str, Any] = {"queue_id": qid}
+        try:
+            c = classify(self.cfg, env, features or {})
+            refused = await self._refusals(env, c)
+            if refused and len(refused) == len(env["recipients"]):
+                verdict["reject"] = {
+                    "code": 550,
+                    "enhanced": "5.7.1",
+                    "text": _reject_text(c.message_class, env, refused),
+                }
+            elif refused and len(self._early) < MAX_EARLY:
+                self._early[qid] = refused
+        except Exception as e:  # an error here must never lose the message
+            log.error(
+                "verdict failed, accepting", exc_info=e, extra={"mxg_fields": {"queue_id": qid}}
+            )
+        with contextlib.suppress(EngineStopped):
+            self.engine.verdicts(json.dumps([verdict]))
+
+    async def _refusals(self, env: dict[str, Any], c: Classification) -> dict[int, str]:
+        """Recipient index → why it is refused, for classes with on_unmet
+        reject whose requirement cannot be met."""
+        out: dict[int, str] = {}
+        blockers: dict[tuple[str, str], str | None] = {}
+        for i, (r, cls) in enumerate(zip(env["recipients"], c.recipient_classes, strict=True)):
+            if self.cfg.class_policy(cls).on_unmet != "reject":
+                continue
+            req = self._requirement(cls, c.to_json(), r["address"])
+            if req.e2e_missing:
+                out[i] = _e2e_text(cls)
+                continue
+            key = (domain_of(r["address"]), req.level)
+            if key not in blockers:
+                blockers[key] = await self.feasibility.blocker(*key)
+            why = blockers[key]
+            if why is not None:
+                out[i] = (
+                    f"class {cls} needs transport level {req.level} and {key[0]} cannot"
+                    f" get it: {why}"
+                )
+        return out
+
+    # -- on_unmet -------------------------------------------------------
+
+    def _intake_outcomes(self, env: dict[str, Any]) -> list[Outcome]:
+        """What happens at once to recipients that cannot be delivered as
+        they are: content that must be end-to-end encrypted and is not, and
+        recipients an end-of-DATA verdict found out of reach."""
+        early = self._early.pop(env["queue_id"], {})
+        outcomes: list[Outcome] = []
+        for i, r in enumerate(env["recipients"]):
+            req = self._requirement(r["class"], env["classification"], r["address"])
+            if req.e2e_missing:
+                o = self._unmet(env["queue_id"], i, r["class"], _e2e_text(r["class"]), e2e=True)
+            elif i in early:
+                o = self._unmet(env["queue_id"], i, r["class"], early[i])
+            else:
+                continue
+            if o is not None:
+                outcomes.append(o)
+        return outcomes
+
+    def _unmet(
+        self, queue_id: str, idx: int, risk_class: str, text: str, *, e2e: bool = False
+    ) -> Outcome | None:
+        """The outcome `on_unmet` gives a recipient whose requirement was not
+        met; None means "as delivery decided" (defer)."""
+        action = self.cfg.class_policy(risk_class).on_unmet
+        if action == "defer" and e2e:
+            # Waiting cannot encrypt the content: an operator decides.
+            action = "hold"
+        if action in ("reject", "bounce"):
+            enhanced = "5.7.1" if e2e else "5.7.5"
+            return Outcome(queue_id, idx, "bounced", None, enhanced, text)
+        if action == "hold":
+            return Outcome(
+                queue_id, idx, "held", None, "4.7.1", f"held (class {risk_class}): {text}"
+            )
+        if action == "reroute":
+            assert self.store is not None
+            self.store.set_route(queue_id, idx, "reroute")
+            relay = self.cfg.class_policy(risk_class).reroute
+            return Outcome(
+                queue_id,
+                idx,
+                "deferred",
+                None,
+                "4.7.1",
+                f"rerouted to {relay} (class {risk_class}): {text}",
+                next_ms=now_ms(),
+            )
+        return None
+
+    def _log_outcomes(self, outcomes: list[Outcome], message: str) -> None:
+        for o in outcomes:
+            event(log, message, logging.WARNING, queue_id=o.queue_id, status=o.status, text=o.text)
+
+
+def _e2e_text(risk_class: str) -> str:
+    return (
+        f"class {risk_class} requires end-to-end encrypted content (S/MIME or PGP/MIME)"
+        " and the message is not encrypted"
+    )
+
+
+def _reject_text(risk_class: str, env: dict[str, Any], refused: dict[int, str]) -> str:
+    domains = sorted({domain_of(env["recipients"][i]["address"]) for i in refused})
+    first = next(iter(refused.values()))
+    text = f"mxg: message classified {risk_class}, not sent to {', '.join(domains)}: {first}"
+    return text if len(text) <= MAX_REPLY_TEXT else text[: MAX_REPLY_TEXT - 3] + "..."
