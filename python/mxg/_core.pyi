@@ -2,7 +2,7 @@
 
 from typing import final
 
-__all__ = ["Engine", "__version__", "_shutdown_all", "read_spool_file"]
+__all__ = ["Engine", "__version__", "_shutdown_all", "read_spool_file", "scan"]
 __version__: str
 
 @final
@@ -26,3 +26,6 @@ class Engine:
 def read_spool_file(path: str) -> tuple[str, bytes]: ...
 def _shutdown_all() -> None:
     """Registered with atexit: shuts down engines still running."""
+
+def scan(message: bytes, options_json: str) -> str:
+    """Features (JSON) of one message under the scan options (JSON); ValueError if bad."""

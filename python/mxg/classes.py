@@ -61,6 +61,12 @@ class ClassPolicy(Section):
     def _reroute_needs_relay(self) -> ClassPolicy:
         if self.on_unmet == "reroute" and not self.reroute:
             raise ValueError('on_unmet = "reroute" needs reroute = "host[:port]"')
+        if self.reroute_level == "qualified":
+            # The fallback relay has no DNS-based or pinned identity here.
+            raise ValueError(
+                'reroute_level = "qualified" cannot be met: the fallback relay is not'
+                " authenticated; use encrypted (and a trusted network path)"
+            )
         return self
 
 
@@ -113,8 +119,8 @@ class ClassifyConfig(Section):
     # is false.
     marker_header: str = "X-MXG-Risk"
     strip_marker: bool = True
-    # RFC 8689 §5: honour "TLS-Required: No" for class normal (the level
-    # becomes opportunistic); never for high or secret.
+    # RFC 8689 §3, §4.2.2: honour "TLS-Required: No" for class normal (the
+    # level becomes opportunistic at most); never for high or secret.
     honour_tls_required_no: bool = False
     # How long the session waits at end of DATA for a reject verdict before
     # it accepts and handles the message asynchronously; 0 = never wait.

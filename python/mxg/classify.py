@@ -27,7 +27,7 @@ class Classification:
     # "smime" | "pgp" when the content is end-to-end encrypted.
     e2e: str | None = None
     requiretls: bool = False
-    # "TLS-Required: No" (RFC 8689 §5) was present and is honoured.
+    # "TLS-Required: No" (RFC 8689 §3) was present and is honoured.
     tls_optional: bool = False
     # Header fields and subject tag to remove before delivery.
     strip_headers: list[str] = field(default_factory=list)
@@ -91,8 +91,9 @@ def classify(cfg: Config, envelope: dict[str, Any], features: dict[str, Any]) ->
         if rule.strip_tag and result.subject_tag is None:
             result.subject_tag = rule.subject_tag
 
-    # RFC 8689 §4: REQUIRETLS raises the message to qualified (see
-    # `requirement`); §5: "TLS-Required: No" only for normal, if allowed.
+    # RFC 8689 §4.2.1: REQUIRETLS raises the message to qualified (see
+    # `requirement`); §3, §4.2.2: "TLS-Required: No" only for normal, and
+    # only if the operator allows it.
     result.requiretls = bool(envelope.get("requiretls"))
     tls_required = [v.strip().lower() for v in headers.get("tls-required", [])]
     if "no" in tls_required and not result.requiretls:
@@ -104,7 +105,7 @@ def classify(cfg: Config, envelope: dict[str, Any], features: dict[str, Any]) ->
             result.notes.append("TLS-Required: No ignored: only class normal may relax")
         else:
             result.tls_optional = True
-    if result.message_class != max(result.recipient_classes, key=CLASSES.index, default="normal"):
+    if result.recipient_classes:
         result.message_class = max(result.recipient_classes, key=CLASSES.index)
     return result
 
@@ -216,9 +217,9 @@ def requirement(
     if info.get("e2e") and policy.e2e_level:
         level = policy.e2e_level
         why.append(f"{level} for end-to-end encrypted content")
-    if info.get("tls_optional"):
+    if info.get("tls_optional") and stricter_level(level, "opportunistic") != "opportunistic":
         level = "opportunistic"
-        why.append("TLS-Required: No (RFC 8689 5)")
+        why.append("TLS-Required: No (RFC 8689 4.2.2)")
     if info.get("requiretls"):
         level = "qualified"
         why.append("REQUIRETLS (RFC 8689)")

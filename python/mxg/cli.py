@@ -125,7 +125,8 @@ def cmd_queue_list(args: argparse.Namespace) -> int:
         [
             i["queue_id"],
             _when(i["received_ms"]),
-            i["state"],
+            "held" if i["state"] == "active" and i["held"] else i["state"],
+            i["class"] or "-",
             str(i["size"]),
             f"<{i['sender']}>",
             f"{i['waiting']}/{i['rcpts']}",
@@ -134,7 +135,10 @@ def cmd_queue_list(args: argparse.Namespace) -> int:
         for i in items
     ]
     print(
-        _table(rows, ["QUEUE ID", "RECEIVED", "STATE", "SIZE", "SENDER", "WAITING", "LAST REASON"])
+        _table(
+            rows,
+            ["QUEUE ID", "RECEIVED", "STATE", "CLASS", "SIZE", "SENDER", "WAITING", "LAST REASON"],
+        )
     )
     return 0
 
@@ -152,11 +156,16 @@ def cmd_queue_show(args: argparse.Namespace) -> int:
         f"sender:     <{d['sender']}>\nmessage-id: {d['message_id'] or '-'}\n"
         f"size:       {d['size']}\nstate:      {d['state']}"
         + (f" ({d['hold_reason']})" if d["hold_reason"] else "")
+        + f"\nclass:      {d['class'] or '-'}"
     )
+    if d["classification"]:
+        for f in json.loads(d["classification"]).get("fired", []):
+            print(f"            {f['rule']}: {f['class']} - {f['why']}")
     print()
     rows = [
         [
             f"<{r['address']}>",
+            r["class"] or "-",
             r["status"],
             str(r["attempts"]),
             _when(r["next_ms"]) if r["status"] == "deferred" else "-",
@@ -166,7 +175,11 @@ def cmd_queue_show(args: argparse.Namespace) -> int:
         ]
         for r in d["recipients"]
     ]
-    print(_table(rows, ["RECIPIENT", "STATUS", "TRIES", "NEXT", "RELAY", "TLS", "LAST REPLY"]))
+    print(
+        _table(
+            rows, ["RECIPIENT", "CLASS", "STATUS", "TRIES", "NEXT", "RELAY", "TLS", "LAST REPLY"]
+        )
+    )
     if d["events"]:
         print()
         for e in d["events"]:

@@ -261,8 +261,8 @@ class DomainPolicy(Section):
 
 def _check_scan_options(options: dict[str, Any]) -> None:
     """Compiles the scanner's options the way the data plane will (its
-    regex syntax is Rust's), so a bad pattern stops the start."""
-    if not options["patterns"]:
+    regex syntax is Rust's), so a bad pattern or word list stops the start."""
+    if not options["patterns"] and not options["keywords"]:
         return
     from mxg import _core  # noqa: PLC0415  (the extension is only needed here)
 

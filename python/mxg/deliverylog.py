@@ -90,6 +90,8 @@ def delivery(
     level: str,
     delay_s: float,
     attempt: int,
+    risk_class: str = "",
+    required: str = "",
 ) -> None:
     """The delivery line (DESIGN.md: queue id, Message-ID, sender, recipient,
     relay, status, code and text, TLS, delay)."""
@@ -113,6 +115,8 @@ def delivery(
         dnssec=dnssec or None,
         method=method or None,
         level=level or None,
+        **{"class": risk_class or None},
+        required=required or None,
         delay=f"{delay_s:.2f}",
         attempt=attempt,
     )

@@ -64,6 +64,9 @@ class JobInfo:
     level: str = ""
     # Sent to the class's fallback relay (on_unmet = "reroute").
     rerouted: bool = False
+    # A DSN mxg made: never bounced for want of a level (that would lose
+    # it), only deferred.
+    dsn: bool = False
 
     @property
     def key(self) -> tuple[str, str]:
@@ -142,6 +145,13 @@ class Relay(ClassPolicyMixin):
             if self.sts is not None:
                 self.sts.load([(Policy(**p), exp) for p, exp in self.store.load_sts()])
                 self.sts.save = self.store.save_sts
+            if cfg.delivery.default_level is not None:
+                event(
+                    log,
+                    "delivery.default_level is deprecated: use [classes.normal] level",
+                    logging.WARNING,
+                    normal_level=cfg.class_policy("normal").level,
+                )
             validating, verdict = await probe_dnssec(cfg.dns)
             event(log, f"DNSSEC: {verdict}", logging.INFO if validating else logging.WARNING)
             await self._recover()
@@ -277,9 +287,10 @@ class Relay(ClassPolicyMixin):
                     **{"class": env["class"]},
                     why=_why(env["classification"]),
                 )
-                intake += self._intake_outcomes(env)
+                now = self._intake_outcomes(env)
+                self._log_outcomes(env, now, "not delivered as classified")
+                intake += now
             if intake:
-                self._log_outcomes(intake, "not delivered as classified")
                 await self._commit(intake)
             stopped = {(o.queue_id, o.idx) for o in intake if o.status != "deferred"}
             rerouted = {(o.queue_id, o.idx) for o in intake if o.status == "deferred"}
@@ -402,7 +413,7 @@ class Relay(ClassPolicyMixin):
             if found is None:
                 return
             _, rows, _ = found
-            relay = self.cfg.class_policy(rows[0]["class"] or "normal")
+            relay = self.cfg.class_policy(rows[0]["class"] or self.cfg.classify.default_class)
             host, port = relay_address(relay.reroute)
             try:
                 infos = await anyio.getaddrinfo(host, port, type=socket.SOCK_STREAM)
@@ -443,6 +454,7 @@ class Relay(ClassPolicyMixin):
             due.queue_id, due.domain, msg["sender"], msg["message_id"], msg["received_ms"]
         )
         info.rerouted = rerouted
+        info.dsn = msg["origin"] == "local"
         for r in rows:
             info.indexes.setdefault(r["address"], []).append(r["idx"])
             info.attempts[r["idx"]] = r["attempts"] + 1
@@ -600,7 +612,10 @@ class Relay(ClassPolicyMixin):
             unmet = None
             if res.get("unmet") and status == "deferred" and not info.rerouted:
                 self.feasibility.note_unmet(info.domain, info.level, text)
-                unmet = self._unmet(info.queue_id, idx, info.classes[idx], text)
+                if not info.dsn:
+                    unmet = self._unmet(
+                        info.queue_id, idx, info.classes[idx], text, enhanced=enhanced
+                    )
             if unmet is not None:
                 status, code, enhanced, text = unmet.status, None, unmet.enhanced, unmet.text
                 next_ms = unmet.next_ms
@@ -661,6 +676,8 @@ class Relay(ClassPolicyMixin):
                 level=res.get("level", ""),
                 delay_s=(t - info.received_ms) / 1000,
                 attempt=info.attempts[idx],
+                risk_class=info.classes.get(idx, ""),
+                required=info.level,
             )
         return outcomes
 

@@ -85,6 +85,7 @@ class ClassPolicyMixin:
         assert self.engine is not None
         qid = env["queue_id"]
         verdict: dict[str, Any] = {"queue_id": qid}
+        refused: dict[int, str] = {}
         try:
             c = classify(self.cfg, env, features or {})
             refused = await self._refusals(env, c)
@@ -94,14 +95,25 @@ class ClassPolicyMixin:
                     "enhanced": "5.7.1",
                     "text": _reject_text(c.message_class, env, refused),
                 }
-            elif refused and len(self._early) < MAX_EARLY:
-                self._early[qid] = refused
+            elif refused:
+                self._remember_early(qid, refused)
         except Exception as e:  # an error here must never lose the message
             log.error(
                 "verdict failed, accepting", exc_info=e, extra={"mxg_fields": {"queue_id": qid}}
             )
+        taken = [False]
         with contextlib.suppress(EngineStopped):
-            self.engine.verdicts(json.dumps([verdict]))
+            taken = self.engine.verdicts(json.dumps([verdict]))
+        if "reject" in verdict and not taken[0]:
+            # Too late: the client got 250. Its recipients bounce instead.
+            self._remember_early(qid, refused)
+
+    def _remember_early(self, queue_id: str, refused: dict[int, str]) -> None:
+        """Keeps a verdict for the message's intake; bounded (a session that
+        vanished never sends its Received event), oldest dropped first."""
+        self._early[queue_id] = refused
+        while len(self._early) > MAX_EARLY:
+            del self._early[next(iter(self._early))]
 
     async def _refusals(self, env: dict[str, Any], c: Classification) -> dict[int, str]:
         """Recipient index → why it is refused, for classes with on_unmet
@@ -147,7 +159,14 @@ class ClassPolicyMixin:
         return outcomes
 
     def _unmet(
-        self, queue_id: str, idx: int, risk_class: str, text: str, *, e2e: bool = False
+        self,
+        queue_id: str,
+        idx: int,
+        risk_class: str,
+        text: str,
+        *,
+        e2e: bool = False,
+        enhanced: str = "",
     ) -> Outcome | None:
         """The outcome `on_unmet` gives a recipient whose requirement was not
         met; None means "as delivery decided" (defer)."""
@@ -156,8 +175,15 @@ class ClassPolicyMixin:
             # Waiting cannot encrypt the content: an operator decides.
             action = "hold"
         if action in ("reject", "bounce"):
-            enhanced = "5.7.1" if e2e else "5.7.5"
-            return Outcome(queue_id, idx, "bounced", None, enhanced, text)
+            # 5.7.30: REQUIRETLS support required (RFC 8689 §7.3); 5.7.5:
+            # cryptographic failure; 5.7.1: refused by policy.
+            if e2e:
+                status = "5.7.1"
+            elif enhanced.endswith(".7.30"):
+                status = "5.7.30"
+            else:
+                status = "5.7.5"
+            return Outcome(queue_id, idx, "bounced", None, status, text)
         if action == "hold":
             return Outcome(
                 queue_id, idx, "held", None, "4.7.1", f"held (class {risk_class}): {text}"

@@ -13,6 +13,23 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 
+class _RequireTlsSMTP(SMTP):
+    """aiosmtpd refuses MAIL parameters it does not know; this one also
+    takes REQUIRETLS (RFC 8689 §4.1), which the handler then sees among the
+    mail options."""
+
+    def _getparams(self, params: Any) -> dict[str, str | bool] | None:
+        result = super()._getparams(params)
+        if result is not None:
+            result.pop("REQUIRETLS", None)
+        return result
+
+
+class _Controller(Controller):
+    def factory(self) -> SMTP:
+        return _RequireTlsSMTP(self.handler, **self.SMTP_kwargs)
+
+
 @dataclass
 class Received:
     mail_from: str
@@ -37,7 +54,11 @@ class Sink:
     messages: list[Received] = field(default_factory=list)
     rcpt_attempts: list[str] = field(default_factory=list)
     mail_attempts: list[str] = field(default_factory=list)
+    # The parameters of each MAIL command (SIZE=…, REQUIRETLS, …).
+    mail_params: list[list[str]] = field(default_factory=list)
     ehlo_count: int = 0
+    # Offer REQUIRETLS after STARTTLS (RFC 8689 §4.1).
+    requiretls: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock)
     controller: Controller | None = None
 
@@ -52,6 +73,8 @@ class Sink:
         with self.lock:
             self.ehlo_count += 1
         session.host_name = hostname
+        if self.requiretls and session.ssl is not None:
+            responses.insert(len(responses) - 1, "250-REQUIRETLS")
         return responses
 
     async def handle_MAIL(
@@ -64,6 +87,7 @@ class Sink:
     ) -> str:
         with self.lock:
             self.mail_attempts.append(address)
+            self.mail_params.append(list(mail_options))
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
         return "250 2.1.0 OK"
@@ -97,7 +121,7 @@ class Sink:
         return "250 2.0.0 Message accepted"
 
     def start(self, **kwargs: Any) -> Sink:
-        self.controller = Controller(
+        self.controller = _Controller(
             self,
             hostname=self.address,
             port=self.port,
