@@ -60,6 +60,9 @@ pub struct ConnError {
     /// level (no STARTTLS, failed handshake or authentication, no
     /// REQUIRETLS): what the control plane's `on_unmet` is about.
     pub unmet: bool,
+    /// The enhanced status code for an unmet requirement when it is more
+    /// specific than 4.7.5 (4.7.30 for REQUIRETLS, RFC 8689 §7.3).
+    pub enhanced: Option<&'static str>,
 }
 
 impl ConnError {
@@ -68,6 +71,7 @@ impl ConnError {
             text: text.into(),
             reply: None,
             unmet: false,
+            enhanced: None,
         }
     }
 
@@ -247,6 +251,7 @@ impl Conn {
             text,
             reply: Some(reply),
             unmet: false,
+            enhanced: None,
         }
     }
 

@@ -44,6 +44,7 @@ pub async fn deliver(client: Arc<Client>, job: DeliveryJob) {
         pending: job.recipients.clone(),
         last_error: None,
         unmet_seen: false,
+        unmet_enhanced: None,
         other_failure_seen: false,
     };
     let policy = serde_json::to_string(&job.tls).unwrap_or_default();
@@ -91,6 +92,8 @@ struct Run {
     last_error: Option<(String, Option<Reply>)>,
     /// A server was reached but could not give the required level.
     unmet_seen: bool,
+    /// Its most specific enhanced status code, if any.
+    unmet_enhanced: Option<&'static str>,
     /// Some attempt failed for another reason (network, SMTP refusal):
     /// then the requirement is not known to be unmeetable.
     other_failure_seen: bool,
@@ -125,6 +128,7 @@ impl Run {
                     Err(e) => {
                         if e.unmet {
                             self.unmet_seen = true;
+                            self.unmet_enhanced = e.enhanced.or(self.unmet_enhanced);
                         } else {
                             self.other_failure_seen = true;
                         }
@@ -354,7 +358,7 @@ impl Run {
             let (code, enhanced) = if unmet {
                 // RFC 3463 X.7.5: cryptographic failure, as Postfix says for
                 // a TLS requirement it could not meet.
-                (451, "4.7.5".to_owned())
+                (451, self.unmet_enhanced.unwrap_or("4.7.5").to_owned())
             } else {
                 (
                     reply
@@ -596,7 +600,10 @@ pub(super) async fn open(
             "{name}[{ip}]: REQUIRETLS: the message requires it but the server does not offer REQUIRETLS over TLS (RFC 8689 4.2.1)"
         );
         conn.quit().await;
-        return Err(ConnError::unmet(text));
+        return Err(ConnError {
+            enhanced: Some("4.7.30"),
+            ..ConnError::unmet(text)
+        });
     }
     if !meets(conn.level(), required) {
         let why = if let (TlsLevel::Qualified, Some(reason)) = (required, &pkix_failure) {
