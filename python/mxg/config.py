@@ -389,6 +389,7 @@ class Config(Section):
             "tls_key": str(s.tls_key) if s.tls_key else None,
             "shutdown_grace_s": int(s.shutdown_grace),
             # Sessions wait for a verdict only when some class may reject.
+            "scan": self.scan_options(),
             "verdict_deadline_ms": (
                 int(self.classify.verdict_deadline * 1000)
                 if any(self.classes.of(c).on_unmet == "reject" for c in CLASSES)

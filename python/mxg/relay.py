@@ -455,10 +455,15 @@ class Relay(ClassPolicyMixin):
         )
         info.rerouted = rerouted
         info.dsn = msg["origin"] == "local"
+        classification = json.loads(msg["classification"] or "{}")
+        info.level = "none"
         for r in rows:
             info.indexes.setdefault(r["address"], []).append(r["idx"])
             info.attempts[r["idx"]] = r["attempts"] + 1
-            info.classes[r["idx"]] = r["class"] or self.cfg.classify.default_class
+            cls = r["class"] or self.cfg.classify.default_class
+            info.classes[r["idx"]] = cls
+            req = self._requirement(cls, classification, r["address"], r["override_level"])
+            info.level = _stricter(info.level, req.level)
         return msg, rows, info
 
     async def _unroutable(
@@ -506,12 +511,7 @@ class Relay(ClassPolicyMixin):
         dom = self.cfg.policy_for(due.domain)
         classification = json.loads(msg["classification"] or "{}")
         if level is None:
-            level = "none"
-            for r in rows:
-                req = self._requirement(
-                    info.classes[r["idx"]], classification, r["address"], r["override_level"]
-                )
-                level = _stricter(level, req.level)
+            level = info.level
         info.level = level
         job_id = self._next_job
         self._next_job += 1
@@ -753,9 +753,12 @@ class Relay(ClassPolicyMixin):
                 msg["queue_id"],
                 msg["sender"],
                 msg["envid"],
-                # RFC 8689 §5: the content of a REQUIRETLS message does not
-                # go back in a DSN that may travel without those guarantees.
-                "HDRS" if msg["requiretls"] else msg["ret"],
+                # The content of a REQUIRETLS message (RFC 8689 §5) or of a
+                # class above normal does not go back in a DSN, which travels
+                # as class normal.
+                "HDRS"
+                if msg["requiretls"] or (msg["class"] or "normal") != "normal"
+                else msg["ret"],
                 msg["received_ms"],
                 original,
             ),
@@ -780,16 +783,15 @@ class Relay(ClassPolicyMixin):
             )
         except EngineStopped:
             return False
-        # The DSN may carry the original's content: it travels at least as
-        # protected as the original's class requires.
-        cls = msg["class"] or self.cfg.classify.default_class
-        stored["class"] = cls
+        # A DSN goes back to the internal sender as class normal; for a
+        # message of a higher class it carries the headers only (above).
+        stored["class"] = "normal"
         stored["classification"] = {
-            "class": cls,
-            "fired": [{"rule": "dsn", "class": cls, "why": f"DSN for {msg['queue_id']}"}],
+            "class": "normal",
+            "fired": [{"rule": "dsn", "class": "normal", "why": f"DSN for {msg['queue_id']}"}],
         }
         for r in stored["recipients"]:
-            r["class"] = cls
+            r["class"] = "normal"
         self.store.add_messages([stored])
         event(
             log,

@@ -203,9 +203,17 @@ class ClassPolicyMixin:
             )
         return None
 
-    def _log_outcomes(self, outcomes: list[Outcome], message: str) -> None:
+    def _log_outcomes(self, env: dict[str, Any], outcomes: list[Outcome], message: str) -> None:
         for o in outcomes:
-            event(log, message, logging.WARNING, queue_id=o.queue_id, status=o.status, text=o.text)
+            event(
+                log,
+                message,
+                logging.WARNING,
+                queue_id=o.queue_id,
+                to=f"<{env['recipients'][o.idx]['address']}>",
+                status=o.status,
+                text=o.text,
+            )
 
 
 def _e2e_text(risk_class: str) -> str:

@@ -7,6 +7,7 @@
 #![allow(clippy::needless_pass_by_value)]
 
 mod error;
+mod scan;
 
 use error::to_py;
 use mxg_relay::{DeliveryJob, Engine as RustEngine, EngineConfig, ProbeJob};
@@ -226,6 +227,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
         .import("atexit")?
         .call_method1("register", (shutdown_all,))?;
     m.add_function(wrap_pyfunction!(read_spool_file, m)?)?;
+    m.add_function(wrap_pyfunction!(scan::scan, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

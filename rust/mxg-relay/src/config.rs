@@ -40,6 +40,10 @@ pub struct EngineConfig {
     /// verdict before it accepts anyway; 0 turns synchronous verdicts off.
     #[serde(default)]
     pub verdict_deadline_ms: u64,
+    /// What the content scanner looks for in every received message; None
+    /// turns scanning off (features are then null).
+    #[serde(default)]
+    pub scan: Option<mxg_classify::ScanOptions>,
 }
 
 fn default_max_connections() -> usize {

@@ -48,6 +48,13 @@ impl Engine {
             (Some(cert), Some(key)) => Some(crate::tls::server_config(cert, key)?),
             _ => None,
         };
+        let scanner = cfg
+            .scan
+            .as_ref()
+            .map(mxg_classify::ScanOptions::compile)
+            .transpose()
+            .map_err(|e| EngineError::Config(format!("scan: {e}")))?
+            .map(Arc::new);
         let listeners = rt.block_on(inbound::bind(&cfg.listen))?;
         let local_addrs = listeners.local_addrs();
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -62,6 +69,7 @@ impl Engine {
             cfg.max_connections_per_client,
             shutdown_rx,
             (cfg.verdict_deadline_ms > 0).then(|| Duration::from_millis(cfg.verdict_deadline_ms)),
+            scanner,
         ));
         let client = Arc::new(Client::new(
             cfg.outbound.clone(),

@@ -32,6 +32,8 @@ pub struct ServerShared {
     pub verdicts: Verdicts,
     /// How long a session waits for it; None: no synchronous verdicts.
     pub verdict_deadline: Option<std::time::Duration>,
+    /// The content scanner for classification (issue 4).
+    pub scanner: Option<Arc<mxg_classify::Scanner>>,
     connections: Mutex<Connections>,
 }
 
@@ -54,6 +56,7 @@ impl ServerShared {
         max_connections_per_client: usize,
         shutdown: watch::Receiver<bool>,
         verdict_deadline: Option<std::time::Duration>,
+        scanner: Option<Arc<mxg_classify::Scanner>>,
     ) -> Self {
         Self {
             hostname,
@@ -67,6 +70,7 @@ impl ServerShared {
             shutdown,
             verdicts: Verdicts::default(),
             verdict_deadline,
+            scanner,
             connections: Mutex::default(),
         }
     }

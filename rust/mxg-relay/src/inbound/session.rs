@@ -506,7 +506,6 @@ impl Session {
             size: message.len() as u64,
             message_id: message_id(&body),
         };
-        let features = serde_json::Value::Null;
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.shared.spool.commit(
             &envelope,
@@ -516,6 +515,8 @@ impl Session {
             }),
         );
         drop(message);
+        // Scanned while the spool's group commit syncs the message.
+        let features = self.features(&body).await;
         drop(body);
         match rx.await {
             Ok(Ok(())) => self.answer(envelope, features).await,
@@ -539,6 +540,27 @@ impl Session {
             }
         }
         Ok(Flow::Continue)
+    }
+
+    /// What the content scanner finds in the message as the client sent
+    /// it. Large messages are scanned off the async workers: a scan is
+    /// linear in the text but a big one takes milliseconds.
+    async fn features(&self, body: &[u8]) -> serde_json::Value {
+        /// Below this a scan takes microseconds; not worth a thread hop.
+        const INLINE_SCAN: usize = 256 * 1024;
+        let Some(scanner) = self.shared.scanner.clone() else {
+            return serde_json::Value::Null;
+        };
+        let features = if body.len() <= INLINE_SCAN {
+            scanner.scan(body)
+        } else {
+            let owned = body.to_vec();
+            match tokio::task::spawn_blocking(move || scanner.scan(&owned)).await {
+                Ok(f) => f,
+                Err(_) => return serde_json::Value::Null,
+            }
+        };
+        serde_json::to_value(features).unwrap_or(serde_json::Value::Null)
     }
 
     /// The message is on disk: with synchronous verdicts the control plane
@@ -572,11 +594,15 @@ impl Session {
                     // a copy remains would deliver what the client bounced.
                     Ok(Err(e)) => self.shared.bus.push(Event::Log {
                         level: "error".into(),
-                        message: format!("cannot remove refused message {queue_id}: {e}; accepting it"),
+                        message: format!(
+                            "cannot remove refused message {queue_id}: {e}; accepting it"
+                        ),
                     }),
                     Err(e) => self.shared.bus.push(Event::Log {
                         level: "error".into(),
-                        message: format!("cannot remove refused message {queue_id}: {e}; accepting it"),
+                        message: format!(
+                            "cannot remove refused message {queue_id}: {e}; accepting it"
+                        ),
                     }),
                 }
             }

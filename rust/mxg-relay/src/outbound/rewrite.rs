@@ -17,7 +17,10 @@ pub fn rewrite(message: &[u8], strip: &[String], subject_tag: Option<&str>) -> O
     let mut changed = false;
     for field in fields(&message[..header_end]) {
         let name = field_name(field);
-        if strip.iter().any(|s| s.as_bytes().eq_ignore_ascii_case(name)) {
+        if strip
+            .iter()
+            .any(|s| s.as_bytes().eq_ignore_ascii_case(name))
+        {
             changed = true;
             continue;
         }
