@@ -9,10 +9,14 @@
 //! The library target exists so integration tests can bind port 0 and drive
 //! the server in-process; the binary (`main.rs`) only adds the CLI, signals
 //! and the periodic stats file.
+//!
+//! The sending side of the benchmarks, `mxg-benchload`, lives in [`load`]
+//! for the same reason: its tests run it against this sink in-process.
 
 pub mod cli;
 pub mod conn;
 pub mod dot;
+pub mod load;
 pub mod server;
 pub mod session;
 pub mod stats;
