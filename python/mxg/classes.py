@@ -187,11 +187,10 @@ class Rule(Section):
         return self
 
     @property
-    def only_recipients(self) -> bool:
-        """A rule about recipients alone: decidable at RCPT time."""
-        return bool(self.recipient) and not (
-            self.sender
-            or self.header
+    def envelope_only(self) -> bool:
+        """A rule about sender and recipients alone: decidable at RCPT."""
+        return bool(self.recipient or self.sender) and not (
+            self.header
             or self.subject_tag
             or self.detector
             or self.keywords

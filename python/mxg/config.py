@@ -335,6 +335,23 @@ class Config(Section):
             return policy.model_copy(update={"level": legacy})
         return policy
 
+    def rcpt_check_classes(self) -> set[str]:
+        """Classes that rules on the envelope alone (or the default) can
+        give and that refuse (`reject`) with a requirement content cannot
+        relax: for those, recipients are checked at RCPT."""
+        candidates: set[str] = {self.classify.default_class} | {
+            r.risk_class for r in self.rule if r.envelope_only
+        }
+        out: set[str] = set()
+        for name in candidates:
+            policy = self.class_policy(name)
+            relaxes = bool(policy.e2e_level) or (
+                name == "normal" and self.classify.honour_tls_required_no
+            )
+            if policy.on_unmet == "reject" and not relaxes:
+                out.add(name)
+        return out
+
     def scan_options(self) -> dict[str, Any]:
         """What the content scanner in the data plane looks for."""
         c = self.classify
@@ -390,6 +407,7 @@ class Config(Section):
             "shutdown_grace_s": int(s.shutdown_grace),
             # Sessions wait for a verdict only when some class may reject.
             "scan": self.scan_options(),
+            "rcpt_checks": bool(self.rcpt_check_classes()),
             "verdict_deadline_ms": (
                 int(self.classify.verdict_deadline * 1000)
                 if any(self.classes.of(c).on_unmet == "reject" for c in CLASSES)

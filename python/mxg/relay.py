@@ -251,6 +251,11 @@ class Relay(ClassPolicyMixin):
             elif kind == "arrived":
                 if self._tg is not None:
                     self._tg.start_soon(self._verdict, e["envelope"], e.get("features"))
+            elif kind == "rcpt_check":
+                if self._tg is not None:
+                    self._tg.start_soon(
+                        self._rcpt_check, e["check_id"], e["sender"], e["recipient"]
+                    )
             elif kind == "rejected":
                 env = e["envelope"]
                 event(

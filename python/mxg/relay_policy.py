@@ -115,6 +115,40 @@ class ClassPolicyMixin:
         while len(self._early) > MAX_EARLY:
             del self._early[next(iter(self._early))]
 
+    async def _rcpt_check(self, check_id: str, sender: str, recipient: str) -> None:
+        """RCPT-time answer for one recipient from the envelope alone: the
+        sender and recipient rules give its class; if that class refuses and
+        its level is known to be out of reach, the recipient gets 550 5.7.1
+        and the others of the message still go."""
+        assert self.engine is not None
+        verdict: dict[str, Any] = {"queue_id": check_id}
+        try:
+            env = {"sender": sender, "recipients": [{"address": recipient}]}
+            c = classify(self.cfg, env, {})
+            cls = c.recipient_classes[0]
+            if cls in self.cfg.rcpt_check_classes():
+                req = self._requirement(cls, c.to_json(), recipient)
+                domain = domain_of(recipient)
+                why = await self.feasibility.blocker(domain, req.level)
+                if why is not None:
+                    text = (
+                        f"<{recipient}>: mxg: class {cls} ({c.explain()}) needs transport level"
+                        f" {req.level} and {domain} cannot get it: {why}"
+                    )
+                    verdict["reject"] = {"code": 550, "enhanced": "5.7.1", "text": _short(text)}
+                    event(
+                        log,
+                        "recipient refused",
+                        logging.WARNING,
+                        to=f"<{recipient}>",
+                        **{"from": f"<{sender}>", "class": cls},
+                        reason=why,
+                    )
+        except Exception as e:  # never refuse for an error of our own
+            log.error("RCPT check failed, accepting", exc_info=e)
+        with contextlib.suppress(EngineStopped):
+            self.engine.verdicts(json.dumps([verdict]))
+
     async def _refusals(self, env: dict[str, Any], c: Classification) -> dict[int, str]:
         """Recipient index → why it is refused, for classes with on_unmet
         reject whose requirement cannot be met."""
@@ -226,5 +260,11 @@ def _e2e_text(risk_class: str) -> str:
 def _reject_text(risk_class: str, env: dict[str, Any], refused: dict[int, str]) -> str:
     domains = sorted({domain_of(env["recipients"][i]["address"]) for i in refused})
     first = next(iter(refused.values()))
-    text = f"mxg: message classified {risk_class}, not sent to {', '.join(domains)}: {first}"
+    return _short(
+        f"mxg: message classified {risk_class}, not sent to {', '.join(domains)}: {first}"
+    )
+
+
+def _short(text: str) -> str:
+    """Reply text kept within one SMTP reply line."""
     return text if len(text) <= MAX_REPLY_TEXT else text[: MAX_REPLY_TEXT - 3] + "..."

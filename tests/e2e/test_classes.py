@@ -309,3 +309,25 @@ def test_requiretls_needs_tls_inbound_and_a_requiretls_server_outbound(
     mxg.cli("queue", "flush")
     wait_for(lambda: sinks["dane"].messages, what="delivery once REQUIRETLS is offered")
     assert "REQUIRETLS" in sinks["dane"].mail_params[-1]
+
+
+def test_envelope_rules_refuse_single_recipients_at_rcpt(
+    make_mxg: Callable[..., MxgProcess], sinks: dict[str, Sink]
+) -> None:
+    rule = (
+        '[classes.high]\non_unmet = "reject"\n'
+        '[[rule]]\nname = "partners"\nclass = "high"\nrecipient = ["*.test"]\n'
+        'sender = ["alice@sender.test"]\n'
+    )
+    mxg = make_mxg(extra=PLAIN_NORMAL + rule)
+    rcpts = ["bob@dane.test", "carol@pkixplain.test"]
+    with smtplib.SMTP("127.0.0.1", mxg.port, timeout=60) as s:
+        refused = s.sendmail(SENDER, rcpts, message(", ".join(rcpts)))
+    assert list(refused) == ["carol@pkixplain.test"]
+    code, text = refused["carol@pkixplain.test"]
+    assert code == 550
+    assert b"5.7.1" in text
+    assert b"pkixplain.test cannot get it" in text
+    wait_for(lambda: sinks["dane"].messages, what="delivery to dane.test")
+    assert sinks["dane"].messages[0].rcpt_tos == ["bob@dane.test"]
+    assert "recipient refused" in mxg.log_text()

@@ -44,6 +44,10 @@ pub struct EngineConfig {
     /// turns scanning off (features are then null).
     #[serde(default)]
     pub scan: Option<mxg_classify::ScanOptions>,
+    /// Ask the control plane about each recipient at RCPT (within the
+    /// verdict deadline): set when rules on the envelope alone may refuse.
+    #[serde(default)]
+    pub rcpt_checks: bool,
 }
 
 fn default_max_connections() -> usize {

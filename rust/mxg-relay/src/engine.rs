@@ -70,6 +70,7 @@ impl Engine {
             shutdown_rx,
             (cfg.verdict_deadline_ms > 0).then(|| Duration::from_millis(cfg.verdict_deadline_ms)),
             scanner,
+            cfg.rcpt_checks,
         ));
         let client = Arc::new(Client::new(
             cfg.outbound.clone(),

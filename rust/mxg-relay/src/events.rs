@@ -28,6 +28,13 @@ pub enum Event {
         envelope: Envelope,
         features: serde_json::Value,
     },
+    /// A session asks whether a recipient is refused on the envelope alone
+    /// (answered through `Engine::verdicts` under `check_id`).
+    RcptCheck {
+        check_id: String,
+        sender: String,
+        recipient: String,
+    },
     /// A verdict refused a message in time: the client got this reply and
     /// the spool file is gone.
     Rejected {

@@ -32,6 +32,8 @@ pub struct ServerShared {
     pub verdicts: Verdicts,
     /// How long a session waits for it; None: no synchronous verdicts.
     pub verdict_deadline: Option<std::time::Duration>,
+    /// Ask the control plane at RCPT (only when envelope rules may refuse).
+    pub rcpt_checks: bool,
     /// The content scanner for classification (issue 4).
     pub scanner: Option<Arc<mxg_classify::Scanner>>,
     connections: Mutex<Connections>,
@@ -57,6 +59,7 @@ impl ServerShared {
         shutdown: watch::Receiver<bool>,
         verdict_deadline: Option<std::time::Duration>,
         scanner: Option<Arc<mxg_classify::Scanner>>,
+        rcpt_checks: bool,
     ) -> Self {
         Self {
             hostname,
@@ -71,6 +74,7 @@ impl ServerShared {
             verdicts: Verdicts::default(),
             verdict_deadline,
             scanner,
+            rcpt_checks,
             connections: Mutex::default(),
         }
     }

@@ -172,7 +172,7 @@ impl Session {
             Request::Helo { host } => self.ehlo(host, false),
             Request::Lhlo { .. } => self.reply(&Reply::new(500, "5.5.1", "This is SMTP, not LMTP")),
             Request::Mail { from } => self.mail(from),
-            Request::Rcpt { to } => self.rcpt(to),
+            Request::Rcpt { to } => self.rcpt(to).await,
             Request::Data => return self.data().await,
             Request::Bdat { chunk_size, is_last } => return self.bdat(chunk_size, is_last).await,
             Request::Rset => {
@@ -288,7 +288,7 @@ impl Session {
         self.reply(&Reply::new(250, "2.1.0", "Ok"));
     }
 
-    fn rcpt(&mut self, to: RcptTo<String>) {
+    async fn rcpt(&mut self, to: RcptTo<String>) {
         let Some(txn) = self.txn.as_mut() else {
             return self.reply(&Reply::new(503, "5.5.1", "Need MAIL before RCPT"));
         };
@@ -333,6 +333,13 @@ impl Session {
                 notify.push(word.to_owned());
             }
         }
+        let sender = txn.sender.clone();
+        if let Some(refusal) = self.rcpt_verdict(&sender, &to.address).await {
+            return self.reply(&refusal);
+        }
+        let Some(txn) = self.txn.as_mut() else {
+            return self.reply(&Reply::new(503, "5.5.1", "Need MAIL before RCPT"));
+        };
         txn.recipients.push(Recipient {
             address: to.address,
             notify,
@@ -540,6 +547,23 @@ impl Session {
             }
         }
         Ok(Flow::Continue)
+    }
+
+    /// With RCPT-time checks on (rules that decide on the envelope alone
+    /// may refuse), asks the control plane about one recipient; a refusal
+    /// is per recipient, so the others of the message still go (issue 4).
+    /// No answer within the deadline means accept.
+    async fn rcpt_verdict(&self, sender: &str, recipient: &str) -> Option<Reply> {
+        let deadline = self.shared.verdict_deadline.filter(|_| self.shared.rcpt_checks)?;
+        let check_id = format!("rcpt-{}", new_queue_id());
+        let rx = self.shared.verdicts.register(&check_id);
+        self.shared.bus.push(Event::RcptCheck {
+            check_id: check_id.clone(),
+            sender: sender.to_owned(),
+            recipient: recipient.to_owned(),
+        });
+        let verdict = self.shared.verdicts.wait(&check_id, rx, deadline).await?;
+        verdict.reject.map(|r| r.to_reply())
     }
 
     /// What the content scanner finds in the message as the client sent
