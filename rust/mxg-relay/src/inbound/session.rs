@@ -554,7 +554,10 @@ impl Session {
     /// is per recipient, so the others of the message still go (issue 4).
     /// No answer within the deadline means accept.
     async fn rcpt_verdict(&self, sender: &str, recipient: &str) -> Option<Reply> {
-        let deadline = self.shared.verdict_deadline.filter(|_| self.shared.rcpt_checks)?;
+        let deadline = self
+            .shared
+            .verdict_deadline
+            .filter(|_| self.shared.rcpt_checks)?;
         let check_id = format!("rcpt-{}", new_queue_id());
         let rx = self.shared.verdicts.register(&check_id);
         self.shared.bus.push(Event::RcptCheck {
