@@ -269,6 +269,12 @@ class StsCache:
         must not block delivery)."""
         lock = self._lock.setdefault(domain, anyio.Lock())
         async with lock:
+            if not force:
+                # Many deliveries to a new domain wait here for the first
+                # lookup; they take its answer instead of asking again.
+                known, hit = self.cached(domain)
+                if known:
+                    return hit
             cached = self._policies.get(domain)
             now = self._clock()
             try:
