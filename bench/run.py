@@ -2,12 +2,15 @@
 
     python -m bench.run [--messages 20000] [--size 5120] [--senders 20]
                         [--repeat 1] [--relays mxg,postfix]
-                        [--scenarios plaintext,encrypted,dane]
+                        [--scenarios plaintext,encrypted,dane,size-1k,size-100k,
+                                     rcpts,conns]
 
 Both relays accept durably (Postfix's queue with its fsyncs, mxg's spool
 with group-committed fsyncs before 250) and deliver to the same sink,
 ``mxg-benchsink`` (a pipelining SMTP sink with STARTTLS, built from this
-workspace); Postfix's ``smtp-source`` is the load generator for both. Both
+workspace); ``mxg-benchload`` (same crate) is the load generator for both:
+pipelining sessions that time every end of DATA to its 250 (accept
+latency). Both
 find the sink by an MX lookup through a local Unbound over a
 DNSSEC-signed zone (Knot); Postfix resolves through resolv.conf, so it
 runs in a private mount namespace whose resolv.conf names that Unbound.
@@ -20,6 +23,14 @@ Scenarios (the same outbound requirement for both relays):
   (BSI TR-02102-2 profile), Postfix ``encrypt`` with TLS 1.2+.
 - ``dane``: TLSA ``3 1 1`` of the sink's key in the signed zone; mxg
   ``qualified``, Postfix ``dane-only``.
+- ``size-1k``, ``size-100k``: as ``encrypted`` with 1 KB and 100 KB
+  messages (100 KB: a fifth of the messages).
+- ``rcpts``: as ``encrypted``, 50 recipients per message over 5 domains
+  (a tenth of the messages); Postfix routes the domains by MX through
+  ``transport_maps``.
+- ``conns``: as ``encrypted`` from 1,000 concurrent inbound connections;
+  also reported: memory per idle inbound connection (1,000 connections
+  held open after EHLO, PSS above the idle relay's).
 
 TLS connections are reused by both (mxg's pool; Postfix's
 ``smtp_tls_connection_reuse`` through tlsproxy).
@@ -48,6 +59,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from bench.sink import BenchSink
 from tests.support.certs import self_signed, spki_sha256
@@ -59,12 +71,39 @@ SINK_ADDR = "127.0.0.50"
 # The bench's Unbound also on port 53 here, for Postfix (resolv.conf).
 SYSTEM_RESOLVER = "127.0.0.153"
 SINK = ROOT / "target" / "release" / "mxg-benchsink"
-SCENARIOS = ("plaintext", "encrypted", "dane")
-MXG_LEVEL = {"plaintext": "opportunistic", "encrypted": "encrypted", "dane": "qualified"}
-POSTFIX_LEVEL = {"plaintext": "may", "encrypted": "encrypt", "dane": "dane-only"}
-# Usable TLSA records make DANE mandatory (RFC 7672 2.2), so only the dane
-# scenario's domain publishes them.
-DOMAIN = {"plaintext": "plain.test", "encrypted": "plain.test", "dane": "bench.test"}
+LOAD = ROOT / "target" / "release" / "mxg-benchload"
+SCENARIOS = ("plaintext", "encrypted", "dane", "size-1k", "size-100k", "rcpts", "conns")
+
+
+@dataclass(frozen=True)
+class Scenario:
+    mxg_level: str
+    postfix_level: str
+    # Usable TLSA records make DANE mandatory (RFC 7672 2.2), so only the
+    # dane scenario's domain publishes them.
+    domain: str = "plain.test"
+    size: int | None = None  # None: --size
+    share: float = 1.0  # of --messages
+    rcpts: int = 1
+    domains: tuple[str, ...] = ()
+    senders: int | None = None  # None: --senders
+
+    @property
+    def tls(self) -> bool:
+        return self.mxg_level != "opportunistic"
+
+
+RCPT_DOMAINS = tuple(f"r{i}.test" for i in range(1, 6))
+SCENARIO = {
+    "plaintext": Scenario("opportunistic", "may"),
+    "encrypted": Scenario("encrypted", "encrypt"),
+    "dane": Scenario("qualified", "dane-only", domain="bench.test"),
+    "size-1k": Scenario("encrypted", "encrypt", size=1024),
+    "size-100k": Scenario("encrypted", "encrypt", size=100 * 1024, share=0.2),
+    "rcpts": Scenario("encrypted", "encrypt", share=0.1, rcpts=50, domains=RCPT_DOMAINS),
+    "conns": Scenario("encrypted", "encrypt", senders=1000),
+}
+IDLE_CONNECTIONS = 1000
 
 
 @dataclass
@@ -83,6 +122,13 @@ class Result:
     sink_messages: int = 0
     sink_connections: int = 0
     sink_tls_connections: int = 0
+    # Accept latency seen by the senders: end of DATA to the 250.
+    accept_p50_ms: float = 0.0
+    accept_p99_ms: float = 0.0
+    # Recipients per message and the deliveries the sink must see.
+    rcpts: int = 1
+    # Memory per idle inbound connection (conns scenario only), KB.
+    idle_kb_per_conn: float = 0.0
 
 
 def wait_port(port: int, timeout: float = 30) -> None:
@@ -142,30 +188,80 @@ class MemorySampler(threading.Thread):
             self.peak_kb = max(self.peak_kb, pss_kb(descendants(self.root_pid)))
 
 
-def smtp_source(target: str, args: argparse.Namespace, domain: str = "plain.test") -> None:
-    """Postfix's load generator: ``senders`` sessions, each sending many
-    messages over one connection (-d)."""
-    subprocess.run(
+def load(target: str, sc: Scenario, args: argparse.Namespace, out: Path) -> dict[str, Any]:
+    """``mxg-benchload``: pipelining sessions, each sending its share of the
+    messages over one connection; returns its JSON report."""
+    cmd = [
+        str(LOAD),
+        "--server",
+        target,
+        "--messages",
+        str(messages(sc, args)),
+        "--connections",
+        str(sc.senders or args.senders),
+        "--size",
+        str(sc.size or args.size),
+        "--from",
+        "bench@internal.test",
+        "--helo",
+        "internal.test",
+        "--pipelining",
+        "--json",
+        str(out),
+    ]
+    if sc.domains:
+        cmd += ["--rcpts", str(sc.rcpts), "--domains", ",".join(sc.domains)]
+    else:
+        cmd += ["--to", f"user@{sc.domain}"]
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    report: dict[str, Any] = json.loads(out.read_text())
+    if report["accepted"] != messages(sc, args):
+        raise RuntimeError(f"load generator: only {report['accepted']} accepted: {report}")
+    return report
+
+
+def messages(sc: Scenario, args: argparse.Namespace) -> int:
+    return max(1, int(args.messages * sc.share))
+
+
+def established(port: int) -> int:
+    out = subprocess.run(
+        ["ss", "-Htn", "state", "established", f"( sport = :{port} )"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout
+    return len(out.splitlines())
+
+
+def idle_memory(port: int, root_pid: int, work: Path) -> float:
+    """PSS per idle inbound connection: 1,000 connections held open after
+    EHLO, measured against the relay's idle PSS once all are established."""
+    before = pss_kb(descendants(root_pid))
+    out = work / "idle.json"
+    proc = subprocess.Popen(
         [
-            "smtp-source",
-            "-d",
-            "-s",
-            str(args.senders),
-            "-m",
-            str(args.messages),
-            "-l",
-            str(args.size),
-            "-f",
-            "bench@internal.test",
-            "-t",
-            f"user@{domain}",
-            "-M",
-            "internal.test",
-            target,
+            str(LOAD),
+            "--server",
+            f"127.0.0.1:{port}",
+            "--idle",
+            str(IDLE_CONNECTIONS),
+            "--hold",
+            "3",
+            "--json",
+            str(out),
         ],
-        check=True,
         stdout=subprocess.DEVNULL,
     )
+    deadline = time.monotonic() + 180
+    while established(port) < IDLE_CONNECTIONS and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(1)  # every session has answered EHLO by now
+    during = pss_kb(descendants(root_pid))
+    proc.wait(240)
+    report = json.loads(out.read_text())
+    held = max(1, int(report.get("idle_ok", 0)))
+    return round((during - before) / held, 2)
 
 
 def wait_until(cond: Callable[[], bool], timeout: float = 600) -> None:
@@ -187,6 +283,7 @@ def measure(
     stop: Callable[[subprocess.Popen[bytes]], None],
     args: argparse.Namespace,
 ) -> Result:
+    sc = SCENARIO[scenario]
     usage = work / f"{name}-{scenario}-rusage.json"
     with open(work / f"{name}-{scenario}.stderr", "wb") as errors:
         proc = subprocess.Popen(
@@ -196,10 +293,11 @@ def measure(
             stderr=errors,
         )
     wait_port(port)
+    idle_kb = idle_memory(port, proc.pid, work) if scenario == "conns" else 0.0
     sampler = MemorySampler(proc.pid)
     sampler.start()
     t0 = time.monotonic()
-    smtp_source(f"127.0.0.1:{port}", args, DOMAIN[scenario])
+    report = load(f"127.0.0.1:{port}", sc, args, work / f"{name}-{scenario}-load.json")
     wait_until(lambda: queued() == 0)
     elapsed = time.monotonic() - t0
     sampler.stop.set()
@@ -207,14 +305,20 @@ def measure(
     proc.wait(120)
     ru = json.loads(usage.read_text())
     cpu = ru["utime"] + ru["stime"]
+    n = messages(sc, args)
+    latency = report.get("latency_ms") or {}
     return Result(
         scenario,
         name,
-        args.messages,
+        n,
         round(elapsed, 3),
-        round(args.messages / elapsed, 1),
-        round(cpu * 1000 / args.messages, 3),
+        round(n / elapsed, 1),
+        round(cpu * 1000 / n, 3),
         round(sampler.peak_kb / 1024, 1),
+        accept_p50_ms=round(latency.get("p50", 0.0), 2),
+        accept_p99_ms=round(latency.get("p99", 0.0), 2),
+        rcpts=sc.rcpts,
+        idle_kb_per_conn=idle_kb,
     )
 
 
@@ -235,6 +339,9 @@ def run_mxg(
 hostname = "mxg.bench"
 listen = ["127.0.0.1:{port}"]
 client_networks = ["127.0.0.0/8"]
+# All load comes from 127.0.0.1 (the conns scenario opens 1,000 sessions).
+max_connections = 2000
+max_connections_per_client = 2000
 [data]
 directory = "{data}"
 [dns]
@@ -244,7 +351,8 @@ trust_ad = true
 dnssec_probe = "bench.test"
 [delivery]
 port = {sink_port}
-default_level = "{MXG_LEVEL[scenario]}"
+[classes.normal]
+level = "{SCENARIO[scenario].mxg_level}"
 [log]
 level = "info"
 file = "{work}/mxg-{scenario}-{run}.log"
@@ -275,11 +383,12 @@ def run_postfix(scenario: str, sink_port: int, args: argparse.Namespace, work: P
         port,
         {
             "myhostname": "postfix.bench",
-            # No brackets: an MX lookup, as mxg does.
-            "relayhost": f"{DOMAIN[scenario]}:{sink_port}",
+            # No brackets: an MX lookup, as mxg does; several domains are
+            # routed by MX to the sink's port through transport_maps.
+            **postfix_routes(SCENARIO[scenario], sink_port),
             "smtp_dns_support_level": "dnssec",
             "dnssec_probe": "ns:bench.test",
-            "smtp_tls_security_level": POSTFIX_LEVEL[scenario],
+            "smtp_tls_security_level": SCENARIO[scenario].postfix_level,
             "smtp_tls_mandatory_protocols": ">=TLSv1.2",
             "smtp_tls_connection_reuse": "yes",
             "smtpd_relay_restrictions": "permit_mynetworks, reject",
@@ -315,24 +424,32 @@ def run_postfix(scenario: str, sink_port: int, args: argparse.Namespace, work: P
         pf.stop()
 
 
+def postfix_routes(sc: Scenario, sink_port: int) -> dict[str, str]:
+    if not sc.domains:
+        return {"relayhost": f"{sc.domain}:{sink_port}"}
+    table = ", ".join(f"{d}=smtp:{d}:{sink_port}" for d in sc.domains)
+    return {"transport_maps": f"inline:{{{table}}}"}
+
+
 def check_delivery(r: Result, args: argparse.Namespace) -> None:
-    """Honest setup: every message reached the sink, over TLS when the
-    scenario requires it."""
-    if r.sink_messages < args.messages:
-        raise RuntimeError(f"{r.relay}/{r.scenario}: the sink got only {r.sink_messages} messages")
-    if r.scenario != "plaintext" and r.sink_tls_connections < r.sink_connections:
+    """Honest setup: every message reached the sink (once per recipient
+    domain), over TLS when the scenario requires it."""
+    sc = SCENARIO[r.scenario]
+    want = r.messages * (len(sc.domains) or 1)
+    if r.sink_messages < want:
+        raise RuntimeError(f"{r.relay}/{r.scenario}: the sink got {r.sink_messages} of {want}")
+    if sc.tls and r.sink_tls_connections < r.sink_connections:
         raise RuntimeError(
             f"{r.relay}/{r.scenario}: {r.sink_connections - r.sink_tls_connections} "
             "connections without TLS"
         )
 
 
-def ceiling(sink_port: int, args: argparse.Namespace) -> float:
-    """smtp-source straight into the sink: the fastest this setup can go
-    (smtp-source speaks no TLS; the TLS sink's cost is reported per run)."""
-    t0 = time.monotonic()
-    smtp_source(f"{SINK_ADDR}:{sink_port}", args)
-    return float(args.messages) / (time.monotonic() - t0)
+def ceiling(sink_port: int, args: argparse.Namespace, work: Path) -> float:
+    """The load generator straight into the sink: the fastest this setup
+    can go (plaintext; the TLS sink's cost is reported per run)."""
+    report = load(f"{SINK_ADDR}:{sink_port}", SCENARIO["plaintext"], args, work / "ceiling.json")
+    return float(report["msgs_per_s"])
 
 
 METRICS = (
@@ -340,8 +457,11 @@ METRICS = (
     "cpu_ms_per_msg",
     "peak_pss_mb",
     "seconds",
+    "accept_p50_ms",
+    "accept_p99_ms",
     "sink_cpu_ms_per_msg",
     "sink_connections",
+    "idle_kb_per_conn",
 )
 
 
@@ -357,12 +477,12 @@ def medians(results: list[Result]) -> dict[tuple[str, str], dict[str, float]]:
 
 def table(results: list[Result], ceiling_rate: float, args: argparse.Namespace) -> str:
     lines = [
-        f"{args.messages} messages of {args.size} B from {args.senders} senders; "
-        f"{os.cpu_count()} cores",
+        f"{args.messages} messages of {args.size} B from {args.senders} senders (scenario"
+        f" variations as documented); {os.cpu_count()} cores",
         f"load generator + sink alone (plaintext): {ceiling_rate:,.0f} msgs/s",
         "",
-        f"{'scenario':10} {'relay':8} {'msgs/s':>8} {'CPU ms/msg':>11} {'peak PSS MB':>12} "
-        f"{'seconds':>8} {'sink ms/msg':>12} {'conns':>6}",
+        f"{'scenario':10} {'relay':8} {'msgs/s':>8} {'CPU ms/msg':>11} {'p50 ms':>7} "
+        f"{'p99 ms':>7} {'peak PSS MB':>12} {'seconds':>8} {'sink ms/msg':>12} {'conns':>6}",
     ]
     med = medians(results)
     for (scenario, relay), m in med.items():
@@ -370,6 +490,7 @@ def table(results: list[Result], ceiling_rate: float, args: argparse.Namespace) 
         spread = f"  (runs: {', '.join(f'{x:.0f}' for x in runs)})" if len(runs) > 1 else ""
         lines.append(
             f"{scenario:10} {relay:8} {m['msgs_per_s']:8.0f} {m['cpu_ms_per_msg']:11.3f} "
+            f"{m['accept_p50_ms']:7.2f} {m['accept_p99_ms']:7.2f} "
             f"{m['peak_pss_mb']:12.1f} {m['seconds']:8.2f} {m['sink_cpu_ms_per_msg']:12.3f}"
             f" {m['sink_connections']:6.0f}{spread}"
         )
@@ -380,6 +501,7 @@ def table(results: list[Result], ceiling_rate: float, args: argparse.Namespace) 
             lines.append(
                 f"{scenario}: mxg/postfix throughput {a['msgs_per_s'] / b['msgs_per_s']:.2f}x, "
                 f"CPU per message {a['cpu_ms_per_msg'] / b['cpu_ms_per_msg']:.2f}x, "
+                f"accept p99 {a['accept_p99_ms'] / max(b['accept_p99_ms'], 0.01):.2f}x, "
                 f"peak memory {a['peak_pss_mb'] / b['peak_pss_mb']:.2f}x"
             )
     for relay in ("mxg", "postfix"):
@@ -390,7 +512,50 @@ def table(results: list[Result], ceiling_rate: float, args: argparse.Namespace) 
                 f"{dane['msgs_per_s'] / base['msgs_per_s']:.2f}x, CPU per message "
                 f"{dane['cpu_ms_per_msg'] - base['cpu_ms_per_msg']:+.3f} ms"
             )
+        conns = med.get(("conns", relay))
+        if conns and conns["idle_kb_per_conn"]:
+            lines.append(
+                f"memory per idle inbound connection, {relay}: "
+                f"{conns['idle_kb_per_conn']:.1f} KB ({IDLE_CONNECTIONS} held open)"
+            )
     return "\n".join(lines)
+
+
+def plot(results: list[Result], path: Path) -> bool:
+    """Messages/s, CPU per message and accept p99 per scenario, both relays
+    side by side; False when matplotlib is not installed."""
+    try:
+        import matplotlib  # noqa: PLC0415  (optional: only for the picture)
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt  # noqa: PLC0415
+    except ImportError:
+        return False
+    med = medians(results)
+    scenarios = list(dict.fromkeys(s for s, _ in med))
+    relays = list(dict.fromkeys(r for _, r in med))
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
+    width = 0.8 / max(len(relays), 1)
+    for ax, (metric, title) in zip(
+        axes,
+        (
+            ("msgs_per_s", "messages/s (higher is better)"),
+            ("cpu_ms_per_msg", "CPU ms per message (lower is better)"),
+            ("accept_p99_ms", "accept latency p99, ms (lower is better)"),
+        ),
+        strict=True,
+    ):
+        for i, relay in enumerate(relays):
+            values = [med.get((s, relay), {}).get(metric, 0.0) for s in scenarios]
+            xs = [x + i * width for x in range(len(scenarios))]
+            ax.bar(xs, values, width, label=relay)
+        ax.set_xticks([x + width * (len(relays) - 1) / 2 for x in range(len(scenarios))])
+        ax.set_xticklabels(scenarios, rotation=30, ha="right")
+        ax.set_title(title)
+    axes[0].legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    return True
 
 
 def bench_world(work: Path, sink_port: int, cert: Path) -> tuple[KnotServer, UnboundServer]:
@@ -404,6 +569,7 @@ def bench_world(work: Path, sink_port: int, cert: Path) -> tuple[KnotServer, Unb
             f"_{sink_port}._tcp.mx TLSA 3 1 1 {spki_sha256(cert)}",
         ],
         "plain.test": ["@ MX 10 mx", f"mx A {SINK_ADDR}"],
+        **{d: ["@ MX 10 mx", f"mx A {SINK_ADDR}"] for d in RCPT_DOMAINS},
     }
     knot = KnotServer(work / "knot", zones, signed=tuple(zones)).start()
     dns = UnboundServer(
@@ -438,12 +604,12 @@ def main() -> int:
         stats = work / "sink-stats.json"
         sink = BenchSink(SINK, SINK_ADDR, sink_port, None, stats).start()
         try:
-            rate = ceiling(sink_port, args)
+            rate = ceiling(sink_port, args, work)
         finally:
             sink.stop()
         for run in range(args.repeat):
             for scenario in scenarios:
-                tls = cert if scenario != "plaintext" else None
+                tls = cert if SCENARIO[scenario].tls else None
                 for relay in args.relays.split(","):
                     sink = BenchSink(SINK, SINK_ADDR, sink_port, tls, stats).start()
                     try:
@@ -451,7 +617,7 @@ def main() -> int:
                             r = run_mxg(scenario, work, dns, sink_port, args, run=run)
                         else:
                             r = run_postfix(scenario, sink_port, args, work)
-                        r.sink_cpu_ms_per_msg = round(sink.cpu_seconds() * 1000 / args.messages, 3)
+                        r.sink_cpu_ms_per_msg = round(sink.cpu_seconds() * 1000 / r.messages, 3)
                     finally:
                         counts = sink.stop()
                     r.sink_messages = counts.get("messages", 0)
@@ -480,6 +646,8 @@ def main() -> int:
         )
     )
     (out / f"bench-{stamp}.txt").write_text(text + "\n")
+    if plot(results, out / f"bench-{stamp}.png"):
+        print(f"plot: {out / f'bench-{stamp}.png'}")
     return 0
 
 

@@ -52,7 +52,15 @@ class Classification:
         return f"{self.message_class} ({'; '.join(parts)})" if parts else self.message_class
 
 
-def classify(cfg: Config, envelope: dict[str, Any], features: dict[str, Any]) -> Classification:
+def classify(
+    cfg: Config,
+    envelope: dict[str, Any],
+    features: dict[str, Any],
+    *,
+    envelope_only: bool = False,
+) -> Classification:
+    """The classes of a message's recipients; with `envelope_only` (at RCPT,
+    before any content) only the rules about sender and recipients count."""
     c = cfg.classify
     headers: dict[str, list[str]] = {
         k.lower(): v for k, v in (features.get("headers") or {}).items()
@@ -83,6 +91,8 @@ def classify(cfg: Config, envelope: dict[str, Any], features: dict[str, Any]) ->
         result.strip_headers.append(c.marker_header)
 
     for rule in cfg.rule:
+        if envelope_only and not rule.envelope_only:
+            continue
         matched = _rule_matches(cfg, rule, envelope, features, headers)
         if matched is None:
             continue

@@ -122,9 +122,10 @@ class ClassPolicyMixin:
         and the others of the message still go."""
         assert self.engine is not None
         verdict: dict[str, Any] = {"queue_id": check_id}
+        note: dict[str, Any] = {}
         try:
             env = {"sender": sender, "recipients": [{"address": recipient}]}
-            c = classify(self.cfg, env, {})
+            c = classify(self.cfg, env, {}, envelope_only=True)
             cls = c.recipient_classes[0]
             if cls in self.cfg.rcpt_check_classes():
                 req = self._requirement(cls, c.to_json(), recipient)
@@ -132,22 +133,19 @@ class ClassPolicyMixin:
                 why = await self.feasibility.blocker(domain, req.level)
                 if why is not None:
                     text = (
-                        f"<{recipient}>: mxg: class {cls} ({c.explain()}) needs transport level"
+                        f"<{recipient}>: mxg: class {c.explain()} needs transport level"
                         f" {req.level} and {domain} cannot get it: {why}"
                     )
                     verdict["reject"] = {"code": 550, "enhanced": "5.7.1", "text": _short(text)}
-                    event(
-                        log,
-                        "recipient refused",
-                        logging.WARNING,
-                        to=f"<{recipient}>",
-                        **{"from": f"<{sender}>", "class": cls},
-                        reason=why,
-                    )
+                    note = {"to": f"<{recipient}>", "from": f"<{sender}>", "class": cls}
+                    note["reason"] = why
         except Exception as e:  # never refuse for an error of our own
             log.error("RCPT check failed, accepting", exc_info=e)
+        taken = [False]
         with contextlib.suppress(EngineStopped):
-            self.engine.verdicts(json.dumps([verdict]))
+            taken = self.engine.verdicts(json.dumps([verdict]))
+        if "reject" in verdict and taken[0]:
+            event(log, "recipient refused", logging.WARNING, **note)
 
     async def _refusals(self, env: dict[str, Any], c: Classification) -> dict[int, str]:
         """Recipient index → why it is refused, for classes with on_unmet
