@@ -325,13 +325,7 @@ class Relay(ClassPolicyMixin):
         if room <= 0:
             return
         for due in self.store.due(now_ms(), limit=room + len(self.inflight)):
-            moved = self.store.rerouted(due.queue_id, due.indexes)
-            keep = tuple(i for i in due.indexes if i not in moved)
-            if keep and not self._start(Due(due.queue_id, due.domain, keep)):
-                break
-            if moved and not self._start(
-                Due(due.queue_id, due.domain, tuple(sorted(moved))), rerouted=True
-            ):
+            if not self._start(due, rerouted=due.rerouted):
                 break
         self._flush_jobs()
 

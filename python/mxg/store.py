@@ -125,6 +125,8 @@ class Due:
     queue_id: str
     domain: str
     indexes: tuple[int, ...]
+    # They go to their class's fallback relay (on_unmet = "reroute").
+    rerouted: bool = False
 
 
 @dataclass(frozen=True)
@@ -245,16 +247,16 @@ class Store:
 
     def due(self, at_ms: int, limit: int = 5000) -> list[Due]:
         rows = self.db.execute(
-            "SELECT r.queue_id, r.domain, r.idx FROM recipients r"
+            "SELECT r.queue_id, r.domain, r.idx, r.route != '' FROM recipients r"
             " JOIN messages m ON m.queue_id = r.queue_id"
             " WHERE r.status IN ('pending','deferred') AND r.next_ms <= ? AND m.state='active'"
             " ORDER BY r.next_ms, r.queue_id LIMIT ?",
             (at_ms, limit),
         ).fetchall()
-        groups: dict[tuple[str, str], list[int]] = {}
+        groups: dict[tuple[str, str, bool], list[int]] = {}
         for r in rows:
-            groups.setdefault((r[0], r[1]), []).append(r[2])
-        return [Due(q, d, tuple(ix)) for (q, d), ix in groups.items()]
+            groups.setdefault((r[0], r[1], bool(r[3])), []).append(r[2])
+        return [Due(q, d, tuple(ix), rerouted) for (q, d, rerouted), ix in groups.items()]
 
     def recipients(self, queue_id: str, indexes: Sequence[int] | None = None) -> list[sqlite3.Row]:
         rows = self.db.execute(
@@ -443,15 +445,6 @@ class Store:
                 detail = f"level={level}; {reason}" if level else reason
                 self.log_event(db, queue_id, actor, "release", detail)
             return released > 0
-
-    def rerouted(self, queue_id: str, indexes: Sequence[int]) -> set[int]:
-        """Which of these recipients go to their class's fallback relay."""
-        marks = ",".join("?" * len(indexes))
-        rows = self.db.execute(
-            f"SELECT idx FROM recipients WHERE queue_id=? AND idx IN ({marks}) AND route != ''",
-            (queue_id, *indexes),
-        )
-        return {r[0] for r in rows}
 
     def set_route(self, queue_id: str, idx: int, route: str) -> None:
         with self.transaction() as db:

@@ -99,27 +99,24 @@ mod tests {
         assert!(!structure_ok(&[1, 1, 2, 1, 3, 1, 5, 6, 7, 8]));
     }
 
+    /// The ten digits with their check digit, as printed.
+    fn with_check_digit(first: &[u8; 10]) -> String {
+        first
+            .iter()
+            .chain(std::iter::once(&check_digit(first)))
+            .map(|d| char::from(b'0' + d))
+            .collect()
+    }
+
     #[test]
     fn valid_check_digit_with_bad_structure_is_rejected() {
         // Same check digit arithmetic, but digits 1–10 repeat two digits.
-        let first = [3u8, 6, 5, 5, 4, 2, 6, 6, 8, 0];
-        let id: String = first
-            .iter()
-            .chain(std::iter::once(&check_digit(&first)))
-            .map(|d| char::from(b'0' + d))
-            .collect();
-        assert!(find(&id).is_empty());
+        assert!(find(&with_check_digit(&[3, 6, 5, 5, 4, 2, 6, 6, 8, 0])).is_empty());
     }
 
     #[test]
     fn leading_zero_and_layout() {
-        let first = [0u8, 6, 0, 9, 5, 7, 4, 2, 7, 1];
-        let id: String = first
-            .iter()
-            .chain(std::iter::once(&check_digit(&first)))
-            .map(|d| char::from(b'0' + d))
-            .collect();
-        assert!(find(&id).is_empty());
+        assert!(find(&with_check_digit(&[0, 6, 0, 9, 5, 7, 4, 2, 7, 1])).is_empty());
         // Other groupings are other numbers (phone numbers, dates).
         assert!(find("860 957 427 19").is_empty());
         assert!(find("8609-5742719").is_empty());
