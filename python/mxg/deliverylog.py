@@ -2,13 +2,20 @@
 
 Text lines read like ``key=value`` pairs (values with spaces quoted), JSON
 lines carry the same keys; both are stable for log shippers.
+
+A relay logs a few lines per message, so the path is kept cheap: the time
+stamp is formatted once per second, and lines are written to the stream
+as they come but flushed once per batch of engine events (`flush_logs`)
+and at least every `FLUSH_INTERVAL` seconds, instead of once per line.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -17,18 +24,42 @@ delivery_log = logging.getLogger("mxg.delivery")
 
 _FIELDS = "mxg_fields"
 
+# Longest a written line may wait in the stream's buffer (seconds).
+FLUSH_INTERVAL = 0.5
+
+_NEEDS_QUOTES = re.compile(r'[ "=\t]')
+
 
 def _quote(v: object) -> str:
-    s = str(v)
-    if s == "" or any(c in s for c in ' "=\t'):
+    s = v if isinstance(v, str) else str(v)
+    if s == "" or _NEEDS_QUOTES.search(s):
         return json.dumps(s, ensure_ascii=False)
     return s
 
 
+class _Stamp:
+    """Local time as ``%Y-%m-%dT%H:%M:%S``, formatted once per second."""
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._text = ""
+
+    def __call__(self, created: float) -> str:
+        second = int(created)
+        if second != self._second:
+            self._text = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(second))
+            self._second = second
+        return self._text
+
+
 class TextFormatter(logging.Formatter):
+    def __init__(self) -> None:
+        super().__init__()
+        self._stamp = _Stamp()
+
     def format(self, record: logging.LogRecord) -> str:
         head = (
-            f"{self.formatTime(record, '%Y-%m-%dT%H:%M:%S')} {record.levelname.lower()} "
+            f"{self._stamp(record.created)} {record.levelname.lower()} "
             f"{record.name}: {record.getMessage()}"
         )
         fields: dict[str, Any] | None = getattr(record, _FIELDS, None)
@@ -40,9 +71,13 @@ class TextFormatter(logging.Formatter):
 
 
 class JsonFormatter(logging.Formatter):
+    def __init__(self) -> None:
+        super().__init__()
+        self._stamp = _Stamp()
+
     def format(self, record: logging.LogRecord) -> str:
         out: dict[str, Any] = {
-            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
+            "time": self._stamp(record.created),
             "level": record.levelname.lower(),
             "logger": record.name,
             "msg": record.getMessage(),
@@ -53,15 +88,51 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, ensure_ascii=False)
 
 
+class _Batching(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes each line at once but leaves flushing to `flush_logs`, or to
+    the next line after `FLUSH_INTERVAL`; warnings and errors are flushed
+    at once."""
+
+    _flushed = 0.0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.stream.write(self.format(record) + self.terminator)
+            if record.levelno >= logging.WARNING or record.created - self._flushed > FLUSH_INTERVAL:
+                self.flush()
+        except RecursionError:
+            raise
+        except Exception:
+            self.handleError(record)
+
+    def flush(self) -> None:
+        self._flushed = time.time()
+        super().flush()
+
+
+class BatchingStreamHandler(_Batching):
+    pass
+
+
+class BatchingFileHandler(_Batching, logging.FileHandler):
+    pass
+
+
 def setup_logging(level: str, fmt: str, file: Path | None) -> None:
     handler: logging.Handler = (
-        logging.FileHandler(file, encoding="utf-8") if file else logging.StreamHandler(sys.stderr)
+        BatchingFileHandler(file, encoding="utf-8") if file else BatchingStreamHandler(sys.stderr)
     )
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     root = logging.getLogger("mxg")
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     root.propagate = False
+
+
+def flush_logs() -> None:
+    """Flushes the lines written since the last flush (end of a batch)."""
+    for handler in logging.getLogger("mxg").handlers:
+        handler.flush()
 
 
 def event(logger: logging.Logger, msg: str, severity: int = logging.INFO, /, **fields: Any) -> None:

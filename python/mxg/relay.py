@@ -27,7 +27,7 @@ import anyio.abc
 from mxg import _core
 from mxg.classes import relay_address
 from mxg.config import Config, DomainPolicy
-from mxg.deliverylog import delivery, event, log
+from mxg.deliverylog import delivery, event, flush_logs, log
 from mxg.dsn import Original, RecipientReport, build_dsn
 from mxg.errors import EngineStopped, MessageNotFound, SpoolError
 from mxg.mtasts import (
@@ -125,6 +125,9 @@ class Relay(ClassPolicyMixin):
         self._tg: anyio.abc.TaskGroup | None = None
         self.feasibility = Feasibility(config, self.resolver, self._sts_policy)
         self._early: dict[str, dict[int, str]] = {}
+        # Messages received in the batch being handled, as their store rows
+        # would read: their first jobs are built without a query.
+        self._fresh: dict[str, tuple[dict[str, Any], list[dict[str, Any]]]] = {}
         self._scan_json = json.dumps(config.scan_options())
 
     # -- lifecycle -----------------------------------------------------------
@@ -239,18 +242,20 @@ class Relay(ClassPolicyMixin):
             batch = json.loads(self.engine.drain())
             if batch:
                 await self._handle(batch)
+            flush_logs()
 
     async def _handle(self, batch: list[dict[str, Any]]) -> None:
         assert self.store is not None
         received = [e for e in batch if e["type"] == "received"]
         done = [e for e in batch if e["type"] == "delivery_done"]
+        arrived = [(e["envelope"], e.get("features")) for e in batch if e["type"] == "arrived"]
+        if arrived and self._tg is not None:
+            for env, features in self._plain_verdicts(arrived):
+                self._tg.start_soon(self._verdict, env, features)
         for e in batch:
             kind = e["type"]
             if kind == "log":
                 event(log, e["message"], getattr(logging, e["level"].upper(), logging.INFO))
-            elif kind == "arrived":
-                if self._tg is not None:
-                    self._tg.start_soon(self._verdict, e["envelope"], e.get("features"))
             elif kind == "rcpt_check":
                 if self._tg is not None:
                     self._tg.start_soon(
@@ -301,6 +306,7 @@ class Relay(ClassPolicyMixin):
             rerouted = {(o.queue_id, o.idx) for o in intake if o.status == "deferred"}
             # New messages go out at once, without a trip through the index;
             # what does not fit under max_jobs is picked up by the scanner.
+            self._fresh = {env["queue_id"]: _fresh_rows(env) for env in envelopes}
             for env in envelopes:
                 for due in _split_by_domain(env):
                     keep = tuple(
@@ -311,6 +317,7 @@ class Relay(ClassPolicyMixin):
                         self._start(Due(due.queue_id, due.domain, keep))
                     if moved:
                         self._start(Due(due.queue_id, due.domain, moved), rerouted=True)
+            self._fresh = {}
         if done:
             await self._results(done)
         self._flush_jobs()
@@ -444,8 +451,15 @@ class Relay(ClassPolicyMixin):
         self, due: Due, *, rerouted: bool = False
     ) -> tuple[Any, list[Any], JobInfo] | None:
         assert self.store is not None
-        msg = self.store.message(due.queue_id)
-        rows = self.store.recipients(due.queue_id, due.indexes)
+        fresh = self._fresh.get(due.queue_id)
+        msg: Any
+        if fresh is not None:
+            msg, every = fresh
+            wanted = set(due.indexes)
+            rows: list[Any] = [r for r in every if r["idx"] in wanted]
+        else:
+            msg = self.store.message(due.queue_id)
+            rows = self.store.recipients(due.queue_id, due.indexes)
         if msg is None or not rows:
             self.inflight.discard(inflight_key(due.queue_id, due.domain, rerouted=rerouted))
             return None
@@ -454,7 +468,7 @@ class Relay(ClassPolicyMixin):
         )
         info.rerouted = rerouted
         info.dsn = msg["origin"] == "local"
-        classification = json.loads(msg["classification"] or "{}")
+        classification = _classification(msg)
         info.level = "none"
         for r in rows:
             info.indexes.setdefault(r["address"], []).append(r["idx"])
@@ -508,7 +522,7 @@ class Relay(ClassPolicyMixin):
         info.route = route
         info.sts = policy
         dom = self.cfg.policy_for(due.domain)
-        classification = json.loads(msg["classification"] or "{}")
+        classification = _classification(msg)
         if level is None:
             level = info.level
         info.level = level
@@ -843,6 +857,7 @@ class Relay(ClassPolicyMixin):
         warn_after = self.cfg.queue.delay_warning_after
         while True:
             await anyio.sleep(self.cfg.queue.scan_interval)
+            flush_logs()
             self._dispatch_due()
             if warn_after > 0:
                 for qid in self.store.expired_delay_warnings(now_ms() - int(warn_after * 1000)):
@@ -871,6 +886,44 @@ def _duration(seconds: float) -> str:
             n = round(seconds / size, 1)
             return f"{n:g} {unit}{'' if n == 1 else 's'}"
     return f"{seconds:g} seconds"
+
+
+def _fresh_rows(env: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """A just-received message as `Store.message` and `Store.recipients`
+    would return it (the classification already parsed)."""
+    msg = {
+        "queue_id": env["queue_id"],
+        "sender": env["sender"],
+        "message_id": env.get("message_id"),
+        "received_ms": env["received_ms"],
+        "origin": env["origin"],
+        "classification": env.get("classification") or {},
+        "requiretls": int(bool(env.get("requiretls"))),
+        "ret": env.get("ret"),
+        "envid": env.get("envid"),
+        "body": env.get("body"),
+        "smtputf8": int(bool(env.get("smtputf8"))),
+    }
+    rows = [
+        {
+            "idx": i,
+            "address": r["address"],
+            "attempts": 0,
+            "class": r.get("class"),
+            "override_level": None,
+            "notify": ",".join(r.get("notify", [])),
+            "orcpt": r.get("orcpt"),
+        }
+        for i, r in enumerate(env["recipients"])
+    ]
+    return msg, rows
+
+
+def _classification(msg: Any) -> dict[str, Any]:
+    """A message row's classification: stored as JSON, or already parsed
+    for a message just received."""
+    c = msg["classification"]
+    return c if isinstance(c, dict) else dict(json.loads(c or "{}"))
 
 
 def _why(classification: dict[str, Any]) -> str:

@@ -76,6 +76,31 @@ class ClassPolicyMixin:
 
     # -- synchronous verdicts -------------------------------------------
 
+    def _plain_verdicts(self, arrived: list[tuple[dict[str, Any], Any]]) -> list[tuple[Any, Any]]:
+        """Answers at once, in one crossing, for messages none of whose
+        recipients is in a class that rejects: they are accepted whatever
+        DNS says. Returns the others, which need `_verdict` (and maybe a
+        lookup)."""
+        assert self.engine is not None
+        accepted: list[dict[str, str]] = []
+        others: list[tuple[Any, Any]] = []
+        for env, features in arrived:
+            try:
+                c = classify(self.cfg, env, features or {})
+                rejects = any(
+                    self.cfg.class_policy(k).on_unmet == "reject" for k in c.recipient_classes
+                )
+            except Exception:  # _verdict logs it and accepts
+                rejects = True
+            if rejects:
+                others.append((env, features))
+            else:
+                accepted.append({"queue_id": env["queue_id"]})
+        if accepted:
+            with contextlib.suppress(EngineStopped):
+                self.engine.verdicts(json.dumps(accepted))
+        return others
+
     async def _verdict(self, env: dict[str, Any], features: dict[str, Any] | None) -> None:
         """Decides at the end of DATA whether the whole message is refused:
         every recipient's class says `reject` and its requirement is known

@@ -188,9 +188,17 @@ class Store:
         fsynced on its own: the spool already holds these messages, and a
         lost index row is rebuilt from it at the next start."""
         added: list[str] = []
+        with self._not_synced():
+            return self._add(envelopes, added)
+
+    @contextmanager
+    def _not_synced(self) -> Iterator[None]:
+        """Transactions whose loss a crash can repair: committed to the WAL
+        without an fsync of their own; the next durable commit carries them
+        to disk (SQLite WAL, synchronous=NORMAL)."""
         self.db.execute("PRAGMA synchronous=NORMAL")
         try:
-            return self._add(envelopes, added)
+            yield
         finally:
             self.db.execute("PRAGMA synchronous=FULL")
 
@@ -279,32 +287,28 @@ class Store:
         """Stores attempt results and the recipients' new states, in one
         durable transaction."""
         t = now_ms()
+        results = [
+            (
+                (o.status, o.code, o.enhanced, o.text, o.host, o.ip, o.tls, o.level),
+                o.evidence or None,
+                o,
+            )
+            for o in outcomes
+        ]
         with self.transaction() as db:
-            for o in outcomes:
-                result = (
-                    o.status,
-                    o.code,
-                    o.enhanced,
-                    o.text,
-                    o.host,
-                    o.ip,
-                    o.tls,
-                    o.level,
-                    o.evidence or None,
-                )
-                db.execute(
-                    "INSERT INTO attempts (queue_id, address, at_ms, status, code, enhanced,"
-                    " text, host, ip, tls, level, evidence)"
-                    " SELECT queue_id, address, ?,?,?,?,?,?,?,?,?,?"
-                    " FROM recipients WHERE queue_id=? AND idx=?",
-                    (t, *result, o.queue_id, o.idx),
-                )
-                db.execute(
-                    "UPDATE recipients SET status=?, code=?, enhanced=?, text=?, host=?, ip=?,"
-                    " tls=?, level=?, evidence=?, attempts=attempts+1, next_ms=?, updated_ms=?"
-                    " WHERE queue_id=? AND idx=? AND status NOT IN ('sent','bounced','deleted')",
-                    (*result, o.next_ms, t, o.queue_id, o.idx),
-                )
+            db.executemany(
+                "INSERT INTO attempts (queue_id, address, at_ms, status, code, enhanced,"
+                " text, host, ip, tls, level, evidence)"
+                " SELECT queue_id, address, ?,?,?,?,?,?,?,?,?,?"
+                " FROM recipients WHERE queue_id=? AND idx=?",
+                [(t, *r, e, o.queue_id, o.idx) for r, e, o in results],
+            )
+            db.executemany(
+                "UPDATE recipients SET status=?, code=?, enhanced=?, text=?, host=?, ip=?,"
+                " tls=?, level=?, evidence=?, attempts=attempts+1, next_ms=?, updated_ms=?"
+                " WHERE queue_id=? AND idx=? AND status NOT IN ('sent','bounced','deleted')",
+                [(*r, e, o.next_ms, t, o.queue_id, o.idx) for r, e, o in results],
+            )
 
     def mark_dsn_sent(self, queue_id: str, indexes: Iterable[int]) -> None:
         with self.transaction() as db:
@@ -345,7 +349,10 @@ class Store:
         return [r[0] for r in rows]
 
     def mark_done(self, queue_ids: Iterable[str]) -> None:
-        with self.transaction() as db:
+        """Not synced on its own: a message whose "done" is lost is found
+        finished again at the next start and its (already removed) spool
+        file is removed again."""
+        with self._not_synced(), self.transaction() as db:
             db.executemany(
                 "UPDATE messages SET state='done' WHERE queue_id=?", [(q,) for q in queue_ids]
             )

@@ -7,11 +7,15 @@
 //! are the sessions told, and only then may they say "250" (DESIGN.md §4
 //! rule 9). While one batch is on its way to disk the next one gathers, so
 //! the fsync cost is shared under load and nothing is ever skipped.
+//!
+//! Files of finished messages are recycled through `free/` rather than
+//! unlinked (see `recycle.rs` for why).
 
 use crate::envelope::Envelope;
 use crate::error::SpoolError;
 use crate::file::{parse_spool_file, spool_file_bytes};
 use crate::queue_id::is_queue_id;
+use crate::recycle::{FreeFiles, MAX_FREE_FILES};
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::os::fd::AsRawFd;
@@ -37,6 +41,7 @@ const MAX_BATCH: usize = 512;
 pub struct Spool {
     root: PathBuf,
     queue: PathBuf,
+    free: Arc<FreeFiles>,
     tx: mpsc::Sender<Pending>,
 }
 
@@ -47,7 +52,8 @@ impl Spool {
     pub fn open(root: &Path) -> Result<Arc<Self>, SpoolError> {
         let queue = root.join("queue");
         let tmp = root.join("tmp");
-        for dir in [root, &queue, &tmp] {
+        let free_dir = root.join("free");
+        for dir in [root, &queue, &tmp, &free_dir] {
             fs::DirBuilder::new()
                 .recursive(true)
                 .mode(0o700)
@@ -58,12 +64,17 @@ impl Spool {
             let entry = entry.map_err(|e| SpoolError::io(&tmp, e))?;
             let _ = fs::remove_file(entry.path());
         }
+        let free = Arc::new(
+            FreeFiles::open(free_dir.clone(), MAX_FREE_FILES)
+                .map_err(|e| SpoolError::io(&free_dir, e))?,
+        );
         let queue_dir = File::open(&queue).map_err(|e| SpoolError::io(&queue, e))?;
         let (tx, rx) = mpsc::channel::<Pending>();
         let committer = Committer {
             tmp,
             queue: queue.clone(),
             queue_dir,
+            free: Arc::clone(&free),
         };
         thread::Builder::new()
             .name("mxg-spool-commit".into())
@@ -72,6 +83,7 @@ impl Spool {
         Ok(Arc::new(Self {
             root: root.to_owned(),
             queue,
+            free,
             tx,
         }))
     }
@@ -132,9 +144,19 @@ impl Spool {
 
     /// Removes a message whose recipients all have a final state. No fsync:
     /// a file that comes back after a crash is recognised as finished by
-    /// the control plane's store and removed again (rule 11).
+    /// the control plane's store and removed again (rule 11). The file is
+    /// emptied and kept for a later message while the free pool has room.
     pub fn remove(&self, id: &str) -> Result<(), SpoolError> {
         let path = self.path_of(id)?;
+        let recycled = self.free.put(&path, id);
+        if let Ok(true) = recycled {
+            return Ok(());
+        }
+        if let Err(e) = &recycled {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                return Err(SpoolError::NotFound(id.to_owned()));
+            }
+        }
         match fs::remove_file(&path) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -174,6 +196,7 @@ struct Committer {
     tmp: PathBuf,
     queue: PathBuf,
     queue_dir: File,
+    free: Arc<FreeFiles>,
 }
 
 impl Committer {
@@ -239,12 +262,15 @@ impl Committer {
 
     fn write_tmp(&self, p: &Pending) -> Result<File, SpoolError> {
         let path = self.tmp.join(&p.id);
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&path)
-            .map_err(|e| SpoolError::io(&path, e))?;
+        let mut file = match self.free.take(&path) {
+            Some(file) => file,
+            None => OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path)
+                .map_err(|e| SpoolError::io(&path, e))?,
+        };
         if let Err(e) = file.write_all(&p.bytes) {
             let _ = fs::remove_file(&path);
             return Err(SpoolError::io(&path, e));
@@ -317,6 +343,31 @@ mod tests {
         );
         spool.remove(&id).unwrap();
         assert!(matches!(spool.read(&id), Err(SpoolError::NotFound(_))));
+        assert!(matches!(spool.remove(&id), Err(SpoolError::NotFound(_))));
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_finished_file_is_reused_empty_by_the_next_message() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempdir();
+        let spool = Spool::open(&dir).unwrap();
+        let first = new_queue_id();
+        spool
+            .commit_blocking(&envelope(&first), b"a long first message")
+            .unwrap();
+        let inode = fs::metadata(dir.join("queue").join(&first)).unwrap().ino();
+        spool.remove(&first).unwrap();
+        assert_eq!(
+            fs::metadata(dir.join("free").join(&first)).unwrap().len(),
+            0
+        );
+        let second = new_queue_id();
+        spool.commit_blocking(&envelope(&second), b"short").unwrap();
+        let path = dir.join("queue").join(&second);
+        assert_eq!(fs::metadata(&path).unwrap().ino(), inode);
+        assert_eq!(spool.read(&second).unwrap().1, b"short");
+        assert_eq!(fs::read_dir(dir.join("free")).unwrap().count(), 0);
         fs::remove_dir_all(dir).unwrap();
     }
 

@@ -7,6 +7,7 @@ mod envelope;
 mod error;
 mod file;
 mod queue_id;
+mod recycle;
 
 pub use commit::{CommitCallback, Spool};
 pub use envelope::{Envelope, Recipient};
