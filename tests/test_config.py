@@ -122,3 +122,19 @@ def test_policy_ca_pin_is_read_at_load(tmp_path: Path) -> None:
     [policy] = load_config(f, environ={}).policy
     der = bytes.fromhex(policy.ca_certificates[0])
     assert der[0] == 0x30 and len(der) > 100  # a DER SEQUENCE: the certificate
+
+
+def test_the_verdict_screen_lets_plain_messages_pass_only_when_no_rule_can_refuse() -> None:
+    # Defaults: only secret refuses, and only the marker header leads there.
+    cfg = load_config(None, environ={})
+    assert cfg.engine_json()["verdict_screen"] == {"header": "X-MXG-Risk", "classes": ["secret"]}
+    # A rule that yields secret may fire on any message: ask about all.
+    rule = {"name": "tag", "class": "secret", "subject_tag": "[secret]"}
+    assert Config.model_validate({"rule": [rule]}).engine_json()["verdict_screen"] is None
+    # A rule into a class that does not refuse changes nothing.
+    rule = {"name": "tag", "class": "high", "subject_tag": "[high]"}
+    screen = Config.model_validate({"rule": [rule]}).engine_json()["verdict_screen"]
+    assert screen == {"header": "X-MXG-Risk", "classes": ["secret"]}
+    # Nothing refuses: no verdicts at all.
+    cfg = Config.model_validate({"classes": {"secret": {"on_unmet": "bounce"}}})
+    assert cfg.engine_json()["verdict_deadline_ms"] == 0

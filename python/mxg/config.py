@@ -392,6 +392,24 @@ class Config(Section):
     def postmaster(self) -> str:
         return self.dsn.postmaster or f"postmaster@{self.server.hostname}"
 
+    def refusing_classes(self) -> list[str]:
+        """Classes whose on_unmet refuses the message at the end of DATA."""
+        return [c for c in CLASSES if self.classes.of(c).on_unmet == "reject"]
+
+    def verdict_screen(self) -> dict[str, Any] | None:
+        """Which messages the data plane must ask about at the end of DATA.
+        A message's class is the highest of the default class, its marker
+        header and the rules that fire; when neither the default nor any
+        rule yields a refusing class, only a marker naming one can, and the
+        data plane accepts every other message without asking. None: every
+        message is asked about."""
+        refusing = self.refusing_classes()
+        if self.classify.default_class in refusing or any(
+            r.risk_class in refusing for r in self.rule
+        ):
+            return None
+        return {"header": self.classify.marker_header, "classes": refusing}
+
     def engine_json(self) -> dict[str, Any]:
         """The engine configuration handed to the Rust data plane."""
         s, lim, d = self.server, self.limits, self.delivery
@@ -409,10 +427,9 @@ class Config(Section):
             "scan": self.scan_options(),
             "rcpt_checks": bool(self.rcpt_check_classes()),
             "verdict_deadline_ms": (
-                int(self.classify.verdict_deadline * 1000)
-                if any(self.classes.of(c).on_unmet == "reject" for c in CLASSES)
-                else 0
+                int(self.classify.verdict_deadline * 1000) if self.refusing_classes() else 0
             ),
+            "verdict_screen": self.verdict_screen(),
             "limits": {
                 "max_command_line": lim.max_command_line,
                 "max_data_line": lim.max_data_line,

@@ -40,6 +40,9 @@ pub struct EngineConfig {
     /// verdict before it accepts anyway; 0 turns synchronous verdicts off.
     #[serde(default)]
     pub verdict_deadline_ms: u64,
+    /// Which messages wait for that verdict; absent: every message.
+    #[serde(default)]
+    pub verdict_screen: Option<crate::inbound::VerdictScreen>,
     /// What the content scanner looks for in every received message; None
     /// turns scanning off (features are then null).
     #[serde(default)]

@@ -58,20 +58,24 @@ impl Engine {
         let listeners = rt.block_on(inbound::bind(&cfg.listen))?;
         let local_addrs = listeners.local_addrs();
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
-        let shared = Arc::new(ServerShared::new(
-            cfg.hostname.clone(),
-            cfg.limits.to_limits(),
-            cfg.client_networks.clone(),
-            tls,
-            spool.clone(),
-            bus.clone(),
-            cfg.max_connections,
-            cfg.max_connections_per_client,
-            shutdown_rx,
-            (cfg.verdict_deadline_ms > 0).then(|| Duration::from_millis(cfg.verdict_deadline_ms)),
-            scanner,
-            cfg.rcpt_checks,
-        ));
+        let shared = Arc::new(
+            ServerShared::new(
+                cfg.hostname.clone(),
+                cfg.limits.to_limits(),
+                cfg.client_networks.clone(),
+                tls,
+                spool.clone(),
+                bus.clone(),
+                cfg.max_connections,
+                cfg.max_connections_per_client,
+                shutdown_rx,
+                (cfg.verdict_deadline_ms > 0)
+                    .then(|| Duration::from_millis(cfg.verdict_deadline_ms)),
+                scanner,
+                cfg.rcpt_checks,
+            )
+            .with_verdict_screen(cfg.verdict_screen.clone()),
+        );
         let client = Arc::new(Client::new(
             cfg.outbound.clone(),
             &cfg.hostname,

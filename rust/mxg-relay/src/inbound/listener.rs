@@ -1,7 +1,7 @@
 //! Listening sockets, connection limits and the accept loop.
 
 use super::session::Session;
-use super::verdict::Verdicts;
+use super::verdict::{VerdictScreen, Verdicts};
 use crate::error::EngineError;
 use crate::events::EventBus;
 use ipnet::IpNet;
@@ -32,6 +32,8 @@ pub struct ServerShared {
     pub verdicts: Verdicts,
     /// How long a session waits for it; None: no synchronous verdicts.
     pub verdict_deadline: Option<std::time::Duration>,
+    /// Which messages wait for it; None: all of them.
+    pub verdict_screen: Option<VerdictScreen>,
     /// Ask the control plane at RCPT (only when envelope rules may refuse).
     pub rcpt_checks: bool,
     /// The content scanner for classification (issue 4).
@@ -73,10 +75,17 @@ impl ServerShared {
             shutdown,
             verdicts: Verdicts::default(),
             verdict_deadline,
+            verdict_screen: None,
             scanner,
             rcpt_checks,
             connections: Mutex::default(),
         }
+    }
+
+    /// Only messages the screen picks wait for a verdict.
+    pub fn with_verdict_screen(mut self, screen: Option<VerdictScreen>) -> Self {
+        self.verdict_screen = screen;
+        self
     }
 
     pub fn may_relay(&self, ip: IpAddr) -> bool {

@@ -7,4 +7,4 @@ mod trace;
 mod verdict;
 
 pub use listener::{bind, serve, Listeners, ServerShared};
-pub use verdict::{Verdict, Verdicts};
+pub use verdict::{Verdict, VerdictScreen, Verdicts};

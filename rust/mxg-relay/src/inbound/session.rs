@@ -595,7 +595,13 @@ impl Session {
     /// otherwise, or past the deadline, it is accepted with 250.
     async fn answer(&mut self, envelope: Envelope, features: serde_json::Value) {
         let queue_id = envelope.queue_id.clone();
-        if let Some(deadline) = self.shared.verdict_deadline {
+        let deadline = self.shared.verdict_deadline.filter(|_| {
+            self.shared
+                .verdict_screen
+                .as_ref()
+                .is_none_or(|screen| screen.needs_verdict(&features))
+        });
+        if let Some(deadline) = deadline {
             let rx = self.shared.verdicts.register(&queue_id);
             self.shared.bus.push(Event::Arrived {
                 envelope: envelope.clone(),

@@ -16,6 +16,40 @@ use std::sync::Mutex;
 use std::time::Duration;
 use tokio::sync::oneshot;
 
+/// Which messages wait for a verdict. The control plane sends one when the
+/// only way into a class that refuses is the marker header (no rule leads
+/// there, and the default class does not refuse): then a message whose
+/// marker names no such class is accepted without asking, which spares
+/// every ordinary message a round trip through the control plane.
+#[derive(Debug, Clone, Deserialize)]
+pub struct VerdictScreen {
+    /// The marker header field, e.g. `X-MXG-Risk`.
+    pub header: String,
+    /// The class names in it that may lead to a refusal.
+    pub classes: Vec<String>,
+}
+
+impl VerdictScreen {
+    /// True when the message must wait: a marker names a refusing class, or
+    /// the scanner's features are missing (nothing is known, so ask).
+    pub fn needs_verdict(&self, features: &serde_json::Value) -> bool {
+        let Some(headers) = features.get("headers").and_then(|h| h.as_object()) else {
+            return true;
+        };
+        headers
+            .iter()
+            .filter(|(name, _)| name.eq_ignore_ascii_case(&self.header))
+            .flat_map(|(_, values)| values.as_array().into_iter().flatten())
+            .any(|value| match value.as_str() {
+                Some(v) => self
+                    .classes
+                    .iter()
+                    .any(|c| c.eq_ignore_ascii_case(v.trim())),
+                None => true,
+            })
+    }
+}
+
 /// The control plane's answer for one message.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Verdict {
@@ -139,5 +173,23 @@ mod tests {
         let reply = r.to_reply();
         assert_eq!(reply.code, 550);
         assert_eq!(reply.enhanced, "5.7.1");
+    }
+
+    #[test]
+    fn the_screen_asks_only_for_markers_of_refusing_classes() {
+        let screen = VerdictScreen {
+            header: "X-MXG-Risk".into(),
+            classes: vec!["secret".into()],
+        };
+        let with = |v: serde_json::Value| serde_json::json!({ "headers": v });
+        assert!(!screen.needs_verdict(&with(serde_json::json!({}))));
+        assert!(!screen.needs_verdict(&with(serde_json::json!({"X-MXG-Risk": ["high"]}))));
+        assert!(screen.needs_verdict(&with(serde_json::json!({"x-mxg-risk": [" Secret "]}))));
+        assert!(screen.needs_verdict(&with(
+            serde_json::json!({"X-MXG-Risk": ["normal", "secret"]})
+        )));
+        // Nothing known about the content: ask.
+        assert!(screen.needs_verdict(&serde_json::Value::Null));
+        assert!(screen.needs_verdict(&serde_json::json!({})));
     }
 }
