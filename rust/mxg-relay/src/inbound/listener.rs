@@ -83,6 +83,7 @@ impl ServerShared {
     }
 
     /// Only messages the screen picks wait for a verdict.
+    #[must_use]
     pub fn with_verdict_screen(mut self, screen: Option<VerdictScreen>) -> Self {
         self.verdict_screen = screen;
         self
