@@ -122,6 +122,9 @@ class Relay(ClassPolicyMixin):
         self.inflight: set[tuple[str, str]] = set()
         self._next_job = 1
         self._outbox: list[dict[str, Any]] = []
+        # Due recipients were left waiting for room under max_jobs: look for
+        # them again as soon as jobs finish, not only at the next scan.
+        self._room_wanted = False
         self._stop = anyio.Event()
         self._tg: anyio.abc.TaskGroup | None = None
         self.feasibility = Feasibility(config, self.resolver, self._sts_policy)
@@ -332,10 +335,16 @@ class Relay(ClassPolicyMixin):
             return
         room = self.cfg.delivery.max_jobs - len(self.jobs)
         if room <= 0:
+            self._room_wanted = True
             return
-        for due in self.store.due(now_ms(), limit=room + len(self.inflight)):
+        self._room_wanted = False
+        limit = room + len(self.inflight)
+        found = self.store.due(now_ms(), limit=limit)
+        for due in found:
             if not self._start(due, rerouted=due.rerouted):
                 break
+        if sum(len(d.indexes) for d in found) >= limit:
+            self._room_wanted = True  # more may be due beyond the limit
         self._flush_jobs()
 
     def _start(self, due: Due, *, rerouted: bool = False) -> bool:
@@ -343,7 +352,10 @@ class Relay(ClassPolicyMixin):
         in flight; False when max_jobs is reached. With the route cached the
         job is queued for the engine at once; otherwise a task resolves it.
         Rerouted recipients go to their class's fallback relay instead."""
-        if self._tg is None or len(self.inflight) >= self.cfg.delivery.max_jobs:
+        if self._tg is None:
+            return False
+        if len(self.inflight) >= self.cfg.delivery.max_jobs:
+            self._room_wanted = True
             return False
         key = inflight_key(due.queue_id, due.domain, rerouted=rerouted)
         if key in self.inflight:
@@ -603,7 +615,12 @@ class Relay(ClassPolicyMixin):
                 )
             outcomes += self._outcomes(info, ev["results"])
         await self._commit(outcomes)
-        self._dispatch_due()
+        # Retries come back through the scanner; right away only what waited
+        # for room or is due at once, e.g. rerouted (the due query walks
+        # every pending recipient, those in flight too).
+        t = now_ms()
+        if self._room_wanted or any(o.status == "deferred" and o.next_ms <= t for o in outcomes):
+            self._dispatch_due()
 
     def _outcomes(self, info: JobInfo, results: list[dict[str, Any]]) -> list[Outcome]:
         """Turns a job's results into recipient outcomes (deferrals past the

@@ -27,7 +27,7 @@ pub const MAX_FREE_FILES: usize = 4096;
 /// Empty files made at start when fewer are left: the messages in flight
 /// under full load (accepted, not yet finished) fit in them, so accepting
 /// mail does not allocate inodes in the steady state.
-pub const RESERVE_FREE_FILES: usize = 256;
+pub const RESERVE_FREE_FILES: usize = 1024;
 
 pub struct FreeFiles {
     dir: PathBuf,
