@@ -485,6 +485,15 @@ def table(results: list[Result], ceiling_rate: float, args: argparse.Namespace) 
         f"{'p99 ms':>7} {'peak PSS MB':>12} {'seconds':>8} {'sink ms/msg':>12} {'conns':>6}",
     ]
     med = medians(results)
+    tls_sink = [m["sink_cpu_ms_per_msg"] for (sc, _), m in med.items() if SCENARIO[sc].tls]
+    if tls_sink and max(tls_sink) > 0:
+        # The TLS sink alone: what one core of it receives, from its own CPU
+        # per message in the TLS runs (the worst of them).
+        lines.insert(
+            2,
+            f"TLS sink alone: {1000 / max(tls_sink):,.0f} msgs per CPU second"
+            " (its CPU per message in the TLS runs, worst case)",
+        )
     for (scenario, relay), m in med.items():
         runs = [r.msgs_per_s for r in results if (r.scenario, r.relay) == (scenario, relay)]
         spread = f"  (runs: {', '.join(f'{x:.0f}' for x in runs)})" if len(runs) > 1 else ""
