@@ -48,6 +48,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import socket
 import statistics
@@ -599,6 +600,11 @@ def main() -> int:
     p.add_argument("--relays", default="mxg,postfix")
     p.add_argument("--scenarios", default=",".join(SCENARIOS))
     p.add_argument("--out", default=str(ROOT / "bench" / "results"))
+    p.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep the work directory (relay logs, queues, configurations)",
+    )
     args = p.parse_args()
     scenarios = args.scenarios.split(",")
     if unknown := set(scenarios) - set(SCENARIOS):
@@ -638,6 +644,10 @@ def main() -> int:
     finally:
         dns.stop()
         knot.stop()
+        if args.keep:
+            print(f"work directory kept: {work}", file=sys.stderr)
+        else:
+            shutil.rmtree(work, ignore_errors=True)
     text = table(results, rate, args)
     print(text)
     out = Path(args.out)
