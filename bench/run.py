@@ -30,7 +30,9 @@ Scenarios (the same outbound requirement for both relays):
   ``transport_maps``.
 - ``conns``: as ``encrypted`` from 1,000 concurrent inbound connections;
   also reported: memory per idle inbound connection (1,000 connections
-  held open after EHLO, PSS above the idle relay's).
+  held open after EHLO, PSS above the idle relay's). Postfix may run
+  1,100 processes here (``default_process_limit``), as mxg allows 2,000
+  sessions.
 
 TLS connections are reused by both (mxg's pool; Postfix's
 ``smtp_tls_connection_reuse`` through tlsproxy).
@@ -38,8 +40,9 @@ TLS connections are reused by both (mxg's pool; Postfix's
 Figures per relay: messages/s from the first connection to the moment the
 relay's queue is empty again (every message handed to the sink), CPU
 milliseconds per message summed over all the relay's processes (getrusage
-of the reaped process tree, start-up included), and peak proportional memory (PSS)
-summed over the relay's processes. The load generator and sink alone are
+of the reaped process tree, start-up included; the wrapper is the tree's
+subreaper, so the daemons Postfix's master leaves behind at stop count),
+and peak proportional memory (PSS) summed over the relay's processes. The load generator and sink alone are
 measured first: their rate is the ceiling of this setup.
 """
 
