@@ -15,7 +15,7 @@ use crate::envelope::Envelope;
 use crate::error::SpoolError;
 use crate::file::{parse_spool_file, spool_file_bytes};
 use crate::queue_id::is_queue_id;
-use crate::recycle::{FreeFiles, MAX_FREE_FILES, RESERVE_FREE_FILES};
+use crate::recycle::{FreeFiles, MAX_FREE_FILES};
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::os::fd::AsRawFd;
@@ -68,8 +68,6 @@ impl Spool {
             FreeFiles::open(free_dir.clone(), MAX_FREE_FILES)
                 .map_err(|e| SpoolError::io(&free_dir, e))?,
         );
-        free.reserve(RESERVE_FREE_FILES)
-            .map_err(|e| SpoolError::io(&free_dir, e))?;
         let queue_dir = File::open(&queue).map_err(|e| SpoolError::io(&queue, e))?;
         let (tx, rx) = mpsc::channel::<Pending>();
         let committer = Committer {
@@ -369,11 +367,7 @@ mod tests {
         let path = dir.join("queue").join(&second);
         assert_eq!(fs::metadata(&path).unwrap().ino(), inode);
         assert_eq!(spool.read(&second).unwrap().1, b"short");
-        // Both messages took a file from the reserve; the first gave its back.
-        assert_eq!(
-            fs::read_dir(dir.join("free")).unwrap().count(),
-            RESERVE_FREE_FILES - 1
-        );
+        assert_eq!(fs::read_dir(dir.join("free")).unwrap().count(), 0);
         fs::remove_dir_all(dir).unwrap();
     }
 

@@ -16,18 +16,12 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 /// Most empty files kept. Enough to absorb a burst of finished messages
 /// while the next ones arrive; beyond it, finished files are unlinked.
 pub const MAX_FREE_FILES: usize = 4096;
-
-/// Empty files made at start when fewer are left: the messages in flight
-/// under full load (accepted, not yet finished) fit in them, so accepting
-/// mail does not allocate inodes in the steady state.
-pub const RESERVE_FREE_FILES: usize = 1024;
 
 pub struct FreeFiles {
     dir: PathBuf,
@@ -57,22 +51,6 @@ impl FreeFiles {
             names: Mutex::new(names),
             cap,
         })
-    }
-
-    /// Creates empty files until the pool holds `count`.
-    pub fn reserve(&self, count: usize) -> io::Result<()> {
-        let missing = count.min(self.cap).saturating_sub(self.len());
-        for _ in 0..missing {
-            // Reserve names cannot collide with queue ids (hex digits only).
-            let name = format!("r{}", crate::new_queue_id());
-            OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(self.dir.join(&name))?;
-            self.lock().push(name);
-        }
-        Ok(())
     }
 
     /// Moves the file at `path` (named `name`, unique among spool files)
@@ -178,19 +156,6 @@ mod tests {
         fs::write(&f, b"y").unwrap();
         assert!(!pool.put(&f, "f").unwrap());
         assert!(f.exists());
-        fs::remove_dir_all(dir).unwrap();
-    }
-
-    #[test]
-    fn the_reserve_is_topped_up_to_its_size_and_no_further() {
-        let dir = tempdir("reserve");
-        fs::write(dir.join("free/a"), b"").unwrap();
-        let pool = FreeFiles::open(dir.join("free"), 3).unwrap();
-        pool.reserve(2).unwrap();
-        assert_eq!(pool.len(), 2);
-        assert_eq!(fs::read_dir(dir.join("free")).unwrap().count(), 2);
-        pool.reserve(10).unwrap();
-        assert_eq!(pool.len(), 3);
         fs::remove_dir_all(dir).unwrap();
     }
 
