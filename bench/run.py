@@ -42,8 +42,9 @@ relay's queue is empty again (every message handed to the sink), CPU
 milliseconds per message summed over all the relay's processes (getrusage
 of the reaped process tree, start-up included; the wrapper is the tree's
 subreaper, so the daemons Postfix's master leaves behind at stop count),
-and peak proportional memory (PSS) summed over the relay's processes. The load generator and sink alone are
-measured first: their rate is the ceiling of this setup.
+and peak proportional memory (PSS) summed over the relay's processes. The
+load generator and sink alone are measured first: their rate is the
+ceiling of this setup.
 """
 
 from __future__ import annotations
