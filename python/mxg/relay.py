@@ -42,7 +42,7 @@ from mxg.mtasts import (
 from mxg.relay_policy import ClassPolicyMixin
 from mxg.resolve import DnsResolver, ResolveError, Resolver, Route, probe_dnssec
 from mxg.schedule import next_attempt_ms
-from mxg.store import Due, Outcome, Store, domain_of, now_ms
+from mxg.store import Due, Outcome, Store, domain_of, envelope_rows, now_ms
 from mxg.verdict import Feasibility
 
 
@@ -311,7 +311,7 @@ class Relay(ClassPolicyMixin):
             rerouted = {(o.queue_id, o.idx) for o in intake if o.status == "deferred"}
             # New messages go out at once, without a trip through the index;
             # what does not fit under max_jobs is picked up by the scanner.
-            self._fresh = {env["queue_id"]: _fresh_rows(env) for env in envelopes}
+            self._fresh = {env["queue_id"]: envelope_rows(env) for env in envelopes}
             for env in envelopes:
                 for due in _split_by_domain(env):
                     keep = tuple(
@@ -922,37 +922,6 @@ def _duration(seconds: float) -> str:
             n = round(seconds / size, 1)
             return f"{n:g} {unit}{'' if n == 1 else 's'}"
     return f"{seconds:g} seconds"
-
-
-def _fresh_rows(env: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """A just-received message as `Store.message` and `Store.recipients`
-    would return it (the classification already parsed)."""
-    msg = {
-        "queue_id": env["queue_id"],
-        "sender": env["sender"],
-        "message_id": env.get("message_id"),
-        "received_ms": env["received_ms"],
-        "origin": env["origin"],
-        "classification": env.get("classification") or {},
-        "requiretls": int(bool(env.get("requiretls"))),
-        "ret": env.get("ret"),
-        "envid": env.get("envid"),
-        "body": env.get("body"),
-        "smtputf8": int(bool(env.get("smtputf8"))),
-    }
-    rows = [
-        {
-            "idx": i,
-            "address": r["address"],
-            "attempts": 0,
-            "class": r.get("class"),
-            "override_level": None,
-            "notify": ",".join(r.get("notify", [])),
-            "orcpt": r.get("orcpt"),
-        }
-        for i, r in enumerate(env["recipients"])
-    ]
-    return msg, rows
 
 
 def _classification(msg: Any) -> dict[str, Any]:

@@ -239,7 +239,7 @@ class Store:
                             i,
                             r["address"],
                             domain_of(r["address"]),
-                            ",".join(r.get("notify", [])),
+                            _notify_column(r),
                             r.get("orcpt"),
                             r.get("class"),
                         )
@@ -539,3 +539,40 @@ def domain_of(address: str) -> str:
 
 def dumps(obj: Any) -> str:
     return json.dumps(obj, separators=(",", ":"))
+
+
+def envelope_rows(env: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """A just-received message as `Store.message` and `Store.recipients`
+    will return it once `add_messages` stored it (the classification
+    already parsed): kept next to `_add` so the two shapes change together."""
+    msg = {
+        "queue_id": env["queue_id"],
+        "sender": env["sender"],
+        "message_id": env.get("message_id"),
+        "received_ms": env["received_ms"],
+        "origin": env["origin"],
+        "classification": env.get("classification") or {},
+        "requiretls": int(bool(env.get("requiretls"))),
+        "ret": env.get("ret"),
+        "envid": env.get("envid"),
+        "body": env.get("body"),
+        "smtputf8": int(bool(env.get("smtputf8"))),
+    }
+    rows = [
+        {
+            "idx": i,
+            "address": r["address"],
+            "attempts": 0,
+            "class": r.get("class"),
+            "override_level": None,
+            "notify": _notify_column(r),
+            "orcpt": r.get("orcpt"),
+        }
+        for i, r in enumerate(env["recipients"])
+    ]
+    return msg, rows
+
+
+def _notify_column(recipient: dict[str, Any]) -> str:
+    """RFC 3461 NOTIFY words as the recipients table keeps them."""
+    return ",".join(recipient.get("notify", []))

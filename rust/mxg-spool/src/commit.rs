@@ -245,10 +245,10 @@ impl Committer {
             written
                 .into_iter()
                 .map(|(p, _)| {
-                    let r = result.as_ref().copied().map_err(|e| {
-                        let err = std::io::Error::new(e.kind(), e.to_string());
-                        SpoolError::io(&self.queue, err)
-                    });
+                    let r = result
+                        .as_ref()
+                        .copied()
+                        .map_err(|e| SpoolError::io(&self.queue, copy_of(e)));
                     (p, r)
                 })
                 .collect()
@@ -290,8 +290,7 @@ impl Committer {
                 Err(e) => {
                     // Not acknowledged, so it must not be delivered either.
                     let _ = fs::remove_file(self.queue.join(&p.id));
-                    let err = std::io::Error::new(e.kind(), e.to_string());
-                    (p.done)(Err(SpoolError::io(&self.queue, err)));
+                    (p.done)(Err(SpoolError::io(&self.queue, copy_of(e))));
                 }
             }
         }
@@ -314,6 +313,11 @@ impl Committer {
         }
         Ok(file)
     }
+}
+
+/// One batch-wide I/O error, reported to each of its messages.
+fn copy_of(e: &std::io::Error) -> std::io::Error {
+    std::io::Error::new(e.kind(), e.to_string())
 }
 
 /// Makes everything written on the file system of `dir` durable: data,
@@ -404,7 +408,7 @@ mod tests {
     }
 
     #[test]
-    fn a_finished_file_is_reused_empty_by_the_next_message() {
+    fn rule11_a_removed_message_is_gone_and_its_file_reused_empty() {
         use std::os::unix::fs::MetadataExt;
         let dir = tempdir();
         let spool = Spool::open(&dir).unwrap();
@@ -446,7 +450,7 @@ mod tests {
     }
 
     #[test]
-    fn a_batch_synced_as_a_whole_is_acknowledged_and_reads_back() {
+    fn rule9_a_batch_synced_as_a_whole_is_in_queue_when_acknowledged() {
         let dir = tempdir();
         let spool = Spool::open(&dir).unwrap();
         let committer = Committer {
