@@ -290,6 +290,9 @@ def measure(
 ) -> Result:
     sc = SCENARIO[scenario]
     usage = work / f"{name}-{scenario}-rusage.json"
+    # Each relay starts on a quiet disk: what earlier runs left dirty in the
+    # page cache would otherwise be written back during this one.
+    os.sync()
     with open(work / f"{name}-{scenario}.stderr", "wb") as errors:
         proc = subprocess.Popen(
             [sys.executable, "-m", "bench.rusage_wrap", str(usage), "--", *wrapped],

@@ -29,6 +29,20 @@ def test_add_is_idempotent_and_due_groups_by_domain(tmp_path: Path) -> None:
     assert oct((tmp_path / "q.db").stat().st_mode & 0o777) == "0o600"
 
 
+def test_a_batch_indexes_only_its_new_messages_with_all_their_recipients(tmp_path: Path) -> None:
+    # A restart's rescan hands over known and new messages in one batch,
+    # more than one statement's worth of parameters among them.
+    s = Store(tmp_path / "q.db")
+    s.add_messages([envelope("Q0", ["old@x.test"])])
+    batch = [envelope(f"Q{i}", [f"r{i}@x.test", f"s{i}@y.test"]) for i in range(1500)]
+    batch[0]["recipients"] = [{"address": "changed@z.test"}]
+    added = s.add_messages(batch)
+    assert added == [f"Q{i}" for i in range(1, 1500)]
+    assert [r["address"] for r in s.recipients("Q0")] == ["old@x.test"]
+    assert [r["address"] for r in s.recipients("Q1499")] == ["r1499@x.test", "s1499@y.test"]
+    assert len(s.due(2000, limit=10_000)) == 1 + 2 * 1499
+
+
 def test_rule11_message_is_finished_only_with_final_states_and_dsns(tmp_path: Path) -> None:
     s = Store(tmp_path / "q.db")
     s.add_messages([envelope("Q1", ["a@x.test", "b@x.test"])])

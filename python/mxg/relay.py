@@ -127,6 +127,8 @@ class Relay(ClassPolicyMixin):
         self._room_wanted = False
         self._stop = anyio.Event()
         self._tg: anyio.abc.TaskGroup | None = None
+        # Finished messages whose spool files `_unlink_finished` removes.
+        self._unlinking: list[str] = []
         self.feasibility = Feasibility(config, self.resolver, self._sts_policy)
         self._early: dict[str, dict[int, str]] = {}
         # Messages received in the batch being handled, as their store rows
@@ -725,8 +727,22 @@ class Relay(ClassPolicyMixin):
         for qid in bounced:
             await self._send_failure_dsn(qid)
         touched = sorted({o.queue_id for o in outcomes if o.status != "deferred"})
-        if touched:
-            await self._remove_finished(self.store.finished(touched))
+        finished = self.store.finished(touched) if touched else []
+        if finished and self._tg is not None:
+            # The unlinks run beside the event loop, which goes on with the
+            # next batch instead of waiting for the file system; one batch
+            # at a time (parallel unlinks in one directory contend).
+            self._unlinking += finished
+            if len(self._unlinking) == len(finished):
+                self._tg.start_soon(self._unlink_finished)
+        elif finished:
+            await self._remove_finished(finished)
+
+    async def _unlink_finished(self) -> None:
+        while self._unlinking:
+            batch = self._unlinking[:]
+            await self._remove_finished(batch)
+            del self._unlinking[: len(batch)]
 
     # -- DSNs ---------------------------------------------------------------
 

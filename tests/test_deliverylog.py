@@ -1,0 +1,102 @@
+"""The log line format: the direct path `event` takes (no LogRecord) writes
+exactly what the logging module's path writes, and falls back to it when
+an operator's filter or another handler is in play."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from mxg import deliverylog
+from mxg.deliverylog import delivery_log, event, flush_logs, log, setup_logging
+
+STAMP = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d"
+
+
+@pytest.fixture
+def logfile(tmp_path: Path) -> Iterator[Path]:
+    path = tmp_path / "mxg.log"
+    yield path
+    root = logging.getLogger("mxg")
+    for h in root.handlers:
+        h.close()
+    root.handlers[:] = []
+    root.filters[:] = []
+    deliverylog._direct.handler = None
+
+
+def lines(path: Path) -> list[str]:
+    flush_logs()
+    return path.read_text(encoding="utf-8").splitlines()
+
+
+def test_text_lines_quote_values_with_spaces_and_skip_empty_fields(logfile: Path) -> None:
+    setup_logging("info", "text", logfile)
+    assert deliverylog._direct.handler is not None
+    event(delivery_log, "sent", queue_id="Q1", to="<a@b.test>", reply="250 2.0.0 Ok", dsn=None)
+    event(log, "received", logging.INFO, size=12, why="")
+    got = lines(logfile)
+    assert re.fullmatch(
+        STAMP + r' info mxg\.delivery: sent queue_id=Q1 to=<a@b\.test> reply="250 2\.0\.0 Ok"',
+        got[0],
+    )
+    assert re.fullmatch(STAMP + r' info mxg: received size=12 why=""', got[1])
+
+
+def test_the_direct_path_writes_what_the_logging_module_writes(logfile: Path) -> None:
+    setup_logging("info", "text", logfile)
+    fields = {"queue_id": "Q2", "from": "<s@x.test>", "text": 'say "hi"', "code": 451}
+    event(log, "deferred", logging.WARNING, **fields)
+    log.log(logging.WARNING, "deferred", extra={"mxg_fields": fields})
+    direct, through_logging = lines(logfile)
+    assert direct == through_logging
+    assert 'text="say \\"hi\\""' in direct
+
+
+def test_json_lines_carry_the_same_fields(logfile: Path) -> None:
+    setup_logging("info", "json", logfile)
+    event(delivery_log, "sent", queue_id="Q3", code=250, method="dane-ee")
+    event(log, "below the level", logging.DEBUG, queue_id="Q4")
+    (only,) = lines(logfile)
+    line = json.loads(only)
+    assert re.fullmatch(STAMP, line.pop("time"))
+    assert line == {
+        "level": "info",
+        "logger": "mxg.delivery",
+        "msg": "sent",
+        "queue_id": "Q3",
+        "code": 250,
+        "method": "dane-ee",
+    }
+
+
+def test_warnings_reach_the_file_without_a_flush(logfile: Path) -> None:
+    setup_logging("info", "text", logfile)
+    event(log, "MTA-STS policy unavailable", logging.WARNING, domain="x.test")
+    assert "MTA-STS policy unavailable domain=x.test" in logfile.read_text()
+
+
+def test_a_filter_is_honoured_by_falling_back_to_the_logging_module(logfile: Path) -> None:
+    setup_logging("info", "text", logfile)
+    (handler,) = logging.getLogger("mxg").handlers
+    handler.addFilter(lambda r: getattr(r, "mxg_fields", {}).get("queue_id") != "HIDE")
+    event(delivery_log, "sent", queue_id="HIDE")
+    event(delivery_log, "sent", queue_id="SHOW")
+    (only,) = lines(logfile)
+    assert only.endswith("sent queue_id=SHOW")
+
+
+def test_a_second_handler_gets_every_line_too(logfile: Path) -> None:
+    setup_logging("info", "text", logfile)
+    extra = io.StringIO()
+    second = logging.StreamHandler(extra)
+    logging.getLogger("mxg").addHandler(second)
+    event(delivery_log, "sent", queue_id="Q5")
+    assert lines(logfile)[0].endswith("sent queue_id=Q5")
+    assert extra.getvalue() == "sent\n"
