@@ -59,6 +59,20 @@ def test_the_direct_path_writes_what_the_logging_module_writes(logfile: Path) ->
     assert 'text="say \\"hi\\""' in direct
 
 
+def test_the_direct_path_builds_no_log_record(
+    logfile: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    setup_logging("info", "text", logfile)
+
+    def no_record(*_: object, **__: object) -> logging.LogRecord:
+        raise AssertionError("a LogRecord was built")
+
+    monkeypatch.setattr(logging.Logger, "makeRecord", no_record)
+    event(log, "received", queue_id="Q6")
+    event(delivery_log, "deferred", logging.WARNING, queue_id="Q6")
+    assert len(lines(logfile)) == 2
+
+
 def test_json_lines_carry_the_same_fields(logfile: Path) -> None:
     setup_logging("info", "json", logfile)
     event(delivery_log, "sent", queue_id="Q3", code=250, method="dane-ee")

@@ -43,6 +43,28 @@ def test_a_batch_indexes_only_its_new_messages_with_all_their_recipients(tmp_pat
     assert len(s.due(2000, limit=10_000)) == 1 + 2 * 1499
 
 
+def test_due_among_given_messages_skips_held_final_and_later_recipients(tmp_path: Path) -> None:
+    s = Store(tmp_path / "q.db")
+    s.add_messages(
+        [
+            envelope("Q1", ["a@x.test", "b@x.test", "c@y.test"]),
+            envelope("Q2", ["d@x.test"]),
+            envelope("Q3", ["e@x.test"]),
+        ]
+    )
+    s.record(
+        [
+            Outcome("Q1", 0, "sent", 250, "2.0.0", "ok"),
+            Outcome("Q1", 2, "deferred", 451, "4.0.0", "later", next_ms=5000),
+        ]
+    )
+    assert s.hold("Q2", "test", "operator")
+    due = s.due(2000, limit=None, among=["Q1", "Q2"])
+    assert [(d.queue_id, d.domain, d.indexes) for d in due] == [("Q1", "x.test", (1,))]
+    later = s.due(6000, limit=None, among=["Q1"])
+    assert {(d.domain, d.indexes) for d in later} == {("x.test", (1,)), ("y.test", (2,))}
+
+
 def test_rule11_message_is_finished_only_with_final_states_and_dsns(tmp_path: Path) -> None:
     s = Store(tmp_path / "q.db")
     s.add_messages([envelope("Q1", ["a@x.test", "b@x.test"])])

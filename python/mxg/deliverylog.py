@@ -193,9 +193,11 @@ def event(logger: logging.Logger, msg: str, severity: int = logging.INFO, /, **f
     if (
         handler is not None
         and _root.handlers == [handler]
-        and (logger is _root or (logger.parent is _root and logger.propagate))
+        and (
+            logger is _root or (logger.parent is _root and logger.propagate and not logger.handlers)
+        )
         and severity >= handler.level
-        and not (logger.filters or logger.handlers or _root.filters or handler.filters)
+        and not (logger.filters or _root.filters or handler.filters)
     ):
         handler.write_fields(logger.name, severity, msg, fields)
     else:

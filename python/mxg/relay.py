@@ -17,6 +17,7 @@ import logging
 import os
 import pwd
 import socket
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -125,6 +126,10 @@ class Relay(ClassPolicyMixin):
         # Due recipients were left waiting for room under max_jobs: look for
         # them again as soon as jobs finish, not only at the next scan.
         self._room_wanted = False
+        # New messages' deliveries that found no room under max_jobs, oldest
+        # first: started as jobs finish, checked against the index in one
+        # query per batch instead of a walk over every due recipient.
+        self._waiting: deque[Due] = deque()
         self._stop = anyio.Event()
         self._tg: anyio.abc.TaskGroup | None = None
         # Finished messages whose spool files `_unlink_finished` removes.
@@ -320,10 +325,12 @@ class Relay(ClassPolicyMixin):
                         i for i in due.indexes if (due.queue_id, i) not in stopped | rerouted
                     )
                     moved = tuple(i for i in due.indexes if (due.queue_id, i) in rerouted)
-                    if keep:
-                        self._start(Due(due.queue_id, due.domain, keep))
-                    if moved:
-                        self._start(Due(due.queue_id, due.domain, moved), rerouted=True)
+                    if keep and not self._start(Due(due.queue_id, due.domain, keep)):
+                        self._waiting.append(Due(due.queue_id, due.domain, keep))
+                    if moved and not self._start(
+                        Due(due.queue_id, due.domain, moved), rerouted=True
+                    ):
+                        self._room_wanted = True
             self._fresh = {}
         if done:
             await self._results(done)
@@ -344,9 +351,28 @@ class Relay(ClassPolicyMixin):
         found = self.store.due(now_ms(), limit=limit)
         for due in found:
             if not self._start(due, rerouted=due.rerouted):
+                self._room_wanted = True
                 break
         if sum(len(d.indexes) for d in found) >= limit:
             self._room_wanted = True  # more may be due beyond the limit
+        self._flush_jobs()
+
+    def _start_waiting(self) -> None:
+        """Starts new messages' deliveries that waited for room, as far as
+        there is room; only recipients still due (not held, not delivered
+        or deferred meanwhile by a scan) go."""
+        assert self.store is not None
+        room = self.cfg.delivery.max_jobs - len(self.inflight)
+        if room <= 0 or not self._waiting:
+            return
+        # At most one query's worth of parameters; the rest at the next batch.
+        take = [self._waiting.popleft() for _ in range(min(room, len(self._waiting), 500))]
+        wanted = {(d.queue_id, d.domain) for d in take}
+        found = self.store.due(now_ms(), limit=None, among=sorted({d.queue_id for d in take}))
+        for due in found:
+            wanted_here = (due.queue_id, due.domain) in wanted and not due.rerouted
+            if wanted_here and not self._start(due):
+                self._waiting.appendleft(due)
         self._flush_jobs()
 
     def _start(self, due: Due, *, rerouted: bool = False) -> bool:
@@ -357,7 +383,6 @@ class Relay(ClassPolicyMixin):
         if self._tg is None:
             return False
         if len(self.inflight) >= self.cfg.delivery.max_jobs:
-            self._room_wanted = True
             return False
         key = inflight_key(due.queue_id, due.domain, rerouted=rerouted)
         if key in self.inflight:
@@ -620,6 +645,7 @@ class Relay(ClassPolicyMixin):
         # Retries come back through the scanner; right away only what waited
         # for room or is due at once, e.g. rerouted (the due query walks
         # every pending recipient, those in flight too).
+        self._start_waiting()
         t = now_ms()
         if self._room_wanted or any(o.status == "deferred" and o.next_ms <= t for o in outcomes):
             self._dispatch_due()

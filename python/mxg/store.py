@@ -273,13 +273,29 @@ class Store:
 
     # -- scheduling -------------------------------------------------------
 
-    def due(self, at_ms: int, limit: int = 5000) -> list[Due]:
+    def due(
+        self, at_ms: int, limit: int | None = 5000, among: Sequence[str] | None = None
+    ) -> list[Due]:
+        """Recipients of active messages due by `at_ms`, as one `Due` per
+        message, domain and route; at most `limit` recipients, or those of
+        the messages `among` (at most `_MAX_PARAMS` of them)."""
+        where = "r.status IN ('pending','deferred') AND r.next_ms <= ?"
+        params: list[Any] = [at_ms]
+        if among is not None:
+            # Unary + keeps the planner on the primary key for these few
+            # messages, off the (status, next_ms) index and its whole range.
+            where = (
+                f"r.queue_id IN ({','.join('?' * len(among))})"
+                " AND +r.status IN ('pending','deferred') AND +r.next_ms <= ?"
+            )
+            params = [*among, at_ms]
+        params.append(-1 if limit is None else limit)
         rows = self.db.execute(
             "SELECT r.queue_id, r.domain, r.idx, r.route != '' FROM recipients r"
             " JOIN messages m ON m.queue_id = r.queue_id"
-            " WHERE r.status IN ('pending','deferred') AND r.next_ms <= ? AND m.state='active'"
+            f" WHERE {where} AND m.state='active'"
             " ORDER BY r.next_ms, r.queue_id LIMIT ?",
-            (at_ms, limit),
+            params,
         ).fetchall()
         groups: dict[tuple[str, str, bool], list[int]] = {}
         for r in rows:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import email
 import shutil
+import smtplib
 import subprocess
 import time
 from collections.abc import Callable
@@ -114,6 +115,27 @@ def test_ten_recipients_three_domains_retry_and_dsn(
     log = mxg.log_text()
     assert "status=sent" in log and "message_id=<ten@internal.test>" in log
     assert "status=bounced" in log and "status=deferred" in log
+
+
+def test_messages_beyond_max_jobs_go_as_jobs_finish_not_at_the_next_scan(
+    make_mxg: Callable[..., MxgProcess], sinks: dict[str, Sink]
+) -> None:
+    # One delivery at a time and no scan for a minute: every message after
+    # the first waits for room and must start when the one before finishes.
+    def slowly(_rcpt: str) -> None:
+        time.sleep(0.3)  # each delivery outlasts the next message's intake
+
+    sinks["good1"].rcpt_policy = sinks["good2"].rcpt_policy = slowly
+    mxg = make_mxg(env={"MXG_DELIVERY__MAX_JOBS": "1", "MXG_QUEUE__SCAN_INTERVAL": '"60s"'})
+    rcpts = [f"w{i}@good.test" for i in range(6)]
+    with smtplib.SMTP("127.0.0.1", mxg.port, local_hostname="internal.test") as client:
+        for r in rcpts:
+            client.sendmail("alice@sender.test", [r], f"Subject: {r}\r\n\r\nhello\r\n")
+    delivered = lambda: sinks["good1"].recipients() + sinks["good2"].recipients()  # noqa: E731
+    wait_for(lambda: sorted(delivered()) == rcpts, timeout=20, what="all six delivered")
+    wait_for(
+        lambda: not list((mxg.workdir / "data" / "spool" / "queue").iterdir()), what="empty spool"
+    )
 
 
 def test_null_mx_bounces_and_implicit_mx_and_cname_deliver(
