@@ -189,7 +189,9 @@ class MemorySampler(threading.Thread):
         self.root_pid, self.peak_kb, self.stop = root_pid, 0, threading.Event()
 
     def run(self) -> None:
-        while not self.stop.wait(0.25):
+        # Once a second: reading smaps of every process is itself work on
+        # the machine both relays share.
+        while not self.stop.wait(1.0):
             self.peak_kb = max(self.peak_kb, pss_kb(descendants(self.root_pid)))
 
 

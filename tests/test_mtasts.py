@@ -150,3 +150,22 @@ def test_policies_are_refreshed_before_they_expire() -> None:
     # Expired policies are not "due": they are fetched on use.
     now[0] += first.max_age
     assert cache.refresh_due() == []
+
+
+def test_the_https_client_is_made_at_the_first_fetch_and_only_once() -> None:
+    # httpx costs a third of a second of CPU to import and set up: a relay
+    # that never meets an MTA-STS domain never pays it.
+    made: list[httpx.AsyncClient] = []
+
+    def serve(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, text=GOOD, headers={"content-type": "text/plain"})
+
+    def factory() -> httpx.AsyncClient:
+        made.append(httpx.AsyncClient(transport=httpx.MockTransport(serve)))
+        return made[-1]
+
+    cache = StsCache(_ResolverWithHost("v=STSv1; id=7"), factory)  # type: ignore[arg-type]
+    assert made == []
+    assert anyio.run(cache.policy, "example.com") is not None
+    assert anyio.run(cache.policy, "example.org") is not None
+    assert len(made) == 1

@@ -153,7 +153,9 @@ async def check_domains(
         port=cfg.delivery.port,
     )
     sts_cache = (
-        StsCache(resolver.raw, http_client(cfg.delivery.ca_file)) if cfg.delivery.mta_sts else None
+        StsCache(resolver.raw, lambda: http_client(cfg.delivery.ca_file))
+        if cfg.delivery.mta_sts
+        else None
     )
     results: dict[str, DomainReport] = {}
     waiting: dict[int, tuple[anyio.Event, list[dict[str, Any]]]] = {}

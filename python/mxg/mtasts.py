@@ -20,13 +20,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import anyio
 import dns.asyncresolver
 import dns.exception
 import dns.resolver
-import httpx
+
+if TYPE_CHECKING:
+    import httpx
 
 # RFC 8461 §3.3: "policy bodies are limited to 64 KiB".
 MAX_POLICY_BYTES = 64 * 1024
@@ -107,7 +109,11 @@ def parse_policy(domain: str, policy_id: str, text: str) -> Policy:
 
 
 def http_client(ca_file: Path | None) -> httpx.AsyncClient:
-    """HTTPS with PKIX (system roots plus the operator's CA), no redirects."""
+    """HTTPS with PKIX (system roots plus the operator's CA), no redirects.
+    httpx is imported here: it and what it pulls in cost a third of a
+    second at every start, and most relays fetch a policy much later."""
+    import httpx  # noqa: PLC0415  (see above)
+
     ctx = ssl.create_default_context()
     if ca_file is not None:
         ctx.load_verify_locations(cafile=str(ca_file))
@@ -149,6 +155,8 @@ async def fetch_policy(
 
 
 async def _get(client: httpx.AsyncClient, target: str, host: str, url: str) -> bytes:
+    import httpx  # noqa: PLC0415  (imported by http_client already: a lookup)
+
     try:
         async with client.stream(
             "GET", target, headers={"Host": host}, extensions={"sni_hostname": host}
@@ -193,9 +201,10 @@ class StsCache:
     def __init__(
         self,
         resolver: dns.asyncresolver.Resolver,
-        client: httpx.AsyncClient,
+        client: httpx.AsyncClient | Callable[[], httpx.AsyncClient],
         clock: Callable[[], float] = time.time,
     ) -> None:
+        """`client` or a function that makes it at the first fetch."""
         self._resolver = resolver
         self._client = client
         self._clock = clock
@@ -205,6 +214,11 @@ class StsCache:
         self.save: Callable[[Policy, float], None] | None = None
         self._checked: dict[str, float] = {}
         self._lock: dict[str, anyio.Lock] = {}
+
+    def _http_client(self) -> httpx.AsyncClient:
+        if callable(self._client):
+            self._client = self._client()
+        return self._client
 
     def load(self, policies: list[tuple[Policy, float]]) -> None:
         """Policies kept from an earlier run, with their expiry times."""
@@ -292,7 +306,7 @@ class StsCache:
                 return cached[1]
             try:
                 addresses = await self._addresses(f"mta-sts.{domain}")
-                policy = await fetch_policy(domain, policy_id, self._client, addresses)
+                policy = await fetch_policy(domain, policy_id, self._http_client(), addresses)
             except PolicyError:
                 if cached and cached[0] > now:
                     return cached[1]

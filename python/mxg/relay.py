@@ -113,7 +113,7 @@ class Relay(ClassPolicyMixin):
         )
         self.resolver: Resolver = resolver or dns_resolver
         self.sts: StsCache | None = (
-            StsCache(dns_resolver.raw, http_client(config.delivery.ca_file))
+            StsCache(dns_resolver.raw, lambda: http_client(config.delivery.ca_file))
             if config.delivery.mta_sts
             else None
         )
