@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from mxg.store import Outcome, Store
 
@@ -63,6 +66,29 @@ def test_due_among_given_messages_skips_held_final_and_later_recipients(tmp_path
     assert [(d.queue_id, d.domain, d.indexes) for d in due] == [("Q1", "x.test", (1,))]
     later = s.due(6000, limit=None, among=["Q1"])
     assert {(d.domain, d.indexes) for d in later} == {("x.test", (1,)), ("y.test", (2,))}
+
+
+def test_rule11_results_recorded_without_their_own_fsync_are_synced_before_removal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # record() commits to the WAL without an fsync; sync() is the durable
+    # point the relay passes before it removes spool files.
+    s = Store(tmp_path / "q.db")
+    s.add_messages([envelope("Q1", ["a@x.test"])])
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    s.record([Outcome("Q1", 0, "sent", 250, "2.0.0", "ok")])
+    assert s.finished(["Q1"]) == ["Q1"]
+    s.sync()
+    assert synced == [f"{tmp_path / 'q.db'}-wal"]
+    other = Store(tmp_path / "q.db")
+    assert other.recipients("Q1")[0]["status"] == "sent"
 
 
 def test_rule11_message_is_finished_only_with_final_states_and_dsns(tmp_path: Path) -> None:

@@ -887,12 +887,22 @@ class Relay(ClassPolicyMixin):
         assert self.engine is not None and self.store is not None
         if not queue_ids:
             return
-        engine = self.engine
+        engine, store = self.engine, self.store
+
+        def durable_then_removed() -> None:
+            store.sync()  # the final states reach the disk before the files go
+            engine.remove_many(queue_ids)
+
         try:
-            await anyio.to_thread.run_sync(engine.remove_many, queue_ids)
+            await anyio.to_thread.run_sync(durable_then_removed)
             removed = list(queue_ids)
         except EngineStopped:
             return  # removed at the next start (_recover)
+        except OSError as e:
+            # fsync failed: the results may not be on disk, so the messages
+            # stay in the spool (found finished again at the next start).
+            event(log, "cannot sync the queue index", logging.ERROR, error=str(e))
+            return
         except SpoolError:
             removed = []
             for qid in queue_ids:

@@ -11,6 +11,7 @@ batched, one per drained event batch.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -321,7 +322,9 @@ class Store:
 
     def record(self, outcomes: Iterable[Outcome]) -> None:
         """Stores attempt results and the recipients' new states, in one
-        durable transaction."""
+        transaction. Durable after `sync` (called before any spool file
+        goes, rule 11) or the next durable commit: losing a result to a
+        crash means a retry, while the spool file is still there."""
         t = now_ms()
         results = [
             (
@@ -331,7 +334,7 @@ class Store:
             )
             for o in outcomes
         ]
-        with self.transaction() as db:
+        with self._not_synced(), self.transaction() as db:
             db.executemany(
                 "INSERT INTO attempts (queue_id, address, at_ms, status, code, enhanced,"
                 " text, host, ip, tls, level, evidence)"
@@ -345,6 +348,20 @@ class Store:
                 " WHERE queue_id=? AND idx=? AND status NOT IN ('sent','bounced','deleted')",
                 [(*r, e, o.next_ms, t, o.queue_id, o.idx) for r, e, o in results],
             )
+
+    def sync(self) -> None:
+        """Makes every commit so far durable. Commits without their own
+        fsync are in the WAL (SQLite syncs it before a checkpoint, and the
+        database file after); one fsync of the WAL covers them all. Uses its
+        own descriptor, so it may run in another thread than the commits."""
+        try:
+            fd = os.open(f"{self.path}-wal", os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return  # no WAL (yet): nothing was committed through it
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
     def mark_dsn_sent(self, queue_id: str, indexes: Iterable[int]) -> None:
         with self.transaction() as db:

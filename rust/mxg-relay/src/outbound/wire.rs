@@ -5,13 +5,19 @@
 /// the way in), so only line starts need looking at.
 pub fn dot_stuff(message: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(message.len() + message.len() / 64 + 5);
-    let mut line_start = true;
-    for &b in message {
-        if line_start && b == b'.' {
+    // Whole lines are copied at once; memchr finds their ends (a byte-wise
+    // loop was the data plane's hottest function in the benchmark).
+    let mut line_start = 0;
+    for end in memchr::memchr_iter(b'\n', message)
+        .map(|i| i + 1)
+        .chain(std::iter::once(message.len()))
+    {
+        let line = &message[line_start..end];
+        if line.first() == Some(&b'.') {
             out.push(b'.');
         }
-        out.push(b);
-        line_start = b == b'\n';
+        out.extend_from_slice(line);
+        line_start = end;
     }
     if !message.is_empty() && !message.ends_with(b"\r\n") {
         out.extend_from_slice(b"\r\n");
@@ -44,6 +50,11 @@ mod tests {
             b"..a\r\nb\r\n...c\r\n.\r\n"
         );
         assert_eq!(dot_stuff(b"no newline"), b"no newline\r\n.\r\n");
+        assert_eq!(dot_stuff(b""), b".\r\n");
+        // A lone dot line in the body, and a dot after the last line end.
+        assert_eq!(dot_stuff(b"a\r\n.\r\nb"), b"a\r\n..\r\nb\r\n.\r\n");
+        assert_eq!(dot_stuff(b"a\r\n.b"), b"a\r\n..b\r\n.\r\n");
+        assert_eq!(dot_stuff(b"a.\r\n. .\r\n"), b"a.\r\n.. .\r\n.\r\n");
     }
 
     #[test]
