@@ -138,3 +138,14 @@ def test_the_verdict_screen_lets_plain_messages_pass_only_when_no_rule_can_refus
     # Nothing refuses: no verdicts at all.
     cfg = Config.model_validate({"classes": {"secret": {"on_unmet": "bounce"}}})
     assert cfg.engine_json()["verdict_deadline_ms"] == 0
+
+
+def test_inflow_control_reaches_the_engine_and_zero_turns_it_off(tmp_path: Path) -> None:
+    engine = load_config(None, environ={}).engine_json()
+    assert (engine["in_flow_delay_ms"], engine["in_flow_limit"]) == (1000, 100)
+    off = load_config(None, environ={"MXG_SERVER__IN_FLOW_DELAY": '"0s"'})
+    assert off.engine_json()["in_flow_delay_ms"] == 0
+    f = tmp_path / "mxg.toml"
+    f.write_text("[server]\nin_flow_limit = 0\n")
+    with pytest.raises(ConfigError, match=r"server\.in_flow_limit"):
+        load_config(f, environ={})

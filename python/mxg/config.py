@@ -55,6 +55,11 @@ class ServerConfig(Section):
     tls_cert: Path | None = None
     tls_key: Path | None = None
     shutdown_grace: Seconds = 30
+    # Inflow control, as Postfix's in_flow_delay: while more received
+    # messages than in_flow_limit wait for the control plane, a new MAIL
+    # pauses until it catches up, at most in_flow_delay (0 turns it off).
+    in_flow_delay: Seconds = 1
+    in_flow_limit: int = Field(100, ge=1)
 
     @field_validator("listen")
     @classmethod
@@ -423,6 +428,8 @@ class Config(Section):
             "tls_cert": str(s.tls_cert) if s.tls_cert else None,
             "tls_key": str(s.tls_key) if s.tls_key else None,
             "shutdown_grace_s": int(s.shutdown_grace),
+            "in_flow_delay_ms": int(s.in_flow_delay * 1000),
+            "in_flow_limit": s.in_flow_limit,
             # Sessions wait for a verdict only when some class may reject.
             "scan": self.scan_options(),
             "rcpt_checks": bool(self.rcpt_check_classes()),

@@ -24,6 +24,11 @@ max_connections_per_client = 200
 # tls_key = "/etc/mxg/key.pem"
 # How long open transactions may take to finish at shutdown.
 shutdown_grace = "30s"
+# Inflow control (Postfix's in_flow_delay): while more than in_flow_limit
+# received messages wait for the control plane, a new MAIL pauses until it
+# catches up, at most in_flow_delay; "0s" turns it off.
+in_flow_delay = "1s"
+in_flow_limit = 100
 
 [limits]
 # RFC 5321 4.5.3.1.4 (512) plus what SIZE, BODY, DSN parameters add.

@@ -51,6 +51,18 @@ pub struct EngineConfig {
     /// verdict deadline): set when rules on the envelope alone may refuse.
     #[serde(default)]
     pub rcpt_checks: bool,
+    /// Inflow control (`inbound::Inflow`): the longest pause before a new
+    /// transaction while the control plane is behind; 0 turns it off.
+    #[serde(default)]
+    pub in_flow_delay_ms: u64,
+    /// Received messages the control plane may leave undrained before new
+    /// transactions pause.
+    #[serde(default = "default_in_flow_limit")]
+    pub in_flow_limit: usize,
+}
+
+fn default_in_flow_limit() -> usize {
+    100
 }
 
 fn default_max_connections() -> usize {

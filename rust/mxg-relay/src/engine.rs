@@ -74,7 +74,11 @@ impl Engine {
                 scanner,
                 cfg.rcpt_checks,
             )
-            .with_verdict_screen(cfg.verdict_screen.clone()),
+            .with_verdict_screen(cfg.verdict_screen.clone())
+            .with_inflow((cfg.in_flow_delay_ms > 0).then(|| inbound::Inflow {
+                limit: cfg.in_flow_limit,
+                delay: Duration::from_millis(cfg.in_flow_delay_ms),
+            })),
         );
         let client = Arc::new(Client::new(
             cfg.outbound.clone(),

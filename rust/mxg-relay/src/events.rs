@@ -11,7 +11,9 @@ use crate::job::{AttemptNote, HostProbe, RecipientResult};
 use mxg_spool::Envelope;
 use serde::Serialize;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
+use tokio::sync::Notify;
 
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -67,6 +69,10 @@ pub struct EventBus {
     events: Mutex<Vec<Event>>,
     read_fd: OwnedFd,
     write_fd: OwnedFd,
+    /// Received (or arrived) messages pushed since the last drain: how far
+    /// the control plane is behind (inflow control, `inbound::Inflow`).
+    undrained_messages: AtomicUsize,
+    drained: Notify,
 }
 
 impl EventBus {
@@ -84,6 +90,8 @@ impl EventBus {
             events: Mutex::new(Vec::new()),
             read_fd,
             write_fd,
+            undrained_messages: AtomicUsize::new(0),
+            drained: Notify::new(),
         })
     }
 
@@ -93,8 +101,13 @@ impl EventBus {
     }
 
     pub fn push(&self, event: Event) {
+        let message = matches!(event, Event::Received { .. } | Event::Arrived { .. });
         let was_empty = {
             let mut events = self.events.lock().expect("event bus poisoned");
+            if message {
+                // Under the lock: `drain` zeroes the count as it takes.
+                self.undrained_messages.fetch_add(1, Ordering::Relaxed);
+            }
             events.push(event);
             events.len() == 1
         };
@@ -129,7 +142,23 @@ impl EventBus {
                 break;
             }
         }
-        std::mem::take(&mut *self.events.lock().expect("event bus poisoned"))
+        let events = {
+            let mut waiting = self.events.lock().expect("event bus poisoned");
+            self.undrained_messages.store(0, Ordering::Relaxed);
+            std::mem::take(&mut *waiting)
+        };
+        self.drained.notify_waiters();
+        events
+    }
+
+    /// Messages pushed since the last drain.
+    pub fn undrained_messages(&self) -> usize {
+        self.undrained_messages.load(Ordering::Relaxed)
+    }
+
+    /// Completes at the next drain.
+    pub fn drained(&self) -> tokio::sync::futures::Notified<'_> {
+        self.drained.notified()
     }
 }
 

@@ -38,6 +38,8 @@ pub struct ServerShared {
     pub rcpt_checks: bool,
     /// The content scanner for classification (issue 4).
     pub scanner: Option<Arc<mxg_classify::Scanner>>,
+    /// Pauses new transactions while the control plane is behind; None: off.
+    pub inflow: Option<super::Inflow>,
     connections: Mutex<Connections>,
 }
 
@@ -78,6 +80,7 @@ impl ServerShared {
             verdict_screen: None,
             scanner,
             rcpt_checks,
+            inflow: None,
             connections: Mutex::default(),
         }
     }
@@ -86,6 +89,13 @@ impl ServerShared {
     #[must_use]
     pub fn with_verdict_screen(mut self, screen: Option<VerdictScreen>) -> Self {
         self.verdict_screen = screen;
+        self
+    }
+
+    /// New transactions pause while the control plane is behind.
+    #[must_use]
+    pub fn with_inflow(mut self, inflow: Option<super::Inflow>) -> Self {
+        self.inflow = inflow;
         self
     }
 

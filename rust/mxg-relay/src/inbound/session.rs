@@ -171,7 +171,10 @@ impl Session {
             Request::Ehlo { host } => self.ehlo(host, true),
             Request::Helo { host } => self.ehlo(host, false),
             Request::Lhlo { .. } => self.reply(&Reply::new(500, "5.5.1", "This is SMTP, not LMTP")),
-            Request::Mail { from } => self.mail(from),
+            Request::Mail { from } => {
+                self.inflow_pause().await?;
+                self.mail(from);
+            }
             Request::Rcpt { to } => self.rcpt(to).await,
             Request::Data => return self.data().await,
             Request::Bdat { chunk_size, is_last } => return self.bdat(chunk_size, is_last).await,
@@ -232,6 +235,20 @@ impl Session {
             lines.push("REQUIRETLS".into());
         }
         self.reply(&Reply::multi(250, lines));
+    }
+
+    /// Inflow control before a new transaction (`Inflow`). Replies already
+    /// due, such as the 250 for a message whose MAIL the client pipelined
+    /// right behind it, go out before the pause.
+    async fn inflow_pause(&mut self) -> Result<(), Gone> {
+        let Some(inflow) = self.shared.inflow else {
+            return Ok(());
+        };
+        if inflow.is_behind(&self.shared.bus) {
+            self.flush().await?;
+            inflow.pause(&self.shared.bus).await;
+        }
+        Ok(())
     }
 
     fn mail(&mut self, from: MailFrom<String>) {
