@@ -83,8 +83,7 @@ def test_rule11_results_recorded_without_their_own_fsync_are_synced_before_remov
         real_fsync(fd)
 
     monkeypatch.setattr(os, "fsync", fsync)
-    s.record([Outcome("Q1", 0, "sent", 250, "2.0.0", "ok")])
-    assert s.finished(["Q1"]) == ["Q1"]
+    assert s.record([Outcome("Q1", 0, "sent", 250, "2.0.0", "ok")]) == ["Q1"]
     s.sync()
     assert synced == [f"{tmp_path / 'q.db'}-wal"]
     other = Store(tmp_path / "q.db")
@@ -103,11 +102,13 @@ def test_rule11_message_is_finished_only_with_final_states_and_dsns(tmp_path: Pa
     assert s.finished() == []
     assert [d.indexes for d in s.due(4000)] == []
     assert [d.indexes for d in s.due(5000)] == [(1,)]
-    s.record([Outcome("Q1", 1, "bounced", 550, "5.1.1", "unknown")])
+    assert s.record([Outcome("Q1", 1, "bounced", 550, "5.1.1", "unknown")]) == []
     assert s.finished() == []  # the bounce still needs its DSN
     assert s.dsn_pending() == ["Q1"]
     s.mark_dsn_sent("Q1", [1])
     assert s.finished() == ["Q1"]
+    assert s.finish(["Q1"]) == ["Q1"]
+    assert s.finished() == [] and s.message("Q1")["state"] == "done"  # type: ignore[index]
     attempts = s.details("Q1")["attempts"]  # type: ignore[index]
     assert [a["status"] for a in attempts] == ["sent", "deferred", "bounced"]
 

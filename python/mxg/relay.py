@@ -748,12 +748,13 @@ class Relay(ClassPolicyMixin):
         assert self.store is not None
         if not outcomes:
             return
-        self.store.record(outcomes)
+        finished = self.store.record(outcomes)
         bounced = sorted({o.queue_id for o in outcomes if o.status == "bounced"})
         for qid in bounced:
             await self._send_failure_dsn(qid)
-        touched = sorted({o.queue_id for o in outcomes if o.status != "deferred"})
-        finished = self.store.finished(touched) if touched else []
+        if bounced:
+            # Finished once their DSNs are queued.
+            finished += self.store.finish(bounced)
         if finished and self._tg is not None:
             # The unlinks run beside the event loop, which goes on with the
             # next batch instead of waiting for the file system; one batch
@@ -762,12 +763,12 @@ class Relay(ClassPolicyMixin):
             if len(self._unlinking) == len(finished):
                 self._tg.start_soon(self._unlink_finished)
         elif finished:
-            await self._remove_finished(finished)
+            await self._remove_finished(finished, marked=True)
 
     async def _unlink_finished(self) -> None:
         while self._unlinking:
             batch = self._unlinking[:]
-            await self._remove_finished(batch)
+            await self._remove_finished(batch, marked=True)
             del self._unlinking[: len(batch)]
 
     # -- DSNs ---------------------------------------------------------------
@@ -881,9 +882,10 @@ class Relay(ClassPolicyMixin):
 
     # -- housekeeping -------------------------------------------------------
 
-    async def _remove_finished(self, queue_ids: list[str]) -> None:
+    async def _remove_finished(self, queue_ids: list[str], *, marked: bool = False) -> None:
         """Rule 11: the final states are in the store, so the spool copies
-        go (off the event loop; unlink can wait on the file system)."""
+        go (off the event loop; unlink can wait on the file system); then
+        the messages are marked done unless `marked` already."""
         assert self.engine is not None and self.store is not None
         if not queue_ids:
             return
@@ -920,7 +922,7 @@ class Relay(ClassPolicyMixin):
                     )
                     continue
                 removed.append(qid)
-        if removed:
+        if removed and not marked:
             self.store.mark_done(removed)
 
     async def _scanner(self) -> None:

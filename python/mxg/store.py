@@ -320,11 +320,14 @@ class Store:
 
     # -- results ----------------------------------------------------------
 
-    def record(self, outcomes: Iterable[Outcome]) -> None:
-        """Stores attempt results and the recipients' new states, in one
-        transaction. Durable after `sync` (called before any spool file
-        goes, rule 11) or the next durable commit: losing a result to a
-        crash means a retry, while the spool file is still there."""
+    def record(self, outcomes: Iterable[Outcome]) -> list[str]:
+        """Stores attempt results and the recipients' new states, and marks
+        the messages they finished done, in one transaction; returns those
+        messages (their spool files may go). Durable after `sync` (called
+        before any spool file goes, rule 11) or the next durable commit:
+        losing a result to a crash means a retry, while the spool file is
+        still there; a done message whose file is still there loses it at
+        the next start."""
         t = now_ms()
         results = [
             (
@@ -348,6 +351,19 @@ class Store:
                 " WHERE queue_id=? AND idx=? AND status NOT IN ('sent','bounced','deleted')",
                 [(*r, e, o.next_ms, t, o.queue_id, o.idx) for r, e, o in results],
             )
+            touched = sorted({o.queue_id for _, _, o in results if o.status != "deferred"})
+            return self._mark_finished_done(db, touched)
+
+    def finish(self, among: Sequence[str]) -> list[str]:
+        """Marks those of `among` done that are finished (`finished`);
+        returns them."""
+        with self._not_synced(), self.transaction() as db:
+            return self._mark_finished_done(db, among)
+
+    def _mark_finished_done(self, db: sqlite3.Connection, among: Sequence[str]) -> list[str]:
+        done = [q for chunk in _chunks(list(among), _MAX_PARAMS) for q in self.finished(chunk)]
+        db.executemany("UPDATE messages SET state='done' WHERE queue_id=?", [(q,) for q in done])
+        return done
 
     def sync(self) -> None:
         """Makes every commit so far durable. Commits without their own
