@@ -25,6 +25,7 @@ from typing import Any
 
 import anyio
 import anyio.abc
+import orjson
 
 from mxg import _core
 from mxg.classes import relay_address
@@ -196,7 +197,7 @@ class Relay(ClassPolicyMixin):
                     # Messages accepted during the grace period are indexed
                     # now; results that came in are recorded.
                     self._tg = None
-                    await self._handle(json.loads(engine.drain()))
+                    await self._handle(orjson.loads(engine.drain()))
                     self.store.close()
                 event(log, "stopped")
 
@@ -251,7 +252,7 @@ class Relay(ClassPolicyMixin):
         fd = self.engine.fileno()
         while True:
             await anyio.wait_readable(fd)
-            batch = json.loads(self.engine.drain())
+            batch = orjson.loads(self.engine.drain())
             if batch:
                 await self._handle(batch)
             flush_logs()
@@ -614,7 +615,7 @@ class Relay(ClassPolicyMixin):
         jobs, self._outbox = self._outbox, []
         assert self.engine is not None
         try:
-            self.engine.submit(json.dumps(jobs))
+            self.engine.submit(orjson.dumps(jobs).decode())
         except Exception as e:
             for job in jobs:
                 info = self.jobs.pop(job["job_id"])
@@ -1056,7 +1057,7 @@ def job_hosts(
 def _evidence(tls: dict[str, Any] | None, dnssec: dict[str, str]) -> str:
     """What an attempt proved, as stored JSON (DESIGN.md §2)."""
     evidence = {**(tls or {}), **dnssec}
-    return json.dumps(evidence, separators=(",", ":")) if evidence else ""
+    return orjson.dumps(evidence).decode() if evidence else ""
 
 
 def _dnssec_word(dnssec: dict[str, str]) -> str:
