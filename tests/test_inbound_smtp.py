@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import json
 import os
+import resource
+import selectors
+import socket
 import subprocess
 import sys
 import threading
@@ -15,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.engine_fixtures import Running
+from mxg._core import Engine
+from tests.engine_fixtures import Running, engine_config
 from tests.support.smtp import RawSmtp
 
 Start = Callable[..., Running]
@@ -245,6 +249,67 @@ def test_connections_per_client_are_limited(start_engine: Start) -> None:
     assert third.reply().startswith("421 4.7.0")
     a.close()
     b.close()
+
+
+def test_a_thousand_clients_connecting_at_once_are_queued_and_all_greeted(
+    tmp_path: Path,
+) -> None:
+    # A mail server flushing its queue after an outage opens its sessions in
+    # one burst. The listen backlog must hold them all: with the usual 128
+    # the other SYNs are dropped, and their synchronised retries overflow it
+    # again, so some clients wait past a minute for the greeting.
+    clients = 1000
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard < 2 * clients + 200:
+        pytest.skip(f"needs {2 * clients + 200} open files, the hard limit is {hard}")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    engine = Engine(
+        json.dumps(
+            engine_config(
+                tmp_path, max_connections=2 * clients, max_connections_per_client=2 * clients
+            )
+        )
+    )
+    port = int(engine.local_addrs()[0].rsplit(":", 1)[1])
+    socks = []
+    try:
+        # Bound but not yet accepting (as during start-up): every connection
+        # the kernel completes now sits in the accept queue.
+        for _ in range(clients):
+            s = socket.socket()
+            s.setblocking(False)
+            s.connect_ex(("127.0.0.1", port))
+            socks.append(s)
+        time.sleep(0.5)
+        with selectors.DefaultSelector() as sel:
+            for s in socks:
+                sel.register(s, selectors.EVENT_WRITE)
+            connected = {k.fileobj for k, _ in sel.select(timeout=1)}
+        queued = [
+            s
+            for s in socks
+            if s in connected and not s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        ]
+        assert len(queued) == clients
+        engine.serve()
+        greeted = 0
+        with selectors.DefaultSelector() as sel:
+            for s in socks:
+                sel.register(s, selectors.EVENT_READ)
+            deadline = time.monotonic() + 30
+            while greeted < clients and time.monotonic() < deadline:
+                for key, _ in sel.select(timeout=1):
+                    sock = key.fileobj
+                    assert isinstance(sock, socket.socket)
+                    assert sock.recv(512).startswith(b"220 mxg.test")
+                    sel.unregister(sock)
+                    greeted += 1
+        assert greeted == clients
+    finally:
+        for s in socks:
+            s.close()
+        engine.shutdown()
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
 def test_graceful_shutdown_finishes_open_transactions(start_engine: Start) -> None:

@@ -38,6 +38,7 @@ impl Engine {
     /// Builds the runtime, opens the spool and binds the listeners. Nothing
     /// is accepted until `serve`, so the caller can drop privileges first.
     pub fn start(cfg: &EngineConfig) -> Result<Self, EngineError> {
+        raise_open_files_limit();
         let rt = tokio::runtime::Builder::new_multi_thread()
             .thread_name("mxg-engine")
             .enable_all()
@@ -208,5 +209,23 @@ impl Engine {
 impl Drop for Engine {
     fn drop(&mut self) {
         self.shutdown();
+    }
+}
+
+/// Raises the soft limit on open files to the hard limit: every session,
+/// outbound connection and spool file is a descriptor, and the usual soft
+/// limit of 1,024 is below the default `max_connections` plus the rest.
+/// Best effort: the limits stay as they are when the call fails.
+fn raise_open_files_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes the struct we pass; setrlimit only reads it.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &raw mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &raw const lim);
+        }
     }
 }

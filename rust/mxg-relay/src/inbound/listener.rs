@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
@@ -156,15 +156,33 @@ pub async fn bind(addrs: &[String]) -> Result<Listeners, EngineError> {
         let sock: SocketAddr = addr
             .parse()
             .map_err(|e| EngineError::Config(format!("listen address {addr:?}: {e}")))?;
-        let l = TcpListener::bind(sock)
-            .await
-            .map_err(|source| EngineError::Bind {
-                addr: addr.clone(),
-                source,
-            })?;
+        let l = listen(sock).map_err(|source| EngineError::Bind {
+            addr: addr.clone(),
+            source,
+        })?;
         out.push(l);
     }
     Ok(Listeners(out))
+}
+
+/// Connections the kernel queues for `accept` (capped by
+/// net.core.somaxconn). The usual 128 is far too few for a relay: when a
+/// thousand sessions connect at once (a mail server flushing its queue
+/// after an outage) the rest of the SYNs are dropped, and their clients'
+/// retries (1, 3, 7, 15, 31, 63 s) arrive together and overflow it again,
+/// so some wait past a minute for the greeting.
+const LISTEN_BACKLOG: u32 = 4096;
+
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    // As std and tokio do: a restart may bind while old connections linger.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 impl Listeners {
