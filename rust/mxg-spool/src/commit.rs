@@ -150,6 +150,18 @@ impl Spool {
         Ok((envelope, bytes))
     }
 
+    /// The size of a spooled message's file (envelope included).
+    pub fn file_len(&self, id: &str) -> Result<u64, SpoolError> {
+        let path = self.path_of(id)?;
+        match fs::metadata(&path) {
+            Ok(m) => Ok(m.len()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Err(SpoolError::NotFound(id.to_owned()))
+            }
+            Err(e) => Err(SpoolError::io(path, e)),
+        }
+    }
+
     /// Reads only the envelope of a spooled message.
     pub fn read_envelope(&self, id: &str) -> Result<Envelope, SpoolError> {
         let path = self.path_of(id)?;
@@ -427,6 +439,8 @@ mod tests {
         let path = dir.join("queue").join(&second);
         assert_eq!(fs::metadata(&path).unwrap().ino(), inode);
         assert_eq!(spool.read(&second).unwrap().1, b"short");
+        assert_eq!(spool.file_len(&second).unwrap(), fs::metadata(&path).unwrap().len());
+        assert!(matches!(spool.file_len(&first), Err(SpoolError::NotFound(_))));
         assert_eq!(fs::read_dir(dir.join("free")).unwrap().count(), 0);
         fs::remove_dir_all(dir).unwrap();
     }

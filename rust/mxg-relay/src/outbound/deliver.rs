@@ -72,14 +72,23 @@ pub async fn deliver(client: Arc<Client>, job: DeliveryJob) {
     });
 }
 
+/// Up to this size a spool read (just written, so from the page cache)
+/// takes microseconds and is done on the async worker itself: a hop to the
+/// blocking pool costs two thread switches per message, more than the read.
+const INLINE_READ: u64 = 1 << 20;
+
 async fn read_message(client: &Client, queue_id: &str) -> Result<Vec<u8>, String> {
     let spool = client.spool.clone();
-    let id = queue_id.to_owned();
-    match tokio::task::spawn_blocking(move || spool.read(&id)).await {
-        Ok(Ok((_, message))) => Ok(message),
-        Ok(Err(e)) => Err(format!("local error: {e}")),
-        Err(e) => Err(format!("local error: {e}")),
-    }
+    let read = if spool.file_len(queue_id).is_ok_and(|n| n <= INLINE_READ) {
+        spool.read(queue_id)
+    } else {
+        let id = queue_id.to_owned();
+        tokio::task::spawn_blocking(move || spool.read(&id))
+            .await
+            .map_err(|e| format!("local error: {e}"))?
+    };
+    read.map(|(_, message)| message)
+        .map_err(|e| format!("local error: {e}"))
 }
 
 struct Run {
