@@ -439,8 +439,14 @@ mod tests {
         let path = dir.join("queue").join(&second);
         assert_eq!(fs::metadata(&path).unwrap().ino(), inode);
         assert_eq!(spool.read(&second).unwrap().1, b"short");
-        assert_eq!(spool.file_len(&second).unwrap(), fs::metadata(&path).unwrap().len());
-        assert!(matches!(spool.file_len(&first), Err(SpoolError::NotFound(_))));
+        assert_eq!(
+            spool.file_len(&second).unwrap(),
+            fs::metadata(&path).unwrap().len()
+        );
+        assert!(matches!(
+            spool.file_len(&first),
+            Err(SpoolError::NotFound(_))
+        ));
         assert_eq!(fs::read_dir(dir.join("free")).unwrap().count(), 0);
         fs::remove_dir_all(dir).unwrap();
     }
