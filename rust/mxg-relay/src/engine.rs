@@ -18,6 +18,9 @@ use tokio::task::JoinHandle;
 
 /// How often idle outbound connections are checked for expiry.
 const IDLE_SWEEP: Duration = Duration::from_secs(1);
+/// Empty spool files kept ready, so that a burst of this many messages
+/// does not allocate inodes inside the group commit (`mxg_spool::recycle`).
+const SPARE_SPOOL_FILES: usize = 256;
 
 pub struct Engine {
     rt: Mutex<Option<Runtime>>,
@@ -44,6 +47,7 @@ impl Engine {
             .enable_all()
             .build()?;
         let spool = Spool::open(&cfg.spool_dir)?;
+        spool.keep_free_files_stocked(SPARE_SPOOL_FILES)?;
         let bus = Arc::new(EventBus::new()?);
         let tls = match (&cfg.tls_cert, &cfg.tls_key) {
             (Some(cert), Some(key)) => Some(crate::tls::server_config(cert, key)?),

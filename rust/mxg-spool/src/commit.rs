@@ -61,6 +61,12 @@ pub struct Spool {
 }
 
 impl Spool {
+    /// Keeps `target` empty files ready for new messages
+    /// (`recycle::keep_stocked`); the engine asks for it, tools do not.
+    pub fn keep_free_files_stocked(&self, target: usize) -> Result<(), SpoolError> {
+        crate::recycle::keep_stocked(&self.free, target).map_err(|e| SpoolError::io(&self.root, e))
+    }
+
     /// Opens (creating as needed, mode 0700) the spool under `root` and
     /// starts its committer. Leftovers in `tmp/` were never acknowledged and
     /// are removed.

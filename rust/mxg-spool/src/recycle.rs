@@ -16,8 +16,11 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, Weak};
+use std::thread::{self, Thread};
+use std::time::Duration;
 
 /// Most empty files kept. Enough to absorb a burst of finished messages
 /// while the next ones arrive; beyond it, finished files are unlinked.
@@ -27,6 +30,9 @@ pub struct FreeFiles {
     dir: PathBuf,
     names: Mutex<Vec<String>>,
     cap: usize,
+    /// The thread that keeps the pool stocked (`keep_stocked`), and the
+    /// level below which a `take` wakes it.
+    stocker: Mutex<Option<(Thread, usize)>>,
 }
 
 impl FreeFiles {
@@ -50,6 +56,7 @@ impl FreeFiles {
             dir,
             names: Mutex::new(names),
             cap,
+            stocker: Mutex::new(None),
         })
     }
 
@@ -74,7 +81,13 @@ impl FreeFiles {
     /// writing; None when the pool is empty or the file went missing.
     pub fn take(&self, path: &Path) -> Option<File> {
         loop {
-            let name = self.lock().pop()?;
+            let (name, left) = {
+                let mut names = self.lock();
+                let name = names.pop();
+                (name, names.len())
+            };
+            self.wake_stocker(left);
+            let name = name?;
             let free = self.dir.join(&name);
             if fs::rename(&free, path).is_err() {
                 continue;
@@ -92,6 +105,35 @@ impl FreeFiles {
         self.lock().len()
     }
 
+    /// Creates empty files until the pool holds `target` (at most its
+    /// cap); returns how many it made.
+    pub fn top_up(&self, target: usize) -> io::Result<usize> {
+        let mut made = 0;
+        while self.len() < target.min(self.cap) {
+            let name = format!("spare-{}", crate::new_queue_id());
+            OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(self.dir.join(&name))?;
+            self.lock().push(name);
+            made += 1;
+        }
+        Ok(made)
+    }
+
+    fn wake_stocker(&self, left: usize) {
+        let stocker = self
+            .stocker
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((thread, low)) = stocker.as_ref() {
+            if left < *low {
+                thread.unpark();
+            }
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<String>> {
         // A panic while holding the lock cannot leave the list inconsistent
         // (push and pop are single steps), so a poisoned lock is still good.
@@ -99,6 +141,34 @@ impl FreeFiles {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
+}
+
+/// Keeps `target` empty files ready from a background thread, so that the
+/// committer, on the path to every 250, takes a file instead of allocating
+/// an inode (on a busy ext4 without a journal that allocation took 0.2 to
+/// 0.8 ms, one after the other, inside each group commit). The thread tops
+/// the pool up when a `take` leaves it below half of `target`, and ends
+/// once the pool is dropped. The files are created empty: nothing of any
+/// message is in them.
+pub fn keep_stocked(pool: &Arc<FreeFiles>, target: usize) -> io::Result<()> {
+    let weak: Weak<FreeFiles> = Arc::downgrade(pool);
+    let handle = thread::Builder::new()
+        .name("mxg-spool-stock".into())
+        .spawn(move || loop {
+            {
+                let Some(pool) = weak.upgrade() else { return };
+                // A full disk or a permission problem: the committer makes
+                // its own files (and reports the error) as before.
+                let _ = pool.top_up(target);
+            }
+            thread::park_timeout(Duration::from_secs(1));
+        })?;
+    *pool
+        .stocker
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) =
+        Some((handle.thread().clone(), target / 2));
+    Ok(())
 }
 
 fn truncate(path: &Path) -> io::Result<()> {
@@ -119,6 +189,36 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("mxg-recycle-{tag}-{}", crate::new_queue_id()));
         fs::create_dir_all(dir.join("free")).unwrap();
         dir
+    }
+
+    #[test]
+    fn the_stocker_keeps_empty_files_ready_and_refills_after_takes() {
+        let dir = tempdir("stock");
+        let pool = Arc::new(FreeFiles::open(dir.join("free"), 8).unwrap());
+        keep_stocked(&pool, 6).unwrap();
+        let wait_for = |n: usize| {
+            for _ in 0..500 {
+                if pool.len() >= n {
+                    return;
+                }
+                thread::sleep(Duration::from_millis(10));
+            }
+            panic!("the pool holds {} files, wanted {n}", pool.len());
+        };
+        wait_for(6);
+        for i in 0..4 {
+            let mut f = pool.take(&dir.join(format!("m{i}"))).unwrap();
+            f.write_all(b"text").unwrap();
+        }
+        // Four taken leave two, below half of six: it is topped up again.
+        wait_for(6);
+        let spares: Vec<_> = fs::read_dir(dir.join("free")).unwrap().collect();
+        assert_eq!(spares.len(), 6);
+        for f in spares {
+            assert_eq!(f.unwrap().metadata().unwrap().len(), 0);
+        }
+        drop(pool);
+        fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]
