@@ -47,7 +47,6 @@ impl Engine {
             .enable_all()
             .build()?;
         let spool = Spool::open(&cfg.spool_dir)?;
-        spool.keep_free_files_stocked(SPARE_SPOOL_FILES)?;
         let bus = Arc::new(EventBus::new()?);
         let tls = match (&cfg.tls_cert, &cfg.tls_key) {
             (Some(cert), Some(key)) => Some(crate::tls::server_config(cert, key)?),
@@ -132,6 +131,10 @@ impl Engine {
         let Some(listeners) = self.listeners.lock().expect("poisoned").take() else {
             return Ok(());
         };
+        // Spare files only for a relay that accepts mail (not `mxg check`),
+        // and made after privileges were dropped (rule 8), so that they
+        // belong to the user the relay runs as.
+        self.spool.keep_free_files_stocked(SPARE_SPOOL_FILES)?;
         let shared = self.shared.clone();
         let handle = rt.spawn(inbound::serve(listeners, shared));
         *self.server.lock().expect("poisoned") = Some(handle);
@@ -194,6 +197,7 @@ impl Engine {
             return;
         }
         let _ = self.shutdown_tx.send(true);
+        self.spool.stop_stocking();
         let Some(rt) = self.rt.lock().expect("poisoned").take() else {
             return;
         };

@@ -67,6 +67,11 @@ impl Spool {
         crate::recycle::keep_stocked(&self.free, target).map_err(|e| SpoolError::io(&self.root, e))
     }
 
+    /// Stops `keep_free_files_stocked` and waits until it made its last file.
+    pub fn stop_stocking(&self) {
+        self.free.stop_stocking();
+    }
+
     /// Opens (creating as needed, mode 0700) the spool under `root` and
     /// starts its committer. Leftovers in `tmp/` were never acknowledged and
     /// are removed.

@@ -18,8 +18,9 @@ use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-use std::thread::{self, Thread};
+use std::thread::{self, JoinHandle, Thread};
 use std::time::Duration;
 
 /// Most empty files kept. Enough to absorb a burst of finished messages
@@ -33,6 +34,8 @@ pub struct FreeFiles {
     /// The thread that keeps the pool stocked (`keep_stocked`), and the
     /// level below which a `take` wakes it.
     stocker: Mutex<Option<(Thread, usize)>>,
+    stocker_done: Mutex<Option<(JoinHandle<()>, u32)>>,
+    stop_stocking: AtomicBool,
 }
 
 impl FreeFiles {
@@ -57,6 +60,8 @@ impl FreeFiles {
             names: Mutex::new(names),
             cap,
             stocker: Mutex::new(None),
+            stocker_done: Mutex::new(None),
+            stop_stocking: AtomicBool::new(false),
         })
     }
 
@@ -109,7 +114,7 @@ impl FreeFiles {
     /// cap); returns how many it made.
     pub fn top_up(&self, target: usize) -> io::Result<usize> {
         let mut made = 0;
-        while self.len() < target.min(self.cap) {
+        while self.len() < target.min(self.cap) && !self.stop_stocking.load(Ordering::Acquire) {
             let name = format!("spare-{}", crate::new_queue_id());
             OpenOptions::new()
                 .write(true)
@@ -120,6 +125,24 @@ impl FreeFiles {
             made += 1;
         }
         Ok(made)
+    }
+
+    /// Stops the stocking thread and waits for it: no file is made after
+    /// this returns (the spool's directory may be removed then).
+    pub fn stop_stocking(&self) {
+        self.stop_stocking.store(true, Ordering::Release);
+        let done = self
+            .stocker_done
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        // After fork() the thread exists only in the parent: no join here.
+        if let Some((handle, pid)) = done {
+            if pid == std::process::id() {
+                handle.thread().unpark();
+                let _ = handle.join();
+            }
+        }
     }
 
     fn wake_stocker(&self, left: usize) {
@@ -157,6 +180,9 @@ pub fn keep_stocked(pool: &Arc<FreeFiles>, target: usize) -> io::Result<()> {
         .spawn(move || loop {
             {
                 let Some(pool) = weak.upgrade() else { return };
+                if pool.stop_stocking.load(Ordering::Acquire) {
+                    return;
+                }
                 // A full disk or a permission problem: the committer makes
                 // its own files (and reports the error) as before.
                 let _ = pool.top_up(target);
@@ -168,6 +194,10 @@ pub fn keep_stocked(pool: &Arc<FreeFiles>, target: usize) -> io::Result<()> {
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner) =
         Some((handle.thread().clone(), target / 2));
+    *pool
+        .stocker_done
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some((handle, std::process::id()));
     Ok(())
 }
 
@@ -217,6 +247,10 @@ mod tests {
         for f in spares {
             assert_eq!(f.unwrap().metadata().unwrap().len(), 0);
         }
+        pool.stop_stocking();
+        let _ = pool.take(&dir.join("last")).unwrap();
+        thread::sleep(Duration::from_millis(50));
+        assert_eq!(pool.len(), 5, "no file made after stop_stocking");
         drop(pool);
         fs::remove_dir_all(dir).unwrap();
     }
