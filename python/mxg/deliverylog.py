@@ -52,19 +52,26 @@ class _Stamp:
         return self._text
 
 
+def _parts(
+    record: logging.LogRecord,
+) -> tuple[float, str, str, str, dict[str, Any] | None]:
+    """What a formatter's `line` takes, from a record of the logging module."""
+    return (
+        record.created,
+        record.levelname,
+        record.name,
+        record.getMessage(),
+        getattr(record, _FIELDS, None),
+    )
+
+
 class TextFormatter(logging.Formatter):
     def __init__(self) -> None:
         super().__init__()
         self._stamp = _Stamp()
 
     def format(self, record: logging.LogRecord) -> str:
-        head = self.line(
-            record.created,
-            record.levelname,
-            record.name,
-            record.getMessage(),
-            getattr(record, _FIELDS, None),
-        )
+        head = self.line(*_parts(record))
         if record.exc_info:
             head += "\n" + self.formatException(record.exc_info)
         return head
@@ -84,13 +91,7 @@ class JsonFormatter(logging.Formatter):
         self._stamp = _Stamp()
 
     def format(self, record: logging.LogRecord) -> str:
-        out = self._fields(
-            record.created,
-            record.levelname,
-            record.name,
-            record.getMessage(),
-            getattr(record, _FIELDS, None),
-        )
+        out = self._fields(*_parts(record))
         if record.exc_info:
             out["exception"] = self.formatException(record.exc_info)
         return json.dumps(out, ensure_ascii=False)

@@ -318,7 +318,7 @@ class Relay(ClassPolicyMixin):
             stopped = {(o.queue_id, o.idx) for o in intake if o.status != "deferred"}
             rerouted = {(o.queue_id, o.idx) for o in intake if o.status == "deferred"}
             # New messages go out at once, without a trip through the index;
-            # what does not fit under max_jobs is picked up by the scanner.
+            # what does not fit under max_jobs waits in `_waiting`.
             self._fresh = {env["queue_id"]: envelope_rows(env) for env in envelopes}
             for env in envelopes:
                 for due in _split_by_domain(env):
@@ -366,7 +366,8 @@ class Relay(ClassPolicyMixin):
         room = self.cfg.delivery.max_jobs - len(self.inflight)
         if room <= 0 or not self._waiting:
             return
-        # At most one query's worth of parameters; the rest at the next batch.
+        # Well within one query's parameters (`store._MAX_PARAMS`); the rest
+        # at the next batch.
         take = [self._waiting.popleft() for _ in range(min(room, len(self._waiting), 500))]
         wanted = {(d.queue_id, d.domain) for d in take}
         found = self.store.due(now_ms(), limit=None, among=sorted({d.queue_id for d in take}))

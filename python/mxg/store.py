@@ -193,9 +193,8 @@ class Store:
         """Indexes accepted messages; returns the ids that were new. Not
         fsynced on its own: the spool already holds these messages, and a
         lost index row is rebuilt from it at the next start."""
-        added: list[str] = []
         with self._not_synced():
-            return self._add(envelopes, added)
+            return self._add(envelopes)
 
     @contextmanager
     def _not_synced(self) -> Iterator[None]:
@@ -208,13 +207,13 @@ class Store:
         finally:
             self.db.execute("PRAGMA synchronous=FULL")
 
-    def _add(self, envelopes: Iterable[dict[str, Any]], added: list[str]) -> list[str]:
+    def _add(self, envelopes: Iterable[dict[str, Any]]) -> list[str]:
         # Three statements per batch, not two per message: intake runs at the
         # relay's full message rate. Ids already indexed (a restart's rescan)
         # are left as they are.
         batch = {env["queue_id"]: env for env in envelopes}
         if not batch:
-            return added
+            return []
         with self.transaction() as db:
             known = {
                 row[0]
@@ -268,8 +267,7 @@ class Store:
                     for i, r in enumerate(env["recipients"])
                 ],
             )
-        added += [env["queue_id"] for env in new]
-        return added
+        return [env["queue_id"] for env in new]
 
     def known_ids(self) -> set[str]:
         return {r[0] for r in self.db.execute("SELECT queue_id FROM messages")}
