@@ -48,11 +48,20 @@ class ScriptedServer:
                 with outer.lock:
                     outer.active += 1
                     outer.max_active = max(outer.max_active, outer.active)
+                self.counted = True
                 try:
                     self._session()
                 finally:
-                    with outer.lock:
+                    self._leave()
+
+            def _leave(self) -> None:
+                # A session ends for the count when it answers QUIT: the
+                # client may open its next connection as soon as it has the
+                # 221, before this thread gets to return.
+                with outer.lock:
+                    if self.counted:
                         outer.active -= 1
+                        self.counted = False
 
             def _send(self, text: str) -> None:
                 self.wfile.write(
@@ -73,6 +82,8 @@ class ScriptedServer:
                         # away (RFC 3207 §4.2).
                         self.wfile.write(reply.encode() + b"\r\n" + after_starttls)
                     else:
+                        if verb == "QUIT":
+                            self._leave()
                         self._send(reply)
                     if verb == "DATA" and (script(verb) or DEFAULTS["DATA"]).startswith("354"):
                         while self.rfile.readline() not in (b".\r\n", b""):
