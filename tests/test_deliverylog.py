@@ -49,6 +49,29 @@ def test_text_lines_quote_values_with_spaces_and_skip_empty_fields(logfile: Path
     assert re.fullmatch(STAMP + r' info mxg: received size=12 why=""', got[1])
 
 
+@pytest.mark.parametrize(
+    "value",
+    [
+        'say "hi"',
+        "a=b",
+        "tab\there",
+        "ctl \x01\x1f\x7f \u2028 é 😀 \\ \r\n\b\f",
+        "lone \udcff surrogate",  # as surrogateescape leaves undecodable octets
+    ],
+)
+def test_quoted_values_are_json_strings(logfile: Path, value: str) -> None:
+    # Shippers parse a quoted value as a JSON string; a reply text may hold
+    # anything a remote server sent.
+    setup_logging("info", "text", logfile)
+    event(log, "x", reply=value)
+    flush_logs()
+    line = logfile.read_text(encoding="utf-8").split("\n")[0]
+    quoted = line.split(" reply=", 1)[1]
+    assert json.loads(quoted) == value
+    if "surrogate" not in value:
+        assert quoted == json.dumps(value, ensure_ascii=False)
+
+
 def test_the_direct_path_writes_what_the_logging_module_writes(logfile: Path) -> None:
     setup_logging("info", "text", logfile)
     fields = {"queue_id": "Q2", "from": "<s@x.test>", "text": 'say "hi"', "code": 451}

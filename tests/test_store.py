@@ -68,6 +68,30 @@ def test_due_among_given_messages_skips_held_final_and_later_recipients(tmp_path
     assert {(d.domain, d.indexes) for d in later} == {("x.test", (1,)), ("y.test", (2,))}
 
 
+def test_results_for_a_few_messages_do_not_walk_the_whole_queue(tmp_path: Path) -> None:
+    # Each results batch asks which of its messages are finished, and new
+    # messages which of their recipients are due; both must look up those
+    # messages, not walk every active one (the state and due indexes would
+    # make each batch cost as much as the queue is long).
+    s = Store(tmp_path / "q.db")
+    s.add_messages([envelope(f"Q{i:05}", [f"r{i}@x.test"]) for i in range(5000)])
+    steps = 0
+
+    def count() -> int:
+        nonlocal steps
+        steps += 1
+        return 0
+
+    sent = [f"Q{i:05}" for i in range(100, 120)]
+    new = [f"Q{i:05}" for i in range(200, 220)]
+    s.db.set_progress_handler(count, 1000)  # called every 1,000 VM instructions
+    assert s.record([Outcome(q, 0, "sent", 250, "2.0.0", "ok") for q in sent]) == sent
+    assert len(s.due(2000, limit=None, among=new)) == 20
+    s.db.set_progress_handler(None, 0)
+    # Walking 5,000 messages takes well over 50,000 instructions.
+    assert steps < 30
+
+
 def test_rule11_results_recorded_without_their_own_fsync_are_synced_before_removal(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -88,6 +112,13 @@ def test_rule11_results_recorded_without_their_own_fsync_are_synced_before_remov
     assert synced == [f"{tmp_path / 'q.db'}-wal"]
     other = Store(tmp_path / "q.db")
     assert other.recipients("Q1")[0]["status"] == "sent"
+    # Intake is repairable from the spool: no fsync. An operator's change
+    # is durable when the call returns: the WAL is fsynced at its commit.
+    synced.clear()
+    s.add_messages([envelope("Q2", ["b@x.test"])])
+    assert synced == []
+    assert s.hold("Q2", "test", "operator")
+    assert synced == [f"{tmp_path / 'q.db'}-wal"]
 
 
 def test_rule11_message_is_finished_only_with_final_states_and_dsns(tmp_path: Path) -> None:

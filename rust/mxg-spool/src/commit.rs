@@ -1,8 +1,9 @@
 //! The spool directory and its group committer.
 //!
 //! Sessions hand finished messages to one committer thread. It takes all
-//! that are waiting as one batch, writes each to `tmp/`, starts write-back
-//! for all of them, waits for each with `fdatasync`, renames them into
+//! that are waiting as one batch, writes each into an empty file of
+//! `free/` (or a new one in `tmp/`), makes them durable together (one
+//! `syncfs`, or an `fdatasync` each for small batches), renames them into
 //! `queue/` and fsyncs that directory once for the whole batch. Only then
 //! are the sessions told, and only then may they say "250" (DESIGN.md §4
 //! rule 9). While one batch is on its way to disk the next one gathers, so
@@ -15,7 +16,7 @@ use crate::envelope::Envelope;
 use crate::error::SpoolError;
 use crate::file::{parse_spool_file, spool_file_bytes};
 use crate::queue_id::is_queue_id;
-use crate::recycle::{FreeFiles, MAX_FREE_FILES};
+use crate::recycle::{inodes_in, is_second_name_of_queued, FreeFiles, MAX_FREE_FILES};
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::os::fd::AsRawFd;
@@ -74,7 +75,8 @@ impl Spool {
 
     /// Opens (creating as needed, mode 0700) the spool under `root` and
     /// starts its committer. Leftovers in `tmp/` were never acknowledged and
-    /// are removed.
+    /// are removed (unless a crash left them as another name of a queued
+    /// message: `is_second_name_of_queued`).
     pub fn open(root: &Path) -> Result<Arc<Self>, SpoolError> {
         let queue = root.join("queue");
         let tmp = root.join("tmp");
@@ -86,12 +88,15 @@ impl Spool {
                 .create(dir)
                 .map_err(|e| SpoolError::io(dir, e))?;
         }
+        let queued = inodes_in(&queue).map_err(|e| SpoolError::io(&queue, e))?;
         for entry in fs::read_dir(&tmp).map_err(|e| SpoolError::io(&tmp, e))? {
             let entry = entry.map_err(|e| SpoolError::io(&tmp, e))?;
-            let _ = fs::remove_file(entry.path());
+            if !is_second_name_of_queued(&entry, &queued) {
+                let _ = fs::remove_file(entry.path());
+            }
         }
         let free = Arc::new(
-            FreeFiles::open(free_dir.clone(), MAX_FREE_FILES)
+            FreeFiles::open(free_dir.clone(), MAX_FREE_FILES, &queued)
                 .map_err(|e| SpoolError::io(&free_dir, e))?,
         );
         let queue_dir = File::open(&queue).map_err(|e| SpoolError::io(&queue, e))?;
@@ -252,52 +257,54 @@ impl Committer {
     }
 
     fn commit_batch(&self, batch: Vec<Pending>) {
+        let whole_file_system = batch.len() >= SYNCFS_FROM;
         // Write every file first, so the kernel can put them on disk together.
-        let mut written: Vec<(Pending, File)> = Vec::with_capacity(batch.len());
+        let mut written: Vec<(Pending, PathBuf, File)> = Vec::with_capacity(batch.len());
         for p in batch {
-            match self.write_tmp(&p) {
-                Ok(file) => {
-                    start_writeback(&file);
-                    written.push((p, file));
+            match self.write_unqueued(&p) {
+                Ok((path, file)) => {
+                    // syncfs writes back all of them in one pass; the hint
+                    // only helps the per-file fdatasync calls overlap.
+                    if !whole_file_system {
+                        start_writeback(&file);
+                    }
+                    written.push((p, path, file));
                 }
                 Err(e) => (p.done)(Err(e)),
             }
         }
-        let synced: Vec<(Pending, Result<(), SpoolError>)> = if written.len() >= SYNCFS_FROM {
+        let synced: Vec<(Pending, PathBuf, Result<(), SpoolError>)> = if whole_file_system {
             let result = sync_file_system(&self.queue_dir);
             written
                 .into_iter()
-                .map(|(p, _)| {
+                .map(|(p, path, _)| {
                     let r = result
                         .as_ref()
                         .copied()
                         .map_err(|e| SpoolError::io(&self.queue, copy_of(e)));
-                    (p, r)
+                    (p, path, r)
                 })
                 .collect()
         } else {
             written
                 .into_iter()
-                .map(|(p, file)| {
-                    let r = file
-                        .sync_data()
-                        .map_err(|e| SpoolError::io(self.tmp.join(&p.id), e));
-                    (p, r)
+                .map(|(p, path, file)| {
+                    let r = file.sync_data().map_err(|e| SpoolError::io(&path, e));
+                    (p, path, r)
                 })
                 .collect()
         };
         // Only durable files are renamed into queue/: a crash can never
         // leave a partly written message there.
         let mut renamed = Vec::with_capacity(synced.len());
-        for (p, synced) in synced {
-            let tmp = self.tmp.join(&p.id);
+        for (p, path, synced) in synced {
             let result = synced.and_then(|()| {
-                fs::rename(&tmp, self.queue.join(&p.id)).map_err(|e| SpoolError::io(&tmp, e))
+                fs::rename(&path, self.queue.join(&p.id)).map_err(|e| SpoolError::io(&path, e))
             });
             match result {
                 Ok(()) => renamed.push(p),
                 Err(e) => {
-                    let _ = fs::remove_file(&tmp);
+                    let _ = fs::remove_file(&path);
                     (p.done)(Err(e));
                 }
             }
@@ -319,22 +326,27 @@ impl Committer {
         }
     }
 
-    fn write_tmp(&self, p: &Pending) -> Result<File, SpoolError> {
-        let path = self.tmp.join(&p.id);
-        let mut file = match self.free.take(&path) {
-            Some(file) => file,
-            None => OpenOptions::new()
+    /// Writes the message into a file outside `queue/`: an empty one of the
+    /// free pool where it lies, or a new one in `tmp/`. Returns its path
+    /// (renamed into `queue/` once durable) and the open file.
+    fn write_unqueued(&self, p: &Pending) -> Result<(PathBuf, File), SpoolError> {
+        let (path, mut file) = if let Some(taken) = self.free.take() {
+            taken
+        } else {
+            let path = self.tmp.join(&p.id);
+            let file = OpenOptions::new()
                 .write(true)
                 .create_new(true)
                 .mode(0o600)
                 .open(&path)
-                .map_err(|e| SpoolError::io(&path, e))?,
+                .map_err(|e| SpoolError::io(&path, e))?;
+            (path, file)
         };
         if let Err(e) = file.write_all(&p.bytes) {
             let _ = fs::remove_file(&path);
             return Err(SpoolError::io(&path, e));
         }
-        Ok(file)
+        Ok((path, file))
     }
 }
 

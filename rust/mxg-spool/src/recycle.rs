@@ -14,9 +14,10 @@
 //! as `unlink` releases them). A free file is a zero-length file with mode
 //! 0600; after a crash the pool is read back from `free/`.
 
+use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
 use std::io;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{DirEntryExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -39,14 +40,18 @@ pub struct FreeFiles {
 }
 
 impl FreeFiles {
-    /// Opens `dir` (which must exist) and takes over the files left in it.
-    pub fn open(dir: PathBuf, cap: usize) -> io::Result<Self> {
+    /// Opens `dir` (which must exist) and takes over the files left in it;
+    /// `queued` holds the inode numbers of the messages in `queue/`.
+    pub fn open(dir: PathBuf, cap: usize, queued: &HashSet<u64>) -> io::Result<Self> {
         let mut names = Vec::new();
         for entry in fs::read_dir(&dir)? {
             let entry = entry?;
             let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
                 continue;
             };
+            if is_second_name_of_queued(&entry, queued) {
+                continue;
+            }
             // Emptied before it was offered; a crash between the rename
             // and the truncation may have left text behind, so empty again.
             if names.len() < cap && truncate(&entry.path()).is_ok() {
@@ -82,9 +87,12 @@ impl FreeFiles {
         Ok(true)
     }
 
-    /// Renames an empty file from the pool to `path` and opens it for
-    /// writing; None when the pool is empty or the file went missing.
-    pub fn take(&self, path: &Path) -> Option<File> {
+    /// Takes an empty file from the pool and opens it for writing where it
+    /// is, in `free/`: the committer writes the message there and renames it
+    /// into `queue/` once it is durable, one rename per message. None when
+    /// the pool is empty. A crash before that rename leaves text in a free
+    /// file, which `open` empties again.
+    pub fn take(&self) -> Option<(PathBuf, File)> {
         loop {
             let (name, left) = {
                 let mut names = self.lock();
@@ -92,15 +100,15 @@ impl FreeFiles {
                 (name, names.len())
             };
             self.wake_stocker(left);
-            let name = name?;
-            let free = self.dir.join(&name);
-            if fs::rename(&free, path).is_err() {
-                continue;
-            }
-            match OpenOptions::new().write(true).truncate(true).open(path) {
-                Ok(file) => return Some(file),
-                Err(_) => {
-                    let _ = fs::remove_file(path);
+            let path = self.dir.join(name?);
+            match OpenOptions::new().write(true).open(&path) {
+                // Empty by construction; checked, since a longer file would
+                // leave an old tail behind the new message.
+                Ok(file) if file.metadata().is_ok_and(|m| m.len() == 0) => {
+                    return Some((path, file));
+                }
+                Ok(_) | Err(_) => {
+                    let _ = fs::remove_file(&path);
                 }
             }
         }
@@ -201,6 +209,31 @@ pub fn keep_stocked(pool: &Arc<FreeFiles>, target: usize) -> io::Result<()> {
     Ok(())
 }
 
+/// True for a leftover in `free/` or `tmp/` that is another name of a
+/// queued message: a crash right after the committer renamed it into
+/// `queue/` can keep the old directory entry too (the batch fsyncs only
+/// `queue/`; a file system without a journal persists each directory on
+/// its own). Emptying or unlinking that name would destroy an acknowledged
+/// message, so the extra name is removed only where the link count shows
+/// the queued name still holds the inode, and otherwise left alone.
+pub(crate) fn is_second_name_of_queued(entry: &fs::DirEntry, queued: &HashSet<u64>) -> bool {
+    if !queued.contains(&entry.ino()) {
+        return false;
+    }
+    if entry.metadata().is_ok_and(|m| m.nlink() >= 2) {
+        let _ = fs::remove_file(entry.path());
+    }
+    true
+}
+
+/// Inode numbers of the files in `dir` (read from the directory entries,
+/// without a stat each).
+pub(crate) fn inodes_in(dir: &Path) -> io::Result<HashSet<u64>> {
+    fs::read_dir(dir)?
+        .map(|entry| entry.map(|e| e.ino()))
+        .collect()
+}
+
 fn truncate(path: &Path) -> io::Result<()> {
     OpenOptions::new()
         .write(true)
@@ -213,7 +246,6 @@ fn truncate(path: &Path) -> io::Result<()> {
 mod tests {
     use super::*;
     use std::io::Write;
-    use std::os::unix::fs::MetadataExt;
 
     fn tempdir(tag: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!("mxg-recycle-{tag}-{}", crate::new_queue_id()));
@@ -224,7 +256,7 @@ mod tests {
     #[test]
     fn the_stocker_keeps_empty_files_ready_and_refills_after_takes() {
         let dir = tempdir("stock");
-        let pool = Arc::new(FreeFiles::open(dir.join("free"), 8).unwrap());
+        let pool = Arc::new(FreeFiles::open(dir.join("free"), 8, &HashSet::new()).unwrap());
         keep_stocked(&pool, 6).unwrap();
         let wait_for = |n: usize| {
             for _ in 0..500 {
@@ -237,8 +269,9 @@ mod tests {
         };
         wait_for(6);
         for i in 0..4 {
-            let mut f = pool.take(&dir.join(format!("m{i}"))).unwrap();
+            let (path, mut f) = pool.take().unwrap();
             f.write_all(b"text").unwrap();
+            fs::rename(path, dir.join(format!("m{i}"))).unwrap();
         }
         // Four taken leave two, below half of six: it is topped up again.
         wait_for(6);
@@ -248,7 +281,8 @@ mod tests {
             assert_eq!(f.unwrap().metadata().unwrap().len(), 0);
         }
         pool.stop_stocking();
-        let _ = pool.take(&dir.join("last")).unwrap();
+        let (path, _) = pool.take().unwrap();
+        fs::rename(path, dir.join("last")).unwrap();
         thread::sleep(Duration::from_millis(50));
         assert_eq!(pool.len(), 5, "no file made after stop_stocking");
         drop(pool);
@@ -258,19 +292,19 @@ mod tests {
     #[test]
     fn a_put_file_is_emptied_and_its_inode_reused() {
         let dir = tempdir("reuse");
-        let pool = FreeFiles::open(dir.join("free"), 4).unwrap();
+        let pool = FreeFiles::open(dir.join("free"), 4, &HashSet::new()).unwrap();
         let old = dir.join("old");
         fs::write(&old, b"secret text").unwrap();
         let inode = fs::metadata(&old).unwrap().ino();
         assert!(pool.put(&old, "old").unwrap());
         assert!(!old.exists());
         assert_eq!(fs::metadata(dir.join("free/old")).unwrap().len(), 0);
-        let new = dir.join("new");
-        let mut file = pool.take(&new).unwrap();
+        let (path, mut file) = pool.take().unwrap();
+        assert_eq!(path, dir.join("free/old"), "written where it lies");
         file.write_all(b"x").unwrap();
-        assert_eq!(fs::metadata(&new).unwrap().ino(), inode);
-        assert_eq!(fs::read(&new).unwrap(), b"x");
-        assert!(pool.take(&dir.join("other")).is_none());
+        assert_eq!(fs::metadata(&path).unwrap().ino(), inode);
+        assert_eq!(fs::read(&path).unwrap(), b"x");
+        assert!(pool.take().is_none());
         fs::remove_dir_all(dir).unwrap();
     }
 
@@ -280,7 +314,7 @@ mod tests {
         fs::write(dir.join("free/a"), b"left by a crash").unwrap();
         fs::write(dir.join("free/b"), b"").unwrap();
         fs::write(dir.join("free/c"), b"").unwrap();
-        let pool = FreeFiles::open(dir.join("free"), 2).unwrap();
+        let pool = FreeFiles::open(dir.join("free"), 2, &HashSet::new()).unwrap();
         assert_eq!(pool.len(), 2);
         assert_eq!(fs::read_dir(dir.join("free")).unwrap().count(), 2);
         for entry in fs::read_dir(dir.join("free")).unwrap() {
@@ -294,14 +328,48 @@ mod tests {
     }
 
     #[test]
+    fn a_free_name_of_a_queued_message_is_never_emptied() {
+        let dir = tempdir("twice");
+        fs::create_dir(dir.join("queue")).unwrap();
+        // As a crash can leave a rename out of free/: the message under
+        // both names, counted once (no fsck) or twice (after fsck).
+        fs::write(dir.join("queue/once"), b"acknowledged").unwrap();
+        fs::hard_link(dir.join("queue/once"), dir.join("free/once")).unwrap();
+        fs::write(dir.join("queue/twice"), b"acknowledged too").unwrap();
+        fs::hard_link(dir.join("queue/twice"), dir.join("free/twice")).unwrap();
+        fs::write(dir.join("free/spare"), b"").unwrap();
+        let queued = inodes_in(&dir.join("queue")).unwrap();
+        let pool = FreeFiles::open(dir.join("free"), 4, &queued).unwrap();
+        assert_eq!(pool.len(), 1, "only the spare is offered");
+        assert_eq!(fs::read(dir.join("queue/once")).unwrap(), b"acknowledged");
+        assert_eq!(
+            fs::read(dir.join("queue/twice")).unwrap(),
+            b"acknowledged too"
+        );
+        assert!(!dir.join("free/twice").exists(), "an extra link is dropped");
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_free_file_that_is_not_empty_is_not_taken() {
+        let dir = tempdir("dirty");
+        fs::write(dir.join("free/a"), b"").unwrap();
+        let pool = FreeFiles::open(dir.join("free"), 4, &HashSet::new()).unwrap();
+        fs::write(dir.join("free/a"), b"an old tail").unwrap();
+        assert!(pool.take().is_none());
+        assert!(!dir.join("free/a").exists());
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
     fn a_vanished_free_file_is_skipped() {
         let dir = tempdir("gone");
         fs::write(dir.join("free/a"), b"").unwrap();
         fs::write(dir.join("free/b"), b"").unwrap();
-        let pool = FreeFiles::open(dir.join("free"), 4).unwrap();
+        let pool = FreeFiles::open(dir.join("free"), 4, &HashSet::new()).unwrap();
         fs::remove_file(dir.join("free/b")).unwrap();
         fs::remove_file(dir.join("free/a")).unwrap();
-        assert!(pool.take(&dir.join("n")).is_none());
+        assert!(pool.take().is_none());
         fs::remove_dir_all(dir).unwrap();
     }
 }
