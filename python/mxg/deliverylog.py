@@ -29,19 +29,26 @@ _FIELDS = "mxg_fields"
 FLUSH_INTERVAL = 0.5
 
 
-def _quote(v: object) -> str:
-    s = v if isinstance(v, str) else str(v)
-    # Four substring tests cost half a regex search; a relay quotes about
-    # thirty values per message.
-    if s == "" or " " in s or '"' in s or "=" in s or "\t" in s:
-        try:
-            # The same text as json.dumps(ensure_ascii=False), 8x faster.
-            return orjson.dumps(s).decode()
-        except TypeError:
-            # A lone surrogate (orjson takes only UTF-8): escaped, since the
-            # UTF-8 log stream could not write it raw.
-            return json.dumps(s)
-    return s
+def _pairs(fields: dict[str, Any]) -> str:
+    """``key=value`` for each field that is not None, values quoted as JSON
+    strings where they are empty or hold a space, quote, ``=`` or tab. Two
+    lines per message at the relay's full rate: one loop, no call per value,
+    and four substring tests instead of a regex search."""
+    out = []
+    for k, v in fields.items():
+        if v is None:
+            continue
+        s = v if isinstance(v, str) else str(v)
+        if s == "" or " " in s or '"' in s or "=" in s or "\t" in s:
+            try:
+                # The same text as json.dumps(ensure_ascii=False), 8x faster.
+                s = orjson.dumps(s).decode()
+            except TypeError:
+                # A lone surrogate (orjson takes only UTF-8): escaped, since
+                # the UTF-8 log stream could not write it raw.
+                s = json.dumps(s)
+        out.append(f"{k}={s}")
+    return " ".join(out)
 
 
 class _Stamp:
@@ -88,7 +95,7 @@ class TextFormatter(logging.Formatter):
     ) -> str:
         head = f"{self._stamp(created)} {levelname.lower()} {name}: {msg}"
         if fields:
-            head += " " + " ".join([f"{k}={_quote(v)}" for k, v in fields.items() if v is not None])
+            head += " " + _pairs(fields)
         return head
 
 
