@@ -43,6 +43,8 @@ def test_a_batch_indexes_only_its_new_messages_with_all_their_recipients(tmp_pat
     assert added == [f"Q{i}" for i in range(1, 1500)]
     assert [r["address"] for r in s.recipients("Q0")] == ["old@x.test"]
     assert [r["address"] for r in s.recipients("Q1499")] == ["r1499@x.test", "s1499@y.test"]
+    assert [r["address"] for r in s.recipients("Q1499", [1])] == ["s1499@y.test"]
+    assert [r["idx"] for r in s.recipients("Q1499", (1, 0, 1))] == [0, 1]
     assert len(s.due(2000, limit=10_000)) == 1 + 2 * 1499
 
 
@@ -90,6 +92,31 @@ def test_results_for_a_few_messages_do_not_walk_the_whole_queue(tmp_path: Path) 
     s.db.set_progress_handler(None, 0)
     # Walking 5,000 messages takes well over 50,000 instructions.
     assert steps < 30
+
+
+def test_a_limited_due_query_reads_only_as_far_as_its_limit(tmp_path: Path) -> None:
+    # Each batch of results that frees room asks for the next due
+    # recipients; with a backlog that must not read (and sort) all of them.
+    s = Store(tmp_path / "q.db")
+    s.add_messages([envelope(f"Q{i:05}", [f"r{i}@x.test"]) for i in range(5000)])
+    s.record([Outcome("Q04999", 0, "deferred", 451, "4.0.0", "later", next_ms=1500)])
+    s.record([Outcome("Q04998", 0, "deferred", 451, "4.0.0", "later", next_ms=500)])
+    steps = 0
+
+    def count() -> int:
+        nonlocal steps
+        steps += 1
+        return 0
+
+    s.db.set_progress_handler(count, 1000)
+    due = s.due(2000, limit=3)
+    s.db.set_progress_handler(None, 0)
+    # Oldest first: the new messages (next_ms 0) in order, then retries.
+    assert [d.queue_id for d in due] == ["Q00000", "Q00001", "Q00002"]
+    assert steps < 10
+    everything = s.due(2000, limit=None)
+    assert len(everything) == 5000
+    assert [d.queue_id for d in everything[-2:]] == ["Q04998", "Q04999"]
 
 
 def test_rule11_results_recorded_without_their_own_fsync_are_synced_before_removal(

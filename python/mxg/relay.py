@@ -348,7 +348,12 @@ class Relay(ClassPolicyMixin):
             self._room_wanted = True
             return
         self._room_wanted = False
-        limit = room + len(self.inflight)
+        # The due query counts recipients and returns those in flight too
+        # (still pending in the index): reach past all of them, or a full
+        # relay would ask again after every batch of results and find only
+        # what is already under way.
+        in_flight = sum(len(info.attempts) for info in self.jobs.values())
+        limit = room + in_flight + len(self.inflight) - len(self.jobs)
         found = self.store.due(now_ms(), limit=limit)
         for due in found:
             if not self._start(due, rerouted=due.rerouted):
@@ -645,11 +650,15 @@ class Relay(ClassPolicyMixin):
             outcomes += self._outcomes(info, ev["results"])
         await self._commit(outcomes)
         # Retries come back through the scanner; right away only what waited
-        # for room or is due at once, e.g. rerouted (the due query walks
-        # every pending recipient, those in flight too).
+        # for room or is due at once, e.g. rerouted. New messages waiting in
+        # memory take the room first: while they do, the index is not asked
+        # (its due query reads the recipients in flight too, up to max_jobs
+        # of them, and would run for every batch of results).
         self._start_waiting()
         t = now_ms()
-        if self._room_wanted or any(o.status == "deferred" and o.next_ms <= t for o in outcomes):
+        if (self._room_wanted and not self._waiting) or any(
+            o.status == "deferred" and o.next_ms <= t for o in outcomes
+        ):
             self._dispatch_due()
 
     def _outcomes(self, info: JobInfo, results: list[dict[str, Any]]) -> list[Outcome]:

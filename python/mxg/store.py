@@ -20,7 +20,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
@@ -290,39 +290,61 @@ class Store:
         """Recipients of active messages due by `at_ms`, as one `Due` per
         message, domain and route; at most `limit` recipients, or those of
         the messages `among` (at most `_MAX_PARAMS` of them)."""
-        where = "r.status IN ('pending','deferred') AND r.next_ms <= ? AND m.state='active'"
-        params: list[Any] = [at_ms]
+        select = (
+            "SELECT r.queue_id, r.domain, r.idx, r.route != '', r.next_ms FROM recipients r"
+            " JOIN messages m ON m.queue_id = r.queue_id"
+        )
+        cap = -1 if limit is None else limit
+        rows: list[Any]
         if among is not None:
             # Unary + keeps the planner on the primary keys for these few
             # messages, off the (status, next_ms) and state indexes and the
             # whole queue behind them.
-            where = (
-                f"r.queue_id IN ({','.join('?' * len(among))})"
+            rows = self.db.execute(
+                f"{select} WHERE r.queue_id IN ({','.join('?' * len(among))})"
                 " AND +r.status IN ('pending','deferred') AND +r.next_ms <= ?"
-                " AND +m.state='active'"
+                " AND +m.state='active' ORDER BY r.next_ms, r.queue_id LIMIT ?",
+                [*among, at_ms, cap],
+            ).fetchall()
+        else:
+            # One ordered walk of the (status, next_ms) index per status,
+            # stopping at the limit: an IN over both statuses made SQLite
+            # read and sort every due recipient first, each time a batch of
+            # results made room (with a backlog, most of the event loop).
+            # Ties on next_ms go in index (insertion) order, oldest first.
+            one_status = (
+                f"{select} WHERE r.status = ? AND r.next_ms <= ? AND +m.state='active'"
+                " ORDER BY r.next_ms LIMIT ?"
             )
-            params = [*among, at_ms]
-        params.append(-1 if limit is None else limit)
-        rows = self.db.execute(
-            "SELECT r.queue_id, r.domain, r.idx, r.route != '' FROM recipients r"
-            " JOIN messages m ON m.queue_id = r.queue_id"
-            f" WHERE {where}"
-            " ORDER BY r.next_ms, r.queue_id LIMIT ?",
-            params,
-        ).fetchall()
+            rows = [
+                *self.db.execute(one_status, ("pending", at_ms, cap)),
+                *self.db.execute(one_status, ("deferred", at_ms, cap)),
+            ]
+            rows.sort(key=lambda r: r[4])
+            if limit is not None:
+                del rows[limit:]
         groups: dict[tuple[str, str, bool], list[int]] = {}
         for r in rows:
             groups.setdefault((r[0], r[1], bool(r[3])), []).append(r[2])
         return [Due(q, d, tuple(ix), rerouted) for (q, d, rerouted), ix in groups.items()]
 
     def recipients(self, queue_id: str, indexes: Sequence[int] | None = None) -> list[sqlite3.Row]:
-        rows = self.db.execute(
-            "SELECT * FROM recipients WHERE queue_id=? ORDER BY idx", (queue_id,)
-        ).fetchall()
+        """A message's recipients, in order; only those at `indexes` when
+        given (a job takes one domain's share of a long list)."""
         if indexes is None:
-            return rows
-        wanted = set(indexes)
-        return [r for r in rows if r["idx"] in wanted]
+            return self.db.execute(
+                "SELECT * FROM recipients WHERE queue_id=? ORDER BY idx", (queue_id,)
+            ).fetchall()
+        wanted = sorted(set(indexes))
+        return [
+            row
+            for chunk in _chunks(wanted, _MAX_PARAMS - 1)
+            for row in self.db.execute(
+                "SELECT * FROM recipients WHERE queue_id=?"
+                f" AND idx IN ({','.join('?' * len(chunk))}) ORDER BY idx",
+                (queue_id, *chunk),
+            )
+        ]
 
     def message(self, queue_id: str) -> sqlite3.Row | None:
         row: sqlite3.Row | None = self.db.execute(
@@ -617,7 +639,10 @@ class Store:
         return out
 
 
-def _chunks(items: list[str], size: int) -> Iterator[list[str]]:
+T = TypeVar("T")
+
+
+def _chunks(items: list[T], size: int) -> Iterator[list[T]]:
     for i in range(0, len(items), size):
         yield items[i : i + size]
 
