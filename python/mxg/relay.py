@@ -70,6 +70,8 @@ class JobInfo:
     # A DSN mxg made: never bounced for want of a level (that would lose
     # it), only deferred.
     dsn: bool = False
+    # The message's stored classification (``Classification.to_json``).
+    classification: dict[str, Any] = field(default_factory=dict)
 
     @property
     def key(self) -> tuple[str, str]:
@@ -517,14 +519,22 @@ class Relay(ClassPolicyMixin):
         info.rerouted = rerouted
         info.dsn = msg["origin"] == "local"
         classification = _classification(msg)
+        info.classification = classification
         info.level = "none"
+        # A job's recipients share message and domain, and mostly class: the
+        # level is worked out once per class and override, not per recipient.
+        levels: dict[tuple[str, str | None], str] = {}
         for r in rows:
             info.indexes.setdefault(r["address"], []).append(r["idx"])
             info.attempts[r["idx"]] = r["attempts"] + 1
             cls = r["class"] or self.cfg.classify.default_class
             info.classes[r["idx"]] = cls
-            req = self._requirement(cls, classification, r["address"], r["override_level"])
-            info.level = _stricter(info.level, req.level)
+            key = (cls, r["override_level"])
+            if key not in levels:
+                levels[key] = self._requirement(
+                    cls, classification, r["address"], r["override_level"]
+                ).level
+                info.level = _stricter(info.level, levels[key])
         return msg, rows, info
 
     async def _unroutable(
@@ -570,7 +580,7 @@ class Relay(ClassPolicyMixin):
         info.route = route
         info.sts = policy
         dom = self.cfg.policy_for(due.domain)
-        classification = _classification(msg)
+        classification = info.classification
         if level is None:
             level = info.level
         info.level = level
