@@ -12,6 +12,8 @@
 
 use mail_parser::decoders::html::add_html_token;
 
+use crate::bytes::find_byte;
+
 /// Elements that start a new line when rendered.
 const BLOCKS: &[&str] = &[
     "address",
@@ -62,7 +64,8 @@ const RAW: &[&str] = &["script", "style", "template"];
 /// exceeds `limit` bytes (the scan budget: converting more is wasted).
 pub(crate) fn to_text(html: &str, limit: usize) -> String {
     let b = html.as_bytes();
-    let mut out = String::new();
+    // Rendered text is rarely longer than its markup: one allocation.
+    let mut out = String::with_capacity(html.len().min(limit.saturating_add(1)));
     let mut skip_until: Option<&str> = None;
     let mut i = 0;
     while i < b.len() && out.len() <= limit {
@@ -78,14 +81,14 @@ pub(crate) fn to_text(html: &str, limit: usize) -> String {
                 let (closing, name) = tag_name(&html[i + 1..end]);
                 i = end;
                 if let Some(raw) = skip_until {
-                    if closing && name == raw {
+                    if closing && is(raw, name) {
                         skip_until = None;
                     }
-                } else if let Some(raw) = RAW.iter().find(|r| **r == name).filter(|_| !closing) {
+                } else if let Some(raw) = RAW.iter().find(|r| is(r, name)).filter(|_| !closing) {
                     skip_until = Some(raw);
-                } else if BLOCKS.contains(&name.as_str()) {
+                } else if BLOCKS.iter().any(|b| is(b, name)) {
                     push_break(&mut out, '\n');
-                } else if name == "td" || name == "th" {
+                } else if is("td", name) || is("th", name) {
                     push_break(&mut out, ' ');
                 }
             }
@@ -95,7 +98,8 @@ pub(crate) fn to_text(html: &str, limit: usize) -> String {
                 // Past the first character, which may be a '<' that
                 // starts no tag.
                 let from = i + html[i..].chars().next().map_or(1, char::len_utf8);
-                let end = html[from..].find(['<', '&']).map_or(b.len(), |e| from + e);
+                // Both ASCII, so found byte-wise at a character boundary.
+                let end = find_byte(b, from, |c| matches!(c, b'<' | b'&')).unwrap_or(b.len());
                 push_text(&mut out, &html[i..end], limit);
                 i = end;
             }
@@ -119,16 +123,18 @@ fn tag_end(b: &[u8], from: usize) -> usize {
     b.len()
 }
 
-/// Whether the tag closes an element, and its lower-case name.
-fn tag_name(tag: &str) -> (bool, String) {
+/// Whether the tag closes an element, and its name as written.
+fn tag_name(tag: &str) -> (bool, &str) {
     let closing = tag.starts_with('/');
-    let name = tag
-        .trim_start_matches('/')
-        .chars()
-        .take_while(char::is_ascii_alphanumeric)
-        .map(|c| c.to_ascii_lowercase())
-        .collect();
-    (closing, name)
+    let tag = tag.trim_start_matches('/');
+    let len = tag.bytes().take_while(u8::is_ascii_alphanumeric).count();
+    (closing, &tag[..len])
+}
+
+/// Whether a tag `name` as written is the element `element` (lower
+/// case): HTML element names are ASCII and case-insensitive.
+fn is(element: &str, name: &str) -> bool {
+    element.eq_ignore_ascii_case(name)
 }
 
 fn push_break(out: &mut String, brk: char) {
@@ -144,6 +150,40 @@ fn push_break(out: &mut String, brk: char) {
 
 /// Text between tags, whitespace collapsed as a browser renders it.
 fn push_text(out: &mut String, text: &str, limit: usize) {
+    // Collapsing never lengthens text: if all of it fits, the limit
+    // cannot stop it midway.
+    if out.len().saturating_add(text.len()) > limit {
+        return push_text_up_to(out, text, limit);
+    }
+    let b = text.as_bytes();
+    // Start of the text not yet copied: everything in it renders as
+    // written, so it is copied in one piece.
+    let mut from = 0;
+    for (k, &c) in b.iter().enumerate() {
+        if !c.is_ascii_whitespace() {
+            continue;
+        }
+        let after_blank = if k > from {
+            b[k - 1] == b' '
+        } else {
+            out.is_empty() || out.ends_with([' ', '\n'])
+        };
+        // A single space after other text renders as itself.
+        if c == b' ' && !after_blank {
+            continue;
+        }
+        out.push_str(&text[from..k]);
+        if !after_blank {
+            out.push(' ');
+        }
+        from = k + 1;
+    }
+    out.push_str(&text[from..]);
+}
+
+/// [`push_text`] near the limit: like the rest of `to_text` it stops at
+/// the first character that would start past `limit`.
+fn push_text_up_to(out: &mut String, text: &str, limit: usize) {
     for c in text.chars() {
         if out.len() > limit {
             return;
@@ -253,6 +293,30 @@ mod tests {
         }
         assert_eq!(text("&#0;&#xD800;"), "\u{fffd}\u{fffd}");
         assert_eq!(text("1 < 2"), "1 < 2");
+    }
+
+    #[test]
+    fn stops_at_the_first_character_past_the_limit() {
+        let html = "ää  wörd\r\n\tx <b>y</b>";
+        let full = text(html);
+        assert_eq!(full, "ää wörd x y");
+        for limit in 0..full.len() + 2 {
+            let want: String = full
+                .char_indices()
+                .take_while(|&(at, _)| at <= limit)
+                .map(|(_, c)| c)
+                .collect();
+            assert_eq!(to_text(html, limit), want, "{limit}");
+        }
+    }
+
+    #[test]
+    fn whitespace_at_the_edges_of_text_runs() {
+        assert_eq!(text(" a"), "a");
+        assert_eq!(text("a <b> b</b>"), "a b");
+        assert_eq!(text("<p>a</p> \r\n b"), "a\nb");
+        assert_eq!(text("a&amp; \t b"), "a& b");
+        assert_eq!(text("a\u{a0} b"), "a\u{a0} b");
     }
 
     #[test]

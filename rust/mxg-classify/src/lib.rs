@@ -35,6 +35,7 @@
 //! truncated or binary input yields the features of whatever could be
 //! read, and input that is no message at all is scanned as plain text.
 
+mod bytes;
 mod crypto;
 mod detect;
 mod error;

@@ -133,6 +133,21 @@ mod tests {
     }
 
     #[test]
+    fn word_boundaries_outside_ascii() {
+        for glued in [
+            "ä4111111111111111",
+            "4111111111111111ä",
+            "4111 1111 1111 1111½",
+            "٣4111-1111-1111-1111",
+        ] {
+            assert!(find(glued).is_empty(), "{glued}");
+        }
+        for apart in ["€4111111111111111€", "Straße 4111 1111 1111 1111 – ok"] {
+            assert_eq!(find(apart), ["4111111111111111"], "{apart}");
+        }
+    }
+
+    #[test]
     fn odd_groupings() {
         assert!(find("41 1111 1111 1111 11").is_empty());
         assert!(find("411 111 111 111 1111").is_empty());

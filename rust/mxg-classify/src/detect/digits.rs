@@ -15,6 +15,8 @@
 use std::collections::VecDeque;
 use std::ops::{Range, RangeInclusive};
 
+use super::words::{next_digit, word_at, word_before, word_end};
+
 /// One candidate: its digits without separators and the length of each
 /// printed group ("4111 1111 1111 1111" → `[4, 4, 4, 4]`).
 #[derive(Debug, PartialEq, Eq)]
@@ -44,11 +46,11 @@ pub(crate) fn for_each(
     let mut window: VecDeque<Range<usize>> = VecDeque::with_capacity(max_groups + 1);
     let mut i = 0;
     while i < b.len() {
-        if !b[i].is_ascii_digit() {
-            i += 1;
-            continue;
-        }
-        let glued_before = text[..i].chars().next_back().is_some_and(is_word);
+        let Some(digit) = next_digit(b, i) else {
+            break;
+        };
+        i = digit;
+        let glued_before = word_before(text, i);
         let mut sep = None;
         let mut index = 0;
         let mut j = i;
@@ -65,7 +67,7 @@ pub(crate) fn for_each(
             if joins {
                 sep = Some(b[j]);
             }
-            let glued_after = !joins && text[j..].chars().next().is_some_and(is_word);
+            let glued_after = !joins && word_at(text, j);
             window.push_back(start..j);
             if window.len() > max_groups {
                 window.pop_front();
@@ -90,10 +92,7 @@ pub(crate) fn for_each(
         }
         // Skip the rest of a glued word so its later digits do not start
         // a run of their own ("ab12cd34").
-        while let Some(c) = text[j..].chars().next().filter(|&c| is_word(c)) {
-            j += c.len_utf8();
-        }
-        i = j;
+        i = word_end(text, j);
     }
 }
 
@@ -128,10 +127,6 @@ impl Emitter<'_> {
             groups: &self.lens,
         });
     }
-}
-
-fn is_word(c: char) -> bool {
-    c.is_alphanumeric()
 }
 
 /// Luhn (ISO/IEC 7812-1 Annex B): doubling every second digit from the

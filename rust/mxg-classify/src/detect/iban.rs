@@ -5,6 +5,8 @@
 //! or, as ISO 13616-1 §5.4 prescribes for paper, in groups of four
 //! separated by single spaces with a shorter last group.
 
+use super::words::{Words, WordsWithDigits};
+
 /// Country code → IBAN length, from the SWIFT IBAN registry (the ISO
 /// 13616 registration authority): the SEPA countries and the others that
 /// commonly appear in European payments.
@@ -72,16 +74,24 @@ fn iban_length(country: &str) -> Option<usize> {
 }
 
 /// Reports every valid IBAN in `text`, compact and upper case.
+#[cfg(test)]
 pub(crate) fn find(text: &str, found: &mut dyn FnMut(&str)) {
     each(text, &mut |iban, _| found(iban));
 }
 
-/// `text` with every valid IBAN blanked out, for the other detectors: the
-/// digits of "DE95 4111 1111 1111 1111 00" are an account, not a card
+/// Reports every valid IBAN in `text`, compact and upper case, and
+/// returns `text` with each of them blanked out, for the other detectors:
+/// the digits of "DE95 4111 1111 1111 1111 00" are an account, not a card
 /// number. Spans are ASCII, so blanking keeps the text valid UTF-8.
-pub(crate) fn mask(text: &str) -> std::borrow::Cow<'_, str> {
+pub(crate) fn find_and_mask<'t>(
+    text: &'t str,
+    found: &mut dyn FnMut(&str),
+) -> std::borrow::Cow<'t, str> {
     let mut spans = Vec::new();
-    each(text, &mut |_, span| spans.push(span));
+    each(text, &mut |iban, span| {
+        found(iban);
+        spans.push(span);
+    });
     if spans.is_empty() {
         return std::borrow::Cow::Borrowed(text);
     }
@@ -93,11 +103,13 @@ pub(crate) fn mask(text: &str) -> std::borrow::Cow<'_, str> {
 }
 
 /// Calls `f` with every valid IBAN and the byte range it was printed in.
+/// Its first word (the whole IBAN, or its first group) holds the check
+/// digits, so only words with digits are looked at.
 fn each(text: &str, f: &mut dyn FnMut(&str, std::ops::Range<usize>)) {
-    let mut tokens = Tokens { text, pos: 0 };
     let mut iban = String::new();
-    while let Some((start, end)) = tokens.next() {
-        let first = &text[start..end];
+    for first in WordsWithDigits::new(text) {
+        let (start, end) = (first.start, first.end);
+        let first = &text[first];
         let b = first.as_bytes();
         if b.len() < 4
             || !b[..2].iter().all(u8::is_ascii_alphabetic)
@@ -111,7 +123,7 @@ fn each(text: &str, f: &mut dyn FnMut(&str, std::ops::Range<usize>)) {
         iban.clear();
         iban.push_str(first);
         let complete = if b.len() == 4 {
-            grouped(text, end, tokens.clone(), len, &mut iban)
+            grouped(text, end, Words::after(text, end), len, &mut iban)
         } else if b.len() == len && first.is_ascii() {
             Some(end)
         } else {
@@ -127,21 +139,22 @@ fn each(text: &str, f: &mut dyn FnMut(&str, std::ops::Range<usize>)) {
 }
 
 /// Completes `iban` (its first group, ending at `prev_end`) from the
-/// following tokens if they are exactly its groups of four, one space
+/// following words if they are exactly its groups of four, one space
 /// apart, the last one shorter as the length requires; returns where the
 /// last group ends.
 fn grouped(
     text: &str,
     mut prev_end: usize,
-    rest: Tokens<'_>,
+    rest: Words<'_>,
     len: usize,
     iban: &mut String,
 ) -> Option<usize> {
-    for (start, end) in rest {
+    for group in rest {
         if iban.len() == len {
             break;
         }
-        let group = &text[start..end];
+        let (start, end) = (group.start, group.end);
+        let group = &text[group];
         if &text[prev_end..start] != " " || group.len() != (len - iban.len()).min(4) {
             return None;
         }
@@ -152,28 +165,6 @@ fn grouped(
         prev_end = end;
     }
     (iban.len() == len).then_some(prev_end)
-}
-
-/// Maximal runs of alphanumeric characters (Unicode: `DE89ü…` is one run,
-/// so an IBAN inside a longer word is not found), as byte ranges.
-#[derive(Clone)]
-struct Tokens<'a> {
-    text: &'a str,
-    pos: usize,
-}
-
-impl Iterator for Tokens<'_> {
-    type Item = (usize, usize);
-
-    fn next(&mut self) -> Option<(usize, usize)> {
-        let rest = &self.text[self.pos..];
-        let start = self.pos + rest.find(char::is_alphanumeric)?;
-        let end = self.text[start..]
-            .find(|c: char| !c.is_alphanumeric())
-            .map_or(self.text.len(), |e| start + e);
-        self.pos = end;
-        Some((start, end))
-    }
 }
 
 /// `iban`: upper-case ASCII alphanumerics of the right length.
@@ -267,6 +258,43 @@ mod tests {
         assert!(find("XDE89370400440532013000").is_empty());
         assert!(find("DE89370400440532013000X").is_empty());
         assert!(find("DE89370400440532013000ä").is_empty());
+    }
+
+    #[test]
+    fn word_boundaries_outside_ascii() {
+        // Letters and digits of any script continue a word ("½" and "٣"
+        // are numeric); symbols and punctuation do not.
+        for glued in [
+            "äDE89370400440532013000",
+            "٣DE89370400440532013000",
+            "DE89370400440532013000½",
+            "DE89 3704 0044 0532 0130 00ä",
+            "DE89 3704 0044 0532 0130 00½",
+            "DE89 3704 0044 ä532 0130 00",
+            "DE89 3704 0044\u{a0}0532 0130 00",
+        ] {
+            assert!(find(glued).is_empty(), "{glued}");
+        }
+        for apart in [
+            "€DE89370400440532013000€",
+            "Überweisung: DE89370400440532013000, danke",
+            "Grüße DE89 3704 0044 0532 0130 00 – Straße",
+            "DE89 3704 0044 0532 0130 00😀",
+        ] {
+            assert_eq!(find(apart), ["DE89370400440532013000"], "{apart}");
+        }
+    }
+
+    #[test]
+    fn at_the_start_and_end_of_the_text() {
+        assert_eq!(
+            find("DE89 3704 0044 0532 0130 00"),
+            ["DE89370400440532013000"]
+        );
+        // A group cut off by the end of the text.
+        assert!(find("x DE89 3704 0044 0532 0130 0").is_empty());
+        assert!(find("DE89").is_empty());
+        assert!(find("DE8").is_empty());
     }
 
     #[test]

@@ -90,20 +90,60 @@ fn whole(hay: &str, start: usize, end: usize) -> bool {
 
 /// Lower case, whitespace runs as one space, no leading or trailing space.
 pub(crate) fn normalise(s: &str) -> String {
+    let b = s.as_bytes();
     let mut out = String::with_capacity(s.len());
+    // Whitespace seen since the last character put out: one space before
+    // the next, if any.
     let mut space = false;
-    for c in s.chars() {
-        if c.is_whitespace() {
-            space = !out.is_empty();
+    // Start of the text not yet put out: it is copied as it is.
+    let mut from = 0;
+    let mut i = 0;
+    // Mail is mostly ASCII, and asking Unicode about every character
+    // was most of a scan with keyword lists. So printable ASCII, and
+    // single spaces between it, are copied a piece at a time (and lower-
+    // cased at the end: the lower case of any other character has no
+    // capital ASCII letter in it); only the rest is looked at one
+    // character at a time.
+    while i < b.len() {
+        let byte = b[i];
+        if byte.is_ascii_graphic()
+            || byte == b' ' && i > from && b.get(i + 1).is_some_and(u8::is_ascii_graphic)
+        {
+            i += 1;
             continue;
         }
-        if space {
-            out.push(' ');
-            space = false;
+        copy(&mut out, &s[from..i], &mut space);
+        let Some(c) = s[i..].chars().next() else {
+            break;
+        };
+        if c.is_whitespace() {
+            space = !out.is_empty();
+        } else {
+            if space {
+                out.push(' ');
+                space = false;
+            }
+            out.extend(c.to_lowercase());
         }
-        out.extend(c.to_lowercase());
+        i += c.len_utf8();
+        from = i;
     }
+    copy(&mut out, &s[from..], &mut space);
+    out.make_ascii_lowercase();
     out
+}
+
+/// Puts out a piece of text without whitespace to collapse, after the
+/// space that whitespace before it left pending.
+fn copy(out: &mut String, piece: &str, space: &mut bool) {
+    if piece.is_empty() {
+        return;
+    }
+    if *space {
+        out.push(' ');
+        *space = false;
+    }
+    out.push_str(piece);
 }
 
 #[cfg(test)]
@@ -160,6 +200,22 @@ mod tests {
             ["c++", "§ 203"]
         );
         assert!(hits(&m, "§ 2030").is_empty());
+    }
+
+    #[test]
+    fn normalise_ascii_and_beyond() {
+        assert_eq!(
+            normalise(" \tÄRZTLICH\x0b\x0cAttest\r\n"),
+            "ärztlich attest"
+        );
+        // Unicode spaces are spaces; a lower case that is longer than the
+        // capital ("İ" → "i̇") is kept whole; symbols stay.
+        assert_eq!(
+            normalise("A\u{a0}\u{2003}B İ C++ ß ΣΑ"),
+            "a b i\u{307} c++ ß σα"
+        );
+        // Control characters that are no whitespace stay as they are.
+        assert_eq!(normalise("A\x1fB"), "a\x1fb");
     }
 
     #[test]

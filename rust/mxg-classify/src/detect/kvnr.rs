@@ -8,23 +8,15 @@
 //! 1, 2, 1, 2, …; the digit sums of the products are added; the sum mod
 //! 10 is the check digit.
 
-/// Reports every valid KVNR in `text`.
+use super::words::WordsWithDigits;
+
+/// Reports every valid KVNR in `text`: a whole word, so only words with
+/// digits are looked at.
 pub(crate) fn find(text: &str, found: &mut dyn FnMut(&str)) {
-    let mut start = None;
-    // One past the end is a boundary too.
-    for (i, c) in text
-        .char_indices()
-        .chain(std::iter::once((text.len(), ' ')))
-    {
-        match (c.is_alphanumeric(), start) {
-            (true, None) => start = Some(i),
-            (false, Some(s)) => {
-                if valid(&text[s..i]) {
-                    found(&text[s..i]);
-                }
-                start = None;
-            }
-            _ => {}
+    for word in WordsWithDigits::new(text) {
+        let word = &text[word];
+        if valid(word) {
+            found(word);
         }
     }
 }
@@ -83,6 +75,21 @@ mod tests {
         assert!(find("A123456780ü").is_empty());
         // The full 30-place number continues with the insurer's IK.
         assert!(find("A123456780109500969").is_empty());
+    }
+
+    #[test]
+    fn word_boundaries_outside_ascii() {
+        for glued in ["ÄA123456780", "A123456780½", "٣A123456780", "A123456780ß"] {
+            assert!(find(glued).is_empty(), "{glued}");
+        }
+        for apart in [
+            "€A123456780€",
+            "ü A123456780 ü",
+            "A123456780😀",
+            "Nr.:A123456780",
+        ] {
+            assert_eq!(find(apart), ["A123456780"], "{apart}");
+        }
     }
 
     #[test]

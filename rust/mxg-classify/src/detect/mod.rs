@@ -9,6 +9,7 @@ mod keywords;
 mod kvnr;
 mod patterns;
 mod tax_id;
+mod words;
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -97,16 +98,19 @@ impl Detectors {
             return;
         }
         let text = clean(text);
-        iban::find(&text, &mut |v| findings.add("iban", v));
-        // The digits of an IBAN are not also a card or tax number.
-        let rest = iban::mask(&text);
-        let builtin: [(&str, Detector); 3] = [
-            ("tax-id", tax_id::find),
-            ("card", card::find),
-            ("kvnr", kvnr::find),
-        ];
-        for (key, find) in builtin {
-            find(&rest, &mut |v| findings.add(key, v));
+        // Every built-in identifier has ASCII digits (an IBAN's check
+        // digits, the digits of the others), and much text has none.
+        if words::next_digit(text.as_bytes(), 0).is_some() {
+            // The digits of an IBAN are not also a card or tax number.
+            let rest = iban::find_and_mask(&text, &mut |v| findings.add("iban", v));
+            let builtin: [(&str, Detector); 3] = [
+                ("tax-id", tax_id::find),
+                ("card", card::find),
+                ("kvnr", kvnr::find),
+            ];
+            for (key, find) in builtin {
+                find(&rest, &mut |v| findings.add(key, v));
+            }
         }
         if !self.keywords.is_empty() {
             let hay = keywords::normalise(&text);

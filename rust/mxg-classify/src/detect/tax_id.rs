@@ -131,6 +131,14 @@ mod tests {
     }
 
     #[test]
+    fn word_boundaries_outside_ascii() {
+        assert!(find("½86095742719").is_empty());
+        assert!(find("86 095 742 719ü").is_empty());
+        assert_eq!(find("Größe 86095742719 €"), ["86095742719"]);
+        assert_eq!(find("86095742719"), ["86095742719"]);
+    }
+
+    #[test]
     fn phone_numbers_dates_orders() {
         assert!(find("Tel 030 12345678, 01.02.2024, Bestellung 2024-000123").is_empty());
         assert!(find("+49 1512 3456789").is_empty());
