@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import ssl
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -376,3 +377,18 @@ def test_old_tls_only_server_gets_nothing_not_even_plaintext(
     assert "TLS handshake" in res["text"]
     assert "shares no TLS version or cipher suite with mxg" in res["text"]
     assert old_tls_only.mail_attempts == []  # rule 1: never the same MX in plaintext
+
+
+def test_a_batch_with_a_malformed_job_starts_none_of_its_jobs(
+    engine: Running, plain: Sink
+) -> None:
+    # The control plane forgets every job of a batch the engine refused; a
+    # job started anyway would deliver with nobody waiting for its result.
+    qid = spool_message(engine)
+    good = json.loads(job(qid, ["x@example.test"], [("mx.example.test", "127.0.0.21")], "none"))
+    bad = {**good[0], "job_id": 2, "recipients": []}
+    with pytest.raises(Exception, match="job 2 has no recipients"):
+        engine.engine.submit(json.dumps([*good, bad]))
+    time.sleep(0.5)
+    assert plain.messages == []
+    assert [e for e in json.loads(engine.engine.drain()) if e["type"] == "delivery_done"] == []

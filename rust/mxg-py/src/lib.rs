@@ -71,10 +71,12 @@ impl Engine {
         Ok(self.check()?.event_fd())
     }
 
-    /// All waiting events as one JSON array.
-    fn drain(&self) -> PyResult<String> {
+    /// All waiting events as one JSON array, UTF-8 encoded: bytes, which
+    /// the JSON parsers take as they are, not a str built only to be parsed.
+    fn drain(&self, py: Python<'_>) -> PyResult<Py<PyBytes>> {
         let events = self.check()?.drain();
-        Ok(serde_json::to_string(&events).expect("events serialise"))
+        let json = serde_json::to_vec(&events).expect("events serialise");
+        Ok(PyBytes::new(py, &json).unbind())
     }
 
     /// Submits delivery jobs given as a JSON array.
@@ -82,10 +84,7 @@ impl Engine {
         let engine = self.check()?;
         let jobs: Vec<DeliveryJob> = serde_json::from_str(jobs_json)
             .map_err(|e| to_py(py, &mxg_relay::EngineError::Job(e.to_string())))?;
-        for job in jobs {
-            engine.submit(job).map_err(|e| to_py(py, &e))?;
-        }
-        Ok(())
+        engine.submit(jobs).map_err(|e| to_py(py, &e))
     }
 
     /// Hands end-of-DATA verdicts (JSON array) to the waiting sessions;

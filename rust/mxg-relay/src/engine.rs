@@ -149,15 +149,25 @@ impl Engine {
         self.bus.drain()
     }
 
-    pub fn submit(&self, job: DeliveryJob) -> Result<(), EngineError> {
+    /// Starts a batch of delivery jobs: all of them, or none when one is
+    /// malformed (so the control plane never loses track of a started job).
+    pub fn submit(&self, jobs: Vec<DeliveryJob>) -> Result<(), EngineError> {
         let rt = self.rt()?;
-        if job.recipients.is_empty() {
+        if let Some(job) = jobs.iter().find(|j| j.recipients.is_empty()) {
             return Err(EngineError::Job(format!(
                 "job {} has no recipients",
                 job.job_id
             )));
         }
-        rt.spawn(outbound::deliver(self.client.clone(), job));
+        // A spawn from outside the runtime wakes a parked worker (a futex
+        // call each); one wake per batch, and the jobs are spawned from
+        // inside, onto that worker's queue, where idle workers steal them.
+        let client = self.client.clone();
+        rt.spawn(async move {
+            for job in jobs {
+                tokio::spawn(outbound::deliver(client.clone(), job));
+            }
+        });
         Ok(())
     }
 
