@@ -379,9 +379,7 @@ def test_old_tls_only_server_gets_nothing_not_even_plaintext(
     assert old_tls_only.mail_attempts == []  # rule 1: never the same MX in plaintext
 
 
-def test_a_batch_with_a_malformed_job_starts_none_of_its_jobs(
-    engine: Running, plain: Sink
-) -> None:
+def test_a_batch_with_a_malformed_job_starts_none_of_its_jobs(engine: Running, plain: Sink) -> None:
     # The control plane forgets every job of a batch the engine refused; a
     # job started anyway would deliver with nobody waiting for its result.
     qid = spool_message(engine)
