@@ -33,6 +33,19 @@ struct Pending {
     id: String,
     bytes: Vec<u8>,
     done: CommitCallback,
+    /// The empty file reserved for this message, if its session took one.
+    reserved: Option<PathBuf>,
+}
+
+/// An empty spool file set aside for a message still to come. A session
+/// takes one before the transaction, as Postfix's cleanup creates its
+/// queue file at MAIL: when the free pool is empty, the inode is allocated
+/// then, in the session's own time, and not inside the group commit that
+/// every `250` of a batch waits for (with a new file per message on a busy
+/// ext4 that allocation cost 0.3 to 1.3 ms each, one after the other).
+#[derive(Debug)]
+pub struct Reserved {
+    path: PathBuf,
 }
 
 /// Most messages in one batch; bounds the work between two acknowledgements.
@@ -123,13 +136,45 @@ impl Spool {
         &self.root
     }
 
+    /// A reservation from the free pool, if it has a file: no system call.
+    pub fn reserve_ready(&self) -> Option<Reserved> {
+        self.free.take_path().map(|path| Reserved { path })
+    }
+
+    /// A reservation made now: creates an empty file (an inode allocation,
+    /// so not on an async worker).
+    pub fn reserve_new(&self) -> Result<Reserved, SpoolError> {
+        self.free
+            .make_empty()
+            .map(|path| Reserved { path })
+            .map_err(|e| SpoolError::io(&self.root, e))
+    }
+
+    /// Hands back a reservation no message was written into.
+    pub fn release(&self, reserved: Reserved) {
+        let Reserved { path } = reserved;
+        self.free.give_back(&path);
+    }
+
     /// Queues a message for the next group commit; `done` runs on the
     /// committer thread when it is durable.
     pub fn commit(&self, envelope: &Envelope, message: &[u8], done: CommitCallback) {
+        self.commit_reserved(None, envelope, message, done);
+    }
+
+    /// `commit`, writing into `reserved` when given.
+    pub fn commit_reserved(
+        &self,
+        reserved: Option<Reserved>,
+        envelope: &Envelope,
+        message: &[u8],
+        done: CommitCallback,
+    ) {
         let pending = Pending {
             id: envelope.queue_id.clone(),
             bytes: spool_file_bytes(envelope, message),
             done,
+            reserved: reserved.map(|r| r.path),
         };
         if let Err(mpsc::SendError(p)) = self.tx.send(pending) {
             (p.done)(Err(SpoolError::Stopped));
@@ -330,7 +375,8 @@ impl Committer {
     /// free pool where it lies, or a new one in `tmp/`. Returns its path
     /// (renamed into `queue/` once durable) and the open file.
     fn write_unqueued(&self, p: &Pending) -> Result<(PathBuf, File), SpoolError> {
-        let (path, mut file) = if let Some(taken) = self.free.take() {
+        let reserved = p.reserved.as_deref().and_then(open_empty);
+        let (path, mut file) = if let Some(taken) = reserved.or_else(|| self.free.take()) {
             taken
         } else {
             let path = self.tmp.join(&p.id);
@@ -347,6 +393,19 @@ impl Committer {
             return Err(SpoolError::io(&path, e));
         }
         Ok((path, file))
+    }
+}
+
+/// Opens a reserved file for writing; None (and the file gone) if it is
+/// missing or, against every expectation, not empty.
+fn open_empty(path: &Path) -> Option<(PathBuf, File)> {
+    match OpenOptions::new().write(true).open(path) {
+        Ok(file) if file.metadata().is_ok_and(|m| m.len() == 0) => Some((path.to_owned(), file)),
+        Ok(_) => {
+            let _ = fs::remove_file(path);
+            None
+        }
+        Err(_) => None,
     }
 }
 
@@ -419,6 +478,40 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("mxg-spool-test-{}", new_queue_id()));
         fs::create_dir_all(&dir).unwrap();
         dir
+    }
+
+    #[test]
+    fn a_reserved_file_takes_the_message_and_an_unused_one_goes_back() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempdir();
+        let spool = Spool::open(&dir).unwrap();
+        // The pool is empty: the reservation is an empty file made now.
+        assert!(spool.reserve_ready().is_none());
+        let reserved = spool.reserve_new().unwrap();
+        let inode = fs::metadata(&reserved.path).unwrap().ino();
+        let id = new_queue_id();
+        let (tx, rx) = mpsc::channel();
+        spool.commit_reserved(
+            Some(reserved),
+            &envelope(&id),
+            b"hello",
+            Box::new(move |r| tx.send(r).unwrap()),
+        );
+        rx.recv().unwrap().unwrap();
+        assert_eq!(
+            fs::metadata(dir.join("queue").join(&id)).unwrap().ino(),
+            inode
+        );
+        assert_eq!(spool.read(&id).unwrap().1, b"hello");
+        // One never used goes back to the pool and is the next one taken.
+        let unused = spool.reserve_new().unwrap();
+        let inode = fs::metadata(&unused.path).unwrap().ino();
+        spool.release(unused);
+        let again = spool.reserve_ready().unwrap();
+        assert_eq!(again.path.parent(), Some(dir.join("free").as_path()));
+        assert_eq!(fs::metadata(&again.path).unwrap().ino(), inode);
+        assert!(spool.reserve_ready().is_none());
+        fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]
@@ -514,6 +607,7 @@ mod tests {
                     id: id.clone(),
                     bytes: spool_file_bytes(&envelope(id), id.as_bytes()),
                     done: Box::new(move |r| tx.send(r).unwrap()),
+                    reserved: None,
                 }
             })
             .collect();

@@ -9,7 +9,7 @@ mod file;
 mod queue_id;
 mod recycle;
 
-pub use commit::{CommitCallback, Spool};
+pub use commit::{CommitCallback, Reserved, Spool};
 pub use envelope::{Envelope, Recipient};
 pub use error::SpoolError;
 pub use file::{parse_spool_file, spool_file_bytes, MAGIC};

@@ -30,6 +30,12 @@ pub const MAX_FREE_FILES: usize = 4096;
 
 pub struct FreeFiles {
     dir: PathBuf,
+    /// Where new files are made (the spool's `tmp/`) before they join the
+    /// pool: an inode allocation holds its directory's lock for as long as
+    /// it takes (0.3 to 1.3 ms on a busy ext4, skipping recently freed
+    /// inodes), and in `free/` that held up the group commit's renames out
+    /// of it.
+    new_dir: PathBuf,
     names: Mutex<Vec<String>>,
     cap: usize,
     /// The thread that keeps the pool stocked (`keep_stocked`), and the
@@ -61,6 +67,7 @@ impl FreeFiles {
             }
         }
         Ok(Self {
+            new_dir: dir.with_file_name("tmp"),
             dir,
             names: Mutex::new(names),
             cap,
@@ -114,6 +121,47 @@ impl FreeFiles {
         }
     }
 
+    /// Takes the name of an empty file from the pool without opening it:
+    /// a reservation for a message still to come (`Spool::reserve_ready`).
+    pub fn take_path(&self) -> Option<PathBuf> {
+        let (name, left) = {
+            let mut names = self.lock();
+            let name = names.pop();
+            (name, names.len())
+        };
+        self.wake_stocker(left);
+        name.map(|n| self.dir.join(n))
+    }
+
+    /// Creates a new empty file (`spare-<id>` in `tmp/`), outside the pool:
+    /// for a reservation (`Spool::reserve_new`), or to join it. It allocates
+    /// an inode.
+    pub fn make_empty(&self) -> io::Result<PathBuf> {
+        let path = self
+            .new_dir
+            .join(format!("spare-{}", crate::new_queue_id()));
+        OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)?;
+        Ok(path)
+    }
+
+    /// Returns an unused reservation (still empty) to the pool, or removes
+    /// it when the pool is full.
+    pub fn give_back(&self, path: &Path) {
+        let name = path.file_name().and_then(|n| n.to_str()).map(str::to_owned);
+        if let Some(name) = name.filter(|_| self.len() < self.cap) {
+            let here = self.dir.join(&name);
+            if path == here || fs::rename(path, &here).is_ok() {
+                self.lock().push(name);
+                return;
+            }
+        }
+        let _ = fs::remove_file(path);
+    }
+
     pub fn len(&self) -> usize {
         self.lock().len()
     }
@@ -123,12 +171,13 @@ impl FreeFiles {
     pub fn top_up(&self, target: usize) -> io::Result<usize> {
         let mut made = 0;
         while self.len() < target.min(self.cap) && !self.stop_stocking.load(Ordering::Acquire) {
-            let name = format!("spare-{}", crate::new_queue_id());
-            OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(self.dir.join(&name))?;
+            let made_at = self.make_empty()?;
+            let name = made_at
+                .file_name()
+                .and_then(|n| n.to_str())
+                .map(str::to_owned);
+            let name = name.expect("spare names are UTF-8");
+            fs::rename(&made_at, self.dir.join(&name))?;
             self.lock().push(name);
             made += 1;
         }
@@ -250,6 +299,7 @@ mod tests {
     fn tempdir(tag: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!("mxg-recycle-{tag}-{}", crate::new_queue_id()));
         fs::create_dir_all(dir.join("free")).unwrap();
+        fs::create_dir_all(dir.join("tmp")).unwrap();
         dir
     }
 

@@ -8,7 +8,7 @@ use crate::stream::Stream;
 use mxg_smtp::command::Framed;
 use mxg_smtp::data::check_line_ends;
 use mxg_smtp::{parse_command, BdatReader, Command, DataProgress, DataReader, LineFramer, Reply};
-use mxg_spool::{new_queue_id, Envelope, Recipient};
+use mxg_spool::{new_queue_id, Envelope, Recipient, Reserved};
 use smtp_proto::{MailFrom, RcptTo, Request};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -51,6 +51,8 @@ pub struct Session {
     txn: Option<Transaction>,
     errors: usize,
     may_relay: bool,
+    /// The spool file the next message goes into (`Spool::reserve_ready`).
+    reserved: Option<Reserved>,
 }
 
 /// Reading from the client failed or timed out: the session just ends.
@@ -70,6 +72,7 @@ impl Session {
             esmtp: false,
             tls: None,
             txn: None,
+            reserved: None,
             errors: 0,
             may_relay,
         }
@@ -110,6 +113,9 @@ impl Session {
         let greeting = Reply::new(220, "", format!("{} ESMTP mxg", self.shared.hostname));
         self.out.extend_from_slice(&greeting.to_wire());
         let _ = self.serve().await;
+        if let Some(reserved) = self.reserved.take() {
+            self.shared.spool.release(reserved);
+        }
         let _ = self.stream.shutdown().await;
     }
 
@@ -173,6 +179,7 @@ impl Session {
             Request::Lhlo { .. } => self.reply(&Reply::new(500, "5.5.1", "This is SMTP, not LMTP")),
             Request::Mail { from } => {
                 self.inflow_pause().await?;
+                self.reserve_spool_file().await;
                 self.mail(from);
             }
             Request::Rcpt { to } => self.rcpt(to).await,
@@ -249,6 +256,24 @@ impl Session {
             inflow.pause(&self.shared.bus).await;
         }
         Ok(())
+    }
+
+    /// Sets a spool file aside for the coming message (`Reserved`): one of
+    /// the pool's ready files, or, when the pool is empty, a new one made on
+    /// the blocking pool. A failure here only means the group commit makes
+    /// the file (and reports what went wrong) as before.
+    async fn reserve_spool_file(&mut self) {
+        if self.reserved.is_some() {
+            return;
+        }
+        self.reserved = self.shared.spool.reserve_ready();
+        if self.reserved.is_none() {
+            let spool = self.shared.spool.clone();
+            self.reserved = tokio::task::spawn_blocking(move || spool.reserve_new().ok())
+                .await
+                .ok()
+                .flatten();
+        }
     }
 
     fn mail(&mut self, from: MailFrom<String>) {
@@ -531,7 +556,8 @@ impl Session {
             message_id: message_id(&body),
         };
         let (tx, rx) = tokio::sync::oneshot::channel();
-        self.shared.spool.commit(
+        self.shared.spool.commit_reserved(
+            self.reserved.take(),
             &envelope,
             &message,
             Box::new(move |r| {
