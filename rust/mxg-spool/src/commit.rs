@@ -16,7 +16,7 @@ use crate::envelope::Envelope;
 use crate::error::SpoolError;
 use crate::file::{parse_spool_file, spool_file_bytes};
 use crate::queue_id::is_queue_id;
-use crate::recycle::{inodes_in, is_second_name_of_queued, FreeFiles, MAX_FREE_FILES};
+use crate::recycle::{inodes_in, is_second_name_of_queued, open_empty, FreeFiles, MAX_FREE_FILES};
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::os::fd::AsRawFd;
@@ -393,19 +393,6 @@ impl Committer {
             return Err(SpoolError::io(&path, e));
         }
         Ok((path, file))
-    }
-}
-
-/// Opens a reserved file for writing; None (and the file gone) if it is
-/// missing or, against every expectation, not empty.
-fn open_empty(path: &Path) -> Option<(PathBuf, File)> {
-    match OpenOptions::new().write(true).open(path) {
-        Ok(file) if file.metadata().is_ok_and(|m| m.len() == 0) => Some((path.to_owned(), file)),
-        Ok(_) => {
-            let _ = fs::remove_file(path);
-            None
-        }
-        Err(_) => None,
     }
 }
 

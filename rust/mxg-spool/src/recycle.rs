@@ -101,22 +101,9 @@ impl FreeFiles {
     /// file, which `open` empties again.
     pub fn take(&self) -> Option<(PathBuf, File)> {
         loop {
-            let (name, left) = {
-                let mut names = self.lock();
-                let name = names.pop();
-                (name, names.len())
-            };
-            self.wake_stocker(left);
-            let path = self.dir.join(name?);
-            match OpenOptions::new().write(true).open(&path) {
-                // Empty by construction; checked, since a longer file would
-                // leave an old tail behind the new message.
-                Ok(file) if file.metadata().is_ok_and(|m| m.len() == 0) => {
-                    return Some((path, file));
-                }
-                Ok(_) | Err(_) => {
-                    let _ = fs::remove_file(&path);
-                }
+            let path = self.take_path()?;
+            if let Some(taken) = open_empty(&path) {
+                return Some(taken);
             }
         }
     }
@@ -281,6 +268,19 @@ pub(crate) fn inodes_in(dir: &Path) -> io::Result<HashSet<u64>> {
     fs::read_dir(dir)?
         .map(|entry| entry.map(|e| e.ino()))
         .collect()
+}
+
+/// Opens a pool file (or a reserved one) for writing; None, and the file
+/// gone, if it is missing or, against every expectation, not empty: a
+/// longer file would leave an old tail behind the new message.
+pub(crate) fn open_empty(path: &Path) -> Option<(PathBuf, File)> {
+    match OpenOptions::new().write(true).open(path) {
+        Ok(file) if file.metadata().is_ok_and(|m| m.len() == 0) => Some((path.to_owned(), file)),
+        Ok(_) | Err(_) => {
+            let _ = fs::remove_file(path);
+            None
+        }
+    }
 }
 
 fn truncate(path: &Path) -> io::Result<()> {
