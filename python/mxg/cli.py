@@ -42,6 +42,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     from mxg.deliverylog import setup_logging
     from mxg.relay import Relay
 
+    # Rule 8: every file the relay creates (spool, store, WAL, log) is
+    # readable by its user alone, whatever umask it was started with.
+    os.umask(0o077)
     cfg = _load(args)
     backend = args.backend or cfg.run.backend
     setup_logging(cfg.log.level, cfg.log.format, cfg.log.file)
@@ -61,8 +64,23 @@ def cmd_run(args: argparse.Namespace) -> int:
             tg.cancel_scope.cancel()
 
     options: dict[str, Any] = {"use_uvloop": True} if backend == "asyncio" else {}
-    anyio.run(main, backend=backend, backend_options=options)
+    try:
+        anyio.run(main, backend=backend, backend_options=options)
+    except BaseExceptionGroup as group:
+        # A start-up refusal (lock held, unsafe directory, port taken) is
+        # one line for the operator, not the task group's traceback.
+        mxg_errors, _rest = group.split(MxgError)
+        if mxg_errors is None:
+            raise
+        raise _leaves(mxg_errors)[0] from None
     return 0
+
+
+def _leaves(group: BaseExceptionGroup[Any]) -> list[BaseException]:
+    out: list[BaseException] = []
+    for e in group.exceptions:
+        out += _leaves(e) if isinstance(e, BaseExceptionGroup) else [e]
+    return out
 
 
 # -- config -----------------------------------------------------------------

@@ -11,7 +11,8 @@
     │   │   └── MessageNotFound
     │   ├── JobError           a delivery job or envelope was malformed
     │   └── EngineStopped      the engine was already shut down
-    └── QueueError             a queue command could not be carried out
+    ├── DataDirError           the data directory is in use by another mxg, or unsafe
+    └── StoreError             the queue database could not be opened safely
 """
 
 from __future__ import annotations
@@ -57,5 +58,9 @@ class EngineStopped(EngineError):
     pass
 
 
-class QueueError(MxgError):
-    pass
+class DataDirError(MxgError):
+    """Another relay holds the data directory, or others could change it."""
+
+
+class StoreError(MxgError):
+    """The queue database could not be opened safely."""

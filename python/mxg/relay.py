@@ -1,7 +1,7 @@
 """The control plane's main loop.
 
 It starts the Rust engine, re-queues whatever the spool holds that the
-index does not know (the spool is the source of truth, DESIGN.md §4 rule
+index does not know (the spool is the source of truth, ARCHITECTURE.md rule
 10), then waits on the engine's event descriptor: received messages are
 indexed and dispatched at once, delivery results are recorded, deferred
 recipients come back through the scanner, bounces become DSNs, and a spool
@@ -30,9 +30,10 @@ import orjson
 from mxg import _core
 from mxg.classes import relay_address
 from mxg.config import Config, DomainPolicy
+from mxg.datadir import InstanceLock, check_tree, hand_over
 from mxg.deliverylog import delivery, event, flush_logs, log
 from mxg.dsn import Original, RecipientReport, build_dsn
-from mxg.errors import EngineStopped, MessageNotFound, SpoolError
+from mxg.errors import EngineStopped, MessageNotFound, MxgError, SpoolError
 from mxg.mtasts import (
     REFRESH_INTERVAL,
     Policy,
@@ -154,10 +155,22 @@ class Relay(ClassPolicyMixin):
     ) -> None:
         cfg = self.cfg
         cfg.data.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # Rule 11a: the lock before anything reads or changes the spool or
+        # the store; a second relay stops here with the holder's PID.
+        lock = InstanceLock.acquire(cfg.data.directory)
+        try:
+            await self._run_locked(task_status)
+        finally:
+            lock.release()
+
+    async def _run_locked(self, task_status: anyio.abc.TaskStatus[list[str]]) -> None:
+        cfg = self.cfg
+        user = run_user(cfg.run.user) if os.geteuid() == 0 else None
+        check_tree(cfg.data.directory, {0, os.geteuid(), *([user.pw_uid] if user else [])})
         engine = _core.Engine(json.dumps(cfg.engine_json()))
         self.engine = engine
         try:
-            drop_privileges(cfg.run.user, cfg.data.directory)
+            drop_privileges(user, cfg.data.directory)
             self.store = Store(cfg.db_path)
             if self.sts is not None:
                 self.sts.load([(Policy(**p), exp) for p, exp in self.store.load_sts()])
@@ -1075,7 +1088,7 @@ def job_hosts(
 
 
 def _evidence(tls: dict[str, Any] | None, dnssec: dict[str, str]) -> str:
-    """What an attempt proved, as stored JSON (DESIGN.md §2)."""
+    """What an attempt proved, as stored JSON (ARCHITECTURE.md, vocabulary)."""
     evidence = {**(tls or {}), **dnssec}
     return orjson.dumps(evidence).decode() if evidence else ""
 
@@ -1120,22 +1133,30 @@ def _status_for(enhanced: str | None, code: int | None, *, failed: bool) -> str:
     return "5.0.0" if failed else "4.0.0"
 
 
-def drop_privileges(user: str, data_dir: Path) -> None:
-    """DESIGN.md §4 rule 8: root only to bind; the data directory becomes
-    the unprivileged user's before any byte is read from the network."""
+def run_user(name: str) -> pwd.struct_passwd | None:
+    """The account named by ``run.user`` (None when unset)."""
+    if not name:
+        return None
+    try:
+        return pwd.getpwnam(name)
+    except KeyError:
+        raise MxgError(f"run.user: no such user {name!r}") from None
+
+
+def drop_privileges(user: pwd.struct_passwd | None, data_dir: Path) -> None:
+    """Rule 8: root only to bind; the data directory becomes the
+    unprivileged user's before any byte is read from the network. Rule 8a:
+    handed over without following a link (``datadir.hand_over``)."""
     if os.geteuid() != 0:
         return
-    if not user:
+    if user is None:
         event(
             log, "running as root: set run.user to drop privileges after binding", logging.WARNING
         )
         return
-    pw = pwd.getpwnam(user)
-    for root, dirs, files in os.walk(data_dir):
-        for name in [*dirs, *files]:
-            os.chown(os.path.join(root, name), pw.pw_uid, pw.pw_gid)
-    os.chown(data_dir, pw.pw_uid, pw.pw_gid)
+    for path in hand_over(data_dir, user.pw_uid, user.pw_gid):
+        event(log, "left alone: not a plain file of the relay's", logging.WARNING, path=path)
     os.setgroups([])
-    os.setgid(pw.pw_gid)
-    os.setuid(pw.pw_uid)
-    event(log, "dropped privileges", user=user, uid=pw.pw_uid)
+    os.setgid(user.pw_gid)
+    os.setuid(user.pw_uid)
+    event(log, "dropped privileges", user=user.pw_name, uid=user.pw_uid)

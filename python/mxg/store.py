@@ -4,7 +4,7 @@ The spool is the source of truth for *what* was accepted; this store holds
 *where each recipient stands*: pending, deferred (with its next attempt),
 or final (sent, bounced, deleted), and an audit row for every attempt.
 Final states are committed here before a spool file is removed
-(DESIGN.md §4 rule 11): a transaction is fsynced when it commits, or,
+(ARCHITECTURE.md rule 11): a transaction is fsynced when it commits, or,
 for the batches on the hot path whose loss a restart repairs, by one
 `Store.sync` before any spool file goes. Commits are batched, one per
 drained event batch.
@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import stat
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -23,6 +24,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import orjson
+
+from mxg.errors import StoreError
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
@@ -61,7 +64,7 @@ CREATE TABLE IF NOT EXISTS recipients (
     ip           TEXT,
     tls          TEXT,
     level        TEXT,
-    evidence     TEXT,  -- JSON: what the last session proved (DESIGN.md §2)
+    evidence     TEXT,  -- JSON: what the last session proved (ARCHITECTURE.md, vocabulary)
     updated_ms   INTEGER,
     dsn_sent     INTEGER NOT NULL DEFAULT 0,
     class        TEXT,
@@ -159,6 +162,7 @@ class Store:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
+        _make_private(path)
         self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
         self.db.row_factory = sqlite3.Row
         self.db.execute("PRAGMA journal_mode=WAL")
@@ -170,7 +174,6 @@ class Store:
         self.db.execute("PRAGMA foreign_keys=ON")
         self.db.executescript(SCHEMA)
         self._migrate()
-        path.chmod(0o600)
 
     def _migrate(self) -> None:
         """Adds columns that later versions introduced to an older store
@@ -693,3 +696,25 @@ def envelope_rows(env: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, A
 def _notify_column(recipient: dict[str, Any]) -> str:
     """RFC 3461 NOTIFY words as the recipients table keeps them."""
     return ",".join(recipient.get("notify", []))
+
+
+def _make_private(path: Path) -> None:
+    """Creates the database file mode 0600 before SQLite opens it, so that
+    its WAL and shared-memory files, which SQLite creates with the
+    database's mode, are 0600 from the first start (rule 8); tightens
+    files an older version left readable. Never through a symlink
+    (rule 8a): a planted link is refused, not followed."""
+    for name, create in ((path, True), (Path(f"{path}-wal"), False), (Path(f"{path}-shm"), False)):
+        flags = os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC | (os.O_CREAT if create else 0)
+        try:
+            fd = os.open(name, flags, 0o600)
+        except FileNotFoundError:
+            continue
+        except OSError as e:
+            raise StoreError(f"cannot open the store file {name}: {e.strerror}") from e
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise StoreError(f"store file {name} is not a regular file")
+            os.fchmod(fd, 0o600)
+        finally:
+            os.close(fd)

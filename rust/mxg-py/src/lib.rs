@@ -192,7 +192,7 @@ impl Engine {
 /// the envelope as JSON and the message octets.
 #[pyfunction]
 fn read_spool_file(py: Python<'_>, path: std::path::PathBuf) -> PyResult<(String, Py<PyBytes>)> {
-    let bytes = std::fs::read(&path).map_err(|e| {
+    let bytes = mxg_spool::read_file(&path).map_err(|e| {
         to_py(
             py,
             &mxg_spool::SpoolError::Io {

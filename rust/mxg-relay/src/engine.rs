@@ -108,7 +108,7 @@ impl Engine {
             local_addrs,
             shutdown_tx,
             server: Mutex::new(None),
-            grace: Duration::from_secs(cfg.shutdown_grace_s),
+            grace: Duration::from_millis(cfg.shutdown_grace_ms),
             stopped: AtomicBool::new(false),
         })
     }
@@ -131,9 +131,12 @@ impl Engine {
         let Some(listeners) = self.listeners.lock().expect("poisoned").take() else {
             return Ok(());
         };
-        // Spare files only for a relay that accepts mail (not `mxg check`),
-        // and made after privileges were dropped (rule 8), so that they
-        // belong to the user the relay runs as.
+        // Leftovers of the last run are cleared and spare files made only
+        // for a relay that accepts mail (not `mxg check`), and only after
+        // privileges were dropped (rules 8, 8a): as the relay's own user, so
+        // that a planted link cannot make root truncate or remove anything,
+        // and the new files belong to that user.
+        self.spool.tidy()?;
         self.spool.keep_free_files_stocked(SPARE_SPOOL_FILES)?;
         let shared = self.shared.clone();
         let handle = rt.spawn(inbound::serve(listeners, shared));

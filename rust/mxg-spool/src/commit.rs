@@ -5,7 +5,7 @@
 //! `free/` (or a new one in `tmp/`), makes them durable together (one
 //! `syncfs`, or an `fdatasync` each for small batches), renames them into
 //! `queue/` and fsyncs that directory once for the whole batch. Only then
-//! are the sessions told, and only then may they say "250" (DESIGN.md §4
+//! are the sessions told, and only then may they say "250" (ARCHITECTURE.md
 //! rule 9). While one batch is on its way to disk the next one gathers, so
 //! the fsync cost is shared under load and nothing is ever skipped.
 //!
@@ -15,12 +15,12 @@
 use crate::envelope::Envelope;
 use crate::error::SpoolError;
 use crate::file::{parse_spool_file, spool_file_bytes};
+use crate::nofollow;
 use crate::queue_id::is_queue_id;
 use crate::recycle::{inodes_in, is_second_name_of_queued, open_empty, FreeFiles, MAX_FREE_FILES};
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::Write;
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::sync::Arc;
@@ -70,6 +70,7 @@ const SYNCFS_FROM: usize = if cfg!(target_os = "linux") {
 pub struct Spool {
     root: PathBuf,
     queue: PathBuf,
+    tmp: PathBuf,
     free: Arc<FreeFiles>,
     tx: mpsc::Sender<Pending>,
 }
@@ -87,35 +88,22 @@ impl Spool {
     }
 
     /// Opens (creating as needed, mode 0700) the spool under `root` and
-    /// starts its committer. Leftovers in `tmp/` were never acknowledged and
-    /// are removed (unless a crash left them as another name of a queued
-    /// message: `is_second_name_of_queued`).
+    /// starts its committer. Reads and changes no file in it: what a
+    /// previous run left in `tmp/` and `free/` is cleared by `tidy`, which
+    /// the relay calls after dropping its privileges (rule 8a). A spool
+    /// directory that is a symlink is refused.
     pub fn open(root: &Path) -> Result<Arc<Self>, SpoolError> {
         let queue = root.join("queue");
         let tmp = root.join("tmp");
         let free_dir = root.join("free");
         for dir in [root, &queue, &tmp, &free_dir] {
-            fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(dir)
-                .map_err(|e| SpoolError::io(dir, e))?;
+            nofollow::ensure_dir(dir).map_err(|e| SpoolError::io(dir, e))?;
         }
-        let queued = inodes_in(&queue).map_err(|e| SpoolError::io(&queue, e))?;
-        for entry in fs::read_dir(&tmp).map_err(|e| SpoolError::io(&tmp, e))? {
-            let entry = entry.map_err(|e| SpoolError::io(&tmp, e))?;
-            if !is_second_name_of_queued(&entry, &queued) {
-                let _ = fs::remove_file(entry.path());
-            }
-        }
-        let free = Arc::new(
-            FreeFiles::open(free_dir.clone(), MAX_FREE_FILES, &queued)
-                .map_err(|e| SpoolError::io(&free_dir, e))?,
-        );
+        let free = Arc::new(FreeFiles::open(free_dir, MAX_FREE_FILES));
         let queue_dir = File::open(&queue).map_err(|e| SpoolError::io(&queue, e))?;
         let (tx, rx) = mpsc::channel::<Pending>();
         let committer = Committer {
-            tmp,
+            tmp: tmp.clone(),
             queue: queue.clone(),
             queue_dir,
             free: Arc::clone(&free),
@@ -127,9 +115,29 @@ impl Spool {
         Ok(Arc::new(Self {
             root: root.to_owned(),
             queue,
+            tmp,
             free,
             tx,
         }))
+    }
+
+    /// Clears what a previous run left outside `queue/`: leftovers in
+    /// `tmp/` were never acknowledged and are removed, and the files of
+    /// `free/` are emptied and taken into the pool, except where a crash
+    /// left either as another name of a queued message
+    /// (`is_second_name_of_queued`). Call it once, before the first
+    /// message arrives and with the relay's own (unprivileged) rights.
+    pub fn tidy(&self) -> Result<(), SpoolError> {
+        let queued = inodes_in(&self.queue).map_err(|e| SpoolError::io(&self.queue, e))?;
+        for entry in fs::read_dir(&self.tmp).map_err(|e| SpoolError::io(&self.tmp, e))? {
+            let entry = entry.map_err(|e| SpoolError::io(&self.tmp, e))?;
+            if !is_second_name_of_queued(&entry, &queued) {
+                let _ = fs::remove_file(entry.path());
+            }
+        }
+        self.free
+            .take_over(&queued)
+            .map_err(|e| SpoolError::io(&self.tmp, e))
     }
 
     pub fn root(&self) -> &Path {
@@ -214,7 +222,7 @@ impl Spool {
     /// The size of a spooled message's file (envelope included).
     pub fn file_len(&self, id: &str) -> Result<u64, SpoolError> {
         let path = self.path_of(id)?;
-        match fs::metadata(&path) {
+        match fs::symlink_metadata(&path) {
             Ok(m) => Ok(m.len()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 Err(SpoolError::NotFound(id.to_owned()))
@@ -271,7 +279,7 @@ impl Spool {
 }
 
 fn read_existing(path: &Path, id: &str) -> Result<Vec<u8>, SpoolError> {
-    fs::read(path).map_err(|e| {
+    nofollow::read(path).map_err(|e| {
         if e.kind() == std::io::ErrorKind::NotFound {
             SpoolError::NotFound(id.to_owned())
         } else {
@@ -380,12 +388,7 @@ impl Committer {
             taken
         } else {
             let path = self.tmp.join(&p.id);
-            let file = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&path)
-                .map_err(|e| SpoolError::io(&path, e))?;
+            let file = nofollow::create_new(&path).map_err(|e| SpoolError::io(&path, e))?;
             (path, file)
         };
         if let Err(e) = file.write_all(&p.bytes) {
@@ -614,12 +617,49 @@ mod tests {
         fs::create_dir_all(dir.join("tmp")).unwrap();
         fs::write(dir.join("tmp").join("0000000000000001"), b"partial").unwrap();
         let spool = Spool::open(&dir).unwrap();
+        // Opening touches nothing (that waits for `tidy`, after the
+        // privilege drop); tidying removes what was never acknowledged.
+        assert_eq!(fs::read_dir(dir.join("tmp")).unwrap().count(), 1);
+        spool.tidy().unwrap();
         assert_eq!(fs::read_dir(dir.join("tmp")).unwrap().count(), 0);
         assert!(matches!(
             spool.read("../../etc/passwd"),
             Err(SpoolError::NotFound(_))
         ));
         fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn rule_8a_planted_symlinks_are_never_followed() {
+        let dir = tempdir();
+        let outside = tempdir();
+        fs::create_dir_all(&outside).unwrap();
+        let target = outside.join("precious");
+        fs::write(&target, b"not the spool's").unwrap();
+        for sub in ["queue", "tmp", "free"] {
+            fs::create_dir_all(dir.join(sub)).unwrap();
+        }
+        let id = "0000000000000003";
+        for (sub, name) in [("free", "link"), ("tmp", "link"), ("queue", id)] {
+            std::os::unix::fs::symlink(&target, dir.join(sub).join(name)).unwrap();
+        }
+        let spool = Spool::open(&dir).unwrap();
+        spool.tidy().unwrap();
+        assert!(spool.read(id).is_err());
+        assert!(spool.read_envelope(id).is_err());
+        spool.remove(id).ok();
+        spool
+            .commit_blocking(&envelope(&new_queue_id()), b"m")
+            .unwrap();
+        assert_eq!(fs::read(&target).unwrap(), b"not the spool's");
+        // A spool directory that is a link is refused outright.
+        let linked = tempdir();
+        fs::create_dir_all(&linked).unwrap();
+        std::os::unix::fs::symlink(&outside, linked.join("queue")).unwrap();
+        assert!(Spool::open(&linked).is_err());
+        for d in [dir, outside, linked] {
+            fs::remove_dir_all(d).unwrap();
+        }
     }
 
     #[test]

@@ -14,10 +14,11 @@
 //! as `unlink` releases them). A free file is a zero-length file with mode
 //! 0600; after a crash the pool is read back from `free/`.
 
+use crate::nofollow;
 use std::collections::HashSet;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io;
-use std::os::unix::fs::{DirEntryExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{DirEntryExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -46,11 +47,27 @@ pub struct FreeFiles {
 }
 
 impl FreeFiles {
-    /// Opens `dir` (which must exist) and takes over the files left in it;
-    /// `queued` holds the inode numbers of the messages in `queue/`.
-    pub fn open(dir: PathBuf, cap: usize, queued: &HashSet<u64>) -> io::Result<Self> {
+    /// A pool over `dir` (which must exist), empty until `take_over`.
+    pub fn open(dir: PathBuf, cap: usize) -> Self {
+        Self {
+            new_dir: dir.with_file_name("tmp"),
+            dir,
+            names: Mutex::new(Vec::new()),
+            cap,
+            stocker: Mutex::new(None),
+            stocker_done: Mutex::new(None),
+            stop_stocking: AtomicBool::new(false),
+        }
+    }
+
+    /// Takes over the files a previous run left in the pool's directory;
+    /// `queued` holds the inode numbers of the messages in `queue/`. Runs
+    /// once the relay has dropped its privileges (rule 8a), and never on a
+    /// link: a name that is not a plain file of ours is removed, never
+    /// followed.
+    pub fn take_over(&self, queued: &HashSet<u64>) -> io::Result<()> {
         let mut names = Vec::new();
-        for entry in fs::read_dir(&dir)? {
+        for entry in fs::read_dir(&self.dir)? {
             let entry = entry?;
             let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
                 continue;
@@ -60,21 +77,14 @@ impl FreeFiles {
             }
             // Emptied before it was offered; a crash between the rename
             // and the truncation may have left text behind, so empty again.
-            if names.len() < cap && truncate(&entry.path()).is_ok() {
+            if names.len() < self.cap && truncate(&entry.path()).is_ok() {
                 names.push(name);
             } else {
                 let _ = fs::remove_file(entry.path());
             }
         }
-        Ok(Self {
-            new_dir: dir.with_file_name("tmp"),
-            dir,
-            names: Mutex::new(names),
-            cap,
-            stocker: Mutex::new(None),
-            stocker_done: Mutex::new(None),
-            stop_stocking: AtomicBool::new(false),
-        })
+        self.lock().extend(names);
+        Ok(())
     }
 
     /// Moves the file at `path` (named `name`, unique among spool files)
@@ -127,11 +137,7 @@ impl FreeFiles {
         let path = self
             .new_dir
             .join(format!("spare-{}", crate::new_queue_id()));
-        OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&path)?;
+        nofollow::create_new(&path)?;
         Ok(path)
     }
 
@@ -274,7 +280,7 @@ pub(crate) fn inodes_in(dir: &Path) -> io::Result<HashSet<u64>> {
 /// gone, if it is missing or, against every expectation, not empty: a
 /// longer file would leave an old tail behind the new message.
 pub(crate) fn open_empty(path: &Path) -> Option<(PathBuf, File)> {
-    match OpenOptions::new().write(true).open(path) {
+    match nofollow::open_write(path, false) {
         Ok(file) if file.metadata().is_ok_and(|m| m.len() == 0) => Some((path.to_owned(), file)),
         Ok(_) | Err(_) => {
             let _ = fs::remove_file(path);
@@ -284,17 +290,19 @@ pub(crate) fn open_empty(path: &Path) -> Option<(PathBuf, File)> {
 }
 
 fn truncate(path: &Path) -> io::Result<()> {
-    OpenOptions::new()
-        .write(true)
-        .truncate(true)
-        .open(path)
-        .map(drop::<File>)
+    nofollow::open_write(path, true).map(drop::<File>)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::io::Write;
+
+    fn taken_over(dir: PathBuf, cap: usize, queued: &HashSet<u64>) -> FreeFiles {
+        let pool = FreeFiles::open(dir, cap);
+        pool.take_over(queued).unwrap();
+        pool
+    }
 
     fn tempdir(tag: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!("mxg-recycle-{tag}-{}", crate::new_queue_id()));
@@ -306,7 +314,7 @@ mod tests {
     #[test]
     fn the_stocker_keeps_empty_files_ready_and_refills_after_takes() {
         let dir = tempdir("stock");
-        let pool = Arc::new(FreeFiles::open(dir.join("free"), 8, &HashSet::new()).unwrap());
+        let pool = Arc::new(taken_over(dir.join("free"), 8, &HashSet::new()));
         keep_stocked(&pool, 6).unwrap();
         let wait_for = |n: usize| {
             for _ in 0..500 {
@@ -342,7 +350,7 @@ mod tests {
     #[test]
     fn a_put_file_is_emptied_and_its_inode_reused() {
         let dir = tempdir("reuse");
-        let pool = FreeFiles::open(dir.join("free"), 4, &HashSet::new()).unwrap();
+        let pool = taken_over(dir.join("free"), 4, &HashSet::new());
         let old = dir.join("old");
         fs::write(&old, b"secret text").unwrap();
         let inode = fs::metadata(&old).unwrap().ino();
@@ -364,7 +372,7 @@ mod tests {
         fs::write(dir.join("free/a"), b"left by a crash").unwrap();
         fs::write(dir.join("free/b"), b"").unwrap();
         fs::write(dir.join("free/c"), b"").unwrap();
-        let pool = FreeFiles::open(dir.join("free"), 2, &HashSet::new()).unwrap();
+        let pool = taken_over(dir.join("free"), 2, &HashSet::new());
         assert_eq!(pool.len(), 2);
         assert_eq!(fs::read_dir(dir.join("free")).unwrap().count(), 2);
         for entry in fs::read_dir(dir.join("free")).unwrap() {
@@ -389,7 +397,7 @@ mod tests {
         fs::hard_link(dir.join("queue/twice"), dir.join("free/twice")).unwrap();
         fs::write(dir.join("free/spare"), b"").unwrap();
         let queued = inodes_in(&dir.join("queue")).unwrap();
-        let pool = FreeFiles::open(dir.join("free"), 4, &queued).unwrap();
+        let pool = taken_over(dir.join("free"), 4, &queued);
         assert_eq!(pool.len(), 1, "only the spare is offered");
         assert_eq!(fs::read(dir.join("queue/once")).unwrap(), b"acknowledged");
         assert_eq!(
@@ -404,7 +412,7 @@ mod tests {
     fn a_free_file_that_is_not_empty_is_not_taken() {
         let dir = tempdir("dirty");
         fs::write(dir.join("free/a"), b"").unwrap();
-        let pool = FreeFiles::open(dir.join("free"), 4, &HashSet::new()).unwrap();
+        let pool = taken_over(dir.join("free"), 4, &HashSet::new());
         fs::write(dir.join("free/a"), b"an old tail").unwrap();
         assert!(pool.take().is_none());
         assert!(!dir.join("free/a").exists());
@@ -416,7 +424,7 @@ mod tests {
         let dir = tempdir("gone");
         fs::write(dir.join("free/a"), b"").unwrap();
         fs::write(dir.join("free/b"), b"").unwrap();
-        let pool = FreeFiles::open(dir.join("free"), 4, &HashSet::new()).unwrap();
+        let pool = taken_over(dir.join("free"), 4, &HashSet::new());
         fs::remove_file(dir.join("free/b")).unwrap();
         fs::remove_file(dir.join("free/a")).unwrap();
         assert!(pool.take().is_none());
