@@ -23,7 +23,7 @@ def engine_config(tmp_path: Path, **over: Any) -> dict[str, Any]:
         "client_networks": ["127.0.0.1/32"],
         "tls_cert": str(cert),
         "tls_key": str(key),
-        "shutdown_grace_s": 5,
+        "shutdown_grace_ms": 5000,
     }
     for k, v in over.items():
         if isinstance(v, dict) and isinstance(cfg.get(k), dict):

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import tomllib
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from mxg import _core
 from mxg.cli import main
 from mxg.config import Config, load_config
 from mxg.config_base import parse_duration
@@ -149,3 +152,42 @@ def test_inflow_control_reaches_the_engine_and_zero_turns_it_off(tmp_path: Path)
     f.write_text("[server]\nin_flow_limit = 0\n")
     with pytest.raises(ConfigError, match=r"server\.in_flow_limit"):
         load_config(f, environ={})
+
+
+def test_subsecond_durations_reach_the_engine_in_milliseconds(tmp_path: Path) -> None:
+    """Every duration crosses the boundary in milliseconds: a 0.5 s timeout
+    is 500 ms in the engine, not 0 (which turned timeouts and connection
+    reuse off). The engine refuses unknown keys, so building one checks
+    that both sides use the same names."""
+    cfg = Config.model_validate(
+        {
+            "server": {"listen": ["127.0.0.1:0"], "shutdown_grace": "0.5s"},
+            "data": {"directory": str(tmp_path)},
+            "limits": {"command_timeout": "0.5s", "data_timeout": "1.5s"},
+            "delivery": dict.fromkeys(
+                (
+                    "connect_timeout",
+                    "greeting_timeout",
+                    "command_timeout",
+                    "data_init_timeout",
+                    "data_block_timeout",
+                    "data_done_timeout",
+                    "idle_timeout",
+                ),
+                "0.5s",
+            ),
+        }
+    )
+    engine_cfg = cfg.engine_json()
+    durations = {k: v for k, v in engine_cfg["outbound"].items() if k.endswith("_ms")}
+    assert set(durations.values()) == {500}
+    assert len(durations) == 7
+    assert engine_cfg["limits"]["command_timeout_ms"] == 500
+    assert engine_cfg["limits"]["data_timeout_ms"] == 1500
+    assert engine_cfg["shutdown_grace_ms"] == 500
+    assert not any(k.endswith("_s") for k in _keys(engine_cfg))
+    _core.Engine(json.dumps(engine_cfg)).shutdown()
+
+
+def _keys(d: dict[str, Any]) -> list[str]:
+    return [k for k, v in d.items() for k in [k, *(_keys(v) if isinstance(v, dict) else [])]]

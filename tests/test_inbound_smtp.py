@@ -1,5 +1,5 @@
 """The inbound SMTP server, byte by byte (RFC 5321 and extensions), and the
-DESIGN.md §4 rules it carries: 6 (STARTTLS discards), 7 (no open relay),
+ARCHITECTURE.md rules it carries: 6 (STARTTLS discards), 7 (no open relay),
 9 (250 only when durable) and 12 (every limit has a number)."""
 
 from __future__ import annotations
@@ -352,7 +352,7 @@ def test_interpreter_exit_shuts_the_engine_down_cleanly(tmp_path: Path) -> None:
         "from mxg._core import Engine\n"
         f"e = Engine(json.dumps({{'hostname': 'x', 'listen': ['127.0.0.1:0'],"
         f" 'spool_dir': {str(tmp_path / 'spool')!r}, 'client_networks': ['127.0.0.1/32'],"
-        " 'shutdown_grace_s': 5}))\n"
+        " 'shutdown_grace_ms': 5000}))\n"
         "e.serve()\n"
         "print(e.local_addrs()[0].rsplit(':', 1)[1], flush=True)\n"
         "sys.stdin.readline()\n"

@@ -1,5 +1,5 @@
 """The outbound client against real receiving servers: the transport level
-is enforced before MAIL FROM (DESIGN.md §4 rule 1), results per recipient,
+is enforced before MAIL FROM (ARCHITECTURE.md rule 1), results per recipient,
 connection reuse."""
 
 from __future__ import annotations
@@ -94,7 +94,9 @@ def run_job(
 
 @pytest.fixture
 def engine(start_engine: Start) -> Running:
-    return start_engine(outbound={"port": PORT, "connect_timeout_s": 2, "idle_timeout_s": 5})
+    return start_engine(
+        outbound={"port": PORT, "connect_timeout_ms": 2000, "idle_timeout_ms": 5000}
+    )
 
 
 def test_rule1_fail_closed_no_mail_from_without_required_level(
@@ -232,7 +234,7 @@ def test_helo_fallback_when_ehlo_is_refused(engine: Running) -> None:
 
 
 def test_per_destination_concurrency_limit(start_engine: Start) -> None:
-    r = start_engine(outbound={"port": PORT, "max_per_destination": 2, "idle_timeout_s": 0})
+    r = start_engine(outbound={"port": PORT, "max_per_destination": 2, "idle_timeout_ms": 0})
     server = ScriptedServer("127.0.0.24", PORT, data_delay=0.3).start()
     try:
         qid = spool_message(r)
@@ -312,7 +314,7 @@ def chacha_only(tmp_path: Path) -> Iterator[Sink]:
 
 
 def test_parameter_profiles(start_engine: Start, chacha_only: Sink) -> None:
-    r = start_engine(outbound={"port": PORT, "idle_timeout_s": 0})
+    r = start_engine(outbound={"port": PORT, "idle_timeout_ms": 0})
     qid = spool_message(r)
     hosts = [("mx.example.test", "127.0.0.26")]
 
@@ -369,7 +371,7 @@ def old_tls_only(tmp_path: Path) -> Iterator[Sink]:
 def test_old_tls_only_server_gets_nothing_not_even_plaintext(
     start_engine: Start, old_tls_only: Sink, level: str
 ) -> None:
-    r = start_engine(outbound={"port": PORT, "idle_timeout_s": 0})
+    r = start_engine(outbound={"port": PORT, "idle_timeout_ms": 0})
     qid = spool_message(r)
     done = run_job(r, qid, ["x@example.test"], [("mx.example.test", "127.0.0.27")], level)
     [res] = done["results"]

@@ -1,6 +1,6 @@
 """Risk classes and the rules that assign them: the configuration models.
 
-Classes are ordered ``normal < high < secret`` (DSK guidance, DESIGN.md §1).
+Classes are ordered ``normal < high < secret`` (DSK guidance, ARCHITECTURE.md).
 Each class says which transport level its messages need and what happens
 when a recipient cannot get it (``on_unmet``). Rules are evaluated in order;
 the highest class any rule yields wins (``mxg.classify``).
@@ -101,7 +101,7 @@ class SecretPolicy(ClassPolicy):
 
 class ClassesConfig(Section):
     """normal → encrypted, high → qualified, secret → qualified and
-    end-to-end encrypted content (DSK guidance, DESIGN.md §1)."""
+    end-to-end encrypted content (DSK guidance, ARCHITECTURE.md)."""
 
     normal: NormalPolicy = NormalPolicy()
     high: HighPolicy = HighPolicy()

@@ -1,7 +1,7 @@
 """Operator configuration: one TOML file loaded into pydantic models.
 
 Every problem is reported at once, each as ``FILE: key.path: reason``, and
-mxg does not start half-configured (DESIGN.md §4 rule 12). Values may be
+mxg does not start half-configured (ARCHITECTURE.md rule 12). Values may be
 overridden from the environment as ``MXG_<SECTION>__<KEY>=<TOML value>``,
 e.g. ``MXG_SERVER__LISTEN='["0.0.0.0:25"]'`` or ``MXG_RUN__BACKEND=trio``.
 Durations are seconds or a number with a unit: ``90s``, ``5m``, ``4h``, ``5d``.
@@ -122,7 +122,7 @@ class DnsConfig(Section):
     port: int = Field(53, ge=1, le=65535)
     timeout: PositiveSeconds = 10
     cache_size: int = Field(100_000, ge=0)
-    # DESIGN.md §4 rule 3: the AD bit counts only from a resolver the
+    # ARCHITECTURE.md rule 3: the AD bit counts only from a resolver the
     # operator declares validating and trusted (normally on this host).
     trust_ad: bool = False
     # A name known to be DNSSEC-signed; its SOA must come back with AD.
@@ -427,14 +427,14 @@ class Config(Section):
             "max_connections_per_client": s.max_connections_per_client,
             "tls_cert": str(s.tls_cert) if s.tls_cert else None,
             "tls_key": str(s.tls_key) if s.tls_key else None,
-            "shutdown_grace_s": int(s.shutdown_grace),
-            "in_flow_delay_ms": int(s.in_flow_delay * 1000),
+            "shutdown_grace_ms": _ms(s.shutdown_grace),
+            "in_flow_delay_ms": _ms(s.in_flow_delay),
             "in_flow_limit": s.in_flow_limit,
             # Sessions wait for a verdict only when some class may reject.
             "scan": self.scan_options(),
             "rcpt_checks": bool(self.rcpt_check_classes()),
             "verdict_deadline_ms": (
-                int(self.classify.verdict_deadline * 1000) if self.refusing_classes() else 0
+                _ms(self.classify.verdict_deadline) if self.refusing_classes() else 0
             ),
             "verdict_screen": self.verdict_screen(),
             "limits": {
@@ -443,24 +443,32 @@ class Config(Section):
                 "max_message_size": lim.max_message_size,
                 "max_recipients": lim.max_recipients,
                 "max_errors": lim.max_errors,
-                "command_timeout_s": int(lim.command_timeout),
-                "data_timeout_s": int(lim.data_timeout),
+                "command_timeout_ms": _ms(lim.command_timeout),
+                "data_timeout_ms": _ms(lim.data_timeout),
             },
             "outbound": {
                 "helo_name": d.helo_name,
                 "port": d.port,
-                "connect_timeout_s": int(d.connect_timeout),
-                "greeting_timeout_s": int(d.greeting_timeout),
-                "command_timeout_s": int(d.command_timeout),
-                "data_init_timeout_s": int(d.data_init_timeout),
-                "data_block_timeout_s": int(d.data_block_timeout),
-                "data_done_timeout_s": int(d.data_done_timeout),
+                "connect_timeout_ms": _ms(d.connect_timeout),
+                "greeting_timeout_ms": _ms(d.greeting_timeout),
+                "command_timeout_ms": _ms(d.command_timeout),
+                "data_init_timeout_ms": _ms(d.data_init_timeout),
+                "data_block_timeout_ms": _ms(d.data_block_timeout),
+                "data_done_timeout_ms": _ms(d.data_done_timeout),
                 "max_per_destination": d.max_per_destination,
                 "max_messages_per_connection": d.max_messages_per_connection,
-                "idle_timeout_s": int(d.idle_timeout),
+                "idle_timeout_ms": _ms(d.idle_timeout),
                 "ca_file": str(d.ca_file) if d.ca_file else None,
             },
         }
+
+
+def _ms(seconds: float) -> int:
+    """A duration for the engine: every duration crosses the boundary in
+    whole milliseconds, rounded, so that "0.5s" arrives as 500 (through
+    ``int(seconds)`` it arrived as 0, which turned timeouts and connection
+    reuse off)."""
+    return round(seconds * 1000)
 
 
 ENV_PREFIX = "MXG_"

@@ -242,7 +242,7 @@ def delivery(
     risk_class: str = "",
     required: str = "",
 ) -> None:
-    """The delivery line (DESIGN.md: queue id, Message-ID, sender, recipient,
+    """The delivery line (queue id, Message-ID, sender, recipient,
     relay, status, code and text, TLS, delay)."""
     relay = f"{host}[{ip}]" if host else "none"
     event(

@@ -6,7 +6,7 @@ as a permanent failure. dnspython follows CNAMEs. The resolver sits behind
 :class:`Resolver` so tests can inject a double; the real one talks to the
 configured or the system's resolver.
 
-DNSSEC (DESIGN.md §4 rule 3): every answer is classified *secure* (the
+DNSSEC (ARCHITECTURE.md rule 3): every answer is classified *secure* (the
 resolver set the AD bit and the operator declared it trusted,
 ``dns.trust_ad``), *insecure* (anything else that resolved) or failed
 (SERVFAIL - which is how a validating resolver reports bogus data -,
@@ -370,7 +370,7 @@ class DnsResolver:
     async def _with_tlsa(self, route: Route, ttl: _MinTtl) -> Route:
         """TLSA records for hosts reached through a secure MX answer with
         secure addresses (RFC 7672 §2.2). A failed TLSA lookup makes that
-        host unusable for now - never "no DANE" (DESIGN.md §4 rule 2)."""
+        host unusable for now - never "no DANE" (ARCHITECTURE.md rule 2)."""
         if not route.mx_secure:
             return route
         hosts: list[Host] = []

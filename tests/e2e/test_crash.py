@@ -1,4 +1,4 @@
-"""DESIGN.md §4 rule 10: after kill -9 every acknowledged message is
+"""ARCHITECTURE.md rule 10: after kill -9 every acknowledged message is
 delivered after restart. Duplicates are allowed (at-least-once) but
 counted and reported."""
 

@@ -1,4 +1,4 @@
-"""DNSSEC status of routes against a validating Unbound (DESIGN.md §4
+"""DNSSEC status of routes against a validating Unbound (ARCHITECTURE.md
 rule 3): secure, insecure and bogus answers, and the AD bit ignored from
 a resolver the operator did not declare trusted."""
 

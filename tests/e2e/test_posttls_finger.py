@@ -91,7 +91,7 @@ POSTFIX: dict[str, tuple[str, str, bool, str | None]] = {
         "handshake-failed",
         True,
         "at an opportunistic level Postfix retries a failed handshake in plaintext; "
-        "mxg never sends to the same MX in plaintext after TLS failed (DESIGN.md 4 rule 1)",
+        "mxg never sends to the same MX in plaintext after TLS failed (ARCHITECTURE.md rule 1)",
     ),
     "RSA key exchange only": (
         "dane",

@@ -1,5 +1,5 @@
 """Operating the queue of a running relay, DSN timing rules and the
-privilege drop (DESIGN.md §4 rule 8)."""
+privilege drop (ARCHITECTURE.md rule 8)."""
 
 from __future__ import annotations
 

@@ -5,7 +5,7 @@
 //! part: [`classify`] says whether a record is usable (a documented
 //! verdict, unit-tested), [`DaneVerifier`] enforces usable records inside
 //! the TLS handshake. Signatures of the handshake (`CertificateVerify`) are
-//! always checked, DANE or not (DESIGN.md §4 rule 5).
+//! always checked, DANE or not (ARCHITECTURE.md rule 5).
 
 mod tlsa;
 mod verifier;

@@ -17,7 +17,7 @@ pub struct EngineConfig {
     /// sends (`mxg check`).
     pub listen: Vec<String>,
     pub spool_dir: PathBuf,
-    /// Networks allowed to relay through us (DESIGN.md §4 rule 7).
+    /// Networks allowed to relay through us (ARCHITECTURE.md rule 7).
     pub client_networks: Vec<IpNet>,
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
@@ -33,9 +33,11 @@ pub struct EngineConfig {
     pub tls_key: Option<PathBuf>,
     #[serde(default)]
     pub outbound: OutboundConfig,
-    /// Seconds open transactions get to finish at shutdown.
+    /// Milliseconds open transactions get to finish at shutdown. Every
+    /// duration crosses the boundary in milliseconds, so that a configured
+    /// "0.5s" is 500 and never truncated to 0.
     #[serde(default = "default_shutdown_grace")]
-    pub shutdown_grace_s: u64,
+    pub shutdown_grace_ms: u64,
     /// How long a session waits at end of DATA for the control plane's
     /// verdict before it accepts anyway; 0 turns synchronous verdicts off.
     #[serde(default)]
@@ -72,7 +74,7 @@ fn default_max_connections_per_client() -> usize {
     200
 }
 fn default_shutdown_grace() -> u64 {
-    30
+    30_000
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -83,8 +85,8 @@ pub struct LimitsConfig {
     pub max_message_size: usize,
     pub max_recipients: usize,
     pub max_errors: usize,
-    pub command_timeout_s: u64,
-    pub data_timeout_s: u64,
+    pub command_timeout_ms: u64,
+    pub data_timeout_ms: u64,
 }
 
 impl Default for LimitsConfig {
@@ -96,8 +98,8 @@ impl Default for LimitsConfig {
             max_message_size: l.max_message_size,
             max_recipients: l.max_recipients,
             max_errors: l.max_errors,
-            command_timeout_s: l.command_timeout.as_secs(),
-            data_timeout_s: l.data_timeout.as_secs(),
+            command_timeout_ms: l.command_timeout.as_millis() as u64,
+            data_timeout_ms: l.data_timeout.as_millis() as u64,
         }
     }
 }
@@ -110,8 +112,8 @@ impl LimitsConfig {
             max_message_size: self.max_message_size,
             max_recipients: self.max_recipients,
             max_errors: self.max_errors,
-            command_timeout: Duration::from_secs(self.command_timeout_s),
-            data_timeout: Duration::from_secs(self.data_timeout_s),
+            command_timeout: Duration::from_millis(self.command_timeout_ms),
+            data_timeout: Duration::from_millis(self.data_timeout_ms),
         }
     }
 }
@@ -124,24 +126,24 @@ pub struct OutboundConfig {
     pub helo_name: String,
     /// Port of receiving servers; 25 except in test worlds.
     pub port: u16,
-    pub connect_timeout_s: u64,
+    pub connect_timeout_ms: u64,
     /// §4.5.3.2.1 initial 220: 5 minutes.
-    pub greeting_timeout_s: u64,
+    pub greeting_timeout_ms: u64,
     /// §4.5.3.2.2/3 MAIL and RCPT: 5 minutes (also EHLO, STARTTLS, RSET).
-    pub command_timeout_s: u64,
+    pub command_timeout_ms: u64,
     /// §4.5.3.2.4 DATA initiation: 2 minutes.
-    pub data_init_timeout_s: u64,
+    pub data_init_timeout_ms: u64,
     /// §4.5.3.2.5 data block: 3 minutes.
-    pub data_block_timeout_s: u64,
+    pub data_block_timeout_ms: u64,
     /// §4.5.3.2.6 DATA termination: 10 minutes.
-    pub data_done_timeout_s: u64,
+    pub data_done_timeout_ms: u64,
     /// Connections at once to one destination (recipient domain).
     pub max_per_destination: usize,
     /// Messages sent over one connection before it is closed.
     pub max_messages_per_connection: usize,
-    /// Seconds an idle connection waits for the next message to the same
+    /// Milliseconds an idle connection waits for the next message to the same
     /// destination before it is closed with QUIT.
-    pub idle_timeout_s: u64,
+    pub idle_timeout_ms: u64,
     /// Extra PKIX trust anchors (PEM), next to the system's roots.
     pub ca_file: Option<PathBuf>,
 }
@@ -151,15 +153,15 @@ impl Default for OutboundConfig {
         Self {
             helo_name: String::new(),
             port: 25,
-            connect_timeout_s: 30,
-            greeting_timeout_s: 300,
-            command_timeout_s: 300,
-            data_init_timeout_s: 120,
-            data_block_timeout_s: 180,
-            data_done_timeout_s: 600,
+            connect_timeout_ms: 30_000,
+            greeting_timeout_ms: 300_000,
+            command_timeout_ms: 300_000,
+            data_init_timeout_ms: 120_000,
+            data_block_timeout_ms: 180_000,
+            data_done_timeout_ms: 600_000,
             max_per_destination: 20,
             max_messages_per_connection: 100,
-            idle_timeout_s: 5,
+            idle_timeout_ms: 5_000,
             ca_file: None,
         }
     }

@@ -160,7 +160,7 @@ pub struct RecipientResult {
     pub unmet: bool,
 }
 
-/// What a TLS session proved (DESIGN.md §2 "evidence").
+/// What a TLS session proved (ARCHITECTURE.md, "evidence").
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct TlsInfo {
     pub version: String,

@@ -1,5 +1,5 @@
 //! Transport levels, ordered `none < opportunistic < encrypted < qualified`
-//! (DESIGN.md §2). The order is the order of guarantees: each level promises
+//! (ARCHITECTURE.md, vocabulary). The order is the order of guarantees: each level promises
 //! everything the one below it does, so "meets" is a comparison.
 
 use serde::{Deserialize, Serialize};

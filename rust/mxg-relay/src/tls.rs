@@ -48,7 +48,7 @@ pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, Engin
 
 /// Client config for `opportunistic` (no profile) and `encrypted` (the
 /// job's profile): the peer's identity
-/// is not checked, but its handshake signature is (DESIGN.md §4 rule 5),
+/// is not checked, but its handshake signature is (ARCHITECTURE.md rule 5),
 /// so the session key is really shared with the holder of the presented
 /// certificate. No session resumption: a session made here must never be
 /// resumed under a stricter policy.
@@ -65,7 +65,7 @@ pub fn unauthenticated_client_config(profile: Option<TlsProfile>) -> Arc<ClientC
 /// none) with `verifier` deciding about the server's certificate. Never
 /// resumes sessions: a session made under one policy must not be resumed
 /// under another (rustls does not re-verify resumed TLS 1.3 sessions;
-/// DESIGN.md §4 rule 5).
+/// ARCHITECTURE.md rule 5).
 fn client_config(
     verifier: Arc<dyn ServerCertVerifier>,
     profile: Option<TlsProfile>,
@@ -127,7 +127,7 @@ pub fn root_store(extra: Option<&Path>) -> Result<Arc<rustls::RootCertStore>, En
 
 /// Records whether the server's chain is PKIX-valid for its name, without
 /// failing the handshake: whether that is needed is the level's business,
-/// decided before MAIL FROM (DESIGN.md §4 rule 1). Handshake signatures
+/// decided before MAIL FROM (ARCHITECTURE.md rule 1). Handshake signatures
 /// are verified as always.
 #[derive(Debug)]
 pub struct PkixRecorder {
@@ -336,7 +336,7 @@ pub fn hex(bytes: &[u8]) -> String {
 mod tests {
     use super::*;
 
-    /// DESIGN.md §4 rule 5: rustls does not re-verify a resumed TLS 1.3
+    /// ARCHITECTURE.md rule 5: rustls does not re-verify a resumed TLS 1.3
     /// session, so no client config may resume at all.
     #[test]
     fn rule5_no_client_config_resumes_sessions() {

@@ -38,7 +38,7 @@ impl LineFramer {
     }
 
     /// Bytes received but not yet framed; after STARTTLS these must be
-    /// thrown away (RFC 3207 §4.2, DESIGN.md §4 rule 6).
+    /// thrown away (RFC 3207 §4.2, ARCHITECTURE.md rule 6).
     pub fn buffered(&self) -> usize {
         self.buf.len()
     }

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-/// Numeric limits for one inbound SMTP session (DESIGN.md §4 rule 12).
+/// Numeric limits for one inbound SMTP session (ARCHITECTURE.md rule 12).
 #[derive(Debug, Clone)]
 pub struct Limits {
     /// Longest command line including CRLF. RFC 5321 §4.5.3.1.4 sets 512;

@@ -6,7 +6,7 @@
 //! latency of a message runs from just before the final `.` of its data is
 //! written to the end of the 250 reply: the time a sender waits once it has
 //! said everything, which for a relay is mostly its durable commit
-//! (DESIGN.md §4 rule 9).
+//! (ARCHITECTURE.md rule 9).
 //!
 //! Two modes: *send* (`C` sessions share `N` messages, each session sending
 //! its share one after another on one connection) and *idle* (open `N`

@@ -146,7 +146,7 @@ impl ServerShared {
 }
 
 /// Bound listening sockets, not yet accepting: the control plane drops
-/// privileges between binding and serving (DESIGN.md §4 rule 8).
+/// privileges between binding and serving (ARCHITECTURE.md rule 8).
 pub struct Listeners(pub Vec<TcpListener>);
 
 /// Binds every listen address; fails on the first that cannot be bound.

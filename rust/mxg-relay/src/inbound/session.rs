@@ -699,7 +699,7 @@ impl Session {
         }
         self.reply(&Reply::new(220, "2.0.0", "Ready to start TLS"));
         self.flush().await?;
-        // RFC 3207 §4.2 / DESIGN.md §4 rule 6: anything the client sent
+        // RFC 3207 §4.2 / ARCHITECTURE.md rule 6: anything the client sent
         // after STARTTLS and before the handshake is an injection attempt.
         self.framer.discard_buffered();
         let plain = self.stream.take_plain().ok_or(Gone)?;

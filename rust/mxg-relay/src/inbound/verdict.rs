@@ -1,4 +1,4 @@
-//! Synchronous verdicts at the end of DATA (issue 4, DESIGN.md §2
+//! Synchronous verdicts at the end of DATA (issue 4, ARCHITECTURE.md, vocabulary
 //! `on_unmet = reject`).
 //!
 //! A session with a stored message registers its queue id here, tells the

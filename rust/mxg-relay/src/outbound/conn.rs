@@ -257,7 +257,7 @@ impl Conn {
 
     /// STARTTLS and the TLS handshake. Bytes the server sent before the
     /// handshake are dropped and capabilities forgotten (RFC 3207 §4.2,
-    /// DESIGN.md §4 rule 6); the caller says EHLO again.
+    /// ARCHITECTURE.md rule 6); the caller says EHLO again.
     pub async fn starttls(
         &mut self,
         config: Arc<rustls::ClientConfig>,

@@ -21,8 +21,8 @@ fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-fn secs(s: u64) -> Duration {
-    Duration::from_secs(s)
+fn ms(ms: u64) -> Duration {
+    Duration::from_millis(ms)
 }
 
 /// Whether a connection that achieved `achieved` may carry mail that
@@ -180,7 +180,7 @@ impl Run {
         data: &[u8],
     ) -> Option<Conn> {
         let cfg = self.client.cfg.clone();
-        let cmd_timeout = secs(cfg.command_timeout_s);
+        let cmd_timeout = ms(cfg.command_timeout_ms);
         let host = conn.host.clone();
         let ip = conn.ip.to_string();
         if job.smtputf8 && !conn.caps.smtputf8 {
@@ -274,7 +274,7 @@ impl Run {
             return Some(conn);
         }
         let data_reply = match conn
-            .command("DATA", secs(cfg.data_init_timeout_s), "DATA")
+            .command("DATA", ms(cfg.data_init_timeout_ms), "DATA")
             .await
         {
             Ok(r) => r,
@@ -295,12 +295,12 @@ impl Run {
             let _ = rset(&mut conn, cmd_timeout).await;
             return Some(conn);
         }
-        if let Err(e) = send_data(&mut conn, data, secs(cfg.data_block_timeout_s)).await {
+        if let Err(e) = send_data(&mut conn, data, ms(cfg.data_block_timeout_ms)).await {
             self.pending = accepted;
             return self.lost(&conn, e);
         }
         let final_reply = match conn
-            .read_reply(secs(cfg.data_done_timeout_s), "end of DATA")
+            .read_reply(ms(cfg.data_done_timeout_ms), "end of DATA")
             .await
         {
             Ok(r) => r,
@@ -456,7 +456,7 @@ fn rcpt_command(rcpt: &Recipient, conn: &Conn) -> String {
 
 /// Connects, greets and brings the session to the required level (with
 /// DANE where the host publishes usable TLSA records). The requirement is
-/// checked here, before any MAIL FROM (DESIGN.md §4 rule 1). Also used by
+/// checked here, before any MAIL FROM (ARCHITECTURE.md rule 1). Also used by
 /// `mxg check`, which never sends MAIL FROM at all.
 pub(super) async fn open(
     client: &Client,
@@ -468,16 +468,16 @@ pub(super) async fn open(
     let required = tls.level;
     let name = host.name.as_str();
     let port = host.port.unwrap_or(cfg.port);
-    let mut conn = Conn::connect(name, ip, port, secs(cfg.connect_timeout_s)).await?;
+    let mut conn = Conn::connect(name, ip, port, ms(cfg.connect_timeout_ms)).await?;
     let greeting = conn
-        .read_reply(secs(cfg.greeting_timeout_s), "greeting")
+        .read_reply(ms(cfg.greeting_timeout_ms), "greeting")
         .await?;
     if greeting.code != 220 {
         let err = conn.refused("the connection", greeting);
         conn.quit().await;
         return Err(err);
     }
-    let cmd_timeout = secs(cfg.command_timeout_s);
+    let cmd_timeout = ms(cfg.command_timeout_ms);
     conn.hello(&client.helo, cmd_timeout).await?;
     // RFC 7672 §2.2: usable TLSA records make TLS and DANE mandatory
     // for this host, whatever the message's level asks.

@@ -1,5 +1,5 @@
 //! The outbound SMTP client: delivers jobs to receiving servers, enforcing
-//! the required transport level before any MAIL FROM (DESIGN.md §4 rule 1).
+//! the required transport level before any MAIL FROM (ARCHITECTURE.md rule 1).
 
 mod conn;
 mod deliver;

@@ -111,7 +111,7 @@ impl Client {
     pub async fn put_idle(&self, dest: &Destination, policy: String, conn: Conn) {
         if conn.broken
             || conn.messages >= self.cfg.max_messages_per_connection
-            || self.cfg.idle_timeout_s == 0
+            || self.cfg.idle_timeout_ms == 0
         {
             conn.quit().await;
             return;
@@ -126,7 +126,7 @@ impl Client {
     /// Closes connections idle longer than the configured time; run
     /// periodically by the engine.
     pub async fn sweep_idle(&self, all: bool) {
-        let max_idle = Duration::from_secs(self.cfg.idle_timeout_s);
+        let max_idle = Duration::from_millis(self.cfg.idle_timeout_ms);
         let dests: Vec<Arc<Destination>> = self
             .destinations
             .lock()
