@@ -30,7 +30,7 @@ import anyio
 from mxg import _core
 from mxg.config import Config
 from mxg.mtasts import Policy, PolicyError, StsCache, http_client
-from mxg.relay import job_hosts
+from mxg.pipeline.plan import job_hosts
 from mxg.resolve import DnsResolver, Host, ResolveError, Route
 
 LEVELS = ("none", "opportunistic", "encrypted", "qualified")

@@ -40,7 +40,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     import anyio
 
     from mxg.deliverylog import setup_logging
-    from mxg.relay import Relay
+    from mxg.pipeline import Relay
 
     # Rule 8: every file the relay creates (spool, store, WAL, log) is
     # readable by its user alone, whatever umask it was started with.

@@ -23,11 +23,14 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 import os
+import pwd
 import stat
 from pathlib import Path
 
-from mxg.errors import DataDirError
+from mxg.deliverylog import event, log
+from mxg.errors import DataDirError, MxgError
 
 LOCK_NAME = "mxg.lock"
 
@@ -151,3 +154,32 @@ def _hand_over_dir(dir_fd: int, where: str, uid: int, gid: int, skipped: list[st
                 skipped.append(path)
         finally:
             os.close(fd)
+
+
+def run_user(name: str) -> pwd.struct_passwd | None:
+    """The account named by ``run.user`` (None when unset)."""
+    if not name:
+        return None
+    try:
+        return pwd.getpwnam(name)
+    except KeyError:
+        raise MxgError(f"run.user: no such user {name!r}") from None
+
+
+def drop_privileges(user: pwd.struct_passwd | None, data_dir: Path) -> None:
+    """Rule 8: root only to bind; the data directory becomes the
+    unprivileged user's before any byte is read from the network. Rule 8a:
+    handed over without following a link (``hand_over``)."""
+    if os.geteuid() != 0:
+        return
+    if user is None:
+        event(
+            log, "running as root: set run.user to drop privileges after binding", logging.WARNING
+        )
+        return
+    for path in hand_over(data_dir, user.pw_uid, user.pw_gid):
+        event(log, "left alone: not a plain file of the relay's", logging.WARNING, path=path)
+    os.setgroups([])
+    os.setgid(user.pw_gid)
+    os.setuid(user.pw_uid)
+    event(log, "dropped privileges", user=user.pw_name, uid=user.pw_uid)

@@ -452,6 +452,16 @@ class Store:
         ).fetchall()
         return [r[0] for r in rows]
 
+    def done_ids(self) -> set[str]:
+        """Messages marked done (their spool files should be gone)."""
+        return {r[0] for r in self.db.execute("SELECT queue_id FROM messages WHERE state='done'")}
+
+    def resume_pending(self) -> int:
+        """Recipients whose jobs never reported back (the last run ended
+        while they were under way) become due now; returns how many."""
+        with self.transaction() as db:
+            return db.execute("UPDATE recipients SET next_ms=0 WHERE status='pending'").rowcount
+
     def dsn_pending(self) -> list[str]:
         """Messages with bounced recipients whose DSN is not yet queued."""
         rows = self.db.execute(

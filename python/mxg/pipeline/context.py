@@ -1,0 +1,41 @@
+"""What every stage shares: the configuration, the engine, the store, the
+resolver and policy caches, and the task group while the relay serves."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+import anyio.abc
+
+from mxg.config import Config
+from mxg.mtasts import StsCache
+from mxg.pipeline.engine import Engine
+from mxg.resolve import Resolver
+from mxg.store import Store
+from mxg.verdict import Feasibility
+
+
+@dataclass
+class Context:
+    cfg: Config
+    engine: Engine
+    store: Store
+    resolver: Resolver
+    sts: StsCache | None
+    feasibility: Feasibility
+    # Set while the relay serves; None at start-up and in the shutdown
+    # drain, when nothing may be started in the background.
+    tg: anyio.abc.TaskGroup | None = None
+
+    @property
+    def serving(self) -> bool:
+        return self.tg is not None
+
+    def spawn(self, fn: Callable[..., Coroutine[Any, Any, Any]], *args: Any) -> bool:
+        """Starts `fn(*args)` beside the event loop; False when not serving."""
+        if self.tg is None:
+            return False
+        self.tg.start_soon(fn, *args)
+        return True

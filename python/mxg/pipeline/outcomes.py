@@ -1,0 +1,249 @@
+"""Outcomes: what a delivery result means for each recipient, stored.
+
+A deferral gets its next attempt from the retry schedule, or bounces once
+the queue lifetime is over (RFC 3463 4.4.7); a recipient whose required
+level could not be met gets its class's ``on_unmet`` action. The outcomes
+of a batch are stored in one durable transaction; bounces then get their
+DSN (``notices``), and finished messages leave the spool (``finish``,
+rule 11: the final states are stored first).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import orjson
+
+from mxg.deliverylog import delivery, event, log
+from mxg.pipeline.context import Context
+from mxg.pipeline.finish import Finisher
+from mxg.pipeline.notices import Notices
+from mxg.pipeline.plan import JobInfo, Planner
+from mxg.resolve import ResolveError
+from mxg.schedule import next_attempt_ms
+from mxg.store import Due, Outcome, now_ms
+
+
+class Outcomes:
+    def __init__(
+        self, ctx: Context, planner: Planner, notices: Notices, finisher: Finisher
+    ) -> None:
+        self._ctx = ctx
+        self._planner = planner
+        self._notices = notices
+        self._finisher = finisher
+
+    async def results(self, done: list[tuple[JobInfo, dict[str, Any]]]) -> list[Outcome]:
+        """Stores the results of finished jobs; returns their outcomes."""
+        outcomes: list[Outcome] = []
+        for info, ev in done:
+            for a in ev["attempts"]:
+                event(
+                    log,
+                    "attempt failed",
+                    logging.INFO,
+                    queue_id=info.queue_id,
+                    relay=f"{a['host']}[{a['ip']}]",
+                    error=a["error"],
+                )
+            outcomes += self.of_job(info, ev["results"])
+        await self.commit(outcomes)
+        return outcomes
+
+    async def unroutable(
+        self, due: Due, e: ResolveError, *, unmet: bool = False, rerouted: bool = False
+    ) -> None:
+        """Recipients no job could be started for: the domain has no usable
+        route (or, with `unmet`, no MX host its policies allow)."""
+        planned = self._planner.recipients(due, rerouted=rerouted)
+        if planned is None:
+            return
+        results = [
+            {
+                "address": r["address"],
+                "status": "bounced" if e.permanent else "deferred",
+                "code": None,
+                "enhanced": e.enhanced,
+                "text": e.text,
+                "host": "",
+                "ip": "",
+                "level": "none",
+                "unmet": unmet,
+            }
+            for r in planned.rows
+        ]
+        await self.commit(self.of_job(planned.info, results))
+
+    def of_job(self, info: JobInfo, results: list[dict[str, Any]]) -> list[Outcome]:
+        """Turns a job's results into recipient outcomes (deferrals past the
+        queue lifetime become bounces) and logs one line per recipient."""
+        cfg = self._ctx.cfg
+        feasibility = self._ctx.feasibility
+        t = now_ms()
+        outcomes: list[Outcome] = []
+        for res in results:
+            slots = info.indexes.get(res["address"])
+            if not slots:
+                continue
+            idx = slots.pop(0)
+            status = res["status"]
+            text = res["text"]
+            enhanced = res.get("enhanced") or ""
+            code = res.get("code")
+            next_ms = 0
+            if status == "sent" and not info.rerouted:
+                feasibility.note_met(info.domain, res.get("level") or "none")
+            # on_unmet applies to the recipient's own route; at the fallback
+            # relay a failure is retried like any other.
+            unmet = None
+            if res.get("unmet") and status == "deferred" and not info.rerouted:
+                feasibility.note_unmet(info.domain, info.level, text)
+                if not info.dsn:
+                    unmet = self.unmet(
+                        info.queue_id, idx, info.classes[idx], text, enhanced=enhanced
+                    )
+            if unmet is not None:
+                status, code, enhanced, text = unmet.status, None, unmet.enhanced, unmet.text
+                next_ms = unmet.next_ms
+            elif status == "deferred":
+                nxt = next_attempt_ms(
+                    received_ms=info.received_ms,
+                    attempts=info.attempts[idx],
+                    now_ms=t,
+                    schedule=cfg.queue.retry_schedule,
+                    lifetime_s=cfg.queue.max_lifetime,
+                )
+                if nxt is None:
+                    # RFC 3463 4.4.7: delivery time expired. The last reply
+                    # stays in the text; the code is mxg's own verdict.
+                    last = " ".join(str(p) for p in (code, enhanced, text) if p)
+                    status, code, enhanced = "bounced", None, "4.4.7"
+                    text = (
+                        f"message expired after {_duration(cfg.queue.max_lifetime)} "
+                        f"in the queue; last error: {last}"
+                    )
+                else:
+                    next_ms = nxt
+            tls = res.get("tls")
+            dnssec = info.dnssec(res.get("host", ""))
+            outcomes.append(
+                Outcome(
+                    info.queue_id,
+                    idx,
+                    status,
+                    code,
+                    enhanced,
+                    text,
+                    res.get("host", ""),
+                    res.get("ip", ""),
+                    f"{tls['version']} {tls['cipher']}" if tls else "",
+                    res.get("level", ""),
+                    next_ms,
+                    _evidence(tls, dnssec),
+                )
+            )
+            delivery(
+                queue_id=info.queue_id,
+                message_id=info.message_id,
+                sender=info.sender,
+                recipient=res["address"],
+                host=res.get("host", ""),
+                ip=res.get("ip", ""),
+                status=status,
+                code=code,
+                enhanced=enhanced,
+                text=text,
+                tls_version=tls["version"] if tls else "",
+                cipher=tls["cipher"] if tls else "",
+                group=tls.get("group", "") if tls else "",
+                method=tls.get("method", "") if tls else "",
+                dnssec=_dnssec_word(dnssec),
+                level=res.get("level", ""),
+                delay_s=(t - info.received_ms) / 1000,
+                attempt=info.attempts[idx],
+                risk_class=info.classes.get(idx, ""),
+                required=info.level,
+            )
+        return outcomes
+
+    def unmet(
+        self,
+        queue_id: str,
+        idx: int,
+        risk_class: str,
+        text: str,
+        *,
+        e2e: bool = False,
+        enhanced: str = "",
+    ) -> Outcome | None:
+        """The outcome `on_unmet` gives a recipient whose requirement was not
+        met; None means "as delivery decided" (defer)."""
+        policy = self._ctx.cfg.class_policy(risk_class)
+        action = policy.on_unmet
+        if action == "defer" and e2e:
+            # Waiting cannot encrypt the content: an operator decides.
+            action = "hold"
+        if action in ("reject", "bounce"):
+            # 5.7.30: REQUIRETLS support required (RFC 8689 §7.3); 5.7.5:
+            # cryptographic failure; 5.7.1: refused by policy.
+            if e2e:
+                status = "5.7.1"
+            elif enhanced.endswith(".7.30"):
+                status = "5.7.30"
+            else:
+                status = "5.7.5"
+            return Outcome(queue_id, idx, "bounced", None, status, text)
+        if action == "hold":
+            return Outcome(
+                queue_id, idx, "held", None, "4.7.1", f"held (class {risk_class}): {text}"
+            )
+        if action == "reroute":
+            self._ctx.store.set_route(queue_id, idx, "reroute")
+            return Outcome(
+                queue_id,
+                idx,
+                "deferred",
+                None,
+                "4.7.1",
+                f"rerouted to {policy.reroute} (class {risk_class}): {text}",
+                next_ms=now_ms(),
+            )
+        return None
+
+    async def commit(self, outcomes: list[Outcome]) -> None:
+        """One durable transaction for a batch of outcomes; then DSNs for
+        new bounces; then the spool files of finished messages go (rule 11:
+        the final states are stored first)."""
+        if not outcomes:
+            return
+        store = self._ctx.store
+        finished = store.record(outcomes)
+        bounced = sorted({o.queue_id for o in outcomes if o.status == "bounced"})
+        for qid in bounced:
+            await self._notices.send_failure_dsn(qid)
+        if bounced:
+            # Finished once their DSNs are queued.
+            finished += store.finish(bounced)
+        await self._finisher.finished(finished)
+
+
+def _duration(seconds: float) -> str:
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= size:
+            n = round(seconds / size, 1)
+            return f"{n:g} {unit}{'' if n == 1 else 's'}"
+    return f"{seconds:g} seconds"
+
+
+def _evidence(tls: dict[str, Any] | None, dnssec: dict[str, str]) -> str:
+    """What an attempt proved, as stored JSON (ARCHITECTURE.md, vocabulary)."""
+    evidence = {**(tls or {}), **dnssec}
+    return orjson.dumps(evidence).decode() if evidence else ""
+
+
+def _dnssec_word(dnssec: dict[str, str]) -> str:
+    """``secure`` when both the MX answer and the host's addresses were."""
+    if not dnssec:
+        return ""
+    return "secure" if set(dnssec.values()) == {"secure"} else "insecure"

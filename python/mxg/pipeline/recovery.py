@@ -1,0 +1,56 @@
+"""Recovery at start-up (ARCHITECTURE.md rule 10): the spool is the source
+of truth. Every spooled message the index does not know is classified and
+indexed again; spool files of finished messages go; deliveries that were
+under way when the last run ended are due again (so a message can arrive
+twice: at least once); bounces whose DSN was not yet queued get it."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import anyio
+
+from mxg.deliverylog import event, log
+from mxg.errors import SpoolError
+from mxg.pipeline.context import Context
+from mxg.pipeline.finish import Finisher
+from mxg.pipeline.intake import Intake
+from mxg.pipeline.notices import Notices
+from mxg.pipeline.outcomes import Outcomes
+
+
+async def recover(
+    ctx: Context, intake: Intake, outcomes: Outcomes, notices: Notices, finisher: Finisher
+) -> None:
+    engine, store = ctx.engine, ctx.store
+    ids = await anyio.to_thread.run_sync(engine.spool_ids)
+    known = store.known_ids()
+    envelopes = []
+    for qid in (i for i in ids if i not in known):
+        try:
+            envelopes.append(json.loads(engine.read_envelope(qid)))
+        except SpoolError as e:
+            event(
+                log,
+                "unreadable spool file left in place",
+                logging.ERROR,
+                queue_id=qid,
+                error=str(e),
+            )
+    if envelopes:
+        for env in envelopes:
+            intake.classify_into(env, await intake.features_of_spooled(env["queue_id"]))
+        store.add_messages(envelopes)
+        event(log, "re-queued from spool", count=len(envelopes))
+        for env in envelopes:
+            await outcomes.commit(intake.at_intake(env))
+    on_disk = set(ids)
+    done = set(store.finished()) | (store.done_ids() & on_disk)
+    await finisher.remove(sorted(done))
+    resumed = store.resume_pending()
+    if resumed:
+        event(log, "resuming pending deliveries", recipients=resumed)
+    for qid in store.dsn_pending():
+        await notices.send_failure_dsn(qid)
+    await finisher.remove(store.finished())

@@ -1,0 +1,152 @@
+"""Doubles for the pipeline's unit tests: an engine that records what it is
+handed, a resolver with fixed routes, and a context around a real store."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import tomllib
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from mxg.config import Config
+from mxg.errors import MessageNotFound
+from mxg.mtasts import Policy
+from mxg.pipeline.context import Context
+from mxg.pipeline.controller import Stages
+from mxg.resolve import Host, ResolveError, Route
+from mxg.store import Store
+from mxg.verdict import Feasibility
+
+ROUTES = {
+    "plain.test": Route("plain.test", [Host("mx.plain.test", ["127.0.0.2"])]),
+    "other.test": Route("other.test", [Host("mx.other.test", ["127.0.0.3"])]),
+}
+
+
+class FakeEngine:
+    """Records jobs, verdicts, injected DSNs and removals; holds spooled
+    messages in a dict."""
+
+    def __init__(self) -> None:
+        self.jobs: list[dict[str, Any]] = []
+        self.crossings = 0
+        self.verdicts_sent: list[dict[str, Any]] = []
+        self.injected: list[tuple[dict[str, Any], bytes]] = []
+        self.spool: dict[str, tuple[dict[str, Any], bytes]] = {}
+        self.removed: list[str] = []
+        self._ids = itertools.count(1)
+
+    def fileno(self) -> int:
+        return -1
+
+    def drain(self) -> bytes:
+        return b"[]"
+
+    def submit(self, jobs_json: str) -> None:
+        self.crossings += 1
+        self.jobs += json.loads(jobs_json)
+
+    def verdicts(self, verdicts_json: str) -> list[bool]:
+        got = json.loads(verdicts_json)
+        self.verdicts_sent += got
+        return [True] * len(got)
+
+    def inject(self, envelope_json: str, message: bytes) -> str:
+        env = json.loads(envelope_json)
+        env["queue_id"] = f"DSN{next(self._ids):013d}"
+        self.injected.append((env, message))
+        self.spool[env["queue_id"]] = (env, message)
+        return json.dumps(env)
+
+    def read(self, queue_id: str) -> tuple[str, bytes]:
+        if queue_id not in self.spool:
+            raise MessageNotFound(queue_id)
+        env, message = self.spool[queue_id]
+        return json.dumps(env), message
+
+    def read_envelope(self, queue_id: str) -> str:
+        return self.read(queue_id)[0]
+
+    def remove(self, queue_id: str) -> None:
+        self.spool.pop(queue_id, None)
+        self.removed.append(queue_id)
+
+    def remove_many(self, queue_ids: list[str]) -> list[str]:
+        for q in queue_ids:
+            self.remove(q)
+        return queue_ids
+
+    def spool_ids(self) -> list[str]:
+        return sorted(self.spool)
+
+
+class FakeResolver:
+    def __init__(self, routes: dict[str, Route] | None = None) -> None:
+        self.routes = ROUTES if routes is None else routes
+        self.asked: list[str] = []
+
+    async def route(self, domain: str) -> Route:
+        self.asked.append(domain)
+        if domain not in self.routes:
+            raise ResolveError(domain, f"{domain}: no such domain (NXDOMAIN)", permanent=True)
+        return self.routes[domain]
+
+    def cached(self, domain: str) -> Route | None:
+        return self.routes.get(domain)
+
+
+async def no_sts(domain: str) -> Policy | None:
+    return None
+
+
+def stages(
+    tmp_path: Path, toml: str = "", resolver: FakeResolver | None = None
+) -> tuple[Stages, FakeEngine]:
+    cfg = Config.model_validate(tomllib.loads(toml))
+    engine = FakeEngine()
+    res = resolver or FakeResolver()
+    ctx = Context(
+        cfg,
+        engine,
+        Store(tmp_path / "queue.db"),
+        res,
+        None,
+        Feasibility(cfg, res, no_sts),
+    )
+    return Stages.build(ctx), engine
+
+
+def envelope(qid: str, rcpts: list[str], **extra: Any) -> dict[str, Any]:
+    return {
+        "queue_id": qid,
+        "received_ms": 1_000,
+        "sender": "sender@internal.test",
+        "size": 100,
+        "origin": "smtp",
+        "client_addr": "127.0.0.1",
+        "message_id": f"<{qid}@internal.test>",
+        "recipients": [{"address": r, "notify": []} for r in rcpts],
+        **extra,
+    }
+
+
+def received(env: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "received", "envelope": env, "features": {}}
+
+
+def serving(st: Stages, body: Callable[[], Awaitable[None]]) -> None:
+    """Runs `body` while the stages serve (a task group is set), then lets
+    the tasks it started finish."""
+
+    async def main() -> None:
+        async with anyio.create_task_group() as tg:
+            st.ctx.tg = tg
+            await body()
+            await anyio.sleep(0.05)
+            st.ctx.tg = None
+
+    anyio.run(main)

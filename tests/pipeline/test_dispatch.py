@@ -1,0 +1,80 @@
+"""Dispatch: new messages go out at once, within max_jobs, one job per
+message and domain, all jobs of a batch in one crossing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.pipeline.fakes import envelope, received, serving, stages
+
+
+def test_a_new_message_gets_one_job_per_domain_in_one_crossing(tmp_path: Path) -> None:
+    st, engine = stages(tmp_path)
+    env = envelope("Q1", ["a@plain.test", "b@other.test", "c@plain.test"])
+
+    async def body() -> None:
+        await st.handle([received(env)])
+
+    serving(st, body)
+    assert engine.crossings == 1
+    by_domain = {j["destination"]: j for j in engine.jobs}
+    assert sorted(by_domain) == ["other.test", "plain.test"]
+    plain = by_domain["plain.test"]
+    assert [r["address"] for r in plain["recipients"]] == ["a@plain.test", "c@plain.test"]
+    assert plain["hosts"][0]["addresses"] == ["127.0.0.2"]
+    # class normal's default requirement
+    assert plain["tls"]["level"] == "encrypted"
+
+
+def test_beyond_max_jobs_new_messages_wait_in_order_and_start_as_jobs_finish(
+    tmp_path: Path,
+) -> None:
+    st, engine = stages(tmp_path, "[delivery]\nmax_jobs = 2\n")
+    envs = [envelope(f"Q{i}", [f"r{i}@plain.test"]) for i in range(5)]
+
+    async def body() -> None:
+        await st.handle([received(e) for e in envs])
+        assert [j["queue_id"] for j in engine.jobs] == ["Q0", "Q1"]
+        done = [
+            {
+                "type": "delivery_done",
+                "job_id": j["job_id"],
+                "attempts": [],
+                "results": [_sent(r["address"]) for r in j["recipients"]],
+            }
+            for j in engine.jobs
+        ]
+        await st.handle(done)
+        assert [j["queue_id"] for j in engine.jobs] == ["Q0", "Q1", "Q2", "Q3"]
+
+    serving(st, body)
+
+
+def test_an_unknown_domain_bounces_with_the_resolvers_reason_and_a_dsn(tmp_path: Path) -> None:
+    st, engine = stages(tmp_path)
+    engine.spool["Q1"] = (envelope("Q1", ["x@nowhere.test"]), b"Subject: hi\r\n\r\nhi\r\n")
+
+    async def body() -> None:
+        await st.handle([received(envelope("Q1", ["x@nowhere.test"]))])
+
+    serving(st, body)
+    assert engine.jobs == []
+    row = st.ctx.store.recipients("Q1")[0]
+    assert (row["status"], "NXDOMAIN" in row["text"]) == ("bounced", True)
+    assert len(engine.injected) == 1
+    dsn_env, dsn = engine.injected[0]
+    assert dsn_env["recipients"][0]["address"] == "sender@internal.test"
+    assert b"x@nowhere.test" in dsn
+
+
+def _sent(address: str) -> dict[str, object]:
+    return {
+        "address": address,
+        "status": "sent",
+        "code": 250,
+        "enhanced": "2.0.0",
+        "text": "queued",
+        "host": "mx.plain.test",
+        "ip": "127.0.0.2",
+        "level": "encrypted",
+    }

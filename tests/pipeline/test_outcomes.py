@@ -1,0 +1,76 @@
+"""Outcomes: retries, expiry and on_unmet, stored before anything else."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mxg.pipeline.plan import JobInfo
+from mxg.store import now_ms
+from tests.pipeline.fakes import envelope, serving, stages
+
+
+def _job(st: Any, qid: str, address: str, attempts: int = 1) -> JobInfo:
+    st.ctx.store.add_messages([envelope(qid, [address], received_ms=now_ms())])
+    info = JobInfo(qid, "plain.test", "sender@internal.test", None, received_ms=now_ms())
+    info.indexes = {address: [0]}
+    info.attempts = {0: attempts}
+    info.classes = {0: "normal"}
+    info.level = "encrypted"
+    return info
+
+
+def _deferred(address: str, *, unmet: bool = False) -> dict[str, Any]:
+    return {
+        "address": address,
+        "status": "deferred",
+        "code": None,
+        "enhanced": "4.7.5",
+        "text": "mx.plain.test[127.0.0.2]: required transport level encrypted not met",
+        "host": "mx.plain.test",
+        "ip": "127.0.0.2",
+        "level": "none",
+        "unmet": unmet,
+    }
+
+
+def test_a_deferral_gets_its_next_attempt_from_the_schedule(tmp_path: Path) -> None:
+    st, _ = stages(tmp_path, '[queue]\nretry_schedule = ["10m"]\n')
+    info = _job(st, "Q1", "a@plain.test")
+    [o] = st.outcomes.of_job(info, [_deferred("a@plain.test")])
+    assert o.status == "deferred"
+    # 10 minutes, give or take the schedule's jitter
+    assert 8 * 60_000 < o.next_ms - now_ms() <= 12 * 60_000
+
+
+def test_a_deferral_past_the_queue_lifetime_bounces_as_expired(tmp_path: Path) -> None:
+    st, _ = stages(tmp_path, '[queue]\nmax_lifetime = "1s"\n')
+    info = _job(st, "Q1", "a@plain.test")
+    info.received_ms -= 2_000
+    [o] = st.outcomes.of_job(info, [_deferred("a@plain.test")])
+    assert (o.status, o.enhanced) == ("bounced", "4.4.7")
+    assert o.text.startswith("message expired after 1 seconds in the queue; last error:")
+
+
+@pytest.mark.parametrize(
+    ("action", "status", "enhanced"),
+    [("bounce", "bounced", "5.7.5"), ("hold", "held", "4.7.1"), ("defer", "deferred", "4.7.5")],
+)
+def test_an_unmet_level_takes_the_classes_on_unmet_action(
+    tmp_path: Path, action: str, status: str, enhanced: str
+) -> None:
+    st, engine = stages(tmp_path, f'[classes.normal]\non_unmet = "{action}"\n')
+    info = _job(st, "Q1", "a@plain.test")
+
+    async def body() -> None:
+        await st.outcomes.results(
+            [(info, {"attempts": [], "results": [_deferred("a@plain.test", unmet=True)]})]
+        )
+
+    serving(st, body)
+    row = st.ctx.store.recipients("Q1")[0]
+    assert (row["status"], row["enhanced"]) == (status, enhanced)
+    # A bounce is stored, then reported to the sender.
+    assert len(engine.injected) == (1 if status == "bounced" else 0)
