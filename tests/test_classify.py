@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from mxg.boundary import Envelope, draft_envelope
 from mxg.classify import classify, requirement
 from mxg.config import Config
 
@@ -16,12 +17,8 @@ def config(toml: str = "") -> Config:
     return Config.model_validate(tomllib.loads(toml))
 
 
-def env(sender: str = "alice@example.org", *rcpts: str, requiretls: bool = False) -> dict[str, Any]:
-    return {
-        "sender": sender,
-        "recipients": [{"address": r} for r in (rcpts or ("bob@partner.test",))],
-        "requiretls": requiretls,
-    }
+def env(sender: str = "alice@example.org", *rcpts: str, requiretls: bool = False) -> Envelope:
+    return draft_envelope(sender, list(rcpts or ("bob@partner.test",)), requiretls=requiretls)
 
 
 def features(**kw: Any) -> dict[str, Any]:

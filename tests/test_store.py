@@ -4,22 +4,23 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from mxg.store import Outcome, Store
+from mxg.boundary import Envelope, Recipient
+from mxg.store import NewMessage, Outcome, Store
 
 
-def envelope(qid: str, rcpts: list[str], sender: str = "a@internal.test") -> dict[str, Any]:
-    return {
-        "queue_id": qid,
-        "received_ms": 1000,
-        "sender": sender,
-        "size": 10,
-        "origin": "smtp",
-        "recipients": [{"address": r} for r in rcpts],
-    }
+def envelope(qid: str, rcpts: list[str], sender: str = "a@internal.test") -> NewMessage:
+    env = Envelope(
+        queue_id=qid,
+        received_ms=1000,
+        sender=sender,
+        recipients=[Recipient(r) for r in rcpts],
+        origin="smtp",
+        size=10,
+    )
+    return NewMessage(env)
 
 
 def test_add_is_idempotent_and_due_groups_by_domain(tmp_path: Path) -> None:
@@ -38,7 +39,7 @@ def test_a_batch_indexes_only_its_new_messages_with_all_their_recipients(tmp_pat
     s = Store(tmp_path / "q.db")
     s.add_messages([envelope("Q0", ["old@x.test"])])
     batch = [envelope(f"Q{i}", [f"r{i}@x.test", f"s{i}@y.test"]) for i in range(1500)]
-    batch[0]["recipients"] = [{"address": "changed@z.test"}]
+    batch[0].envelope.recipients = [Recipient("changed@z.test")]
     added = s.add_messages(batch)
     assert added == [f"Q{i}" for i in range(1, 1500)]
     assert [r["address"] for r in s.recipients("Q0")] == ["old@x.test"]

@@ -23,11 +23,11 @@ import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from typing import Any
 
 import anyio
 
 from mxg import _core
+from mxg.boundary import HostProbe, ProbeDone, ProbeJob, TlsRequirement, decode_events, encode
 from mxg.config import Config
 from mxg.mtasts import Policy, PolicyError, StsCache, http_client
 from mxg.pipeline.plan import job_hosts
@@ -106,31 +106,31 @@ def _excluded(route: Route, allowed: set[str], policy: Policy | None) -> list[Ho
 def _report(
     domain: str,
     route: Route,
-    probes: list[dict[str, Any]],
+    probes: list[HostProbe],
     sts: str = "",
     excluded: Sequence[HostReport] = (),
 ) -> DomainReport:
     by_name = {h.name: h for h in route.hosts}
     hosts = []
     for p in probes:
-        h = by_name.get(p["host"])
-        tls = p.get("tls") or {}
+        h = by_name.get(p.host)
+        tls = p.tls
         hosts.append(
             HostReport(
-                host=p["host"],
-                address=p["ip"],
+                host=p.host,
+                address=p.ip,
                 dnssec="secure" if h is not None and h.secure else "insecure",
                 tlsa=_tlsa_text(h) if h is not None else [],
-                starttls=bool(p["starttls"]),
-                level=p["level"] if p["ok"] else "none",
-                method=tls.get("method", ""),
-                tls_version=tls.get("version", ""),
-                cipher=tls.get("cipher", ""),
-                group=tls.get("group", ""),
-                cert_subject=p.get("cert_subject", ""),
-                cert_issuer=p.get("cert_issuer", ""),
-                cert_expires=_expires(p.get("cert_not_after")),
-                error=p.get("error", ""),
+                starttls=p.starttls,
+                level=p.level if p.ok else "none",
+                method=(tls.method or "") if tls else "",
+                tls_version=tls.version if tls else "",
+                cipher=tls.cipher if tls else "",
+                group=tls.group if tls else "",
+                cert_subject=p.cert_subject,
+                cert_issuer=p.cert_issuer,
+                cert_expires=_expires(p.cert_not_after),
+                error=p.error,
             )
         )
     best = max((h.level for h in hosts), key=LEVELS.index, default="none")
@@ -158,7 +158,7 @@ async def check_domains(
         else None
     )
     results: dict[str, DomainReport] = {}
-    waiting: dict[int, tuple[anyio.Event, list[dict[str, Any]]]] = {}
+    waiting: dict[int, tuple[anyio.Event, list[HostProbe]]] = {}
     limit = anyio.Semaphore(concurrency)
     with tempfile.TemporaryDirectory(prefix="mxg-check-") as spool:
         engine_cfg = {**cfg.engine_json(), "listen": [], "spool_dir": spool}
@@ -169,10 +169,10 @@ async def check_domains(
                 async def pump() -> None:
                     while True:
                         await anyio.wait_readable(engine.fileno())
-                        for ev in json.loads(engine.drain()):
-                            if ev["type"] == "probe_done" and ev["probe_id"] in waiting:
-                                done, out = waiting[ev["probe_id"]]
-                                out.extend(ev["hosts"])
+                        for ev in decode_events(engine.drain()):
+                            if isinstance(ev, ProbeDone) and ev.probe_id in waiting:
+                                done, out = waiting[ev.probe_id]
+                                out.extend(ev.hosts)
                                 done.set()
 
                 async def one(probe_id: int, domain: str) -> None:
@@ -185,22 +185,22 @@ async def check_domains(
                             policy, sts_note = await _sts(sts_cache, domain)
                             dom = cfg.policy_for(domain)
                             hosts = job_hosts(route, policy, dom)
-                            excluded = _excluded(route, {h["name"] for h in hosts}, policy)
+                            excluded = _excluded(route, {h.name for h in hosts}, policy)
                             done, out = waiting[probe_id] = (anyio.Event(), [])
-                            engine.probe(
-                                json.dumps(
-                                    {
-                                        "probe_id": probe_id,
-                                        "domain": domain,
-                                        "hosts": hosts,
-                                        "tls": {
-                                            "level": "opportunistic",
-                                            "profile": cfg.delivery.tls_profile,
-                                            "methods": cfg.delivery.qualified_methods,
-                                        },
-                                    }
-                                )
+                            # The same code path as a delivery, at the lowest
+                            # level that still tries TLS: what each host can
+                            # reach is read off the session.
+                            probe = ProbeJob(
+                                probe_id,
+                                domain,
+                                hosts,
+                                TlsRequirement(
+                                    "opportunistic",
+                                    cfg.delivery.tls_profile,
+                                    list(cfg.delivery.qualified_methods),
+                                ),
                             )
+                            engine.probe(encode(probe))
                             await done.wait()
                             results[domain] = _report(domain, route, out, sts_note, excluded)
                         if progress is not None:

@@ -9,10 +9,10 @@ which rules fired, and with what. Pure functions, no I/O.
 from __future__ import annotations
 
 import fnmatch
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from mxg.boundary import Envelope
 from mxg.classes import CLASSES, Rule, address_matches, higher_class, stricter_level
 from mxg.config import Config, DomainPolicy
 
@@ -52,9 +52,11 @@ class Classification:
         return f"{self.message_class} ({'; '.join(parts)})" if parts else self.message_class
 
 
-def classify(
+# Long on purpose: the marker header, the rules, REQUIRETLS and
+# TLS-Required, in the order in which they raise the class.
+def classify(  # noqa: C901, PLR0912
     cfg: Config,
-    envelope: dict[str, Any],
+    envelope: Envelope,
     features: dict[str, Any],
     *,
     envelope_only: bool = False,
@@ -65,7 +67,7 @@ def classify(
     headers: dict[str, list[str]] = {
         k.lower(): v for k, v in (features.get("headers") or {}).items()
     }
-    recipients = [r["address"] for r in envelope.get("recipients", [])]
+    recipients = [r.address for r in envelope.recipients]
     result = Classification(c.default_class, [c.default_class] * len(recipients))
     result.fired.append({"rule": "default", "class": c.default_class, "why": "default class"})
     result.e2e = features.get("encryption")
@@ -104,7 +106,7 @@ def classify(
     # RFC 8689 §4.2.1: REQUIRETLS raises the message to qualified (see
     # `requirement`); §3, §4.2.2: "TLS-Required: No" only for normal, and
     # only if the operator allows it.
-    result.requiretls = bool(envelope.get("requiretls"))
+    result.requiretls = envelope.requiretls
     tls_required = [v.strip().lower() for v in headers.get("tls-required", [])]
     if "no" in tls_required and not result.requiretls:
         if not c.honour_tls_required_no:
@@ -120,10 +122,12 @@ def classify(
     return result
 
 
-def _rule_matches(
+# Long on purpose: one early return per condition of a rule,
+# all of which must hold.
+def _rule_matches(  # noqa: C901, PLR0911, PLR0912
     cfg: Config,
     rule: Rule,
-    envelope: dict[str, Any],
+    envelope: Envelope,
     features: dict[str, Any],
     headers: dict[str, list[str]],
 ) -> tuple[str, list[int] | None] | None:
@@ -131,7 +135,7 @@ def _rule_matches(
     recipient rule, the indexes of the recipients it applies to."""
     why: list[str] = []
     if rule.sender:
-        sender = envelope.get("sender", "")
+        sender = envelope.sender
         hit = next((p for p in _expand(cfg, rule.sender) if address_matches(sender, p)), None)
         if hit is None:
             return None
@@ -173,8 +177,8 @@ def _rule_matches(
         patterns = _expand(cfg, rule.recipient)
         only = [
             i
-            for i, r in enumerate(envelope.get("recipients", []))
-            if any(address_matches(r["address"], p) for p in patterns)
+            for i, r in enumerate(envelope.recipients)
+            if any(address_matches(r.address, p) for p in patterns)
         ]
         if not only:
             return None
@@ -238,7 +242,3 @@ def requirement(
         why.append(f"[[policy]] {domain.domain} min_level {level}")
     e2e_missing = policy.require_e2e and not info.get("e2e")
     return Requirement(level, e2e_missing, "; ".join(why))
-
-
-def dumps(c: Classification) -> str:
-    return json.dumps(c.to_json(), separators=(",", ":"))

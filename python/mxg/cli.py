@@ -237,12 +237,13 @@ def cmd_queue_action(args: argparse.Namespace) -> int:
 
 def cmd_classify(args: argparse.Namespace) -> int:
     from mxg import _core
+    from mxg.boundary import draft_envelope
     from mxg.classify import classify, requirement
 
     cfg = _load(args)
     message = sys.stdin.buffer.read() if args.file == "-" else Path(args.file).read_bytes()
     features = json.loads(_core.scan(message, json.dumps(cfg.scan_options())))
-    env = {"sender": args.sender, "recipients": [{"address": a} for a in args.to]}
+    env = draft_envelope(args.sender, args.to)
     c = classify(cfg, env, features)
     reqs = [
         requirement(cfg, k, c.to_json(), cfg.policy_for(a.rpartition("@")[2].lower()))

@@ -287,7 +287,9 @@ class DnsResolver:
         self._remember(domain, ttl.value, route)
         return route
 
-    async def _resolve(self, domain: str, ttl: _MinTtl) -> Route:
+    # Long on purpose: the MX, address and TLSA lookups (RFC 5321
+    # §5.1, RFC 7672 §2.2) in the order in which they depend on each other.
+    async def _resolve(self, domain: str, ttl: _MinTtl) -> Route:  # noqa: C901
         try:
             mx, mx_secure = await self._query(domain, "MX", ttl)
         except dns.resolver.NXDOMAIN:

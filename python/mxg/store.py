@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 
 import orjson
 
+from mxg.boundary import Envelope
 from mxg.errors import StoreError
 
 SCHEMA = """
@@ -129,6 +130,24 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
+@dataclass
+class NewMessage:
+    """A message to index: its envelope and, once intake classified it,
+    its class, the classification's record and each recipient's class."""
+
+    envelope: Envelope
+    risk_class: str | None = None
+    classification: dict[str, Any] | None = None
+    recipient_classes: list[str] | None = None
+
+    @property
+    def queue_id(self) -> str:
+        return self.envelope.queue_id
+
+    def recipient_class(self, idx: int) -> str | None:
+        return self.recipient_classes[idx] if self.recipient_classes else None
+
+
 @dataclass(frozen=True)
 class Due:
     """Recipients of one message in one domain that are due for an attempt."""
@@ -202,12 +221,12 @@ class Store:
 
     # -- intake -----------------------------------------------------------
 
-    def add_messages(self, envelopes: Iterable[dict[str, Any]]) -> list[str]:
+    def add_messages(self, messages: Iterable[NewMessage]) -> list[str]:
         """Indexes accepted messages; returns the ids that were new. Not
         fsynced on its own: the spool already holds these messages, and a
         lost index row is rebuilt from it at the next start."""
         with self._not_synced():
-            return self._add(envelopes)
+            return self._add(messages)
 
     @contextmanager
     def _not_synced(self) -> Iterator[None]:
@@ -220,11 +239,11 @@ class Store:
         finally:
             self._durable = True
 
-    def _add(self, envelopes: Iterable[dict[str, Any]]) -> list[str]:
+    def _add(self, messages: Iterable[NewMessage]) -> list[str]:
         # Three statements per batch, not two per message: intake runs at the
         # relay's full message rate. Ids already indexed (a restart's rescan)
         # are left as they are.
-        batch = {env["queue_id"]: env for env in envelopes}
+        batch = {m.queue_id: m for m in messages}
         if not batch:
             return []
         with self.transaction() as db:
@@ -237,7 +256,7 @@ class Store:
                     chunk,
                 )
             }
-            new = [env for qid, env in batch.items() if qid not in known]
+            new = [m for qid, m in batch.items() if qid not in known]
             db.executemany(
                 "INSERT INTO messages (queue_id, received_ms, sender, size,"
                 " message_id, envid, ret, body, smtputf8, origin, client_addr, class,"
@@ -245,22 +264,22 @@ class Store:
                 " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 [
                     (
-                        env["queue_id"],
-                        env["received_ms"],
-                        env["sender"],
-                        env["size"],
-                        env.get("message_id"),
-                        env.get("envid"),
-                        env.get("ret"),
-                        env.get("body"),
-                        int(bool(env.get("smtputf8"))),
-                        env["origin"],
-                        env.get("client_addr", ""),
-                        env.get("class"),
-                        dumps(env["classification"]) if env.get("classification") else None,
-                        int(bool(env.get("requiretls"))),
+                        m.envelope.queue_id,
+                        m.envelope.received_ms,
+                        m.envelope.sender,
+                        m.envelope.size,
+                        m.envelope.message_id,
+                        m.envelope.envid,
+                        m.envelope.ret,
+                        m.envelope.body,
+                        int(m.envelope.smtputf8),
+                        m.envelope.origin,
+                        m.envelope.client_addr,
+                        m.risk_class,
+                        dumps(m.classification) if m.classification else None,
+                        int(m.envelope.requiretls),
                     )
-                    for env in new
+                    for m in new
                 ],
             )
             db.executemany(
@@ -268,19 +287,19 @@ class Store:
                 " class) VALUES (?,?,?,?,?,?,?)",
                 [
                     (
-                        env["queue_id"],
+                        m.queue_id,
                         i,
-                        r["address"],
-                        domain_of(r["address"]),
-                        _notify_column(r),
-                        r.get("orcpt"),
-                        r.get("class"),
+                        r.address,
+                        domain_of(r.address),
+                        ",".join(r.notify),
+                        r.orcpt,
+                        m.recipient_class(i),
                     )
-                    for env in new
-                    for i, r in enumerate(env["recipients"])
+                    for m in new
+                    for i, r in enumerate(m.envelope.recipients)
                 ],
             )
-        return [env["queue_id"] for env in new]
+        return [m.queue_id for m in new]
 
     def known_ids(self) -> set[str]:
         return {r[0] for r in self.db.execute("SELECT queue_id FROM messages")}
@@ -671,41 +690,37 @@ def dumps(obj: Any) -> str:
     return orjson.dumps(obj).decode()
 
 
-def envelope_rows(env: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def envelope_rows(m: NewMessage) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """A just-received message as `Store.message` and `Store.recipients`
     will return it once `add_messages` stored it (the classification
     already parsed): kept next to `_add` so the two shapes change together."""
+    env = m.envelope
     msg = {
-        "queue_id": env["queue_id"],
-        "sender": env["sender"],
-        "message_id": env.get("message_id"),
-        "received_ms": env["received_ms"],
-        "origin": env["origin"],
-        "classification": env.get("classification") or {},
-        "requiretls": int(bool(env.get("requiretls"))),
-        "ret": env.get("ret"),
-        "envid": env.get("envid"),
-        "body": env.get("body"),
-        "smtputf8": int(bool(env.get("smtputf8"))),
+        "queue_id": env.queue_id,
+        "sender": env.sender,
+        "message_id": env.message_id,
+        "received_ms": env.received_ms,
+        "origin": env.origin,
+        "classification": m.classification or {},
+        "requiretls": int(env.requiretls),
+        "ret": env.ret,
+        "envid": env.envid,
+        "body": env.body,
+        "smtputf8": int(env.smtputf8),
     }
     rows = [
         {
             "idx": i,
-            "address": r["address"],
+            "address": r.address,
             "attempts": 0,
-            "class": r.get("class"),
+            "class": m.recipient_class(i),
             "override_level": None,
-            "notify": _notify_column(r),
-            "orcpt": r.get("orcpt"),
+            "notify": ",".join(r.notify),
+            "orcpt": r.orcpt,
         }
-        for i, r in enumerate(env["recipients"])
+        for i, r in enumerate(env.recipients)
     ]
     return msg, rows
-
-
-def _notify_column(recipient: dict[str, Any]) -> str:
-    """RFC 3461 NOTIFY words as the recipients table keeps them."""
-    return ",".join(recipient.get("notify", []))
 
 
 def _make_private(path: Path) -> None:

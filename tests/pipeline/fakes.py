@@ -12,13 +12,14 @@ from typing import Any
 
 import anyio
 
+from mxg.boundary import Envelope, Received, Recipient, decode_envelope, encode
 from mxg.config import Config
 from mxg.errors import MessageNotFound
 from mxg.mtasts import Policy
 from mxg.pipeline.context import Context
 from mxg.pipeline.controller import Stages
 from mxg.resolve import Host, ResolveError, Route
-from mxg.store import Store
+from mxg.store import Store, now_ms
 from mxg.verdict import Feasibility
 
 ROUTES = {
@@ -35,8 +36,8 @@ class FakeEngine:
         self.jobs: list[dict[str, Any]] = []
         self.crossings = 0
         self.verdicts_sent: list[dict[str, Any]] = []
-        self.injected: list[tuple[dict[str, Any], bytes]] = []
-        self.spool: dict[str, tuple[dict[str, Any], bytes]] = {}
+        self.injected: list[tuple[Envelope, bytes]] = []
+        self.spool: dict[str, tuple[Envelope, bytes]] = {}
         self.removed: list[str] = []
         self._ids = itertools.count(1)
 
@@ -56,17 +57,17 @@ class FakeEngine:
         return [True] * len(got)
 
     def inject(self, envelope_json: str, message: bytes) -> str:
-        env = json.loads(envelope_json)
-        env["queue_id"] = f"DSN{next(self._ids):013d}"
+        env = decode_envelope(envelope_json)
+        env.queue_id = f"DSN{next(self._ids):013d}"
         self.injected.append((env, message))
-        self.spool[env["queue_id"]] = (env, message)
-        return json.dumps(env)
+        self.spool[env.queue_id] = (env, message)
+        return encode(env)
 
     def read(self, queue_id: str) -> tuple[str, bytes]:
         if queue_id not in self.spool:
             raise MessageNotFound(queue_id)
         env, message = self.spool[queue_id]
-        return json.dumps(env), message
+        return encode(env), message
 
     def read_envelope(self, queue_id: str) -> str:
         return self.read(queue_id)[0]
@@ -120,22 +121,23 @@ def stages(
     return Stages.build(ctx), engine
 
 
-def envelope(qid: str, rcpts: list[str], **extra: Any) -> dict[str, Any]:
-    return {
+def envelope(qid: str, rcpts: list[str], **extra: Any) -> Envelope:
+    fields: dict[str, Any] = {
         "queue_id": qid,
-        "received_ms": 1_000,
+        "received_ms": now_ms(),
         "sender": "sender@internal.test",
         "size": 100,
         "origin": "smtp",
         "client_addr": "127.0.0.1",
         "message_id": f"<{qid}@internal.test>",
-        "recipients": [{"address": r, "notify": []} for r in rcpts],
+        "recipients": [Recipient(r) for r in rcpts],
         **extra,
     }
+    return Envelope(**fields)
 
 
-def received(env: dict[str, Any]) -> dict[str, Any]:
-    return {"type": "received", "envelope": env, "features": {}}
+def received(env: Envelope) -> Received:
+    return Received(env, {})
 
 
 def serving(st: Stages, body: Callable[[], Awaitable[None]]) -> None:

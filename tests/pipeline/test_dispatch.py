@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from mxg.boundary import DeliveryDone, RecipientResult
 from tests.pipeline.fakes import envelope, received, serving, stages
 
 
@@ -36,12 +37,15 @@ def test_beyond_max_jobs_new_messages_wait_in_order_and_start_as_jobs_finish(
         await st.handle([received(e) for e in envs])
         assert [j["queue_id"] for j in engine.jobs] == ["Q0", "Q1"]
         done = [
-            {
-                "type": "delivery_done",
-                "job_id": j["job_id"],
-                "attempts": [],
-                "results": [_sent(r["address"]) for r in j["recipients"]],
-            }
+            DeliveryDone(
+                j["job_id"],
+                j["queue_id"],
+                j["destination"],
+                [_sent(r["address"]) for r in j["recipients"]],
+                [],
+                0,
+                0,
+            )
             for j in engine.jobs
         ]
         await st.handle(done)
@@ -63,18 +67,11 @@ def test_an_unknown_domain_bounces_with_the_resolvers_reason_and_a_dsn(tmp_path:
     assert (row["status"], "NXDOMAIN" in row["text"]) == ("bounced", True)
     assert len(engine.injected) == 1
     dsn_env, dsn = engine.injected[0]
-    assert dsn_env["recipients"][0]["address"] == "sender@internal.test"
+    assert dsn_env.recipients[0].address == "sender@internal.test"
     assert b"x@nowhere.test" in dsn
 
 
-def _sent(address: str) -> dict[str, object]:
-    return {
-        "address": address,
-        "status": "sent",
-        "code": 250,
-        "enhanced": "2.0.0",
-        "text": "queued",
-        "host": "mx.plain.test",
-        "ip": "127.0.0.2",
-        "level": "encrypted",
-    }
+def _sent(address: str) -> RecipientResult:
+    return RecipientResult(
+        address, "sent", 250, "2.0.0", "queued", "mx.plain.test", "127.0.0.2", "encrypted"
+    )

@@ -7,13 +7,14 @@ from typing import Any
 
 import pytest
 
+from mxg.boundary import DeliveryDone, RecipientResult
 from mxg.pipeline.plan import JobInfo
-from mxg.store import now_ms
+from mxg.store import NewMessage, now_ms
 from tests.pipeline.fakes import envelope, serving, stages
 
 
 def _job(st: Any, qid: str, address: str, attempts: int = 1) -> JobInfo:
-    st.ctx.store.add_messages([envelope(qid, [address], received_ms=now_ms())])
+    st.ctx.store.add_messages([NewMessage(envelope(qid, [address]))])
     info = JobInfo(qid, "plain.test", "sender@internal.test", None, received_ms=now_ms())
     info.indexes = {address: [0]}
     info.attempts = {0: attempts}
@@ -22,18 +23,22 @@ def _job(st: Any, qid: str, address: str, attempts: int = 1) -> JobInfo:
     return info
 
 
-def _deferred(address: str, *, unmet: bool = False) -> dict[str, Any]:
-    return {
-        "address": address,
-        "status": "deferred",
-        "code": None,
-        "enhanced": "4.7.5",
-        "text": "mx.plain.test[127.0.0.2]: required transport level encrypted not met",
-        "host": "mx.plain.test",
-        "ip": "127.0.0.2",
-        "level": "none",
-        "unmet": unmet,
-    }
+def _done(results: list[RecipientResult]) -> DeliveryDone:
+    return DeliveryDone(0, "Q1", "plain.test", results, [], 0, 0)
+
+
+def _deferred(address: str, *, unmet: bool = False) -> RecipientResult:
+    return RecipientResult(
+        address=address,
+        status="deferred",
+        code=None,
+        enhanced="4.7.5",
+        text="mx.plain.test[127.0.0.2]: required transport level encrypted not met",
+        host="mx.plain.test",
+        ip="127.0.0.2",
+        level="none",
+        unmet=unmet,
+    )
 
 
 def test_a_deferral_gets_its_next_attempt_from_the_schedule(tmp_path: Path) -> None:
@@ -66,7 +71,14 @@ def test_an_unmet_level_takes_the_classes_on_unmet_action(
 
     async def body() -> None:
         await st.outcomes.results(
-            [(info, {"attempts": [], "results": [_deferred("a@plain.test", unmet=True)]})]
+            [
+                (
+                    info,
+                    DeliveryDone(
+                        0, "Q1", "plain.test", [_deferred("a@plain.test", unmet=True)], [], 0, 0
+                    ),
+                )
+            ]
         )
 
     serving(st, body)

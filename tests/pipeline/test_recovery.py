@@ -8,6 +8,7 @@ from pathlib import Path
 import anyio
 
 from mxg.pipeline.recovery import recover
+from mxg.store import NewMessage
 from tests.pipeline.fakes import envelope, serving, stages
 
 
@@ -15,7 +16,7 @@ def test_rule10_spooled_messages_unknown_to_the_index_are_requeued(tmp_path: Pat
     st, engine = stages(tmp_path)
     engine.spool["Q1"] = (envelope("Q1", ["a@plain.test"]), b"Subject: x\r\n\r\nx\r\n")
     engine.spool["Q2"] = (envelope("Q2", ["b@plain.test"]), b"Subject: y\r\n\r\ny\r\n")
-    st.ctx.store.add_messages([envelope("Q2", ["b@plain.test"])])
+    st.ctx.store.add_messages([NewMessage(envelope("Q2", ["b@plain.test"]))])
 
     anyio.run(recover, st.ctx, st.intake, st.outcomes, st.notices, st.finisher)
     assert st.ctx.store.known_ids() == {"Q1", "Q2"}

@@ -17,13 +17,21 @@ import json
 import logging
 import os
 from dataclasses import dataclass
-from typing import Any
 
 import anyio
 import anyio.abc
-import orjson
 
 from mxg import _core
+from mxg.boundary import (
+    Arrived,
+    DeliveryDone,
+    Event,
+    Log,
+    RcptCheck,
+    Received,
+    Rejected,
+    decode_events,
+)
 from mxg.config import Config
 from mxg.datadir import InstanceLock, check_tree, drop_privileges, run_user
 from mxg.deliverylog import event, flush_logs, log
@@ -67,32 +75,32 @@ class Stages:
         intake = Intake(ctx, outcomes, early)
         return cls(ctx, intake, Verdicts(ctx, early), dispatch, outcomes, notices, finisher)
 
-    async def handle(self, batch: list[dict[str, Any]]) -> None:
+    async def handle(self, batch: list[Event]) -> None:
         """One batch of engine events, in the order that keeps replies
         fast: verdicts first (clients wait for them), then intake, then
         results; the jobs all of them queued cross the boundary once."""
-        arrived = [(e["envelope"], e.get("features")) for e in batch if e["type"] == "arrived"]
+        arrived = [e for e in batch if isinstance(e, Arrived)]
         if arrived:
             self.verdicts.on_arrived(arrived)
-        received: list[dict[str, Any]] = []
-        done: list[tuple[JobInfo, dict[str, Any]]] = []
+        received: list[Received] = []
+        done: list[tuple[JobInfo, DeliveryDone]] = []
         for e in batch:
-            kind = e["type"]
-            if kind == "received":
-                received.append(e)
-            elif kind == "delivery_done":
-                info = self.dispatch.finished(e["job_id"])
-                if info is not None:
-                    done.append((info, e))
-            elif kind == "log":
-                event(log, e["message"], getattr(logging, e["level"].upper(), logging.INFO))
-            elif kind == "rcpt_check":
-                self.verdicts.on_rcpt_check(e)
-            elif kind == "rejected":
-                log_rejected(e)
+            match e:
+                case Received():
+                    received.append(e)
+                case DeliveryDone():
+                    info = self.dispatch.finished(e.job_id)
+                    if info is not None:
+                        done.append((info, e))
+                case Log():
+                    event(log, e.message, getattr(logging, e.level.upper(), logging.INFO))
+                case RcptCheck():
+                    self.verdicts.on_rcpt_check(e)
+                case Rejected():
+                    log_rejected(e)
         if received:
-            envelopes, intake = await self.intake.take(received)
-            self.dispatch.start_new(envelopes, intake)
+            messages, intake = await self.intake.take(received)
+            self.dispatch.start_new(messages, intake)
         if done:
             self.dispatch.after_results(await self.outcomes.results(done))
         self.dispatch.flush()
@@ -170,7 +178,7 @@ class Relay:
                     # Messages accepted during the grace period are indexed
                     # now; results that came in are recorded.
                     stages.ctx.tg = None
-                    await stages.handle(orjson.loads(engine.drain()))
+                    await stages.handle(decode_events(engine.drain()))
                     stages.ctx.store.close()
                 event(log, "stopped")
 
@@ -199,7 +207,7 @@ class Relay:
         fd = engine.fileno()
         while True:
             await anyio.wait_readable(fd)
-            batch = orjson.loads(engine.drain())
+            batch = decode_events(engine.drain())
             if batch:
                 await stages.handle(batch)
             flush_logs()

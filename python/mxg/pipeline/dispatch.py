@@ -13,17 +13,18 @@ from __future__ import annotations
 import socket
 from collections import deque
 from collections.abc import Iterable
-from typing import Any, Protocol
+from typing import Protocol
 
 import anyio
-import orjson
 
+from mxg.boundary import DeliveryJob, JobHost, encode
 from mxg.classes import relay_address
 from mxg.deliverylog import log
 from mxg.mtasts import Policy
 from mxg.pipeline.context import Context
 from mxg.pipeline.plan import (
     JobInfo,
+    Planned,
     Planner,
     allowed_hosts,
     inflight_key,
@@ -32,7 +33,7 @@ from mxg.pipeline.plan import (
     sts_policy,
 )
 from mxg.resolve import ResolveError, Route
-from mxg.store import Due, Outcome, domain_of, now_ms
+from mxg.store import Due, NewMessage, Outcome, domain_of, now_ms
 
 
 class Unroutable(Protocol):
@@ -51,7 +52,7 @@ class Dispatcher:
         self.jobs: dict[int, JobInfo] = {}
         self.inflight: set[tuple[str, str]] = set()
         self._next_job = 1
-        self._outbox: list[dict[str, Any]] = []
+        self._outbox: list[DeliveryJob] = []
         # Due recipients were left waiting for room under max_jobs: look for
         # them again as soon as jobs finish, not only at the next scan.
         self._room_wanted = False
@@ -62,15 +63,15 @@ class Dispatcher:
 
     # -- what starts jobs ---------------------------------------------------
 
-    def start_new(self, envelopes: list[dict[str, Any]], intake: list[Outcome]) -> None:
+    def start_new(self, messages: list[NewMessage], intake: list[Outcome]) -> None:
         """First deliveries of just-received messages, one per recipient
         domain; recipients intake stopped stay, those it rerouted go to
         their fallback relay."""
         stopped = {(o.queue_id, o.idx) for o in intake if o.status != "deferred"}
         rerouted = {(o.queue_id, o.idx) for o in intake if o.status == "deferred"}
-        with self._planner.fresh(envelopes):
-            for env in envelopes:
-                for due in _split_by_domain(env):
+        with self._planner.fresh(messages):
+            for m in messages:
+                for due in _split_by_domain(m):
                     keep = tuple(
                         i for i in due.indexes if (due.queue_id, i) not in stopped | rerouted
                     )
@@ -213,7 +214,7 @@ class Dispatcher:
                 return
             addresses = list(dict.fromkeys(str(i[4][0]) for i in infos))
             planned.info.level = policy.reroute_level
-            hosts = [{"name": host, "addresses": addresses, "port": port}]
+            hosts = [JobHost(name=host, addresses=addresses, port=port)]
             self._add_job(planned, hosts, destination=f"reroute:{host}")
             self.flush()
         except Exception as e:
@@ -229,7 +230,7 @@ class Dispatcher:
         hosts = job_hosts(route, policy, self._ctx.cfg.policy_for(due.domain))
         self._add_job(planned, hosts, destination=due.domain)
 
-    def _add_job(self, planned: Any, hosts: list[dict[str, Any]], *, destination: str) -> None:
+    def _add_job(self, planned: Planned, hosts: list[JobHost], *, destination: str) -> None:
         job_id = self._next_job
         self._next_job += 1
         self.jobs[job_id] = planned.info
@@ -253,10 +254,10 @@ class Dispatcher:
             return
         jobs, self._outbox = self._outbox, []
         try:
-            self._ctx.engine.submit(orjson.dumps(jobs).decode())
+            self._ctx.engine.submit(encode(jobs))
         except Exception as e:
             for job in jobs:
-                info = self.jobs.pop(job["job_id"])
+                info = self.jobs.pop(job.job_id)
                 self._failed_to_start(
                     Due(info.queue_id, info.domain, ()), e, rerouted=info.rerouted
                 )
@@ -269,9 +270,9 @@ class Dispatcher:
         return info
 
 
-def _split_by_domain(env: dict[str, Any]) -> Iterable[Due]:
+def _split_by_domain(m: NewMessage) -> Iterable[Due]:
     """A new message's recipients as one delivery per recipient domain."""
     by: dict[str, list[int]] = {}
-    for i, r in enumerate(env["recipients"]):
-        by.setdefault(domain_of(r["address"]), []).append(i)
-    return [Due(env["queue_id"], d, tuple(ix)) for d, ix in by.items()]
+    for i, r in enumerate(m.envelope.recipients):
+        by.setdefault(domain_of(r.address), []).append(i)
+    return [Due(m.queue_id, d, tuple(ix)) for d, ix in by.items()]

@@ -12,14 +12,15 @@ from typing import Any
 import anyio
 
 from mxg import _core
-from mxg.classify import Classification, classify
+from mxg.boundary import Envelope, Received, Rejected
+from mxg.classify import classify
 from mxg.deliverylog import event, log
 from mxg.errors import EngineStopped, MessageNotFound
 from mxg.pipeline.context import Context
 from mxg.pipeline.outcomes import Outcomes
 from mxg.pipeline.plan import recipient_requirement
 from mxg.pipeline.verdicts import EarlyVerdicts, e2e_text
-from mxg.store import Outcome
+from mxg.store import NewMessage, Outcome
 
 
 class Intake:
@@ -29,73 +30,63 @@ class Intake:
         self._early = early
         self._scan_json = json.dumps(ctx.cfg.scan_options())
 
-    async def take(
-        self, received: list[dict[str, Any]]
-    ) -> tuple[list[dict[str, Any]], list[Outcome]]:
+    async def take(self, received: list[Received]) -> tuple[list[NewMessage], list[Outcome]]:
         """Classifies and indexes a batch of received messages and stores
         what happens at once to some of their recipients; returns the
-        envelopes (classified) and those outcomes."""
-        envelopes = []
+        messages (classified) and those outcomes."""
+        messages = []
         for e in received:
-            env = e["envelope"]
-            features = e.get("features")
-            if not isinstance(features, dict):
-                features = await self.features_of_spooled(env["queue_id"])
-            self.classify_into(env, features)
-            envelopes.append(env)
-        self._ctx.store.add_messages(envelopes)
+            features = e.features
+            if features is None:
+                features = await self.features_of_spooled(e.envelope.queue_id)
+            messages.append(self.classified(e.envelope, features))
+        self._ctx.store.add_messages(messages)
         intake: list[Outcome] = []
-        for env in envelopes:
+        for m in messages:
+            env = m.envelope
             event(
                 log,
                 "received",
-                queue_id=env["queue_id"],
-                message_id=env.get("message_id") or "",
-                size=env["size"],
-                **{"from": f"<{env['sender']}>"},
-                nrcpt=len(env["recipients"]),
-                client=env.get("client_addr") or "local",
-                **{"class": env["class"]},
-                why=_why(env["classification"]),
+                queue_id=env.queue_id,
+                message_id=env.message_id or "",
+                size=env.size,
+                **{"from": f"<{env.sender}>"},
+                nrcpt=len(env.recipients),
+                client=env.client_addr or "local",
+                **{"class": m.risk_class},
+                why=_why(m.classification or {}),
             )
-            now = self.at_intake(env)
+            now = self.at_intake(m)
             _log_outcomes(env, now, "not delivered as classified")
             intake += now
         if intake:
             await self._outcomes.commit(intake)
-        return envelopes, intake
+        return messages, intake
 
-    def at_intake(self, env: dict[str, Any]) -> list[Outcome]:
+    def at_intake(self, m: NewMessage) -> list[Outcome]:
         """What happens at once to recipients that cannot be delivered as
         they are: content that must be end-to-end encrypted and is not, and
         recipients an end-of-DATA verdict found out of reach."""
-        early = self._early.pop(env["queue_id"])
+        early = self._early.pop(m.queue_id)
         outcomes: list[Outcome] = []
-        for i, r in enumerate(env["recipients"]):
-            req = recipient_requirement(
-                self._ctx.cfg, r["class"], env["classification"], r["address"]
-            )
+        for i, r in enumerate(m.envelope.recipients):
+            cls = m.recipient_class(i) or self._ctx.cfg.classify.default_class
+            req = recipient_requirement(self._ctx.cfg, cls, m.classification or {}, r.address)
             if req.e2e_missing:
-                o = self._outcomes.unmet(
-                    env["queue_id"], i, r["class"], e2e_text(r["class"]), e2e=True
-                )
+                o = self._outcomes.unmet(m.queue_id, i, cls, e2e_text(cls), e2e=True)
             elif i in early:
-                o = self._outcomes.unmet(env["queue_id"], i, r["class"], early[i])
+                o = self._outcomes.unmet(m.queue_id, i, cls, early[i])
             else:
                 continue
             if o is not None:
                 outcomes.append(o)
         return outcomes
 
-    def classify_into(self, env: dict[str, Any], features: dict[str, Any]) -> Classification:
-        """Classifies and writes the result into the envelope, as the store
-        keeps it: the message's class and reasons, each recipient's class."""
+    def classified(self, env: Envelope, features: dict[str, Any]) -> NewMessage:
+        """The message as the store keeps it: its class and reasons, and
+        each recipient's class."""
         c = classify(self._ctx.cfg, env, features)
-        env["class"] = c.message_class
-        env["classification"] = c.to_json()
-        for r, k in zip(env["recipients"], c.recipient_classes, strict=True):
-            r["class"] = k
-        return c
+        return NewMessage(env, c.message_class, c.to_json(), c.recipient_classes)
 
     async def features_of_spooled(self, queue_id: str) -> dict[str, Any]:
         """Messages that come without features (recovered from the spool,
@@ -112,18 +103,18 @@ class Intake:
         return features
 
 
-def log_rejected(e: dict[str, Any]) -> None:
+def log_rejected(e: Rejected) -> None:
     """A message refused at the end of DATA (its class rejects)."""
-    env = e["envelope"]
+    env = e.envelope
     event(
         log,
         "rejected",
         logging.WARNING,
-        queue_id=env["queue_id"],
-        message_id=env.get("message_id") or "",
-        **{"from": f"<{env['sender']}>"},
-        nrcpt=len(env["recipients"]),
-        reply=f"{e['code']} {e['enhanced']} {e['text']}",
+        queue_id=env.queue_id,
+        message_id=env.message_id or "",
+        **{"from": f"<{env.sender}>"},
+        nrcpt=len(env.recipients),
+        reply=f"{e.code} {e.enhanced} {e.text}",
     )
 
 
@@ -133,14 +124,14 @@ def _why(classification: dict[str, Any]) -> str:
     return "; ".join(fired[1:]) or "default"
 
 
-def _log_outcomes(env: dict[str, Any], outcomes: list[Outcome], message: str) -> None:
+def _log_outcomes(env: Envelope, outcomes: list[Outcome], message: str) -> None:
     for o in outcomes:
         event(
             log,
             message,
             logging.WARNING,
             queue_id=o.queue_id,
-            to=f"<{env['recipients'][o.idx]['address']}>",
+            to=f"<{env.recipients[o.idx].address}>",
             status=o.status,
             text=o.text,
         )

@@ -4,17 +4,17 @@ ones. A DSN is spooled like any message and goes out as class normal."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from typing import Any
 
 import anyio
 
+from mxg.boundary import Envelope, Recipient, decode_envelope, encode
 from mxg.deliverylog import event, log
 from mxg.dsn import Original, RecipientReport, build_dsn
 from mxg.errors import EngineStopped, MessageNotFound
 from mxg.pipeline.context import Context
-from mxg.store import now_ms
+from mxg.store import NewMessage, now_ms
 
 
 class Notices:
@@ -89,37 +89,32 @@ class Notices:
             full_message_limit=cfg.dsn.return_full_message_limit,
             retry_until_ms=retry_until_ms,
         )
-        envelope = {
-            "queue_id": "",
-            "received_ms": now_ms(),
-            "sender": "",
-            "recipients": [{"address": msg["sender"], "notify": ["NEVER"]}],
-            "origin": "local",
-            "size": len(dsn),
-            "client_addr": "",
-            "client_helo": "",
-            "message_id": None,
-        }
+        envelope = Envelope(
+            queue_id="",
+            received_ms=now_ms(),
+            sender="",
+            recipients=[Recipient(msg["sender"], ["NEVER"])],
+            origin="local",
+            size=len(dsn),
+        )
         try:
-            stored = json.loads(
-                await anyio.to_thread.run_sync(engine.inject, json.dumps(envelope), dsn)
+            stored = decode_envelope(
+                await anyio.to_thread.run_sync(engine.inject, encode(envelope), dsn)
             )
         except EngineStopped:
             return False
         # A DSN goes back to the internal sender as class normal; for a
         # message of a higher class it carries the headers only (above).
-        stored["class"] = "normal"
-        stored["classification"] = {
+        classification = {
             "class": "normal",
             "fired": [{"rule": "dsn", "class": "normal", "why": f"DSN for {msg['queue_id']}"}],
         }
-        for r in stored["recipients"]:
-            r["class"] = "normal"
-        self._ctx.store.add_messages([stored])
+        normal = ["normal"] * len(stored.recipients)
+        self._ctx.store.add_messages([NewMessage(stored, "normal", classification, normal)])
         event(
             log,
             "dsn queued",
-            queue_id=stored["queue_id"],
+            queue_id=stored.queue_id,
             original=msg["queue_id"],
             to=f"<{msg['sender']}>",
             action=reports[0].action,

@@ -11,10 +11,11 @@ rule 11: the final states are stored first).
 from __future__ import annotations
 
 import logging
-from typing import Any
 
+import msgspec
 import orjson
 
+from mxg.boundary import DeliveryDone, RecipientResult, TlsInfo
 from mxg.deliverylog import delivery, event, log
 from mxg.pipeline.context import Context
 from mxg.pipeline.finish import Finisher
@@ -34,20 +35,20 @@ class Outcomes:
         self._notices = notices
         self._finisher = finisher
 
-    async def results(self, done: list[tuple[JobInfo, dict[str, Any]]]) -> list[Outcome]:
+    async def results(self, done: list[tuple[JobInfo, DeliveryDone]]) -> list[Outcome]:
         """Stores the results of finished jobs; returns their outcomes."""
         outcomes: list[Outcome] = []
         for info, ev in done:
-            for a in ev["attempts"]:
+            for a in ev.attempts:
                 event(
                     log,
                     "attempt failed",
                     logging.INFO,
                     queue_id=info.queue_id,
-                    relay=f"{a['host']}[{a['ip']}]",
-                    error=a["error"],
+                    relay=f"{a.host}[{a.ip}]",
+                    error=a.error,
                 )
-            outcomes += self.of_job(info, ev["results"])
+            outcomes += self.of_job(info, ev.results)
         await self.commit(outcomes)
         return outcomes
 
@@ -60,22 +61,22 @@ class Outcomes:
         if planned is None:
             return
         results = [
-            {
-                "address": r["address"],
-                "status": "bounced" if e.permanent else "deferred",
-                "code": None,
-                "enhanced": e.enhanced,
-                "text": e.text,
-                "host": "",
-                "ip": "",
-                "level": "none",
-                "unmet": unmet,
-            }
+            RecipientResult(
+                address=r["address"],
+                status="bounced" if e.permanent else "deferred",
+                code=None,
+                enhanced=e.enhanced,
+                text=e.text,
+                host="",
+                ip="",
+                level="none",
+                unmet=unmet,
+            )
             for r in planned.rows
         ]
         await self.commit(self.of_job(planned.info, results))
 
-    def of_job(self, info: JobInfo, results: list[dict[str, Any]]) -> list[Outcome]:
+    def of_job(self, info: JobInfo, results: list[RecipientResult]) -> list[Outcome]:
         """Turns a job's results into recipient outcomes (deferrals past the
         queue lifetime become bounces) and logs one line per recipient."""
         cfg = self._ctx.cfg
@@ -83,21 +84,18 @@ class Outcomes:
         t = now_ms()
         outcomes: list[Outcome] = []
         for res in results:
-            slots = info.indexes.get(res["address"])
+            slots = info.indexes.get(res.address)
             if not slots:
                 continue
             idx = slots.pop(0)
-            status = res["status"]
-            text = res["text"]
-            enhanced = res.get("enhanced") or ""
-            code = res.get("code")
+            status, code, enhanced, text = res.status, res.code, res.enhanced, res.text
             next_ms = 0
             if status == "sent" and not info.rerouted:
-                feasibility.note_met(info.domain, res.get("level") or "none")
+                feasibility.note_met(info.domain, res.level or "none")
             # on_unmet applies to the recipient's own route; at the fallback
             # relay a failure is retried like any other.
             unmet = None
-            if res.get("unmet") and status == "deferred" and not info.rerouted:
+            if res.unmet and status == "deferred" and not info.rerouted:
                 feasibility.note_unmet(info.domain, info.level, text)
                 if not info.dsn:
                     unmet = self.unmet(
@@ -125,8 +123,8 @@ class Outcomes:
                     )
                 else:
                     next_ms = nxt
-            tls = res.get("tls")
-            dnssec = info.dnssec(res.get("host", ""))
+            tls = res.tls
+            dnssec = info.dnssec(res.host)
             outcomes.append(
                 Outcome(
                     info.queue_id,
@@ -135,10 +133,10 @@ class Outcomes:
                     code,
                     enhanced,
                     text,
-                    res.get("host", ""),
-                    res.get("ip", ""),
-                    f"{tls['version']} {tls['cipher']}" if tls else "",
-                    res.get("level", ""),
+                    res.host,
+                    res.ip,
+                    f"{tls.version} {tls.cipher}" if tls else "",
+                    res.level,
                     next_ms,
                     _evidence(tls, dnssec),
                 )
@@ -147,19 +145,19 @@ class Outcomes:
                 queue_id=info.queue_id,
                 message_id=info.message_id,
                 sender=info.sender,
-                recipient=res["address"],
-                host=res.get("host", ""),
-                ip=res.get("ip", ""),
+                recipient=res.address,
+                host=res.host,
+                ip=res.ip,
                 status=status,
                 code=code,
                 enhanced=enhanced,
                 text=text,
-                tls_version=tls["version"] if tls else "",
-                cipher=tls["cipher"] if tls else "",
-                group=tls.get("group", "") if tls else "",
-                method=tls.get("method", "") if tls else "",
+                tls_version=tls.version if tls else "",
+                cipher=tls.cipher if tls else "",
+                group=tls.group if tls else "",
+                method=(tls.method or "") if tls else "",
                 dnssec=_dnssec_word(dnssec),
-                level=res.get("level", ""),
+                level=res.level,
                 delay_s=(t - info.received_ms) / 1000,
                 attempt=info.attempts[idx],
                 risk_class=info.classes.get(idx, ""),
@@ -236,9 +234,10 @@ def _duration(seconds: float) -> str:
     return f"{seconds:g} seconds"
 
 
-def _evidence(tls: dict[str, Any] | None, dnssec: dict[str, str]) -> str:
+def _evidence(tls: TlsInfo | None, dnssec: dict[str, str]) -> str:
     """What an attempt proved, as stored JSON (ARCHITECTURE.md, vocabulary)."""
-    evidence = {**(tls or {}), **dnssec}
+    evidence = {**(msgspec.structs.asdict(tls) if tls else {}), **dnssec}
+    evidence = {k: v for k, v in evidence.items() if v is not None}
     return orjson.dumps(evidence).decode() if evidence else ""
 
 

@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from mxg.boundary import DeliveryJob, JobHost, Recipient, Tlsa, TlsRequirement
 from mxg.classes import LEVELS
 from mxg.classify import Requirement, requirement
 from mxg.config import Config, DomainPolicy
@@ -26,7 +27,7 @@ from mxg.deliverylog import event, log
 from mxg.mtasts import Policy, PolicyError, StsCache, mx_matches
 from mxg.pipeline.context import Context
 from mxg.resolve import Route
-from mxg.store import Due, domain_of, envelope_rows
+from mxg.store import Due, NewMessage, domain_of, envelope_rows
 
 
 @dataclass
@@ -106,9 +107,9 @@ class Planner:
         self._fresh: dict[str, tuple[dict[str, Any], list[dict[str, Any]]]] = {}
 
     @contextmanager
-    def fresh(self, envelopes: Iterable[dict[str, Any]]) -> Iterator[None]:
+    def fresh(self, messages: Iterable[NewMessage]) -> Iterator[None]:
         """While planning the first jobs of just-received messages."""
-        self._fresh = {env["queue_id"]: envelope_rows(env) for env in envelopes}
+        self._fresh = {m.queue_id: envelope_rows(m) for m in messages}
         try:
             yield
         finally:
@@ -157,42 +158,40 @@ class Planner:
         self,
         job_id: int,
         planned: Planned,
-        hosts: list[dict[str, Any]],
+        hosts: list[JobHost],
         *,
         destination: str,
-    ) -> dict[str, Any]:
+    ) -> DeliveryJob:
         """The delivery job as the engine takes it (``job.rs``)."""
         cfg = self._ctx.cfg
         msg, rows, info = planned.msg, planned.rows, planned.info
         dom = cfg.policy_for(info.domain)
         requiretls = bool(msg["requiretls"]) and not any(r["override_level"] for r in rows)
-        return {
-            "job_id": job_id,
-            "queue_id": info.queue_id,
-            "destination": destination,
-            "sender": msg["sender"],
-            "recipients": [
-                {
-                    "address": r["address"],
-                    "notify": [w for w in r["notify"].split(",") if w],
-                    **({"orcpt": r["orcpt"]} if r["orcpt"] else {}),
-                }
+        return DeliveryJob(
+            job_id=job_id,
+            queue_id=info.queue_id,
+            destination=destination,
+            sender=msg["sender"],
+            recipients=[
+                Recipient(r["address"], [w for w in r["notify"].split(",") if w], r["orcpt"])
                 for r in rows
             ],
-            "hosts": hosts,
-            "tls": {
-                "level": info.level,
-                "profile": cfg.delivery.tls_profile,
-                "methods": dom.methods if dom and dom.methods else cfg.delivery.qualified_methods,
-                "requiretls": requiretls,
-            },
-            "ret": msg["ret"],
-            "envid": msg["envid"],
-            "body": msg["body"],
-            "smtputf8": bool(msg["smtputf8"]),
-            "strip_headers": info.classification.get("strip_headers", []),
-            "subject_tag": info.classification.get("subject_tag"),
-        }
+            hosts=hosts,
+            tls=TlsRequirement(
+                level=info.level,
+                profile=cfg.delivery.tls_profile,
+                methods=list(
+                    dom.methods if dom and dom.methods else cfg.delivery.qualified_methods
+                ),
+                requiretls=requiretls,
+            ),
+            ret=msg["ret"],
+            envid=msg["envid"],
+            body=msg["body"],
+            smtputf8=bool(msg["smtputf8"]),
+            strip_headers=info.classification.get("strip_headers", []),
+            subject_tag=info.classification.get("subject_tag"),
+        )
 
 
 def recipient_requirement(
@@ -238,7 +237,7 @@ def allowed_hosts(route: Route, sts: Policy | None, dom: DomainPolicy | None) ->
 
 def job_hosts(
     route: Route, policy: Policy | None = None, dom: DomainPolicy | None = None
-) -> list[dict[str, Any]]:
+) -> list[JobHost]:
     """The hosts of a route as the data plane takes them: addresses, TLSA
     records, whether the MX answer was secure (for dnssec-pkix), whether an
     MTA-STS enforce policy requires PKIX, and the operator's pins."""
@@ -248,28 +247,34 @@ def job_hosts(
     # A pinned private CA is a DANE-TA record with the full certificate
     # (2 0 0), checked by the same verifier (RFC 7671 §5.2.2).
     if dom is not None:
-        pins += [{"usage": 2, "selector": 0, "mtype": 0, "data": d} for d in dom.ca_certificates]
+        pins += [Tlsa(2, 0, 0, d) for d in dom.ca_certificates]
     return [
-        {
-            "name": h.name,
-            "addresses": h.addresses,
-            "tlsa": list(h.tlsa),
-            "tlsa_names": list(h.tlsa_names),
-            "pkix": route.mx_secure,
-            "sts": enforce,
-            "pins": pins,
-            "pin_names": dom.cert_names if dom is not None else [],
-        }
+        JobHost(
+            name=h.name,
+            addresses=h.addresses,
+            tlsa=[_tlsa(r) for r in h.tlsa],
+            tlsa_names=list(h.tlsa_names),
+            pkix=route.mx_secure,
+            sts=enforce,
+            pins=pins,
+            pin_names=dom.cert_names if dom is not None else [],
+        )
         for h in route.hosts
         if h.name in allowed
     ]
 
 
-def _pin_record(pin: str) -> dict[str, int | str]:
+def _tlsa(record: dict[str, int | str]) -> Tlsa:
+    return Tlsa(
+        int(record["usage"]), int(record["selector"]), int(record["mtype"]), str(record["data"])
+    )
+
+
+def _pin_record(pin: str) -> Tlsa:
     """An operator pin as a DANE-EE-shaped record: ``spki-sha256`` is
     ``3 1 1``, ``cert-sha256`` is ``3 0 1``."""
     kind, _, digest = pin.partition(":")
-    return {"usage": 3, "selector": 1 if kind == "spki-sha256" else 0, "mtype": 1, "data": digest}
+    return Tlsa(3, 1 if kind == "spki-sha256" else 0, 1, digest)
 
 
 def stricter(a: str, b: str) -> str:

@@ -6,11 +6,12 @@ twice: at least once); bounces whose DSN was not yet queued get it."""
 
 from __future__ import annotations
 
-import json
 import logging
 
 import anyio
+import msgspec
 
+from mxg.boundary import decode_envelope
 from mxg.deliverylog import event, log
 from mxg.errors import SpoolError
 from mxg.pipeline.context import Context
@@ -29,8 +30,8 @@ async def recover(
     envelopes = []
     for qid in (i for i in ids if i not in known):
         try:
-            envelopes.append(json.loads(engine.read_envelope(qid)))
-        except SpoolError as e:
+            envelopes.append(decode_envelope(engine.read_envelope(qid)))
+        except (SpoolError, msgspec.ValidationError, msgspec.DecodeError) as e:
             event(
                 log,
                 "unreadable spool file left in place",
@@ -39,12 +40,14 @@ async def recover(
                 error=str(e),
             )
     if envelopes:
-        for env in envelopes:
-            intake.classify_into(env, await intake.features_of_spooled(env["queue_id"]))
-        store.add_messages(envelopes)
-        event(log, "re-queued from spool", count=len(envelopes))
-        for env in envelopes:
-            await outcomes.commit(intake.at_intake(env))
+        messages = [
+            intake.classified(env, await intake.features_of_spooled(env.queue_id))
+            for env in envelopes
+        ]
+        store.add_messages(messages)
+        event(log, "re-queued from spool", count=len(messages))
+        for m in messages:
+            await outcomes.commit(intake.at_intake(m))
     on_disk = set(ids)
     done = set(store.finished()) | (store.done_ids() & on_disk)
     await finisher.remove(sorted(done))

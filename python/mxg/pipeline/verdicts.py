@@ -13,10 +13,10 @@ fault of its own.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 from typing import Any
 
+from mxg.boundary import Arrived, Envelope, RcptCheck, Reply, Verdict, draft_envelope, encode
 from mxg.classify import Classification, classify
 from mxg.deliverylog import event, log
 from mxg.errors import EngineStopped
@@ -55,54 +55,51 @@ class Verdicts:
         self._ctx = ctx
         self._early = early
 
-    def on_arrived(self, arrived: list[tuple[dict[str, Any], Any]]) -> None:
+    def on_arrived(self, arrived: list[Arrived]) -> None:
         """Messages at the end of DATA: those that no class could reject
         are answered at once, in one crossing; the others are decided in
         their own tasks (they may need a lookup)."""
         if not self._ctx.serving:
             return
-        for env, features in self._plain(arrived):
-            self._ctx.spawn(self._verdict, env, features)
+        for e in self._plain(arrived):
+            self._ctx.spawn(self._verdict, e.envelope, e.features)
 
-    def on_rcpt_check(self, e: dict[str, Any]) -> None:
-        self._ctx.spawn(self._rcpt_check, e["check_id"], e["sender"], e["recipient"])
+    def on_rcpt_check(self, e: RcptCheck) -> None:
+        self._ctx.spawn(self._rcpt_check, e.check_id, e.sender, e.recipient)
 
-    def _plain(self, arrived: list[tuple[dict[str, Any], Any]]) -> list[tuple[Any, Any]]:
+    def _plain(self, arrived: list[Arrived]) -> list[Arrived]:
         cfg = self._ctx.cfg
-        accepted: list[dict[str, str]] = []
-        others: list[tuple[Any, Any]] = []
-        for env, features in arrived:
+        accepted: list[Verdict] = []
+        others: list[Arrived] = []
+        for e in arrived:
             try:
-                c = classify(cfg, env, features or {})
+                c = classify(cfg, e.envelope, e.features or {})
                 rejects = any(cfg.class_policy(k).on_unmet == "reject" for k in c.recipient_classes)
             except Exception:  # _verdict logs it and accepts
                 rejects = True
             if rejects:
-                others.append((env, features))
+                others.append(e)
             else:
-                accepted.append({"queue_id": env["queue_id"]})
+                accepted.append(Verdict(e.envelope.queue_id))
         if accepted:
             with contextlib.suppress(EngineStopped):
-                self._ctx.engine.verdicts(json.dumps(accepted))
+                self._ctx.engine.verdicts(encode(accepted))
         return others
 
-    async def _verdict(self, env: dict[str, Any], features: dict[str, Any] | None) -> None:
+    async def _verdict(self, env: Envelope, features: dict[str, Any] | None) -> None:
         """Decides at the end of DATA whether the whole message is refused:
         every recipient's class says `reject` and its requirement is known
         to be out of reach. Recipients refused while others are not get a
         bounce right after intake instead."""
-        qid = env["queue_id"]
-        verdict: dict[str, Any] = {"queue_id": qid}
+        qid = env.queue_id
+        verdict = Verdict(qid)
         refused: dict[int, str] = {}
         try:
             c = classify(self._ctx.cfg, env, features or {})
             refused = await self._refusals(env, c)
-            if refused and len(refused) == len(env["recipients"]):
-                verdict["reject"] = {
-                    "code": 550,
-                    "enhanced": "5.7.1",
-                    "text": _reject_text(c.message_class, env, refused),
-                }
+            if refused and len(refused) == len(env.recipients):
+                text = _reject_text(c.message_class, env, refused)
+                verdict.reject = Reply(550, "5.7.1", text)
             elif refused:
                 self._early.remember(qid, refused)
         except Exception as e:  # an error here must never lose the message
@@ -111,8 +108,8 @@ class Verdicts:
             )
         taken = [False]
         with contextlib.suppress(EngineStopped):
-            taken = self._ctx.engine.verdicts(json.dumps([verdict]))
-        if "reject" in verdict and not taken[0]:
+            taken = self._ctx.engine.verdicts(encode([verdict]))
+        if verdict.reject is not None and not taken[0]:
             # Too late: the client got 250. Its recipients bounce instead.
             self._early.remember(qid, refused)
 
@@ -122,10 +119,10 @@ class Verdicts:
         its level is known to be out of reach, the recipient gets 550 5.7.1
         and the others of the message still go."""
         cfg = self._ctx.cfg
-        verdict: dict[str, Any] = {"queue_id": check_id}
+        verdict = Verdict(check_id)
         note: dict[str, Any] = {}
         try:
-            env = {"sender": sender, "recipients": [{"address": recipient}]}
+            env = draft_envelope(sender, [recipient])
             c = classify(cfg, env, {}, envelope_only=True)
             cls = c.recipient_classes[0]
             if cls in cfg.rcpt_check_classes():
@@ -137,31 +134,31 @@ class Verdicts:
                         f"<{recipient}>: mxg: class {c.explain()} needs transport level"
                         f" {req.level} and {domain} cannot get it: {why}"
                     )
-                    verdict["reject"] = {"code": 550, "enhanced": "5.7.1", "text": _short(text)}
+                    verdict.reject = Reply(550, "5.7.1", _short(text))
                     note = {"to": f"<{recipient}>", "from": f"<{sender}>", "class": cls}
                     note["reason"] = why
         except Exception as e:  # never refuse for an error of our own
             log.error("RCPT check failed, accepting", exc_info=e)
         taken = [False]
         with contextlib.suppress(EngineStopped):
-            taken = self._ctx.engine.verdicts(json.dumps([verdict]))
-        if "reject" in verdict and taken[0]:
+            taken = self._ctx.engine.verdicts(encode([verdict]))
+        if verdict.reject is not None and taken[0]:
             event(log, "recipient refused", logging.WARNING, **note)
 
-    async def _refusals(self, env: dict[str, Any], c: Classification) -> dict[int, str]:
+    async def _refusals(self, env: Envelope, c: Classification) -> dict[int, str]:
         """Recipient index → why it is refused, for classes with on_unmet
         reject whose requirement cannot be met."""
         cfg = self._ctx.cfg
         out: dict[int, str] = {}
         blockers: dict[tuple[str, str], str | None] = {}
-        for i, (r, cls) in enumerate(zip(env["recipients"], c.recipient_classes, strict=True)):
+        for i, (r, cls) in enumerate(zip(env.recipients, c.recipient_classes, strict=True)):
             if cfg.class_policy(cls).on_unmet != "reject":
                 continue
-            req = recipient_requirement(cfg, cls, c.to_json(), r["address"])
+            req = recipient_requirement(cfg, cls, c.to_json(), r.address)
             if req.e2e_missing:
                 out[i] = e2e_text(cls)
                 continue
-            key = (domain_of(r["address"]), req.level)
+            key = (domain_of(r.address), req.level)
             if key not in blockers:
                 blockers[key] = await self._ctx.feasibility.blocker(*key)
             why = blockers[key]
@@ -180,8 +177,8 @@ def e2e_text(risk_class: str) -> str:
     )
 
 
-def _reject_text(risk_class: str, env: dict[str, Any], refused: dict[int, str]) -> str:
-    domains = sorted({domain_of(env["recipients"][i]["address"]) for i in refused})
+def _reject_text(risk_class: str, env: Envelope, refused: dict[int, str]) -> str:
+    domains = sorted({domain_of(env.recipients[i].address) for i in refused})
     first = next(iter(refused.values()))
     return _short(
         f"mxg: message classified {risk_class}, not sent to {', '.join(domains)}: {first}"

@@ -140,10 +140,6 @@ impl Spool {
             .map_err(|e| SpoolError::io(&self.tmp, e))
     }
 
-    pub fn root(&self) -> &Path {
-        &self.root
-    }
-
     /// A reservation from the free pool, if it has a file: no system call.
     pub fn reserve_ready(&self) -> Option<Reserved> {
         self.free.take_path().map(|path| Reserved { path })
