@@ -8,6 +8,8 @@ use super::wire::{dot_stuff, xtext};
 use crate::events::Event;
 use crate::job::{AttemptNote, DeliveryJob, Host, RecipientResult, Status};
 use crate::level::TlsLevel;
+use crate::tls::PkixFailure;
+use crate::vocab::{Method, Reason};
 use mxg_dane::DaneVerifier;
 use mxg_smtp::Reply;
 use mxg_spool::Recipient;
@@ -58,7 +60,7 @@ pub async fn deliver(client: Arc<Client>, job: DeliveryJob) {
             run.deliver(&job, &dest, &policy, message.len(), &data)
                 .await;
         }
-        Err(text) => run.last_error = Some((text, None)),
+        Err(text) => run.last_error = Some(ConnError::new(Reason::LocalError, text)),
     }
     run.defer_pending(&job);
     client.bus.push(Event::DeliveryDone {
@@ -98,7 +100,7 @@ struct Run {
     /// Recipients without a result yet.
     pending: Vec<Recipient>,
     /// The most recent reason the pending recipients are still pending.
-    last_error: Option<(String, Option<Reply>)>,
+    last_error: Option<ConnError>,
     /// A server was reached but could not give the required level.
     unmet_seen: bool,
     /// Its most specific enhanced status code, if any.
@@ -141,8 +143,8 @@ impl Run {
                         } else {
                             self.other_failure_seen = true;
                         }
-                        self.note(&host.name, &ip.to_string(), &e.text);
-                        self.last_error = Some((e.text, e.reply));
+                        self.note(&host.name, &ip.to_string(), &e);
+                        self.last_error = Some(e);
                         continue;
                     }
                 };
@@ -152,15 +154,19 @@ impl Run {
             }
         }
         if job.hosts.iter().all(|h| h.addresses.is_empty()) && self.last_error.is_none() {
-            self.last_error = Some(("no address to deliver to".to_owned(), None));
+            self.last_error = Some(ConnError::new(
+                Reason::ConnectionFailed,
+                "no address to deliver to",
+            ));
         }
     }
 
-    fn note(&mut self, host: &str, ip: &str, error: &str) {
+    fn note(&mut self, host: &str, ip: &str, error: &ConnError) {
         self.attempts.push(AttemptNote {
             host: host.to_owned(),
             ip: ip.to_owned(),
-            error: error.to_owned(),
+            error: error.text.clone(),
+            reason: Some(error.reason),
         });
     }
 
@@ -249,9 +255,9 @@ impl Run {
             }
             // A transient MAIL refusal is about this server: the next host
             // may take the message.
-            let err = conn.refused("MAIL FROM", mail_reply);
-            self.note(&host, &ip, &err.text);
-            self.last_error = Some((err.text, err.reply));
+            let err = conn.refused(Reason::ServerReply, "MAIL FROM", mail_reply);
+            self.note(&host, &ip, &err);
+            self.last_error = Some(err);
             let _ = rset(&mut conn, cmd_timeout).await;
             return Some(conn);
         }
@@ -328,8 +334,8 @@ impl Run {
     /// to the next host.
     fn lost(&mut self, conn: &Conn, e: ConnError) -> Option<Conn> {
         self.other_failure_seen = true;
-        self.note(&conn.host, &conn.ip.to_string(), &e.text);
-        self.last_error = Some((e.text, e.reply));
+        self.note(&conn.host, &conn.ip.to_string(), &e);
+        self.last_error = Some(e);
         None
     }
 
@@ -351,16 +357,23 @@ impl Run {
             tls: conn.tls.clone(),
             level: conn.level(),
             unmet: false,
+            // The server's own reply, or (SMTPUTF8, SIZE) a limit it
+            // announced: either way the server's answer.
+            reason: (status != Status::Sent).then_some(Reason::ServerReply),
         });
     }
 
     /// Every recipient still without a result is deferred with the last
     /// reason seen; a permanent greeting refusal from every host bounces.
     fn defer_pending(&mut self, job: &DeliveryJob) {
-        let (text, reply) = self
-            .last_error
-            .clone()
-            .unwrap_or_else(|| ("no host could be reached".to_owned(), None));
+        let ConnError {
+            reason,
+            text,
+            reply,
+            ..
+        } = self.last_error.clone().unwrap_or_else(|| {
+            ConnError::new(Reason::ConnectionFailed, "no host could be reached")
+        });
         let _ = job;
         let unmet = self.unmet_seen && !self.other_failure_seen;
         for rcpt in std::mem::take(&mut self.pending) {
@@ -390,6 +403,7 @@ impl Run {
                 tls: None,
                 level: TlsLevel::None,
                 unmet,
+                reason: Some(reason),
             });
         }
     }
@@ -401,7 +415,7 @@ async fn rset(conn: &mut Conn, timeout: Duration) -> Result<(), ConnError> {
         Ok(())
     } else {
         conn.broken = true;
-        Err(conn.refused("RSET", reply))
+        Err(conn.refused(Reason::ServerReply, "RSET", reply))
     }
 }
 
@@ -473,7 +487,7 @@ pub(super) async fn open(
         .read_reply(ms(cfg.greeting_timeout_ms), "greeting")
         .await?;
     if greeting.code != 220 {
-        let err = conn.refused("the connection", greeting);
+        let err = conn.refused(Reason::ServerReply, "the connection", greeting);
         conn.quit().await;
         return Err(err);
     }
@@ -500,7 +514,7 @@ pub(super) async fn open(
             "{name}[{ip}]: starttls-not-supported: the domain has operator pins but the server does not offer STARTTLS"
         );
         conn.quit().await;
-        return Err(ConnError::unmet(text));
+        return Err(ConnError::unmet(Reason::StarttlsNotSupported, text));
     }
     let sts_applies = host.sts && !dane_applies && !pins_apply;
     if sts_applies && !conn.caps.starttls {
@@ -508,16 +522,16 @@ pub(super) async fn open(
             "{name}[{ip}]: starttls-not-supported: the domain's MTA-STS policy is enforce but the server does not offer STARTTLS (RFC 8461 4.2)"
         );
         conn.quit().await;
-        return Err(ConnError::unmet(text));
+        return Err(ConnError::unmet(Reason::StarttlsNotSupported, text));
     }
     if dane_applies && !conn.caps.starttls {
         let text = format!(
             "{name}[{ip}]: starttls-not-supported: the server publishes TLSA records but does not offer STARTTLS (RFC 7672 2.2)"
         );
         conn.quit().await;
-        return Err(ConnError::unmet(text));
+        return Err(ConnError::unmet(Reason::StarttlsNotSupported, text));
     }
-    let mut pkix_failure: Option<String> = None;
+    let mut pkix_failure: Option<crate::tls::PkixFailure> = None;
     if (required.tries_tls() || dane_applies || pins_apply || sts_applies) && conn.caps.starttls {
         // SNI: the TLSA base domain under DANE (RFC 7672 §8.1), else the
         // MX host name.
@@ -533,10 +547,11 @@ pub(super) async fn open(
         // DANE takes precedence; otherwise a secure MX answer lets a
         // PKIX-valid certificate for the MX host name authenticate it.
         let pkix = (sts_applies
-            || (!dane_applies && host.pkix && tls.methods.iter().any(|m| m == "dnssec-pkix")))
+            || (!dane_applies && host.pkix && tls.methods.contains(&Method::DnssecPkix)))
         .then(|| crate::tls::PkixRecorder::new(client.roots.clone()))
         .transpose()
-        .map_err(|e| ConnError::new(e.to_string()))?
+        // No PKIX roots at all: nothing can be validated.
+        .map_err(|e| ConnError::new(Reason::ValidationFailure, e.to_string()))?
         .map(Arc::new);
         let config = if dane_applies {
             crate::tls::dane_client_config(dane.clone(), offer)
@@ -552,11 +567,13 @@ pub(super) async fn open(
             .await;
         if let Err(mut e) = handshake {
             if let Some(Err(failure)) = dane.outcome() {
+                e.reason = Reason::from(&failure);
                 e.text = format!(
                     "{name}[{ip}]: DANE authentication failed: {}: {failure}",
                     failure.result_type()
                 );
             } else if let Some(Err(failure)) = pins.outcome() {
+                e.reason = pin_reason(&failure);
                 e.text = format!("{name}[{ip}]: no operator pin matched: {failure}");
             } else if let Some(p) = offer {
                 e.text
@@ -565,12 +582,12 @@ pub(super) async fn open(
             return Err(e);
         }
         let method = if let Some(Ok(_)) = pins.outcome() {
-            Some("pinned")
+            Some(Method::Pinned)
         } else if let Some(Ok(found)) = dane.outcome() {
             if let Some(info) = conn.tls.as_mut() {
                 info.tlsa = Some(found.record.clone());
             }
-            let method = found.method;
+            let method = Method::from(found.usage);
             conn.dane = Some(found);
             Some(method)
         } else {
@@ -579,25 +596,26 @@ pub(super) async fn open(
                 .and_then(Result::ok)
                 .map(|()| {
                     if sts_applies {
-                        "mta-sts"
+                        Method::MtaSts
                     } else {
-                        "dnssec-pkix"
+                        Method::DnssecPkix
                     }
                 })
         };
         pkix_failure = pkix.as_ref().and_then(|r| r.result()).and_then(Result::err);
-        if let (true, Some(reason)) = (sts_applies, &pkix_failure) {
+        if let (true, Some(failure)) = (sts_applies, &pkix_failure) {
             // RFC 8461 §4.2: under enforce, no delivery without PKIX.
-            let text = format!("{name}[{ip}]: MTA-STS policy is enforce: {reason}");
+            let text = format!("{name}[{ip}]: MTA-STS policy is enforce: {failure}");
+            let reason = failure.reason;
             conn.quit().await;
-            return Err(ConnError::unmet(text));
+            return Err(ConnError::unmet(reason, text));
         }
         if let Some(method) = method {
             if let Some(info) = conn.tls.as_mut() {
-                info.method = Some(method.to_owned());
+                info.method = Some(method);
             }
-            if tls.methods.iter().any(|m| m == method) {
-                conn.qualified_by = Some(method.to_owned());
+            if tls.methods.contains(&method) {
+                conn.qualified_by = Some(method);
             }
         }
         conn.hello(&client.helo, cmd_timeout).await?;
@@ -611,29 +629,64 @@ pub(super) async fn open(
         conn.quit().await;
         return Err(ConnError {
             enhanced: Some("4.7.30"),
-            ..ConnError::unmet(text)
+            ..ConnError::unmet(Reason::RequiretlsNotSupported, text)
         });
     }
     if !meets(conn.level(), required) {
-        let why = if let (TlsLevel::Qualified, Some(reason)) = (required, &pkix_failure) {
-            format!("validation-failure: dnssec-pkix: {reason}")
-        } else if required == TlsLevel::Qualified && conn.tls.is_some() {
-            "validation-failure: the server could not be authenticated by an allowed method (DANE: no usable DNSSEC-secure TLSA records; dnssec-pkix: no secure MX answer or no PKIX-valid certificate for the MX host name)".to_owned()
-        } else if conn.tls.is_some() {
-            "the TLS session is outside the parameter profile".to_owned()
-        } else if conn.caps.starttls {
-            "the session does not meet the required level".to_owned()
-        } else {
-            "starttls-not-supported: the server does not offer STARTTLS".to_owned()
-        };
+        let (reason, why) = shortfall(&conn, required, pkix_failure.as_ref());
         let text = format!(
             "{name}[{ip}]: required transport level {} not met: {why}",
             required.as_str()
         );
         conn.quit().await;
-        return Err(ConnError::unmet(text));
+        return Err(ConnError::unmet(reason, text));
     }
     Ok(conn)
+}
+
+/// A pin that did not match, in TLS-RPT words: pins are the operator's
+/// trust decision, so "no pin matched" is an untrusted certificate, not
+/// an invalid TLSA record.
+fn pin_reason(failure: &mxg_dane::DaneFailure) -> Reason {
+    match Reason::from(failure) {
+        Reason::TlsaInvalid => Reason::CertificateNotTrusted,
+        other => other,
+    }
+}
+
+/// Why a session does not meet `required`: the reason and the words after
+/// "required transport level ... not met: ".
+fn shortfall(
+    conn: &Conn,
+    required: TlsLevel,
+    pkix_failure: Option<&PkixFailure>,
+) -> (Reason, String) {
+    let tls = conn.tls.is_some();
+    // The code names what is wrong first (a session outside the profile
+    // would not do even if authenticated); the words stay as they were.
+    let profile = tls && !conn.within_profile;
+    match (required, pkix_failure) {
+        (TlsLevel::Qualified, Some(failure)) => (
+            if profile { Reason::TlsProfile } else { failure.reason },
+            format!("validation-failure: dnssec-pkix: {failure}"),
+        ),
+        (TlsLevel::Qualified, None) if tls => (
+            if profile { Reason::TlsProfile } else { Reason::ValidationFailure },
+            "validation-failure: the server could not be authenticated by an allowed method (DANE: no usable DNSSEC-secure TLSA records; dnssec-pkix: no secure MX answer or no PKIX-valid certificate for the MX host name)".to_owned(),
+        ),
+        _ if tls => (
+            Reason::TlsProfile,
+            "the TLS session is outside the parameter profile".to_owned(),
+        ),
+        _ if conn.caps.starttls => (
+            Reason::LevelNotMet,
+            "the session does not meet the required level".to_owned(),
+        ),
+        _ => (
+            Reason::StarttlsNotSupported,
+            "starttls-not-supported: the server does not offer STARTTLS".to_owned(),
+        ),
+    }
 }
 
 #[cfg(test)]
@@ -647,5 +700,16 @@ mod tests {
         assert!(!meets(TlsLevel::None, TlsLevel::Encrypted));
         assert!(meets(TlsLevel::Encrypted, TlsLevel::Encrypted));
         assert!(!meets(TlsLevel::Encrypted, TlsLevel::Qualified));
+    }
+
+    #[test]
+    fn a_pin_that_matches_nothing_is_an_untrusted_certificate() {
+        use mxg_dane::DaneFailure as F;
+        assert_eq!(pin_reason(&F::NoMatch), Reason::CertificateNotTrusted);
+        assert_eq!(pin_reason(&F::Expired), Reason::CertificateExpired);
+        assert_eq!(
+            pin_reason(&F::NameMismatch(String::new())),
+            Reason::CertificateHostMismatch
+        );
     }
 }
