@@ -2,15 +2,14 @@
 //! before MAIL FROM, per-recipient results.
 
 use super::conn::{Conn, ConnError};
+use super::open::open;
 use super::pool::Client;
 use super::rewrite::rewrite;
 use super::wire::{dot_stuff, xtext};
 use crate::events::Event;
 use crate::job::{AttemptNote, DeliveryJob, Host, RecipientResult, Status};
 use crate::level::TlsLevel;
-use crate::tls::PkixFailure;
-use crate::vocab::{Method, Reason};
-use mxg_dane::DaneVerifier;
+use crate::vocab::Reason;
 use mxg_smtp::Reply;
 use mxg_spool::Recipient;
 use std::net::IpAddr;
@@ -25,13 +24,6 @@ fn now_ms() -> u64 {
 
 fn ms(ms: u64) -> Duration {
     Duration::from_millis(ms)
-}
-
-/// Whether a connection that achieved `achieved` may carry mail that
-/// requires `required`. `opportunistic` asks for TLS when offered and
-/// accepts whatever the server could do; every higher level is a floor.
-fn meets(achieved: TlsLevel, required: TlsLevel) -> bool {
-    required <= TlsLevel::Opportunistic || achieved.meets(required)
 }
 
 /// Runs a job to the end and reports it on the event bus.
@@ -171,7 +163,7 @@ impl Run {
     }
 
     /// Connects, greets and brings the session to the required level. The
-    /// requirement is checked here, before any MAIL FROM (rule 1).
+    /// requirement is checked there, before any MAIL FROM (rule 1).
     async fn open(&self, job: &DeliveryJob, host: &Host, ip: IpAddr) -> Result<Conn, ConnError> {
         open(&self.client, &job.tls, host, ip).await
     }
@@ -466,250 +458,4 @@ fn rcpt_command(rcpt: &Recipient, conn: &Conn) -> String {
         }
     }
     cmd
-}
-
-/// Connects, greets and brings the session to the required level (with
-/// DANE where the host publishes usable TLSA records). The requirement is
-/// checked here, before any MAIL FROM (ARCHITECTURE.md rule 1). Also used by
-/// `mxg check`, which never sends MAIL FROM at all.
-pub(super) async fn open(
-    client: &Client,
-    tls: &crate::job::TlsRequirement,
-    host: &Host,
-    ip: IpAddr,
-) -> Result<Conn, ConnError> {
-    let cfg = &client.cfg;
-    let required = tls.level;
-    let name = host.name.as_str();
-    let port = host.port.unwrap_or(cfg.port);
-    let mut conn = Conn::connect(name, ip, port, ms(cfg.connect_timeout_ms)).await?;
-    let greeting = conn
-        .read_reply(ms(cfg.greeting_timeout_ms), "greeting")
-        .await?;
-    if greeting.code != 220 {
-        let err = conn.refused(Reason::ServerReply, "the connection", greeting);
-        conn.quit().await;
-        return Err(err);
-    }
-    let cmd_timeout = ms(cfg.command_timeout_ms);
-    conn.hello(&client.helo, cmd_timeout).await?;
-    // RFC 7672 §2.2: usable TLSA records make TLS and DANE mandatory
-    // for this host, whatever the message's level asks.
-    let dane_names = host.dane_names();
-    let dane = Arc::new(DaneVerifier::new(
-        &host.tlsa,
-        dane_names.clone(),
-        crate::tls::verification_provider(),
-    ));
-    let dane_applies = dane.has_usable_records();
-    // Operator pins are checked like DANE-EE records, under their own name.
-    let pins = Arc::new(DaneVerifier::new(
-        &host.pins,
-        host.pin_names(),
-        crate::tls::verification_provider(),
-    ));
-    let pins_apply = !dane_applies && pins.has_usable_records();
-    if pins_apply && !conn.caps.starttls {
-        let text = format!(
-            "{name}[{ip}]: starttls-not-supported: the domain has operator pins but the server does not offer STARTTLS"
-        );
-        conn.quit().await;
-        return Err(ConnError::unmet(Reason::StarttlsNotSupported, text));
-    }
-    let sts_applies = host.sts && !dane_applies && !pins_apply;
-    if sts_applies && !conn.caps.starttls {
-        let text = format!(
-            "{name}[{ip}]: starttls-not-supported: the domain's MTA-STS policy is enforce but the server does not offer STARTTLS (RFC 8461 4.2)"
-        );
-        conn.quit().await;
-        return Err(ConnError::unmet(Reason::StarttlsNotSupported, text));
-    }
-    if dane_applies && !conn.caps.starttls {
-        let text = format!(
-            "{name}[{ip}]: starttls-not-supported: the server publishes TLSA records but does not offer STARTTLS (RFC 7672 2.2)"
-        );
-        conn.quit().await;
-        return Err(ConnError::unmet(Reason::StarttlsNotSupported, text));
-    }
-    let mut pkix_failure: Option<crate::tls::PkixFailure> = None;
-    if (required.tries_tls() || dane_applies || pins_apply || sts_applies) && conn.caps.starttls {
-        // SNI: the TLSA base domain under DANE (RFC 7672 §8.1), else the
-        // MX host name.
-        let sni = if dane_applies {
-            dane_names[0].clone()
-        } else {
-            host.name.clone()
-        };
-        let server_name = rustls::pki_types::ServerName::try_from(sni)
-            .unwrap_or_else(|_| rustls::pki_types::ServerName::IpAddress(ip.into()));
-        // The profile narrows the offer only where the level demands it.
-        let offer = required.requires_tls().then_some(tls.profile);
-        // DANE takes precedence; otherwise a secure MX answer lets a
-        // PKIX-valid certificate for the MX host name authenticate it.
-        let pkix = (sts_applies
-            || (!dane_applies && host.pkix && tls.methods.contains(&Method::DnssecPkix)))
-        .then(|| crate::tls::PkixRecorder::new(client.roots.clone()))
-        .transpose()
-        // No PKIX roots at all: nothing can be validated.
-        .map_err(|e| ConnError::new(Reason::ValidationFailure, e.to_string()))?
-        .map(Arc::new);
-        let config = if dane_applies {
-            crate::tls::dane_client_config(dane.clone(), offer)
-        } else if pins_apply {
-            crate::tls::dane_client_config(pins.clone(), offer)
-        } else if let Some(recorder) = &pkix {
-            crate::tls::pkix_client_config(recorder.clone(), offer)
-        } else {
-            client.tls_config(offer)
-        };
-        let handshake = conn
-            .starttls(config, server_name, tls.profile, cmd_timeout)
-            .await;
-        if let Err(mut e) = handshake {
-            if let Some(Err(failure)) = dane.outcome() {
-                e.reason = Reason::from(&failure);
-                e.text = format!(
-                    "{name}[{ip}]: DANE authentication failed: {}: {failure}",
-                    failure.result_type()
-                );
-            } else if let Some(Err(failure)) = pins.outcome() {
-                e.reason = pin_reason(&failure);
-                e.text = format!("{name}[{ip}]: no operator pin matched: {failure}");
-            } else if let Some(p) = offer {
-                e.text
-                    .push_str(&format!(" (offered only TLS profile {})", p.as_str()));
-            }
-            return Err(e);
-        }
-        let method = if let Some(Ok(_)) = pins.outcome() {
-            Some(Method::Pinned)
-        } else if let Some(Ok(found)) = dane.outcome() {
-            if let Some(info) = conn.tls.as_mut() {
-                info.tlsa = Some(found.record.clone());
-            }
-            let method = Method::from(found.usage);
-            conn.dane = Some(found);
-            Some(method)
-        } else {
-            pkix.as_ref()
-                .and_then(|r| r.result())
-                .and_then(Result::ok)
-                .map(|()| {
-                    if sts_applies {
-                        Method::MtaSts
-                    } else {
-                        Method::DnssecPkix
-                    }
-                })
-        };
-        pkix_failure = pkix.as_ref().and_then(|r| r.result()).and_then(Result::err);
-        if let (true, Some(failure)) = (sts_applies, &pkix_failure) {
-            // RFC 8461 §4.2: under enforce, no delivery without PKIX.
-            let text = format!("{name}[{ip}]: MTA-STS policy is enforce: {failure}");
-            let reason = failure.reason;
-            conn.quit().await;
-            return Err(ConnError::unmet(reason, text));
-        }
-        if let Some(method) = method {
-            if let Some(info) = conn.tls.as_mut() {
-                info.method = Some(method);
-            }
-            if tls.methods.contains(&method) {
-                conn.qualified_by = Some(method);
-            }
-        }
-        conn.hello(&client.helo, cmd_timeout).await?;
-    }
-    if tls.requiretls && !(conn.tls.is_some() && conn.caps.requiretls) {
-        // RFC 8689 §4.2.1: the next hop must offer REQUIRETLS after
-        // STARTTLS, or the message does not go there.
-        let text = format!(
-            "{name}[{ip}]: REQUIRETLS: the message requires it but the server does not offer REQUIRETLS over TLS (RFC 8689 4.2.1)"
-        );
-        conn.quit().await;
-        return Err(ConnError {
-            enhanced: Some("4.7.30"),
-            ..ConnError::unmet(Reason::RequiretlsNotSupported, text)
-        });
-    }
-    if !meets(conn.level(), required) {
-        let (reason, why) = shortfall(&conn, required, pkix_failure.as_ref());
-        let text = format!(
-            "{name}[{ip}]: required transport level {} not met: {why}",
-            required.as_str()
-        );
-        conn.quit().await;
-        return Err(ConnError::unmet(reason, text));
-    }
-    Ok(conn)
-}
-
-/// A pin that did not match, in TLS-RPT words: pins are the operator's
-/// trust decision, so "no pin matched" is an untrusted certificate, not
-/// an invalid TLSA record.
-fn pin_reason(failure: &mxg_dane::DaneFailure) -> Reason {
-    match Reason::from(failure) {
-        Reason::TlsaInvalid => Reason::CertificateNotTrusted,
-        other => other,
-    }
-}
-
-/// Why a session does not meet `required`: the reason and the words after
-/// "required transport level ... not met: ".
-fn shortfall(
-    conn: &Conn,
-    required: TlsLevel,
-    pkix_failure: Option<&PkixFailure>,
-) -> (Reason, String) {
-    let tls = conn.tls.is_some();
-    // The code names what is wrong first (a session outside the profile
-    // would not do even if authenticated); the words stay as they were.
-    let profile = tls && !conn.within_profile;
-    match (required, pkix_failure) {
-        (TlsLevel::Qualified, Some(failure)) => (
-            if profile { Reason::TlsProfile } else { failure.reason },
-            format!("validation-failure: dnssec-pkix: {failure}"),
-        ),
-        (TlsLevel::Qualified, None) if tls => (
-            if profile { Reason::TlsProfile } else { Reason::ValidationFailure },
-            "validation-failure: the server could not be authenticated by an allowed method (DANE: no usable DNSSEC-secure TLSA records; dnssec-pkix: no secure MX answer or no PKIX-valid certificate for the MX host name)".to_owned(),
-        ),
-        _ if tls => (
-            Reason::TlsProfile,
-            "the TLS session is outside the parameter profile".to_owned(),
-        ),
-        _ if conn.caps.starttls => (
-            Reason::LevelNotMet,
-            "the session does not meet the required level".to_owned(),
-        ),
-        _ => (
-            Reason::StarttlsNotSupported,
-            "starttls-not-supported: the server does not offer STARTTLS".to_owned(),
-        ),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn opportunistic_accepts_plaintext_but_encrypted_does_not() {
-        assert!(meets(TlsLevel::None, TlsLevel::Opportunistic));
-        assert!(meets(TlsLevel::None, TlsLevel::None));
-        assert!(!meets(TlsLevel::None, TlsLevel::Encrypted));
-        assert!(meets(TlsLevel::Encrypted, TlsLevel::Encrypted));
-        assert!(!meets(TlsLevel::Encrypted, TlsLevel::Qualified));
-    }
-
-    #[test]
-    fn a_pin_that_matches_nothing_is_an_untrusted_certificate() {
-        use mxg_dane::DaneFailure as F;
-        assert_eq!(pin_reason(&F::NoMatch), Reason::CertificateNotTrusted);
-        assert_eq!(pin_reason(&F::Expired), Reason::CertificateExpired);
-        assert_eq!(
-            pin_reason(&F::NameMismatch(String::new())),
-            Reason::CertificateHostMismatch
-        );
-    }
 }

@@ -3,7 +3,7 @@
 //! level is not used: each address is tried for the best level it can
 //! reach.
 
-use super::deliver::open;
+use super::open::open;
 use super::pool::Client;
 use crate::events::Event;
 use crate::job::{HostProbe, ProbeJob, TlsRequirement};
