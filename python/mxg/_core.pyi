@@ -2,7 +2,15 @@
 
 from typing import final
 
-__all__ = ["Engine", "__version__", "_shutdown_all", "read_spool_file", "scan"]
+__all__ = [
+    "Engine",
+    "__version__",
+    "_shutdown_all",
+    "read_spool_file",
+    "scan",
+    "tlsa_usable",
+    "vocabulary",
+]
 __version__: str
 
 @final
@@ -29,3 +37,11 @@ def _shutdown_all() -> None:
 
 def scan(message: bytes, options_json: str) -> str:
     """Features (JSON) of one message under the scan options (JSON); ValueError if bad."""
+
+def vocabulary() -> str:
+    """Levels (in order), methods, statuses and reasons as JSON, with the
+    reasons each predicate holds for (checked by tests/test_vocab.py)."""
+
+def tlsa_usable(records_json: str) -> bool:
+    """Whether a TLSA record set (JSON, as in a job's hosts[].tlsa) has a
+    record usable for SMTP (RFC 7672 3.1); ValueError if malformed."""

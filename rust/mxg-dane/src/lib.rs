@@ -10,5 +10,5 @@
 mod tlsa;
 mod verifier;
 
-pub use tlsa::{classify, hex, Tlsa, Unusable};
-pub use verifier::{DaneFailure, DaneMatch, DaneVerifier};
+pub use tlsa::{classify, hex, usable, Tlsa, Unusable};
+pub use verifier::{DaneFailure, DaneMatch, DaneUsage, DaneVerifier};

@@ -57,6 +57,15 @@ pub fn classify(r: &Tlsa) -> Result<(), Unusable> {
     }
 }
 
+/// Whether a record set authenticates at all: at least one record is
+/// usable (see [`classify`]). A set without one is treated as no TLSA
+/// records, so TLS is not made mandatory by it (RFC 7672 §2.2); a lookup
+/// that failed is the control plane's business and never reaches here
+/// as an empty set (ARCHITECTURE.md rule 2).
+pub fn usable(records: &[Tlsa]) -> bool {
+    records.iter().any(|r| classify(r).is_ok())
+}
+
 impl Tlsa {
     pub fn bytes(&self) -> Option<Vec<u8>> {
         let hex = self.data.as_bytes();
@@ -150,6 +159,14 @@ mod tests {
         );
         assert_eq!(classify(&rec(3, 1, 1, "abcd")), Err(Unusable::BadData));
         assert_eq!(classify(&rec(3, 1, 1, "zz")), Err(Unusable::BadData));
+    }
+
+    #[test]
+    fn a_set_is_usable_when_one_record_is() {
+        let sha256 = "ab".repeat(32);
+        assert!(!usable(&[]));
+        assert!(!usable(&[rec(1, 1, 1, &sha256), rec(3, 1, 1, "abcd")]));
+        assert!(usable(&[rec(1, 1, 1, &sha256), rec(3, 1, 1, &sha256)]));
     }
 
     #[test]

@@ -7,11 +7,20 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{CertificateError, DigitallySignedStruct, SignatureScheme};
 use std::sync::{Arc, Mutex};
 
+/// The certificate usage of the record that matched (RFC 7218 §2.1
+/// acronyms); the engine names the method after it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DaneUsage {
+    /// DANE-TA(2): a trust anchor of the presented chain.
+    DaneTa,
+    /// DANE-EE(3): the end-entity certificate or its key.
+    DaneEe,
+}
+
 /// The record that authenticated the server.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DaneMatch {
-    /// `dane-ee` or `dane-ta`.
-    pub method: &'static str,
+    pub usage: DaneUsage,
     /// The matching record, `usage selector mtype data`.
     pub record: String,
 }
@@ -101,7 +110,7 @@ impl DaneVerifier {
         for r in self.records.iter().filter(|r| r.usage == 3) {
             if r.matches(end_entity.as_ref(), ee_spki.as_ref()) {
                 return Ok(DaneMatch {
-                    method: "dane-ee",
+                    usage: DaneUsage::DaneEe,
                     record: r.to_string(),
                 });
             }
@@ -119,7 +128,7 @@ impl DaneVerifier {
                 match self.ta_chain(&ee, candidate, intermediates, now) {
                     Ok(()) => {
                         return Ok(DaneMatch {
-                            method: "dane-ta",
+                            usage: DaneUsage::DaneTa,
                             record: r.to_string(),
                         })
                     }
@@ -144,7 +153,7 @@ impl DaneVerifier {
             match self.ta_chain(&ee, &anchor, intermediates, now) {
                 Ok(()) => {
                     return Ok(DaneMatch {
-                        method: "dane-ta",
+                        usage: DaneUsage::DaneTa,
                         record: r.to_string(),
                     })
                 }
@@ -334,7 +343,7 @@ mod tests {
         let cert = self_signed("other.example", true);
         let v = verifier(&[tlsa(3, 1, 1, sha256(&cert.spki))]);
         let m = v.check(&cert.der, &[], now()).unwrap();
-        assert_eq!(m.method, "dane-ee");
+        assert_eq!(m.usage, DaneUsage::DaneEe);
         assert!(m.record.starts_with("3 1 1 "));
     }
 
@@ -368,7 +377,7 @@ mod tests {
         let m = v
             .check(&ee.der, std::slice::from_ref(&ca.der), now())
             .unwrap();
-        assert_eq!(m.method, "dane-ta");
+        assert_eq!(m.usage, DaneUsage::DaneTa);
         // The TLSA base domain is a reference name too.
         let (ca2, ee2) = ca_chain("example.test", false);
         let v2 = verifier(&[tlsa(2, 0, 1, sha256(&ca2.der))]);
@@ -426,7 +435,7 @@ mod tests {
         let (ca, ee) = ca_chain("mx.example.test", false);
         let v = verifier(&[tlsa(2, 0, 0, hex(&ca.der))]);
         let m = v.check(&ee.der, &[], now()).unwrap();
-        assert_eq!(m.method, "dane-ta");
+        assert_eq!(m.usage, DaneUsage::DaneTa);
         // Still the chain, name and dates rules: another name fails.
         let (ca2, ee2) = ca_chain("other.example", false);
         let v2 = verifier(&[tlsa(2, 0, 0, hex(&ca2.der))]);

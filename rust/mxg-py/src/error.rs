@@ -1,24 +1,27 @@
 //! The one place where Rust errors become Python exceptions. The exception
-//! classes are defined in Python (`mxg/errors.py`) and looked up here.
+//! classes are defined in Python (`mxg/errors.py`) and declared here as
+//! types: pyo3 imports each once, on first use, and a class missing from
+//! `mxg.errors` shows as a panic naming it rather than as whatever error
+//! happened to be raised.
 
 use mxg_relay::EngineError;
 use pyo3::prelude::*;
 
-fn exception(py: Python<'_>, name: &str, message: String) -> PyErr {
-    match py.import("mxg.errors").and_then(|m| m.getattr(name)) {
-        Ok(cls) => PyErr::from_type(cls.downcast_into().expect("exception class"), message),
-        Err(e) => e,
-    }
-}
+pyo3::import_exception!(mxg.errors, EngineConfigError);
+pyo3::import_exception!(mxg.errors, ListenError);
+pyo3::import_exception!(mxg.errors, MessageNotFound);
+pyo3::import_exception!(mxg.errors, SpoolError);
+pyo3::import_exception!(mxg.errors, JobError);
+pyo3::import_exception!(mxg.errors, EngineStopped);
 
-pub fn to_py(py: Python<'_>, err: &EngineError) -> PyErr {
-    let name = match err {
-        EngineError::Config(_) | EngineError::Tls(_) => "EngineConfigError",
-        EngineError::Bind { .. } => "ListenError",
-        EngineError::Spool(mxg_spool::SpoolError::NotFound(_)) => "MessageNotFound",
-        EngineError::Spool(_) | EngineError::Io(_) => "SpoolError",
-        EngineError::Job(_) => "JobError",
-        EngineError::Stopped => "EngineStopped",
-    };
-    exception(py, name, err.to_string())
+pub fn to_py(err: &EngineError) -> PyErr {
+    let message = err.to_string();
+    match err {
+        EngineError::Config(_) | EngineError::Tls(_) => EngineConfigError::new_err(message),
+        EngineError::Bind { .. } => ListenError::new_err(message),
+        EngineError::Spool(mxg_spool::SpoolError::NotFound(_)) => MessageNotFound::new_err(message),
+        EngineError::Spool(_) | EngineError::Io(_) => SpoolError::new_err(message),
+        EngineError::Job(_) => JobError::new_err(message),
+        EngineError::Stopped => EngineStopped::new_err(message),
+    }
 }

@@ -8,6 +8,7 @@
 
 mod error;
 mod scan;
+mod vocab;
 
 use error::to_py;
 use mxg_relay::{DeliveryJob, Engine as RustEngine, EngineConfig, ProbeJob};
@@ -47,10 +48,10 @@ impl Engine {
     /// listeners and opens the spool, but accepts nothing before `serve()`.
     #[new]
     fn new(py: Python<'_>, config_json: &str) -> PyResult<Self> {
-        let cfg = EngineConfig::from_json(config_json).map_err(|e| to_py(py, &e))?;
+        let cfg = EngineConfig::from_json(config_json).map_err(|e| to_py(&e))?;
         let inner = py
             .allow_threads(|| RustEngine::start(&cfg))
-            .map_err(|e| to_py(py, &e))?;
+            .map_err(|e| to_py(&e))?;
         let inner = Arc::new(inner);
         let mut live = LIVE.lock().expect("engine registry poisoned");
         live.retain(|w| w.strong_count() > 0);
@@ -62,8 +63,8 @@ impl Engine {
     }
 
     /// Starts accepting connections.
-    fn serve(&self, py: Python<'_>) -> PyResult<()> {
-        self.check()?.serve().map_err(|e| to_py(py, &e))
+    fn serve(&self) -> PyResult<()> {
+        self.check()?.serve().map_err(|e| to_py(&e))
     }
 
     /// The descriptor that becomes readable when events are waiting.
@@ -80,29 +81,29 @@ impl Engine {
     }
 
     /// Submits delivery jobs given as a JSON array.
-    fn submit(&self, py: Python<'_>, jobs_json: &str) -> PyResult<()> {
+    fn submit(&self, jobs_json: &str) -> PyResult<()> {
         let engine = self.check()?;
         let jobs: Vec<DeliveryJob> = serde_json::from_str(jobs_json)
-            .map_err(|e| to_py(py, &mxg_relay::EngineError::Job(e.to_string())))?;
-        engine.submit(jobs).map_err(|e| to_py(py, &e))
+            .map_err(|e| to_py(&mxg_relay::EngineError::Job(e.to_string())))?;
+        engine.submit(jobs).map_err(|e| to_py(&e))
     }
 
     /// Hands end-of-DATA verdicts (JSON array) to the waiting sessions;
     /// returns, per verdict, whether its session still waited for it.
-    fn verdicts(&self, py: Python<'_>, verdicts_json: &str) -> PyResult<Vec<bool>> {
+    fn verdicts(&self, verdicts_json: &str) -> PyResult<Vec<bool>> {
         let engine = self.check()?;
         let verdicts: Vec<mxg_relay::inbound::Verdict> = serde_json::from_str(verdicts_json)
-            .map_err(|e| to_py(py, &mxg_relay::EngineError::Job(e.to_string())))?;
+            .map_err(|e| to_py(&mxg_relay::EngineError::Job(e.to_string())))?;
         Ok(engine.verdicts(verdicts))
     }
 
     /// Probes hosts without sending mail (`mxg check`); the result arrives
     /// as a `probe_done` event.
-    fn probe(&self, py: Python<'_>, job_json: &str) -> PyResult<()> {
+    fn probe(&self, job_json: &str) -> PyResult<()> {
         let engine = self.check()?;
         let job: ProbeJob = serde_json::from_str(job_json)
-            .map_err(|e| to_py(py, &mxg_relay::EngineError::Job(e.to_string())))?;
-        engine.probe(job).map_err(|e| to_py(py, &e))
+            .map_err(|e| to_py(&mxg_relay::EngineError::Job(e.to_string())))?;
+        engine.probe(job).map_err(|e| to_py(&e))
     }
 
     /// Spools a message made by the control plane; returns the envelope
@@ -110,10 +111,10 @@ impl Engine {
     fn inject(&self, py: Python<'_>, envelope_json: &str, message: &[u8]) -> PyResult<String> {
         let engine = self.check()?;
         let envelope: Envelope = serde_json::from_str(envelope_json)
-            .map_err(|e| to_py(py, &mxg_relay::EngineError::Job(format!("envelope: {e}"))))?;
+            .map_err(|e| to_py(&mxg_relay::EngineError::Job(format!("envelope: {e}"))))?;
         let stored = py
             .allow_threads(|| engine.inject(envelope, message))
-            .map_err(|e| to_py(py, &e))?;
+            .map_err(|e| to_py(&e))?;
         Ok(serde_json::to_string(&stored).expect("envelope serialises"))
     }
 
@@ -122,7 +123,7 @@ impl Engine {
         let spool = self.check()?.spool().clone();
         let (env, msg) = py
             .allow_threads(|| spool.read(queue_id))
-            .map_err(|e| to_py(py, &e.into()))?;
+            .map_err(|e| to_py(&e.into()))?;
         let json = serde_json::to_string(&env).expect("envelope serialises");
         Ok((json, PyBytes::new(py, &msg).unbind()))
     }
@@ -132,16 +133,16 @@ impl Engine {
         let spool = self.check()?.spool().clone();
         let env = py
             .allow_threads(|| spool.read_envelope(queue_id))
-            .map_err(|e| to_py(py, &e.into()))?;
+            .map_err(|e| to_py(&e.into()))?;
         Ok(serde_json::to_string(&env).expect("envelope serialises"))
     }
 
     /// Removes a message whose recipients all have a final state.
-    fn remove(&self, py: Python<'_>, queue_id: &str) -> PyResult<()> {
+    fn remove(&self, queue_id: &str) -> PyResult<()> {
         self.check()?
             .spool()
             .remove(queue_id)
-            .map_err(|e| to_py(py, &e.into()))
+            .map_err(|e| to_py(&e.into()))
     }
 
     /// Removes several finished messages without holding the GIL; returns
@@ -159,7 +160,7 @@ impl Engine {
             }
             Ok(())
         });
-        result.map_err(|e| to_py(py, &e.into()))?;
+        result.map_err(|e| to_py(&e.into()))?;
         Ok(missing)
     }
 
@@ -167,7 +168,7 @@ impl Engine {
     fn spool_ids(&self, py: Python<'_>) -> PyResult<Vec<String>> {
         let spool = self.check()?.spool().clone();
         py.allow_threads(|| spool.list())
-            .map_err(|e| to_py(py, &e.into()))
+            .map_err(|e| to_py(&e.into()))
     }
 
     /// Listening addresses as `ip:port`.
@@ -194,7 +195,6 @@ impl Engine {
 fn read_spool_file(py: Python<'_>, path: std::path::PathBuf) -> PyResult<(String, Py<PyBytes>)> {
     let bytes = mxg_spool::read_file(&path).map_err(|e| {
         to_py(
-            py,
             &mxg_spool::SpoolError::Io {
                 path: path.clone(),
                 source: e,
@@ -202,8 +202,7 @@ fn read_spool_file(py: Python<'_>, path: std::path::PathBuf) -> PyResult<(String
             .into(),
         )
     })?;
-    let (env, start) =
-        mxg_spool::parse_spool_file(&path, &bytes).map_err(|e| to_py(py, &e.into()))?;
+    let (env, start) = mxg_spool::parse_spool_file(&path, &bytes).map_err(|e| to_py(&e.into()))?;
     let json = serde_json::to_string(&env).expect("envelope serialises");
     Ok((json, PyBytes::new(py, &bytes[start..]).unbind()))
 }
@@ -227,6 +226,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
         .call_method1("register", (shutdown_all,))?;
     m.add_function(wrap_pyfunction!(read_spool_file, m)?)?;
     m.add_function(wrap_pyfunction!(scan::scan, m)?)?;
+    m.add_function(wrap_pyfunction!(vocab::vocabulary, m)?)?;
+    m.add_function(wrap_pyfunction!(vocab::tlsa_usable, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

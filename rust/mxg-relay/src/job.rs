@@ -2,6 +2,7 @@
 
 use crate::level::TlsLevel;
 use crate::profile::TlsProfile;
+use crate::vocab::{Method, Reason};
 use mxg_spool::Recipient;
 use serde::{Deserialize, Serialize};
 
@@ -76,20 +77,24 @@ pub struct TlsRequirement {
     /// achieved.
     #[serde(default = "default_profile")]
     pub profile: TlsProfile,
-    /// Authentication methods that count for `qualified`
-    /// (`dane-ee`, `dane-ta`, `dnssec-pkix`).
+    /// Authentication methods that count for `qualified`.
     #[serde(default = "default_methods")]
-    pub methods: Vec<String>,
+    pub methods: Vec<Method>,
     /// The message carries REQUIRETLS (RFC 8689): the server must offer
     /// REQUIRETLS after STARTTLS, and MAIL FROM passes it on.
     #[serde(default)]
     pub requiretls: bool,
 }
 
-fn default_methods() -> Vec<String> {
-    ["dane-ee", "dane-ta", "dnssec-pkix"]
-        .map(String::from)
-        .to_vec()
+/// The control plane's default (`delivery.qualified_methods` in
+/// python/mxg/config.py): every method but `pinned`, which needs pins.
+fn default_methods() -> Vec<Method> {
+    vec![
+        Method::DaneEe,
+        Method::DaneTa,
+        Method::MtaSts,
+        Method::DnssecPkix,
+    ]
 }
 
 fn default_profile() -> TlsProfile {
@@ -139,6 +144,18 @@ pub enum Status {
     Bounced,
 }
 
+impl Status {
+    pub const ALL: [Self; 3] = [Self::Sent, Self::Deferred, Self::Bounced];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Sent => "sent",
+            Self::Deferred => "deferred",
+            Self::Bounced => "bounced",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RecipientResult {
     pub address: String,
@@ -158,6 +175,9 @@ pub struct RecipientResult {
     /// transport level (and none failed for another reason).
     #[serde(default)]
     pub unmet: bool,
+    /// Why the recipient was not sent; absent when it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<Reason>,
 }
 
 /// What a TLS session proved (ARCHITECTURE.md, "evidence").
@@ -169,9 +189,9 @@ pub struct TlsInfo {
     pub group: String,
     /// SHA-256 of each certificate the peer presented, end entity first.
     pub peer_certs_sha256: Vec<String>,
-    /// How the peer was authenticated (`dane-ee`, `dane-ta`), if it was.
+    /// How the peer was authenticated, if it was.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub method: Option<String>,
+    pub method: Option<Method>,
     /// The TLSA record that matched.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tlsa: Option<String>,
@@ -183,6 +203,9 @@ pub struct AttemptNote {
     pub host: String,
     pub ip: String,
     pub error: String,
+    /// `error` as a code.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<Reason>,
 }
 
 /// Probe the hosts of a domain through the same connection code as a
@@ -204,6 +227,10 @@ pub struct HostProbe {
     pub ok: bool,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub error: String,
+    /// `error` as a code; absent when there is no error (a probe that
+    /// succeeded only at a lower level keeps the first attempt's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<Reason>,
     pub starttls: bool,
     pub level: TlsLevel,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -18,6 +18,14 @@ pub enum TlsLevel {
 }
 
 impl TlsLevel {
+    /// Every level, weakest first.
+    pub const ALL: [Self; 4] = [
+        Self::None,
+        Self::Opportunistic,
+        Self::Encrypted,
+        Self::Qualified,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::None => "none",

@@ -16,6 +16,7 @@ pub mod outbound;
 pub mod profile;
 pub mod stream;
 pub mod tls;
+pub mod vocab;
 
 pub use config::EngineConfig;
 pub use engine::Engine;
@@ -23,3 +24,4 @@ pub use error::EngineError;
 pub use events::{Event, EventBus};
 pub use job::{DeliveryJob, ProbeJob, RecipientResult};
 pub use level::TlsLevel;
+pub use vocab::{vocabulary, Method, Reason};

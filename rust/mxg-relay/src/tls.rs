@@ -7,6 +7,7 @@
 
 use crate::error::EngineError;
 use crate::profile::TlsProfile;
+use crate::vocab::Reason;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
@@ -132,7 +133,20 @@ pub fn root_store(extra: Option<&Path>) -> Result<Arc<rustls::RootCertStore>, En
 #[derive(Debug)]
 pub struct PkixRecorder {
     inner: Arc<rustls::client::WebPkiServerVerifier>,
-    result: std::sync::Mutex<Option<Result<(), String>>>,
+    result: std::sync::Mutex<Option<Result<(), PkixFailure>>>,
+}
+
+/// Why a chain was not PKIX-valid: the code and the words for people.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PkixFailure {
+    pub reason: Reason,
+    pub text: String,
+}
+
+impl std::fmt::Display for PkixFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.text)
+    }
 }
 
 impl PkixRecorder {
@@ -148,7 +162,7 @@ impl PkixRecorder {
 
     /// `Some(Ok)` when the chain was valid for the name, `Some(Err(why))`
     /// when not, `None` before a handshake.
-    pub fn result(&self) -> Option<Result<(), String>> {
+    pub fn result(&self) -> Option<Result<(), PkixFailure>> {
         self.result.lock().ok().and_then(|r| r.clone())
     }
 }
@@ -196,18 +210,30 @@ impl ServerCertVerifier for PkixRecorder {
     }
 }
 
-/// A PKIX failure in TLS-RPT words (RFC 8460 §4.3).
-fn pkix_reason(e: &rustls::Error) -> String {
+/// A certificate error from rustls/webpki as a TLS-RPT result type
+/// (RFC 8460 §4.3.1): expired, not for this host, or else not trusted.
+pub fn certificate_reason(e: &rustls::Error) -> Reason {
     use rustls::CertificateError as C;
     match e {
         rustls::Error::InvalidCertificate(C::Expired | C::ExpiredContext { .. }) => {
-            "certificate-expired".into()
+            Reason::CertificateExpired
         }
         rustls::Error::InvalidCertificate(
             C::NotValidForName | C::NotValidForNameContext { .. },
-        ) => "certificate-host-mismatch".into(),
-        other => format!("certificate-not-trusted: {other}"),
+        ) => Reason::CertificateHostMismatch,
+        _ => Reason::CertificateNotTrusted,
     }
+}
+
+/// A PKIX failure in TLS-RPT words (RFC 8460 §4.3), with the detail where
+/// the result type alone does not say what was wrong.
+fn pkix_reason(e: &rustls::Error) -> PkixFailure {
+    let reason = certificate_reason(e);
+    let text = match reason {
+        Reason::CertificateNotTrusted => format!("{reason}: {e}"),
+        _ => reason.as_str().to_owned(),
+    };
+    PkixFailure { reason, text }
 }
 
 /// Client config with a PKIX recorder (one per connection).
@@ -338,6 +364,23 @@ mod tests {
 
     /// ARCHITECTURE.md rule 5: rustls does not re-verify a resumed TLS 1.3
     /// session, so no client config may resume at all.
+    #[test]
+    fn certificate_errors_map_to_their_result_types() {
+        use rustls::CertificateError as C;
+        let reason = |c: C| certificate_reason(&rustls::Error::InvalidCertificate(c));
+        assert_eq!(reason(C::Expired), Reason::CertificateExpired);
+        assert_eq!(reason(C::NotValidForName), Reason::CertificateHostMismatch);
+        assert_eq!(reason(C::UnknownIssuer), Reason::CertificateNotTrusted);
+        assert_eq!(
+            pkix_reason(&rustls::Error::InvalidCertificate(C::UnknownIssuer)).text,
+            "certificate-not-trusted: invalid peer certificate: UnknownIssuer"
+        );
+        assert_eq!(
+            pkix_reason(&rustls::Error::InvalidCertificate(C::Expired)).text,
+            "certificate-expired"
+        );
+    }
+
     #[test]
     fn rule5_no_client_config_resumes_sessions() {
         let disabled = format!("{:?}", rustls::client::Resumption::disabled());

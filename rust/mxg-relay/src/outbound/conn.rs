@@ -5,6 +5,7 @@ use crate::job::TlsInfo;
 use crate::level::TlsLevel;
 use crate::profile::TlsProfile;
 use crate::stream::Stream;
+use crate::vocab::{Method, Reason};
 use mxg_smtp::reply::ReplyError;
 use mxg_smtp::{Reply, ReplyParser};
 use std::net::{IpAddr, SocketAddr};
@@ -53,6 +54,8 @@ impl Caps {
 /// Why a connection could not be used. Always transient for the job.
 #[derive(Debug, Clone)]
 pub struct ConnError {
+    /// Decided where the error is made, never read back from `text`.
+    pub reason: Reason,
     pub text: String,
     /// Set when the server gave an SMTP reply (e.g. a 554 greeting).
     pub reply: Option<Reply>,
@@ -66,8 +69,9 @@ pub struct ConnError {
 }
 
 impl ConnError {
-    pub fn new(text: impl Into<String>) -> Self {
+    pub fn new(reason: Reason, text: impl Into<String>) -> Self {
         Self {
+            reason,
             text: text.into(),
             reply: None,
             unmet: false,
@@ -76,10 +80,10 @@ impl ConnError {
     }
 
     /// A failure to reach the required level.
-    pub fn unmet(text: impl Into<String>) -> Self {
+    pub fn unmet(reason: Reason, text: impl Into<String>) -> Self {
         Self {
             unmet: true,
-            ..Self::new(text)
+            ..Self::new(reason, text)
         }
     }
 }
@@ -98,7 +102,7 @@ pub struct Conn {
     pub dane: Option<mxg_dane::DaneMatch>,
     /// The method that authenticated the server, if the job counts it
     /// for `qualified`.
-    pub qualified_by: Option<String>,
+    pub qualified_by: Option<Method>,
     /// The end-entity certificate the server presented (DER).
     pub peer_cert: Option<Vec<u8>>,
     pub messages: usize,
@@ -117,14 +121,21 @@ impl Conn {
         let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => {
-                return Err(ConnError::new(format!(
-                    "connect to {host}[{ip}]:{port}: {e}"
-                )))
+                let reason = if e.kind() == std::io::ErrorKind::ConnectionRefused {
+                    Reason::ConnectionRefused
+                } else {
+                    Reason::ConnectionFailed
+                };
+                return Err(ConnError::new(
+                    reason,
+                    format!("connect to {host}[{ip}]:{port}: {e}"),
+                ));
             }
             Err(_) => {
-                return Err(ConnError::new(format!(
-                    "connect to {host}[{ip}]:{port}: timed out"
-                )))
+                return Err(ConnError::new(
+                    Reason::ConnectionTimeout,
+                    format!("connect to {host}[{ip}]:{port}: timed out"),
+                ))
             }
         };
         let _ = stream.set_nodelay(true);
@@ -157,9 +168,12 @@ impl Conn {
         }
     }
 
-    fn fail(&mut self, what: &str, detail: &str) -> ConnError {
+    fn fail(&mut self, reason: Reason, what: &str, detail: &str) -> ConnError {
         self.broken = true;
-        ConnError::new(format!("{}[{}] {what}: {detail}", self.host, self.ip))
+        ConnError::new(
+            reason,
+            format!("{}[{}] {what}: {detail}", self.host, self.ip),
+        )
     }
 
     pub async fn read_reply(&mut self, timeout: Duration, stage: &str) -> Result<Reply, ConnError> {
@@ -193,8 +207,16 @@ impl Conn {
         };
         match tokio::time::timeout(timeout, fut).await {
             Ok(Ok(r)) => Ok(r),
-            Ok(Err(e)) => Err(self.fail(&format!("while waiting for the {stage} reply"), &e)),
-            Err(_) => Err(self.fail(&format!("while waiting for the {stage} reply"), "timed out")),
+            Ok(Err(e)) => Err(self.fail(
+                Reason::ConnectionFailed,
+                &format!("while waiting for the {stage} reply"),
+                &e,
+            )),
+            Err(_) => Err(self.fail(
+                Reason::ConnectionTimeout,
+                &format!("while waiting for the {stage} reply"),
+                "timed out",
+            )),
         }
     }
 
@@ -205,8 +227,8 @@ impl Conn {
         };
         match tokio::time::timeout(timeout, fut).await {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(self.fail("while sending", &e.to_string())),
-            Err(_) => Err(self.fail("while sending", "timed out")),
+            Ok(Err(e)) => Err(self.fail(Reason::ConnectionFailed, "while sending", &e.to_string())),
+            Err(_) => Err(self.fail(Reason::ConnectionTimeout, "while sending", "timed out")),
         }
     }
 
@@ -240,14 +262,16 @@ impl Conn {
                 self.caps = Caps::default();
                 return Ok(());
             }
-            return Err(self.refused("HELO", helo));
+            return Err(self.refused(Reason::ServerReply, "HELO", helo));
         }
-        Err(self.refused("EHLO", reply))
+        Err(self.refused(Reason::ServerReply, "EHLO", reply))
     }
 
-    pub fn refused(&mut self, stage: &str, reply: Reply) -> ConnError {
+    /// The server answered `stage` with a non-2xx `reply`.
+    pub fn refused(&mut self, reason: Reason, stage: &str, reply: Reply) -> ConnError {
         let text = format!("{}[{}] refused {stage}: {reply}", self.host, self.ip);
         ConnError {
+            reason,
             text,
             reply: Some(reply),
             unmet: false,
@@ -267,13 +291,17 @@ impl Conn {
     ) -> Result<(), ConnError> {
         let reply = self.command("STARTTLS", timeout, "STARTTLS").await?;
         if reply.code != 220 {
-            return Err(self.refused("STARTTLS", reply));
+            return Err(self.refused(Reason::StarttlsRefused, "STARTTLS", reply));
         }
         self.rbuf.clear();
         self.parser = ReplyParser::default();
         self.caps = Caps::default();
         let Some(plain) = self.stream.take_plain() else {
-            return Err(self.fail("STARTTLS", "connection is not plaintext"));
+            return Err(self.fail(
+                Reason::TlsHandshakeFailure,
+                "STARTTLS",
+                "connection is not plaintext",
+            ));
         };
         let connector = tokio_rustls::TlsConnector::from(config);
         match tokio::time::timeout(timeout, connector.connect(server_name, plain)).await {
@@ -290,11 +318,12 @@ impl Conn {
                 Ok(())
             }
             Ok(Err(e)) => {
-                let mut err = self.fail("TLS handshake", &handshake_failure(&e));
+                let (reason, detail) = handshake_failure(&e);
+                let mut err = self.fail(reason, "TLS handshake", &detail);
                 err.unmet = true;
                 Err(err)
             }
-            Err(_) => Err(self.fail("TLS handshake", "timed out")),
+            Err(_) => Err(self.fail(Reason::ConnectionTimeout, "TLS handshake", "timed out")),
         }
     }
 
@@ -311,27 +340,73 @@ impl Conn {
     }
 }
 
-/// A handshake error in words an operator can act on. A server that
-/// closes the connection or answers with a `handshake_failure` or
-/// `protocol_version` alert right after our `ClientHello` shares no TLS
-/// version or cipher suite with us (TLS 1.0/1.1-only servers, RSA key
-/// exchange only): say so, and what mxg offers.
-fn handshake_failure(e: &std::io::Error) -> String {
+/// A handshake error as a reason and in words an operator can act on. A
+/// server that closes the connection or answers with a `handshake_failure`,
+/// `protocol_version` or `insufficient_security` alert right after our
+/// `ClientHello` shares no TLS version or cipher suite with us (TLS
+/// 1.0/1.1-only servers, RSA key exchange only): say so, and what mxg
+/// offers. The reason comes from the error's type, never from its text.
+fn handshake_failure(e: &std::io::Error) -> (Reason, String) {
+    use rustls::AlertDescription as A;
     let text = e.to_string();
+    // tokio-rustls hands rustls's own error over inside the io::Error.
+    let tls_error = e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>());
     let no_common = e.kind() == std::io::ErrorKind::UnexpectedEof
-        || [
-            "HandshakeFailure",
-            "ProtocolVersion",
-            "InsufficientSecurity",
-        ]
-        .iter()
-        .any(|alert| text.contains(alert));
+        || matches!(
+            tls_error,
+            Some(rustls::Error::AlertReceived(
+                A::HandshakeFailure | A::ProtocolVersion | A::InsufficientSecurity
+            ))
+        );
     if no_common {
-        format!(
+        let text = format!(
             "{text}: the server shares no TLS version or cipher suite with mxg \
              (mxg offers TLS 1.2/1.3 with ECDHE key exchange only)"
-        )
-    } else {
-        text
+        );
+        return (Reason::TlsProfile, text);
+    }
+    let reason = match tls_error {
+        Some(cert @ rustls::Error::InvalidCertificate(_)) => crate::tls::certificate_reason(cert),
+        _ => Reason::TlsHandshakeFailure,
+    };
+    (reason, text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tls_io(e: rustls::Error) -> std::io::Error {
+        std::io::Error::new(std::io::ErrorKind::InvalidData, e)
+    }
+
+    #[test]
+    fn handshake_failures_get_their_reason_from_the_error_type() {
+        use rustls::AlertDescription as A;
+        for alert in [
+            A::HandshakeFailure,
+            A::ProtocolVersion,
+            A::InsufficientSecurity,
+        ] {
+            let (reason, text) = handshake_failure(&tls_io(rustls::Error::AlertReceived(alert)));
+            assert_eq!(reason, Reason::TlsProfile);
+            assert!(text.contains(&format!("{alert:?}")), "{text}");
+            assert!(
+                text.contains("shares no TLS version or cipher suite"),
+                "{text}"
+            );
+        }
+        let eof = std::io::Error::from(std::io::ErrorKind::UnexpectedEof);
+        assert_eq!(handshake_failure(&eof).0, Reason::TlsProfile);
+        let expired = tls_io(rustls::Error::InvalidCertificate(
+            rustls::CertificateError::Expired,
+        ));
+        assert_eq!(handshake_failure(&expired).0, Reason::CertificateExpired);
+        let (reason, text) =
+            handshake_failure(&tls_io(rustls::Error::AlertReceived(A::DecryptError)));
+        assert_eq!(reason, Reason::TlsHandshakeFailure);
+        assert!(!text.contains("shares no"), "{text}");
     }
 }

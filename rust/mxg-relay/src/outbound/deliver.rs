@@ -2,13 +2,14 @@
 //! before MAIL FROM, per-recipient results.
 
 use super::conn::{Conn, ConnError};
+use super::open::open;
 use super::pool::Client;
 use super::rewrite::rewrite;
 use super::wire::{dot_stuff, xtext};
 use crate::events::Event;
 use crate::job::{AttemptNote, DeliveryJob, Host, RecipientResult, Status};
 use crate::level::TlsLevel;
-use mxg_dane::DaneVerifier;
+use crate::vocab::Reason;
 use mxg_smtp::Reply;
 use mxg_spool::Recipient;
 use std::net::IpAddr;
@@ -23,13 +24,6 @@ fn now_ms() -> u64 {
 
 fn ms(ms: u64) -> Duration {
     Duration::from_millis(ms)
-}
-
-/// Whether a connection that achieved `achieved` may carry mail that
-/// requires `required`. `opportunistic` asks for TLS when offered and
-/// accepts whatever the server could do; every higher level is a floor.
-fn meets(achieved: TlsLevel, required: TlsLevel) -> bool {
-    required <= TlsLevel::Opportunistic || achieved.meets(required)
 }
 
 /// Runs a job to the end and reports it on the event bus.
@@ -58,7 +52,7 @@ pub async fn deliver(client: Arc<Client>, job: DeliveryJob) {
             run.deliver(&job, &dest, &policy, message.len(), &data)
                 .await;
         }
-        Err(text) => run.last_error = Some((text, None)),
+        Err(text) => run.last_error = Some(ConnError::new(Reason::LocalError, text)),
     }
     run.defer_pending(&job);
     client.bus.push(Event::DeliveryDone {
@@ -98,7 +92,7 @@ struct Run {
     /// Recipients without a result yet.
     pending: Vec<Recipient>,
     /// The most recent reason the pending recipients are still pending.
-    last_error: Option<(String, Option<Reply>)>,
+    last_error: Option<ConnError>,
     /// A server was reached but could not give the required level.
     unmet_seen: bool,
     /// Its most specific enhanced status code, if any.
@@ -141,8 +135,8 @@ impl Run {
                         } else {
                             self.other_failure_seen = true;
                         }
-                        self.note(&host.name, &ip.to_string(), &e.text);
-                        self.last_error = Some((e.text, e.reply));
+                        self.note(&host.name, &ip.to_string(), &e);
+                        self.last_error = Some(e);
                         continue;
                     }
                 };
@@ -152,20 +146,24 @@ impl Run {
             }
         }
         if job.hosts.iter().all(|h| h.addresses.is_empty()) && self.last_error.is_none() {
-            self.last_error = Some(("no address to deliver to".to_owned(), None));
+            self.last_error = Some(ConnError::new(
+                Reason::ConnectionFailed,
+                "no address to deliver to",
+            ));
         }
     }
 
-    fn note(&mut self, host: &str, ip: &str, error: &str) {
+    fn note(&mut self, host: &str, ip: &str, error: &ConnError) {
         self.attempts.push(AttemptNote {
             host: host.to_owned(),
             ip: ip.to_owned(),
-            error: error.to_owned(),
+            error: error.text.clone(),
+            reason: Some(error.reason),
         });
     }
 
     /// Connects, greets and brings the session to the required level. The
-    /// requirement is checked here, before any MAIL FROM (rule 1).
+    /// requirement is checked there, before any MAIL FROM (rule 1).
     async fn open(&self, job: &DeliveryJob, host: &Host, ip: IpAddr) -> Result<Conn, ConnError> {
         open(&self.client, &job.tls, host, ip).await
     }
@@ -249,9 +247,9 @@ impl Run {
             }
             // A transient MAIL refusal is about this server: the next host
             // may take the message.
-            let err = conn.refused("MAIL FROM", mail_reply);
-            self.note(&host, &ip, &err.text);
-            self.last_error = Some((err.text, err.reply));
+            let err = conn.refused(Reason::ServerReply, "MAIL FROM", mail_reply);
+            self.note(&host, &ip, &err);
+            self.last_error = Some(err);
             let _ = rset(&mut conn, cmd_timeout).await;
             return Some(conn);
         }
@@ -328,8 +326,8 @@ impl Run {
     /// to the next host.
     fn lost(&mut self, conn: &Conn, e: ConnError) -> Option<Conn> {
         self.other_failure_seen = true;
-        self.note(&conn.host, &conn.ip.to_string(), &e.text);
-        self.last_error = Some((e.text, e.reply));
+        self.note(&conn.host, &conn.ip.to_string(), &e);
+        self.last_error = Some(e);
         None
     }
 
@@ -351,16 +349,23 @@ impl Run {
             tls: conn.tls.clone(),
             level: conn.level(),
             unmet: false,
+            // The server's own reply, or (SMTPUTF8, SIZE) a limit it
+            // announced: either way the server's answer.
+            reason: (status != Status::Sent).then_some(Reason::ServerReply),
         });
     }
 
     /// Every recipient still without a result is deferred with the last
     /// reason seen; a permanent greeting refusal from every host bounces.
     fn defer_pending(&mut self, job: &DeliveryJob) {
-        let (text, reply) = self
-            .last_error
-            .clone()
-            .unwrap_or_else(|| ("no host could be reached".to_owned(), None));
+        let ConnError {
+            reason,
+            text,
+            reply,
+            ..
+        } = self.last_error.clone().unwrap_or_else(|| {
+            ConnError::new(Reason::ConnectionFailed, "no host could be reached")
+        });
         let _ = job;
         let unmet = self.unmet_seen && !self.other_failure_seen;
         for rcpt in std::mem::take(&mut self.pending) {
@@ -390,6 +395,7 @@ impl Run {
                 tls: None,
                 level: TlsLevel::None,
                 unmet,
+                reason: Some(reason),
             });
         }
     }
@@ -401,7 +407,7 @@ async fn rset(conn: &mut Conn, timeout: Duration) -> Result<(), ConnError> {
         Ok(())
     } else {
         conn.broken = true;
-        Err(conn.refused("RSET", reply))
+        Err(conn.refused(Reason::ServerReply, "RSET", reply))
     }
 }
 
@@ -452,200 +458,4 @@ fn rcpt_command(rcpt: &Recipient, conn: &Conn) -> String {
         }
     }
     cmd
-}
-
-/// Connects, greets and brings the session to the required level (with
-/// DANE where the host publishes usable TLSA records). The requirement is
-/// checked here, before any MAIL FROM (ARCHITECTURE.md rule 1). Also used by
-/// `mxg check`, which never sends MAIL FROM at all.
-pub(super) async fn open(
-    client: &Client,
-    tls: &crate::job::TlsRequirement,
-    host: &Host,
-    ip: IpAddr,
-) -> Result<Conn, ConnError> {
-    let cfg = &client.cfg;
-    let required = tls.level;
-    let name = host.name.as_str();
-    let port = host.port.unwrap_or(cfg.port);
-    let mut conn = Conn::connect(name, ip, port, ms(cfg.connect_timeout_ms)).await?;
-    let greeting = conn
-        .read_reply(ms(cfg.greeting_timeout_ms), "greeting")
-        .await?;
-    if greeting.code != 220 {
-        let err = conn.refused("the connection", greeting);
-        conn.quit().await;
-        return Err(err);
-    }
-    let cmd_timeout = ms(cfg.command_timeout_ms);
-    conn.hello(&client.helo, cmd_timeout).await?;
-    // RFC 7672 §2.2: usable TLSA records make TLS and DANE mandatory
-    // for this host, whatever the message's level asks.
-    let dane_names = host.dane_names();
-    let dane = Arc::new(DaneVerifier::new(
-        &host.tlsa,
-        dane_names.clone(),
-        crate::tls::verification_provider(),
-    ));
-    let dane_applies = dane.has_usable_records();
-    // Operator pins are checked like DANE-EE records, under their own name.
-    let pins = Arc::new(DaneVerifier::new(
-        &host.pins,
-        host.pin_names(),
-        crate::tls::verification_provider(),
-    ));
-    let pins_apply = !dane_applies && pins.has_usable_records();
-    if pins_apply && !conn.caps.starttls {
-        let text = format!(
-            "{name}[{ip}]: starttls-not-supported: the domain has operator pins but the server does not offer STARTTLS"
-        );
-        conn.quit().await;
-        return Err(ConnError::unmet(text));
-    }
-    let sts_applies = host.sts && !dane_applies && !pins_apply;
-    if sts_applies && !conn.caps.starttls {
-        let text = format!(
-            "{name}[{ip}]: starttls-not-supported: the domain's MTA-STS policy is enforce but the server does not offer STARTTLS (RFC 8461 4.2)"
-        );
-        conn.quit().await;
-        return Err(ConnError::unmet(text));
-    }
-    if dane_applies && !conn.caps.starttls {
-        let text = format!(
-            "{name}[{ip}]: starttls-not-supported: the server publishes TLSA records but does not offer STARTTLS (RFC 7672 2.2)"
-        );
-        conn.quit().await;
-        return Err(ConnError::unmet(text));
-    }
-    let mut pkix_failure: Option<String> = None;
-    if (required.tries_tls() || dane_applies || pins_apply || sts_applies) && conn.caps.starttls {
-        // SNI: the TLSA base domain under DANE (RFC 7672 §8.1), else the
-        // MX host name.
-        let sni = if dane_applies {
-            dane_names[0].clone()
-        } else {
-            host.name.clone()
-        };
-        let server_name = rustls::pki_types::ServerName::try_from(sni)
-            .unwrap_or_else(|_| rustls::pki_types::ServerName::IpAddress(ip.into()));
-        // The profile narrows the offer only where the level demands it.
-        let offer = required.requires_tls().then_some(tls.profile);
-        // DANE takes precedence; otherwise a secure MX answer lets a
-        // PKIX-valid certificate for the MX host name authenticate it.
-        let pkix = (sts_applies
-            || (!dane_applies && host.pkix && tls.methods.iter().any(|m| m == "dnssec-pkix")))
-        .then(|| crate::tls::PkixRecorder::new(client.roots.clone()))
-        .transpose()
-        .map_err(|e| ConnError::new(e.to_string()))?
-        .map(Arc::new);
-        let config = if dane_applies {
-            crate::tls::dane_client_config(dane.clone(), offer)
-        } else if pins_apply {
-            crate::tls::dane_client_config(pins.clone(), offer)
-        } else if let Some(recorder) = &pkix {
-            crate::tls::pkix_client_config(recorder.clone(), offer)
-        } else {
-            client.tls_config(offer)
-        };
-        let handshake = conn
-            .starttls(config, server_name, tls.profile, cmd_timeout)
-            .await;
-        if let Err(mut e) = handshake {
-            if let Some(Err(failure)) = dane.outcome() {
-                e.text = format!(
-                    "{name}[{ip}]: DANE authentication failed: {}: {failure}",
-                    failure.result_type()
-                );
-            } else if let Some(Err(failure)) = pins.outcome() {
-                e.text = format!("{name}[{ip}]: no operator pin matched: {failure}");
-            } else if let Some(p) = offer {
-                e.text
-                    .push_str(&format!(" (offered only TLS profile {})", p.as_str()));
-            }
-            return Err(e);
-        }
-        let method = if let Some(Ok(_)) = pins.outcome() {
-            Some("pinned")
-        } else if let Some(Ok(found)) = dane.outcome() {
-            if let Some(info) = conn.tls.as_mut() {
-                info.tlsa = Some(found.record.clone());
-            }
-            let method = found.method;
-            conn.dane = Some(found);
-            Some(method)
-        } else {
-            pkix.as_ref()
-                .and_then(|r| r.result())
-                .and_then(Result::ok)
-                .map(|()| {
-                    if sts_applies {
-                        "mta-sts"
-                    } else {
-                        "dnssec-pkix"
-                    }
-                })
-        };
-        pkix_failure = pkix.as_ref().and_then(|r| r.result()).and_then(Result::err);
-        if let (true, Some(reason)) = (sts_applies, &pkix_failure) {
-            // RFC 8461 §4.2: under enforce, no delivery without PKIX.
-            let text = format!("{name}[{ip}]: MTA-STS policy is enforce: {reason}");
-            conn.quit().await;
-            return Err(ConnError::unmet(text));
-        }
-        if let Some(method) = method {
-            if let Some(info) = conn.tls.as_mut() {
-                info.method = Some(method.to_owned());
-            }
-            if tls.methods.iter().any(|m| m == method) {
-                conn.qualified_by = Some(method.to_owned());
-            }
-        }
-        conn.hello(&client.helo, cmd_timeout).await?;
-    }
-    if tls.requiretls && !(conn.tls.is_some() && conn.caps.requiretls) {
-        // RFC 8689 §4.2.1: the next hop must offer REQUIRETLS after
-        // STARTTLS, or the message does not go there.
-        let text = format!(
-            "{name}[{ip}]: REQUIRETLS: the message requires it but the server does not offer REQUIRETLS over TLS (RFC 8689 4.2.1)"
-        );
-        conn.quit().await;
-        return Err(ConnError {
-            enhanced: Some("4.7.30"),
-            ..ConnError::unmet(text)
-        });
-    }
-    if !meets(conn.level(), required) {
-        let why = if let (TlsLevel::Qualified, Some(reason)) = (required, &pkix_failure) {
-            format!("validation-failure: dnssec-pkix: {reason}")
-        } else if required == TlsLevel::Qualified && conn.tls.is_some() {
-            "validation-failure: the server could not be authenticated by an allowed method (DANE: no usable DNSSEC-secure TLSA records; dnssec-pkix: no secure MX answer or no PKIX-valid certificate for the MX host name)".to_owned()
-        } else if conn.tls.is_some() {
-            "the TLS session is outside the parameter profile".to_owned()
-        } else if conn.caps.starttls {
-            "the session does not meet the required level".to_owned()
-        } else {
-            "starttls-not-supported: the server does not offer STARTTLS".to_owned()
-        };
-        let text = format!(
-            "{name}[{ip}]: required transport level {} not met: {why}",
-            required.as_str()
-        );
-        conn.quit().await;
-        return Err(ConnError::unmet(text));
-    }
-    Ok(conn)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn opportunistic_accepts_plaintext_but_encrypted_does_not() {
-        assert!(meets(TlsLevel::None, TlsLevel::Opportunistic));
-        assert!(meets(TlsLevel::None, TlsLevel::None));
-        assert!(!meets(TlsLevel::None, TlsLevel::Encrypted));
-        assert!(meets(TlsLevel::Encrypted, TlsLevel::Encrypted));
-        assert!(!meets(TlsLevel::Encrypted, TlsLevel::Qualified));
-    }
 }

@@ -1,8 +1,10 @@
 //! The outbound SMTP client: delivers jobs to receiving servers, enforcing
 //! the required transport level before any MAIL FROM (ARCHITECTURE.md rule 1).
 
+mod auth_plan;
 mod conn;
 mod deliver;
+mod open;
 mod pool;
 mod probe;
 mod rewrite;

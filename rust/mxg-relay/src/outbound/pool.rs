@@ -101,7 +101,7 @@ impl Client {
                         // A host that now publishes usable TLSA records
                         // needs a DANE-authenticated session.
                         && (i.conn.dane.is_some()
-                            || !h.tlsa.iter().any(|r| mxg_dane::classify(r).is_ok()))
+                            || !mxg_dane::usable(&h.tlsa))
                 })
         })?;
         Some(idle.swap_remove(pos).conn)

@@ -3,7 +3,7 @@
 //! level is not used: each address is tried for the best level it can
 //! reach.
 
-use super::deliver::open;
+use super::open::open;
 use super::pool::Client;
 use crate::events::Event;
 use crate::job::{HostProbe, ProbeJob, TlsRequirement};
@@ -24,9 +24,11 @@ pub async fn probe(client: Arc<Client>, job: ProbeJob) {
                 requiretls: false,
             };
             let mut first_error = String::new();
+            let mut first_reason = None;
             let mut attempt = open(&client, &strict, host, *ip).await;
             if let Err(e) = &attempt {
                 first_error.clone_from(&e.text);
+                first_reason = Some(e.reason);
                 let loose = TlsRequirement {
                     level: TlsLevel::Opportunistic,
                     profile: job.tls.profile,
@@ -47,6 +49,7 @@ pub async fn probe(client: Arc<Client>, job: ProbeJob) {
                         ip: ip.to_string(),
                         ok: true,
                         error: first_error,
+                        reason: first_reason,
                         starttls: conn.tls.is_some() || conn.caps.starttls,
                         level: conn.level(),
                         tls: conn.tls.clone(),
@@ -62,6 +65,7 @@ pub async fn probe(client: Arc<Client>, job: ProbeJob) {
                     ip: ip.to_string(),
                     ok: false,
                     error: e.text,
+                    reason: Some(e.reason),
                     starttls: false,
                     level: TlsLevel::None,
                     tls: None,
