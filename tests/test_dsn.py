@@ -106,21 +106,26 @@ def test_security_failures_are_explained_in_english_and_german() -> None:
         "mx.example.net[192.0.2.1]: DANE authentication failed: "
         "tlsa-invalid: no TLSA record matched",
         None,
+        reason="tlsa-invalid",
     )
-    raw = build_dsn(
-        reporting_mta="m",
-        postmaster="p@m",
-        original=ORIGINAL,
-        reports=[sec],
-        full_message_limit=10**6,
-    )
+    raw = _dsn([sec])
     assert b"never sends such mail unprotected" in raw
     assert b"Warum: Der empfangende Mailserver" in raw
-    plain = build_dsn(
+    plain = _dsn([report()])
+    assert b"Warum" not in plain
+    # The explanation follows the typed reason, never words in the text.
+    mentions = RecipientReport(
+        "bob@example.net", None, "failed", "5.1.1", "", "550 5.1.1 no TLS user here", None
+    )
+    raw = _dsn([mentions])
+    assert b"Warum" not in raw
+
+
+def _dsn(reports: list[RecipientReport]) -> bytes:
+    return build_dsn(
         reporting_mta="m",
         postmaster="p@m",
         original=ORIGINAL,
-        reports=[report()],
+        reports=reports,
         full_message_limit=10**6,
     )
-    assert b"Warum" not in plain

@@ -28,12 +28,13 @@ import anyio
 
 from mxg import _core
 from mxg.boundary import HostProbe, ProbeDone, ProbeJob, TlsRequirement, decode_events, encode
+from mxg.classes import LEVELS
 from mxg.config import Config
 from mxg.mtasts import Policy, PolicyError, StsCache, http_client
 from mxg.pipeline.plan import job_hosts
 from mxg.resolve import DnsResolver, Host, ResolveError, Route
+from mxg.vocab import Reason
 
-LEVELS = ("none", "opportunistic", "encrypted", "qualified")
 EXIT_CODES = {"qualified": 0, "encrypted": 1, "opportunistic": 2, "none": 3}
 EXIT_UNRESOLVED = 4
 
@@ -54,6 +55,8 @@ class HostReport:
     cert_issuer: str = ""
     cert_expires: str = ""
     error: str = ""
+    # The typed reason for `error` (mxg.vocab.Reason), for scripts.
+    reason: str = ""
 
 
 @dataclass
@@ -98,6 +101,7 @@ def _excluded(route: Route, allowed: set[str], policy: Policy | None) -> list[Ho
                 starttls=False,
                 level="none",
                 error=why,
+                reason=Reason.VALIDATION_FAILURE,
             )
         )
     return out
@@ -131,6 +135,7 @@ def _report(
                 cert_issuer=p.cert_issuer,
                 cert_expires=_expires(p.cert_not_after),
                 error=p.error,
+                reason=p.reason or "",
             )
         )
     best = max((h.level for h in hosts), key=LEVELS.index, default="none")
@@ -255,6 +260,7 @@ CSV_FIELDS = [
     "cert_subject",
     "cert_expires",
     "error",
+    "reason",
 ]
 
 
@@ -279,6 +285,7 @@ def to_csv(reports: Sequence[DomainReport]) -> str:
             row["tlsa"] = "; ".join(h.tlsa)
             row["starttls"] = "yes" if h.starttls else "no"
             row["error"] = h.error or r.error
+            row["reason"] = h.reason
             w.writerow(row)
     return out.getvalue()
 
@@ -311,6 +318,8 @@ def to_text(reports: Sequence[DomainReport]) -> str:
                 )
             if h.error:
                 lines.append(f"    error: {h.error}")
+            if h.reason:
+                lines.append(f"    reason: {h.reason}")
         lines.append("")
     return "\n".join(lines)
 

@@ -15,12 +15,12 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from mxg.config_base import Seconds, Section, TransportLevel
+from mxg.vocab import Level, RiskClass
 
-RiskClass = Literal["normal", "high", "secret"]
-CLASSES: tuple[RiskClass, ...] = ("normal", "high", "secret")
+CLASSES: tuple[RiskClass, ...] = tuple(RiskClass)
 OnUnmet = Literal["reject", "defer", "bounce", "hold", "reroute"]
 Detector = Literal["iban", "tax-id", "card", "kvnr"]
-LEVELS: tuple[str, ...] = ("none", "opportunistic", "encrypted", "qualified")
+LEVELS: tuple[Level, ...] = tuple(Level)
 
 
 def higher_class(a: str, b: str) -> str:
@@ -48,7 +48,7 @@ class ClassPolicy(Section):
     # Fallback relay for on_unmet = "reroute": "host" or "host:port",
     # IPv6 as "[addr]:port"; reached at `reroute_level`.
     reroute: str = ""
-    reroute_level: TransportLevel = "encrypted"
+    reroute_level: TransportLevel = Level.ENCRYPTED
 
     @field_validator("reroute")
     @classmethod
@@ -86,15 +86,15 @@ def relay_address(value: str) -> tuple[str, int]:
 # DSK defaults per class; a [classes.<name>] table changes only the keys
 # it gives.
 class NormalPolicy(ClassPolicy):
-    level: TransportLevel = "encrypted"
+    level: TransportLevel = Level.ENCRYPTED
 
 
 class HighPolicy(ClassPolicy):
-    level: TransportLevel = "qualified"
+    level: TransportLevel = Level.QUALIFIED
 
 
 class SecretPolicy(ClassPolicy):
-    level: TransportLevel = "qualified"
+    level: TransportLevel = Level.QUALIFIED
     require_e2e: bool = True
     on_unmet: OnUnmet = "reject"
 
@@ -113,7 +113,7 @@ class ClassesConfig(Section):
 
 
 class ClassifyConfig(Section):
-    default_class: RiskClass = "normal"
+    default_class: RiskClass = RiskClass.NORMAL
     # A header the internal server or the sender's client sets to
     # normal | high | secret; removed before delivery unless strip_marker
     # is false.

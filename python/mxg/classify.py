@@ -15,6 +15,7 @@ from typing import Any
 from mxg.boundary import Envelope
 from mxg.classes import CLASSES, Rule, address_matches, higher_class, stricter_level
 from mxg.config import Config, DomainPolicy
+from mxg.vocab import Level
 
 
 @dataclass
@@ -232,10 +233,10 @@ def requirement(
         level = policy.e2e_level
         why.append(f"{level} for end-to-end encrypted content")
     if info.get("tls_optional") and stricter_level(level, "opportunistic") != "opportunistic":
-        level = "opportunistic"
+        level = Level.OPPORTUNISTIC
         why.append("TLS-Required: No (RFC 8689 4.2.2)")
     if info.get("requiretls"):
-        level = "qualified"
+        level = Level.QUALIFIED
         why.append("REQUIRETLS (RFC 8689)")
     if domain is not None and stricter_level(level, domain.min_level) != level:
         level = domain.min_level

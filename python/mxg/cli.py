@@ -22,6 +22,7 @@ from typing import Any
 from mxg import __version__
 from mxg.config import Config, load_config
 from mxg.errors import ConfigError, MxgError
+from mxg.vocab import Level
 
 
 def _config_path(args: argparse.Namespace) -> Path | None:
@@ -361,7 +362,7 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "release":
             a.add_argument(
                 "--level",
-                choices=["none", "opportunistic", "encrypted", "qualified"],
+                choices=[str(level) for level in Level],
                 help="deliver this one message at this transport level instead of what its"
                 " class requires (recorded with who, when and --reason)",
             )

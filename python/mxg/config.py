@@ -38,6 +38,7 @@ from mxg.config_base import (
     TransportLevel,
 )
 from mxg.errors import ConfigError
+from mxg.vocab import Level
 
 
 def _default_hostname() -> str:
@@ -149,10 +150,10 @@ class DeliveryConfig(Section):
     tls_profile: Literal["bsi-tr-02102-2", "modern"] = "bsi-tr-02102-2"
     # Authentication methods that count for the qualified level.
     qualified_methods: list[Method] = [
-        "dane-ee",
-        "dane-ta",
-        "mta-sts",
-        "dnssec-pkix",
+        Method.DANE_EE,
+        Method.DANE_TA,
+        Method.MTA_STS,
+        Method.DNSSEC_PKIX,
     ]
     # Look up and apply MTA-STS policies (RFC 8461).
     mta_sts: bool = True
@@ -215,7 +216,7 @@ class DomainPolicy(Section):
 
     domain: str
     # Raises the level messages to this domain need (never lowers it).
-    min_level: TransportLevel = "none"
+    min_level: TransportLevel = Level.NONE
     # Methods that count for qualified here; empty: delivery.qualified_methods.
     methods: list[Method] = []
     # Operator pins: "spki-sha256:<hex>" (the server key) or

@@ -4,9 +4,12 @@ and ``mxg.classes``: the strict section base, durations, levels."""
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal
+from typing import Annotated
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+
+from mxg.vocab import Level
+from mxg.vocab import Method as VocabMethod
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
@@ -26,8 +29,9 @@ def parse_duration(value: object) -> object:
 Seconds = Annotated[float, BeforeValidator(parse_duration), Field(ge=0)]
 PositiveSeconds = Annotated[float, BeforeValidator(parse_duration), Field(gt=0)]
 
-TransportLevel = Literal["none", "opportunistic", "encrypted", "qualified"]
-Method = Literal["dane-ee", "dane-ta", "mta-sts", "dnssec-pkix", "pinned"]
+# The vocabulary's enums (defined once, mirrored from the engine's).
+TransportLevel = Level
+Method = VocabMethod
 PIN = re.compile(r"^(spki|cert)-sha256:[0-9a-f]{64}$")
 
 

@@ -241,6 +241,7 @@ def delivery(
     attempt: int,
     risk_class: str = "",
     required: str = "",
+    reason: str = "",
 ) -> None:
     """The delivery line (queue id, Message-ID, sender, recipient,
     relay, status, code and text, TLS, delay)."""
@@ -257,6 +258,7 @@ def delivery(
         status=status,
         code=code,
         dsn=enhanced or None,
+        reason=reason or None,
         reply=text,
         tls=tls_version or "none",
         cipher=cipher or None,

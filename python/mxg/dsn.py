@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import format_datetime, formatdate
 
+from mxg.vocab import TRANSPORT_SECURITY_REASONS, Reason
+
 
 @dataclass(frozen=True)
 class RecipientReport:
@@ -23,6 +25,9 @@ class RecipientReport:
     remote_mta: str
     diagnostic: str  # "550 5.1.1 user unknown" or our own explanation
     last_attempt_ms: int | None
+    # The typed reason of the last attempt (mxg.vocab.Reason), if any: it
+    # chooses the plain-language explanation, never the diagnostic's words.
+    reason: str | None = None
 
 
 @dataclass(frozen=True)
@@ -150,39 +155,19 @@ def _human_text(
         out.append(f"<{r.address}>{where}:")
         out.append(f"    {r.diagnostic}")
         out.append("")
-    if any(is_e2e_failure(r.diagnostic) for r in reports):
+    if any(r.reason == Reason.E2E_REQUIRED for r in reports):
         out += E2E_EXPLANATION
-    elif any(is_security_failure(r.diagnostic) for r in reports):
+    elif any(is_security_failure(r.reason) for r in reports):
         out += SECURITY_EXPLANATION
     out.append(f"Queue ID: {original.queue_id}")
     return out
 
 
-# Words of mxg's own reasons that mean "the transport was not safe
-# enough" rather than "the recipient does not exist" (TLS-RPT result
-# types, RFC 8460 §4.3, and the level check).
-_SECURITY_MARKERS = (
-    "required transport level",
-    "starttls-not-supported",
-    "certificate-host-mismatch",
-    "certificate-expired",
-    "certificate-not-trusted",
-    "validation-failure",
-    "tlsa-invalid",
-    "dnssec-invalid",
-    "sts-policy",
-    "sts-webpki-invalid",
-    "DANE authentication failed",
-    "MTA-STS",
-    "operator pin",
-    "TLS handshake",
-    "REQUIRETLS",
-    "cannot get it",
-)
-
-
-def is_e2e_failure(diagnostic: str) -> bool:
-    return "end-to-end encrypted content" in diagnostic
+def is_security_failure(reason: str | None) -> bool:
+    """The transport could not be made safe enough (a TLS-RPT result type,
+    RFC 8460 §4.3, or one of mxg's transport reasons), as opposed to a
+    recipient the server does not know or a network problem."""
+    return reason in TRANSPORT_SECURITY_REASONS
 
 
 E2E_EXPLANATION = [
@@ -200,10 +185,6 @@ E2E_EXPLANATION = [
     "Mail-Administration fragen.",
     "",
 ]
-
-
-def is_security_failure(diagnostic: str) -> bool:
-    return any(m in diagnostic for m in _SECURITY_MARKERS)
 
 
 SECURITY_EXPLANATION = [

@@ -27,6 +27,8 @@ import dns.asyncresolver
 import dns.exception
 import dns.resolver
 
+from mxg.vocab import Reason
+
 if TYPE_CHECKING:
     import httpx
 
@@ -41,8 +43,12 @@ Mode = Literal["enforce", "testing", "none"]
 
 
 class PolicyError(Exception):
-    """A policy could not be fetched or parsed; the text names the
-    TLS-RPT result type (RFC 8460 §4.3)."""
+    """A policy could not be fetched or parsed: `reason` is the TLS-RPT
+    result type (RFC 8460 §4.3), and the text starts with it."""
+
+    def __init__(self, reason: Reason, detail: str) -> None:
+        self.reason = reason
+        super().__init__(f"{reason}: {detail}")
 
 
 @dataclass(frozen=True)
@@ -73,11 +79,15 @@ def parse_txt(records: list[str]) -> str:
     """The policy id of a ``_mta-sts`` TXT record set (§3.1)."""
     sts = [r for r in records if r.startswith("v=STSv1")]
     if len(sts) != 1:
-        raise PolicyError(f"sts-policy-invalid: expected one v=STSv1 TXT record, found {len(sts)}")
+        raise PolicyError(
+            Reason.STS_POLICY_INVALID, f"expected one v=STSv1 TXT record, found {len(sts)}"
+        )
     fields = dict(part.strip().split("=", 1) for part in sts[0].split(";") if "=" in part)
     policy_id = fields.get("id", "")
     if not re.fullmatch(r"[A-Za-z0-9]{1,32}", policy_id):
-        raise PolicyError(f"sts-policy-invalid: TXT id {policy_id!r} is not 1-32 alphanumerics")
+        raise PolicyError(
+            Reason.STS_POLICY_INVALID, f"TXT id {policy_id!r} is not 1-32 alphanumerics"
+        )
     return policy_id
 
 
@@ -89,22 +99,22 @@ def parse_policy(domain: str, policy_id: str, text: str) -> Policy:
             continue
         key, sep, value = line.partition(":")
         if not sep:
-            raise PolicyError(f"sts-policy-invalid: line {line[:60]!r} is not 'key: value'")
+            raise PolicyError(Reason.STS_POLICY_INVALID, f"line {line[:60]!r} is not 'key: value'")
         values.setdefault(key.strip(), []).append(value.strip())
     if values.get("version") != ["STSv1"]:
-        raise PolicyError("sts-policy-invalid: version must be STSv1")
+        raise PolicyError(Reason.STS_POLICY_INVALID, "version must be STSv1")
     mode = (values.get("mode") or [""])[0]
     if mode not in ("enforce", "testing", "none") or len(values.get("mode", [])) != 1:
-        raise PolicyError(f"sts-policy-invalid: mode {mode!r}")
+        raise PolicyError(Reason.STS_POLICY_INVALID, f"mode {mode!r}")
     try:
         max_age = int((values.get("max_age") or [""])[0])
     except ValueError:
-        raise PolicyError("sts-policy-invalid: max_age is not a number") from None
+        raise PolicyError(Reason.STS_POLICY_INVALID, "max_age is not a number") from None
     if not 0 <= max_age <= MAX_MAX_AGE:
-        raise PolicyError(f"sts-policy-invalid: max_age {max_age} out of range")
+        raise PolicyError(Reason.STS_POLICY_INVALID, f"max_age {max_age} out of range")
     mx = tuple(values.get("mx", []))
     if mode != "none" and not mx:
-        raise PolicyError("sts-policy-invalid: no mx patterns")
+        raise PolicyError(Reason.STS_POLICY_INVALID, "no mx patterns")
     return Policy(domain, policy_id, mode, mx, max_age)  # type: ignore[arg-type]
 
 
@@ -134,7 +144,7 @@ async def fetch_policy(
     host = f"mta-sts.{domain}"
     url = f"https://{host}/.well-known/mta-sts.txt"
     if not addresses:
-        raise PolicyError(f"sts-policy-fetch-error: {host} has no address")
+        raise PolicyError(Reason.STS_POLICY_FETCH_ERROR, f"{host} has no address")
     last: PolicyError | None = None
     for address in addresses:
         literal = f"[{address}]" if ":" in address else address
@@ -142,13 +152,13 @@ async def fetch_policy(
             body = await _get(client, f"https://{literal}/.well-known/mta-sts.txt", host, url)
         except PolicyError as e:
             last = e
-            if not str(e).startswith("sts-policy-fetch-error"):
+            if e.reason != Reason.STS_POLICY_FETCH_ERROR:
                 raise
             continue
         try:
             text = body.decode("utf-8")
         except UnicodeDecodeError:
-            raise PolicyError(f"sts-policy-invalid: {url} is not UTF-8") from None
+            raise PolicyError(Reason.STS_POLICY_INVALID, f"{url} is not UTF-8") from None
         return parse_policy(domain, policy_id, text)
     assert last is not None
     raise last
@@ -163,25 +173,27 @@ async def _get(client: httpx.AsyncClient, target: str, host: str, url: str) -> b
         ) as resp:
             if resp.status_code != 200:
                 raise PolicyError(
-                    f"sts-policy-fetch-error: {url} answered HTTP "
-                    f"{resp.status_code} (redirects are not followed)"
+                    Reason.STS_POLICY_FETCH_ERROR,
+                    f"{url} answered HTTP {resp.status_code} (redirects are not followed)",
                 )
             ctype = resp.headers.get("content-type", "").split(";")[0].strip().lower()
             if ctype != "text/plain":
-                raise PolicyError(f"sts-policy-invalid: {url} has content type {ctype!r}")
+                raise PolicyError(Reason.STS_POLICY_INVALID, f"{url} has content type {ctype!r}")
             body = b""
             async for chunk in resp.aiter_bytes():
                 body += chunk
                 if len(body) > MAX_POLICY_BYTES:
-                    raise PolicyError(f"sts-policy-invalid: {url} is larger than 64 KiB")
+                    raise PolicyError(Reason.STS_POLICY_INVALID, f"{url} is larger than 64 KiB")
             return body
     except httpx.ConnectError as e:
+        # RFC 8460 §4.3.2.2: a certificate that fails PKIX validation is
+        # sts-webpki-invalid; any other failure to connect a fetch error.
         reason = (
-            "sts-webpki-invalid" if "CERTIFICATE" in str(e).upper() else "sts-policy-fetch-error"
+            Reason.STS_WEBPKI_INVALID if _certificate_failure(e) else Reason.STS_POLICY_FETCH_ERROR
         )
-        raise PolicyError(f"{reason}: {url}: {e}") from None
+        raise PolicyError(reason, f"{url}: {e}") from None
     except httpx.HTTPError as e:
-        raise PolicyError(f"sts-policy-fetch-error: {url}: {e}") from None
+        raise PolicyError(Reason.STS_POLICY_FETCH_ERROR, f"{url}: {e}") from None
 
 
 # How long a TXT check (or the lack of a policy) is trusted before the
@@ -315,3 +327,14 @@ class StsCache:
             if self.save is not None:
                 self.save(policy, now + policy.max_age)
             return policy
+
+
+def _certificate_failure(e: BaseException) -> bool:
+    """Whether a connection failed on the server's certificate (the SSL
+    error httpx wraps), as opposed to the network."""
+    seen: BaseException | None = e
+    while seen is not None:
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False

@@ -82,6 +82,8 @@ class ResolveError(Exception):
     text: str
     permanent: bool
     enhanced: str = field(default="")
+    # The typed reason (mxg.vocab.Reason) the recipients get.
+    reason: str = field(default="dns-failure")
 
     def __post_init__(self) -> None:
         if not self.enhanced:

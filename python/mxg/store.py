@@ -71,6 +71,7 @@ CREATE TABLE IF NOT EXISTS recipients (
     class        TEXT,
     override_level TEXT,  -- set by an operator's release: the level for this message
     route        TEXT NOT NULL DEFAULT '',  -- '' or 'reroute' (the class's fallback relay)
+    reason       TEXT,  -- the typed failure reason of the last attempt (mxg.vocab.Reason)
     PRIMARY KEY (queue_id, idx)
 );
 CREATE INDEX IF NOT EXISTS recipients_due ON recipients(status, next_ms);
@@ -88,7 +89,8 @@ CREATE TABLE IF NOT EXISTS attempts (
     ip           TEXT,
     tls          TEXT,
     level        TEXT,
-    evidence     TEXT
+    evidence     TEXT,
+    reason       TEXT
 );
 CREATE INDEX IF NOT EXISTS attempts_queue ON attempts(queue_id);
 CREATE TABLE IF NOT EXISTS sts_policies (
@@ -117,6 +119,8 @@ _MAX_PARAMS = 999
 
 # (table, column, declaration) added after the first schema.
 _ADDED_COLUMNS = (
+    ("recipients", "reason", "TEXT"),
+    ("attempts", "reason", "TEXT"),
     ("messages", "class", "TEXT"),
     ("messages", "classification", "TEXT"),
     ("messages", "requiretls", "INTEGER NOT NULL DEFAULT 0"),
@@ -175,6 +179,8 @@ class Outcome:
     level: str = ""
     next_ms: int = 0
     evidence: str = ""
+    # The typed failure reason (mxg.vocab.Reason); None for a delivery.
+    reason: str | None = None
 
 
 class Store:
@@ -388,7 +394,7 @@ class Store:
         results = [
             (
                 (o.status, o.code, o.enhanced, o.text, o.host, o.ip, o.tls, o.level),
-                o.evidence or None,
+                (o.evidence or None, o.reason),
                 o,
             )
             for o in outcomes
@@ -396,16 +402,17 @@ class Store:
         with self._not_synced(), self.transaction() as db:
             db.executemany(
                 "INSERT INTO attempts (queue_id, address, at_ms, status, code, enhanced,"
-                " text, host, ip, tls, level, evidence)"
-                " SELECT queue_id, address, ?,?,?,?,?,?,?,?,?,?"
+                " text, host, ip, tls, level, evidence, reason)"
+                " SELECT queue_id, address, ?,?,?,?,?,?,?,?,?,?,?"
                 " FROM recipients WHERE queue_id=? AND idx=?",
-                [(t, *r, e, o.queue_id, o.idx) for r, e, o in results],
+                [(t, *r, *e, o.queue_id, o.idx) for r, e, o in results],
             )
             db.executemany(
                 "UPDATE recipients SET status=?, code=?, enhanced=?, text=?, host=?, ip=?,"
-                " tls=?, level=?, evidence=?, attempts=attempts+1, next_ms=?, updated_ms=?"
-                " WHERE queue_id=? AND idx=? AND status NOT IN ('sent','bounced','deleted')",
-                [(*r, e, o.next_ms, t, o.queue_id, o.idx) for r, e, o in results],
+                " tls=?, level=?, evidence=?, reason=?, attempts=attempts+1, next_ms=?,"
+                " updated_ms=? WHERE queue_id=? AND idx=?"
+                " AND status NOT IN ('sent','bounced','deleted')",
+                [(*r, *e, o.next_ms, t, o.queue_id, o.idx) for r, e, o in results],
             )
             touched = sorted({o.queue_id for _, _, o in results if o.status != "deferred"})
             return self._mark_finished_done(db, touched)

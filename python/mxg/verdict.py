@@ -14,16 +14,19 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable
 
-from mxg.classes import LEVELS
+import orjson
+
+from mxg import _core
 from mxg.config import Config
 from mxg.mtasts import Policy
 from mxg.resolve import ResolveError, Resolver
+from mxg.vocab import Level, Method
 
 # How long a delivery's "level not met" is taken as the domain's state.
 # Long enough to refuse the next messages at once, short enough that a
 # domain fixing its DNS or TLS is not refused for long.
 UNMET_MEMORY_S = 15 * 60
-DANE_METHODS = ("dane-ee", "dane-ta")
+DANE_METHODS = (Method.DANE_EE, Method.DANE_TA)
 
 
 class Feasibility:
@@ -46,19 +49,19 @@ class Feasibility:
 
     def note_met(self, domain: str, level: str) -> None:
         seen = self._unmet.get(domain)
-        if seen is not None and LEVELS.index(level) >= LEVELS.index(seen[1]):
+        if seen is not None and Level(level) >= seen[1]:
             del self._unmet[domain]
 
     async def blocker(self, domain: str, level: str) -> str | None:
         """Why `domain` cannot be reached at `level`, or None when it may."""
-        if LEVELS.index(level) <= LEVELS.index("opportunistic"):
+        if Level(level) <= Level.OPPORTUNISTIC:
             return None
         seen = self._unmet.get(domain)
         if seen is not None:
             when, failed, why = seen
             if self._clock() - when > UNMET_MEMORY_S:
                 del self._unmet[domain]
-            elif LEVELS.index(level) >= LEVELS.index(failed):
+            elif Level(level) >= failed:
                 return f"the last delivery attempt could not reach level {failed}: {why}"
         if level != "qualified":
             return None
@@ -73,8 +76,10 @@ class Feasibility:
             route = await self._resolver.route(domain)
         except ResolveError:
             return None  # unroutable is handled (and explained) by delivery
+        # RFC 7672 §3.1: whether a record is usable is mxg-dane's rule, the
+        # same the engine applies on the connection.
         if methods & set(DANE_METHODS) and any(
-            int(r.get("usage", -1)) in (2, 3) for h in route.hosts for r in h.tlsa
+            h.tlsa and _core.tlsa_usable(orjson.dumps(list(h.tlsa)).decode()) for h in route.hosts
         ):
             return None
         if route.mx_secure and "dnssec-pkix" in methods:

@@ -129,6 +129,9 @@ class Reason(StrEnum):
     REQUIRETLS_NOT_SUPPORTED = "requiretls-not-supported"  # RFC 8689 §4.2.1
     LEVEL_NOT_MET = "level-not-met"
     LOCAL_ERROR = "local-error"  # mxg's own, e.g. reading the spool
+    # The class requires end-to-end encrypted content and the message is
+    # not encrypted: no transport can carry it (decided at intake).
+    E2E_REQUIRED = "e2e-required"
 
     @property
     def is_tls_rpt(self) -> bool:

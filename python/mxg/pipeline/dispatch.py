@@ -34,6 +34,7 @@ from mxg.pipeline.plan import (
 )
 from mxg.resolve import ResolveError, Route
 from mxg.store import Due, NewMessage, Outcome, domain_of, now_ms
+from mxg.vocab import Reason
 
 
 class Unroutable(Protocol):
@@ -182,7 +183,13 @@ class Dispatcher:
                 self.inflight.discard(inflight_key(due.queue_id, due.domain))
                 await self._unroutable.unroutable(
                     due,
-                    ResolveError(due.domain, text, permanent=False, enhanced="4.7.5"),
+                    ResolveError(
+                        due.domain,
+                        text,
+                        permanent=False,
+                        enhanced="4.7.5",
+                        reason=Reason.VALIDATION_FAILURE,
+                    ),
                     unmet=True,
                 )
                 return
@@ -208,7 +215,10 @@ class Dispatcher:
             except OSError as e:
                 self.inflight.discard(key)
                 err = ResolveError(
-                    due.domain, f"fallback relay {policy.reroute}: {e}", permanent=False
+                    due.domain,
+                    f"fallback relay {policy.reroute}: {e}",
+                    permanent=False,
+                    reason=Reason.CONNECTION_FAILED,
                 )
                 await self._unroutable.unroutable(due, err, rerouted=True)
                 return

@@ -143,6 +143,7 @@ def _report(row: Any, action: str) -> RecipientReport:
         remote_mta=row["host"] or "",
         diagnostic=_diagnostic(row),
         last_attempt_ms=row["updated_ms"],
+        reason=row["reason"],
     )
 
 

@@ -24,6 +24,7 @@ from mxg.pipeline.plan import JobInfo, Planner
 from mxg.resolve import ResolveError
 from mxg.schedule import next_attempt_ms
 from mxg.store import Due, Outcome, now_ms
+from mxg.vocab import Reason
 
 
 class Outcomes:
@@ -71,6 +72,7 @@ class Outcomes:
                 ip="",
                 level="none",
                 unmet=unmet,
+                reason=e.reason,
             )
             for r in planned.rows
         ]
@@ -89,6 +91,7 @@ class Outcomes:
                 continue
             idx = slots.pop(0)
             status, code, enhanced, text = res.status, res.code, res.enhanced, res.text
+            reason = res.reason
             next_ms = 0
             if status == "sent" and not info.rerouted:
                 feasibility.note_met(info.domain, res.level or "none")
@@ -99,7 +102,12 @@ class Outcomes:
                 feasibility.note_unmet(info.domain, info.level, text)
                 if not info.dsn:
                     unmet = self.unmet(
-                        info.queue_id, idx, info.classes[idx], text, enhanced=enhanced
+                        info.queue_id,
+                        idx,
+                        info.classes[idx],
+                        text,
+                        enhanced=enhanced,
+                        reason=reason or Reason.LEVEL_NOT_MET,
                     )
             if unmet is not None:
                 status, code, enhanced, text = unmet.status, None, unmet.enhanced, unmet.text
@@ -138,7 +146,8 @@ class Outcomes:
                     f"{tls.version} {tls.cipher}" if tls else "",
                     res.level,
                     next_ms,
-                    _evidence(tls, dnssec),
+                    _evidence(tls, dnssec, reason),
+                    reason,
                 )
             )
             delivery(
@@ -162,6 +171,7 @@ class Outcomes:
                 attempt=info.attempts[idx],
                 risk_class=info.classes.get(idx, ""),
                 required=info.level,
+                reason=reason or "",
             )
         return outcomes
 
@@ -174,11 +184,14 @@ class Outcomes:
         *,
         e2e: bool = False,
         enhanced: str = "",
+        reason: str = Reason.LEVEL_NOT_MET,
     ) -> Outcome | None:
         """The outcome `on_unmet` gives a recipient whose requirement was not
         met; None means "as delivery decided" (defer)."""
         policy = self._ctx.cfg.class_policy(risk_class)
         action = policy.on_unmet
+        if e2e:
+            reason = Reason.E2E_REQUIRED
         if action == "defer" and e2e:
             # Waiting cannot encrypt the content: an operator decides.
             action = "hold"
@@ -191,10 +204,16 @@ class Outcomes:
                 status = "5.7.30"
             else:
                 status = "5.7.5"
-            return Outcome(queue_id, idx, "bounced", None, status, text)
+            return Outcome(queue_id, idx, "bounced", None, status, text, reason=reason)
         if action == "hold":
             return Outcome(
-                queue_id, idx, "held", None, "4.7.1", f"held (class {risk_class}): {text}"
+                queue_id,
+                idx,
+                "held",
+                None,
+                "4.7.1",
+                f"held (class {risk_class}): {text}",
+                reason=reason,
             )
         if action == "reroute":
             self._ctx.store.set_route(queue_id, idx, "reroute")
@@ -206,6 +225,7 @@ class Outcomes:
                 "4.7.1",
                 f"rerouted to {policy.reroute} (class {risk_class}): {text}",
                 next_ms=now_ms(),
+                reason=reason,
             )
         return None
 
@@ -234,9 +254,10 @@ def _duration(seconds: float) -> str:
     return f"{seconds:g} seconds"
 
 
-def _evidence(tls: TlsInfo | None, dnssec: dict[str, str]) -> str:
-    """What an attempt proved, as stored JSON (ARCHITECTURE.md, vocabulary)."""
-    evidence = {**(msgspec.structs.asdict(tls) if tls else {}), **dnssec}
+def _evidence(tls: TlsInfo | None, dnssec: dict[str, str], reason: str | None) -> str:
+    """What an attempt proved, as stored JSON (ARCHITECTURE.md, vocabulary),
+    with the typed reason when it failed."""
+    evidence = {**(msgspec.structs.asdict(tls) if tls else {}), **dnssec, "reason": reason}
     evidence = {k: v for k, v in evidence.items() if v is not None}
     return orjson.dumps(evidence).decode() if evidence else ""
 

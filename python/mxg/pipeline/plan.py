@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mxg.boundary import DeliveryJob, JobHost, Recipient, Tlsa, TlsRequirement
-from mxg.classes import LEVELS
+from mxg.classes import stricter_level
 from mxg.classify import Requirement, requirement
 from mxg.config import Config, DomainPolicy
 from mxg.deliverylog import event, log
@@ -151,7 +151,7 @@ class Planner:
                 levels[key] = recipient_requirement(
                     cfg, cls, classification, r["address"], r["override_level"]
                 ).level
-                info.level = stricter(info.level, levels[key])
+                info.level = stricter_level(info.level, levels[key])
         return Planned(msg, rows, info)
 
     def job(
@@ -275,10 +275,6 @@ def _pin_record(pin: str) -> Tlsa:
     ``3 1 1``, ``cert-sha256`` is ``3 0 1``."""
     kind, _, digest = pin.partition(":")
     return Tlsa(3, 1 if kind == "spki-sha256" else 0, 1, digest)
-
-
-def stricter(a: str, b: str) -> str:
-    return max(a, b, key=LEVELS.index)
 
 
 def stored_classification(msg: Any) -> dict[str, Any]:

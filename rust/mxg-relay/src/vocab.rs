@@ -119,10 +119,14 @@ pub enum Reason {
     /// mxg's own failure before any server was involved (reading the
     /// spool file).
     LocalError,
+    /// The message's class requires end-to-end encrypted content (S/MIME
+    /// or PGP/MIME) and the message is not encrypted: no transport can
+    /// carry it (decided by the control plane at intake).
+    E2eRequired,
 }
 
 impl Reason {
-    pub const ALL: [Self; 22] = [
+    pub const ALL: [Self; 23] = [
         Self::StarttlsNotSupported,
         Self::CertificateHostMismatch,
         Self::CertificateExpired,
@@ -145,6 +149,7 @@ impl Reason {
         Self::RequiretlsNotSupported,
         Self::LevelNotMet,
         Self::LocalError,
+        Self::E2eRequired,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -171,6 +176,7 @@ impl Reason {
             Self::RequiretlsNotSupported => "requiretls-not-supported",
             Self::LevelNotMet => "level-not-met",
             Self::LocalError => "local-error",
+            Self::E2eRequired => "e2e-required",
         }
     }
 
