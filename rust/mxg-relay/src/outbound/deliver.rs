@@ -170,6 +170,10 @@ impl Run {
 
     /// One mail transaction on an open connection. Returns the connection
     /// when it can be used again.
+    // Long on purpose: MAIL, each RCPT, DATA and the end of data are the
+    // steps of one RFC 5321 transaction, and each step's reply decides the
+    // per-recipient results the next steps read.
+    #[allow(clippy::too_many_lines)]
     async fn transaction(
         &mut self,
         job: &DeliveryJob,
