@@ -191,3 +191,19 @@ def test_subsecond_durations_reach_the_engine_in_milliseconds(tmp_path: Path) ->
 
 def _keys(d: dict[str, Any]) -> list[str]:
     return [k for k, v in d.items() for k in [k, *(_keys(v) if isinstance(v, dict) else [])]]
+
+
+def test_the_container_configuration_trusts_no_network_by_default() -> None:
+    """Issue 14 item 8: behind Docker's userland proxy every outside client
+    arrives from a Docker-internal address, so no such range is trusted
+    unless the deployment names its internal servers."""
+    root = Path(__file__).resolve().parent.parent / "docker"
+    cfg = load_config(root / "mxg.toml", environ={})
+    assert cfg.server.client_networks == ["127.0.0.1/32"]
+    compose = (root / "compose.yaml").read_text()
+    assert "${MXG_BIND:?" in compose and '"25:25"' not in compose
+    assert "${MXG_CLIENT_NETWORKS:?" in compose
+    with_networks = load_config(
+        root / "mxg.toml", environ={"MXG_SERVER__CLIENT_NETWORKS": '["192.0.2.10/32"]'}
+    )
+    assert with_networks.server.client_networks == ["192.0.2.10/32"]

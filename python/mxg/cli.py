@@ -21,7 +21,7 @@ from typing import Any
 
 from mxg import __version__
 from mxg.config import Config, load_config
-from mxg.errors import ConfigError, MxgError
+from mxg.errors import ConfigError, MxgError, StoreDamaged
 from mxg.vocab import Level
 
 
@@ -115,7 +115,13 @@ def _store(args: argparse.Namespace) -> Any:
             f"no queue database at {cfg.db_path} (has mxg run ever started "
             "with this configuration?)"
         )
-    return Store(cfg.db_path)
+    try:
+        return Store(cfg.db_path)
+    except StoreDamaged as e:
+        raise MxgError(
+            f"{e}; restart the relay (mxg run): it moves the file aside and rebuilds the "
+            "index from the spool, so no queued message is lost"
+        ) from None
 
 
 def _when(ms: int | None) -> str:

@@ -13,6 +13,7 @@
     │   └── EngineStopped      the engine was already shut down
     ├── DataDirError           the data directory is in use by another mxg, or unsafe
     └── StoreError             the queue database could not be opened safely
+        └── StoreDamaged       it is not a readable SQLite database
 """
 
 from __future__ import annotations
@@ -64,3 +65,12 @@ class DataDirError(MxgError):
 
 class StoreError(MxgError):
     """The queue database could not be opened safely."""
+
+
+class StoreDamaged(StoreError):
+    """The queue database is damaged (not a database, or malformed)."""
+
+    def __init__(self, path: object, detail: str) -> None:
+        self.path = path
+        self.detail = detail
+        super().__init__(f"the queue index {path} is damaged ({detail})")

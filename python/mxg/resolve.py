@@ -91,6 +91,14 @@ class ResolveError(Exception):
         super().__init__(self.text)
 
 
+@dataclass
+class _Lookup:
+    """A lookup under way, and its answer once it has one."""
+
+    done: anyio.Event = field(default_factory=anyio.Event)
+    result: Route | ResolveError | None = None
+
+
 class Resolver(Protocol):
     async def route(self, domain: str) -> Route: ...
 
@@ -172,7 +180,7 @@ class DnsResolver:
         self._cache: OrderedDict[str, tuple[float, Route | ResolveError]] = OrderedDict()
         # Lookups under way: a burst of mail to one domain waits for one
         # lookup instead of sending the same queries hundreds of times.
-        self._pending: dict[str, anyio.Event] = {}
+        self._pending: dict[str, _Lookup] = {}
 
     @property
     def raw(self) -> dns.asyncresolver.Resolver:
@@ -269,23 +277,33 @@ class DnsResolver:
     async def route(self, domain: str) -> Route:
         domain = domain.rstrip(".").lower()
         while (pending := self._pending.get(domain)) is not None:
-            await pending.wait()
+            # A lookup for this domain is under way: its answer is ours too,
+            # cache or no cache (dns.cache_size = 0 made a burst of mail to
+            # one domain wait for one lookup after another).
+            await pending.done.wait()
+            if isinstance(pending.result, ResolveError):
+                raise pending.result
+            if pending.result is not None:
+                return pending.result.reshuffled()
+            # That lookup was cancelled: look again.
         hit = self._cache.get(domain)
         if hit is not None and hit[0] > self._clock():
             if isinstance(hit[1], ResolveError):
                 raise hit[1]
             return hit[1].reshuffled()
-        done = self._pending[domain] = anyio.Event()
+        lookup = self._pending[domain] = _Lookup()
         ttl = _MinTtl()
         try:
             route = await self._resolve(domain, ttl)
+            lookup.result = route
         except ResolveError as e:
-            # Transient failures are shared by the waiters for a moment too.
+            lookup.result = e
+            # Transient failures are shared by later callers for a moment too.
             self._remember(domain, ttl.value if e.permanent else 1.0, e)
             raise
         finally:
             del self._pending[domain]
-            done.set()
+            lookup.done.set()
         self._remember(domain, ttl.value, route)
         return route
 

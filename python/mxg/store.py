@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 import orjson
 
 from mxg.boundary import Envelope
-from mxg.errors import StoreError
+from mxg.errors import StoreDamaged, StoreError
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
@@ -190,15 +190,24 @@ class Store:
         _make_private(path)
         self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
         self.db.row_factory = sqlite3.Row
-        self.db.execute("PRAGMA journal_mode=WAL")
-        # Commits reach the WAL without an fsync of SQLite's own; durable
-        # ones get theirs in `transaction` (the effect of synchronous=FULL),
-        # so that repairable ones need no PRAGMA round trip each.
-        self.db.execute("PRAGMA synchronous=NORMAL")
         self._durable = True
-        self.db.execute("PRAGMA foreign_keys=ON")
-        self.db.executescript(SCHEMA)
-        self._migrate()
+        try:
+            self.db.execute("PRAGMA journal_mode=WAL")
+            # Commits reach the WAL without an fsync of SQLite's own; durable
+            # ones get theirs in `transaction` (the effect of
+            # synchronous=FULL), so that repairable ones need no PRAGMA round
+            # trip each.
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.execute("PRAGMA foreign_keys=ON")
+            self.db.executescript(SCHEMA)
+            self._migrate()
+        except sqlite3.DatabaseError as e:
+            self.db.close()
+            # Not an OperationalError such as "locked": the file itself is
+            # unreadable (SQLITE_NOTADB, SQLITE_CORRUPT).
+            if not _damaged(e):
+                raise
+            raise StoreDamaged(path, str(e)) from None
 
     def _migrate(self) -> None:
         """Adds columns that later versions introduced to an older store
@@ -750,3 +759,22 @@ def _make_private(path: Path) -> None:
             os.fchmod(fd, 0o600)
         finally:
             os.close(fd)
+
+
+def _damaged(e: sqlite3.Error) -> bool:
+    code = getattr(e, "sqlite_errorcode", None)
+    return code in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
+
+
+def quarantine(path: Path) -> Path:
+    """Moves a damaged database (with its WAL and shared-memory files)
+    aside, named after the time, and returns the new name of the main
+    file: the spool is the source of truth (rule 10), so a new index is
+    rebuilt from it, and the old one stays for inspection."""
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+    moved = path.with_name(f"{path.name}.damaged-{stamp}")
+    for suffix in ("", "-wal", "-shm"):
+        old = Path(f"{path}{suffix}")
+        if old.exists():
+            old.rename(f"{moved}{suffix}")
+    return moved

@@ -144,3 +144,24 @@ def test_rule8_drops_privileges_before_serving(
         assert p.stat().st_uid == nobody.pw_uid, p
     assert (data / "d" / "spool").stat().st_mode & 0o777 == 0o700
     assert (data / "d" / "queue.db").stat().st_mode & 0o777 == 0o600
+
+
+def test_rule10_a_damaged_queue_index_is_moved_aside_and_rebuilt_from_the_spool(
+    make_mxg: Callable[..., MxgProcess], sinks: dict[str, Sink], tmp_path: Path
+) -> None:
+    sinks["slow"].rcpt_policy = lambda r: "451 4.3.2 later"
+    mxg = make_mxg(env={"MXG_QUEUE__RETRY_SCHEDULE": '["1h"]'})
+    qid = send(mxg, "alice@sender.test", ["w@slow.test"], "waits")
+    wait_for(lambda: sinks["slow"].rcpt_attempts, what="a first attempt")
+    mxg.stop()
+    db = tmp_path / "data" / "queue.db"
+    db.write_bytes(os.urandom(8192))
+    # The queue tools say what is wrong and what to do, in one line.
+    out = mxg.cli("queue", "list")
+    assert out.returncode == 1
+    assert out.stderr.count("\n") == 1 and "is damaged" in out.stderr
+    assert "rebuilds the index from the spool" in out.stderr
+    mxg.start()
+    assert "queue index damaged: moved aside" in mxg.log_text()
+    assert list((tmp_path / "data").glob("queue.db.damaged-*"))
+    assert [m["queue_id"] for m in queue_json(mxg, "list")] == [qid]  # type: ignore[index]

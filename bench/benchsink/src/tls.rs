@@ -1,9 +1,11 @@
 //! STARTTLS server configuration (RFC 3207).
 
-use std::io::{self, BufReader};
+use std::io;
 use std::path::Path;
 use std::sync::Arc;
 
+use rustls::pki_types::pem::{self, PemObject};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::ServerConfig;
 
 /// Builds a rustls server config from PEM files: `chain` holds the leaf
@@ -12,15 +14,18 @@ use rustls::ServerConfig;
 /// suites and key-exchange groups, so a relay under test negotiates what it
 /// would with a typical modern MTA.
 pub fn load(chain: &Path, key: &Path) -> io::Result<Arc<ServerConfig>> {
-    let certs = rustls_pemfile::certs(&mut BufReader::new(open(chain)?))
+    let chain_pem = std::fs::read(chain).map_err(|e| annotate(chain, &e))?;
+    let certs = CertificateDer::pem_slice_iter(&chain_pem)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| annotate(chain, &e))?;
     if certs.is_empty() {
         return Err(annotate(chain, &"no certificates found"));
     }
-    let key_der = rustls_pemfile::private_key(&mut BufReader::new(open(key)?))
-        .map_err(|e| annotate(key, &e))?
-        .ok_or_else(|| annotate(key, &"no private key found"))?;
+    let key_pem = std::fs::read(key).map_err(|e| annotate(key, &e))?;
+    let key_der = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| match e {
+        pem::Error::NoItemsFound => annotate(key, &"no private key found"),
+        e => annotate(key, &e),
+    })?;
     config(certs, key_der)
 }
 
@@ -37,10 +42,6 @@ pub fn config(
         .with_single_cert(certs, key)
         .map_err(io::Error::other)?;
     Ok(Arc::new(cfg))
-}
-
-fn open(path: &Path) -> io::Result<std::fs::File> {
-    std::fs::File::open(path).map_err(|e| annotate(path, &e))
 }
 
 fn annotate(path: &Path, e: &dyn std::fmt::Display) -> io::Error {

@@ -17,6 +17,7 @@ import json
 import logging
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import anyio
 import anyio.abc
@@ -35,6 +36,7 @@ from mxg.boundary import (
 from mxg.config import Config
 from mxg.datadir import InstanceLock, check_tree, drop_privileges, run_user
 from mxg.deliverylog import event, flush_logs, log
+from mxg.errors import StoreDamaged
 from mxg.mtasts import REFRESH_INTERVAL, Policy, StsCache, http_client
 from mxg.pipeline.context import Context
 from mxg.pipeline.dispatch import Dispatcher
@@ -47,7 +49,7 @@ from mxg.pipeline.plan import JobInfo, Planner, sts_policy
 from mxg.pipeline.recovery import recover
 from mxg.pipeline.verdicts import EarlyVerdicts, Verdicts
 from mxg.resolve import DnsResolver, Resolver, probe_dnssec
-from mxg.store import Store, now_ms
+from mxg.store import Store, now_ms, quarantine
 from mxg.verdict import Feasibility
 
 
@@ -150,7 +152,7 @@ class Relay:
         stages: Stages | None = None
         try:
             drop_privileges(user, cfg.data.directory)
-            stages = Stages.build(self._context(engine, Store(cfg.db_path)))
+            stages = Stages.build(self._context(engine, _open_store(cfg.db_path)))
             await self._start(stages)
             engine.serve()
             addrs = engine.local_addrs()
@@ -238,6 +240,23 @@ class Relay:
                     domain=domain,
                     policy=f"{policy.mode} id={policy.id}" if policy else "none",
                 )
+
+
+def _open_store(path: Path) -> Store:
+    """The queue index; a damaged one is moved aside and rebuilt from the
+    spool by recovery (rule 10), so that the relay keeps serving."""
+    try:
+        return Store(path)
+    except StoreDamaged as e:
+        moved = quarantine(path)
+        event(
+            log,
+            "queue index damaged: moved aside, rebuilding it from the spool",
+            logging.ERROR,
+            error=e.detail,
+            moved_to=str(moved),
+        )
+        return Store(path)
 
 
 # Allocations between two young-generation collections (CPython's default

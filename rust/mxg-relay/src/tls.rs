@@ -10,6 +10,7 @@ use crate::profile::TlsProfile;
 use crate::vocab::Reason;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
+use rustls::pki_types::pem::{self, PemObject};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, ServerConfig, SignatureScheme};
 use std::path::Path;
@@ -26,7 +27,7 @@ pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, Engin
     };
     let cert_pem = read(cert)?;
     let key_pem = read(key)?;
-    let certs: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut cert_pem.as_slice())
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert_pem)
         .collect::<Result<_, _>>()
         .map_err(|e| EngineError::Tls(format!("{}: {e}", cert.display())))?;
     if certs.is_empty() {
@@ -35,9 +36,13 @@ pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, Engin
             cert.display()
         )));
     }
-    let key: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut key_pem.as_slice())
-        .map_err(|e| EngineError::Tls(format!("{}: {e}", key.display())))?
-        .ok_or_else(|| EngineError::Tls(format!("{}: no private key found", key.display())))?;
+    let key: PrivateKeyDer<'static> =
+        PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| match e {
+            pem::Error::NoItemsFound => {
+                EngineError::Tls(format!("{}: no private key found", key.display()))
+            }
+            e => EngineError::Tls(format!("{}: {e}", key.display())),
+        })?;
     let config = ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| EngineError::Tls(e.to_string()))?
@@ -109,7 +114,7 @@ pub fn root_store(extra: Option<&Path>) -> Result<Arc<rustls::RootCertStore>, En
         let pem = std::fs::read(path)
             .map_err(|e| EngineError::Tls(format!("cannot read {}: {e}", path.display())))?;
         let mut added = 0;
-        for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+        for cert in CertificateDer::pem_slice_iter(&pem) {
             let cert = cert.map_err(|e| EngineError::Tls(format!("{}: {e}", path.display())))?;
             roots
                 .add(cert)

@@ -1,0 +1,54 @@
+"""The resolver's coalescing of concurrent lookups (mxg.resolve), with the
+DNS queries replaced by a counting double."""
+
+from __future__ import annotations
+
+import anyio
+import pytest
+
+from mxg.config import DnsConfig
+from mxg.resolve import DnsResolver, Host, ResolveError, Route, _MinTtl
+
+
+class CountingResolver(DnsResolver):
+    """Answers every lookup after a while and counts how many it made."""
+
+    def __init__(self, fail: bool = False) -> None:
+        super().__init__(DnsConfig(nameservers=["127.0.0.1"], cache_size=0))
+        self.lookups = 0
+        self.fail = fail
+
+    async def _resolve(self, domain: str, ttl: _MinTtl) -> Route:
+        self.lookups += 1
+        await anyio.sleep(0.05)
+        if self.fail:
+            raise ResolveError(domain, f"{domain}: NXDOMAIN", permanent=True)
+        return Route(domain, [Host(f"mx.{domain}", ["127.0.0.2"])])
+
+
+@pytest.mark.parametrize("fail", [False, True])
+def test_concurrent_lookups_for_one_domain_share_one_answer_without_a_cache(
+    fail: bool,
+) -> None:
+    resolver = CountingResolver(fail)
+    answers: list[Route | ResolveError] = []
+
+    async def one() -> None:
+        try:
+            answers.append(await resolver.route("burst.test"))
+        except ResolveError as e:
+            answers.append(e)
+
+    async def main() -> None:
+        async with anyio.create_task_group() as tg:
+            for _ in range(50):
+                tg.start_soon(one)
+
+    anyio.run(main)
+    assert resolver.lookups == 1
+    assert len(answers) == 50
+    kinds = {type(a) for a in answers}
+    assert kinds == ({ResolveError} if fail else {Route})
+    # Without a cache, the next burst looks up afresh.
+    anyio.run(main)
+    assert resolver.lookups == 2
