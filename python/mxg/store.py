@@ -12,6 +12,7 @@ drained event batch.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import sqlite3
@@ -227,10 +228,13 @@ class Store:
         self.db.execute("BEGIN IMMEDIATE")
         try:
             yield self.db
+            # A COMMIT that fails (a full disk: SQLITE_FULL) leaves the
+            # transaction open; it is rolled back like any other failure.
+            self.db.execute("COMMIT")
         except BaseException:
-            self.db.execute("ROLLBACK")
+            if self.db.in_transaction:
+                self.db.execute("ROLLBACK")
             raise
-        self.db.execute("COMMIT")
         if self._durable:
             self.sync()
 
@@ -759,6 +763,14 @@ def _make_private(path: Path) -> None:
             os.fchmod(fd, 0o600)
         finally:
             os.close(fd)
+
+
+def is_full(e: BaseException) -> bool:
+    """The store cannot grow: the disk (or the quota) is full. Nothing is
+    lost by it (the spool holds every message); writes wait for space."""
+    if isinstance(e, sqlite3.OperationalError):
+        return getattr(e, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
+    return isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT)
 
 
 def _damaged(e: sqlite3.Error) -> bool:

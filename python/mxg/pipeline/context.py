@@ -4,7 +4,7 @@ resolver and policy caches, and the task group while the relay serves."""
 from __future__ import annotations
 
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import anyio.abc
@@ -13,7 +13,7 @@ from mxg.config import Config
 from mxg.mtasts import StsCache
 from mxg.pipeline.engine import Engine
 from mxg.resolve import Resolver
-from mxg.store import Store
+from mxg.store import Outcome, Store
 from mxg.verdict import Feasibility
 
 
@@ -28,6 +28,11 @@ class Context:
     # Set while the relay serves; None at start-up and in the shutdown
     # drain, when nothing may be started in the background.
     tg: anyio.abc.TaskGroup | None = None
+    # While the store's disk is full: outcomes that could not be stored yet
+    # (their recipients get no new job meanwhile), and whether spooled
+    # messages wait to be indexed. Both are retried by the scanner.
+    unstored: dict[tuple[str, int], Outcome] = field(default_factory=dict)
+    rescan_wanted: bool = False
 
     @property
     def serving(self) -> bool:

@@ -11,11 +11,14 @@ finished. Written on anyio; runs on asyncio (uvloop) and trio alike.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import gc
 import json
 import logging
 import os
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,10 +49,10 @@ from mxg.pipeline.intake import Intake, log_rejected
 from mxg.pipeline.notices import Notices
 from mxg.pipeline.outcomes import Outcomes
 from mxg.pipeline.plan import JobInfo, Planner, sts_policy
-from mxg.pipeline.recovery import recover
+from mxg.pipeline.recovery import recover, reindex
 from mxg.pipeline.verdicts import EarlyVerdicts, Verdicts
 from mxg.resolve import DnsResolver, Resolver, probe_dnssec
-from mxg.store import Store, now_ms, quarantine
+from mxg.store import Store, is_full, now_ms, quarantine
 from mxg.verdict import Feasibility
 
 
@@ -211,21 +214,31 @@ class Relay:
             await anyio.wait_readable(fd)
             batch = decode_events(engine.drain())
             if batch:
-                await stages.handle(batch)
+                with _survives_a_full_store():
+                    await stages.handle(batch)
             flush_logs()
 
     async def _scanner(self, stages: Stages) -> None:
-        store = stages.ctx.store
-        warn_after = self.cfg.queue.delay_warning_after
         while True:
             await anyio.sleep(self.cfg.queue.scan_interval)
             flush_logs()
-            stages.dispatch.dispatch_due()
-            if warn_after > 0:
-                for qid in store.expired_delay_warnings(now_ms() - int(warn_after * 1000)):
-                    await stages.notices.send_delay_dsn(qid)
-            # Messages finished by an operator (mxg queue delete).
-            await stages.finisher.remove(store.finished())
+            with _survives_a_full_store():
+                await self._scan(stages)
+
+    async def _scan(self, stages: Stages) -> None:
+        ctx, store = stages.ctx, stages.ctx.store
+        # After a full disk: what waited in memory and in the spool first.
+        await stages.outcomes.retry_unstored()
+        if ctx.rescan_wanted:
+            await reindex(ctx, stages.intake, stages.outcomes)
+        await stages.notices.retry_pending()
+        stages.dispatch.dispatch_due()
+        warn_after = self.cfg.queue.delay_warning_after
+        if warn_after > 0:
+            for qid in store.expired_delay_warnings(now_ms() - int(warn_after * 1000)):
+                await stages.notices.send_delay_dsn(qid)
+        # Messages finished by an operator (mxg queue delete).
+        await stages.finisher.remove(store.finished())
 
     async def _sts_refresher(self, sts: StsCache) -> None:
         """Renews MTA-STS policies before they expire (RFC 8461 §10.2)."""
@@ -240,6 +253,27 @@ class Relay:
                     domain=domain,
                     policy=f"{policy.mode} id={policy.id}" if policy else "none",
                 )
+
+
+@contextlib.contextmanager
+def _survives_a_full_store() -> Iterator[None]:
+    """A write that finds the store's disk full ends this batch or scan,
+    not the relay (no crash loop, issue 14 item 6): every message is in the
+    spool, results wait in memory (``Outcomes``), and the next scan tries
+    again."""
+    try:
+        yield
+    except Exception as e:
+        if not is_full(e):
+            raise
+        # Once a minute at most: the scanner meets it every second.
+        global _full_logged_at  # noqa: PLW0603
+        if time.monotonic() - _full_logged_at >= 60:
+            _full_logged_at = time.monotonic()
+            event(log, "queue index full: a write waits for space", logging.ERROR, error=str(e))
+
+
+_full_logged_at = -60.0
 
 
 def _open_store(path: Path) -> Store:

@@ -20,7 +20,7 @@ from mxg.pipeline.context import Context
 from mxg.pipeline.outcomes import Outcomes
 from mxg.pipeline.plan import recipient_requirement
 from mxg.pipeline.verdicts import EarlyVerdicts, e2e_text
-from mxg.store import NewMessage, Outcome
+from mxg.store import NewMessage, Outcome, is_full
 
 
 class Intake:
@@ -40,7 +40,21 @@ class Intake:
             if features is None:
                 features = await self.features_of_spooled(e.envelope.queue_id)
             messages.append(self.classified(e.envelope, features))
-        self._ctx.store.add_messages(messages)
+        try:
+            self._ctx.store.add_messages(messages)
+        except Exception as e:
+            if not is_full(e):
+                raise
+            # Durable in the spool (rule 9): indexed by a rescan once the
+            # store has space again (rule 10), not dispatched before.
+            self._ctx.rescan_wanted = True
+            event(
+                log,
+                "queue index full: received messages wait in the spool",
+                logging.ERROR,
+                count=len(messages),
+            )
+            return [], []
         intake: list[Outcome] = []
         for m in messages:
             env = m.envelope

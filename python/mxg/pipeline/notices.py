@@ -4,6 +4,7 @@ ones. A DSN is spooled like any message and goes out as class normal."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -12,7 +13,7 @@ import anyio
 from mxg.boundary import Envelope, Recipient, decode_envelope, encode
 from mxg.deliverylog import event, log
 from mxg.dsn import Original, RecipientReport, build_dsn
-from mxg.errors import EngineStopped, MessageNotFound
+from mxg.errors import EngineStopped, MessageNotFound, SpoolError
 from mxg.pipeline.context import Context
 from mxg.store import NewMessage, now_ms
 
@@ -23,6 +24,9 @@ class Notices:
         # Called once a DSN is spooled, so that it goes out without waiting
         # for the next scan (the dispatcher's due query).
         self.on_queued: Callable[[], None] = lambda: None
+        # A DSN could not be spooled: bounces whose DSN is pending are
+        # tried again at the next scan.
+        self.retry_wanted = False
 
     def _candidates(self, queue_id: str, want: Callable[[Any], bool]) -> tuple[Any, list[Any]]:
         store = self._ctx.store
@@ -43,6 +47,14 @@ class Notices:
                 return
         if rows:
             self._ctx.store.mark_dsn_sent(queue_id, [r["idx"] for r in rows])
+
+    async def retry_pending(self) -> None:
+        """DSNs that could not be spooled before (a full disk)."""
+        if not self.retry_wanted:
+            return
+        self.retry_wanted = False
+        for qid in self._ctx.store.dsn_pending():
+            await self.send_failure_dsn(qid)
 
     async def send_delay_dsn(self, queue_id: str) -> None:
         msg, rows = self._candidates(
@@ -102,6 +114,14 @@ class Notices:
                 await anyio.to_thread.run_sync(engine.inject, encode(envelope), dsn)
             )
         except EngineStopped:
+            return False
+        except SpoolError as e:
+            # A full disk: the bounce is stored, its DSN not yet sent; the
+            # scanner tries again (``retry_wanted``).
+            self.retry_wanted = True
+            event(
+                log, "cannot spool a DSN yet", logging.ERROR, queue_id=msg["queue_id"], error=str(e)
+            )
             return False
         # A DSN goes back to the internal sender as class normal; for a
         # message of a higher class it carries the headers only (above).

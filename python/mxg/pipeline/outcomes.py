@@ -23,8 +23,13 @@ from mxg.pipeline.notices import Notices
 from mxg.pipeline.plan import JobInfo, Planner
 from mxg.resolve import ResolveError
 from mxg.schedule import next_attempt_ms
-from mxg.store import Due, Outcome, now_ms
+from mxg.store import Due, Outcome, is_full, now_ms
 from mxg.vocab import Reason
+
+# Results kept in memory while the store's disk is full: enough for a
+# long outage at full rate (each is a few hundred bytes); beyond it the
+# oldest are dropped and those recipients delivered again.
+MAX_UNSTORED = 100_000
 
 
 class Outcomes:
@@ -35,6 +40,9 @@ class Outcomes:
         self._planner = planner
         self._notices = notices
         self._finisher = finisher
+        # While results that waited for space are written again: a second
+        # "full" is the same outage, not news for the log.
+        self._retrying = False
 
     async def results(self, done: list[tuple[JobInfo, DeliveryDone]]) -> list[Outcome]:
         """Stores the results of finished jobs; returns their outcomes."""
@@ -236,7 +244,13 @@ class Outcomes:
         if not outcomes:
             return
         store = self._ctx.store
-        finished = store.record(outcomes)
+        try:
+            finished = store.record(outcomes)
+        except Exception as e:
+            if not is_full(e):
+                raise
+            self._hold_back(outcomes)
+            return
         bounced = sorted({o.queue_id for o in outcomes if o.status == "bounced"})
         for qid in bounced:
             await self._notices.send_failure_dsn(qid)
@@ -244,6 +258,40 @@ class Outcomes:
             # Finished once their DSNs are queued.
             finished += store.finish(bounced)
         await self._finisher.finished(finished)
+
+    def _hold_back(self, outcomes: list[Outcome]) -> None:
+        """The store's disk is full: the outcomes wait in memory, at most
+        MAX_UNSTORED of them, oldest dropped first (their recipients are
+        tried again: at least once). Nothing leaves the spool meanwhile."""
+        unstored = self._ctx.unstored
+        first = not unstored and not self._retrying
+        unstored.update({(o.queue_id, o.idx): o for o in outcomes})
+        dropped = 0
+        while len(unstored) > MAX_UNSTORED:
+            del unstored[next(iter(unstored))]
+            dropped += 1
+        if first or dropped:
+            event(
+                log,
+                "queue index full: results wait in memory until space returns",
+                logging.ERROR,
+                waiting=len(unstored),
+                dropped=dropped,
+            )
+
+    async def retry_unstored(self) -> None:
+        """Stores the outcomes that waited for space, once there is some."""
+        if not self._ctx.unstored:
+            return
+        waiting = list(self._ctx.unstored.values())
+        self._ctx.unstored.clear()
+        self._retrying = True
+        try:
+            await self.commit(waiting)
+        finally:
+            self._retrying = False
+        if not self._ctx.unstored:
+            event(log, "queue index writable again: waiting results stored", count=len(waiting))
 
 
 def _duration(seconds: float) -> str:

@@ -128,6 +128,9 @@ class Planner:
         else:
             msg = self._ctx.store.message(due.queue_id)
             rows = self._ctx.store.recipients(due.queue_id, due.indexes)
+        if self._ctx.unstored:
+            # Their last result waits for space in the store: not again.
+            rows = [r for r in rows if (due.queue_id, r["idx"]) not in self._ctx.unstored]
         if msg is None or not rows:
             return None
         info = JobInfo(

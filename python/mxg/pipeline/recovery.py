@@ -2,7 +2,11 @@
 of truth. Every spooled message the index does not know is classified and
 indexed again; spool files of finished messages go; deliveries that were
 under way when the last run ended are due again (so a message can arrive
-twice: at least once); bounces whose DSN was not yet queued get it."""
+twice: at least once); bounces whose DSN was not yet queued get it.
+
+The same re-indexing runs later when the store's disk was full at intake
+(``reindex``): the messages waited in the spool meanwhile.
+"""
 
 from __future__ import annotations
 
@@ -19,11 +23,36 @@ from mxg.pipeline.finish import Finisher
 from mxg.pipeline.intake import Intake
 from mxg.pipeline.notices import Notices
 from mxg.pipeline.outcomes import Outcomes
+from mxg.store import is_full
 
 
 async def recover(
     ctx: Context, intake: Intake, outcomes: Outcomes, notices: Notices, finisher: Finisher
 ) -> None:
+    store = ctx.store
+    try:
+        ids = await reindex(ctx, intake, outcomes)
+        done = set(store.finished()) | (store.done_ids() & set(ids))
+        await finisher.remove(sorted(done))
+        resumed = store.resume_pending()
+    except Exception as e:
+        if not is_full(e):
+            raise
+        # No crash loop on a full disk: the relay starts, and the scanner
+        # finishes this once there is space again.
+        ctx.rescan_wanted = True
+        event(log, "queue index full at start: recovery waits for space", logging.ERROR)
+        return
+    if resumed:
+        event(log, "resuming pending deliveries", recipients=resumed)
+    for qid in store.dsn_pending():
+        await notices.send_failure_dsn(qid)
+    await finisher.remove(store.finished())
+
+
+async def reindex(ctx: Context, intake: Intake, outcomes: Outcomes) -> list[str]:
+    """Indexes the spooled messages the store does not know; returns the
+    ids of all spooled messages."""
     engine, store = ctx.engine, ctx.store
     ids = await anyio.to_thread.run_sync(engine.spool_ids)
     known = store.known_ids()
@@ -48,12 +77,5 @@ async def recover(
         event(log, "re-queued from spool", count=len(messages))
         for m in messages:
             await outcomes.commit(intake.at_intake(m))
-    on_disk = set(ids)
-    done = set(store.finished()) | (store.done_ids() & on_disk)
-    await finisher.remove(sorted(done))
-    resumed = store.resume_pending()
-    if resumed:
-        event(log, "resuming pending deliveries", recipients=resumed)
-    for qid in store.dsn_pending():
-        await notices.send_failure_dsn(qid)
-    await finisher.remove(store.finished())
+    ctx.rescan_wanted = False
+    return ids

@@ -18,6 +18,14 @@ pub enum SpoolError {
 }
 
 impl SpoolError {
+    /// The file system is full or the user's quota spent (ENOSPC, EDQUOT):
+    /// a condition to report as such (RFC 3463 4.3.1, "mail system full"),
+    /// which clears when space returns.
+    pub fn is_out_of_space(&self) -> bool {
+        matches!(self, Self::Io { source, .. }
+            if matches!(source.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT)))
+    }
+
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Self::Io {
             path: path.into(),

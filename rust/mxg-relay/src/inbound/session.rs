@@ -575,11 +575,17 @@ impl Session {
                     level: "error".into(),
                     message: format!("cannot spool message: {e}"),
                 });
-                self.reply(&Reply::new(
-                    451,
-                    "4.3.0",
-                    "Local error: message not stored, try again later",
-                ));
+                // RFC 5321 §4.2.3 452 and RFC 3463 4.3.1 for a full disk:
+                // the client keeps the message and tries again later.
+                self.reply(&if e.is_out_of_space() {
+                    Reply::new(452, "4.3.1", "Insufficient system storage, try again later")
+                } else {
+                    Reply::new(
+                        451,
+                        "4.3.0",
+                        "Local error: message not stored, try again later",
+                    )
+                });
             }
             Err(_) => {
                 self.reply(&Reply::new(
