@@ -11,16 +11,12 @@ finished. Written on anyio; runs on asyncio (uvloop) and trio alike.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import gc
 import json
 import logging
 import os
-import time
-from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import anyio
 import anyio.abc
@@ -39,7 +35,6 @@ from mxg.boundary import (
 from mxg.config import Config
 from mxg.datadir import InstanceLock, check_tree, drop_privileges, run_user
 from mxg.deliverylog import event, flush_logs, log
-from mxg.errors import StoreDamaged
 from mxg.mtasts import REFRESH_INTERVAL, Policy, StsCache, http_client
 from mxg.pipeline.context import Context
 from mxg.pipeline.dispatch import Dispatcher
@@ -50,9 +45,10 @@ from mxg.pipeline.notices import Notices
 from mxg.pipeline.outcomes import Outcomes
 from mxg.pipeline.plan import JobInfo, Planner, sts_policy
 from mxg.pipeline.recovery import recover, reindex
+from mxg.pipeline.storage import open_store, survives_a_full_store
 from mxg.pipeline.verdicts import EarlyVerdicts, Verdicts
 from mxg.resolve import DnsResolver, Resolver, probe_dnssec
-from mxg.store import Store, is_full, now_ms, quarantine
+from mxg.store import Store, now_ms
 from mxg.verdict import Feasibility
 
 
@@ -155,7 +151,7 @@ class Relay:
         stages: Stages | None = None
         try:
             drop_privileges(user, cfg.data.directory)
-            stages = Stages.build(self._context(engine, _open_store(cfg.db_path)))
+            stages = Stages.build(self._context(engine, open_store(cfg.db_path)))
             await self._start(stages)
             engine.serve()
             addrs = engine.local_addrs()
@@ -214,7 +210,7 @@ class Relay:
             await anyio.wait_readable(fd)
             batch = decode_events(engine.drain())
             if batch:
-                with _survives_a_full_store():
+                with survives_a_full_store():
                     await stages.handle(batch)
             flush_logs()
 
@@ -222,7 +218,7 @@ class Relay:
         while True:
             await anyio.sleep(self.cfg.queue.scan_interval)
             flush_logs()
-            with _survives_a_full_store():
+            with survives_a_full_store():
                 await self._scan(stages)
 
     async def _scan(self, stages: Stages) -> None:
@@ -253,44 +249,6 @@ class Relay:
                     domain=domain,
                     policy=f"{policy.mode} id={policy.id}" if policy else "none",
                 )
-
-
-@contextlib.contextmanager
-def _survives_a_full_store() -> Iterator[None]:
-    """A write that finds the store's disk full ends this batch or scan,
-    not the relay (no crash loop, issue 14 item 6): every message is in the
-    spool, results wait in memory (``Outcomes``), and the next scan tries
-    again."""
-    try:
-        yield
-    except Exception as e:
-        if not is_full(e):
-            raise
-        # Once a minute at most: the scanner meets it every second.
-        global _full_logged_at  # noqa: PLW0603
-        if time.monotonic() - _full_logged_at >= 60:
-            _full_logged_at = time.monotonic()
-            event(log, "queue index full: a write waits for space", logging.ERROR, error=str(e))
-
-
-_full_logged_at = -60.0
-
-
-def _open_store(path: Path) -> Store:
-    """The queue index; a damaged one is moved aside and rebuilt from the
-    spool by recovery (rule 10), so that the relay keeps serving."""
-    try:
-        return Store(path)
-    except StoreDamaged as e:
-        moved = quarantine(path)
-        event(
-            log,
-            "queue index damaged: moved aside, rebuilding it from the spool",
-            logging.ERROR,
-            error=e.detail,
-            moved_to=str(moved),
-        )
-        return Store(path)
 
 
 # Allocations between two young-generation collections (CPython's default

@@ -1,0 +1,52 @@
+"""The store's two failure modes, met so that the relay keeps serving: a
+damaged index at start (moved aside and rebuilt from the spool, rule 10)
+and a full disk while running (issue 14 item 6: the write waits)."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from mxg.deliverylog import event, log
+from mxg.errors import StoreDamaged
+from mxg.store import Store, is_full, quarantine
+
+
+@contextlib.contextmanager
+def survives_a_full_store() -> Iterator[None]:
+    """A write that finds the store's disk full ends this batch or scan,
+    not the relay (no crash loop, issue 14 item 6): every message is in the
+    spool, results wait in memory (``Outcomes``), and the next scan tries
+    again."""
+    try:
+        yield
+    except Exception as e:
+        if not is_full(e):
+            raise
+        # Once a minute at most: the scanner meets it every second.
+        if time.monotonic() - _last_logged["full"] >= 60:
+            _last_logged["full"] = time.monotonic()
+            event(log, "queue index full: a write waits for space", logging.ERROR, error=str(e))
+
+
+_last_logged = {"full": -60.0}
+
+
+def open_store(path: Path) -> Store:
+    """The queue index; a damaged one is moved aside and rebuilt from the
+    spool by recovery (rule 10), so that the relay keeps serving."""
+    try:
+        return Store(path)
+    except StoreDamaged as e:
+        moved = quarantine(path)
+        event(
+            log,
+            "queue index damaged: moved aside, rebuilding it from the spool",
+            logging.ERROR,
+            error=e.detail,
+            moved_to=str(moved),
+        )
+        return Store(path)
