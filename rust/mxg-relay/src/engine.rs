@@ -82,7 +82,11 @@ impl Engine {
             .with_inflow((cfg.in_flow_delay_ms > 0).then(|| inbound::Inflow {
                 limit: cfg.in_flow_limit,
                 delay: Duration::from_millis(cfg.in_flow_delay_ms),
-            })),
+            }))
+            .with_outsiders(inbound::Outsiders {
+                policy: cfg.outsiders,
+                max_connections: cfg.max_outsider_connections,
+            }),
         );
         let client = Arc::new(Client::new(
             cfg.outbound.clone(),
