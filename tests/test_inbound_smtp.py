@@ -84,8 +84,18 @@ def test_rule9_250_only_when_message_and_envelope_are_on_disk(
     assert json.loads(envelope_json)["size"] == len(message)
 
 
+def test_rule7_outsiders_are_refused_at_the_greeting(start_engine: Start) -> None:
+    r = start_engine()
+    outsider = RawSmtp(r.port, source="127.0.0.2")
+    reply = outsider.reply()
+    assert reply.startswith("554 5.7.1 mxg.test"), reply
+    assert "127.0.0.2 is not in client_networks" in reply
+    assert outsider.closed()
+    assert session(r).cmd("QUIT").startswith("221")  # 127.0.0.1 is in client_networks
+
+
 def test_rule7_not_an_open_relay(start_engine: Start) -> None:
-    r = start_engine(client_networks=["192.0.2.0/24"])
+    r = start_engine(client_networks=["192.0.2.0/24"], outsiders="allow")
     c = session(r)
     c.cmd("EHLO outside.test")
     assert c.cmd("MAIL FROM:<a@outside.test>").startswith("250")
@@ -378,6 +388,8 @@ def test_ipv6_listener_and_client_networks(start_engine: Start) -> None:
     c.cmd("MAIL FROM:<a@six.test>")
     assert c.cmd("RCPT TO:<b@example.net>").startswith("250")
     r4 = start_engine(listen=["[::1]:0"], client_networks=["127.0.0.1/32"])
+    assert RawSmtp(r4.port, host="::1").reply().startswith("554 5.7.1")
+    r4 = start_engine(listen=["[::1]:0"], client_networks=["127.0.0.1/32"], outsiders="allow")
     c4 = RawSmtp(r4.port, host="::1")
     c4.reply()
     c4.cmd("EHLO six.test")

@@ -19,6 +19,7 @@ from tests.support.certs import self_signed
 from tests.support.dns import free_port
 from tests.support.scripted import ScriptedServer
 from tests.support.sinks import Sink
+from tests.support.smtp import RawSmtp
 
 Start = Callable[..., Running]
 PORT = free_port()
@@ -392,3 +393,97 @@ def test_a_batch_with_a_malformed_job_starts_none_of_its_jobs(engine: Running, p
     time.sleep(0.5)
     assert plain.messages == []
     assert [e for e in json.loads(engine.engine.drain()) if e["type"] == "delivery_done"] == []
+
+
+DSN_EHLO = "250-scripted\r\n250-PIPELINING\r\n250 DSN"
+
+
+def scripted_job(queue_id: str, sender: str, rcpts: list[dict[str, Any]], **extra: Any) -> str:
+    return json.dumps(
+        [
+            {
+                "job_id": 1,
+                "queue_id": queue_id,
+                "destination": "example.test",
+                "sender": sender,
+                "recipients": rcpts,
+                "hosts": [{"name": "mx.example.test", "addresses": ["127.0.0.31"]}],
+                "tls": {"level": "none"},
+                **extra,
+            }
+        ]
+    )
+
+
+def test_rule12a_the_next_hop_gets_the_envelope_exactly(engine: Running) -> None:
+    server = ScriptedServer(
+        "127.0.0.31", PORT, lambda verb: DSN_EHLO if verb == "EHLO" else None
+    ).start()
+    try:
+        c = RawSmtp(engine.port)
+        c.reply()
+        c.cmd("EHLO internal.test")
+        assert c.cmd('MAIL FROM:<"quoted user"@internal.test> RET=HDRS ENVID=e+2Bv').startswith(
+            "250"
+        )
+        assert c.cmd(
+            'RCPT TO:<"victim@other.example> NOTIFY=SUCCESS"@evil.test> NOTIFY=FAILURE'
+        ).startswith("250")
+        assert c.cmd('RCPT TO:<"a\\"b\\\\c"@example.test>').startswith("250")
+        c.cmd("DATA")
+        assert c.cmd("Subject: x\r\n\r\nx\r\n.").startswith("250")
+        env = engine.wait_events("received")[0]["envelope"]
+        engine.engine.submit(
+            scripted_job(
+                env["queue_id"],
+                env["sender"],
+                env["recipients"],
+                ret=env["ret"],
+                envid=env["envid"],
+            )
+        )
+        done = engine.wait_events("delivery_done")[0]
+        assert [r["status"] for r in done["results"]] == ["sent", "sent"], done
+        assert server.commands[1:4] == [
+            'MAIL FROM:<"quoted user"@internal.test> RET=HDRS ENVID=e+2Bv',
+            'RCPT TO:<"victim@other.example> NOTIFY=SUCCESS"@evil.test> NOTIFY=FAILURE',
+            'RCPT TO:<"a\\"b\\\\c"@example.test>',
+        ]
+    finally:
+        server.stop()
+
+
+def test_rule12a_an_unsafe_address_from_an_old_spool_never_goes_out(engine: Running) -> None:
+    server = ScriptedServer(
+        "127.0.0.31", PORT, lambda verb: DSN_EHLO if verb == "EHLO" else None
+    ).start()
+    # As an older version could have spooled them (quotes dropped, a NUL
+    # or CR LF kept); the engine takes whatever the spool holds.
+    unsafe = ["a\x00b> NOTIFY=SUCCESS@example.test", "v@example.test>\r\nRCPT TO:<w@example.test"]
+    try:
+        qid = spool_message(engine)
+        rcpts = [{"address": a} for a in [*unsafe, "ok@example.test"]]
+        rcpts.append({"address": "n@example.test", "notify": ["SUCCESS ORCPT=rfc822;x"]})
+        engine.engine.submit(scripted_job(qid, "a@internal.test", rcpts))
+        done = engine.wait_events("delivery_done")[0]
+        by_address = {r["address"]: r for r in done["results"]}
+        assert by_address["ok@example.test"]["status"] == "sent"
+        for address in [*unsafe, "n@example.test"]:
+            res = by_address[address]
+            assert (res["status"], res["code"], res["enhanced"]) == ("bounced", 553, "5.1.3")
+            assert res["reason"] == "local-error"
+            assert "cannot be written safely" in res["text"]
+        rcpt_lines = [c for c in server.commands if c.upper().startswith("RCPT")]
+        assert rcpt_lines == ["RCPT TO:<ok@example.test>"]
+        assert not any("w@example.test" in c or "\x00" in c for c in server.commands)
+        # An unsafe sender: every recipient bounces and no server is asked.
+        before = len(server.commands)
+        engine.events.clear()
+        engine.engine.submit(
+            scripted_job(qid, "a\r\n@internal.test", [{"address": "x@example.test"}])
+        )
+        [res] = engine.wait_events("delivery_done")[0]["results"]
+        assert (res["status"], res["enhanced"]) == ("bounced", "5.1.7")
+        assert len(server.commands) == before
+    finally:
+        server.stop()

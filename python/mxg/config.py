@@ -53,6 +53,11 @@ class ServerConfig(Section):
     client_networks: list[str] = ["127.0.0.0/8", "::1/128"]
     max_connections: int = Field(1000, ge=1)
     max_connections_per_client: int = Field(200, ge=1)
+    # Clients outside client_networks: "refuse" (554 5.7.1 instead of the
+    # greeting) or "allow" (a session, refused at RCPT, in its own pool of
+    # max_outsider_connections, apart from max_connections). Rule 7.
+    outsiders: Literal["refuse", "allow"] = "refuse"
+    max_outsider_connections: int = Field(50, ge=1)
     tls_cert: Path | None = None
     tls_key: Path | None = None
     shutdown_grace: Seconds = 30
@@ -426,6 +431,8 @@ class Config(Section):
             "client_networks": s.client_networks,
             "max_connections": s.max_connections,
             "max_connections_per_client": s.max_connections_per_client,
+            "outsiders": s.outsiders,
+            "max_outsider_connections": s.max_outsider_connections,
             "tls_cert": str(s.tls_cert) if s.tls_cert else None,
             "tls_key": str(s.tls_key) if s.tls_key else None,
             "shutdown_grace_ms": _ms(s.shutdown_grace),

@@ -19,6 +19,11 @@ listen = ["127.0.0.1:10025"]
 client_networks = ["127.0.0.0/8", "::1/128"]
 max_connections = 1000
 max_connections_per_client = 200
+# Clients outside client_networks: "refuse" gets them 554 5.7.1 instead of
+# the greeting; "allow" gives them sessions (refused at RCPT) in a pool of
+# their own, so they never take the slots of max_connections.
+outsiders = "refuse"
+max_outsider_connections = 50
 # PEM certificate chain and key for inbound STARTTLS (both or neither).
 # tls_cert = "/etc/mxg/cert.pem"
 # tls_key = "/etc/mxg/key.pem"

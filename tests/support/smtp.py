@@ -8,8 +8,12 @@ import ssl
 
 
 class RawSmtp:
-    def __init__(self, port: int, host: str = "127.0.0.1", timeout: float = 10) -> None:
-        self.sock: socket.socket | ssl.SSLSocket = socket.create_connection((host, port), timeout)
+    def __init__(
+        self, port: int, host: str = "127.0.0.1", timeout: float = 10, source: str | None = None
+    ) -> None:
+        self.sock: socket.socket | ssl.SSLSocket = socket.create_connection(
+            (host, port), timeout, source_address=(source, 0) if source else None
+        )
         self.buf = b""
 
     def send(self, data: bytes) -> None:

@@ -23,6 +23,14 @@ pub struct EngineConfig {
     pub max_connections: usize,
     #[serde(default = "default_max_connections_per_client")]
     pub max_connections_per_client: usize,
+    /// Clients outside `client_networks`: `refuse` (554 at the greeting)
+    /// or `allow` (a session, refused at RCPT).
+    #[serde(default)]
+    pub outsiders: crate::inbound::OutsiderPolicy,
+    /// Sessions of outsiders at once when allowed; their own pool, apart
+    /// from `max_connections`.
+    #[serde(default = "default_max_outsider_connections")]
+    pub max_outsider_connections: usize,
     #[serde(default)]
     pub limits: LimitsConfig,
     /// PEM certificate chain and key for inbound STARTTLS; without them
@@ -69,6 +77,9 @@ fn default_in_flow_limit() -> usize {
 
 fn default_max_connections() -> usize {
     1000
+}
+fn default_max_outsider_connections() -> usize {
+    50
 }
 fn default_max_connections_per_client() -> usize {
     200

@@ -82,7 +82,11 @@ impl Engine {
             .with_inflow((cfg.in_flow_delay_ms > 0).then(|| inbound::Inflow {
                 limit: cfg.in_flow_limit,
                 delay: Duration::from_millis(cfg.in_flow_delay_ms),
-            })),
+            }))
+            .with_outsiders(inbound::Outsiders {
+                policy: cfg.outsiders,
+                max_connections: cfg.max_outsider_connections,
+            }),
         );
         let client = Arc::new(Client::new(
             cfg.outbound.clone(),
@@ -199,6 +203,11 @@ impl Engine {
         self.rt()?;
         envelope.queue_id = new_queue_id();
         envelope.size = message.len() as u64;
+        // An 8-bit address travels only with SMTPUTF8 (RFC 6531 §3.4), and
+        // the outbound client writes none without it (rule 12a): a DSN to
+        // a UTF-8 sender would otherwise bounce instead of going out.
+        envelope.smtputf8 |= !envelope.sender.is_ascii()
+            || envelope.recipients.iter().any(|r| !r.address.is_ascii());
         self.spool.commit_blocking(&envelope, message)?;
         Ok(envelope)
     }

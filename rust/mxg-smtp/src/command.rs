@@ -1,10 +1,19 @@
-//! Command lines: framing with a length limit, then `smtp-proto`'s parser.
+//! Command lines: framing with a length limit, then MAIL, RCPT and BDAT by
+//! mxg's own reader (`envelope`), the rest by `smtp-proto`'s parser.
 
+use crate::envelope::{parse_bdat, parse_mail, parse_rcpt, Bdat, MailArgs, RcptArgs};
 use crate::reply::Reply;
 use smtp_proto::Request;
 
-/// A parsed command with owned strings.
-pub type Command = Request<String>;
+/// A parsed command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    Mail(MailArgs),
+    Rcpt(RcptArgs),
+    Bdat(Bdat),
+    /// Every other command, as `smtp-proto` reads it.
+    Other(Request<String>),
+}
 
 /// Splits a byte stream into command lines, each at most `max_line` octets
 /// including its line end.
@@ -87,10 +96,54 @@ impl LineFramer {
 
 /// A command line that could not be accepted, with the reply to send.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CommandError(pub Reply);
+pub struct CommandError {
+    pub reply: Reply,
+}
+
+impl CommandError {
+    pub fn reply(reply: Reply) -> Self {
+        Self { reply }
+    }
+}
 
 /// Parses one framed command line.
 pub fn parse_command(line: &[u8]) -> Result<Command, CommandError> {
+    let body = line
+        .strip_suffix(b"\r\n")
+        .or_else(|| line.strip_suffix(b"\n"))
+        .unwrap_or(line);
+    let verb_len = body.iter().position(|&b| b == b' ').unwrap_or(body.len());
+    let (verb, rest) = body.split_at(verb_len);
+    for (name, own) in [("MAIL", 0), ("RCPT", 1), ("BDAT", 2)] {
+        if !verb.eq_ignore_ascii_case(name.as_bytes()) {
+            continue;
+        }
+        let Ok(rest) = std::str::from_utf8(rest) else {
+            // Never U+FFFD: that would be mail for a different address.
+            return match own {
+                2 => Ok(Command::Bdat(Bdat::Lost(Reply::new(
+                    501,
+                    "5.5.4",
+                    "Syntax: BDAT chunk-size [LAST]",
+                )))),
+                _ => Err(CommandError::reply(Reply::new(
+                    553,
+                    "5.6.7",
+                    "Address is not valid UTF-8 (RFC 6531 3.3)",
+                ))),
+            };
+        };
+        return match own {
+            0 => parse_mail(rest).map(Command::Mail),
+            1 => parse_rcpt(rest).map(Command::Rcpt),
+            _ => Ok(Command::Bdat(parse_bdat(rest))),
+        };
+    }
+    parse_other(line)
+}
+
+/// Everything but MAIL, RCPT and BDAT, by `smtp-proto`.
+fn parse_other(line: &[u8]) -> Result<Command, CommandError> {
     use smtp_proto::Error;
     let mut owned;
     let line = if line.ends_with(b"\n") {
@@ -101,8 +154,8 @@ pub fn parse_command(line: &[u8]) -> Result<Command, CommandError> {
         &owned
     };
     match Request::parse(&mut line.iter()) {
-        Ok(req) => Ok(req.into_owned()),
-        Err(err) => Err(CommandError(match err {
+        Ok(req) => Ok(Command::Other(req.into_owned())),
+        Err(err) => Err(CommandError::reply(match err {
             Error::UnknownCommand | Error::NeedsMoreData { .. } => {
                 Reply::new(500, "5.5.1", "Command unrecognized")
             }
@@ -161,35 +214,53 @@ mod tests {
     fn parses_dsn_parameters() {
         let cmd =
             parse_command(b"MAIL FROM:<a@b.example> RET=HDRS ENVID=abc SIZE=100\r\n").unwrap();
-        match cmd {
-            Request::Mail { from } => {
-                assert_eq!(from.address, "a@b.example");
-                assert_eq!(from.env_id.as_deref(), Some("abc"));
-                assert_eq!(from.size, 100);
-                assert!(from.flags & smtp_proto::MAIL_RET_HDRS != 0);
-            }
-            other => panic!("unexpected {other:?}"),
-        }
+        let Command::Mail(from) = cmd else {
+            panic!("unexpected {cmd:?}")
+        };
+        assert_eq!(from.address, "a@b.example");
+        assert_eq!(from.envid.as_deref(), Some("abc"));
+        assert_eq!(from.size, Some(100));
+        assert_eq!(from.ret, Some("HDRS"));
         let cmd = parse_command(
-            b"RCPT TO:<r@c.example> NOTIFY=FAILURE,DELAY ORCPT=rfc822;r@c.example\r\n",
+            b"rcpt to:<r@c.example> NOTIFY=FAILURE,DELAY ORCPT=rfc822;r@c.example\r\n",
         )
         .unwrap();
-        match cmd {
-            Request::Rcpt { to } => {
-                assert_eq!(
-                    to.orcpt.as_deref(),
-                    Some("r@c.example"),
-                    "smtp-proto keeps the address, not the type"
-                );
-                assert!(to.flags & smtp_proto::RCPT_NOTIFY_DELAY != 0);
-            }
-            other => panic!("unexpected {other:?}"),
-        }
+        let Command::Rcpt(to) = cmd else {
+            panic!("unexpected {cmd:?}")
+        };
+        assert_eq!(to.orcpt.as_deref(), Some("r@c.example"));
+        assert_eq!(to.notify, ["FAILURE", "DELAY"]);
+    }
+
+    #[test]
+    fn rule_12a_invalid_utf8_is_refused_never_replaced() {
+        let err = parse_command(b"RCPT TO:<j\xf6rg@example.net>\r\n").unwrap_err();
+        assert_eq!(
+            (err.reply.code, err.reply.enhanced.as_str()),
+            (553, "5.6.7")
+        );
+        let err = parse_command(b"MAIL FROM:<\xff@example.net> SMTPUTF8\r\n").unwrap_err();
+        assert_eq!(err.reply.code, 553);
+    }
+
+    #[test]
+    fn bdat_is_read_by_mxg() {
+        assert_eq!(
+            parse_command(b"BDAT 99999999999999999999999 LAST\r\n").unwrap(),
+            Command::Bdat(Bdat::Lost(crate::envelope::too_large("BDAT chunk size")))
+        );
+        assert_eq!(
+            parse_command(b"bdat 12 last\r\n").unwrap(),
+            Command::Bdat(Bdat::Chunk {
+                size: 12,
+                last: true
+            })
+        );
     }
 
     #[test]
     fn unknown_command_gets_500() {
         let err = parse_command(b"FROB\r\n").unwrap_err();
-        assert_eq!(err.0.code, 500);
+        assert_eq!(err.reply.code, 500);
     }
 }

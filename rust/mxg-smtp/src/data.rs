@@ -166,34 +166,36 @@ impl DataReader {
 #[derive(Debug, Default)]
 pub struct BdatReader {
     body: Vec<u8>,
-    remaining: usize,
+    remaining: u64,
     /// Set once the body passed the size limit; bytes are then discarded.
     pub oversize: bool,
     /// All octets announced so far, counted even when oversize.
-    pub size: usize,
+    pub size: u64,
 }
 
 impl BdatReader {
-    /// Starts a chunk of `len` octets.
-    pub fn begin_chunk(&mut self, len: usize, max_size: usize) {
+    /// Starts a chunk of `len` octets. Any size that was read as a number
+    /// is read past in full, even far over the limit, so that client and
+    /// server stay in step (RFC 3030 §2; as DATA reads to its end).
+    pub fn begin_chunk(&mut self, len: u64, max_size: usize) {
         self.remaining = len;
-        self.size += len;
-        if self.size > max_size {
+        self.size = self.size.saturating_add(len);
+        if self.size > max_size as u64 {
             self.oversize = true;
             self.body = Vec::new();
         } else {
-            self.body.reserve(len);
+            self.body.reserve(len as usize);
         }
     }
 
     /// Feeds bytes of the current chunk; returns how many were taken. The
     /// chunk is complete when `chunk_done` is true.
     pub fn feed(&mut self, input: &[u8]) -> usize {
-        let take = input.len().min(self.remaining);
+        let take = usize::try_from(self.remaining).map_or(input.len(), |r| input.len().min(r));
         if !self.oversize {
             self.body.extend_from_slice(&input[..take]);
         }
-        self.remaining -= take;
+        self.remaining -= take as u64;
         take
     }
 

@@ -40,12 +40,51 @@ pub struct ServerShared {
     pub scanner: Option<Arc<mxg_classify::Scanner>>,
     /// Pauses new transactions while the control plane is behind; None: off.
     pub inflow: Option<super::Inflow>,
+    /// Clients outside `client_networks` (ARCHITECTURE.md rule 7).
+    pub outsiders: Outsiders,
     connections: Mutex<Connections>,
+}
+
+/// What happens to a client outside `client_networks`. It may never relay
+/// (rule 7); the question is whether it gets a session at all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OutsiderPolicy {
+    /// `554 5.7.1` instead of the greeting, then the connection closes
+    /// (RFC 5321 §3.1 allows a 554 greeting). The default: a gateway behind
+    /// the organisation's own mail server has no business with anyone else,
+    /// and outsiders holding sessions took the slots the internal server
+    /// needs (issue 14: five addresses at 200 connections each filled all
+    /// 1,000 and the internal server got 421).
+    #[default]
+    Refuse,
+    /// A session that can only be refused at RCPT, within its own limit.
+    Allow,
+}
+
+/// Outsiders' admission: the policy and, when allowed, their own number of
+/// slots, never taken from the `max_connections` of the client networks.
+#[derive(Debug, Clone, Copy)]
+pub struct Outsiders {
+    pub policy: OutsiderPolicy,
+    pub max_connections: usize,
+}
+
+impl Default for Outsiders {
+    fn default() -> Self {
+        Self {
+            policy: OutsiderPolicy::Refuse,
+            max_connections: 50,
+        }
+    }
 }
 
 #[derive(Default)]
 struct Connections {
+    /// Sessions of clients in `client_networks`.
     total: usize,
+    /// Sessions of everyone else, counted apart.
+    outsiders: usize,
     per_client: HashMap<IpAddr, usize>,
 }
 
@@ -81,6 +120,7 @@ impl ServerShared {
             scanner,
             rcpt_checks,
             inflow: None,
+            outsiders: Outsiders::default(),
             connections: Mutex::default(),
         }
     }
@@ -99,6 +139,13 @@ impl ServerShared {
         self
     }
 
+    /// How clients outside `client_networks` are admitted.
+    #[must_use]
+    pub fn with_outsiders(mut self, outsiders: Outsiders) -> Self {
+        self.outsiders = outsiders;
+        self
+    }
+
     pub fn may_relay(&self, ip: IpAddr) -> bool {
         let ip = match ip {
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
@@ -107,10 +154,27 @@ impl ServerShared {
         self.client_networks.iter().any(|n| n.contains(&ip))
     }
 
-    /// Takes a connection slot, or says why there is none.
-    fn admit(&self, ip: IpAddr) -> Result<(), Reply> {
+    /// Takes a connection slot, or says why there is none. Client networks
+    /// and outsiders have separate pools, so no number of outsiders can
+    /// take a slot the internal server needs.
+    fn admit(&self, ip: IpAddr, inside: bool) -> Result<(), Reply> {
+        if !inside && self.outsiders.policy == OutsiderPolicy::Refuse {
+            return Err(Reply::new(
+                554,
+                "5.7.1",
+                format!(
+                    "{} Access denied: client {ip} is not in client_networks",
+                    self.hostname
+                ),
+            ));
+        }
         let mut c = self.connections.lock().expect("connection table poisoned");
-        if c.total >= self.max_connections {
+        let (used, max) = if inside {
+            (c.total, self.max_connections)
+        } else {
+            (c.outsiders, self.outsiders.max_connections)
+        };
+        if used >= max {
             return Err(Reply::new(
                 421,
                 "4.7.0",
@@ -129,13 +193,21 @@ impl ServerShared {
             ));
         }
         *mine += 1;
-        c.total += 1;
+        if inside {
+            c.total += 1;
+        } else {
+            c.outsiders += 1;
+        }
         Ok(())
     }
 
-    fn release(&self, ip: IpAddr) {
+    fn release(&self, ip: IpAddr, inside: bool) {
         let mut c = self.connections.lock().expect("connection table poisoned");
-        c.total -= 1;
+        if inside {
+            c.total -= 1;
+        } else {
+            c.outsiders -= 1;
+        }
         if let Some(n) = c.per_client.get_mut(&ip) {
             *n -= 1;
             if *n == 0 {
@@ -231,10 +303,15 @@ pub async fn serve(listeners: Listeners, shared: Arc<ServerShared>) {
 
 async fn handle(shared: Arc<ServerShared>, mut stream: TcpStream, peer: SocketAddr) {
     let _ = stream.set_nodelay(true);
-    if let Err(reply) = shared.admit(peer.ip()) {
+    let inside = shared.may_relay(peer.ip());
+    // A refusal instead of the greeting, then close. RFC 5321 §3.1 would
+    // have the server wait for QUIT after a 554 greeting; waiting would
+    // hand outsiders the connection slots again, so mxg closes, as it does
+    // after a 421.
+    if let Err(reply) = shared.admit(peer.ip(), inside) {
         let _ = stream.write_all(&reply.to_wire()).await;
         return;
     }
     Session::new(shared.clone(), stream, peer).run().await;
-    shared.release(peer.ip());
+    shared.release(peer.ip(), inside);
 }

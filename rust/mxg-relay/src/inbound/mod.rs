@@ -8,5 +8,5 @@ mod trace;
 mod verdict;
 
 pub use inflow::Inflow;
-pub use listener::{bind, serve, Listeners, ServerShared};
+pub use listener::{bind, serve, Listeners, OutsiderPolicy, Outsiders, ServerShared};
 pub use verdict::{Verdict, VerdictScreen, Verdicts};

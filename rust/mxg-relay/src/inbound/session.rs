@@ -7,9 +7,12 @@ use crate::events::Event;
 use crate::stream::Stream;
 use mxg_smtp::command::Framed;
 use mxg_smtp::data::check_line_ends;
-use mxg_smtp::{parse_command, BdatReader, Command, DataProgress, DataReader, LineFramer, Reply};
+use mxg_smtp::{
+    parse_command, Bdat, BdatReader, Command, DataProgress, DataReader, LineFramer, MailArgs,
+    RcptArgs, Reply,
+};
 use mxg_spool::{new_queue_id, Envelope, Recipient, Reserved};
-use smtp_proto::{MailFrom, RcptTo, Request};
+use smtp_proto::Request;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -167,9 +170,20 @@ impl Session {
 
     async fn command(&mut self, line: &[u8]) -> Result<Flow, Gone> {
         let cmd = match parse_command(line) {
-            Ok(cmd) => cmd,
+            Ok(Command::Other(cmd)) => cmd,
+            Ok(Command::Mail(from)) => {
+                self.inflow_pause().await?;
+                self.reserve_spool_file().await;
+                self.mail(from);
+                return Ok(Flow::Continue);
+            }
+            Ok(Command::Rcpt(to)) => {
+                self.rcpt(to).await;
+                return Ok(Flow::Continue);
+            }
+            Ok(Command::Bdat(bdat)) => return self.bdat(bdat).await,
             Err(e) => {
-                self.reply(&e.0);
+                self.reply(&e.reply);
                 return Ok(Flow::Continue);
             }
         };
@@ -177,14 +191,7 @@ impl Session {
             Request::Ehlo { host } => self.ehlo(host, true),
             Request::Helo { host } => self.ehlo(host, false),
             Request::Lhlo { .. } => self.reply(&Reply::new(500, "5.5.1", "This is SMTP, not LMTP")),
-            Request::Mail { from } => {
-                self.inflow_pause().await?;
-                self.reserve_spool_file().await;
-                self.mail(from);
-            }
-            Request::Rcpt { to } => self.rcpt(to).await,
             Request::Data => return self.data().await,
-            Request::Bdat { chunk_size, is_last } => return self.bdat(chunk_size, is_last).await,
             Request::Rset => {
                 self.txn = None;
                 self.reply(&Reply::new(250, "2.0.0", "Ok"));
@@ -210,7 +217,7 @@ impl Session {
         Ok(Flow::Continue)
     }
 
-    fn not_implemented(&mut self, cmd: &Command) {
+    fn not_implemented(&mut self, cmd: &Request<String>) {
         let text = format!("{} not implemented", cmd.name());
         self.reply(&Reply::new(502, "5.5.1", text));
     }
@@ -276,17 +283,22 @@ impl Session {
         }
     }
 
-    fn mail(&mut self, from: MailFrom<String>) {
+    fn mail(&mut self, from: MailArgs) {
         if self.helo.is_none() {
             return self.reply(&Reply::new(503, "5.5.1", "Send EHLO or HELO first"));
         }
         if self.txn.is_some() {
             return self.reply(&Reply::new(503, "5.5.1", "Nested MAIL command"));
         }
-        if from.size > self.shared.limits.max_message_size {
+        if from
+            .size
+            .is_some_and(|n| n > self.shared.limits.max_message_size as u64)
+        {
             return self.reply(&too_big(self.shared.limits.max_message_size));
         }
-        let smtputf8 = from.flags & smtp_proto::MAIL_SMTPUTF8 != 0;
+        let smtputf8 = from.smtputf8;
+        // RFC 6531 §3.7.4.1: 553 5.6.7 for an 8-bit address without
+        // SMTPUTF8 (invalid UTF-8 never got this far, see mxg_smtp).
         if !smtputf8 && !from.address.is_ascii() {
             return self.reply(&Reply::new(
                 553,
@@ -294,7 +306,7 @@ impl Session {
                 "Non-ASCII sender address needs SMTPUTF8",
             ));
         }
-        let requiretls = from.flags & smtp_proto::MAIL_REQUIRETLS != 0;
+        let requiretls = from.requiretls;
         if requiretls && !self.stream.is_tls() {
             // RFC 8689 §4.1: REQUIRETLS only over TLS; we never offered it.
             return self.reply(&Reply::new(
@@ -303,25 +315,11 @@ impl Session {
                 "REQUIRETLS needs a TLS session: use STARTTLS first (RFC 8689 4.1)",
             ));
         }
-        let ret = if from.flags & smtp_proto::MAIL_RET_FULL != 0 {
-            Some("FULL".to_owned())
-        } else if from.flags & smtp_proto::MAIL_RET_HDRS != 0 {
-            Some("HDRS".to_owned())
-        } else {
-            None
-        };
-        let body = if from.flags & smtp_proto::MAIL_BODY_8BITMIME != 0 {
-            Some("8BITMIME".to_owned())
-        } else if from.flags & smtp_proto::MAIL_BODY_7BIT != 0 {
-            Some("7BIT".to_owned())
-        } else {
-            None
-        };
         self.txn = Some(Transaction {
             sender: from.address,
-            ret,
-            envid: from.env_id,
-            body,
+            ret: from.ret.map(str::to_owned),
+            envid: from.envid,
+            body: from.body.map(str::to_owned),
             smtputf8,
             requiretls,
             recipients: Vec::new(),
@@ -330,7 +328,7 @@ impl Session {
         self.reply(&Reply::new(250, "2.1.0", "Ok"));
     }
 
-    async fn rcpt(&mut self, to: RcptTo<String>) {
+    async fn rcpt(&mut self, to: RcptArgs) {
         let Some(txn) = self.txn.as_mut() else {
             return self.reply(&Reply::new(503, "5.5.1", "Need MAIL before RCPT"));
         };
@@ -346,17 +344,8 @@ impl Session {
             // RFC 5321 §4.5.3.1.10: 452 lets the client send the rest later.
             return self.reply(&Reply::new(452, "4.5.3", "Too many recipients"));
         }
-        let Some((_, domain)) = to.address.rsplit_once('@') else {
-            let text = "Recipient address needs a domain: this gateway only relays";
-            return self.reply(&Reply::new(501, "5.1.3", text));
-        };
-        if domain.is_empty() {
-            return self.reply(&Reply::new(
-                501,
-                "5.1.3",
-                "Recipient address has an empty domain",
-            ));
-        }
+        // The address has a domain and no unsafe character: mxg_smtp read
+        // it exactly or refused it (rule 12a).
         if !txn.smtputf8 && !to.address.is_ascii() {
             return self.reply(&Reply::new(
                 553,
@@ -364,17 +353,7 @@ impl Session {
                 "Non-ASCII recipient address needs SMTPUTF8",
             ));
         }
-        let mut notify = Vec::new();
-        for (flag, word) in [
-            (smtp_proto::RCPT_NOTIFY_NEVER, "NEVER"),
-            (smtp_proto::RCPT_NOTIFY_SUCCESS, "SUCCESS"),
-            (smtp_proto::RCPT_NOTIFY_FAILURE, "FAILURE"),
-            (smtp_proto::RCPT_NOTIFY_DELAY, "DELAY"),
-        ] {
-            if to.flags & flag != 0 {
-                notify.push(word.to_owned());
-            }
-        }
+        let notify = to.notify.iter().map(|&w| w.to_owned()).collect();
         let sender = txn.sender.clone();
         if let Some(refusal) = self.rcpt_verdict(&sender, &to.address).await {
             return self.reply(&refusal);
@@ -448,7 +427,57 @@ impl Session {
         self.accept(body).await
     }
 
-    async fn bdat(&mut self, size: usize, last: bool) -> Result<Flow, Gone> {
+    /// A BDAT whose chunk size could not be read (not a number, or more
+    /// than a u64 holds). RFC 3030 §2 has the client send the chunk right
+    /// behind the command without waiting for a reply, so its octets are
+    /// already on the way; without their count nobody can say where the
+    /// chunk ends and the next command begins, and reading on as commands
+    /// would run message text as SMTP (smtp-proto 0.2.5 read
+    /// `BDAT 99999999999999999999999 LAST` as `BDAT 999 LAST`). So the
+    /// refusal is followed by 421 and the connection is closed.
+    fn bdat_lost(&mut self, reply: &Reply) -> Flow {
+        self.txn = None;
+        self.reply(reply);
+        self.reply(&Reply::new(
+            421,
+            "4.7.0",
+            format!(
+                "{} Cannot tell where the BDAT chunk ends, closing connection (RFC 3030 2)",
+                self.shared.hostname
+            ),
+        ));
+        Flow::Close
+    }
+
+    /// Reads a chunk of `size` octets off the wire; every size that was
+    /// read as a number is read past in full, so the session stays in step
+    /// with the client (RFC 3030 §3) however the chunk is answered.
+    async fn read_chunk(&mut self, reader: &mut BdatReader, size: u64) -> Result<(), Gone> {
+        let limits = self.shared.limits.clone();
+        reader.begin_chunk(size, limits.max_message_size);
+        let mut pending = self.framer.take_buffered();
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let used = reader.feed(&pending);
+            if reader.chunk_done() {
+                self.framer.push(&pending[used..]);
+                return Ok(());
+            }
+            let n = self.read_some(&mut buf, limits.data_timeout).await?;
+            pending.clear();
+            pending.extend_from_slice(&buf[..n]);
+        }
+    }
+
+    async fn bdat(&mut self, bdat: Bdat) -> Result<Flow, Gone> {
+        let (size, last) = match bdat {
+            Bdat::Chunk { size, last } => (size, last),
+            Bdat::Lost(reply) => return Ok(self.bdat_lost(&reply)),
+            Bdat::Bad { size, reply } => {
+                self.read_chunk(&mut BdatReader::default(), size).await?;
+                return Ok(self.refuse(&reply));
+            }
+        };
         let body_started = self.txn.as_ref().is_some_and(|t| t.bdat.is_some());
         let ok = body_started || self.ready_for_body();
         // The chunk must be read off the wire even when it is refused, or
@@ -459,20 +488,19 @@ impl Session {
             .and_then(|t| t.bdat.take())
             .unwrap_or_default();
         let limits = self.shared.limits.clone();
-        reader.begin_chunk(size, limits.max_message_size);
-        let mut pending = self.framer.take_buffered();
-        let mut buf = vec![0u8; 64 * 1024];
-        loop {
-            let used = reader.feed(&pending);
-            if reader.chunk_done() {
-                self.framer.push(&pending[used..]);
-                break;
-            }
-            let n = self.read_some(&mut buf, limits.data_timeout).await?;
-            pending.clear();
-            pending.extend_from_slice(&buf[..n]);
-        }
+        self.read_chunk(&mut reader, size).await?;
         if !ok {
+            return Ok(Flow::Continue);
+        }
+        if reader.oversize {
+            // Refused at the chunk that passed the limit; later chunks of
+            // the same message are read past and refused too, until LAST.
+            self.reply(&too_big(limits.max_message_size));
+            if last {
+                self.txn = None;
+            } else if let Some(t) = self.txn.as_mut() {
+                t.bdat = Some(reader);
+            }
             return Ok(Flow::Continue);
         }
         if !last {
@@ -482,9 +510,6 @@ impl Session {
             }
             self.reply(&Reply::new(250, "2.0.0", text));
             return Ok(Flow::Continue);
-        }
-        if reader.oversize {
-            return Ok(self.refuse(&too_big(limits.max_message_size)));
         }
         let body = reader.into_body();
         match check_line_ends(&body) {

@@ -1,11 +1,12 @@
 //! Delivering one job: hosts in order, the transport requirement checked
 //! before MAIL FROM, per-recipient results.
 
-use super::conn::{Conn, ConnError};
+use super::conn::{Caps, Conn, ConnError};
+use super::envelope::{all_caps, mail_command, rcpt_command};
 use super::open::open;
 use super::pool::Client;
 use super::rewrite::rewrite;
-use super::wire::{dot_stuff, xtext};
+use super::wire::dot_stuff;
 use crate::events::Event;
 use crate::job::{AttemptNote, DeliveryJob, Host, RecipientResult, Status};
 use crate::level::TlsLevel;
@@ -42,7 +43,16 @@ pub async fn deliver(client: Arc<Client>, job: DeliveryJob) {
         other_failure_seen: false,
     };
     let policy = serde_json::to_string(&job.tls).unwrap_or_default();
-    match read_message(&client, &job.queue_id).await {
+    // What cannot be written safely for any server is bounced before any
+    // connection (rule 12a), rather than waiting for a server to be reached.
+    let _ = run.envelope_commands(&job, &all_caps(), 0);
+    let message = if run.pending.is_empty() {
+        Err(String::new())
+    } else {
+        read_message(&client, &job.queue_id).await
+    };
+    match message {
+        _ if run.pending.is_empty() => {}
         Ok(message) => {
             let message = match rewrite(&message, &job.strip_headers, job.subject_tag.as_deref()) {
                 Some(changed) => changed,
@@ -202,12 +212,9 @@ impl Run {
                 return Some(conn);
             }
         }
-        let mail = mail_command(job, &conn, size);
-        let rcpts: Vec<String> = self
-            .pending
-            .iter()
-            .map(|r| rcpt_command(r, &conn))
-            .collect();
+        let Some((mail, rcpts)) = self.envelope_commands(job, &conn.caps, size) else {
+            return Some(conn);
+        };
         // With PIPELINING, MAIL and all RCPTs go in one write (RFC 2920 §3.1).
         let replies = if conn.caps.pipelining {
             let mut batch = format!("{mail}\r\n");
@@ -335,6 +342,47 @@ impl Run {
         None
     }
 
+    /// The MAIL command and one RCPT per pending recipient, written by the
+    /// one writer (`envelope`, rule 12a). A recipient whose RCPT cannot be
+    /// written safely, or every one when the MAIL cannot be, is bounced
+    /// without anything being sent. None when nobody is left.
+    fn envelope_commands(
+        &mut self,
+        job: &DeliveryJob,
+        caps: &Caps,
+        size: usize,
+    ) -> Option<(String, Vec<String>)> {
+        let mail = mail_command(job, caps, size);
+        let mut rcpts = Vec::new();
+        for rcpt in std::mem::take(&mut self.pending) {
+            let (enhanced, text) = match (&mail, rcpt_command(&rcpt, caps, job.smtputf8)) {
+                (Err(e), _) => ("5.1.7", format!("sender {e}")),
+                (Ok(_), Err(e)) => ("5.1.3", format!("recipient {e}")),
+                (Ok(_), Ok(cmd)) => {
+                    rcpts.push(cmd);
+                    self.pending.push(rcpt);
+                    continue;
+                }
+            };
+            let text =
+                format!("not sent: {text}; it cannot be written safely on the wire (rule 12a)");
+            self.results.push(RecipientResult {
+                address: rcpt.address,
+                status: Status::Bounced,
+                code: 553,
+                enhanced: enhanced.to_owned(),
+                text,
+                host: String::new(),
+                ip: String::new(),
+                tls: None,
+                level: TlsLevel::None,
+                unmet: false,
+                reason: Some(Reason::LocalError),
+            });
+        }
+        Some((mail.ok()?, rcpts)).filter(|(_, r)| !r.is_empty())
+    }
+
     fn finish_all(&mut self, conn: &Conn, status: Status, reply: &Reply) {
         for rcpt in std::mem::take(&mut self.pending) {
             self.push_result(conn, &rcpt, status, reply);
@@ -421,45 +469,4 @@ async fn send_data(conn: &mut Conn, data: &[u8], block_timeout: Duration) -> Res
         conn.send(chunk, block_timeout).await?;
     }
     Ok(())
-}
-
-fn mail_command(job: &DeliveryJob, conn: &Conn, size: usize) -> String {
-    let mut cmd = format!("MAIL FROM:<{}>", job.sender);
-    if conn.caps.size.is_some() {
-        cmd.push_str(&format!(" SIZE={size}"));
-    }
-    if conn.caps.eightbitmime {
-        if let Some(body) = &job.body {
-            cmd.push_str(&format!(" BODY={body}"));
-        }
-    }
-    if job.smtputf8 {
-        cmd.push_str(" SMTPUTF8");
-    }
-    if job.tls.requiretls {
-        // RFC 8689 §4.2.1: passed on; `open` made sure it is offered.
-        cmd.push_str(" REQUIRETLS");
-    }
-    if conn.caps.dsn {
-        if let Some(ret) = &job.ret {
-            cmd.push_str(&format!(" RET={ret}"));
-        }
-        if let Some(envid) = &job.envid {
-            cmd.push_str(&format!(" ENVID={}", xtext(envid)));
-        }
-    }
-    cmd
-}
-
-fn rcpt_command(rcpt: &Recipient, conn: &Conn) -> String {
-    let mut cmd = format!("RCPT TO:<{}>", rcpt.address);
-    if conn.caps.dsn {
-        if !rcpt.notify.is_empty() {
-            cmd.push_str(&format!(" NOTIFY={}", rcpt.notify.join(",")));
-        }
-        if let Some(orcpt) = &rcpt.orcpt {
-            cmd.push_str(&format!(" ORCPT=rfc822;{}", xtext(orcpt)));
-        }
-    }
-    cmd
 }

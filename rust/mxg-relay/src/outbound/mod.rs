@@ -4,6 +4,7 @@
 mod auth_plan;
 mod conn;
 mod deliver;
+mod envelope;
 mod open;
 mod pool;
 mod probe;
