@@ -109,6 +109,9 @@ class LimitsConfig(Section):
     max_command_line: int = Field(2048, ge=512)
     max_data_line: int = Field(1000, ge=1000)
     max_message_size: int = Field(50 * 1024 * 1024, ge=1024)
+    # Message octets all sessions together may hold in memory while they
+    # receive (ARCHITECTURE.md rule 12b); past it a message gets 452 4.3.1.
+    max_message_memory: int = Field(512 * 1024 * 1024, ge=1024 * 1024)
     max_recipients: int = Field(1000, ge=100)
     max_errors: int = Field(20, ge=1)
     command_timeout: PositiveSeconds = 300
@@ -433,6 +436,7 @@ class Config(Section):
             "max_connections_per_client": s.max_connections_per_client,
             "outsiders": s.outsiders,
             "max_outsider_connections": s.max_outsider_connections,
+            "max_message_memory": lim.max_message_memory,
             "tls_cert": str(s.tls_cert) if s.tls_cert else None,
             "tls_key": str(s.tls_key) if s.tls_key else None,
             "shutdown_grace_ms": _ms(s.shutdown_grace),

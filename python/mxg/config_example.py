@@ -41,6 +41,9 @@ max_command_line = 2048
 # RFC 5321 4.5.3.1.6: text lines of at most 1000 octets including CRLF.
 max_data_line = 1000
 max_message_size = 52428800
+# Message octets all sessions together hold in memory while receiving
+# (512 MiB: ten messages of the maximum size); past it: 452 4.3.1.
+max_message_memory = 536870912
 # RFC 5321 4.5.3.1.8 requires at least 100.
 max_recipients = 1000
 # Error replies before the connection is closed.

@@ -31,6 +31,10 @@ pub struct EngineConfig {
     /// from `max_connections`.
     #[serde(default = "default_max_outsider_connections")]
     pub max_outsider_connections: usize,
+    /// Message octets all inbound sessions together may hold in memory
+    /// (ARCHITECTURE.md rule 12b); past it a message gets `452 4.3.1`.
+    #[serde(default = "default_max_message_memory")]
+    pub max_message_memory: usize,
     #[serde(default)]
     pub limits: LimitsConfig,
     /// PEM certificate chain and key for inbound STARTTLS; without them
@@ -80,6 +84,9 @@ fn default_max_connections() -> usize {
 }
 fn default_max_outsider_connections() -> usize {
     50
+}
+fn default_max_message_memory() -> usize {
+    crate::inbound::DEFAULT_MESSAGE_MEMORY
 }
 fn default_max_connections_per_client() -> usize {
     200

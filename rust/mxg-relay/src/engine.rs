@@ -86,7 +86,8 @@ impl Engine {
             .with_outsiders(inbound::Outsiders {
                 policy: cfg.outsiders,
                 max_connections: cfg.max_outsider_connections,
-            }),
+            })
+            .with_message_memory(cfg.max_message_memory),
         );
         let client = Arc::new(Client::new(
             cfg.outbound.clone(),

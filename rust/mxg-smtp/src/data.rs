@@ -56,6 +56,8 @@ pub struct DataReader {
     pub oversize: bool,
     /// Octets of the body, counted even when oversize.
     pub size: usize,
+    /// Counting only, nothing kept (`discard`).
+    pub discarding: bool,
 }
 
 impl DataReader {
@@ -69,6 +71,7 @@ impl DataReader {
             longest_line: 0,
             oversize: false,
             size: 0,
+            discarding: false,
         }
     }
 
@@ -81,13 +84,25 @@ impl DataReader {
         self.body
     }
 
+    /// Octets held so far (the body as it grows).
+    pub fn held(&self) -> usize {
+        self.body.len()
+    }
+
+    /// Stops keeping octets (the sessions' memory budget is spent); the
+    /// data is still read to its end, so the session stays in step.
+    pub fn discard(&mut self) {
+        self.discarding = true;
+        self.body = Vec::new();
+    }
+
     fn emit(&mut self, bytes: &[u8]) {
         self.size += bytes.len();
         if self.body.len() + bytes.len() > self.max_size {
             self.oversize = true;
             self.body = Vec::new();
         }
-        if !self.oversize {
+        if !self.oversize && !self.discarding {
             self.body.extend_from_slice(bytes);
         }
     }
@@ -163,10 +178,15 @@ impl DataReader {
 /// dot-stuffed; it is checked for bare CR/LF and line length when the last
 /// chunk has arrived, because mxg relays it on with DATA where such bytes
 /// would become a smuggling vector downstream.
+/// Most octets a BDAT chunk has room made for before they arrive.
+const RESERVE_AHEAD: usize = 1 << 20;
+
 #[derive(Debug, Default)]
 pub struct BdatReader {
     body: Vec<u8>,
     remaining: u64,
+    /// Counting only, nothing kept (`discarding`, `discard`).
+    discarding: bool,
     /// Set once the body passed the size limit; bytes are then discarded.
     pub oversize: bool,
     /// All octets announced so far, counted even when oversize.
@@ -183,16 +203,43 @@ impl BdatReader {
         if self.size > max_size as u64 {
             self.oversize = true;
             self.body = Vec::new();
-        } else {
-            self.body.reserve(len as usize);
+        } else if !self.discarding {
+            // Room for what is announced, up to RESERVE_AHEAD: a client that
+            // announces a large chunk and sends nothing must not make the
+            // server allocate it (issue 14: 60 connections sending
+            // `BDAT 52000000 LAST` took RSS to 3 GB). The body grows as the
+            // octets arrive.
+            let ahead = usize::try_from(len).map_or(RESERVE_AHEAD, |l| l.min(RESERVE_AHEAD));
+            self.body.reserve(ahead);
         }
+    }
+
+    /// A reader that only counts: for a chunk that is refused (no
+    /// transaction, or over the sessions' memory budget) but must still be
+    /// read off the wire (RFC 3030 §3). Nothing of it is kept.
+    pub fn discarding() -> Self {
+        Self {
+            discarding: true,
+            ..Self::default()
+        }
+    }
+
+    /// Stops keeping octets (the sessions' memory budget is spent); the
+    /// chunks are still counted and read past.
+    pub fn discard(&mut self) {
+        self.discarding = true;
+        self.body = Vec::new();
+    }
+
+    pub fn is_discarding(&self) -> bool {
+        self.discarding
     }
 
     /// Feeds bytes of the current chunk; returns how many were taken. The
     /// chunk is complete when `chunk_done` is true.
     pub fn feed(&mut self, input: &[u8]) -> usize {
         let take = usize::try_from(self.remaining).map_or(input.len(), |r| input.len().min(r));
-        if !self.oversize {
+        if !self.oversize && !self.discarding {
             self.body.extend_from_slice(&input[..take]);
         }
         self.remaining -= take as u64;
@@ -237,6 +284,29 @@ pub fn check_line_ends(body: &[u8]) -> Result<usize, DataError> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn rule_12b_an_announced_chunk_is_not_allocated_before_it_arrives() {
+        let mut r = BdatReader::default();
+        r.begin_chunk(52_000_000, 60_000_000);
+        assert!(r.body.capacity() <= RESERVE_AHEAD);
+        assert_eq!(r.feed(b"abc"), 3);
+        assert_eq!(r.body(), b"abc");
+    }
+
+    #[test]
+    fn rule_12b_a_discarding_reader_reads_past_and_keeps_nothing() {
+        let mut r = BdatReader::discarding();
+        r.begin_chunk(10, 100);
+        assert_eq!(r.feed(b"0123456789NEXT"), 10);
+        assert!(r.chunk_done() && r.body().is_empty() && r.body.capacity() == 0);
+        let mut d = DataReader::new(1000, 1 << 20);
+        assert_eq!(d.feed(b"abc\r\n"), DataProgress::NeedMore);
+        d.discard();
+        assert_eq!(d.feed(b"def\r\n.\r\n"), DataProgress::Done { consumed: 8 });
+        assert_eq!(d.held(), 0);
+        assert_eq!(d.size, 10);
+    }
+
     use super::*;
 
     fn read_all(input: &[u8]) -> (DataProgress, Vec<u8>) {

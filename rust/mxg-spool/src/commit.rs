@@ -14,7 +14,7 @@
 
 use crate::envelope::Envelope;
 use crate::error::SpoolError;
-use crate::file::{parse_spool_file, spool_file_bytes};
+use crate::file::{parse_spool_file, spool_file_head};
 use crate::nofollow;
 use crate::queue_id::is_queue_id;
 use crate::recycle::{inodes_in, is_second_name_of_queued, open_empty, FreeFiles, MAX_FREE_FILES};
@@ -31,7 +31,12 @@ pub type CommitCallback = Box<dyn FnOnce(Result<(), SpoolError>) + Send>;
 
 struct Pending {
     id: String,
-    bytes: Vec<u8>,
+    /// The spool file's start: header, envelope and any prefix of the
+    /// message (the trace field).
+    head: Vec<u8>,
+    /// The rest of the message, shared with the session's content scanner
+    /// instead of copied (a 40 MB message is held once, not twice).
+    body: Arc<Vec<u8>>,
     done: CommitCallback,
     /// The empty file reserved for this message, if its session took one.
     reserved: Option<PathBuf>,
@@ -174,9 +179,26 @@ impl Spool {
         message: &[u8],
         done: CommitCallback,
     ) {
+        self.commit_shared(reserved, envelope, message, Arc::new(Vec::new()), done);
+    }
+
+    /// `commit_reserved` for a message given as a small prefix (its trace
+    /// field) and a body shared with the caller: the body is written from
+    /// where it lies, not copied.
+    pub fn commit_shared(
+        &self,
+        reserved: Option<Reserved>,
+        envelope: &Envelope,
+        prefix: &[u8],
+        body: Arc<Vec<u8>>,
+        done: CommitCallback,
+    ) {
+        let mut head = spool_file_head(envelope, prefix.len());
+        head.extend_from_slice(prefix);
         let pending = Pending {
             id: envelope.queue_id.clone(),
-            bytes: spool_file_bytes(envelope, message),
+            head,
+            body,
             done,
             reserved: reserved.map(|r| r.path),
         };
@@ -387,7 +409,10 @@ impl Committer {
             let file = nofollow::create_new(&path).map_err(|e| SpoolError::io(&path, e))?;
             (path, file)
         };
-        if let Err(e) = file.write_all(&p.bytes) {
+        if let Err(e) = file
+            .write_all(&p.head)
+            .and_then(|()| file.write_all(&p.body))
+        {
             let _ = fs::remove_file(&path);
             return Err(SpoolError::io(&path, e));
         }
@@ -434,6 +459,7 @@ fn start_writeback(file: &File) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::file::spool_file_bytes;
     use crate::{new_queue_id, Recipient};
 
     fn envelope(id: &str) -> Envelope {
@@ -591,7 +617,8 @@ mod tests {
                 let tx = tx.clone();
                 Pending {
                     id: id.clone(),
-                    bytes: spool_file_bytes(&envelope(id), id.as_bytes()),
+                    head: spool_file_bytes(&envelope(id), id.as_bytes()),
+                    body: Arc::new(Vec::new()),
                     done: Box::new(move |r| tx.send(r).unwrap()),
                     reserved: None,
                 }

@@ -14,13 +14,21 @@ pub const MAGIC: &str = "MXG1";
 
 /// Serialises envelope and message into the spool file's bytes.
 pub fn spool_file_bytes(envelope: &Envelope, message: &[u8]) -> Vec<u8> {
+    let mut out = spool_file_head(envelope, message.len());
+    out.extend_from_slice(message);
+    out
+}
+
+/// The spool file up to where the message starts (the header line and the
+/// envelope), with room for `then` more octets: the message itself is
+/// written after it without being copied in (`Spool::commit_shared`).
+pub fn spool_file_head(envelope: &Envelope, then: usize) -> Vec<u8> {
     let json = serde_json::to_vec(envelope).expect("envelope serialises");
     let head = format!("{MAGIC} {}\n", json.len());
-    let mut out = Vec::with_capacity(head.len() + json.len() + 1 + message.len());
+    let mut out = Vec::with_capacity(head.len() + json.len() + 1 + then);
     out.extend_from_slice(head.as_bytes());
     out.extend_from_slice(&json);
     out.push(b'\n');
-    out.extend_from_slice(message);
     out
 }
 

@@ -13,6 +13,6 @@ mod recycle;
 pub use commit::{CommitCallback, Reserved, Spool};
 pub use envelope::{Envelope, Recipient};
 pub use error::SpoolError;
-pub use file::{parse_spool_file, spool_file_bytes, MAGIC};
+pub use file::{parse_spool_file, spool_file_bytes, spool_file_head, MAGIC};
 pub use nofollow::read as read_file;
 pub use queue_id::{is_queue_id, new_queue_id};

@@ -16,6 +16,10 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 /// What every session of the server shares.
+/// Message octets all sessions may hold when nothing else is configured:
+/// ten messages of the default 50 MiB limit.
+pub const DEFAULT_MESSAGE_MEMORY: usize = 512 << 20;
+
 pub struct ServerShared {
     pub hostname: String,
     pub limits: Limits,
@@ -42,6 +46,8 @@ pub struct ServerShared {
     pub inflow: Option<super::Inflow>,
     /// Clients outside `client_networks` (ARCHITECTURE.md rule 7).
     pub outsiders: Outsiders,
+    /// Message octets all sessions together may hold (rule 12b).
+    pub memory: Arc<super::MemoryBudget>,
     connections: Mutex<Connections>,
 }
 
@@ -121,8 +127,16 @@ impl ServerShared {
             rcpt_checks,
             inflow: None,
             outsiders: Outsiders::default(),
+            memory: super::MemoryBudget::new(DEFAULT_MESSAGE_MEMORY),
             connections: Mutex::default(),
         }
+    }
+
+    /// The sessions' memory budget for message octets (rule 12b).
+    #[must_use]
+    pub fn with_message_memory(mut self, bytes: usize) -> Self {
+        self.memory = super::MemoryBudget::new(bytes);
+        self
     }
 
     /// Only messages the screen picks wait for a verdict.

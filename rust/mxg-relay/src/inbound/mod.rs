@@ -1,12 +1,16 @@
 //! The inbound SMTP server: accepts mail from the organisation's internal
 //! mail server, spools it durably and reports it to the control plane.
 
+mod budget;
 mod inflow;
 mod listener;
 mod session;
 mod trace;
 mod verdict;
 
+pub use budget::{MemoryBudget, Share};
 pub use inflow::Inflow;
-pub use listener::{bind, serve, Listeners, OutsiderPolicy, Outsiders, ServerShared};
+pub use listener::{
+    bind, serve, Listeners, OutsiderPolicy, Outsiders, ServerShared, DEFAULT_MESSAGE_MEMORY,
+};
 pub use verdict::{Verdict, VerdictScreen, Verdicts};

@@ -1,6 +1,7 @@
 //! One inbound SMTP session (RFC 5321 with PIPELINING, SIZE, 8BITMIME,
 //! SMTPUTF8, ENHANCEDSTATUSCODES, DSN, STARTTLS and CHUNKING).
 
+use super::budget::Share;
 use super::listener::ServerShared;
 use super::trace::{count_received, message_id, received_header, TraceInfo};
 use crate::events::Event;
@@ -39,7 +40,9 @@ struct Transaction {
     smtputf8: bool,
     requiretls: bool,
     recipients: Vec<Recipient>,
-    bdat: Option<BdatReader>,
+    /// The BDAT chunks gathered so far, and their part of the sessions'
+    /// memory budget (rule 12b).
+    bdat: Option<(BdatReader, Share)>,
 }
 
 pub struct Session {
@@ -392,10 +395,17 @@ impl Session {
         self.flush().await?;
         let limits = self.shared.limits.clone();
         let mut reader = DataReader::new(limits.max_data_line, limits.max_message_size);
+        let mut share = Share::new(self.shared.memory.clone());
         let mut pending = self.framer.take_buffered();
         let mut buf = vec![0u8; 64 * 1024];
         loop {
-            match reader.feed(&pending) {
+            let progress = reader.feed(&pending);
+            if !reader.discarding && !share.grow_to(reader.held()) {
+                // Rule 12b: the sessions hold all the budget allows; this
+                // message is read to its end and refused with 452.
+                reader.discard();
+            }
+            match progress {
                 DataProgress::NeedMore => {
                     let n = self.read_some(&mut buf, limits.data_timeout).await?;
                     pending.clear();
@@ -420,11 +430,14 @@ impl Session {
         if reader.oversize {
             return Ok(self.refuse(&too_big(limits.max_message_size)));
         }
+        if reader.discarding {
+            return Ok(self.refuse(&out_of_memory()));
+        }
         if reader.line_too_long() {
             return Ok(self.refuse(&line_too_long(limits.max_data_line)));
         }
         let body = reader.into_body();
-        self.accept(body).await
+        self.accept(body, share).await
     }
 
     /// A BDAT whose chunk size could not be read (not a number, or more
@@ -452,13 +465,21 @@ impl Session {
     /// Reads a chunk of `size` octets off the wire; every size that was
     /// read as a number is read past in full, so the session stays in step
     /// with the client (RFC 3030 §3) however the chunk is answered.
-    async fn read_chunk(&mut self, reader: &mut BdatReader, size: u64) -> Result<(), Gone> {
+    async fn read_chunk(
+        &mut self,
+        reader: &mut BdatReader,
+        share: &mut Share,
+        size: u64,
+    ) -> Result<(), Gone> {
         let limits = self.shared.limits.clone();
         reader.begin_chunk(size, limits.max_message_size);
         let mut pending = self.framer.take_buffered();
         let mut buf = vec![0u8; 64 * 1024];
         loop {
             let used = reader.feed(&pending);
+            if !reader.is_discarding() && !share.grow_to(reader.body().len()) {
+                reader.discard(); // rule 12b, as for DATA
+            }
             if reader.chunk_done() {
                 self.framer.push(&pending[used..]);
                 return Ok(());
@@ -474,39 +495,55 @@ impl Session {
             Bdat::Chunk { size, last } => (size, last),
             Bdat::Lost(reply) => return Ok(self.bdat_lost(&reply)),
             Bdat::Bad { size, reply } => {
-                self.read_chunk(&mut BdatReader::default(), size).await?;
+                let mut share = Share::new(self.shared.memory.clone());
+                self.read_chunk(&mut BdatReader::discarding(), &mut share, size)
+                    .await?;
                 return Ok(self.refuse(&reply));
             }
         };
         let body_started = self.txn.as_ref().is_some_and(|t| t.bdat.is_some());
         let ok = body_started || self.ready_for_body();
         // The chunk must be read off the wire even when it is refused, or
-        // its bytes would be taken for commands (RFC 3030 §3).
-        let mut reader = self
+        // its bytes would be taken for commands (RFC 3030 §3); one without
+        // a transaction to go to is read without keeping a byte of it
+        // (rule 12b: before MAIL and RCPT nothing is held).
+        let (mut reader, mut share) = self
             .txn
             .as_mut()
             .and_then(|t| t.bdat.take())
-            .unwrap_or_default();
+            .unwrap_or_else(|| {
+                let reader = if ok {
+                    BdatReader::default()
+                } else {
+                    BdatReader::discarding()
+                };
+                (reader, Share::new(self.shared.memory.clone()))
+            });
         let limits = self.shared.limits.clone();
-        self.read_chunk(&mut reader, size).await?;
+        self.read_chunk(&mut reader, &mut share, size).await?;
         if !ok {
             return Ok(Flow::Continue);
         }
-        if reader.oversize {
-            // Refused at the chunk that passed the limit; later chunks of
-            // the same message are read past and refused too, until LAST.
-            self.reply(&too_big(limits.max_message_size));
+        if reader.oversize || reader.is_discarding() {
+            // Refused at the chunk that passed the limit or the budget;
+            // later chunks of the same message are read past and refused
+            // too, until LAST.
+            self.reply(&if reader.oversize {
+                too_big(limits.max_message_size)
+            } else {
+                out_of_memory()
+            });
             if last {
                 self.txn = None;
             } else if let Some(t) = self.txn.as_mut() {
-                t.bdat = Some(reader);
+                t.bdat = Some((reader, share));
             }
             return Ok(Flow::Continue);
         }
         if !last {
             let text = format!("{size} octets received");
             if let Some(t) = self.txn.as_mut() {
-                t.bdat = Some(reader);
+                t.bdat = Some((reader, share));
             }
             self.reply(&Reply::new(250, "2.0.0", text));
             return Ok(Flow::Continue);
@@ -522,12 +559,14 @@ impl Session {
             Ok(longest) if longest > limits.max_data_line => {
                 Ok(self.refuse(&line_too_long(limits.max_data_line)))
             }
-            Ok(_) => self.accept(body).await,
+            Ok(_) => self.accept(body, share).await,
         }
     }
 
     /// Stores the message and answers 250 only once it is on disk.
-    async fn accept(&mut self, body: Vec<u8>) -> Result<Flow, Gone> {
+    /// `share` is the message's part of the sessions' memory budget; it
+    /// goes back once the message is stored and scanned.
+    async fn accept(&mut self, body: Vec<u8>, share: Share) -> Result<Flow, Gone> {
         let Some(txn) = self.txn.take() else {
             return Ok(Flow::Continue);
         };
@@ -558,9 +597,9 @@ impl Session {
             },
             now,
         );
-        let mut message = Vec::with_capacity(trace.len() + body.len());
-        message.extend_from_slice(trace.as_bytes());
-        message.extend_from_slice(&body);
+        // The body is held once: shared by the spool's writer and the
+        // scanner, not copied for either (rule 12b).
+        let body = Arc::new(body);
         let envelope = Envelope {
             queue_id: queue_id.clone(),
             received_ms: now
@@ -577,22 +616,21 @@ impl Session {
             client_addr: client_ip,
             client_helo: helo,
             client_tls: self.tls.clone(),
-            size: message.len() as u64,
+            size: (trace.len() + body.len()) as u64,
             message_id: message_id(&body),
         };
         let (tx, rx) = tokio::sync::oneshot::channel();
-        self.shared.spool.commit_reserved(
+        self.shared.spool.commit_shared(
             self.reserved.take(),
             &envelope,
-            &message,
+            trace.as_bytes(),
+            body.clone(),
             Box::new(move |r| {
                 let _ = tx.send(r);
             }),
         );
-        drop(message);
         // Scanned while the spool's group commit syncs the message.
-        let features = self.features(&body).await;
-        drop(body);
+        let features = self.features(body).await;
         match rx.await {
             Ok(Ok(())) => self.answer(envelope, features).await,
             Ok(Err(e)) => {
@@ -620,6 +658,8 @@ impl Session {
                 ));
             }
         }
+        // Stored (or refused) and scanned: the body's memory is free.
+        drop(share);
         Ok(Flow::Continue)
     }
 
@@ -646,17 +686,16 @@ impl Session {
     /// What the content scanner finds in the message as the client sent
     /// it. Large messages are scanned off the async workers: a scan is
     /// linear in the text but a big one takes milliseconds.
-    async fn features(&self, body: &[u8]) -> serde_json::Value {
+    async fn features(&self, body: Arc<Vec<u8>>) -> serde_json::Value {
         /// Below this a scan takes microseconds; not worth a thread hop.
         const INLINE_SCAN: usize = 256 * 1024;
         let Some(scanner) = self.shared.scanner.clone() else {
             return serde_json::Value::Null;
         };
         let features = if body.len() <= INLINE_SCAN {
-            scanner.scan(body)
+            scanner.scan(&body)
         } else {
-            let owned = body.to_vec();
-            match tokio::task::spawn_blocking(move || scanner.scan(&owned)).await {
+            match tokio::task::spawn_blocking(move || scanner.scan(&body)).await {
                 Ok(f) => f,
                 Err(_) => return serde_json::Value::Null,
             }
@@ -757,6 +796,16 @@ impl Session {
         self.reply(reply);
         Flow::Continue
     }
+}
+
+/// Rule 12b: the sessions already hold all the message octets the budget
+/// allows (RFC 3463 4.3.1, mail system full); the client tries later.
+fn out_of_memory() -> Reply {
+    Reply::new(
+        452,
+        "4.3.1",
+        "Insufficient system storage: too much mail in progress, try again later",
+    )
 }
 
 fn too_big(max: usize) -> Reply {
