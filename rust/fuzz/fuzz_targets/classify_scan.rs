@@ -6,7 +6,7 @@
 //! Invariants:
 //! - nothing panics and nothing hangs (libFuzzer's -timeout catches the
 //!   latter);
-//! - `parts` stays within max_parts, `limits` names only "bytes", "depth"
+//! - `parts` stays within `max_parts`, `limits` names only "bytes", "depth"
 //!   and "parts", once each and in that order;
 //! - detector counts are positive, content types are lower case;
 //! - the features serialise to JSON (they cross the Python boundary so).

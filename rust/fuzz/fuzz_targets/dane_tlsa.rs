@@ -16,19 +16,27 @@
 use libfuzzer_sys::fuzz_target;
 use mxg_dane::{classify, hex, usable, Tlsa};
 
+/// The records the input stands for, if any.
+fn records(data: &[u8]) -> Option<Vec<Tlsa>> {
+    if let Ok(list) = serde_json::from_slice::<Vec<Tlsa>>(data) {
+        return Some(list);
+    }
+    if let Ok(one) = serde_json::from_slice::<Tlsa>(data) {
+        return Some(vec![one]);
+    }
+    let [usage, selector, mtype, rest @ ..] = data else {
+        return None;
+    };
+    Some(vec![Tlsa {
+        usage: *usage,
+        selector: *selector,
+        mtype: *mtype,
+        data: String::from_utf8_lossy(rest).into_owned(),
+    }])
+}
+
 fuzz_target!(|data: &[u8]| {
-    let records: Vec<Tlsa> = if let Ok(list) = serde_json::from_slice(data) {
-        list
-    } else if let Ok(one) = serde_json::from_slice(data) {
-        vec![one]
-    } else if let [usage, selector, mtype, rest @ ..] = data {
-        vec![Tlsa {
-            usage: *usage,
-            selector: *selector,
-            mtype: *mtype,
-            data: String::from_utf8_lossy(rest).into_owned(),
-        }]
-    } else {
+    let Some(records) = records(data) else {
         return;
     };
     let mut any = false;

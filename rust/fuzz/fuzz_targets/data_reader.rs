@@ -13,7 +13,7 @@
 //!   client stuffed every dot line, re-stuffing it gives back exactly the
 //!   consumed octets (unstuffing is reversible);
 //! - a complete body has no bare CR or LF, so it can be relayed as is;
-//! - size, oversize and longest_line agree with the octets on the wire;
+//! - `size`, `oversize` and `longest_line` agree with the octets on the wire;
 //! - any valid body, dot-stuffed and cut anywhere, reads back unchanged.
 #![no_main]
 

@@ -77,7 +77,7 @@ fn check_parse(line: &[u8]) {
             let wire = reply.to_wire();
             assert!(wire.ends_with(b"\r\n"));
             let ends = wire.iter().filter(|&&b| b == b'\n' || b == b'\r').count();
-            assert_eq!(ends, 2, "error reply spans lines: {:?}", wire);
+            assert_eq!(ends, 2, "error reply spans lines: {wire:?}");
         }
     }
 }
