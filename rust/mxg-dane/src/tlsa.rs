@@ -67,17 +67,17 @@ pub fn usable(records: &[Tlsa]) -> bool {
 }
 
 impl Tlsa {
+    /// The association data as octets; `None` unless it is hex digits
+    /// only, two per octet (`u8::from_str_radix` alone would also take a
+    /// sign: "+a" is not hex).
     pub fn bytes(&self) -> Option<Vec<u8>> {
         let hex = self.data.as_bytes();
         if !hex.len().is_multiple_of(2) {
             return None;
         }
+        let digit = |b: u8| char::from(b).to_digit(16);
         hex.chunks(2)
-            .map(|p| {
-                std::str::from_utf8(p)
-                    .ok()
-                    .and_then(|s| u8::from_str_radix(s, 16).ok())
-            })
+            .map(|p| Some((digit(p[0])? * 16 + digit(p[1])?) as u8))
             .collect()
     }
 
@@ -159,6 +159,18 @@ mod tests {
         );
         assert_eq!(classify(&rec(3, 1, 1, "abcd")), Err(Unusable::BadData));
         assert_eq!(classify(&rec(3, 1, 1, "zz")), Err(Unusable::BadData));
+    }
+
+    #[test]
+    fn data_is_hex_digits_only() {
+        // Found by the dane_tlsa fuzz target: "+8" was read as 0x08.
+        assert_eq!(rec(3, 0, 0, "+8").bytes(), None);
+        assert_eq!(
+            classify(&rec(3, 1, 1, &"+a".repeat(32))),
+            Err(Unusable::BadData)
+        );
+        assert_eq!(classify(&rec(3, 0, 0, "-1")), Err(Unusable::BadData));
+        assert_eq!(rec(3, 0, 0, "0aFf").bytes(), Some(vec![0x0a, 0xff]));
     }
 
     #[test]

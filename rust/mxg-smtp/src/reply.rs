@@ -146,9 +146,16 @@ fn split_enhanced(code: u16, mut lines: Vec<String>) -> Reply {
         .map(str::to_owned)
         .unwrap_or_default();
     if !enhanced.is_empty() {
+        // The code is followed by one SP (RFC 2034 §4: `status-code SP
+        // text`), and only that is taken off: `4.3.01` is text, and the
+        // wire form of the reply (`to_wire`) parses back to the same lines.
         for line in &mut lines {
             if let Some(rest) = line.strip_prefix(enhanced.as_str()) {
-                *line = rest.trim_start().to_owned();
+                if rest.is_empty() {
+                    line.clear();
+                } else if let Some(text) = rest.strip_prefix(' ') {
+                    *line = text.to_owned();
+                }
             }
         }
     }
@@ -207,6 +214,26 @@ mod tests {
         let mut p = ReplyParser::default();
         p.feed(b"250-a").unwrap();
         assert!(p.feed(b"251 b").is_err());
+    }
+
+    #[test]
+    fn enhanced_code_and_one_space_come_off_and_the_wire_form_reads_back() {
+        // Found by the reply_parser fuzz target: the code was taken off
+        // lines where it only began the text, and any run of blanks after
+        // it, so the wire form of a reply read back differently.
+        let mut p = ReplyParser::default();
+        p.feed(b"451-4.3.0 first").unwrap();
+        p.feed(b"451-4.3.01 is text").unwrap();
+        p.feed(b"451-4.3.0").unwrap();
+        let r = p.feed(b"451  4.3.0k").unwrap().unwrap();
+        assert_eq!(r.lines, vec!["first", "4.3.01 is text", "", " 4.3.0k"]);
+        let wire = r.to_wire();
+        let mut again = ReplyParser::default();
+        let mut back = None;
+        for line in wire.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+            back = again.feed(line.strip_suffix(b"\r").unwrap()).unwrap();
+        }
+        assert_eq!(back, Some(r));
     }
 
     #[test]
