@@ -19,8 +19,7 @@ use libfuzzer_sys::fuzz_target;
 use mxg_fuzz::{dot_stuff, pieces};
 use mxg_smtp::command::Framed;
 use mxg_smtp::data::check_line_ends;
-use mxg_smtp::{parse_command, BdatReader, DataProgress, DataReader, LineFramer};
-use smtp_proto::Request;
+use mxg_smtp::{parse_command, Bdat, BdatReader, Command, DataProgress, DataReader, LineFramer};
 
 struct Chunking<'a> {
     stream: &'a [u8],
@@ -29,9 +28,9 @@ struct Chunking<'a> {
     pos: usize,
     reader: BdatReader,
     /// The current chunk, while its octets are read: (length, last).
-    chunk: Option<(usize, bool)>,
-    taken: usize,
-    announced: usize,
+    chunk: Option<(u64, bool)>,
+    taken: u64,
+    announced: u64,
     expected: Vec<u8>,
 }
 
@@ -44,11 +43,11 @@ impl Chunking<'_> {
             if let Some((len, last)) = self.chunk {
                 let used = self.reader.feed(&pending);
                 assert!(used <= pending.len());
-                assert!(self.taken + used <= len, "read past the chunk");
+                assert!(self.taken + used as u64 <= len, "read past the chunk");
                 assert_eq!(pending[..used], self.stream[self.pos..self.pos + used]);
                 self.expected.extend_from_slice(&pending[..used]);
                 self.pos += used;
-                self.taken += used;
+                self.taken += used as u64;
                 pending.drain(..used);
                 if !self.reader.chunk_done() {
                     assert!(pending.is_empty(), "chunk open but input left over");
@@ -69,13 +68,13 @@ impl Chunking<'_> {
                 Some(Framed::Line(line)) => {
                     assert_eq!(line, self.stream[self.pos..self.pos + line.len()]);
                     self.pos += line.len();
-                    if let Ok(Request::Bdat {
-                        chunk_size,
-                        is_last,
-                    }) = parse_command(&line)
+                    if let Ok(Command::Bdat(Bdat::Chunk {
+                        size: chunk_size,
+                        last: is_last,
+                    })) = parse_command(&line)
                     {
                         self.reader.begin_chunk(chunk_size, self.max_size);
-                        self.announced += chunk_size;
+                        self.announced = self.announced.saturating_add(chunk_size);
                         self.chunk = Some((chunk_size, is_last));
                         self.taken = 0;
                         // As the session does: the reader gets what the
@@ -90,7 +89,7 @@ impl Chunking<'_> {
     fn finish(&mut self) {
         let reader = std::mem::take(&mut self.reader);
         assert_eq!(reader.size, self.announced);
-        assert_eq!(reader.oversize, self.announced > self.max_size);
+        assert_eq!(reader.oversize, self.announced > self.max_size as u64);
         let expected = std::mem::take(&mut self.expected);
         self.announced = 0;
         if reader.oversize {

@@ -18,7 +18,7 @@
 use libfuzzer_sys::fuzz_target;
 use mxg_fuzz::pieces;
 use mxg_smtp::command::Framed;
-use mxg_smtp::{parse_command, Command, CommandError, LineFramer};
+use mxg_smtp::{parse_command, Bdat, Command, CommandError, LineFramer, Reply};
 use smtp_proto::Request;
 
 fuzz_target!(|data: &[u8]| {
@@ -72,35 +72,50 @@ fuzz_target!(|data: &[u8]| {
 fn check_parse(line: &[u8]) {
     match parse_command(line) {
         Ok(cmd) => check_command(&cmd),
-        Err(CommandError(reply)) => {
-            assert!((500..600).contains(&reply.code), "{reply:?}");
-            let wire = reply.to_wire();
-            assert!(wire.ends_with(b"\r\n"));
-            let ends = wire.iter().filter(|&&b| b == b'\n' || b == b'\r').count();
-            assert_eq!(ends, 2, "error reply spans lines: {wire:?}");
-        }
+        Err(CommandError { reply }) => check_refusal(&reply),
     }
 }
 
+/// A refusal is 5xx and one line: nothing the client sent can add a line.
+fn check_refusal(reply: &Reply) {
+    assert!((500..600).contains(&reply.code), "{reply:?}");
+    let wire = reply.to_wire();
+    assert!(wire.ends_with(b"\r\n"));
+    let ends = wire.iter().filter(|&&b| b == b'\n' || b == b'\r').count();
+    assert_eq!(ends, 2, "error reply spans lines: {wire:?}");
+}
+
 fn check_command(cmd: &Command) {
-    let mut fields: Vec<&str> = Vec::new();
+    let mut relayed: Vec<&str> = Vec::new();
+    let mut other: Vec<&str> = Vec::new();
     match cmd {
-        Request::Ehlo { host } | Request::Helo { host } | Request::Lhlo { host } => {
-            fields.push(host);
+        Command::Mail(from) => {
+            relayed.push(&from.address);
+            relayed.extend(from.envid.as_deref());
         }
-        Request::Mail { from } => {
-            fields.push(&from.address);
-            fields.extend(from.env_id.as_deref());
-            fields.extend(from.auth.as_deref());
+        Command::Rcpt(to) => {
+            relayed.push(&to.address);
+            relayed.extend(to.orcpt.as_deref());
         }
-        Request::Rcpt { to } => {
-            fields.push(&to.address);
-            fields.extend(to.orcpt.as_deref());
-        }
-        Request::Vrfy { value } | Request::Expn { value } => fields.push(value),
-        _ => {}
+        Command::Bdat(Bdat::Bad { reply, .. } | Bdat::Lost(reply)) => check_refusal(reply),
+        Command::Bdat(Bdat::Chunk { .. }) => {}
+        Command::Other(
+            Request::Ehlo { host } | Request::Helo { host } | Request::Lhlo { host },
+        ) => other.push(host),
+        Command::Other(Request::Vrfy { value } | Request::Expn { value }) => other.push(value),
+        Command::Other(_) => {}
     }
-    for f in fields {
+    // Rule 12a: what is relayed carries no control character at all (a
+    // line end would add a command on the next hop, a NUL cut it short).
+    for f in relayed {
+        assert!(
+            !f.chars().any(char::is_control),
+            "control character in a relayed field of {cmd:?}"
+        );
+    }
+    // The rest (the EHLO name goes into the Received field) never carries
+    // a line end, which would let a client add a header or a command.
+    for f in other {
         assert!(
             !f.contains(['\r', '\n']),
             "line end in a parsed field of {cmd:?}"
