@@ -141,5 +141,12 @@ fuzz_target!(|data: &[u8]| {
             return;
         }
     }
-    assert_eq!(c.pos + framer.buffered(), stream.len(), "octets lost");
+    // The framer drops an unfinished line once it is over its limit (it
+    // reports it when the line's end arrives): then the tail is gone on
+    // purpose. Otherwise every octet is framed, taken or buffered.
+    let rest = &stream[c.pos..];
+    let dropped_tail = c.chunk.is_none() && !rest.contains(&b'\n') && rest.len() > 2048;
+    if !dropped_tail {
+        assert_eq!(c.pos + framer.buffered(), stream.len(), "octets lost");
+    }
 });
