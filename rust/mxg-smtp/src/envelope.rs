@@ -115,6 +115,22 @@ fn path_and_params<'a>(
     ))
 }
 
+/// The parameters in order, each checked (`param`) and refused when its
+/// keyword was given before; one check for MAIL and RCPT alike.
+fn each_param(
+    params: Vec<&str>,
+) -> impl Iterator<Item = Result<(String, Option<&str>), CommandError>> {
+    let mut seen: Vec<String> = Vec::new();
+    params.into_iter().map(move |token| {
+        let (key, value) = param(token)?;
+        if seen.contains(&key) {
+            return Err(syntax(format!("{key} given twice")));
+        }
+        seen.push(key.clone());
+        Ok((key, value))
+    })
+}
+
 /// One `esmtp-param` (RFC 5321 §4.1.2): the keyword upper-cased and the
 /// value, each checked for its syntax.
 fn param(token: &str) -> Result<(String, Option<&str>), CommandError> {
@@ -209,12 +225,8 @@ pub fn parse_mail(rest: &str) -> Result<MailArgs, CommandError> {
         address,
         ..MailArgs::default()
     };
-    let mut seen = Vec::new();
-    for token in params {
-        let (key, value) = param(token)?;
-        if seen.contains(&key) {
-            return Err(syntax(format!("{key} given twice")));
-        }
+    for checked in each_param(params) {
+        let (key, value) = checked?;
         match key.as_str() {
             "SIZE" => {
                 // RFC 1870 §3: size-value = 1*20DIGIT.
@@ -264,7 +276,6 @@ pub fn parse_mail(rest: &str) -> Result<MailArgs, CommandError> {
             }
             _ => return Err(unsupported(&key)),
         }
-        seen.push(key);
     }
     Ok(args)
 }
@@ -281,12 +292,8 @@ pub fn parse_rcpt(rest: &str) -> Result<RcptArgs, CommandError> {
         address,
         ..RcptArgs::default()
     };
-    let mut seen = Vec::new();
-    for token in params {
-        let (key, value) = param(token)?;
-        if seen.contains(&key) {
-            return Err(syntax(format!("{key} given twice")));
-        }
+    for checked in each_param(params) {
+        let (key, value) = checked?;
         match key.as_str() {
             "NOTIFY" => args.notify = notify(needs_value(&key, value)?)?,
             "ORCPT" => {
@@ -308,7 +315,6 @@ pub fn parse_rcpt(rest: &str) -> Result<RcptArgs, CommandError> {
             }
             _ => return Err(unsupported(&key)),
         }
-        seen.push(key);
     }
     Ok(args)
 }
