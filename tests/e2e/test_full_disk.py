@@ -60,7 +60,7 @@ def _fill(disk: Path) -> Path:
     return filler
 
 
-def test_a_full_disk_refuses_new_mail_and_loses_nothing(
+def test_rule11_a_full_disk_refuses_new_mail_and_loses_nothing(
     make_mxg: Callable[..., MxgProcess], sinks: dict[str, Sink], small_disk: Path
 ) -> None:
     held = {"on": True}
