@@ -207,3 +207,9 @@ def test_the_container_configuration_trusts_no_network_by_default() -> None:
         root / "mxg.toml", environ={"MXG_SERVER__CLIENT_NETWORKS": '["192.0.2.10/32"]'}
     )
     assert with_networks.server.client_networks == ["192.0.2.10/32"]
+
+
+def test_max_receiving_reaches_the_engine_and_zero_turns_it_off() -> None:
+    assert load_config(None, environ={}).engine_json()["max_receiving"] == 64
+    off = load_config(None, environ={"MXG_SERVER__MAX_RECEIVING": "0"})
+    assert off.engine_json()["max_receiving"] == 0

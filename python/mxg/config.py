@@ -66,6 +66,11 @@ class ServerConfig(Section):
     # pauses until it catches up, at most in_flow_delay (0 turns it off).
     in_flow_delay: Seconds = 1
     in_flow_limit: int = Field(100, ge=1)
+    # Admission to the content phase: at most max_receiving transactions at
+    # once read their content and wait for the durable commit; the next one
+    # waits before its 354, at most in_flow_delay (0 turns it off). More in
+    # flight add only waiting after the end of data, and memory.
+    max_receiving: int = Field(64, ge=0)
 
     @field_validator("listen")
     @classmethod
@@ -442,6 +447,7 @@ class Config(Section):
             "shutdown_grace_ms": _ms(s.shutdown_grace),
             "in_flow_delay_ms": _ms(s.in_flow_delay),
             "in_flow_limit": s.in_flow_limit,
+            "max_receiving": s.max_receiving,
             # Sessions wait for a verdict only when some class may reject.
             "scan": self.scan_options(),
             "rcpt_checks": bool(self.rcpt_check_classes()),

@@ -73,6 +73,11 @@ pub struct EngineConfig {
     /// transactions pause.
     #[serde(default = "default_in_flow_limit")]
     pub in_flow_limit: usize,
+    /// Transactions in the content phase at once (`inbound::Admission`),
+    /// the next waits before its 354 at most `in_flow_delay_ms`; 0: no
+    /// limit.
+    #[serde(default)]
+    pub max_receiving: usize,
 }
 
 fn default_in_flow_limit() -> usize {

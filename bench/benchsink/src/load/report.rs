@@ -31,6 +31,9 @@ pub struct Tally {
     pub pipelined: bool,
     /// Accept latency of each accepted message, in nanoseconds.
     pub latencies: Vec<u64>,
+    /// Transaction latency (MAIL written to the final 2xx) of each accepted
+    /// message, in nanoseconds.
+    pub transactions: Vec<u64>,
     /// When the last reply to a message arrived.
     pub last_reply: Option<Instant>,
 }
@@ -50,6 +53,7 @@ impl Tally {
         }
         self.pipelined |= other.pipelined;
         self.latencies.extend(other.latencies);
+        self.transactions.extend(other.transactions);
         self.last_reply = self.last_reply.max(other.last_reply);
     }
 
@@ -142,6 +146,7 @@ impl Report {
         seconds: f64,
     ) -> Self {
         tally.latencies.sort_unstable();
+        tally.transactions.sort_unstable();
         Self {
             server,
             connections,
@@ -156,6 +161,10 @@ impl Report {
         Latency::from_sorted(&self.tally.latencies)
     }
 
+    pub fn transaction(&self) -> Option<Latency> {
+        Latency::from_sorted(&self.tally.transactions)
+    }
+
     /// Accepted messages per second of wall time.
     pub fn msgs_per_s(&self) -> f64 {
         if self.seconds > 0.0 {
@@ -167,10 +176,12 @@ impl Report {
 
     pub fn to_json(&self) -> Value {
         let t = &self.tally;
-        let latency = self.latency().map_or(
-            Value::Null,
-            |l| json!({"p50": l.p50, "p90": l.p90, "p99": l.p99, "max": l.max, "mean": l.mean}),
-        );
+        let figures = |l: Option<Latency>| {
+            l.map_or(
+                Value::Null,
+                |l| json!({"p50": l.p50, "p90": l.p90, "p99": l.p99, "max": l.max, "mean": l.mean}),
+            )
+        };
         let mut v = json!({
             "mode": if self.idle.is_some() { "idle" } else { "send" },
             "server": self.server,
@@ -186,7 +197,8 @@ impl Report {
             "first_error": t.first_error,
             "seconds": (self.seconds * 1e6).round() / 1e6,
             "msgs_per_s": (self.msgs_per_s() * 10.0).round() / 10.0,
-            "latency_ms": latency,
+            "latency_ms": figures(self.latency()),
+            "transaction_ms": figures(self.transaction()),
         });
         if let Some(idle) = &self.idle {
             v["idle_ok"] = idle.ok.into();
@@ -234,6 +246,9 @@ impl Report {
                 "; accept latency ms p50 {:.3} p90 {:.3} p99 {:.3} max {:.3} mean {:.3}",
                 l.p50, l.p90, l.p99, l.max, l.mean
             );
+        }
+        if let Some(l) = self.transaction() {
+            let _ = write!(s, "; transaction ms p50 {:.3} p99 {:.3}", l.p50, l.p99);
         }
         push_first_error(&mut s, t.first_error.as_deref());
         s
@@ -304,6 +319,7 @@ mod tests {
             accepted: 2,
             sent: 3,
             latencies: vec![3_000_000, 1_000_000],
+            transactions: vec![9_000_000, 4_000_000],
             ..Tally::default()
         };
         first.refused.insert(451, 1);
@@ -312,6 +328,7 @@ mod tests {
             sent: 2,
             errors: 1,
             latencies: vec![2_000_000],
+            transactions: vec![5_000_000],
             ..Tally::default()
         };
         second.refused.insert(451, 2);
@@ -327,6 +344,8 @@ mod tests {
         assert_eq!(v["msgs_per_s"], 6.0);
         assert_eq!(v["latency_ms"]["p50"], 2.0);
         assert_eq!(v["latency_ms"]["max"], 3.0);
+        assert_eq!(v["transaction_ms"]["p50"], 5.0);
+        assert_eq!(v["transaction_ms"]["max"], 9.0);
         assert!(v.get("idle_ok").is_none());
         let line = report.summary();
         assert!(line.contains("3 refused (451: 3)"), "{line}");

@@ -102,11 +102,13 @@ async fn session(target: &Target, plan: &Plan, share: Range<u64>) -> Tally {
                 match outcome {
                     Outcome::Accepted {
                         latency,
+                        transaction,
                         rcpts_refused,
                     } => {
                         tally.accepted += 1;
                         tally.rcpts_refused += rcpts_refused;
                         tally.latencies.push(latency.as_nanos() as u64);
+                        tally.transactions.push(transaction.as_nanos() as u64);
                     }
                     Outcome::Refused(code) => {
                         *tally.refused.entry(code).or_default() += 1;

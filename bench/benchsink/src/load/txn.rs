@@ -29,9 +29,11 @@ pub struct Scratch {
 /// How a transaction ended, short of a lost connection (that is an `Err`).
 #[derive(Debug, PartialEq, Eq)]
 pub enum Outcome {
-    /// The end of data got a 2xx `latency` after the final `.` was written.
+    /// The end of data got a 2xx `latency` after the final `.` was written,
+    /// and `transaction` after MAIL was.
     Accepted {
         latency: Duration,
+        transaction: Duration,
         rcpts_refused: u64,
     },
     /// Refused with this code: that of MAIL, of the first RCPT if none was
@@ -60,6 +62,10 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
     scratch: &mut Scratch,
 ) -> io::Result<Outcome> {
     plan.recipients.expand(n, &mut scratch.rcpts);
+    // The whole transaction, too: a server may keep a sender waiting
+    // before its 354 instead of after the data (Postfix while it waits for
+    // a cleanup process, mxg at max_receiving), and only this shows it.
+    let started = Instant::now();
     let envelope = if plan.pipelining && client.pipelining() {
         pipelined(client, plan, scratch).await?
     } else {
@@ -81,6 +87,7 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
     Ok(if is_positive(code) {
         Outcome::Accepted {
             latency,
+            transaction: started.elapsed(),
             rcpts_refused,
         }
     } else {

@@ -44,6 +44,8 @@ pub struct ServerShared {
     pub scanner: Option<Arc<mxg_classify::Scanner>>,
     /// Pauses new transactions while the control plane is behind; None: off.
     pub inflow: Option<super::Inflow>,
+    /// Limits the transactions in the content phase at once; None: off.
+    pub admission: Option<super::Admission>,
     /// Clients outside `client_networks` (ARCHITECTURE.md rule 7).
     pub outsiders: Outsiders,
     /// Message octets all sessions together may hold (rule 12b).
@@ -126,6 +128,7 @@ impl ServerShared {
             scanner,
             rcpt_checks,
             inflow: None,
+            admission: None,
             outsiders: Outsiders::default(),
             memory: super::MemoryBudget::new(DEFAULT_MESSAGE_MEMORY),
             connections: Mutex::default(),
@@ -150,6 +153,13 @@ impl ServerShared {
     #[must_use]
     pub fn with_inflow(mut self, inflow: Option<super::Inflow>) -> Self {
         self.inflow = inflow;
+        self
+    }
+
+    /// Transactions wait before the content phase while `limit` are in it.
+    #[must_use]
+    pub fn with_admission(mut self, admission: Option<super::Admission>) -> Self {
+        self.admission = admission;
         self
     }
 

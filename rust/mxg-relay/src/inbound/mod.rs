@@ -1,6 +1,7 @@
 //! The inbound SMTP server: accepts mail from the organisation's internal
 //! mail server, spools it durably and reports it to the control plane.
 
+mod admission;
 mod budget;
 mod inflow;
 mod listener;
@@ -8,6 +9,7 @@ mod session;
 mod trace;
 mod verdict;
 
+pub use admission::{Admission, Place};
 pub use budget::{MemoryBudget, Share};
 pub use inflow::Inflow;
 pub use listener::{

@@ -1,6 +1,7 @@
 //! One inbound SMTP session (RFC 5321 with PIPELINING, SIZE, 8BITMIME,
 //! SMTPUTF8, ENHANCEDSTATUSCODES, DSN, STARTTLS and CHUNKING).
 
+use super::admission::Place;
 use super::budget::Share;
 use super::listener::ServerShared;
 use super::trace::{count_received, message_id, received_header, TraceInfo};
@@ -40,9 +41,17 @@ struct Transaction {
     smtputf8: bool,
     requiretls: bool,
     recipients: Vec<Recipient>,
-    /// The BDAT chunks gathered so far, and their part of the sessions'
-    /// memory budget (rule 12b).
-    bdat: Option<(BdatReader, Share)>,
+    /// The BDAT chunks gathered so far.
+    bdat: Option<Chunks>,
+}
+
+/// A message arriving in BDAT chunks (RFC 3030), between its chunks.
+struct Chunks {
+    reader: BdatReader,
+    /// The chunks' part of the sessions' memory budget (rule 12b).
+    share: Share,
+    /// Its place in the content phase (`Admission`).
+    place: Option<Place>,
 }
 
 pub struct Session {
@@ -268,6 +277,18 @@ impl Session {
         Ok(())
     }
 
+    /// Waits for a place in the content phase (`Admission`). Replies
+    /// already due go out first, so the client is not kept waiting for them.
+    async fn enter_content(&mut self) -> Result<Option<Place>, Gone> {
+        let Some(admission) = self.shared.admission.clone() else {
+            return Ok(None);
+        };
+        if admission.free() == 0 {
+            self.flush().await?;
+        }
+        Ok(Some(admission.enter().await))
+    }
+
     /// Sets a spool file aside for the coming message (`Reserved`): one of
     /// the pool's ready files, or, when the pool is empty, a new one made on
     /// the blocking pool. A failure here only means the group commit makes
@@ -391,6 +412,8 @@ impl Session {
         if !self.ready_for_body() {
             return Ok(Flow::Continue);
         }
+        // Held until the message is answered, then given back.
+        let _place = self.enter_content().await?;
         self.reply(&Reply::new(354, "", "End data with <CR><LF>.<CR><LF>"));
         self.flush().await?;
         let limits = self.shared.limits.clone();
@@ -507,18 +530,28 @@ impl Session {
         // its bytes would be taken for commands (RFC 3030 §3); one without
         // a transaction to go to is read without keeping a byte of it
         // (rule 12b: before MAIL and RCPT nothing is held).
-        let (mut reader, mut share) = self
-            .txn
-            .as_mut()
-            .and_then(|t| t.bdat.take())
-            .unwrap_or_else(|| {
-                let reader = if ok {
+        let started = self.txn.as_mut().and_then(|t| t.bdat.take());
+        let Chunks {
+            mut reader,
+            mut share,
+            place,
+        } = match started {
+            Some(chunks) => chunks,
+            None => Chunks {
+                reader: if ok {
                     BdatReader::default()
                 } else {
                     BdatReader::discarding()
-                };
-                (reader, Share::new(self.shared.memory.clone()))
-            });
+                },
+                share: Share::new(self.shared.memory.clone()),
+                // Only a message that will be kept waits for a place.
+                place: if ok {
+                    self.enter_content().await?
+                } else {
+                    None
+                },
+            },
+        };
         let limits = self.shared.limits.clone();
         self.read_chunk(&mut reader, &mut share, size).await?;
         if !ok {
@@ -536,14 +569,22 @@ impl Session {
             if last {
                 self.txn = None;
             } else if let Some(t) = self.txn.as_mut() {
-                t.bdat = Some((reader, share));
+                t.bdat = Some(Chunks {
+                    reader,
+                    share,
+                    place,
+                });
             }
             return Ok(Flow::Continue);
         }
         if !last {
             let text = format!("{size} octets received");
             if let Some(t) = self.txn.as_mut() {
-                t.bdat = Some((reader, share));
+                t.bdat = Some(Chunks {
+                    reader,
+                    share,
+                    place,
+                });
             }
             self.reply(&Reply::new(250, "2.0.0", text));
             return Ok(Flow::Continue);
