@@ -82,7 +82,7 @@ class Status(StrEnum):
 
 class RecipientState(StrEnum):
     """Where a recipient stands in the queue index (``recipients.status``
-    in mxg.store): the job statuses plus the control plane's own."""
+    in mxg.store.schema): the job statuses plus the control plane's own."""
 
     PENDING = "pending"
     DEFERRED = "deferred"

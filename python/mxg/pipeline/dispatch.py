@@ -128,8 +128,8 @@ class Dispatcher:
         room = self._ctx.cfg.delivery.max_jobs - len(self.inflight)
         if room <= 0 or not self._waiting:
             return
-        # Well within one query's parameters (`store._MAX_PARAMS`); the rest
-        # at the next batch.
+        # Well within one query's parameters (`mxg.store.db._MAX_PARAMS`);
+        # the rest at the next batch.
         take = [self._waiting.popleft() for _ in range(min(room, len(self._waiting), 500))]
         wanted = {(d.queue_id, d.domain) for d in take}
         among = sorted({d.queue_id for d in take})

@@ -1,0 +1,47 @@
+"""The queue index and audit store (SQLite, WAL).
+
+The spool is the source of truth for *what* was accepted; this store holds
+*where each recipient stands*: pending, deferred (with its next attempt),
+or final (sent, bounced, deleted), and an audit row for every attempt.
+Final states are committed here before a spool file is removed
+(ARCHITECTURE.md rule 11): a transaction is fsynced when it commits, or,
+for the batches on the hot path whose loss a restart repairs, by one
+`Store.sync` before any spool file goes. Commits are batched, one per
+drained event batch.
+
+`Store` is composed of one part per concern: `db` (the connection and
+durable transactions), `intake` (indexing accepted messages), `queue`
+(due recipients, results, finished messages), `operator` (``mxg queue``
+actions) and `sts_cache` (MTA-STS policies kept across restarts); the
+tables are in `schema`, the records it takes and gives in `records`, and
+its files on disk in `files`. Import from ``mxg.store``.
+"""
+
+from __future__ import annotations
+
+from mxg.store.files import is_full, quarantine
+from mxg.store.intake import Intake, dumps, envelope_rows
+from mxg.store.operator import OperatorActions
+from mxg.store.records import FINAL, Due, NewMessage, Outcome, domain_of, now_ms
+from mxg.store.schema import SCHEMA
+from mxg.store.sts_cache import StsPolicies
+
+
+class Store(Intake, OperatorActions, StsPolicies):
+    """The queue index: one SQLite database (see the package docstring)."""
+
+
+__all__ = [
+    "FINAL",
+    "SCHEMA",
+    "Due",
+    "NewMessage",
+    "Outcome",
+    "Store",
+    "domain_of",
+    "dumps",
+    "envelope_rows",
+    "is_full",
+    "now_ms",
+    "quarantine",
+]

@@ -1,0 +1,111 @@
+"""The queue index's tables and their migrations: the DDL every start
+runs (``CREATE ... IF NOT EXISTS``) and the columns later versions added,
+which an older store gets on open."""
+
+from __future__ import annotations
+
+import sqlite3
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS messages (
+    queue_id     TEXT PRIMARY KEY,
+    received_ms  INTEGER NOT NULL,
+    sender       TEXT NOT NULL,
+    size         INTEGER NOT NULL,
+    message_id   TEXT,
+    envid        TEXT,
+    ret          TEXT,
+    body         TEXT,
+    smtputf8     INTEGER NOT NULL DEFAULT 0,
+    origin       TEXT NOT NULL,
+    client_addr  TEXT,
+    state        TEXT NOT NULL DEFAULT 'active',  -- active | held | done
+    delay_warned INTEGER NOT NULL DEFAULT 0,
+    hold_reason  TEXT,
+    class        TEXT,  -- normal | high | secret (the highest of its recipients')
+    classification TEXT,  -- JSON: the rules that fired, and with what
+    requiretls   INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS recipients (
+    queue_id     TEXT NOT NULL REFERENCES messages(queue_id),
+    idx          INTEGER NOT NULL,
+    address      TEXT NOT NULL,
+    domain       TEXT NOT NULL,
+    notify       TEXT NOT NULL DEFAULT '',
+    orcpt        TEXT,
+    status       TEXT NOT NULL DEFAULT 'pending', -- pending|deferred|held|sent|bounced|deleted
+    attempts     INTEGER NOT NULL DEFAULT 0,
+    next_ms      INTEGER NOT NULL DEFAULT 0,
+    code         INTEGER,
+    enhanced     TEXT,
+    text         TEXT,
+    host         TEXT,
+    ip           TEXT,
+    tls          TEXT,
+    level        TEXT,
+    evidence     TEXT,  -- JSON: what the last session proved (ARCHITECTURE.md, vocabulary)
+    updated_ms   INTEGER,
+    dsn_sent     INTEGER NOT NULL DEFAULT 0,
+    class        TEXT,
+    override_level TEXT,  -- set by an operator's release: the level for this message
+    route        TEXT NOT NULL DEFAULT '',  -- '' or 'reroute' (the class's fallback relay)
+    reason       TEXT,  -- the typed failure reason of the last attempt (mxg.vocab.Reason)
+    PRIMARY KEY (queue_id, idx)
+);
+CREATE INDEX IF NOT EXISTS recipients_due ON recipients(status, next_ms);
+CREATE INDEX IF NOT EXISTS messages_state ON messages(state);
+CREATE TABLE IF NOT EXISTS attempts (
+    id           INTEGER PRIMARY KEY,
+    queue_id     TEXT NOT NULL,
+    address      TEXT NOT NULL,
+    at_ms        INTEGER NOT NULL,
+    status       TEXT NOT NULL,
+    code         INTEGER,
+    enhanced     TEXT,
+    text         TEXT,
+    host         TEXT,
+    ip           TEXT,
+    tls          TEXT,
+    level        TEXT,
+    evidence     TEXT,
+    reason       TEXT
+);
+CREATE INDEX IF NOT EXISTS attempts_queue ON attempts(queue_id);
+CREATE TABLE IF NOT EXISTS sts_policies (
+    domain       TEXT PRIMARY KEY,
+    id           TEXT NOT NULL,
+    mode         TEXT NOT NULL,
+    mx           TEXT NOT NULL,  -- JSON list of patterns
+    max_age      INTEGER NOT NULL,
+    expires      REAL NOT NULL   -- Unix time
+);
+CREATE TABLE IF NOT EXISTS events (
+    id           INTEGER PRIMARY KEY,
+    queue_id     TEXT NOT NULL,
+    at_ms        INTEGER NOT NULL,
+    actor        TEXT NOT NULL,
+    action       TEXT NOT NULL,
+    detail       TEXT
+);
+"""
+
+# (table, column, declaration) added after the first schema.
+_ADDED_COLUMNS = (
+    ("recipients", "reason", "TEXT"),
+    ("attempts", "reason", "TEXT"),
+    ("messages", "class", "TEXT"),
+    ("messages", "classification", "TEXT"),
+    ("messages", "requiretls", "INTEGER NOT NULL DEFAULT 0"),
+    ("recipients", "class", "TEXT"),
+    ("recipients", "override_level", "TEXT"),
+    ("recipients", "route", "TEXT NOT NULL DEFAULT ''"),
+)
+
+
+def migrate(db: sqlite3.Connection) -> None:
+    """Adds columns that later versions introduced to an older store
+    (CREATE TABLE IF NOT EXISTS leaves existing tables as they are)."""
+    for table, column, decl in _ADDED_COLUMNS:
+        have = {r[1] for r in db.execute(f"PRAGMA table_info({table})")}
+        if column not in have:
+            db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
