@@ -12,8 +12,8 @@ import pytest
 from mxg import _core
 from mxg.cli import main
 from mxg.config import Config, load_config
-from mxg.config_base import parse_duration
-from mxg.config_example import EXAMPLE
+from mxg.config.base import parse_duration
+from mxg.config.example import EXAMPLE
 from mxg.errors import ConfigError
 from tests.support.certs import self_signed
 

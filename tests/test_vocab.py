@@ -10,7 +10,9 @@ from typing import Any
 
 import pytest
 
-from mxg import _core, classes, config_base, store
+from mxg import _core, store
+from mxg.config import base as config_base
+from mxg.config import classes
 from mxg.vocab import (
     FINAL_STATES,
     Level,

@@ -28,8 +28,8 @@ import anyio
 
 from mxg import _core
 from mxg.boundary import HostProbe, ProbeDone, ProbeJob, TlsRequirement, decode_events, encode
-from mxg.classes import LEVELS
 from mxg.config import Config
+from mxg.config.classes import LEVELS
 from mxg.mtasts import Policy, PolicyError, StsCache, http_client
 from mxg.pipeline.plan import job_hosts
 from mxg.resolve import DnsResolver, Host, ResolveError, Route

@@ -1,9 +1,10 @@
 """Classification: from a message's envelope and the features the data
 plane's scanner found to a risk class per recipient, with the reasons.
 
-The rules come from the configuration (``[[rule]]``, ``mxg.classes``); the
-highest class any of them yields wins, and every decision is explained:
-which rules fired, and with what. Pure functions, no I/O.
+The rules come from the configuration (``[[rule]]``,
+``mxg.config.classes``); the highest class any of them yields wins, and
+every decision is explained: which rules fired, and with what. Pure
+functions, no I/O.
 """
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mxg.boundary import Envelope
-from mxg.classes import CLASSES, Rule, address_matches, higher_class, stricter_level
 from mxg.config import Config, DomainPolicy
+from mxg.config.classes import CLASSES, Rule, address_matches, higher_class, stricter_level
 from mxg.vocab import Level
 
 

@@ -97,7 +97,7 @@ def cmd_config_check(args: argparse.Namespace) -> int:
 
 
 def cmd_config_example(args: argparse.Namespace) -> int:
-    from mxg.config_example import EXAMPLE
+    from mxg.config.example import EXAMPLE
 
     sys.stdout.write(EXAMPLE)
     return 0

@@ -18,7 +18,7 @@ from typing import Protocol
 import anyio
 
 from mxg.boundary import DeliveryJob, JobHost, encode
-from mxg.classes import relay_address
+from mxg.config.classes import relay_address
 from mxg.deliverylog import log
 from mxg.mtasts import Policy
 from mxg.pipeline.context import Context

@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mxg.boundary import DeliveryJob, JobHost, Recipient, Tlsa, TlsRequirement
-from mxg.classes import stricter_level
 from mxg.classify import Requirement, requirement
 from mxg.config import Config, DomainPolicy
+from mxg.config.classes import stricter_level
 from mxg.deliverylog import event, log
 from mxg.mtasts import Policy, PolicyError, StsCache, mx_matches
 from mxg.pipeline.context import Context

@@ -1,6 +1,6 @@
 //! The engine's configuration, handed over by the control plane as JSON
 //! after it validated the operator's TOML. Defaults here only matter for
-//! tests; the operator-facing defaults live in `python/mxg/config.py`.
+//! tests; the operator-facing defaults live in `python/mxg/config/`.
 
 use ipnet::IpNet;
 use mxg_smtp::Limits;

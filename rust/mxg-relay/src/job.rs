@@ -87,7 +87,7 @@ pub struct TlsRequirement {
 }
 
 /// The control plane's default (`delivery.qualified_methods` in
-/// python/mxg/config.py): every method but `pinned`, which needs pins.
+/// python/mxg/config/sections.py): every method but `pinned`, which needs pins.
 fn default_methods() -> Vec<Method> {
     vec![
         Method::DaneEe,

@@ -14,7 +14,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from mxg.config_base import Seconds, Section, TransportLevel
+from mxg.config.base import Seconds, Section, TransportLevel
 from mxg.vocab import Level, RiskClass
 
 CLASSES: tuple[RiskClass, ...] = tuple(RiskClass)

@@ -1,5 +1,6 @@
-"""Building blocks of the configuration models, shared by ``mxg.config``
-and ``mxg.classes``: the strict section base, durations, levels."""
+"""Building blocks of the configuration models, shared by the sections
+(`mxg.config.sections`) and the classes (`mxg.config.classes`): the
+strict section base, durations, levels."""
 
 from __future__ import annotations
 

@@ -1,0 +1,286 @@
+"""The sections of the configuration file, one pydantic model each
+(``[server]``, ``[limits]``, ``[data]``, ``[dns]``, ``[delivery]``,
+``[queue]``, ``[dsn]``, ``[log]``, ``[run]`` and the per-domain
+``[[policy]]``), with the checks on their own values; the rules and
+classes are in `mxg.config.classes`."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import socket
+import ssl
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, PrivateAttr, field_validator, model_validator
+
+from mxg.config.base import (
+    PIN,
+    Method,
+    PositiveSeconds,
+    Seconds,
+    Section,
+    TransportLevel,
+)
+from mxg.vocab import Level
+
+
+def _default_hostname() -> str:
+    return socket.getfqdn() or "localhost"
+
+
+class ServerConfig(Section):
+    """The inbound SMTP server, facing the internal mail server."""
+
+    hostname: str = Field(default_factory=_default_hostname)
+    listen: list[str] = ["127.0.0.1:10025"]
+    client_networks: list[str] = ["127.0.0.0/8", "::1/128"]
+    max_connections: int = Field(1000, ge=1)
+    max_connections_per_client: int = Field(200, ge=1)
+    # Clients outside client_networks: "refuse" (554 5.7.1 instead of the
+    # greeting) or "allow" (a session, refused at RCPT, in its own pool of
+    # max_outsider_connections, apart from max_connections). Rule 7.
+    outsiders: Literal["refuse", "allow"] = "refuse"
+    max_outsider_connections: int = Field(50, ge=1)
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    shutdown_grace: Seconds = 30
+    # Inflow control, as Postfix's in_flow_delay: while more received
+    # messages than in_flow_limit wait for the control plane, a new MAIL
+    # pauses until it catches up, at most in_flow_delay (0 turns it off).
+    in_flow_delay: Seconds = 1
+    in_flow_limit: int = Field(100, ge=1)
+    # Admission to the content phase: at most max_receiving transactions at
+    # once read their content and wait for the durable commit; the next one
+    # waits before its 354, at most in_flow_delay (0 turns it off). More in
+    # flight add only waiting after the end of data, and memory.
+    max_receiving: int = Field(64, ge=0)
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, v: list[str]) -> list[str]:
+        if not v:
+            raise ValueError("at least one address is needed")
+        for addr in v:
+            host, sep, port = addr.rpartition(":")
+            if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+                raise ValueError(f"{addr!r} is not ip:port")
+            if ":" in host and not (host.startswith("[") and host.endswith("]")):
+                raise ValueError(f"{addr!r}: IPv6 addresses need brackets, e.g. [::1]:25")
+            try:
+                ipaddress.ip_address(host.strip("[]"))
+            except ValueError:
+                raise ValueError(f"{addr!r}: {host!r} is not an IP address") from None
+        return v
+
+    @field_validator("client_networks")
+    @classmethod
+    def _networks(cls, v: list[str]) -> list[str]:
+        for net in v:
+            try:
+                ipaddress.ip_network(net, strict=False)
+            except ValueError:
+                raise ValueError(f"{net!r} is not a network (e.g. 10.0.0.0/8)") from None
+            if ipaddress.ip_network(net, strict=False).prefixlen == 0:
+                raise ValueError(f"{net!r} would make mxg an open relay")
+        return v
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> ServerConfig:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key go together")
+        return self
+
+
+class LimitsConfig(Section):
+    """Inbound limits; defaults follow RFC 5321 §4.5.3."""
+
+    max_command_line: int = Field(2048, ge=512)
+    max_data_line: int = Field(1000, ge=1000)
+    max_message_size: int = Field(50 * 1024 * 1024, ge=1024)
+    # Message octets all sessions together may hold in memory while they
+    # receive (ARCHITECTURE.md rule 12b); past it a message gets 452 4.3.1.
+    max_message_memory: int = Field(512 * 1024 * 1024, ge=1024 * 1024)
+    max_recipients: int = Field(1000, ge=100)
+    max_errors: int = Field(20, ge=1)
+    command_timeout: PositiveSeconds = 300
+    data_timeout: PositiveSeconds = 300
+
+
+class DataConfig(Section):
+    """Where the spool and the queue/audit database live."""
+
+    directory: Path = Path("mxg-data")
+
+
+class DnsConfig(Section):
+    """The resolver: the system's unless nameservers are given."""
+
+    nameservers: list[str] = []
+    port: int = Field(53, ge=1, le=65535)
+    timeout: PositiveSeconds = 10
+    cache_size: int = Field(100_000, ge=0)
+    # ARCHITECTURE.md rule 3: the AD bit counts only from a resolver the
+    # operator declares validating and trusted (normally on this host).
+    trust_ad: bool = False
+    # A name known to be DNSSEC-signed; its SOA must come back with AD.
+    dnssec_probe: str = "."
+
+    @field_validator("nameservers")
+    @classmethod
+    def _ips(cls, v: list[str]) -> list[str]:
+        for ns in v:
+            try:
+                ipaddress.ip_address(ns)
+            except ValueError:
+                raise ValueError(f"{ns!r} is not an IP address") from None
+        return v
+
+
+class DeliveryConfig(Section):
+    """The outbound client; timeouts per RFC 5321 §4.5.3.2."""
+
+    port: int = Field(25, ge=1, le=65535)
+    helo_name: str = ""
+    # Deprecated: the level of class normal ([classes.normal] level).
+    default_level: TransportLevel | None = None
+    tls_profile: Literal["bsi-tr-02102-2", "modern"] = "bsi-tr-02102-2"
+    # Authentication methods that count for the qualified level.
+    qualified_methods: list[Method] = [
+        Method.DANE_EE,
+        Method.DANE_TA,
+        Method.MTA_STS,
+        Method.DNSSEC_PKIX,
+    ]
+    # Look up and apply MTA-STS policies (RFC 8461).
+    mta_sts: bool = True
+    # Extra PKIX trust anchors (PEM) next to the system's roots, e.g. a
+    # private CA of partner organisations.
+    ca_file: Path | None = None
+    address_preference: Literal["ipv4", "ipv6"] = "ipv4"
+    max_addresses: int = Field(10, ge=1)
+    connect_timeout: PositiveSeconds = 30
+    greeting_timeout: PositiveSeconds = 300
+    command_timeout: PositiveSeconds = 300
+    data_init_timeout: PositiveSeconds = 120
+    data_block_timeout: PositiveSeconds = 180
+    data_done_timeout: PositiveSeconds = 600
+    max_per_destination: int = Field(20, ge=1)
+    max_messages_per_connection: int = Field(100, ge=1)
+    idle_timeout: Seconds = 5
+    max_jobs: int = Field(2000, ge=1)
+
+
+class QueueConfig(Section):
+    """Retries and lifetimes (RFC 5321 §4.5.4.1: retry after at least 30
+    minutes, give up after 4-5 days; mxg tries sooner first)."""
+
+    retry_schedule: list[PositiveSeconds] = [60, 300, 900, 1800, 3600, 7200, 14400]
+    max_lifetime: PositiveSeconds = 5 * 86400
+    delay_warning_after: Seconds = 4 * 3600
+    scan_interval: PositiveSeconds = 1
+
+    @field_validator("retry_schedule")
+    @classmethod
+    def _schedule(cls, v: list[float]) -> list[float]:
+        if not v:
+            raise ValueError("needs at least one interval")
+        return v
+
+
+class DsnConfig(Section):
+    """Delivery status notifications (RFC 3464)."""
+
+    postmaster: str = ""
+    return_full_message_limit: int = Field(1024 * 1024, ge=0)
+
+    @field_validator("postmaster")
+    @classmethod
+    def _addr(cls, v: str) -> str:
+        if v and ("@" not in v or v.startswith("@") or v.endswith("@")):
+            raise ValueError(f"{v!r} is not a mail address")
+        return v
+
+
+class LogConfig(Section):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["text", "json"] = "text"
+    file: Path | None = None
+
+
+class DomainPolicy(Section):
+    """Per-domain transport policy (like Postfix's smtp_tls_policy_maps)."""
+
+    domain: str
+    # Raises the level messages to this domain need (never lowers it).
+    min_level: TransportLevel = Level.NONE
+    # Methods that count for qualified here; empty: delivery.qualified_methods.
+    methods: list[Method] = []
+    # Operator pins: "spki-sha256:<hex>" (the server key) or
+    # "cert-sha256:<hex>" (the certificate); they authenticate by method
+    # "pinned" and, once given, must match.
+    pins: list[str] = []
+    # Only these MX hosts (exact names or "*.example.org" for one label).
+    mx: list[str] = []
+    # A private CA pin: the server's chain must lead to a certificate of
+    # this PEM file (it need not send it) and its certificate must be valid
+    # for one of cert_names (default: the MX host name); method "pinned".
+    ca_file: Path | None = None
+    cert_names: list[str] = []
+    # The CA certificates of ca_file, DER as hex, read once at load.
+    _ca_der: list[str] = PrivateAttr(default_factory=list)
+
+    @field_validator("domain")
+    @classmethod
+    def _domain(cls, v: str) -> str:
+        v = v.strip().rstrip(".").lower()
+        if not v or "@" in v or " " in v:
+            raise ValueError(f"{v!r} is not a domain")
+        return v
+
+    @field_validator("pins")
+    @classmethod
+    def _pins(cls, v: list[str]) -> list[str]:
+        for pin in v:
+            if not PIN.match(pin.lower()):
+                raise ValueError(f"{pin!r} is not spki-sha256:<64 hex> or cert-sha256:<64 hex>")
+        return [p.lower() for p in v]
+
+    @model_validator(mode="after")
+    def _pinned_needs_pins(self) -> DomainPolicy:
+        if "pinned" in self.methods and not self.pins and self.ca_file is None:
+            raise ValueError("method 'pinned' needs pins or ca_file")
+        if self.cert_names and self.ca_file is None:
+            raise ValueError("cert_names needs ca_file")
+        if self.ca_file is not None:
+            self._ca_der = _read_ca_file(self.ca_file)
+        return self
+
+    @property
+    def ca_certificates(self) -> list[str]:
+        """The pinned CA certificates (DER, hex)."""
+        return self._ca_der
+
+
+def _read_ca_file(path: Path) -> list[str]:
+    """The certificates of a PEM file as DER hex; a clear error when the
+    file is unreadable or holds none."""
+    try:
+        text = path.read_text(encoding="ascii")
+    except (OSError, UnicodeDecodeError) as e:
+        raise ValueError(f"cannot read CA file {path}: {e}") from None
+    blocks = re.findall(
+        r"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", text, flags=re.DOTALL
+    )
+    if not blocks:
+        raise ValueError(f"{path} holds no PEM certificate")
+    try:
+        return [ssl.PEM_cert_to_DER_cert(b).hex() for b in blocks]
+    except ValueError as e:
+        raise ValueError(f"{path}: bad PEM certificate: {e}") from None
+
+
+class RunConfig(Section):
+    backend: Literal["asyncio", "trio"] = "asyncio"
+    user: str = ""
