@@ -10,7 +10,7 @@ import dns.resolver
 import httpx
 import pytest
 
-from mxg.mtasts import Policy, PolicyError, StsCache, mx_matches, parse_policy, parse_txt
+from mxg.dns import Policy, PolicyError, StsCache, mx_matches, parse_policy, parse_txt
 from mxg.store import Store
 
 GOOD = (

@@ -7,7 +7,7 @@ from __future__ import annotations
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from mxg.mtasts import MAX_MAX_AGE, Policy, PolicyError, parse_policy
+from mxg.dns import MAX_MAX_AGE, Policy, PolicyError, parse_policy
 from mxg.vocab import Reason
 
 # Bodies built from the policy's own fields (each present, missing or

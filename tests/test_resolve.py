@@ -1,5 +1,5 @@
-"""The resolver's coalescing of concurrent lookups (mxg.resolve), with the
-DNS queries replaced by a counting double."""
+"""The resolver's coalescing of concurrent lookups (mxg.dns.resolver),
+with the DNS queries replaced by a counting double."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import anyio
 import pytest
 
 from mxg.config import DnsConfig
-from mxg.resolve import DnsResolver, Host, ResolveError, Route, _MinTtl
+from mxg.dns import DnsResolver, Host, ResolveError, Route
+from mxg.dns.resolver import _MinTtl
 
 
 class CountingResolver(DnsResolver):

@@ -9,8 +9,7 @@ import anyio
 import pytest
 
 from mxg.config import Config
-from mxg.mtasts import Policy
-from mxg.resolve import Host, ResolveError, Route
+from mxg.dns import Host, Policy, ResolveError, Route
 from mxg.verdict import UNMET_MEMORY_S, Feasibility
 
 DANE = {"usage": 3, "selector": 1, "mtype": 1, "data": "ab" * 32}

@@ -30,9 +30,17 @@ from mxg import _core
 from mxg.boundary import HostProbe, ProbeDone, ProbeJob, TlsRequirement, decode_events, encode
 from mxg.config import Config
 from mxg.config.classes import LEVELS
-from mxg.mtasts import Policy, PolicyError, StsCache, http_client
+from mxg.dns import (
+    DnsResolver,
+    Host,
+    Policy,
+    PolicyError,
+    ResolveError,
+    Route,
+    StsCache,
+    http_client,
+)
 from mxg.pipeline.plan import job_hosts
-from mxg.resolve import DnsResolver, Host, ResolveError, Route
 from mxg.vocab import Reason
 
 EXIT_CODES = {"qualified": 0, "encrypted": 1, "opportunistic": 2, "none": 3}

@@ -18,8 +18,7 @@ import orjson
 
 from mxg import _core
 from mxg.config import Config
-from mxg.mtasts import Policy
-from mxg.resolve import ResolveError, Resolver
+from mxg.dns import Policy, ResolveError, Resolver
 from mxg.vocab import Level, Method
 
 # How long a delivery's "level not met" is taken as the domain's state.

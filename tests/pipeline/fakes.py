@@ -14,11 +14,10 @@ import anyio
 
 from mxg.boundary import Envelope, Received, Recipient, decode_envelope, encode
 from mxg.config import Config
+from mxg.dns import Host, Policy, ResolveError, Route
 from mxg.errors import MessageNotFound
-from mxg.mtasts import Policy
 from mxg.pipeline.context import Context
 from mxg.pipeline.controller import Stages
-from mxg.resolve import Host, ResolveError, Route
 from mxg.store import Store, now_ms
 from mxg.verdict import Feasibility
 

@@ -10,9 +10,8 @@ from typing import Any
 import anyio.abc
 
 from mxg.config import Config
-from mxg.mtasts import StsCache
+from mxg.dns import Resolver, StsCache
 from mxg.pipeline.engine import Engine
-from mxg.resolve import Resolver
 from mxg.store import Outcome, Store
 from mxg.verdict import Feasibility
 

@@ -35,7 +35,15 @@ from mxg.boundary import (
 from mxg.config import Config
 from mxg.datadir import InstanceLock, check_tree, drop_privileges, run_user
 from mxg.deliverylog import event, flush_logs, log
-from mxg.mtasts import REFRESH_INTERVAL, Policy, StsCache, http_client
+from mxg.dns import (
+    REFRESH_INTERVAL,
+    DnsResolver,
+    Policy,
+    Resolver,
+    StsCache,
+    http_client,
+    probe_dnssec,
+)
 from mxg.pipeline.context import Context
 from mxg.pipeline.dispatch import Dispatcher
 from mxg.pipeline.engine import Engine
@@ -47,7 +55,6 @@ from mxg.pipeline.plan import JobInfo, Planner, sts_policy
 from mxg.pipeline.recovery import recover, reindex
 from mxg.pipeline.storage import open_store, survives_a_full_store
 from mxg.pipeline.verdicts import EarlyVerdicts, Verdicts
-from mxg.resolve import DnsResolver, Resolver, probe_dnssec
 from mxg.store import Store, now_ms
 from mxg.verdict import Feasibility
 

@@ -20,7 +20,7 @@ import anyio
 from mxg.boundary import DeliveryJob, JobHost, encode
 from mxg.config.classes import relay_address
 from mxg.deliverylog import log
-from mxg.mtasts import Policy
+from mxg.dns import Policy, ResolveError, Route
 from mxg.pipeline.context import Context
 from mxg.pipeline.plan import (
     JobInfo,
@@ -32,7 +32,6 @@ from mxg.pipeline.plan import (
     no_allowed_mx,
     sts_policy,
 )
-from mxg.resolve import ResolveError, Route
 from mxg.store import Due, NewMessage, Outcome, domain_of, now_ms
 from mxg.vocab import Reason
 

@@ -17,11 +17,11 @@ import orjson
 
 from mxg.boundary import DeliveryDone, RecipientResult, TlsInfo
 from mxg.deliverylog import delivery, event, log
+from mxg.dns import ResolveError
 from mxg.pipeline.context import Context
 from mxg.pipeline.finish import Finisher
 from mxg.pipeline.notices import Notices
 from mxg.pipeline.plan import JobInfo, Planner
-from mxg.resolve import ResolveError
 from mxg.schedule import next_attempt_ms
 from mxg.store import Due, Outcome, is_full, now_ms
 from mxg.vocab import Reason

@@ -24,9 +24,8 @@ from mxg.classify import Requirement, requirement
 from mxg.config import Config, DomainPolicy
 from mxg.config.classes import stricter_level
 from mxg.deliverylog import event, log
-from mxg.mtasts import Policy, PolicyError, StsCache, mx_matches
+from mxg.dns import Policy, PolicyError, Route, StsCache, mx_matches
 from mxg.pipeline.context import Context
-from mxg.resolve import Route
 from mxg.store import Due, NewMessage, domain_of, envelope_rows
 
 
