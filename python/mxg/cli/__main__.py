@@ -1,0 +1,5 @@
+import sys
+
+from mxg.cli import main
+
+sys.exit(main())

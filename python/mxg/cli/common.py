@@ -1,0 +1,19 @@
+"""What every command shares: finding the configuration file it names
+(``-c``, else ``$MXG_CONFIG``, else the embedded defaults) and loading it."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from mxg.config import Config, load_config
+
+
+def _config_path(args: argparse.Namespace) -> Path | None:
+    p = getattr(args, "config", None) or os.environ.get("MXG_CONFIG")
+    return Path(p) if p else None
+
+
+def _load(args: argparse.Namespace) -> Config:
+    return load_config(_config_path(args))
