@@ -17,3 +17,18 @@ def _config_path(args: argparse.Namespace) -> Path | None:
 
 def _load(args: argparse.Namespace) -> Config:
     return load_config(_config_path(args))
+
+
+def operator() -> str:
+    """Who runs this command, for the records of what it changes: the real
+    operator behind sudo (``SUDO_USER``), not ``root``."""
+    import getpass
+
+    try:
+        user = getpass.getuser()
+    except Exception:
+        user = f"uid {os.getuid()}"
+    sudo_user = os.environ.get("SUDO_USER")
+    if os.geteuid() == 0 and sudo_user and sudo_user != "root":
+        return f"{sudo_user} (sudo)"
+    return user

@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 
 from mxg import __version__
+from mxg.cli.audit import add_audit_parsers
 from mxg.cli.check import cmd_check
 from mxg.cli.classify import cmd_classify
 from mxg.cli.config import cmd_config_check, cmd_config_example
@@ -102,6 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
     chk.add_argument("--out", help="write the report to this file")
     chk.add_argument("--concurrency", type=int, default=20, help="domains at once")
     chk.set_defaults(fn=cmd_check)
+
+    add_audit_parsers(sub)
 
     v = sub.add_parser("version", help="print the version")
     v.set_defaults(fn=cmd_version)

@@ -7,12 +7,10 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import getpass
 import json
-import os
 from typing import Any
 
-from mxg.cli.common import _load
+from mxg.cli.common import _load, operator
 from mxg.errors import MxgError, StoreDamaged
 
 
@@ -123,10 +121,7 @@ def cmd_queue_show(args: argparse.Namespace) -> int:
 
 
 def _actor() -> str:
-    try:
-        return getpass.getuser()
-    except Exception:
-        return f"uid {os.getuid()}"
+    return operator()
 
 
 def cmd_queue_action(args: argparse.Namespace) -> int:

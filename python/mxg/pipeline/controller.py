@@ -22,6 +22,7 @@ import anyio
 import anyio.abc
 
 from mxg import _core
+from mxg.audit_trail import sign_checkpoint
 from mxg.boundary import (
     Arrived,
     DeliveryDone,
@@ -55,6 +56,7 @@ from mxg.pipeline.plan import JobInfo, Planner, sts_policy
 from mxg.pipeline.recovery import recover, reindex
 from mxg.pipeline.storage import open_store, survives_a_full_store
 from mxg.pipeline.verdicts import EarlyVerdicts, Verdicts
+from mxg.signing import SigningKey
 from mxg.store import Store, now_ms
 from mxg.verdict import Feasibility
 
@@ -155,6 +157,8 @@ class Relay:
         user = run_user(cfg.run.user) if os.geteuid() == 0 else None
         check_tree(cfg.data.directory, {0, os.geteuid(), *([user.pw_uid] if user else [])})
         engine = _core.Engine(json.dumps(cfg.engine_json()))
+        # Made before the privilege drop, which hands it to the run user.
+        key = SigningKey.load_or_create(cfg.data.directory)
         stages: Stages | None = None
         try:
             drop_privileges(user, cfg.data.directory)
@@ -174,6 +178,7 @@ class Relay:
                 stages.ctx.tg = tg
                 tg.start_soon(self._event_loop, engine, stages)
                 tg.start_soon(self._scanner, stages)
+                tg.start_soon(self._checkpointer, stages.ctx.store, key)
                 if self.sts is not None:
                     tg.start_soon(self._sts_refresher, self.sts)
                 await self._stop.wait()
@@ -187,6 +192,7 @@ class Relay:
                     # now; results that came in are recorded.
                     stages.ctx.tg = None
                     await stages.handle(decode_events(engine.drain()))
+                    sign_checkpoint(stages.ctx.store, key)
                     stages.ctx.store.close()
                 event(log, "stopped")
 
@@ -243,6 +249,14 @@ class Relay:
         # Messages finished by an operator (mxg queue delete).
         await stages.finisher.remove(store.finished())
 
+    async def _checkpointer(self, store: Store, key: SigningKey) -> None:
+        """Signs the audit trail's tail at intervals: what a rewrite of the
+        database cannot forge (mxg.audit_trail)."""
+        while True:
+            await anyio.sleep(AUDIT_CHECKPOINT_INTERVAL)
+            with survives_a_full_store():
+                sign_checkpoint(store, key)
+
     async def _sts_refresher(self, sts: StsCache) -> None:
         """Renews MTA-STS policies before they expire (RFC 8461 §10.2)."""
         while True:
@@ -257,6 +271,10 @@ class Relay:
                     policy=f"{policy.mode} id={policy.id}" if policy else "none",
                 )
 
+
+# Seconds between signed checkpoints of the audit trail: the records of
+# the last minute at most rely on the hash chain alone.
+AUDIT_CHECKPOINT_INTERVAL = 60
 
 # Allocations between two young-generation collections (CPython's default
 # is 700). Each batch of engine events becomes thousands of small dicts and

@@ -10,11 +10,12 @@ from typing import Any
 
 import orjson
 
-from mxg.store.db import _MAX_PARAMS, Database, _chunks
+from mxg.store.audit import AuditEntry, AuditTrail
+from mxg.store.db import _MAX_PARAMS, _chunks
 from mxg.store.records import NewMessage, domain_of
 
 
-class Intake(Database):
+class Intake(AuditTrail):
     """The store's intake: new messages and their recipients."""
 
     def add_messages(self, messages: Iterable[NewMessage]) -> list[str]:
@@ -84,10 +85,32 @@ class Intake(Database):
                     for i, r in enumerate(m.envelope.recipients)
                 ],
             )
+            self.append_audit(db, [received_entry(m) for m in new])
         return [m.queue_id for m in new]
 
     def known_ids(self) -> set[str]:
         return {r[0] for r in self.db.execute("SELECT queue_id FROM messages")}
+
+
+def received_entry(m: NewMessage) -> AuditEntry:
+    """The audit record of an accepted message and its classification."""
+    env = m.envelope
+    fired = (m.classification or {}).get("fired", [])
+    return AuditEntry(
+        "received",
+        env.queue_id,
+        "mxg",
+        {
+            "sender": env.sender,
+            "recipients": [r.address for r in env.recipients],
+            "message_id": env.message_id,
+            "size": env.size,
+            "client": env.client_addr,
+            "class": m.risk_class,
+            "recipient_classes": m.recipient_classes,
+            "rules": [f.get("rule") for f in fired],
+        },
+    )
 
 
 def dumps(obj: Any) -> str:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
+from mxg.store.audit import AuditEntry
 from mxg.store.queue import Queue
 from mxg.store.records import now_ms
 
@@ -22,6 +23,7 @@ class OperatorActions(Queue):
             "INSERT INTO events (queue_id, at_ms, actor, action, detail) VALUES (?,?,?,?,?)",
             (queue_id, now_ms(), actor, action, detail),
         )
+        self.append_audit(db, [AuditEntry(action, queue_id, actor, {"detail": detail})])
 
     def hold(self, queue_id: str, actor: str, reason: str) -> bool:
         with self.transaction() as db:

@@ -9,11 +9,12 @@ import sqlite3
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from mxg.store.db import _MAX_PARAMS, Database, _chunks
+from mxg.store.audit import AuditEntry, AuditTrail
+from mxg.store.db import _MAX_PARAMS, _chunks
 from mxg.store.records import Due, Outcome, now_ms
 
 
-class Queue(Database):
+class Queue(AuditTrail):
     """Scheduling and results: the recipients' states over their attempts."""
 
     # -- scheduling -------------------------------------------------------
@@ -120,6 +121,7 @@ class Queue(Database):
                 " AND status NOT IN ('sent','bounced','deleted')",
                 [(*r, *e, o.next_ms, t, o.queue_id, o.idx) for r, e, o in results],
             )
+            self.append_audit(db, [result_entry(o) for _, _, o in results])
             touched = sorted({o.queue_id for _, _, o in results if o.status != "deferred"})
             return self._mark_finished_done(db, touched)
 
@@ -132,14 +134,17 @@ class Queue(Database):
     def _mark_finished_done(self, db: sqlite3.Connection, among: Sequence[str]) -> list[str]:
         done = [q for chunk in _chunks(list(among), _MAX_PARAMS) for q in self.finished(chunk)]
         db.executemany("UPDATE messages SET state='done' WHERE queue_id=?", [(q,) for q in done])
+        self.append_audit(db, [AuditEntry("done", q, "mxg", {}) for q in done])
         return done
 
     def mark_dsn_sent(self, queue_id: str, indexes: Iterable[int]) -> None:
+        sent = list(indexes)
         with self.transaction() as db:
             db.executemany(
                 "UPDATE recipients SET dsn_sent=1 WHERE queue_id=? AND idx=?",
-                [(queue_id, i) for i in indexes],
+                [(queue_id, i) for i in sent],
             )
+            self.append_audit(db, [AuditEntry("dsn", queue_id, "mxg", {"recipients": sent})])
 
     def mark_delay_warned(self, queue_id: str) -> None:
         with self.transaction() as db:
@@ -191,10 +196,12 @@ class Queue(Database):
         """Not synced on its own: a message whose "done" is lost is found
         finished again at the next start and its (already removed) spool
         file is removed again."""
+        done = list(queue_ids)
         with self._not_synced(), self.transaction() as db:
             db.executemany(
-                "UPDATE messages SET state='done' WHERE queue_id=?", [(q,) for q in queue_ids]
+                "UPDATE messages SET state='done' WHERE queue_id=?", [(q,) for q in done]
             )
+            self.append_audit(db, [AuditEntry("done", q, "mxg", {}) for q in done])
 
     def expired_delay_warnings(self, older_than_ms: int) -> list[str]:
         rows = self.db.execute(
@@ -210,3 +217,27 @@ class Queue(Database):
             db.execute(
                 "UPDATE recipients SET route=? WHERE queue_id=? AND idx=?", (route, queue_id, idx)
             )
+
+
+def result_entry(o: Outcome) -> AuditEntry:
+    """The audit record of one recipient's delivery result: the state it
+    leads to and what the attempt proved."""
+    return AuditEntry(
+        "result",
+        o.queue_id,
+        "mxg",
+        {
+            "idx": o.idx,
+            "status": o.status,
+            "code": o.code,
+            "enhanced": o.enhanced,
+            "reply": o.text,
+            "host": o.host,
+            "ip": o.ip,
+            "tls": o.tls,
+            "level": o.level,
+            "reason": o.reason,
+            "evidence": o.evidence,
+            "next_ms": o.next_ms,
+        },
+    )

@@ -87,6 +87,25 @@ CREATE TABLE IF NOT EXISTS events (
     action       TEXT NOT NULL,
     detail       TEXT
 );
+-- The tamper-evident audit trail (store/audit.py): a hash chain.
+CREATE TABLE IF NOT EXISTS audit (
+    seq          INTEGER PRIMARY KEY,
+    at_ms        INTEGER NOT NULL,
+    kind         TEXT NOT NULL,  -- received | result | done | operator action
+    queue_id     TEXT NOT NULL,
+    actor        TEXT NOT NULL,  -- mxg, or the operator
+    data         TEXT NOT NULL,  -- canonical JSON
+    prev         BLOB NOT NULL,  -- the hash of record seq-1
+    hash         BLOB NOT NULL
+);
+-- Signed (Ed25519) statements that record seq had this hash.
+CREATE TABLE IF NOT EXISTS audit_checkpoints (
+    seq          INTEGER PRIMARY KEY,
+    hash         BLOB NOT NULL,
+    at_ms        INTEGER NOT NULL,
+    key_id       TEXT NOT NULL,
+    signature    BLOB NOT NULL
+);
 """
 
 # (table, column, declaration) added after the first schema.

@@ -1,0 +1,268 @@
+"""The tamper-evident audit trail (issue 16 item 3): every change the
+store makes is chained, and `verify` names the first record that was
+changed, removed, inserted or moved, also when the whole chain was
+recomputed after the last signed checkpoint was made."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from mxg.audit_trail import sign_checkpoint, verify
+from mxg.boundary import Envelope
+from mxg.cli.common import operator
+from mxg.signing import KEY_FILE, SigningKey, Verifier, load_public, public_pem
+from mxg.store import NewMessage, Outcome, Store
+from mxg.store.audit import GENESIS, Checkpoint, checkpoint_message, record_hash
+
+
+def message(n: int, rcpts: int = 2) -> NewMessage:
+    env = msgspec.convert(
+        {
+            "queue_id": f"Q{n:04d}",
+            "received_ms": 1,
+            "sender": "a@sender.test",
+            "recipients": [{"address": f"r{i}@dest.test"} for i in range(rcpts)],
+            "origin": "smtp",
+            "size": 100,
+        },
+        Envelope,
+    )
+    return NewMessage(env, "normal", {"fired": [{"rule": "default", "why": "x"}]}, None)
+
+
+def sent(qid: str, idx: int) -> Outcome:
+    return Outcome(qid, idx, "sent", 250, "2.0.0", "Ok queued as X1", "mx.dest.test", "127.0.0.1")
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    s = Store(tmp_path / "queue.db")
+    s.add_messages([message(n) for n in range(3)])
+    s.record([sent("Q0000", 0), sent("Q0000", 1)])
+    s.hold("Q0001", "alice", "look at it")
+    s.release("Q0001", "alice", "fine")
+    s.delete("Q0002", "bob", "sent by mistake")
+    return s
+
+
+@pytest.fixture
+def key(tmp_path: Path) -> SigningKey:
+    return SigningKey.load_or_create(tmp_path)
+
+
+def kinds(store: Store) -> list[str]:
+    return [r.kind for r in store.audit_records()]
+
+
+def test_every_change_is_recorded_in_order_and_the_chain_verifies(
+    store: Store, key: SigningKey
+) -> None:
+    assert kinds(store) == [
+        "received",
+        "received",
+        "received",
+        "result",
+        "result",
+        "done",
+        "hold",
+        "release",
+        "delete",
+    ]
+    first = next(store.audit_records())
+    assert first.seq == 1 and first.prev == GENESIS
+    assert '"rules":["default"]' in first.data and '"class":"normal"' in first.data
+    assert sign_checkpoint(store, key) is not None
+    assert sign_checkpoint(store, key) is None, "the tail is covered already"
+    verdict = verify(store, key.verifier())
+    assert verdict.ok and (verdict.records, verdict.first, verdict.last) == (9, 1, 9)
+    assert verdict.checkpoints == 1
+
+
+def test_a_changed_record_is_named(store: Store, key: SigningKey) -> None:
+    store.db.execute(
+        "UPDATE audit SET data = replace(data, 'sent by mistake', 'routine') WHERE seq = 9"
+    )
+    broken = verify(store, key.verifier()).broken
+    assert broken is not None and broken.seq == 9 and "changed" in broken.what
+
+
+def test_a_removed_record_is_named(store: Store, key: SigningKey) -> None:
+    store.db.execute("DELETE FROM audit WHERE seq = 4")
+    broken = verify(store, key.verifier()).broken
+    assert broken is not None and broken.seq == 4 and "missing" in broken.what
+
+
+def test_records_removed_and_renumbered_are_found(store: Store, key: SigningKey) -> None:
+    store.db.execute("DELETE FROM audit WHERE seq = 4")
+    store.db.execute("UPDATE audit SET seq = seq - 1 WHERE seq > 4")
+    broken = verify(store, key.verifier()).broken
+    assert broken is not None and broken.seq == 4 and "does not follow" in broken.what
+
+
+def test_moved_records_are_found(store: Store, key: SigningKey) -> None:
+    # Swap the contents of records 7 and 8 (hold and release), hashes too.
+    rows = {
+        r[0]: r[1:]
+        for r in store.db.execute(
+            "SELECT seq, kind, data, actor, prev, hash FROM audit WHERE seq IN (7, 8)"
+        )
+    }
+    for seq, other in ((7, 8), (8, 7)):
+        store.db.execute(
+            "UPDATE audit SET kind=?, data=?, actor=?, prev=?, hash=? WHERE seq=?",
+            (*rows[other], seq),
+        )
+    broken = verify(store, key.verifier()).broken
+    assert broken is not None and broken.seq == 7
+
+
+def test_an_inserted_record_is_found(store: Store, key: SigningKey) -> None:
+    # A record squeezed in after record 5, with a hash of its own making.
+    store.db.execute("UPDATE audit SET seq = seq + 100 WHERE seq > 5")
+    store.db.execute("UPDATE audit SET seq = seq - 99 WHERE seq > 100")
+    prev = store.db.execute("SELECT hash FROM audit WHERE seq = 5").fetchone()[0]
+    data = '{"detail":"nothing to see"}'
+    digest = record_hash(prev, (6, 1, "release", "Q0001", "mallory", data))
+    store.db.execute(
+        "INSERT INTO audit (seq, at_ms, kind, queue_id, actor, data, prev, hash)"
+        " VALUES (6, 1, 'release', 'Q0001', 'mallory', ?, ?, ?)",
+        (data, prev, digest),
+    )
+    broken = verify(store, key.verifier()).broken
+    assert broken is not None and broken.seq == 7 and "does not follow" in broken.what
+
+
+def rewrite_chain(store: Store, edit_seq: int, new_actor: str) -> None:
+    """What someone with write access to the database can do: change a
+    record and recompute every hash after it."""
+    prev = GENESIS
+    rows = store.db.execute(
+        "SELECT seq, at_ms, kind, queue_id, actor, data FROM audit ORDER BY seq"
+    ).fetchall()
+    for seq, at_ms, kind, qid, old_actor, data in rows:
+        actor = new_actor if seq == edit_seq else old_actor
+        digest = record_hash(prev, (seq, at_ms, kind, qid, actor, data))
+        store.db.execute(
+            "UPDATE audit SET actor=?, prev=?, hash=? WHERE seq=?", (actor, prev, digest, seq)
+        )
+        prev = digest
+
+
+def test_a_recomputed_chain_is_caught_by_the_signed_checkpoint(
+    store: Store, key: SigningKey
+) -> None:
+    sign_checkpoint(store, key)
+    rewrite_chain(store, 7, "someone else")
+    broken = verify(store, key.verifier()).broken
+    assert broken is not None and broken.seq == 1 and "rewritten" in broken.what
+
+
+def test_records_removed_from_the_end_are_caught_by_the_checkpoint(
+    store: Store, key: SigningKey
+) -> None:
+    sign_checkpoint(store, key)
+    store.db.execute("DELETE FROM audit WHERE seq >= 8")
+    broken = verify(store, key.verifier()).broken
+    assert broken is not None and broken.seq == 8 and "removed" in broken.what
+
+
+def test_a_forged_checkpoint_or_another_key_is_refused(
+    store: Store, key: SigningKey, tmp_path: Path
+) -> None:
+    sign_checkpoint(store, key)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    other = SigningKey.load_or_create(elsewhere)
+    broken = verify(store, other.verifier()).broken
+    assert broken is not None and "signed by key" in broken.what
+    store.db.execute("UPDATE audit_checkpoints SET at_ms = at_ms + 1")
+    broken = verify(store, key.verifier()).broken
+    assert broken is not None and "signature" in broken.what
+
+
+def test_pruned_records_need_a_checkpoint_at_the_boundary(store: Store, key: SigningKey) -> None:
+    store.add_messages([message(9)])
+    # A checkpoint at record 5, then records 1 to 5 pruned: still verifiable.
+    seq5 = store.db.execute("SELECT hash FROM audit WHERE seq = 5").fetchone()[0]
+    store.add_checkpoint(
+        Checkpoint(5, seq5, 7, key.key_id, key.sign(checkpoint_message(5, seq5, 7)))
+    )
+    store.db.execute("DELETE FROM audit WHERE seq <= 5")
+    verdict = verify(store, key.verifier())
+    assert verdict.ok and verdict.first == 6
+    # Without the checkpoint, the gap cannot be told from a removal.
+    store.db.execute("DELETE FROM audit_checkpoints")
+    broken = verify(store, key.verifier()).broken
+    assert broken is not None and broken.seq == 6 and "no checkpoint" in broken.what
+
+
+def test_the_chain_continues_after_everything_was_pruned(store: Store, key: SigningKey) -> None:
+    cp = sign_checkpoint(store, key)
+    assert cp is not None
+    store.db.execute("DELETE FROM audit")
+    store.add_messages([message(7)])
+    record = next(store.audit_records())
+    assert (record.seq, record.prev) == (cp.seq + 1, cp.hash)
+    assert verify(store, key.verifier()).ok
+
+
+def test_the_signing_key_is_private_and_its_public_half_verifies_offline(
+    store: Store, key: SigningKey, tmp_path: Path
+) -> None:
+    mode = stat.S_IMODE(os.stat(tmp_path / KEY_FILE).st_mode)
+    assert mode == 0o600
+    assert SigningKey.load(tmp_path).key_id == key.key_id, "made once, then loaded"
+    pub = tmp_path / "mxg.pub"
+    pub.write_bytes(public_pem(key.public))
+    sign_checkpoint(store, key)
+    offline = Verifier(load_public(pub))
+    assert offline.key_id == key.key_id
+    assert offline.key_id == hashlib.sha256(key.public.public_bytes_raw()).hexdigest()[:16]
+    assert verify(store, offline).ok
+
+
+def test_the_real_operator_behind_sudo_is_recorded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SUDO_USER", "alice")
+    if os.geteuid() == 0:
+        assert operator() == "alice (sudo)"
+    else:
+        assert operator() != "alice (sudo)", "SUDO_USER counts only when running as root"
+
+
+def test_mxg_audit_verify_exits_3_and_names_the_record(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir(mode=0o700)
+    conf = tmp_path / "mxg.toml"
+    conf.write_text(f'[data]\ndirectory = "{data}"\n')
+    s = Store(data / "queue.db")
+    s.add_messages([message(n) for n in range(2)])
+    key = SigningKey.load_or_create(data)
+    sign_checkpoint(s, key)
+
+    def mxg(*args: str) -> subprocess.CompletedProcess[str]:
+        env = {**os.environ, "MXG_CONFIG": str(conf)}
+        return subprocess.run(
+            [sys.executable, "-m", "mxg", *args],
+            capture_output=True,
+            text=True,
+            env=env,
+            check=False,
+        )
+
+    ok = mxg("audit", "verify")
+    assert ok.returncode == 0 and "intact: 2 audit records" in ok.stdout, ok.stderr
+    exported = mxg("keys", "export")
+    assert exported.returncode == 0 and "BEGIN PUBLIC KEY" in exported.stdout
+    (tmp_path / "mxg.pub").write_text(exported.stdout)
+    s.db.execute("UPDATE audit SET actor = 'x' WHERE seq = 2")
+    broken = mxg("audit", "verify", "--key", str(tmp_path / "mxg.pub"))
+    assert broken.returncode == 3
+    assert "BROKEN at record 2" in broken.stdout and "changed" in broken.stdout
