@@ -9,6 +9,8 @@ import sqlite3
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+import orjson
+
 from mxg.store.audit import AuditEntry, AuditTrail
 from mxg.store.db import _MAX_PARAMS, _chunks
 from mxg.store.records import Due, Outcome, now_ms
@@ -222,22 +224,22 @@ class Queue(AuditTrail):
 def result_entry(o: Outcome) -> AuditEntry:
     """The audit record of one recipient's delivery result: the state it
     leads to and what the attempt proved."""
-    return AuditEntry(
-        "result",
-        o.queue_id,
-        "mxg",
-        {
-            "idx": o.idx,
-            "status": o.status,
-            "code": o.code,
-            "enhanced": o.enhanced,
-            "reply": o.text,
-            "host": o.host,
-            "ip": o.ip,
-            "tls": o.tls,
-            "level": o.level,
-            "reason": o.reason,
-            "evidence": o.evidence,
-            "next_ms": o.next_ms,
-        },
-    )
+    data: dict[str, Any] = {
+        "idx": o.idx,
+        "status": o.status,
+        "code": o.code,
+        "enhanced": o.enhanced,
+        "reply": o.text,
+        "host": o.host,
+        "ip": o.ip,
+        "level": o.level,
+    }
+    # The TLS parameters, method and DNSSEC status are in the evidence
+    # (already JSON: embedded as it is, not quoted again).
+    if o.evidence:
+        data["evidence"] = orjson.Fragment(o.evidence)
+    if o.reason:
+        data["reason"] = o.reason
+    if o.next_ms:
+        data["next_ms"] = o.next_ms
+    return AuditEntry("result", o.queue_id, "mxg", data)
