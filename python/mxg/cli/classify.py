@@ -8,6 +8,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from mxg.cli.common import _load
 
@@ -49,3 +50,17 @@ def cmd_classify(args: argparse.Namespace) -> int:
         extra = "; end-to-end encryption missing" if r.e2e_missing else ""
         print(f"<{a}>: class {k}, needs {r.level} ({r.why}){extra}")
     return 0
+
+
+def add_classify_parser(sub: Any) -> None:
+    cl = sub.add_parser(
+        "classify",
+        help="classify a message file as the relay would (never sends mail)",
+        description="Scans an RFC 5322 message with the configured rules and prints its "
+        "risk class, the rules that fired and each recipient's transport requirement.",
+    )
+    cl.add_argument("file", help="message file ('-' for standard input)")
+    cl.add_argument("--from", dest="sender", default="", help="envelope sender")
+    cl.add_argument("--to", action="append", default=[], help="envelope recipient (repeat)")
+    cl.add_argument("--json", action="store_true")
+    cl.set_defaults(fn=cmd_classify)

@@ -11,8 +11,9 @@ from collections.abc import Sequence
 from mxg import __version__
 from mxg.cli.audit import add_audit_parsers
 from mxg.cli.check import cmd_check
-from mxg.cli.classify import cmd_classify
+from mxg.cli.classify import add_classify_parser
 from mxg.cli.config import cmd_config_check, cmd_config_example
+from mxg.cli.evidence import add_evidence_parser
 from mxg.cli.queue import cmd_queue_action, cmd_queue_list, cmd_queue_show
 from mxg.cli.run import cmd_run
 from mxg.errors import ConfigError, MxgError
@@ -75,17 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
             )
         a.set_defaults(fn=cmd_queue_action)
 
-    cl = sub.add_parser(
-        "classify",
-        help="classify a message file as the relay would (never sends mail)",
-        description="Scans an RFC 5322 message with the configured rules and prints its "
-        "risk class, the rules that fired and each recipient's transport requirement.",
-    )
-    cl.add_argument("file", help="message file ('-' for standard input)")
-    cl.add_argument("--from", dest="sender", default="", help="envelope sender")
-    cl.add_argument("--to", action="append", default=[], help="envelope recipient (repeat)")
-    cl.add_argument("--json", action="store_true")
-    cl.set_defaults(fn=cmd_classify)
+    add_classify_parser(sub)
 
     chk = sub.add_parser(
         "check",
@@ -105,6 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     chk.set_defaults(fn=cmd_check)
 
     add_audit_parsers(sub)
+    add_evidence_parser(sub)
 
     v = sub.add_parser("version", help="print the version")
     v.set_defaults(fn=cmd_version)

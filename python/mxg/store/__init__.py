@@ -12,13 +12,15 @@ drained event batch.
 `Store` is composed of one part per concern: `db` (the connection and
 durable transactions), `intake` (indexing accepted messages), `queue`
 (due recipients, results, finished messages), `operator` (``mxg queue``
-actions) and `sts_cache` (MTA-STS policies kept across restarts); the
+actions), `evidence` (``mxg evidence`` lookups), `audit` (the audit trail's
+hash chain) and `sts_cache` (MTA-STS policies kept across restarts); the
 tables are in `schema`, the records it takes and gives in `records`, and
 its files on disk in `files`. Import from ``mxg.store``.
 """
 
 from __future__ import annotations
 
+from mxg.store.evidence import EvidenceQueries, EvidenceQuery
 from mxg.store.files import is_full, quarantine
 from mxg.store.intake import Intake, dumps, envelope_rows
 from mxg.store.operator import OperatorActions
@@ -27,7 +29,7 @@ from mxg.store.schema import SCHEMA
 from mxg.store.sts_cache import StsPolicies
 
 
-class Store(Intake, OperatorActions, StsPolicies):
+class Store(Intake, OperatorActions, StsPolicies, EvidenceQueries):
     """The queue index: one SQLite database (see the package docstring)."""
 
 
@@ -35,6 +37,7 @@ __all__ = [
     "FINAL",
     "SCHEMA",
     "Due",
+    "EvidenceQuery",
     "NewMessage",
     "Outcome",
     "Store",
