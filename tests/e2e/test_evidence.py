@@ -47,3 +47,18 @@ def test_evidence_of_a_dane_delivery(
     assert "a@dane.test" in table.stdout and "dane-ee" in table.stdout
     none = mxg.cli("evidence", "--domain", "nowhere.test")
     assert none.returncode == 0 and "no evidence matches" in none.stdout
+
+    # The signed proof of the same delivery, checked with the exported key.
+    out = mxg.workdir / "proofs"
+    made = mxg.cli("proof", str(rec["queue_id"]), "--out", str(out))
+    assert made.returncode == 0, made.stderr
+    document = json.loads((out / f"{rec['queue_id']}.proof.json").read_text())
+    (r,) = document["recipients"]
+    assert (r["method"], r["tlsa_dnssec"], r["status"]) == ("dane-ee", "secure", "sent")
+    assert [a["kind"] for a in document["audit"]][:2] == ["received", "result"]
+    pub = mxg.workdir / "gateway.pub"
+    pub.write_text(mxg.cli("keys", "export").stdout)
+    checked = mxg.cli(
+        "proof", "verify", str(out / f"{rec['queue_id']}.proof.json"), "--key", str(pub)
+    )
+    assert checked.returncode == 0 and "proof intact" in checked.stdout, checked.stdout
