@@ -49,6 +49,44 @@ def message(qid: str, received_ms: int, sender: str, rcpts: list[str], cls: str)
     return NewMessage(env, cls, None, [cls] * len(rcpts))
 
 
+def dane_sent(qid: str, idx: int, reply: str = "Ok queued as 7") -> Outcome:
+    """A delivery over DANE-verified TLS 1.3, as the engine reports it."""
+    return Outcome(
+        qid,
+        idx,
+        "sent",
+        250,
+        "2.0.0",
+        reply,
+        "mx.dane.test",
+        "127.0.0.17",
+        "TLSv1.3 TLS13_AES_256_GCM_SHA384",
+        "qualified",
+        0,
+        PROVED,
+    )
+
+
+def deferred(qid: str, idx: int, reply: str, next_ms: int, host: str = "mx.slow.test") -> Outcome:
+    """A 451 from the server: tried again at `next_ms`."""
+    ip = "127.0.0.13" if host == "mx.slow.test" else "127.0.0.17"
+    return Outcome(
+        qid,
+        idx,
+        "deferred",
+        451,
+        "4.3.2",
+        reply,
+        host,
+        ip,
+        "",
+        "none",
+        next_ms,
+        "",
+        "server-reply",
+    )
+
+
 @pytest.fixture
 def store(tmp_path: Path) -> Store:
     s = Store(tmp_path / "queue.db")
@@ -61,70 +99,12 @@ def store(tmp_path: Path) -> Store:
     )
     s.record(
         [
-            Outcome(
-                "A1",
-                0,
-                "sent",
-                250,
-                "2.0.0",
-                "Ok queued as 7",
-                "mx.dane.test",
-                "127.0.0.17",
-                "TLSv1.3 TLS13_AES_256_GCM_SHA384",
-                "qualified",
-                0,
-                PROVED,
-            ),
-            Outcome(
-                "A1",
-                1,
-                "deferred",
-                451,
-                "4.3.2",
-                "later",
-                "mx.slow.test",
-                "127.0.0.13",
-                "",
-                "none",
-                99,
-                "",
-                "server-reply",
-            ),
-            Outcome(
-                "B2",
-                0,
-                "sent",
-                250,
-                "2.0.0",
-                "Ok",
-                "mx.dane.test",
-                "127.0.0.17",
-                "TLSv1.3 TLS13_AES_256_GCM_SHA384",
-                "qualified",
-                0,
-                PROVED,
-            ),
+            dane_sent("A1", 0),
+            deferred("A1", 1, "later", 99),
+            dane_sent("B2", 0, "Ok"),
         ]
     )
-    s.record(
-        [
-            Outcome(
-                "A1",
-                1,
-                "deferred",
-                451,
-                "4.3.2",
-                "still later",
-                "mx.slow.test",
-                "127.0.0.13",
-                "",
-                "none",
-                199,
-                "",
-                "server-reply",
-            )
-        ]
-    )
+    s.record([deferred("A1", 1, "still later", 199)])
     return s
 
 

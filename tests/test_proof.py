@@ -17,53 +17,18 @@ import pytest
 from mxg import proof, proof_html
 from mxg.config import load_config
 from mxg.signing import SigningKey, public_pem
-from mxg.store import Outcome, Store
-from tests.test_evidence import PROVED, message
+from mxg.store import Store
+from tests.test_evidence import dane_sent, deferred, message
 
 
 @pytest.fixture
 def store(tmp_path: Path) -> Store:
     s = Store(tmp_path / "queue.db")
     s.add_messages([message("A1", 86_400_000, "alice@sender.test", ["x@dane.test"], "high")])
-    s.record(
-        [
-            Outcome(
-                "A1",
-                0,
-                "deferred",
-                451,
-                "4.3.2",
-                "<script>alert(1)</script>",
-                "mx.dane.test",
-                "127.0.0.17",
-                "",
-                "none",
-                99,
-                "",
-                "server-reply",
-            ),
-        ]
-    )
+    s.record([deferred("A1", 0, "<script>alert(1)</script>", 99, host="mx.dane.test")])
     s.hold("A1", "alice (sudo)", "check the attachment")
     s.release("A1", "alice (sudo)", "fine")
-    s.record(
-        [
-            Outcome(
-                "A1",
-                0,
-                "sent",
-                250,
-                "2.0.0",
-                "Ok queued as 7",
-                "mx.dane.test",
-                "127.0.0.17",
-                "TLSv1.3 TLS13_AES_256_GCM_SHA384",
-                "qualified",
-                0,
-                PROVED,
-            ),
-        ]
-    )
+    s.record([dane_sent("A1", 0)])
     return s
 
 
