@@ -64,3 +64,24 @@ def test_rule11b_every_change_has_its_signed_audit_record(
     db.close()
     broken = mxg.cli("audit", "verify", "--key", str(pub))
     assert broken.returncode == 3 and "changed" in broken.stdout
+
+
+def test_retention_prunes_on_a_running_relay_and_the_trail_stays_verifiable(
+    make_mxg: Callable[..., MxgProcess], sinks: dict[str, Sink]
+) -> None:
+    mxg = make_mxg(env={"MXG_RETENTION__KEEP": '"2s"', "MXG_RETENTION__PRUNE_INTERVAL": '"1s"'})
+    qid = send(mxg, "a@sender.test", ["g2@good.test"], "short-lived")
+    wait_for(
+        lambda: "g2@good.test" in sinks["good1"].recipients() + sinks["good2"].recipients(),
+        what="delivery",
+    )
+
+    def known() -> bool:
+        listing = mxg.cli("queue", "list", "--all", "--json")
+        return qid in listing.stdout
+
+    wait_for(lambda: not known(), timeout=20, what="the finished message pruned")
+    assert "retention: pruned" in mxg.log_text()
+    assert mxg.stop() == 0
+    ok = mxg.cli("audit", "verify")
+    assert ok.returncode == 0 and "audit trail intact" in ok.stdout, ok.stdout + ok.stderr

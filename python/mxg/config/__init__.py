@@ -27,6 +27,7 @@ from mxg.config.sections import (
     LimitsConfig,
     LogConfig,
     QueueConfig,
+    RetentionConfig,
     RunConfig,
     ServerConfig,
 )
@@ -42,6 +43,7 @@ __all__ = [
     "LimitsConfig",
     "LogConfig",
     "QueueConfig",
+    "RetentionConfig",
     "RunConfig",
     "ServerConfig",
     "load_config",

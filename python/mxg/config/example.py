@@ -116,6 +116,13 @@ max_lifetime = "5d"
 delay_warning_after = "4h"
 scan_interval = "1s"
 
+[retention]
+# Finished messages, their evidence and their audit records are pruned
+# this long after they were received (0 keeps them); a signed checkpoint
+# keeps what remains of the audit trail verifiable. Checked this often.
+keep = "90d"
+prune_interval = "1h"
+
 [dsn]
 # From address of DSNs; empty means postmaster@<server.hostname>.
 postmaster = ""

@@ -33,6 +33,7 @@ class Config(Section):
     dns: sections.DnsConfig = sections.DnsConfig()
     delivery: sections.DeliveryConfig = sections.DeliveryConfig()
     queue: sections.QueueConfig = sections.QueueConfig()
+    retention: sections.RetentionConfig = sections.RetentionConfig()
     dsn: sections.DsnConfig = sections.DsnConfig()
     log: sections.LogConfig = sections.LogConfig()
     run: sections.RunConfig = sections.RunConfig()

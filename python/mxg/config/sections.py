@@ -189,6 +189,14 @@ class QueueConfig(Section):
         return v
 
 
+class RetentionConfig(Section):
+    """How long finished messages' metadata, evidence and audit records
+    are kept (GDPR Art. 5(1)(e): no longer than needed). 0 keeps them."""
+
+    keep: Seconds = 90 * 86400
+    prune_interval: PositiveSeconds = 3600
+
+
 class DsnConfig(Section):
     """Delivery status notifications (RFC 3464)."""
 

@@ -49,6 +49,7 @@ from mxg.pipeline.context import Context
 from mxg.pipeline.dispatch import Dispatcher
 from mxg.pipeline.engine import Engine
 from mxg.pipeline.finish import Finisher
+from mxg.pipeline.housekeeping import checkpointer, pruner
 from mxg.pipeline.intake import Intake, log_rejected
 from mxg.pipeline.notices import Notices
 from mxg.pipeline.outcomes import Outcomes
@@ -178,7 +179,8 @@ class Relay:
                 stages.ctx.tg = tg
                 tg.start_soon(self._event_loop, engine, stages)
                 tg.start_soon(self._scanner, stages)
-                tg.start_soon(self._checkpointer, stages.ctx.store, key)
+                tg.start_soon(checkpointer, stages.ctx, key)
+                tg.start_soon(pruner, stages.ctx, key)
                 if self.sts is not None:
                     tg.start_soon(self._sts_refresher, self.sts)
                 await self._stop.wait()
@@ -249,14 +251,6 @@ class Relay:
         # Messages finished by an operator (mxg queue delete).
         await stages.finisher.remove(store.finished())
 
-    async def _checkpointer(self, store: Store, key: SigningKey) -> None:
-        """Signs the audit trail's tail at intervals: what a rewrite of the
-        database cannot forge (mxg.audit_trail)."""
-        while True:
-            await anyio.sleep(AUDIT_CHECKPOINT_INTERVAL)
-            with survives_a_full_store():
-                sign_checkpoint(store, key)
-
     async def _sts_refresher(self, sts: StsCache) -> None:
         """Renews MTA-STS policies before they expire (RFC 8461 §10.2)."""
         while True:
@@ -271,10 +265,6 @@ class Relay:
                     policy=f"{policy.mode} id={policy.id}" if policy else "none",
                 )
 
-
-# Seconds between signed checkpoints of the audit trail: the records of
-# the last minute at most rely on the hash chain alone.
-AUDIT_CHECKPOINT_INTERVAL = 60
 
 # Allocations between two young-generation collections (CPython's default
 # is 700). Each batch of engine events becomes thousands of small dicts and

@@ -25,11 +25,12 @@ from mxg.store.files import is_full, quarantine
 from mxg.store.intake import Intake, dumps, envelope_rows
 from mxg.store.operator import OperatorActions
 from mxg.store.records import FINAL, Due, NewMessage, Outcome, domain_of, now_ms
+from mxg.store.retention import Pruned, Retention
 from mxg.store.schema import SCHEMA
 from mxg.store.sts_cache import StsPolicies
 
 
-class Store(Intake, OperatorActions, StsPolicies, EvidenceQueries):
+class Store(Intake, OperatorActions, StsPolicies, EvidenceQueries, Retention):
     """The queue index: one SQLite database (see the package docstring)."""
 
 
@@ -40,6 +41,7 @@ __all__ = [
     "EvidenceQuery",
     "NewMessage",
     "Outcome",
+    "Pruned",
     "Store",
     "domain_of",
     "dumps",

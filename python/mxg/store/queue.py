@@ -49,9 +49,11 @@ class Queue(AuditTrail):
             # read and sort every due recipient first, each time a batch of
             # results made room (with a backlog, most of the event loop).
             # Ties on next_ms go in index (insertion) order, oldest first.
+            # The IN term repeats the partial index's condition (schema):
+            # without it SQLite does not use that index.
             one_status = (
-                f"{select} WHERE r.status = ? AND r.next_ms <= ? AND +m.state='active'"
-                " ORDER BY r.next_ms LIMIT ?"
+                f"{select} WHERE r.status IN ('pending','deferred') AND r.status = ?"
+                " AND r.next_ms <= ? AND +m.state='active' ORDER BY r.next_ms LIMIT ?"
             )
             rows = [
                 *self.db.execute(one_status, ("pending", at_ms, cap)),
@@ -207,7 +209,8 @@ class Queue(AuditTrail):
 
     def expired_delay_warnings(self, older_than_ms: int) -> list[str]:
         rows = self.db.execute(
-            "SELECT m.queue_id FROM messages m WHERE m.state='active' AND m.delay_warned=0"
+            "SELECT m.queue_id FROM messages m WHERE m.state IN ('active','held')"
+            " AND m.state='active' AND m.delay_warned=0"
             " AND m.received_ms <= ? AND m.sender != '' AND EXISTS (SELECT 1 FROM recipients r"
             " WHERE r.queue_id=m.queue_id AND r.status='deferred')",
             (older_than_ms,),

@@ -52,8 +52,13 @@ CREATE TABLE IF NOT EXISTS recipients (
     reason       TEXT,  -- the typed failure reason of the last attempt (mxg.vocab.Reason)
     PRIMARY KEY (queue_id, idx)
 );
-CREATE INDEX IF NOT EXISTS recipients_due ON recipients(status, next_ms);
-CREATE INDEX IF NOT EXISTS messages_state ON messages(state);
+-- Partial indexes: only what is still waiting, so that the scheduler's
+-- queries do not slow down as finished history grows. A query uses them
+-- only when its WHERE holds the same term (store/queue.py).
+CREATE INDEX IF NOT EXISTS recipients_waiting ON recipients(status, next_ms)
+    WHERE status IN ('pending','deferred');
+CREATE INDEX IF NOT EXISTS messages_open ON messages(state)
+    WHERE state IN ('active','held');
 CREATE TABLE IF NOT EXISTS attempts (
     id           INTEGER PRIMARY KEY,
     queue_id     TEXT NOT NULL,
@@ -121,9 +126,16 @@ _ADDED_COLUMNS = (
 )
 
 
+# Indexes of earlier versions, replaced by the partial ones above.
+_DROPPED_INDEXES = ("recipients_due", "messages_state")
+
+
 def migrate(db: sqlite3.Connection) -> None:
     """Adds columns that later versions introduced to an older store
-    (CREATE TABLE IF NOT EXISTS leaves existing tables as they are)."""
+    (CREATE TABLE IF NOT EXISTS leaves existing tables as they are), and
+    drops the indexes they replaced."""
+    for index in _DROPPED_INDEXES:
+        db.execute(f"DROP INDEX IF EXISTS {index}")
     for table, column, decl in _ADDED_COLUMNS:
         have = {r[1] for r in db.execute(f"PRAGMA table_info({table})")}
         if column not in have:

@@ -1,0 +1,58 @@
+"""Housekeeping beside the message path: signing the audit trail's tail
+at intervals (`mxg.audit_trail`) and pruning what `[retention]` no longer
+keeps (`store/retention.py`), a batch at a time between the relay's own
+work."""
+
+from __future__ import annotations
+
+import anyio
+
+from mxg.audit_trail import sign_checkpoint
+from mxg.deliverylog import event, log
+from mxg.pipeline.context import Context
+from mxg.pipeline.storage import survives_a_full_store
+from mxg.signing import SigningKey
+from mxg.store import now_ms
+
+# Seconds between signed checkpoints of the audit trail: the records of
+# the last minute at most rely on the hash chain alone.
+AUDIT_CHECKPOINT_INTERVAL = 60
+
+
+async def checkpointer(ctx: Context, key: SigningKey) -> None:
+    """Signs the audit trail's tail at intervals: what a rewrite of the
+    database cannot forge."""
+    while True:
+        await anyio.sleep(AUDIT_CHECKPOINT_INTERVAL)
+        with survives_a_full_store():
+            sign_checkpoint(ctx.store, key)
+
+
+async def pruner(ctx: Context, key: SigningKey) -> None:
+    """Prunes per `[retention]` every `prune_interval`, the first time
+    right after start."""
+    keep = ctx.cfg.retention.keep
+    if keep <= 0:
+        return
+    while True:
+        with survives_a_full_store():
+            await prune_once(ctx, key, now_ms() - int(keep * 1000))
+        await anyio.sleep(ctx.cfg.retention.prune_interval)
+
+
+async def prune_once(ctx: Context, key: SigningKey, cutoff_ms: int) -> None:
+    store = ctx.store
+    plan = store.prune_plan(cutoff_ms)
+    if not (plan.messages or plan.checkpoint_seq):
+        return
+    for _ in store.prune_steps(
+        plan, lambda m: (key.key_id, key.sign(m)), actor="mxg", cutoff_ms=cutoff_ms
+    ):
+        await anyio.sleep(0)
+    event(
+        log,
+        "retention: pruned",
+        messages=plan.messages,
+        audit_records=plan.audit_records,
+        checkpoint=plan.checkpoint_seq or "",
+    )
