@@ -8,8 +8,6 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
-import subprocess
-import sys
 from pathlib import Path
 
 import msgspec
@@ -21,6 +19,7 @@ from mxg.cli.common import operator
 from mxg.signing import KEY_FILE, SigningKey, Verifier, load_public, public_pem
 from mxg.store import NewMessage, Outcome, Store
 from mxg.store.audit import GENESIS, Checkpoint, checkpoint_message, record_hash
+from tests.support.cli import mxg
 
 
 def message(n: int, rcpts: int = 2) -> NewMessage:
@@ -247,22 +246,12 @@ def test_mxg_audit_verify_exits_3_and_names_the_record(tmp_path: Path) -> None:
     key = SigningKey.load_or_create(data)
     sign_checkpoint(s, key)
 
-    def mxg(*args: str) -> subprocess.CompletedProcess[str]:
-        env = {**os.environ, "MXG_CONFIG": str(conf)}
-        return subprocess.run(
-            [sys.executable, "-m", "mxg", *args],
-            capture_output=True,
-            text=True,
-            env=env,
-            check=False,
-        )
-
-    ok = mxg("audit", "verify")
+    ok = mxg(conf, "audit", "verify")
     assert ok.returncode == 0 and "intact: 2 audit records" in ok.stdout, ok.stderr
-    exported = mxg("keys", "export")
+    exported = mxg(conf, "keys", "export")
     assert exported.returncode == 0 and "BEGIN PUBLIC KEY" in exported.stdout
     (tmp_path / "mxg.pub").write_text(exported.stdout)
     s.db.execute("UPDATE audit SET actor = 'x' WHERE seq = 2")
-    broken = mxg("audit", "verify", "--key", str(tmp_path / "mxg.pub"))
+    broken = mxg(conf, "audit", "verify", "--key", str(tmp_path / "mxg.pub"))
     assert broken.returncode == 3
     assert "BROKEN at record 2" in broken.stdout and "changed" in broken.stdout

@@ -6,9 +6,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +15,7 @@ from mxg import proof, proof_html
 from mxg.config import load_config
 from mxg.signing import SigningKey, public_pem
 from mxg.store import Store
+from tests.support.cli import mxg
 from tests.test_evidence import dane_sent, deferred, message
 
 
@@ -123,28 +121,19 @@ def test_mxg_proof_writes_and_verifies_files(store: Store, key: SigningKey, tmp_
     conf.write_text(f'[data]\ndirectory = "{tmp_path}"\n')
     out = tmp_path / "proofs"
 
-    def mxg(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "mxg", "-c", str(conf), *args],
-            capture_output=True,
-            text=True,
-            check=False,
-            env={**os.environ},
-        )
-
-    made = mxg("proof", "<A1@sender.test>", "--out", str(out))
+    made = mxg(conf, "proof", "<A1@sender.test>", "--out", str(out))
     assert made.returncode == 0, made.stderr
     document = out / "A1.proof.json"
     assert document.exists() and (out / "A1.proof.html").exists()
     pub = tmp_path / "gateway.pub"
     pub.write_bytes(public_pem(key.public))
-    ok = mxg("proof", "verify", str(document), "--key", str(pub))
+    ok = mxg(conf, "proof", "verify", str(document), "--key", str(pub))
     assert ok.returncode == 0 and "proof intact" in ok.stdout
     doc = json.loads(document.read_text())
     doc["recipients"][0]["level"] = "qualified-ish"
     document.write_text(json.dumps(doc))
-    altered = mxg("proof", "verify", str(document), "--key", str(pub))
+    altered = mxg(conf, "proof", "verify", str(document), "--key", str(pub))
     assert altered.returncode == 3
     assert "changed: /recipients/0/level" in altered.stdout
-    missing = mxg("proof", "nosuchid")
+    missing = mxg(conf, "proof", "nosuchid")
     assert missing.returncode == 1 and "no message" in missing.stderr

@@ -5,10 +5,7 @@ indexes that hold only what still waits."""
 
 from __future__ import annotations
 
-import os
 import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,6 +13,7 @@ import pytest
 from mxg.audit_trail import sign_checkpoint, verify
 from mxg.signing import SigningKey
 from mxg.store import Store
+from tests.support.cli import mxg
 from tests.test_evidence import dane_sent, deferred, message
 
 DAY = 86_400_000
@@ -122,22 +120,13 @@ def test_mxg_prune_on_the_command_line(tmp_path: Path, key: SigningKey) -> None:
     conf = tmp_path / "mxg.toml"
     conf.write_text(f'[data]\ndirectory = "{tmp_path}"\n[retention]\nkeep = "0"\n')
 
-    def mxg(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "mxg", "-c", str(conf), *args],
-            capture_output=True,
-            text=True,
-            check=False,
-            env={**os.environ},
-        )
-
-    off = mxg("prune")
+    off = mxg(conf, "prune")
     assert off.returncode == 1 and "keep is 0" in off.stderr
-    dry = mxg("prune", "--keep", "1d", "--dry-run")
+    dry = mxg(conf, "prune", "--keep", "1d", "--dry-run")
     # Both finished messages are years old now; the deferred one stays.
     assert dry.returncode == 0 and dry.stdout.startswith("would remove 2 finished message")
-    done = mxg("prune", "--keep", "1d")
+    done = mxg(conf, "prune", "--keep", "1d")
     assert done.returncode == 0 and done.stdout.startswith("removed 2 finished message")
     assert "covered by a checkpoint at record" in done.stdout
-    assert mxg("audit", "verify").returncode == 0
-    assert mxg("prune", "--keep", "soon").returncode == 1
+    assert mxg(conf, "audit", "verify").returncode == 0
+    assert mxg(conf, "prune", "--keep", "soon").returncode == 1
