@@ -32,3 +32,13 @@ def operator() -> str:
     if os.geteuid() == 0 and sudo_user and sudo_user != "root":
         return f"{sudo_user} (sudo)"
     return user
+
+
+def emit(text: str, out: str | None) -> None:
+    """A command's output: to the file `--out` names, else to stdout."""
+    if out:
+        Path(out).write_text(text)
+    else:
+        import sys
+
+        sys.stdout.write(text)

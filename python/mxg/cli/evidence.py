@@ -8,10 +8,9 @@ import argparse
 import sys
 import time
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
-from mxg.cli.common import _load
+from mxg.cli.common import _load, emit
 from mxg.cli.queue import _store
 from mxg.errors import MxgError
 
@@ -74,10 +73,7 @@ def cmd_evidence(args: argparse.Namespace) -> int:
         text = as_csv(records)
     else:
         text = as_table(records) if records else "no evidence matches\n"
-    if args.out:
-        Path(args.out).write_text(text)
-    else:
-        sys.stdout.write(text)
+    emit(text, args.out)
     return 0
 
 

@@ -16,6 +16,7 @@ from mxg.cli.config import cmd_config_check, cmd_config_example
 from mxg.cli.evidence import add_evidence_parser
 from mxg.cli.proof import add_proof_parser
 from mxg.cli.queue import cmd_queue_action, cmd_queue_list, cmd_queue_show
+from mxg.cli.report import add_report_parser
 from mxg.cli.retention import add_prune_parser
 from mxg.cli.run import cmd_run
 from mxg.errors import ConfigError, MxgError
@@ -101,6 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_evidence_parser(sub)
     add_proof_parser(sub)
     add_prune_parser(sub)
+    add_report_parser(sub)
 
     v = sub.add_parser("version", help="print the version")
     v.set_defaults(fn=cmd_version)

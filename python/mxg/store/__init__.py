@@ -25,12 +25,13 @@ from mxg.store.files import is_full, quarantine
 from mxg.store.intake import Intake, dumps, envelope_rows
 from mxg.store.operator import OperatorActions
 from mxg.store.records import FINAL, Due, NewMessage, Outcome, domain_of, now_ms
+from mxg.store.reports import ReportQueries, ReportQuery
 from mxg.store.retention import Pruned, Retention
 from mxg.store.schema import SCHEMA
 from mxg.store.sts_cache import StsPolicies
 
 
-class Store(Intake, OperatorActions, StsPolicies, EvidenceQueries, Retention):
+class Store(Intake, OperatorActions, StsPolicies, EvidenceQueries, ReportQueries, Retention):
     """The queue index: one SQLite database (see the package docstring)."""
 
 
@@ -42,6 +43,7 @@ __all__ = [
     "NewMessage",
     "Outcome",
     "Pruned",
+    "ReportQuery",
     "Store",
     "domain_of",
     "dumps",
