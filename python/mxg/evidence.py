@@ -113,8 +113,13 @@ def as_csv(records: Iterable[dict[str, Any]]) -> str:
 
 
 def as_table(records: list[dict[str, Any]]) -> str:
-    rows = [[str(r[f] if r[f] is not None else "") for f in TABLE] for r in records]
-    header = [f.upper().replace("_", " ") for f in TABLE]
+    return as_table_of(records, TABLE)
+
+
+def as_table_of(records: list[dict[str, Any]], columns: tuple[str, ...]) -> str:
+    """Aligned columns for people, headed by the field names."""
+    rows = [[str(r[f] if r[f] is not None else "") for f in columns] for r in records]
+    header = [f.upper().replace("_", " ") for f in columns]
     widths = [max(len(x) for x in col) for col in zip(header, *rows, strict=True)]
     return "".join(
         "  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() + "\n"

@@ -14,6 +14,7 @@ from mxg.cli.check import cmd_check
 from mxg.cli.classify import add_classify_parser
 from mxg.cli.config import cmd_config_check, cmd_config_example
 from mxg.cli.evidence import add_evidence_parser
+from mxg.cli.partners import add_partners_parser
 from mxg.cli.proof import add_proof_parser
 from mxg.cli.queue import cmd_queue_action, cmd_queue_list, cmd_queue_show
 from mxg.cli.report import add_report_parser
@@ -101,6 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_audit_parsers(sub)
     add_evidence_parser(sub)
     add_proof_parser(sub)
+    add_partners_parser(sub)
     add_prune_parser(sub)
     add_report_parser(sub)
 

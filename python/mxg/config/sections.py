@@ -170,6 +170,10 @@ class DeliveryConfig(Section):
     max_messages_per_connection: int = Field(100, ge=1)
     idle_timeout: Seconds = 5
     max_jobs: int = Field(2000, ge=1)
+    # The partner ledger's ratchet (store/partners.py): a delivery below a
+    # partner's remembered authenticated method is logged ("warn"), or
+    # refused as unmet until `mxg partners accept` ("enforce").
+    ratchet: Literal["off", "warn", "enforce"] = "off"
 
 
 class QueueConfig(Section):

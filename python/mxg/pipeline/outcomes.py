@@ -24,6 +24,7 @@ from mxg.pipeline.notices import Notices
 from mxg.pipeline.plan import JobInfo, Planner
 from mxg.schedule import next_attempt_ms
 from mxg.store import Due, Outcome, is_full, now_ms
+from mxg.store.partners import Seen, method_rank, summarise
 from mxg.vocab import Reason
 
 # Results kept in memory while the store's disk is full: enough for a
@@ -45,8 +46,17 @@ class Outcomes:
         self._retrying = False
 
     async def results(self, done: list[tuple[JobInfo, DeliveryDone]]) -> list[Outcome]:
-        """Stores the results of finished jobs; returns their outcomes."""
+        """Stores the results of finished jobs, and what they show of each
+        partner domain (the ledger); returns their outcomes."""
         outcomes: list[Outcome] = []
+        seen = summarise(
+            (info.domain, r.status, r.level, r.tls.method if r.tls else None, r.reason, r.text)
+            for info, ev in done
+            if not info.rerouted  # the fallback relay is no partner
+            for r in ev.results
+        )
+        if self._ctx.cfg.delivery.ratchet == "warn":
+            self._warn_drops(seen)
         for info, ev in done:
             for a in ev.attempts:
                 event(
@@ -58,8 +68,23 @@ class Outcomes:
                     error=a.error,
                 )
             outcomes += self.of_job(info, ev.results)
-        await self.commit(outcomes)
+        await self.commit(outcomes, seen)
         return outcomes
+
+    def _warn_drops(self, seen: dict[str, Seen]) -> None:
+        """``ratchet = "warn"``: a partner delivered below the method it
+        was held to is logged (it went, at its class's own level)."""
+        for domain, s in seen.items():
+            row = self._ctx.store.partner(domain) if s.level else None
+            if row is not None and method_rank(s.method) < method_rank(row["best_method"]):
+                event(
+                    log,
+                    "ratchet: partner delivered below its remembered method",
+                    logging.WARNING,
+                    domain=domain,
+                    remembered=row["best_method"],
+                    now=s.method or "none",
+                )
 
     async def unroutable(
         self, due: Due, e: ResolveError, *, unmet: bool = False, rerouted: bool = False
@@ -237,7 +262,7 @@ class Outcomes:
             )
         return None
 
-    async def commit(self, outcomes: list[Outcome]) -> None:
+    async def commit(self, outcomes: list[Outcome], seen: dict[str, Seen] | None = None) -> None:
         """One durable transaction for a batch of outcomes; then DSNs for
         new bounces; then the spool files of finished messages go (rule 11:
         the final states are stored first)."""
@@ -245,7 +270,7 @@ class Outcomes:
             return
         store = self._ctx.store
         try:
-            finished = store.record(outcomes)
+            finished = store.record(outcomes, seen)
         except Exception as e:
             if not is_full(e):
                 raise

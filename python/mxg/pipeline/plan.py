@@ -27,6 +27,8 @@ from mxg.deliverylog import event, log
 from mxg.dns import Policy, PolicyError, Route, StsCache, mx_matches
 from mxg.pipeline.context import Context
 from mxg.store import Due, NewMessage, domain_of, envelope_rows
+from mxg.store.partners import method_rank
+from mxg.vocab import Level
 
 
 @dataclass
@@ -53,6 +55,9 @@ class JobInfo:
     dsn: bool = False
     # The message's stored classification (``Classification.to_json``).
     classification: dict[str, Any] = field(default_factory=dict)
+    # ``ratchet = "enforce"``: the authentication method the partner is
+    # held to (the ledger's best), or None.
+    ratchet: str | None = None
 
     @property
     def key(self) -> tuple[str, str]:
@@ -154,7 +159,21 @@ class Planner:
                     cfg, cls, classification, r["address"], r["override_level"]
                 ).level
                 info.level = stricter_level(info.level, levels[key])
+        if cfg.delivery.ratchet == "enforce" and not rerouted:
+            self._hold_to_ledger(info)
         return Planned(msg, rows, info)
+
+    def _hold_to_ledger(self, info: JobInfo) -> None:
+        """A partner once delivered to with an authenticated method is held
+        to it (or a stronger one) at the qualified level, until an operator
+        accepts less (``mxg partners accept``): so that stripping its
+        DNSSEC or TLSA cannot quietly lower it."""
+        row = self._ctx.store.partner(info.domain)
+        method = row["best_method"] if row is not None else None
+        if method_rank(method) == 0:
+            return
+        info.ratchet = method
+        info.level = stricter_level(info.level, Level.QUALIFIED)
 
     def job(
         self,
@@ -182,8 +201,9 @@ class Planner:
             tls=TlsRequirement(
                 level=info.level,
                 profile=cfg.delivery.tls_profile,
-                methods=list(
-                    dom.methods if dom and dom.methods else cfg.delivery.qualified_methods
+                methods=held_to(
+                    dom.methods if dom and dom.methods else cfg.delivery.qualified_methods,
+                    info.ratchet,
                 ),
                 requiretls=requiretls,
             ),
@@ -284,3 +304,9 @@ def stored_classification(msg: Any) -> dict[str, Any]:
     for a message just received."""
     c = msg["classification"]
     return c if isinstance(c, dict) else dict(json.loads(c or "{}"))
+
+
+def held_to(methods: Iterable[str], ratchet: str | None) -> list[str]:
+    """The methods a job may use: those configured, and under the ratchet
+    only those at least as strong as the partner's remembered one."""
+    return [str(m) for m in methods if method_rank(str(m)) >= method_rank(ratchet)]

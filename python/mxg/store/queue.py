@@ -6,17 +6,18 @@ warning marks."""
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import orjson
 
-from mxg.store.audit import AuditEntry, AuditTrail
+from mxg.store.audit import AuditEntry
 from mxg.store.db import _MAX_PARAMS, _chunks
+from mxg.store.partners import Partners, Seen
 from mxg.store.records import Due, Outcome, now_ms
 
 
-class Queue(AuditTrail):
+class Queue(Partners):
     """Scheduling and results: the recipients' states over their attempts."""
 
     # -- scheduling -------------------------------------------------------
@@ -93,7 +94,9 @@ class Queue(AuditTrail):
 
     # -- results ----------------------------------------------------------
 
-    def record(self, outcomes: Iterable[Outcome]) -> list[str]:
+    def record(
+        self, outcomes: Iterable[Outcome], partners: Mapping[str, Seen] | None = None
+    ) -> list[str]:
         """Stores attempt results and the recipients' new states, and marks
         the messages they finished done, in one transaction; returns those
         messages (their spool files may go). Durable after `sync` (called
@@ -126,6 +129,7 @@ class Queue(AuditTrail):
                 [(*r, *e, o.next_ms, t, o.queue_id, o.idx) for r, e, o in results],
             )
             self.append_audit(db, [result_entry(o) for _, _, o in results])
+            self.note_partners(db, partners or {})
             touched = sorted({o.queue_id for _, _, o in results if o.status != "deferred"})
             return self._mark_finished_done(db, touched)
 

@@ -103,6 +103,22 @@ CREATE TABLE IF NOT EXISTS audit (
     prev         BLOB NOT NULL,  -- the hash of record seq-1
     hash         BLOB NOT NULL
 );
+-- The partner ledger (store/partners.py): the best level and method
+-- each recipient domain was delivered at, and its last failure.
+CREATE TABLE IF NOT EXISTS partners (
+    domain          TEXT PRIMARY KEY COLLATE NOCASE,
+    first_ms        INTEGER NOT NULL,
+    last_ms         INTEGER NOT NULL,
+    best_level      TEXT,
+    best_method     TEXT,
+    best_ms         INTEGER,
+    failure_ms      INTEGER,
+    failure_reason  TEXT,
+    failure_text    TEXT,
+    accepted_ms     INTEGER,  -- an operator accepted a drop (mxg partners accept)
+    accepted_by     TEXT,
+    accepted_reason TEXT
+);
 -- Signed (Ed25519) statements that record seq had this hash.
 CREATE TABLE IF NOT EXISTS audit_checkpoints (
     seq          INTEGER PRIMARY KEY,
