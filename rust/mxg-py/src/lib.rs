@@ -97,6 +97,16 @@ impl Engine {
         Ok(engine.verdicts(verdicts))
     }
 
+    /// Applies a new engine configuration (JSON) to the sessions that
+    /// start from now on; returns notes for the log. Listen addresses,
+    /// spool, outbound client and shutdown grace stay as started.
+    fn reload(&self, py: Python<'_>, config_json: &str) -> PyResult<Vec<String>> {
+        let engine = self.check()?;
+        let cfg = EngineConfig::from_json(config_json).map_err(|e| to_py(&e))?;
+        py.allow_threads(|| engine.reload(&cfg))
+            .map_err(|e| to_py(&e))
+    }
+
     /// Probes hosts without sending mail (`mxg check`); the result arrives
     /// as a `probe_done` event.
     fn probe(&self, job_json: &str) -> PyResult<()> {

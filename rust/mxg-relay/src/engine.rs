@@ -4,11 +4,12 @@
 use crate::config::EngineConfig;
 use crate::error::EngineError;
 use crate::events::{Event, EventBus};
-use crate::inbound::{self, Listeners, ServerShared};
+use crate::inbound::{self, CurrentShared, Listeners, ServerShared};
 use crate::job::{DeliveryJob, ProbeJob};
 use crate::outbound::{self, Client};
 use mxg_spool::{new_queue_id, Envelope, Spool};
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -28,7 +29,9 @@ pub struct Engine {
     bus: Arc<EventBus>,
     spool: Arc<Spool>,
     client: Arc<Client>,
-    shared: Arc<ServerShared>,
+    shared: Arc<CurrentShared>,
+    /// The STARTTLS certificate and key files loaded last.
+    tls_files: Mutex<TlsFiles>,
     listeners: Mutex<Option<Listeners>>,
     local_addrs: Vec<SocketAddr>,
     shutdown_tx: watch::Sender<bool>,
@@ -48,55 +51,17 @@ impl Engine {
             .build()?;
         let spool = Spool::open(&cfg.spool_dir)?;
         let bus = Arc::new(EventBus::new()?);
-        let tls = match (&cfg.tls_cert, &cfg.tls_key) {
-            (Some(cert), Some(key)) => Some(crate::tls::server_config(cert, key)?),
-            _ => None,
-        };
-        let scanner = cfg
-            .scan
-            .as_ref()
-            .map(mxg_classify::ScanOptions::compile)
-            .transpose()
-            .map_err(|e| EngineError::Config(format!("scan: {e}")))?
-            .map(Arc::new);
+        let tls = server_tls(cfg)?;
         let listeners = rt.block_on(inbound::bind(&cfg.listen))?;
         let local_addrs = listeners.local_addrs();
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
-        let shared = Arc::new(
-            ServerShared::new(
-                cfg.hostname.clone(),
-                cfg.limits.to_limits(),
-                cfg.client_networks.clone(),
-                tls,
-                spool.clone(),
-                bus.clone(),
-                cfg.max_connections,
-                cfg.max_connections_per_client,
-                shutdown_rx,
-                (cfg.verdict_deadline_ms > 0)
-                    .then(|| Duration::from_millis(cfg.verdict_deadline_ms)),
-                scanner,
-                cfg.rcpt_checks,
-            )
-            .with_verdict_screen(cfg.verdict_screen.clone())
-            .with_inflow((cfg.in_flow_delay_ms > 0).then(|| inbound::Inflow {
-                limit: cfg.in_flow_limit,
-                delay: Duration::from_millis(cfg.in_flow_delay_ms),
-            }))
-            .with_admission(
-                (cfg.max_receiving > 0 && cfg.in_flow_delay_ms > 0).then(|| {
-                    inbound::Admission::new(
-                        cfg.max_receiving,
-                        Duration::from_millis(cfg.in_flow_delay_ms),
-                    )
-                }),
-            )
-            .with_outsiders(inbound::Outsiders {
-                policy: cfg.outsiders,
-                max_connections: cfg.max_outsider_connections,
-            })
-            .with_message_memory(cfg.max_message_memory),
-        );
+        let shared = Arc::new(CurrentShared::new(server_shared(
+            cfg,
+            tls,
+            spool.clone(),
+            bus.clone(),
+            shutdown_rx,
+        )?));
         let client = Arc::new(Client::new(
             cfg.outbound.clone(),
             &cfg.hostname,
@@ -117,6 +82,7 @@ impl Engine {
             spool,
             client,
             shared,
+            tls_files: Mutex::new(tls_files(cfg)),
             listeners: Mutex::new(Some(listeners)),
             local_addrs,
             shutdown_tx,
@@ -192,8 +158,42 @@ impl Engine {
     pub fn verdicts(&self, verdicts: Vec<inbound::Verdict>) -> Vec<bool> {
         verdicts
             .into_iter()
-            .map(|v| self.shared.verdicts.give(v))
+            .map(|v| self.shared.get().verdicts.give(v))
             .collect()
+    }
+
+    /// Applies a new configuration (SIGHUP) to the sessions that start
+    /// from now on (`inbound::CurrentShared`): limits, client networks,
+    /// connection pools, inflow and admission, verdicts, the scanner and
+    /// the STARTTLS certificate. The listen addresses, the spool, the
+    /// outbound client and the shutdown grace stay as started; the control
+    /// plane reports changes to those as needing a restart. An error leaves
+    /// everything as it was. Returns notes for the log: a certificate that
+    /// can no longer be read from unchanged paths (the relay's user may
+    /// not read a key only root can) keeps the one loaded before.
+    pub fn reload(&self, cfg: &EngineConfig) -> Result<Vec<String>, EngineError> {
+        self.rt()?;
+        let mut notes = Vec::new();
+        let files = tls_files(cfg);
+        let unchanged = *self.tls_files.lock().expect("poisoned") == files;
+        let tls = match server_tls(cfg) {
+            Ok(tls) => tls,
+            Err(e) if unchanged => {
+                notes.push(format!("kept the STARTTLS certificate loaded before: {e}"));
+                self.shared.get().tls.clone()
+            }
+            Err(e) => return Err(e),
+        };
+        let next = server_shared(
+            cfg,
+            tls,
+            self.spool.clone(),
+            self.bus.clone(),
+            self.shutdown_tx.subscribe(),
+        )?;
+        self.shared.replace(next);
+        *self.tls_files.lock().expect("poisoned") = files;
+        Ok(notes)
     }
 
     pub fn probe(&self, job: ProbeJob) -> Result<(), EngineError> {
@@ -249,6 +249,65 @@ impl Drop for Engine {
     fn drop(&mut self) {
         self.shutdown();
     }
+}
+
+type TlsFiles = (Option<PathBuf>, Option<PathBuf>);
+
+fn tls_files(cfg: &EngineConfig) -> TlsFiles {
+    (cfg.tls_cert.clone(), cfg.tls_key.clone())
+}
+
+/// The inbound STARTTLS configuration; None when no certificate is set.
+fn server_tls(cfg: &EngineConfig) -> Result<Option<Arc<rustls::ServerConfig>>, EngineError> {
+    match (&cfg.tls_cert, &cfg.tls_key) {
+        (Some(cert), Some(key)) => Ok(Some(crate::tls::server_config(cert, key)?)),
+        _ => Ok(None),
+    }
+}
+
+/// What the sessions share, as configured: built at start and again by
+/// every reload.
+fn server_shared(
+    cfg: &EngineConfig,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    spool: Arc<Spool>,
+    bus: Arc<EventBus>,
+    shutdown_rx: watch::Receiver<bool>,
+) -> Result<ServerShared, EngineError> {
+    let scanner = cfg
+        .scan
+        .as_ref()
+        .map(mxg_classify::ScanOptions::compile)
+        .transpose()
+        .map_err(|e| EngineError::Config(format!("scan: {e}")))?
+        .map(Arc::new);
+    Ok(ServerShared::new(
+        cfg.hostname.clone(),
+        cfg.limits.to_limits(),
+        cfg.client_networks.clone(),
+        tls,
+        spool,
+        bus,
+        cfg.max_connections,
+        cfg.max_connections_per_client,
+        shutdown_rx,
+        (cfg.verdict_deadline_ms > 0).then(|| Duration::from_millis(cfg.verdict_deadline_ms)),
+        scanner,
+        cfg.rcpt_checks,
+    )
+    .with_verdict_screen(cfg.verdict_screen.clone())
+    .with_inflow((cfg.in_flow_delay_ms > 0).then(|| inbound::Inflow {
+        limit: cfg.in_flow_limit,
+        delay: Duration::from_millis(cfg.in_flow_delay_ms),
+    }))
+    .with_admission((cfg.max_receiving > 0 && cfg.in_flow_delay_ms > 0).then(|| {
+        inbound::Admission::new(cfg.max_receiving, Duration::from_millis(cfg.in_flow_delay_ms))
+    }))
+    .with_outsiders(inbound::Outsiders {
+        policy: cfg.outsiders,
+        max_connections: cfg.max_outsider_connections,
+    })
+    .with_message_memory(cfg.max_message_memory))
 }
 
 /// Raises the soft limit on open files to the hard limit: every session,

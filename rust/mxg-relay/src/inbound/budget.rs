@@ -15,16 +15,27 @@ use std::sync::Arc;
 
 #[derive(Debug)]
 pub struct MemoryBudget {
-    limit: usize,
+    /// Changed by a configuration reload; shares already taken stay.
+    limit: AtomicUsize,
     held: AtomicUsize,
 }
 
 impl MemoryBudget {
     pub fn new(limit: usize) -> Arc<Self> {
         Arc::new(Self {
-            limit,
+            limit: AtomicUsize::new(limit),
             held: AtomicUsize::new(0),
         })
+    }
+
+    pub fn limit(&self) -> usize {
+        self.limit.load(Ordering::Relaxed)
+    }
+
+    /// A new limit (a reload): what sessions hold now stays theirs, and
+    /// new growth is measured against the new limit.
+    pub fn set_limit(&self, limit: usize) {
+        self.limit.store(limit, Ordering::Relaxed);
     }
 
     /// Octets held by all sessions now.
@@ -51,11 +62,12 @@ impl Share {
         let Some(more) = total.checked_sub(self.bytes).filter(|&m| m > 0) else {
             return true;
         };
+        let limit = self.budget.limit();
         let taken = self
             .budget
             .held
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
-                held.checked_add(more).filter(|&h| h <= self.budget.limit)
+                held.checked_add(more).filter(|&h| h <= limit)
             });
         if taken.is_ok() {
             self.bytes = total;

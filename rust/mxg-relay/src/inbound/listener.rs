@@ -32,8 +32,9 @@ pub struct ServerShared {
     /// Becomes true when the engine shuts down: idle sessions close with
     /// 421, sessions inside a transaction finish it first.
     pub shutdown: watch::Receiver<bool>,
-    /// Sessions waiting for the control plane's verdict at end of DATA.
-    pub verdicts: Verdicts,
+    /// Sessions waiting for the control plane's verdict at end of DATA;
+    /// the same table across reloads (`CurrentShared`).
+    pub verdicts: Arc<Verdicts>,
     /// How long a session waits for it; None: no synchronous verdicts.
     pub verdict_deadline: Option<std::time::Duration>,
     /// Which messages wait for it; None: all of them.
@@ -50,7 +51,9 @@ pub struct ServerShared {
     pub outsiders: Outsiders,
     /// Message octets all sessions together may hold (rule 12b).
     pub memory: Arc<super::MemoryBudget>,
-    connections: Mutex<Connections>,
+    /// Open sessions, counted across reloads: a session gives its slot
+    /// back to the table it took it from.
+    pub(super) connections: Arc<Mutex<Connections>>,
 }
 
 /// What happens to a client outside `client_networks`. It may never relay
@@ -88,7 +91,7 @@ impl Default for Outsiders {
 }
 
 #[derive(Default)]
-struct Connections {
+pub(super) struct Connections {
     /// Sessions of clients in `client_networks`.
     total: usize,
     /// Sessions of everyone else, counted apart.
@@ -122,7 +125,7 @@ impl ServerShared {
             max_connections,
             max_connections_per_client,
             shutdown,
-            verdicts: Verdicts::default(),
+            verdicts: Arc::default(),
             verdict_deadline,
             verdict_screen: None,
             scanner,
@@ -131,7 +134,7 @@ impl ServerShared {
             admission: None,
             outsiders: Outsiders::default(),
             memory: super::MemoryBudget::new(DEFAULT_MESSAGE_MEMORY),
-            connections: Mutex::default(),
+            connections: Arc::default(),
         }
     }
 
@@ -287,9 +290,10 @@ impl Listeners {
     }
 }
 
-/// Accepts until shutdown, then waits for the sessions to end.
-pub async fn serve(listeners: Listeners, shared: Arc<ServerShared>) {
-    let mut shutdown = shared.shutdown.clone();
+/// Accepts until shutdown, then waits for the sessions to end. Each new
+/// session gets the settings current when it connects (`CurrentShared`).
+pub async fn serve(listeners: Listeners, current: Arc<super::CurrentShared>) {
+    let mut shutdown = current.get().shutdown.clone();
     let mut sessions = JoinSet::new();
     let mut accepts = JoinSet::new();
     let (tx, mut rx) = tokio::sync::mpsc::channel::<(TcpStream, SocketAddr)>(64);
@@ -314,8 +318,7 @@ pub async fn serve(listeners: Listeners, shared: Arc<ServerShared>) {
         tokio::select! {
             conn = rx.recv() => {
                 let Some((stream, peer)) = conn else { break };
-                let shared = shared.clone();
-                sessions.spawn(handle(shared, stream, peer));
+                sessions.spawn(handle(current.get(), stream, peer));
             }
             _ = shutdown.changed() => break,
             Some(_) = sessions.join_next(), if !sessions.is_empty() => {}

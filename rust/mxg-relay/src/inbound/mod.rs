@@ -5,6 +5,7 @@ mod admission;
 mod budget;
 mod inflow;
 mod listener;
+mod reload;
 mod session;
 mod trace;
 mod verdict;
@@ -15,4 +16,5 @@ pub use inflow::Inflow;
 pub use listener::{
     bind, serve, Listeners, OutsiderPolicy, Outsiders, ServerShared, DEFAULT_MESSAGE_MEMORY,
 };
+pub use reload::CurrentShared;
 pub use verdict::{Verdict, VerdictScreen, Verdicts};
