@@ -172,15 +172,24 @@ class BatchingFileHandler(_Batching, logging.FileHandler):
 
 
 def setup_logging(level: str, fmt: str, file: Path | None) -> None:
+    """Logs to `file`, or to standard error (the journal under systemd).
+    Called again by a reload or to reopen the file after it was rotated
+    (SIGHUP, SIGUSR1): the new handler is opened first, so a file that
+    cannot be opened raises OSError and the old handler stays."""
     handler: logging.Handler = (
         BatchingFileHandler(file, encoding="utf-8") if file else BatchingStreamHandler(sys.stderr)
     )
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     root = logging.getLogger("mxg")
+    old = root.handlers[:]
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     root.propagate = False
     _direct.handler = handler if isinstance(handler, _Batching) else None
+    for h in old:
+        h.flush()
+        if isinstance(h, logging.FileHandler):
+            h.close()
 
 
 class _Direct:

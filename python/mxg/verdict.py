@@ -43,6 +43,10 @@ class Feasibility:
         # domain → (when, level that failed, why)
         self._unmet: dict[str, tuple[float, str, str]] = {}
 
+    def use_config(self, cfg: Config) -> None:
+        """A reloaded configuration (SIGHUP)."""
+        self._cfg = cfg
+
     def note_unmet(self, domain: str, level: str, why: str) -> None:
         self._unmet[domain] = (self._clock(), level, why)
 

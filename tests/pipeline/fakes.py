@@ -38,6 +38,7 @@ class FakeEngine:
         self.injected: list[tuple[Envelope, bytes]] = []
         self.spool: dict[str, tuple[Envelope, bytes]] = {}
         self.removed: list[str] = []
+        self.reloaded: dict[str, Any] | None = None
         self._ids = itertools.count(1)
 
     def fileno(self) -> int:
@@ -82,6 +83,10 @@ class FakeEngine:
 
     def spool_ids(self) -> list[str]:
         return sorted(self.spool)
+
+    def reload(self, config_json: str) -> list[str]:
+        self.reloaded = json.loads(config_json)
+        return []
 
 
 class FakeResolver:

@@ -17,6 +17,7 @@ import json
 import logging
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import anyio
 import anyio.abc
@@ -55,6 +56,7 @@ from mxg.pipeline.notices import Notices
 from mxg.pipeline.outcomes import Outcomes
 from mxg.pipeline.plan import JobInfo, Planner, sts_policy
 from mxg.pipeline.recovery import recover, reindex
+from mxg.pipeline.reload import apply_reload, log_reloaded, reopen_logs
 from mxg.pipeline.storage import open_store, survives_a_full_store
 from mxg.pipeline.verdicts import EarlyVerdicts, Verdicts
 from mxg.signing import SigningKey
@@ -118,8 +120,16 @@ class Stages:
 
 
 class Relay:
-    def __init__(self, config: Config, *, resolver: Resolver | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        resolver: Resolver | None = None,
+        config_path: Path | None = None,
+    ) -> None:
         self.cfg = config
+        # The file a reload reads again (None: the embedded defaults).
+        self.config_path = config_path
         dns_resolver = DnsResolver(
             config.dns,
             prefer=config.delivery.address_preference,
@@ -136,9 +146,40 @@ class Relay:
             config, self.resolver, functools.partial(sts_policy, self.sts)
         )
         self._stop = anyio.Event()
+        # While serving: the engine and stages a reload reconfigures.
+        self._live: tuple[Engine, Stages] | None = None
+        self._reload_wanted = False
 
     def stop(self) -> None:
         self._stop.set()
+
+    def reload(self) -> None:
+        """SIGHUP: reads the configuration file again and applies it to
+        the next sessions, transactions and messages; what is running
+        finishes as it is. A configuration with any problem is refused
+        whole and the running one kept; keys only a restart can change
+        keep their started values and are named (`mxg.config.reload`).
+        The log file is reopened either way."""
+        if self._live is None:
+            self._reload_wanted = True  # applied once the relay serves
+            return
+        engine, stages = self._live
+        outcome = apply_reload(self.cfg, self.config_path, engine)
+        if outcome is None:
+            self.reopen_logs()
+            return
+        applied, notes = outcome
+        self.cfg = applied
+        stages.ctx.cfg = applied
+        self.feasibility.use_config(applied)
+        self.reopen_logs()
+        log_reloaded(self.config_path, notes)
+
+    def reopen_logs(self) -> None:
+        """SIGUSR1 (as Postfix's ``postfix reload`` does for its logs) and
+        SIGHUP: reopens the log file, after logrotate renamed it. When it
+        cannot be opened, logging goes on where it went."""
+        reopen_logs(self.cfg.log)
 
     async def run(
         self, *, task_status: anyio.abc.TaskStatus[list[str]] = anyio.TASK_STATUS_IGNORED
@@ -175,6 +216,10 @@ class Relay:
                 pid=os.getpid(),
             )
             task_status.started(addrs)
+            self._live = (engine, stages)
+            if self._reload_wanted:
+                self._reload_wanted = False
+                self.reload()
             async with anyio.create_task_group() as tg:
                 stages.ctx.tg = tg
                 tg.start_soon(self._event_loop, engine, stages)
@@ -186,6 +231,7 @@ class Relay:
                 await self._stop.wait()
                 tg.cancel_scope.cancel()
         finally:
+            self._live = None
             with anyio.CancelScope(shield=True):
                 event(log, "shutting down: finishing open transactions")
                 await anyio.to_thread.run_sync(engine.shutdown)

@@ -28,6 +28,7 @@ class Intake:
         self._ctx = ctx
         self._outcomes = outcomes
         self._early = early
+        self._scan_cfg = ctx.cfg
         self._scan_json = json.dumps(ctx.cfg.scan_options())
 
     async def take(self, received: list[Received]) -> tuple[list[NewMessage], list[Outcome]]:
@@ -113,6 +114,9 @@ class Intake:
         return await anyio.to_thread.run_sync(self._scan, message)
 
     def _scan(self, message: bytes) -> dict[str, Any]:
+        if self._scan_cfg is not self._ctx.cfg:  # reloaded (SIGHUP)
+            self._scan_cfg = self._ctx.cfg
+            self._scan_json = json.dumps(self._ctx.cfg.scan_options())
         features: dict[str, Any] = json.loads(_core.scan(message, self._scan_json))
         return features
 

@@ -1,0 +1,77 @@
+"""What a reload (SIGHUP) changes in a running relay, and what only a
+restart can.
+
+Most of the configuration is read where it is used (classes, rules,
+domain policies, queue and DSN settings, ``max_jobs``), or handed to the
+engine again (limits, client networks, connection pools, inflow,
+verdicts, the STARTTLS certificate), so a reload applies it to the next
+message, session or transaction. The keys in `STARTED` were used once, at
+start: the sockets bound, the data directory locked and handed over, the
+user switched to, the event loop, the resolver and MTA-STS client, the
+outbound client with its connection pools. A reload keeps their started
+values and names them as needing a restart.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from mxg.config.model import Config
+
+# Section → keys used only at start; None: the whole section.
+STARTED: dict[str, tuple[str, ...] | None] = {
+    # hostname: also the outbound client's EHLO name, built at start.
+    "server": ("listen", "hostname", "shutdown_grace"),
+    "data": None,
+    "run": None,
+    "dns": None,
+    "delivery": (
+        "port",
+        "helo_name",
+        "ca_file",
+        "mta_sts",
+        "address_preference",
+        "max_addresses",
+        "connect_timeout",
+        "greeting_timeout",
+        "command_timeout",
+        "data_init_timeout",
+        "data_block_timeout",
+        "data_done_timeout",
+        "max_per_destination",
+        "max_messages_per_connection",
+        "idle_timeout",
+    ),
+}
+
+
+def _keys(cfg: Config, section: str) -> tuple[str, ...]:
+    return STARTED[section] or tuple(type(getattr(cfg, section)).model_fields)
+
+
+def restart_keys(running: Config, new: Config) -> list[str]:
+    """The keys `new` changes that only a restart applies, as
+    ``section.key``."""
+    out = []
+    for section in STARTED:
+        old_s, new_s = getattr(running, section), getattr(new, section)
+        out += [
+            f"{section}.{k}"
+            for k in _keys(running, section)
+            if getattr(old_s, k) != getattr(new_s, k)
+        ]
+    return out
+
+
+def keep_started(new: Config, running: Config) -> Config:
+    """`new` with the keys of `STARTED` as the running relay has them: the
+    configuration a reload applies."""
+    update = {}
+    for section, keys in STARTED.items():
+        if keys is None:
+            update[section] = getattr(running, section)
+        else:
+            started = {k: getattr(getattr(running, section), k) for k in keys}
+            update[section] = getattr(new, section).model_copy(update=started)
+    return new.model_copy(update=update)
