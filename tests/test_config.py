@@ -95,7 +95,7 @@ def test_cli_config_check(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     assert main(["config", "check", str(good)]) == 0
     bad = tmp_path / "bad.toml"
     bad.write_text("[limits]\nmax_recipients = 5\n")
-    assert main(["config", "check", str(bad)]) == 2
+    assert main(["config", "check", str(bad)]) == 78
     err = capsys.readouterr().err
     assert "limits.max_recipients" in err and "100" in err
 

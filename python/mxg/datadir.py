@@ -30,7 +30,7 @@ import stat
 from pathlib import Path
 
 from mxg.deliverylog import event, log
-from mxg.errors import DataDirError, MxgError
+from mxg.errors import DataDirError, InstanceBusy, MxgError
 
 LOCK_NAME = "mxg.lock"
 
@@ -60,7 +60,7 @@ class InstanceLock:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 holder = _read_pid(fd)
-                raise DataDirError(
+                raise InstanceBusy(
                     f"another mxg (pid {holder or 'unknown'}) is running on {data_dir} "
                     f"(holds {path}): not starting, nothing touched"
                 ) from None

@@ -12,6 +12,7 @@
     │   ├── JobError           a delivery job or envelope was malformed
     │   └── EngineStopped      the engine was already shut down
     ├── DataDirError           the data directory is in use by another mxg, or unsafe
+    │   └── InstanceBusy       another mxg holds its instance lock
     └── StoreError             the queue database could not be opened safely
         └── StoreDamaged       it is not a readable SQLite database
 """
@@ -61,6 +62,11 @@ class EngineStopped(EngineError):
 
 class DataDirError(MxgError):
     """Another relay holds the data directory, or others could change it."""
+
+
+class InstanceBusy(DataDirError):
+    """Another relay holds the data directory's instance lock (rule 11a):
+    a temporary condition, exit status 75 (EX_TEMPFAIL)."""
 
 
 class StoreError(MxgError):

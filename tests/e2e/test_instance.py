@@ -85,7 +85,7 @@ def test_rule11a_a_second_instance_exits_naming_the_holder_and_loses_nothing(
     assert len(sent) == TOTAL
 
     for second, _took in refusals:
-        assert second.returncode == 1, second.stderr
+        assert second.returncode == 75, second.stderr  # EX_TEMPFAIL
         lines = second.stderr.strip().splitlines()
         assert len(lines) == 1, second.stderr
         assert f"pid {holder}" in lines[0] and "not starting" in lines[0]

@@ -1,5 +1,6 @@
 """What every command shares: finding the configuration file it names
-(``-c``, else ``$MXG_CONFIG``, else the embedded defaults) and loading it."""
+(``-c``, else ``$MXG_CONFIG``, else ``/etc/mxg/mxg.toml`` when it exists,
+else the embedded defaults) and loading it."""
 
 from __future__ import annotations
 
@@ -9,10 +10,15 @@ from pathlib import Path
 
 from mxg.config import Config, load_config
 
+# The configuration of an installed relay (docs/install.md).
+INSTALLED_CONFIG = Path("/etc/mxg/mxg.toml")
+
 
 def _config_path(args: argparse.Namespace) -> Path | None:
     p = getattr(args, "config", None) or os.environ.get("MXG_CONFIG")
-    return Path(p) if p else None
+    if p:
+        return Path(p)
+    return INSTALLED_CONFIG if INSTALLED_CONFIG.exists() else None
 
 
 def _load(args: argparse.Namespace) -> Config:

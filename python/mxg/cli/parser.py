@@ -1,11 +1,10 @@
 """The command line: the parser of every subcommand, each pointing at its
-function in this package, ``mxg version``, and `main`, which turns
-configuration and operator errors into a message and an exit status."""
+function in this package, ``mxg version``, and `main`, which turns every
+error into one line and a documented exit status (`mxg.cli.exits`)."""
 
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Sequence
 
 from mxg import __version__
@@ -14,13 +13,13 @@ from mxg.cli.check import cmd_check
 from mxg.cli.classify import add_classify_parser
 from mxg.cli.config import cmd_config_check, cmd_config_example
 from mxg.cli.evidence import add_evidence_parser
+from mxg.cli.exits import exit_status
 from mxg.cli.partners import add_partners_parser
 from mxg.cli.proof import add_proof_parser
 from mxg.cli.queue import cmd_queue_action, cmd_queue_list, cmd_queue_show
 from mxg.cli.report import add_report_parser
 from mxg.cli.retention import add_prune_parser
 from mxg.cli.run import cmd_run
-from mxg.errors import ConfigError, MxgError
 from mxg.vocab import Level
 
 
@@ -31,11 +30,45 @@ def cmd_version(args: argparse.Namespace) -> int:
     return 0
 
 
+CONFIG_HELP = (
+    "configuration file (default: $MXG_CONFIG, else /etc/mxg/mxg.toml if it exists,"
+    " else the embedded defaults)"
+)
+
+
+class _Version(argparse.Action):
+    """``mxg --version``: as ``mxg version``."""
+
+    def __init__(self, option_strings: list[str], dest: str, **_: object) -> None:
+        super().__init__(
+            option_strings, dest, nargs=0, default=argparse.SUPPRESS, help="print the version"
+        )
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: str | Sequence[object] | None,
+        option_string: str | None = None,
+    ) -> None:
+        cmd_version(namespace)
+        parser.exit()
+
+
+def _config_anywhere(parser: argparse.ArgumentParser) -> None:
+    """``-c`` after the subcommand too (``mxg config check -c FILE``), at
+    every level; given in both places, the later one counts."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                sub.add_argument("-c", "--config", default=argparse.SUPPRESS, help=CONFIG_HELP)
+                _config_anywhere(sub)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mxg", description="mxg outbound mail security gateway")
-    p.add_argument(
-        "-c", "--config", help="configuration file (default: $MXG_CONFIG or the embedded defaults)"
-    )
+    p.add_argument("-c", "--config", help=CONFIG_HELP)
+    p.add_argument("-V", "--version", action=_Version)
     sub = p.add_subparsers(dest="cmd", required=True)
 
     run = sub.add_parser("run", help="start the relay")
@@ -44,8 +77,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     conf = sub.add_parser("config", help="check or print configuration")
     csub = conf.add_subparsers(dest="config_cmd", required=True)
-    chk = csub.add_parser("check", help="validate a configuration file")
-    chk.add_argument("file")
+    chk = csub.add_parser(
+        "check",
+        help="validate a configuration file and what it names on this host",
+        description="Checks the file (or the one -c names) and, on this host: the TLS "
+        "certificate and key load and match, CA files hold certificates, the data and log "
+        "directories can be written, run.user exists. Exit status 0, or 78 with one line "
+        "per problem.",
+    )
+    chk.add_argument("file", nargs="?", help="configuration file (default: as -c)")
     chk.set_defaults(fn=cmd_config_check)
     ex = csub.add_parser("example", help="print a complete commented configuration")
     ex.set_defaults(fn=cmd_config_example)
@@ -108,6 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     v = sub.add_parser("version", help="print the version")
     v.set_defaults(fn=cmd_version)
+    _config_anywhere(p)
     return p
 
 
@@ -116,11 +157,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         code: int = args.fn(args)
         return code
-    except ConfigError as e:
-        print("configuration errors:", file=sys.stderr)
-        for line in e.problems:
-            print(f"  {line}", file=sys.stderr)
-        return 2
-    except MxgError as e:
-        print(f"mxg: {e}", file=sys.stderr)
-        return 1
+    except BaseException as e:
+        # Each kind of error gets one line and its status (exits.py).
+        return exit_status(e)

@@ -1,0 +1,175 @@
+"""The ``mxg`` command: ``--version``, ``-c`` before or after the
+subcommand, one line per error with its documented exit status
+(docs/operations.md, "Exit statuses"), and what ``config check`` checks
+on the host: certificate and key, CA files, directories, the run user."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mxg import __version__, _core
+from mxg.cli import build_parser, main
+from mxg.cli.exits import CONFIG, ERROR, OK, USAGE
+from mxg.config import load_config
+from tests.support.certs import self_signed
+
+
+def _mxg(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MXG_")}
+    return subprocess.run(
+        [sys.executable, "-m", "mxg", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=cwd,
+        env=env,
+        check=False,
+    )
+
+
+def test_version_option_and_command_agree(tmp_path: Path) -> None:
+    option = _mxg("--version", cwd=tmp_path)
+    command = _mxg("version", cwd=tmp_path)
+    assert option.returncode == command.returncode == OK
+    assert option.stdout == command.stdout == f"mxg {__version__} (engine {_core.__version__})\n"
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["-c", "a.toml", "queue", "list"],
+        ["queue", "-c", "a.toml", "list"],
+        ["queue", "list", "-c", "a.toml"],
+        ["--config", "b.toml", "queue", "list", "--config", "a.toml"],
+        ["config", "check", "-c", "a.toml"],
+    ],
+)
+def test_config_option_before_or_after_the_subcommand(argv: list[str]) -> None:
+    assert build_parser().parse_args(argv).config == "a.toml"
+
+
+def test_without_config_option_nothing_is_set() -> None:
+    assert build_parser().parse_args(["queue", "list"]).config is None
+
+
+def test_config_check_honours_the_config_option(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[limits]\nmax_recipients = 5\n")
+    good = tmp_path / "good.toml"
+    good.write_text(f'[data]\ndirectory = "{tmp_path / "data"}"\n')
+    assert main(["-c", str(bad), "config", "check"]) == CONFIG
+    assert main(["config", "check", "-c", str(good)]) == OK
+    assert f"{good}: OK" in capsys.readouterr().out
+    # A file named after "check" is the one checked.
+    assert main(["-c", str(good), "config", "check", str(bad)]) == CONFIG
+
+
+def test_configuration_errors_are_one_line_each_with_status_78(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[limits]\nmax_recipients = 5\n[server]\nlisten = ["nowhere"]\n')
+    for args in (["-c", str(bad), "run"], ["config", "check", str(bad)]):
+        out = _mxg(*args, cwd=tmp_path)
+        assert out.returncode == CONFIG, out.stderr
+        lines = out.stderr.splitlines()
+        assert len(lines) == 2, out.stderr
+        assert all(line.startswith(f"mxg: {bad}: ") for line in lines)
+        assert "limits.max_recipients" in out.stderr and "server.listen" in out.stderr
+
+
+def test_a_missing_file_is_one_line_not_a_traceback(tmp_path: Path) -> None:
+    missing = _mxg("-c", str(tmp_path / "none.toml"), "run", cwd=tmp_path)
+    assert missing.returncode == CONFIG
+    assert missing.stderr == f"mxg: {tmp_path / 'none.toml'}: cannot read: No such file or directory\n"
+    message = _mxg("classify", str(tmp_path / "none.eml"), "--to", "a@b.example", cwd=tmp_path)
+    assert message.returncode == ERROR
+    assert message.stderr == f"mxg: {tmp_path / 'none.eml'}: No such file or directory\n"
+
+
+def test_usage_errors_exit_2(tmp_path: Path) -> None:
+    out = _mxg("queue", "nonsense", cwd=tmp_path)
+    assert out.returncode == USAGE and "usage:" in out.stderr
+
+
+def _check(tmp_path: Path, toml: str) -> tuple[int, list[str]]:
+    cfg = tmp_path / "mxg.toml"
+    cfg.write_text(f'[data]\ndirectory = "{tmp_path / "data"}"\n' + toml)
+    out = _mxg("config", "check", str(cfg), cwd=tmp_path)
+    assert "Traceback" not in out.stderr
+    return out.returncode, [line.removeprefix(f"mxg: {cfg}: ") for line in out.stderr.splitlines()]
+
+
+def test_config_check_finds_a_missing_or_mismatched_certificate(tmp_path: Path) -> None:
+    cert, key = self_signed(tmp_path / "a", "mxg.example")
+    other_cert, other_key = self_signed(tmp_path / "b", "other.example")
+    code, lines = _check(tmp_path, f'[server]\ntls_cert = "{cert}"\ntls_key = "{key}"\n')
+    assert (code, lines) == (OK, [])
+    code, lines = _check(tmp_path, f'[server]\ntls_cert = "{cert}"\ntls_key = "{other_key}"\n')
+    assert code == CONFIG
+    assert lines == [f"server.tls_key: {other_key} is not the key of the certificate in {cert}"]
+    code, lines = _check(
+        tmp_path, f'[server]\ntls_cert = "{tmp_path}/gone.pem"\ntls_key = "{key}"\n'
+    )
+    assert (code, lines) == (CONFIG, [f"server.tls_cert: {tmp_path}/gone.pem: No such file or directory"])
+    garbage = tmp_path / "garbage.pem"
+    garbage.write_text("not a certificate\n")
+    code, lines = _check(tmp_path, f'[server]\ntls_cert = "{garbage}"\ntls_key = "{key}"\n')
+    assert code == CONFIG and len(lines) == 1
+    assert lines[0].startswith(f"server.tls_cert: {garbage} and {key} do not load")
+    assert other_cert.exists()
+
+
+def test_config_check_finds_a_bad_ca_file(tmp_path: Path) -> None:
+    ca, _ = self_signed(tmp_path, "ca.example")
+    assert _check(tmp_path, f'[delivery]\nca_file = "{ca}"\n') == (OK, [])
+    missing = tmp_path / "missing-ca.pem"
+    code, lines = _check(tmp_path, f'[delivery]\nca_file = "{missing}"\n')
+    assert (code, lines) == (CONFIG, [f"delivery.ca_file: {missing}: No such file or directory"])
+    empty = tmp_path / "empty.pem"
+    empty.write_text("")
+    code, lines = _check(tmp_path, f'[delivery]\nca_file = "{empty}"\n')
+    assert code == CONFIG and lines[0].startswith(f"delivery.ca_file: {empty} holds no usable")
+
+
+def test_config_check_finds_log_and_data_directories_and_the_run_user(tmp_path: Path) -> None:
+    code, lines = _check(
+        tmp_path,
+        f'[log]\nfile = "{tmp_path}/no-such-dir/mxg.log"\n[run]\nuser = "no-such-user-mxg"\n',
+    )
+    assert code == CONFIG
+    assert lines == [
+        "run.user: no such user 'no-such-user-mxg'",
+        f"log.file: directory {tmp_path}/no-such-dir does not exist",
+    ]
+    assert _check(tmp_path, f'[log]\nfile = "{tmp_path}/mxg.log"\n') == (OK, [])
+    not_a_dir = tmp_path / "plain"
+    not_a_dir.write_text("")
+    cfg = tmp_path / "mxg.toml"
+    cfg.write_text(f'[data]\ndirectory = "{not_a_dir}"\n')
+    out = _mxg("config", "check", str(cfg), cwd=tmp_path)
+    assert out.returncode == CONFIG
+    assert out.stderr == f"mxg: {cfg}: data.directory: {not_a_dir} is not a directory\n"
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write anywhere")
+def test_config_check_finds_a_directory_the_relay_cannot_write(tmp_path: Path) -> None:
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    code, lines = _check(tmp_path, f'[log]\nfile = "{locked}/mxg.log"\n')
+    assert (code, lines) == (CONFIG, [f"log.file: directory {locked} cannot be written"])
+
+
+def test_the_shipped_configurations_load() -> None:
+    """packaging/mxg.toml (the FHS install) and docker/mxg.toml."""
+    root = Path(__file__).resolve().parent.parent
+    installed = load_config(root / "packaging" / "mxg.toml", environ={})
+    assert installed.data.directory == Path("/var/lib/mxg")
+    assert installed.log.file is None and installed.run.user == ""
+    container = load_config(root / "docker" / "mxg.toml", environ={})
+    assert container.dns.trust_ad and container.dns.nameservers == ["172.30.53.53"]
