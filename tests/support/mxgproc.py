@@ -20,8 +20,12 @@ class MxgProcess:
         config: str,
         backend: str = "asyncio",
         env: dict[str, str] | None = None,
+        python: str = sys.executable,
     ) -> None:
         self.workdir = workdir
+        # The interpreter whose mxg runs: this one, or that of another
+        # environment (tests/e2e/test_wheel.py).
+        self.python = python
         self.env = env or {}
         self.backend = backend
         self.port = free_port()
@@ -35,7 +39,7 @@ class MxgProcess:
         env = {**os.environ, **self.env}
         self.proc = subprocess.Popen(
             [
-                sys.executable,
+                self.python,
                 "-m",
                 "mxg",
                 "-c",
@@ -82,7 +86,7 @@ class MxgProcess:
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "mxg", "-c", str(self.config_path), *args],
+            [self.python, "-m", "mxg", "-c", str(self.config_path), *args],
             capture_output=True,
             text=True,
             timeout=60,
