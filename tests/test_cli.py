@@ -157,12 +157,17 @@ def test_config_check_finds_log_and_data_directories_and_the_run_user(tmp_path: 
     assert out.stderr == f"mxg: {cfg}: data.directory: {not_a_dir} is not a directory\n"
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root may write anywhere")
 def test_config_check_finds_a_directory_the_relay_cannot_write(tmp_path: Path) -> None:
+    """As a user, for this process; as root, for run.user (nobody)."""
     locked = tmp_path / "locked"
-    locked.mkdir(mode=0o500)
-    code, lines = _check(tmp_path, f'[log]\nfile = "{locked}/mxg.log"\n')
-    assert (code, lines) == (CONFIG, [f"log.file: directory {locked} cannot be written"])
+    locked.mkdir(mode=0o500 if os.geteuid() else 0o700)
+    toml = f'[log]\nfile = "{locked}/mxg.log"\n'
+    by = ""
+    if os.geteuid() == 0:
+        toml += '[run]\nuser = "nobody"\n'
+        by = " by run.user nobody"
+    code, lines = _check(tmp_path, toml)
+    assert (code, lines) == (CONFIG, [f"log.file: directory {locked} cannot be written{by}"])
 
 
 def test_the_shipped_configurations_load() -> None:

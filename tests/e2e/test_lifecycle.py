@@ -106,7 +106,7 @@ def test_sighup_reloads_under_load_without_a_failed_session_or_a_lost_message(
             _rewrite(mxg, _limits(SIZE + k - 1), _limits(SIZE + k))
             _hup(mxg)
             wait_for(
-                lambda k=k: len(_log_lines(mxg, "configuration reloaded")) == k,  # type: ignore[misc]
+                lambda k=k: len(_log_lines(mxg, "configuration reloaded")) == k,
                 what=f"reload {k}",
             )
         time.sleep(0.4)
@@ -202,7 +202,7 @@ def test_sigusr1_and_sighup_reopen_a_rotated_log_file(
         wait_for(log_file.exists, what="the new log file")
         mid = f"<rotated-{n}@internal.test>"
         _send(mxg.port, mid)
-        wait_for(lambda mid=mid: mid in log_file.read_text(), what="the line in the new file")  # type: ignore[misc]
+        wait_for(lambda mid=mid: mid in log_file.read_text(), what="the line in the new file")
         assert mid not in rotated.read_text()
         assert stat.S_IMODE(log_file.stat().st_mode) == 0o600
     assert mxg.proc is not None and mxg.proc.poll() is None
