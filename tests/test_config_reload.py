@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from mxg.config import load_config
-from mxg.config.reload import STARTED, keep_started, restart_keys
+from mxg.config.reload import DELIVERY_PER_JOB, STARTED, keep_started, restart_keys
 
 
 def test_restart_only_keys_are_named_and_keep_their_started_values() -> None:
@@ -63,3 +63,4 @@ def test_every_started_key_exists() -> None:
     for section, keys in STARTED.items():
         fields = type(getattr(cfg, section)).model_fields
         assert set(keys or ()) <= set(fields), section
+    assert set(DELIVERY_PER_JOB) <= set(type(cfg.delivery).model_fields)

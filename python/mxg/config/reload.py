@@ -16,8 +16,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from mxg.config.sections import DeliveryConfig
+
 if TYPE_CHECKING:
     from mxg.config.model import Config
+
+DELIVERY_PER_JOB = ("default_level", "tls_profile", "qualified_methods", "max_jobs")
 
 # Section → keys used only at start; None: the whole section.
 STARTED: dict[str, tuple[str, ...] | None] = {
@@ -26,23 +30,10 @@ STARTED: dict[str, tuple[str, ...] | None] = {
     "data": None,
     "run": None,
     "dns": None,
-    "delivery": (
-        "port",
-        "helo_name",
-        "ca_file",
-        "mta_sts",
-        "address_preference",
-        "max_addresses",
-        "connect_timeout",
-        "greeting_timeout",
-        "command_timeout",
-        "data_init_timeout",
-        "data_block_timeout",
-        "data_done_timeout",
-        "max_per_destination",
-        "max_messages_per_connection",
-        "idle_timeout",
-    ),
+    # The outbound client, with its timeouts and connection pools, is
+    # built at start; only the keys of `DELIVERY_PER_JOB` are read anew
+    # for every job.
+    "delivery": tuple(k for k in DeliveryConfig.model_fields if k not in DELIVERY_PER_JOB),
 }
 
 
