@@ -176,9 +176,9 @@ class Relay:
         log_reloaded(self.config_path, notes)
 
     def reopen_logs(self) -> None:
-        """SIGUSR1 (as Postfix's ``postfix reload`` does for its logs) and
-        SIGHUP: reopens the log file, after logrotate renamed it. When it
-        cannot be opened, logging goes on where it went."""
+        """SIGUSR1 and SIGHUP: reopens the log file after logrotate
+        renamed it. When it cannot be opened, logging goes on where it
+        went."""
         reopen_logs(self.cfg.log)
 
     async def run(
