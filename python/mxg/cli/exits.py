@@ -37,33 +37,30 @@ def exit_status(e: BaseException) -> int:
     """Writes `e` as one line per problem and returns its exit status;
     re-raises what is not an error (SystemExit) and, with MXG_DEBUG set,
     an unexpected exception with its traceback."""
+    if isinstance(e, BaseExceptionGroup):
+        # A task group's failure (a start-up refusal): its first error of
+        # mxg's own is the cause, the rest follows from it.
+        leaves = _leaves(e)
+        e = next((x for x in leaves if isinstance(x, MxgError)), leaves[0])
     match e:
-        case SystemExit():
-            raise e
-        case BaseExceptionGroup():
-            # A task group's failure (a start-up refusal): its first error
-            # of mxg's own is the cause, the rest follows from it.
-            leaves = _leaves(e)
-            return exit_status(next((x for x in leaves if isinstance(x, MxgError)), leaves[0]))
-        case ConfigError():
-            for line in e.problems:
-                _say(line)
-            return CONFIG
-        case InstanceBusy():
-            _say(str(e))
-            return TEMPFAIL
-        case MxgError():
-            _say(str(e))
-            return ERROR
         case KeyboardInterrupt():
             return INTERRUPTED
+        case ConfigError():
+            lines, status = e.problems, CONFIG
+        case InstanceBusy():
+            lines, status = [str(e)], TEMPFAIL
+        case MxgError():
+            lines, status = [str(e)], ERROR
         case OSError():
             where = f"{e.filename}: " if e.filename else ""
-            _say(f"{where}{e.strerror or e}")
-            return ERROR
+            lines, status = [f"{where}{e.strerror or e}"], ERROR
         case Exception() if not os.environ.get("MXG_DEBUG"):
             return _internal(e)
-    raise e
+        case _:
+            raise e
+    for line in lines:
+        _say(line)
+    return status
 
 
 def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
