@@ -300,9 +300,14 @@ fn server_shared(
         limit: cfg.in_flow_limit,
         delay: Duration::from_millis(cfg.in_flow_delay_ms),
     }))
-    .with_admission((cfg.max_receiving > 0 && cfg.in_flow_delay_ms > 0).then(|| {
-        inbound::Admission::new(cfg.max_receiving, Duration::from_millis(cfg.in_flow_delay_ms))
-    }))
+    .with_admission(
+        (cfg.max_receiving > 0 && cfg.in_flow_delay_ms > 0).then(|| {
+            inbound::Admission::new(
+                cfg.max_receiving,
+                Duration::from_millis(cfg.in_flow_delay_ms),
+            )
+        }),
+    )
     .with_outsiders(inbound::Outsiders {
         policy: cfg.outsiders,
         max_connections: cfg.max_outsider_connections,
