@@ -86,7 +86,9 @@ def test_configuration_errors_are_one_line_each_with_status_78(tmp_path: Path) -
 def test_a_missing_file_is_one_line_not_a_traceback(tmp_path: Path) -> None:
     missing = _mxg("-c", str(tmp_path / "none.toml"), "run", cwd=tmp_path)
     assert missing.returncode == CONFIG
-    assert missing.stderr == f"mxg: {tmp_path / 'none.toml'}: cannot read: No such file or directory\n"
+    assert (
+        missing.stderr == f"mxg: {tmp_path / 'none.toml'}: cannot read: No such file or directory\n"
+    )
     message = _mxg("classify", str(tmp_path / "none.eml"), "--to", "a@b.example", cwd=tmp_path)
     assert message.returncode == ERROR
     assert message.stderr == f"mxg: {tmp_path / 'none.eml'}: No such file or directory\n"
@@ -116,7 +118,10 @@ def test_config_check_finds_a_missing_or_mismatched_certificate(tmp_path: Path) 
     code, lines = _check(
         tmp_path, f'[server]\ntls_cert = "{tmp_path}/gone.pem"\ntls_key = "{key}"\n'
     )
-    assert (code, lines) == (CONFIG, [f"server.tls_cert: {tmp_path}/gone.pem: No such file or directory"])
+    assert (code, lines) == (
+        CONFIG,
+        [f"server.tls_cert: {tmp_path}/gone.pem: No such file or directory"],
+    )
     garbage = tmp_path / "garbage.pem"
     garbage.write_text("not a certificate\n")
     code, lines = _check(tmp_path, f'[server]\ntls_cert = "{garbage}"\ntls_key = "{key}"\n')

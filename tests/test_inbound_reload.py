@@ -81,7 +81,7 @@ def test_a_configuration_the_engine_cannot_apply_changes_nothing(
     start_engine: Start, tmp_path: Path
 ) -> None:
     r = start_engine(limits={"max_message_size": 1_000_000})
-    with pytest.raises(EngineConfigError, match="gone.pem"):
+    with pytest.raises(EngineConfigError, match=r"gone\.pem"):
         _reload(
             r,
             tmp_path,

@@ -113,5 +113,5 @@ def test_the_unbound_sidecar_validates_and_unbound_accepts_its_configuration(
     )
     assert out.returncode == 0, out.stdout + out.stderr
     compose = (ROOT / "docker" / "compose.yaml").read_text()
-    assert "MXG_DNS__TRUST_AD: \"true\"" in compose
+    assert 'MXG_DNS__TRUST_AD: "true"' in compose
     assert "ipv4_address: 172.30.53.53" in compose

@@ -81,12 +81,16 @@ def test_the_installed_wheel_runs_the_relay(
     backend: str,
 ) -> None:
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
-    where = _run(installed, "-c", "import mxg._core; print(mxg._core.__file__)", cwd=tmp_path, env=env)
+    where = _run(
+        installed, "-c", "import mxg._core; print(mxg._core.__file__)", cwd=tmp_path, env=env
+    )
     assert where.startswith(str(installed.parent.parent)), where
     script = installed.parent / "mxg"
     assert _run(script, "--version", cwd=tmp_path, env=env).startswith("mxg ")
 
-    mxg = MxgProcess(tmp_path, mxg_config(dns_server, tmp_path / "data"), backend, env, python=str(installed))
+    mxg = MxgProcess(
+        tmp_path, mxg_config(dns_server, tmp_path / "data"), backend, env, python=str(installed)
+    )
     mxg.start()
     try:
         with smtplib.SMTP("127.0.0.1", mxg.port, timeout=30) as c:

@@ -55,7 +55,7 @@ class _Version(argparse.Action):
         parser.exit()
 
 
-def _config_anywhere(parser: argparse.ArgumentParser) -> None:
+def _config_anywhere(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """``-c`` after the subcommand too (``mxg config check -c FILE``), at
     every level; given in both places, the later one counts."""
     for action in parser._actions:
@@ -63,6 +63,7 @@ def _config_anywhere(parser: argparse.ArgumentParser) -> None:
             for sub in action.choices.values():
                 sub.add_argument("-c", "--config", default=argparse.SUPPRESS, help=CONFIG_HELP)
                 _config_anywhere(sub)
+    return parser
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -146,10 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_prune_parser(sub)
     add_report_parser(sub)
 
-    v = sub.add_parser("version", help="print the version")
-    v.set_defaults(fn=cmd_version)
-    _config_anywhere(p)
-    return p
+    sub.add_parser("version", help="print the version").set_defaults(fn=cmd_version)
+    return _config_anywhere(p)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -12,7 +12,6 @@ from typing import Any
 
 from mxg.cli.common import _config_path, _load
 
-
 # SIGTERM and SIGINT stop; SIGHUP reloads; SIGUSR1 reopens the log.
 HANDLED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1)
 
