@@ -30,13 +30,13 @@ async def checkpointer(ctx: Context, key: SigningKey) -> None:
 
 async def pruner(ctx: Context, key: SigningKey) -> None:
     """Prunes per `[retention]` every `prune_interval`, the first time
-    right after start."""
-    keep = ctx.cfg.retention.keep
-    if keep <= 0:
-        return
+    right after start. Both are read anew each time: a reload (SIGHUP) may
+    change them, or turn pruning on or off (``keep = 0``)."""
     while True:
-        with survives_a_full_store():
-            await prune_once(ctx, key, now_ms() - int(keep * 1000))
+        keep = ctx.cfg.retention.keep
+        if keep > 0:
+            with survives_a_full_store():
+                await prune_once(ctx, key, now_ms() - int(keep * 1000))
         await anyio.sleep(ctx.cfg.retention.prune_interval)
 
 
