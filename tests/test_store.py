@@ -188,7 +188,7 @@ def test_operator_actions_are_recorded(tmp_path: Path) -> None:
     assert not s.release("Q2", "ops", "")  # not held
     assert s.release("Q1", "ops", "checked")
     s.record([Outcome("Q2", 0, "deferred", 451, "4.0.0", "later", next_ms=10**12)])
-    assert s.flush() == 1
+    assert s.flush_recipients({"Q2": [0]}, "ops", "") == {"Q2": [0]}
     assert s.delete("Q2", "ops", "spam")
     assert "Q2" in s.finished()
     d = s.details("Q1")

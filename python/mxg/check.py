@@ -8,9 +8,12 @@ STARTTLS, TLS version/cipher/group, certificate subject and expiry, the
 authentication method and the level reached; per domain the best level
 any of its MX hosts reaches.
 
-Exit status: 0 qualified, 1 encrypted, 2 opportunistic, 3 none
-(plaintext or unreachable), 4 the domain could not be resolved; with
-several domains, that of the weakest.
+Exit status (`exit_code`): 0 every domain reaches the required level
+(``--require``, default qualified), 3 some domain can be reached only
+below it, 4 some domain could not be resolved; with several domains, the
+highest. The statuses of errors (1, 2, 70, 75, 78: `mxg.cli.exits`)
+stay what they are for every mxg command, so a script never reads a
+failure as a level.
 """
 
 from __future__ import annotations
@@ -41,9 +44,10 @@ from mxg.dns import (
     http_client,
 )
 from mxg.pipeline.plan import job_hosts
-from mxg.vocab import Reason
+from mxg.vocab import Level, Reason
 
-EXIT_CODES = {"qualified": 0, "encrypted": 1, "opportunistic": 2, "none": 3}
+EXIT_REACHED = 0
+EXIT_BELOW = 3
 EXIT_UNRESOLVED = 4
 
 
@@ -76,9 +80,11 @@ class DomainReport:
     error: str = ""
     hosts: list[HostReport] = field(default_factory=list)
 
-    @property
-    def exit_code(self) -> int:
-        return EXIT_UNRESOLVED if self.error and not self.hosts else EXIT_CODES[self.best_level]
+    def exit_code(self, require: str) -> int:
+        if self.error and not self.hosts:
+            return EXIT_UNRESOLVED
+        reached = LEVELS.index(Level(self.best_level)) >= LEVELS.index(Level(require))
+        return EXIT_REACHED if reached else EXIT_BELOW
 
 
 def _expires(ts: int | None) -> str:
@@ -242,8 +248,8 @@ async def _sts(cache: StsCache | None, domain: str) -> tuple[Policy | None, str]
     return policy, f"{policy.mode} id={policy.id} mx={','.join(policy.mx)}"
 
 
-def exit_code(reports: Sequence[DomainReport]) -> int:
-    return max((r.exit_code for r in reports), default=0)
+def exit_code(reports: Sequence[DomainReport], require: str = "qualified") -> int:
+    return max((r.exit_code(require) for r in reports), default=EXIT_REACHED)
 
 
 def to_json(reports: Sequence[DomainReport]) -> str:

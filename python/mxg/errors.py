@@ -13,6 +13,7 @@
     │   └── EngineStopped      the engine was already shut down
     ├── DataDirError           the data directory is in use by another mxg, or unsafe
     │   └── InstanceBusy       another mxg holds its instance lock
+    ├── OperatorError          an operator's selection or queue action is invalid
     └── StoreError             the queue database could not be opened safely
         └── StoreDamaged       it is not a readable SQLite database
 """
@@ -67,6 +68,11 @@ class DataDirError(MxgError):
 class InstanceBusy(DataDirError):
     """Another relay holds the data directory's instance lock (rule 11a):
     a temporary condition, exit status 75 (EX_TEMPFAIL)."""
+
+
+class OperatorError(MxgError):
+    """An operator's selection or queue action (`mxg.ops`) is invalid: a
+    bad queue id, domain, age or state, or a change that is not allowed."""
 
 
 class StoreError(MxgError):

@@ -23,10 +23,17 @@ def test_check_reports_levels_and_exit_codes(
     make_mxg: Callable[..., MxgProcess], sinks: dict[str, Sink], tmp_path: Path
 ) -> None:
     mxg = make_mxg(start=False)
-    expect = {"dane.test": 0, "notlsa.test": 1, "good.test": 3, "nullmx.test": 4}
+    # 0 reaches --require (qualified by default), 3 only below it, 4 not
+    # resolvable: never 1 or 2, which mean an error or bad usage.
+    expect = {"dane.test": 0, "notlsa.test": 3, "good.test": 3, "nullmx.test": 4}
     for domain, code in expect.items():
         r = mxg.cli("check", domain)
         assert r.returncode == code, (domain, r.stdout, r.stderr)
+    assert mxg.cli("check", "notlsa.test", "--require", "encrypted").returncode == 0
+    assert mxg.cli("check", "good.test", "--require", "opportunistic").returncode == 3
+    assert mxg.cli("check", "good.test", "--require", "none").returncode == 0
+    usage = mxg.cli("check", "good.test", "--require", "strong")
+    assert usage.returncode == 2 and "invalid choice" in usage.stderr
     r = mxg.cli("check", "dane.test", "--json")
     [report] = json.loads(r.stdout)
     assert report["best_level"] == "qualified"

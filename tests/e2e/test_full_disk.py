@@ -100,7 +100,7 @@ def test_rule11_a_full_disk_refuses_new_mail_and_loses_nothing(
     )
     after_s = time.monotonic() - freed
     wait_for(
-        lambda: mxg.cli("queue", "list", "--json").stdout.strip() == "[]",
+        lambda: _empty(mxg.cli("queue", "list", "--json")),
         timeout=60,
         what="an empty queue",
     )
@@ -110,3 +110,8 @@ def test_rule11_a_full_disk_refuses_new_mail_and_loses_nothing(
     assert {f"<full-{i}@internal.test>" for i in acked} <= set(got)
     assert duplicates <= BEFORE
     assert mxg.proc is not None and mxg.proc.poll() is None
+
+
+def _empty(listing: subprocess.CompletedProcess[str]) -> bool:
+    """`queue list --json` answered, with no message (JSON lines: none)."""
+    return listing.returncode == 0 and listing.stdout == ""

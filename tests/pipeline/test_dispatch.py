@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import anyio
+
 from mxg.boundary import DeliveryDone, RecipientResult
 from tests.pipeline.fakes import envelope, received, serving, stages
 
@@ -69,6 +71,44 @@ def test_an_unknown_domain_bounces_with_the_resolvers_reason_and_a_dsn(tmp_path:
     dsn_env, dsn = engine.injected[0]
     assert dsn_env.recipients[0].address == "sender@internal.test"
     assert b"x@nowhere.test" in dsn
+
+
+def test_a_suspended_domain_gets_no_job_until_it_is_resumed(tmp_path: Path) -> None:
+    st, engine = stages(tmp_path)
+    st.ctx.store.suspend("other.test", "ops", "partner maintenance")
+    env = envelope("Q1", ["a@plain.test", "b@other.test"])
+
+    async def body() -> None:
+        await st.handle([received(env)])
+        st.dispatch.dispatch_due()  # a scan finds nothing due for other.test
+        assert [j["destination"] for j in engine.jobs] == ["plain.test"]
+        st.ctx.store.resume("other.test", "ops", "")
+        st.dispatch.dispatch_due()
+
+    serving(st, body)
+    assert [j["destination"] for j in engine.jobs] == ["plain.test", "other.test"]
+    assert st.ctx.store.recipients("Q1")[1]["status"] == "pending"
+
+
+def test_an_operator_bounce_gets_one_dsn_from_concurrent_scans(tmp_path: Path) -> None:
+    st, engine = stages(tmp_path)
+    store = st.ctx.store
+    engine.spool["Q1"] = (envelope("Q1", ["x@plain.test"]), b"Subject: hi\r\n\r\nhi\r\n")
+    store.suspend("plain.test", "ops", "")  # keeps the message queued
+
+    async def body() -> None:
+        await st.handle([received(engine.spool["Q1"][0])])
+        store.bounce_recipients({"Q1": [0]}, "ops", "partner closed")
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(st.notices.send_pending)
+            tg.start_soon(st.notices.send_pending)
+
+    serving(st, body)
+    assert len(engine.injected) == 1
+    dsn_env, dsn = engine.injected[0]
+    assert dsn_env.recipients[0].address == "sender@internal.test"
+    assert b"Status: 5.0.0" in dsn and b"returned by the mail administrator: partner closed" in dsn
+    assert store.dsn_pending() == [] and "Q1" in store.finished()
 
 
 def _sent(address: str) -> RecipientResult:

@@ -46,4 +46,4 @@ def cmd_check(args: argparse.Namespace) -> int:
         Path(args.out).write_text(output)
     else:
         sys.stdout.write(output)
-    return check.exit_code(reports)
+    return check.exit_code(reports, args.require)

@@ -5,8 +5,8 @@ managers and Postfix-minded operators know: systemd may be told not to
 restart on 78 (``RestartPreventExitStatus=``), since a configuration
 error stays until someone fixes it, while 75 is worth a retry.
 
-``mxg check`` reports a domain's transport level in its own statuses
-(0-4, see ``mxg check --help``).
+``mxg check`` adds two statuses no error uses: 3 (a domain only below
+the required level) and 4 (a domain unresolvable); see `mxg.check`.
 """
 
 from __future__ import annotations

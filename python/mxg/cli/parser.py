@@ -16,7 +16,7 @@ from mxg.cli.evidence import add_evidence_parser
 from mxg.cli.exits import exit_status
 from mxg.cli.partners import add_partners_parser
 from mxg.cli.proof import add_proof_parser
-from mxg.cli.queue import cmd_queue_action, cmd_queue_list, cmd_queue_show
+from mxg.cli.queue import add_queue_parser
 from mxg.cli.report import add_report_parser
 from mxg.cli.retention import add_prune_parser
 from mxg.cli.run import cmd_run
@@ -91,35 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     ex = csub.add_parser("example", help="print a complete commented configuration")
     ex.set_defaults(fn=cmd_config_example)
 
-    q = sub.add_parser("queue", help="inspect and change the queue")
-    qsub = q.add_subparsers(dest="queue_cmd", required=True)
-    ql = qsub.add_parser("list", help="messages in the queue")
-    ql.add_argument("--json", action="store_true")
-    ql.add_argument("--all", action="store_true", help="include finished messages")
-    ql.set_defaults(fn=cmd_queue_list)
-    qs = qsub.add_parser("show", help="one message with its recipients and attempts")
-    qs.add_argument("queue_id")
-    qs.add_argument("--json", action="store_true")
-    qs.set_defaults(fn=cmd_queue_show)
-    qf = qsub.add_parser("flush", help="retry deferred recipients now")
-    qf.add_argument("queue_id", nargs="?")
-    qf.set_defaults(fn=cmd_queue_action)
-    for name, text in (
-        ("hold", "stop delivering a message"),
-        ("release", "resume a held message"),
-        ("delete", "drop a message's unfinished recipients"),
-    ):
-        a = qsub.add_parser(name, help=text)
-        a.add_argument("queue_id")
-        a.add_argument("--reason", default="", help="recorded with the action")
-        if name == "release":
-            a.add_argument(
-                "--level",
-                choices=[str(level) for level in Level],
-                help="deliver this one message at this transport level instead of what its"
-                " class requires (recorded with who, when and --reason)",
-            )
-        a.set_defaults(fn=cmd_queue_action)
+    add_queue_parser(sub)
 
     add_classify_parser(sub)
 
@@ -128,8 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="which transport level can a domain receive? (never sends mail)",
         description="Probes every MX host through the delivery code path up to the TLS "
         "handshake and reports DNSSEC, TLSA, STARTTLS, TLS parameters, certificate and the "
-        "level reached. Exit status: 0 qualified, 1 encrypted, 2 opportunistic, 3 none, "
-        "4 unresolvable; with several domains that of the weakest.",
+        "level reached. Exit status: 0 every domain reaches --require, 3 some domain only "
+        "below it, 4 some domain unresolvable; errors as for every command (1, 2, 78, ...).",
     )
     chk.add_argument("domains", nargs="*")
     chk.add_argument("--file", help="domains, one per line ('-' for standard input)")
@@ -138,6 +110,12 @@ def build_parser() -> argparse.ArgumentParser:
     fmt.add_argument("--csv", action="store_true")
     chk.add_argument("--out", help="write the report to this file")
     chk.add_argument("--concurrency", type=int, default=20, help="domains at once")
+    chk.add_argument(
+        "--require",
+        default="qualified",
+        choices=[str(level) for level in Level],
+        help="the level the exit status asks for (default: qualified)",
+    )
     chk.set_defaults(fn=cmd_check)
 
     add_audit_parsers(sub)

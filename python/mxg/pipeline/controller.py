@@ -5,8 +5,9 @@ The event loop waits on the engine's descriptor and drains a batch at a
 time: questions at the end of DATA and RCPT go to ``verdicts``, received
 messages through ``intake`` to ``dispatch``, delivery results through
 ``outcomes``; jobs queued meanwhile cross the boundary once per batch. A
-scanner brings back due retries, delay warnings and messages an operator
-finished. Written on anyio; runs on asyncio (uvloop) and trio alike.
+scanner brings back due retries, delay warnings, DSNs for what an
+operator bounced and messages an operator finished. Written on anyio;
+runs on asyncio (uvloop) and trio alike.
 """
 
 from __future__ import annotations
@@ -288,13 +289,14 @@ class Relay:
         await stages.outcomes.retry_unstored()
         if ctx.rescan_wanted:
             await reindex(ctx, stages.intake, stages.outcomes)
-        await stages.notices.retry_pending()
+        # DSNs for operator bounces, and those a full disk held back.
+        await stages.notices.send_pending()
         stages.dispatch.dispatch_due()
         warn_after = self.cfg.queue.delay_warning_after
         if warn_after > 0:
             for qid in store.expired_delay_warnings(now_ms() - int(warn_after * 1000)):
                 await stages.notices.send_delay_dsn(qid)
-        # Messages finished by an operator (mxg queue delete).
+        # Messages finished by an operator (mxg queue delete, bounce).
         await stages.finisher.remove(store.finished())
 
     async def _sts_refresher(self, sts: StsCache) -> None:

@@ -65,13 +65,18 @@ class Dispatcher:
 
     def start_new(self, messages: list[NewMessage], intake: list[Outcome]) -> None:
         """First deliveries of just-received messages, one per recipient
-        domain; recipients intake stopped stay, those it rerouted go to
-        their fallback relay."""
+        domain not suspended; recipients intake stopped stay, those it
+        rerouted go to their fallback relay."""
         stopped = {(o.queue_id, o.idx) for o in intake if o.status != "deferred"}
         rerouted = {(o.queue_id, o.idx) for o in intake if o.status == "deferred"}
+        # Recipients of a suspended domain stay pending in the index, due
+        # once it is resumed (`Store.due` leaves them out until then).
+        suspended = self._ctx.store.suspended_domains()
         with self._planner.fresh(messages):
             for m in messages:
                 for due in _split_by_domain(m):
+                    if due.domain in suspended:
+                        continue
                     keep = tuple(
                         i for i in due.indexes if (due.queue_id, i) not in stopped | rerouted
                     )

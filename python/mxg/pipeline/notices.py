@@ -24,9 +24,11 @@ class Notices:
         # Called once a DSN is spooled, so that it goes out without waiting
         # for the next scan (the dispatcher's due query).
         self.on_queued: Callable[[], None] = lambda: None
-        # A DSN could not be spooled: bounces whose DSN is pending are
-        # tried again at the next scan.
-        self.retry_wanted = False
+        # Messages whose failure DSN is being made: a second caller (the
+        # scanner and outcomes, or two scans) leaves them to the first, so
+        # that no sender gets one bounce twice; what the first did not
+        # cover is still pending and goes at the next scan.
+        self._failing: set[str] = set()
 
     def _candidates(self, queue_id: str, want: Callable[[Any], bool]) -> tuple[Any, list[Any]]:
         store = self._ctx.store
@@ -35,6 +37,15 @@ class Notices:
         return msg, rows
 
     async def send_failure_dsn(self, queue_id: str) -> None:
+        if queue_id in self._failing:
+            return
+        self._failing.add(queue_id)
+        try:
+            await self._send_failure_dsn(queue_id)
+        finally:
+            self._failing.discard(queue_id)
+
+    async def _send_failure_dsn(self, queue_id: str) -> None:
         msg, rows = self._candidates(
             queue_id, lambda r: r["status"] == "bounced" and not r["dsn_sent"]
         )
@@ -48,11 +59,10 @@ class Notices:
         if rows:
             self._ctx.store.mark_dsn_sent(queue_id, [r["idx"] for r in rows])
 
-    async def retry_pending(self) -> None:
-        """DSNs that could not be spooled before (a full disk)."""
-        if not self.retry_wanted:
-            return
-        self.retry_wanted = False
+    async def send_pending(self) -> None:
+        """Failure DSNs not yet queued, at each scan: for recipients an
+        operator bounced (``mxg queue bounce``, written to the store while
+        the relay runs) and those a full disk held back."""
         for qid in self._ctx.store.dsn_pending():
             await self.send_failure_dsn(qid)
 
@@ -117,8 +127,7 @@ class Notices:
             return False
         except SpoolError as e:
             # A full disk: the bounce is stored, its DSN not yet sent; the
-            # scanner tries again (``retry_wanted``).
-            self.retry_wanted = True
+            # scanner tries again (``send_pending``).
             event(
                 log, "cannot spool a DSN yet", logging.ERROR, queue_id=msg["queue_id"], error=str(e)
             )

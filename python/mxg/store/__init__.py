@@ -12,10 +12,11 @@ drained event batch.
 `Store` is composed of one part per concern: `db` (the connection and
 durable transactions), `intake` (indexing accepted messages), `queue`
 (due recipients, results, finished messages), `operator` (``mxg queue``
-actions), `evidence` (``mxg evidence`` lookups), `audit` (the audit trail's
-hash chain) and `sts_cache` (MTA-STS policies kept across restarts); the
-tables are in `schema`, the records it takes and gives in `records`, and
-its files on disk in `files`. Import from ``mxg.store``.
+actions), `suspend` (domains whose delivery is suspended), `evidence`
+(``mxg evidence`` lookups), `audit` (the audit trail's hash chain) and
+`sts_cache` (MTA-STS policies kept across restarts); the tables are in
+`schema`, the records it takes and gives in `records`, and its files on
+disk in `files`. Import from ``mxg.store``.
 """
 
 from __future__ import annotations
@@ -23,21 +24,24 @@ from __future__ import annotations
 from mxg.store.evidence import EvidenceQueries, EvidenceQuery
 from mxg.store.files import is_full, quarantine
 from mxg.store.intake import Intake, dumps, envelope_rows
-from mxg.store.operator import OperatorActions
+from mxg.store.operator import BOUNCE_STATUS, UNFINISHED, Targets
 from mxg.store.records import FINAL, Due, NewMessage, Outcome, domain_of, now_ms
 from mxg.store.reports import ReportQueries, ReportQuery
 from mxg.store.retention import Pruned, Retention
 from mxg.store.schema import SCHEMA
 from mxg.store.sts_cache import StsPolicies
+from mxg.store.suspend import Suspensions
 
 
-class Store(Intake, OperatorActions, StsPolicies, EvidenceQueries, ReportQueries, Retention):
+class Store(Intake, Suspensions, StsPolicies, EvidenceQueries, ReportQueries, Retention):
     """The queue index: one SQLite database (see the package docstring)."""
 
 
 __all__ = [
+    "BOUNCE_STATUS",
     "FINAL",
     "SCHEMA",
+    "UNFINISHED",
     "Due",
     "EvidenceQuery",
     "NewMessage",
@@ -45,6 +49,7 @@ __all__ = [
     "Pruned",
     "ReportQuery",
     "Store",
+    "Targets",
     "domain_of",
     "dumps",
     "envelope_rows",

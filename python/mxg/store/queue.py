@@ -16,6 +16,11 @@ from mxg.store.db import _MAX_PARAMS, _chunks
 from mxg.store.partners import Partners, Seen
 from mxg.store.records import Due, Outcome, now_ms
 
+# Recipients of domains an operator suspended (`mxg.store.suspend`) are not
+# due. The subquery is not correlated: SQLite reads the (small) table once
+# per query.
+_NOT_SUSPENDED = "AND r.domain NOT IN (SELECT domain FROM suspended_domains)"
+
 
 class Queue(Partners):
     """Scheduling and results: the recipients' states over their attempts."""
@@ -25,9 +30,10 @@ class Queue(Partners):
     def due(
         self, at_ms: int, limit: int | None = 5000, among: Sequence[str] | None = None
     ) -> list[Due]:
-        """Recipients of active messages due by `at_ms`, as one `Due` per
-        message, domain and route; at most `limit` recipients, or those of
-        the messages `among` (at most `_MAX_PARAMS` of them)."""
+        """Recipients of active messages due by `at_ms`, none of a
+        suspended domain, as one `Due` per message, domain and route; at
+        most `limit` recipients, or those of the messages `among` (at most
+        `_MAX_PARAMS` of them)."""
         select = (
             "SELECT r.queue_id, r.domain, r.idx, r.route != '', r.next_ms FROM recipients r"
             " JOIN messages m ON m.queue_id = r.queue_id"
@@ -41,7 +47,7 @@ class Queue(Partners):
             rows = self.db.execute(
                 f"{select} WHERE r.queue_id IN ({','.join('?' * len(among))})"
                 " AND +r.status IN ('pending','deferred') AND +r.next_ms <= ?"
-                " AND +m.state='active' ORDER BY r.next_ms, r.queue_id LIMIT ?",
+                f" AND +m.state='active' {_NOT_SUSPENDED} ORDER BY r.next_ms, r.queue_id LIMIT ?",
                 [*among, at_ms, cap],
             ).fetchall()
         else:
@@ -54,7 +60,8 @@ class Queue(Partners):
             # without it SQLite does not use that index.
             one_status = (
                 f"{select} WHERE r.status IN ('pending','deferred') AND r.status = ?"
-                " AND r.next_ms <= ? AND +m.state='active' ORDER BY r.next_ms LIMIT ?"
+                f" AND r.next_ms <= ? AND +m.state='active' {_NOT_SUSPENDED}"
+                " ORDER BY r.next_ms LIMIT ?"
             )
             rows = [
                 *self.db.execute(one_status, ("pending", at_ms, cap)),
@@ -194,7 +201,8 @@ class Queue(Partners):
             return db.execute("UPDATE recipients SET next_ms=0 WHERE status='pending'").rowcount
 
     def dsn_pending(self) -> list[str]:
-        """Messages with bounced recipients whose DSN is not yet queued."""
+        """Messages with bounced recipients whose DSN is not yet queued (a
+        partial index holds just those: the scanner asks every scan)."""
         rows = self.db.execute(
             "SELECT DISTINCT queue_id FROM recipients WHERE status='bounced' AND dsn_sent=0"
         ).fetchall()

@@ -76,6 +76,11 @@ CREATE TABLE IF NOT EXISTS attempts (
     reason       TEXT
 );
 CREATE INDEX IF NOT EXISTS attempts_queue ON attempts(queue_id);
+-- Bounced recipients whose DSN is not yet queued: the scanner asks every
+-- scan (operator bounces, DSNs a full disk held back); partial, so the
+-- query reads only those few, never every bounce the store remembers.
+CREATE INDEX IF NOT EXISTS recipients_dsn_pending ON recipients(queue_id)
+    WHERE status = 'bounced' AND dsn_sent = 0;
 CREATE TABLE IF NOT EXISTS sts_policies (
     domain       TEXT PRIMARY KEY,
     id           TEXT NOT NULL,
@@ -90,7 +95,16 @@ CREATE TABLE IF NOT EXISTS events (
     at_ms        INTEGER NOT NULL,
     actor        TEXT NOT NULL,
     action       TEXT NOT NULL,
-    detail       TEXT
+    detail       TEXT,
+    domain       TEXT  -- the domain of a suspend or resume (queue_id '')
+);
+-- Domains an operator suspended (mxg queue suspend): their recipients are
+-- not dispatched until resumed.
+CREATE TABLE IF NOT EXISTS suspended_domains (
+    domain       TEXT PRIMARY KEY,
+    since_ms     INTEGER NOT NULL,
+    actor        TEXT NOT NULL,
+    reason       TEXT NOT NULL DEFAULT ''
 );
 -- The tamper-evident audit trail (store/audit.py): a hash chain.
 CREATE TABLE IF NOT EXISTS audit (
@@ -139,6 +153,7 @@ _ADDED_COLUMNS = (
     ("recipients", "class", "TEXT"),
     ("recipients", "override_level", "TEXT"),
     ("recipients", "route", "TEXT NOT NULL DEFAULT ''"),
+    ("events", "domain", "TEXT"),
 )
 
 
