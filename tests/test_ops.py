@@ -10,8 +10,10 @@ from pathlib import Path
 import pytest
 
 from mxg import ops
+from mxg.audit_trail import sign_checkpoint, verify
 from mxg.boundary import Envelope, Recipient
 from mxg.errors import OperatorError
+from mxg.signing import SigningKey
 from mxg.store import NewMessage, Outcome, Store, now_ms
 
 # The messages are aged against the real clock: the actions read it.
@@ -235,3 +237,23 @@ def test_headers_end_at_the_empty_line() -> None:
     msg = b"Received: x\r\nSubject: s\r\n\r\nbody\r\n\r\nmore\r\n"
     assert ops.headers(msg) == b"Received: x\r\nSubject: s\r\n\r\n"
     assert ops.headers(b"Subject: only\r\n") == b"Subject: only\r\n"
+
+
+def test_every_change_is_on_the_audit_trail_and_a_dry_run_is_not(
+    store: Store, tmp_path: Path
+) -> None:
+    ops.hold(store, ops.Selector(everything=True), "alice", "", dry_run=True)
+    ops.bounce(store, ops.Selector.build(domains=["x.test"]), "alice (sudo)", "closed")
+    ops.suspend(store, "y.test", "bob", "maintenance")
+    mine = [
+        (r.kind, r.queue_id, r.actor, r.data) for r in store.audit_records() if r.actor != "mxg"
+    ]
+    assert mine == [
+        # A's other recipient (at y.test) goes on: the record says whom.
+        ("bounce", A, "alice (sudo)", '{"detail":"closed (recipients: a1@x.test)"}'),
+        ("bounce", B, "alice (sudo)", '{"detail":"closed"}'),
+        ("suspend", "", "bob", '{"detail":"maintenance","domain":"y.test"}'),
+    ]
+    key = SigningKey.load_or_create(tmp_path)
+    assert sign_checkpoint(store, key) is not None
+    assert verify(store, key.verifier()).ok
