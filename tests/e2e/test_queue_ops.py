@@ -65,8 +65,7 @@ def test_hold_and_release_by_selector_and_a_dry_run_changes_nothing(
     make_mxg: Callable[..., MxgProcess], sinks: dict[str, Sink]
 ) -> None:
     mxg, slow_ok = relay_with_a_slow_partner(make_mxg, sinks)
-    first = send(mxg, "alice@sender.test", ["s1@slow.test"], "first")
-    second = send(mxg, "alice@sender.test", ["s2@slow.test"], "second")
+    first, second = (send(mxg, "alice@sender.test", [f"s{i}@slow.test"]) for i in (1, 2))
     wait_for(lambda: len(sinks["slow"].rcpt_attempts) >= 4, what="second attempts")
     before = queue_json(mxg, "list")
     dry = ok(mxg.cli("queue", "hold", "--domain", "slow.test", "--dry-run", "--reason", "x"))

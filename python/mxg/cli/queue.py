@@ -200,22 +200,19 @@ def cmd_queue_suspended(args: argparse.Namespace) -> int:
 # -- changing ----------------------------------------------------------------
 
 
+# The selection options, by their names in `ops.Selector.build`.
+_CRITERIA = ("domains", "classes", "states", "older_than", "younger_than")
+
+
 def _selector(args: argparse.Namespace) -> ops.Selector:
     words = list(args.ids)
     if "-" in words:
         # As postsuper: queue ids from standard input, one per line.
         words.remove("-")
         words += [w for line in sys.stdin for w in line.split()]
-    everything = "ALL" in words
-    selector = ops.Selector.build(
-        queue_ids=[w for w in words if w != "ALL"],
-        domains=args.domain,
-        classes=args.cls,
-        states=args.state,
-        older_than=args.older_than,
-        younger_than=args.younger_than,
-        everything=everything,
-    )
+    criteria = {name: getattr(args, name) for name in _CRITERIA}
+    ids = [w for w in words if w != "ALL"]
+    selector = ops.Selector.build(queue_ids=ids, everything="ALL" in words, **criteria)
     if selector.is_empty and args.queue_cmd == "flush":
         # `mxg queue flush` alone retries every deferred recipient, as
         # `postqueue -f` does.
@@ -356,16 +353,20 @@ def add_queue_parser(sub: Any) -> None:
 
 def _selector_arguments(a: argparse.ArgumentParser) -> None:
     a.add_argument("ids", nargs="*", metavar="QUEUE_ID", help="queue ids, '-' or ALL")
-    a.add_argument("--domain", action="append", default=[], help="recipient domain (repeat)")
+    a.add_argument(
+        "--domain", dest="domains", action="append", default=[], help="recipient domain (repeat)"
+    )
     a.add_argument(
         "--class",
-        dest="cls",
+        dest="classes",
         action="append",
         default=[],
         choices=[str(c) for c in RiskClass],
         help="recipient class (repeat)",
     )
-    a.add_argument("--state", action="append", default=[], choices=ops.STATES, help="(repeat)")
+    a.add_argument(
+        "--state", dest="states", action="append", default=[], choices=ops.STATES, help="(repeat)"
+    )
     a.add_argument("--older-than", metavar="AGE", help="received before, e.g. 30m, 2h, 5d")
     a.add_argument("--younger-than", metavar="AGE", help="received within, e.g. 10m")
     a.add_argument("--dry-run", action="store_true", help="list what would change; change nothing")

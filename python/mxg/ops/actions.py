@@ -32,17 +32,17 @@ from mxg.vocab import Level
 ACTIONS = ("hold", "release", "delete", "bounce", "flush")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Change:
-    """One message an action changed (or would change)."""
+    """One message an action changed (or would change): the recipients it
+    changed, their states before, and the state after."""
 
     queue_id: str
-    sender: str
-    received_ms: int
-    # The recipients it changed, and their states before and after.
     recipients: tuple[str, ...]
     before: tuple[str, ...]
     after: str
+    sender: str
+    received_ms: int
 
 
 @dataclass(frozen=True)
