@@ -178,6 +178,8 @@ class ProbeDone(msgspec.Struct, tag="probe_done", tag_field="type"):
 class Log(msgspec.Struct, tag="log", tag_field="type"):
     level: str
     message: str
+    # Structured fields in the engine's order (``client``, ``reason``, ...).
+    fields: list[tuple[str, str]] = []
 
 
 Event = Received | Arrived | RcptCheck | Rejected | DeliveryDone | ProbeDone | Log

@@ -181,6 +181,12 @@ impl Engine {
             .map_err(|e| to_py(&e.into()))
     }
 
+    /// The data plane's counters and gauges by name: inbound sessions and
+    /// refusals by reason, outbound connections opened, reused and idle.
+    fn stats(&self) -> PyResult<std::collections::HashMap<String, u64>> {
+        Ok(self.check()?.stats().into_iter().collect())
+    }
+
     /// Listening addresses as `ip:port`.
     fn local_addrs(&self) -> PyResult<Vec<String>> {
         Ok(self

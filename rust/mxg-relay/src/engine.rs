@@ -7,6 +7,7 @@ use crate::events::{Event, EventBus};
 use crate::inbound::{self, CurrentShared, Listeners, ServerShared};
 use crate::job::{DeliveryJob, ProbeJob};
 use crate::outbound::{self, Client};
+use crate::stats::Stats;
 use mxg_spool::{new_queue_id, Envelope, Spool};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -32,6 +33,7 @@ pub struct Engine {
     shared: Arc<CurrentShared>,
     /// The STARTTLS certificate and key files loaded last.
     tls_files: Mutex<TlsFiles>,
+    stats: Arc<Stats>,
     listeners: Mutex<Option<Listeners>>,
     local_addrs: Vec<SocketAddr>,
     shutdown_tx: watch::Sender<bool>,
@@ -55,19 +57,20 @@ impl Engine {
         let listeners = rt.block_on(inbound::bind(&cfg.listen))?;
         let local_addrs = listeners.local_addrs();
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
-        let shared = Arc::new(CurrentShared::new(server_shared(
-            cfg,
-            tls,
-            spool.clone(),
-            bus.clone(),
-            shutdown_rx,
-        )?));
-        let client = Arc::new(Client::new(
-            cfg.outbound.clone(),
-            &cfg.hostname,
-            spool.clone(),
-            bus.clone(),
-        )?);
+        let stats = Arc::new(Stats::default());
+        let shared = Arc::new(CurrentShared::new(
+            server_shared(cfg, tls, spool.clone(), bus.clone(), shutdown_rx)?
+                .with_stats(stats.clone()),
+        ));
+        let client = Arc::new(
+            Client::new(
+                cfg.outbound.clone(),
+                &cfg.hostname,
+                spool.clone(),
+                bus.clone(),
+            )?
+            .with_stats(stats.clone()),
+        );
         let sweeper = client.clone();
         rt.spawn(async move {
             loop {
@@ -83,6 +86,7 @@ impl Engine {
             client,
             shared,
             tls_files: Mutex::new(tls_files(cfg)),
+            stats,
             listeners: Mutex::new(Some(listeners)),
             local_addrs,
             shutdown_tx,
@@ -121,6 +125,17 @@ impl Engine {
         let handle = rt.spawn(inbound::serve(listeners, shared));
         *self.server.lock().expect("poisoned") = Some(handle);
         Ok(())
+    }
+
+    /// The data plane's counters and gauges by name (`crate::stats`), with
+    /// `outbound_connections_idle`: read when the control plane is scraped.
+    pub fn stats(&self) -> Vec<(String, u64)> {
+        let mut out = self.stats.snapshot();
+        out.push((
+            "outbound_connections_idle".to_owned(),
+            self.client.idle_connections() as u64,
+        ));
+        out
     }
 
     pub fn event_fd(&self) -> i32 {

@@ -61,8 +61,35 @@ pub enum Event {
         domain: String,
         hosts: Vec<HostProbe>,
     },
-    /// Something the operator should see that is not about one message.
-    Log { level: String, message: String },
+    /// Something the operator should see that is not about one message,
+    /// with structured fields (`client=…`) in the order given.
+    Log {
+        level: String,
+        message: String,
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        fields: Vec<(String, String)>,
+    },
+}
+
+impl Event {
+    /// A log line without fields.
+    pub fn log(level: &str, message: impl Into<String>) -> Self {
+        Self::log_with(level, message, Vec::new())
+    }
+
+    /// A log line with fields, logged as `key=value` (text) or as keys of
+    /// the JSON line.
+    pub fn log_with(
+        level: &str,
+        message: impl Into<String>,
+        fields: Vec<(String, String)>,
+    ) -> Self {
+        Self::Log {
+            level: level.to_owned(),
+            message: message.into(),
+            fields,
+        }
+    }
 }
 
 pub struct EventBus {
@@ -181,18 +208,12 @@ mod tests {
         let bus = EventBus::new().unwrap();
         assert!(!readable(bus.fd()));
         for i in 0..1000 {
-            bus.push(Event::Log {
-                level: "info".into(),
-                message: i.to_string(),
-            });
+            bus.push(Event::log("info", i.to_string()));
         }
         assert!(readable(bus.fd()));
         assert_eq!(bus.drain().len(), 1000);
         assert!(!readable(bus.fd()));
-        bus.push(Event::Log {
-            level: "info".into(),
-            message: "again".into(),
-        });
+        bus.push(Event::log("info", "again"));
         assert!(readable(bus.fd()));
         assert_eq!(bus.drain().len(), 1);
     }

@@ -14,6 +14,7 @@ pub mod job;
 pub mod level;
 pub mod outbound;
 pub mod profile;
+pub mod stats;
 pub mod stream;
 pub mod tls;
 pub mod vocab;

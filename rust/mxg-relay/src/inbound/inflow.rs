@@ -78,10 +78,7 @@ mod tests {
         received(&bus);
         assert!(inflow.is_behind(&bus));
         // Log events do not count, only messages.
-        bus.push(Event::Log {
-            level: "info".into(),
-            message: "x".into(),
-        });
+        bus.push(Event::log("info", "x"));
         assert_eq!(bus.undrained_messages(), 2);
 
         let drainer = bus.clone();

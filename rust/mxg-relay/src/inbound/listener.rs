@@ -1,9 +1,11 @@
 //! Listening sockets, connection limits and the accept loop.
 
+use super::refusal::{self, Refusal};
 use super::session::Session;
 use super::verdict::{VerdictScreen, Verdicts};
 use crate::error::EngineError;
-use crate::events::EventBus;
+use crate::events::{Event, EventBus};
+use crate::stats::Stats;
 use ipnet::IpNet;
 use mxg_smtp::{Limits, Reply};
 use mxg_spool::Spool;
@@ -54,6 +56,9 @@ pub struct ServerShared {
     /// Open sessions, counted across reloads: a session gives its slot
     /// back to the table it took it from.
     pub(super) connections: Arc<Mutex<Connections>>,
+    /// Sessions and refusals, for the control plane's metrics; carried
+    /// over by a reload.
+    pub stats: Arc<Stats>,
 }
 
 /// What happens to a client outside `client_networks`. It may never relay
@@ -134,6 +139,7 @@ impl ServerShared {
             admission: None,
             outsiders: Outsiders::default(),
             memory: super::MemoryBudget::new(DEFAULT_MESSAGE_MEMORY),
+            stats: Arc::default(),
             connections: Arc::default(),
         }
     }
@@ -142,6 +148,13 @@ impl ServerShared {
     #[must_use]
     pub fn with_message_memory(mut self, bytes: usize) -> Self {
         self.memory = super::MemoryBudget::new(bytes);
+        self
+    }
+
+    /// Counts sessions and refusals into the engine's `Stats`.
+    #[must_use]
+    pub fn with_stats(mut self, stats: Arc<Stats>) -> Self {
+        self.stats = stats;
         self
     }
 
@@ -184,14 +197,17 @@ impl ServerShared {
     /// Takes a connection slot, or says why there is none. Client networks
     /// and outsiders have separate pools, so no number of outsiders can
     /// take a slot the internal server needs.
-    fn admit(&self, ip: IpAddr, inside: bool) -> Result<(), Reply> {
+    fn admit(&self, ip: IpAddr, inside: bool) -> Result<(), (Refusal, Reply)> {
         if !inside && self.outsiders.policy == OutsiderPolicy::Refuse {
-            return Err(Reply::new(
-                554,
-                "5.7.1",
-                format!(
-                    "{} Access denied: client {ip} is not in client_networks",
-                    self.hostname
+            return Err((
+                Refusal::Outsider,
+                Reply::new(
+                    554,
+                    "5.7.1",
+                    format!(
+                        "{} Access denied: client {ip} is not in client_networks",
+                        self.hostname
+                    ),
                 ),
             ));
         }
@@ -202,20 +218,26 @@ impl ServerShared {
             (c.outsiders, self.outsiders.max_connections)
         };
         if used >= max {
-            return Err(Reply::new(
-                421,
-                "4.7.0",
-                format!("{} Too many connections, try again later", self.hostname),
+            return Err((
+                Refusal::ConnectionLimit,
+                Reply::new(
+                    421,
+                    "4.7.0",
+                    format!("{} Too many connections, try again later", self.hostname),
+                ),
             ));
         }
         let mine = c.per_client.entry(ip).or_default();
         if *mine >= self.max_connections_per_client {
-            return Err(Reply::new(
-                421,
-                "4.7.0",
-                format!(
-                    "{} Too many connections from your address, try again later",
-                    self.hostname
+            return Err((
+                Refusal::ClientLimit,
+                Reply::new(
+                    421,
+                    "4.7.0",
+                    format!(
+                        "{} Too many connections from your address, try again later",
+                        self.hostname
+                    ),
                 ),
             ));
         }
@@ -335,10 +357,27 @@ async fn handle(shared: Arc<ServerShared>, mut stream: TcpStream, peer: SocketAd
     // have the server wait for QUIT after a 554 greeting; waiting would
     // hand outsiders the connection slots again, so mxg closes, as it does
     // after a 421.
-    if let Err(reply) = shared.admit(peer.ip(), inside) {
+    if let Err((why, reply)) = shared.admit(peer.ip(), inside) {
+        refusal::note(&shared.bus, &shared.stats, why, peer, Some(&reply), None);
         let _ = stream.write_all(&reply.to_wire()).await;
         return;
     }
+    // One line per session, not per command: with the internal server's
+    // connection reuse a few per second at the relay's full rate.
+    shared.stats.session_opened();
+    shared.bus.push(Event::log_with(
+        "info",
+        "inbound connect",
+        vec![
+            ("client".to_owned(), peer.ip().to_string()),
+            ("port".to_owned(), peer.port().to_string()),
+            (
+                "relay".to_owned(),
+                if inside { "allowed" } else { "denied" }.to_owned(),
+            ),
+        ],
+    ));
     Session::new(shared.clone(), stream, peer).run().await;
+    shared.stats.session_closed();
     shared.release(peer.ip(), inside);
 }

@@ -5,6 +5,7 @@ mod admission;
 mod budget;
 mod inflow;
 mod listener;
+mod refusal;
 mod reload;
 mod session;
 mod trace;
@@ -16,5 +17,6 @@ pub use inflow::Inflow;
 pub use listener::{
     bind, serve, Listeners, OutsiderPolicy, Outsiders, ServerShared, DEFAULT_MESSAGE_MEMORY,
 };
+pub use refusal::Refusal;
 pub use reload::CurrentShared;
 pub use verdict::{Verdict, VerdictScreen, Verdicts};

@@ -8,8 +8,9 @@
 //! with, and the next one gets the new ones; nothing is torn down. What
 //! must outlive a generation is carried over: the table of open
 //! connections (each session gives its slot back where it took it), the
-//! sessions waiting for verdicts, and the memory budget with the octets
-//! sessions hold (its limit changes, the shares taken stay).
+//! sessions waiting for verdicts, the memory budget with the octets
+//! sessions hold (its limit changes, the shares taken stay), and the
+//! counters of sessions and refusals (`crate::stats`).
 
 use super::listener::ServerShared;
 use std::sync::{Arc, RwLock};
@@ -41,6 +42,7 @@ impl ServerShared {
     #[must_use]
     fn carry_over(mut self, previous: &ServerShared) -> Self {
         self.connections = previous.connections.clone();
+        self.stats = previous.stats.clone();
         self.verdicts = previous.verdicts.clone();
         let limit = self.memory.limit();
         self.memory = previous.memory.clone();

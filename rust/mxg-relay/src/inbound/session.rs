@@ -4,6 +4,7 @@
 use super::admission::Place;
 use super::budget::Share;
 use super::listener::ServerShared;
+use super::refusal::{self, Refusal};
 use super::trace::{count_received, message_id, received_header, TraceInfo};
 use crate::events::Event;
 use crate::stream::Stream;
@@ -141,7 +142,10 @@ impl Session {
             while let Some(framed) = self.framer.next_line() {
                 let flow = match framed {
                     Framed::TooLong => {
-                        self.reply(&Reply::new(500, "5.5.2", "Line too long"));
+                        self.refusal(
+                            Refusal::ProtocolError,
+                            &Reply::new(500, "5.5.2", "Line too long"),
+                        );
                         Flow::Continue
                     }
                     Framed::Line(line) => self.command(&line).await?,
@@ -150,11 +154,10 @@ impl Session {
                     return self.flush().await;
                 }
                 if self.errors > self.shared.limits.max_errors {
-                    self.reply(&Reply::new(
-                        421,
-                        "4.7.0",
-                        "Too many errors, closing connection",
-                    ));
+                    self.refusal(
+                        Refusal::TooManyErrors,
+                        &Reply::new(421, "4.7.0", "Too many errors, closing connection"),
+                    );
                     return self.flush().await;
                 }
             }
@@ -195,14 +198,17 @@ impl Session {
             }
             Ok(Command::Bdat(bdat)) => return self.bdat(bdat).await,
             Err(e) => {
-                self.reply(&e.reply);
+                self.refusal(Refusal::ProtocolError, &e.reply);
                 return Ok(Flow::Continue);
             }
         };
         match cmd {
             Request::Ehlo { host } => self.ehlo(host, true),
             Request::Helo { host } => self.ehlo(host, false),
-            Request::Lhlo { .. } => self.reply(&Reply::new(500, "5.5.1", "This is SMTP, not LMTP")),
+            Request::Lhlo { .. } => self.refusal(
+                Refusal::ProtocolError,
+                &Reply::new(500, "5.5.1", "This is SMTP, not LMTP"),
+            ),
             Request::Data => return self.data().await,
             Request::Rset => {
                 self.txn = None;
@@ -231,7 +237,7 @@ impl Session {
 
     fn not_implemented(&mut self, cmd: &Request<String>) {
         let text = format!("{} not implemented", cmd.name());
-        self.reply(&Reply::new(502, "5.5.1", text));
+        self.refusal(Refusal::ProtocolError, &Reply::new(502, "5.5.1", text));
     }
 
     fn ehlo(&mut self, host: String, esmtp: bool) {
@@ -309,35 +315,43 @@ impl Session {
 
     fn mail(&mut self, from: MailArgs) {
         if self.helo.is_none() {
-            return self.reply(&Reply::new(503, "5.5.1", "Send EHLO or HELO first"));
+            return self.refusal(
+                Refusal::ProtocolError,
+                &Reply::new(503, "5.5.1", "Send EHLO or HELO first"),
+            );
         }
         if self.txn.is_some() {
-            return self.reply(&Reply::new(503, "5.5.1", "Nested MAIL command"));
+            return self.refusal(
+                Refusal::ProtocolError,
+                &Reply::new(503, "5.5.1", "Nested MAIL command"),
+            );
         }
         if from
             .size
             .is_some_and(|n| n > self.shared.limits.max_message_size as u64)
         {
-            return self.reply(&too_big(self.shared.limits.max_message_size));
+            return self.refusal(Refusal::Size, &too_big(self.shared.limits.max_message_size));
         }
         let smtputf8 = from.smtputf8;
         // RFC 6531 §3.7.4.1: 553 5.6.7 for an 8-bit address without
         // SMTPUTF8 (invalid UTF-8 never got this far, see mxg_smtp).
         if !smtputf8 && !from.address.is_ascii() {
-            return self.reply(&Reply::new(
-                553,
-                "5.6.7",
-                "Non-ASCII sender address needs SMTPUTF8",
-            ));
+            return self.refusal(
+                Refusal::ProtocolError,
+                &Reply::new(553, "5.6.7", "Non-ASCII sender address needs SMTPUTF8"),
+            );
         }
         let requiretls = from.requiretls;
         if requiretls && !self.stream.is_tls() {
             // RFC 8689 §4.1: REQUIRETLS only over TLS; we never offered it.
-            return self.reply(&Reply::new(
-                530,
-                "5.7.10",
-                "REQUIRETLS needs a TLS session: use STARTTLS first (RFC 8689 4.1)",
-            ));
+            return self.refusal(
+                Refusal::ProtocolError,
+                &Reply::new(
+                    530,
+                    "5.7.10",
+                    "REQUIRETLS needs a TLS session: use STARTTLS first (RFC 8689 4.1)",
+                ),
+            );
         }
         self.txn = Some(Transaction {
             sender: from.address,
@@ -354,7 +368,10 @@ impl Session {
 
     async fn rcpt(&mut self, to: RcptArgs) {
         let Some(txn) = self.txn.as_mut() else {
-            return self.reply(&Reply::new(503, "5.5.1", "Need MAIL before RCPT"));
+            return self.refusal(
+                Refusal::ProtocolError,
+                &Reply::new(503, "5.5.1", "Need MAIL before RCPT"),
+            );
         };
         if !self.may_relay {
             let text = format!(
@@ -362,24 +379,28 @@ impl Session {
                 to.address,
                 self.peer.ip()
             );
-            return self.reply(&Reply::new(554, "5.7.1", text));
+            return self.refusal(Refusal::RelayDenied, &Reply::new(554, "5.7.1", text));
         }
         if txn.recipients.len() >= self.shared.limits.max_recipients {
             // RFC 5321 §4.5.3.1.10: 452 lets the client send the rest later.
-            return self.reply(&Reply::new(452, "4.5.3", "Too many recipients"));
+            return self.refusal(
+                Refusal::TooManyRecipients,
+                &Reply::new(452, "4.5.3", "Too many recipients"),
+            );
         }
         // The address has a domain and no unsafe character: mxg_smtp read
         // it exactly or refused it (rule 12a).
         if !txn.smtputf8 && !to.address.is_ascii() {
-            return self.reply(&Reply::new(
-                553,
-                "5.6.7",
-                "Non-ASCII recipient address needs SMTPUTF8",
-            ));
+            return self.refusal(
+                Refusal::ProtocolError,
+                &Reply::new(553, "5.6.7", "Non-ASCII recipient address needs SMTPUTF8"),
+            );
         }
         let notify = to.notify.iter().map(|&w| w.to_owned()).collect();
         let sender = txn.sender.clone();
         if let Some(refusal) = self.rcpt_verdict(&sender, &to.address).await {
+            // Logged by the control plane ("recipient refused"); counted here.
+            self.shared.stats.refused(Refusal::Policy);
             return self.reply(&refusal);
         }
         let Some(txn) = self.txn.as_mut() else {
@@ -395,9 +416,15 @@ impl Session {
 
     fn ready_for_body(&mut self) -> bool {
         match &self.txn {
-            None => self.reply(&Reply::new(503, "5.5.1", "Need MAIL command")),
+            None => self.refusal(
+                Refusal::ProtocolError,
+                &Reply::new(503, "5.5.1", "Need MAIL command"),
+            ),
             Some(t) if t.recipients.is_empty() => {
-                self.reply(&Reply::new(554, "5.5.1", "No valid recipients"));
+                self.refusal(
+                    Refusal::ProtocolError,
+                    &Reply::new(554, "5.5.1", "No valid recipients"),
+                );
             }
             Some(_) => return true,
         }
@@ -406,7 +433,10 @@ impl Session {
 
     async fn data(&mut self) -> Result<Flow, Gone> {
         if self.txn.as_ref().is_some_and(|t| t.bdat.is_some()) {
-            self.reply(&Reply::new(503, "5.5.1", "DATA not allowed after BDAT"));
+            self.refusal(
+                Refusal::ProtocolError,
+                &Reply::new(503, "5.5.1", "DATA not allowed after BDAT"),
+            );
             return Ok(Flow::Continue);
         }
         if !self.ready_for_body() {
@@ -445,19 +475,19 @@ impl Session {
                     let text = format!(
                         "Message refused: {err}; only <CR><LF> line ends are allowed (RFC 5321 2.3.8), closing connection"
                     );
-                    self.reply(&Reply::new(554, "5.5.2", text));
+                    self.refusal(Refusal::ProtocolError, &Reply::new(554, "5.5.2", text));
                     return Ok(Flow::Close);
                 }
             }
         }
         if reader.oversize {
-            return Ok(self.refuse(&too_big(limits.max_message_size)));
+            return Ok(self.refuse(Refusal::Size, &too_big(limits.max_message_size)));
         }
         if reader.discarding {
-            return Ok(self.refuse(&out_of_memory()));
+            return Ok(self.refuse(Refusal::Memory, &out_of_memory()));
         }
         if reader.line_too_long() {
-            return Ok(self.refuse(&line_too_long(limits.max_data_line)));
+            return Ok(self.refuse(Refusal::ProtocolError, &line_too_long(limits.max_data_line)));
         }
         let body = reader.into_body();
         self.accept(body, share).await
@@ -473,7 +503,7 @@ impl Session {
     /// refusal is followed by 421 and the connection is closed.
     fn bdat_lost(&mut self, reply: &Reply) -> Flow {
         self.txn = None;
-        self.reply(reply);
+        self.refusal(Refusal::ProtocolError, reply);
         self.reply(&Reply::new(
             421,
             "4.7.0",
@@ -521,7 +551,7 @@ impl Session {
                 let mut share = Share::new(self.shared.memory.clone());
                 self.read_chunk(&mut BdatReader::discarding(), &mut share, size)
                     .await?;
-                return Ok(self.refuse(&reply));
+                return Ok(self.refuse(Refusal::ProtocolError, &reply));
             }
         };
         let body_started = self.txn.as_ref().is_some_and(|t| t.bdat.is_some());
@@ -560,12 +590,17 @@ impl Session {
         if reader.oversize || reader.is_discarding() {
             // Refused at the chunk that passed the limit or the budget;
             // later chunks of the same message are read past and refused
-            // too, until LAST.
-            self.reply(&if reader.oversize {
-                too_big(limits.max_message_size)
+            // too, until LAST. Counted and logged once, at the LAST chunk.
+            let (why, reply) = if reader.oversize {
+                (Refusal::Size, too_big(limits.max_message_size))
             } else {
-                out_of_memory()
-            });
+                (Refusal::Memory, out_of_memory())
+            };
+            if last {
+                self.refusal(why, &reply);
+            } else {
+                self.reply(&reply);
+            }
             if last {
                 self.txn = None;
             } else if let Some(t) = self.txn.as_mut() {
@@ -595,10 +630,10 @@ impl Session {
                 let text = format!(
                     "Message refused: {err}; only <CR><LF> line ends are allowed (RFC 5321 2.3.8)"
                 );
-                Ok(self.refuse(&Reply::new(554, "5.6.0", text)))
+                Ok(self.refuse(Refusal::ProtocolError, &Reply::new(554, "5.6.0", text)))
             }
             Ok(longest) if longest > limits.max_data_line => {
-                Ok(self.refuse(&line_too_long(limits.max_data_line)))
+                Ok(self.refuse(Refusal::ProtocolError, &line_too_long(limits.max_data_line)))
             }
             Ok(_) => self.accept(body, share).await,
         }
@@ -613,7 +648,7 @@ impl Session {
         };
         if count_received(&body) > MAX_HOPS {
             let text = format!("Too many hops: more than {MAX_HOPS} Received fields, mail loop?");
-            self.reply(&Reply::new(554, "5.4.6", text));
+            self.refusal(Refusal::Loop, &Reply::new(554, "5.4.6", text));
             return Ok(Flow::Continue);
         }
         let queue_id = new_queue_id();
@@ -675,13 +710,9 @@ impl Session {
         match rx.await {
             Ok(Ok(())) => self.answer(envelope, features).await,
             Ok(Err(e)) => {
-                self.shared.bus.push(Event::Log {
-                    level: "error".into(),
-                    message: format!("cannot spool message: {e}"),
-                });
                 // RFC 5321 §4.2.3 452 and RFC 3463 4.3.1 for a full disk:
                 // the client keeps the message and tries again later.
-                self.reply(&if e.is_out_of_space() {
+                let reply = if e.is_out_of_space() {
                     Reply::new(452, "4.3.1", "Insufficient system storage, try again later")
                 } else {
                     Reply::new(
@@ -689,14 +720,22 @@ impl Session {
                         "4.3.0",
                         "Local error: message not stored, try again later",
                     )
-                });
+                };
+                self.refusal_because(
+                    Refusal::Storage,
+                    &reply,
+                    Some(format!("cannot spool message: {e}")),
+                );
             }
             Err(_) => {
-                self.reply(&Reply::new(
-                    451,
-                    "4.3.0",
-                    "Local error: spool unavailable, try again later",
-                ));
+                self.refusal(
+                    Refusal::Storage,
+                    &Reply::new(
+                        451,
+                        "4.3.0",
+                        "Local error: spool unavailable, try again later",
+                    ),
+                );
             }
         }
         // Stored (or refused) and scanned: the body's memory is free.
@@ -768,6 +807,9 @@ impl Session {
                 match tokio::task::spawn_blocking(move || spool.remove(&id)).await {
                     Ok(Ok(())) => {
                         let reply = reject.to_reply();
+                        // Logged by the control plane ("rejected", with the
+                        // queue id and the client); only counted here.
+                        self.shared.stats.refused(Refusal::Policy);
                         self.reply(&reply);
                         self.shared.bus.push(Event::Rejected {
                             envelope,
@@ -779,18 +821,14 @@ impl Session {
                     }
                     // The message stays and is accepted: refusing it while
                     // a copy remains would deliver what the client bounced.
-                    Ok(Err(e)) => self.shared.bus.push(Event::Log {
-                        level: "error".into(),
-                        message: format!(
-                            "cannot remove refused message {queue_id}: {e}; accepting it"
-                        ),
-                    }),
-                    Err(e) => self.shared.bus.push(Event::Log {
-                        level: "error".into(),
-                        message: format!(
-                            "cannot remove refused message {queue_id}: {e}; accepting it"
-                        ),
-                    }),
+                    Ok(Err(e)) => self.shared.bus.push(Event::log(
+                        "error",
+                        format!("cannot remove refused message {queue_id}: {e}; accepting it"),
+                    )),
+                    Err(e) => self.shared.bus.push(Event::log(
+                        "error",
+                        format!("cannot remove refused message {queue_id}: {e}; accepting it"),
+                    )),
                 }
             }
         }
@@ -801,11 +839,17 @@ impl Session {
 
     async fn starttls(&mut self) -> Result<Flow, Gone> {
         let Some(config) = self.shared.tls.clone() else {
-            self.reply(&Reply::new(502, "5.5.1", "STARTTLS not available"));
+            self.refusal(
+                Refusal::ProtocolError,
+                &Reply::new(502, "5.5.1", "STARTTLS not available"),
+            );
             return Ok(Flow::Continue);
         };
         if self.stream.is_tls() {
-            self.reply(&Reply::new(503, "5.5.1", "TLS already active"));
+            self.refusal(
+                Refusal::ProtocolError,
+                &Reply::new(503, "5.5.1", "TLS already active"),
+            );
             return Ok(Flow::Continue);
         }
         self.reply(&Reply::new(220, "2.0.0", "Ready to start TLS"));
@@ -815,9 +859,23 @@ impl Session {
         self.framer.discard_buffered();
         let plain = self.stream.take_plain().ok_or(Gone)?;
         let acceptor = tokio_rustls::TlsAcceptor::from(config);
-        let Ok(Ok(tls)) = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(plain)).await
-        else {
-            return Ok(Flow::Close);
+        let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(plain)).await {
+            Ok(Ok(tls)) => tls,
+            failed => {
+                let error = match failed {
+                    Ok(Err(e)) => e.to_string(),
+                    _ => format!("no handshake within {}s", HANDSHAKE_TIMEOUT.as_secs()),
+                };
+                refusal::note(
+                    &self.shared.bus,
+                    &self.shared.stats,
+                    Refusal::TlsFailure,
+                    self.peer,
+                    None,
+                    Some(error),
+                );
+                return Ok(Flow::Close);
+            }
         };
         self.tls =
             crate::tls::describe(tls.get_ref().1).map(|t| format!("{} {}", t.version, t.cipher));
@@ -832,10 +890,23 @@ impl Session {
 
 impl Session {
     /// Ends the transaction with a refusal; the session goes on.
-    fn refuse(&mut self, reply: &Reply) -> Flow {
+    fn refuse(&mut self, why: Refusal, reply: &Reply) -> Flow {
         self.txn = None;
-        self.reply(reply);
+        self.refusal(why, reply);
         Flow::Continue
+    }
+
+    /// Answers with a refusal, counted and logged with the client's
+    /// address (`refusal::note`).
+    fn refusal(&mut self, why: Refusal, reply: &Reply) {
+        self.refusal_because(why, reply, None);
+    }
+
+    /// `refusal`, with what the reply does not tell the client.
+    fn refusal_because(&mut self, why: Refusal, reply: &Reply, detail: Option<String>) {
+        let (bus, stats) = (&self.shared.bus, &self.shared.stats);
+        refusal::note(bus, stats, why, self.peer, Some(reply), detail);
+        self.reply(reply);
     }
 }
 

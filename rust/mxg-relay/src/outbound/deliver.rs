@@ -124,6 +124,7 @@ impl Run {
         // A connection left open by an earlier job to this destination under
         // the same policy; if it went stale, fall through to fresh ones.
         if let Some(conn) = self.client.take_idle(dest, policy, &job.hosts) {
+            self.client.stats.connection_reused();
             if let Some(conn) = self.transaction(job, conn, size, data).await {
                 self.client.put_idle(dest, policy.to_owned(), conn).await;
             }
@@ -137,7 +138,10 @@ impl Run {
                     return;
                 }
                 let conn = match self.open(job, host, *ip).await {
-                    Ok(conn) => conn,
+                    Ok(conn) => {
+                        self.client.stats.connection_opened();
+                        conn
+                    }
                     Err(e) => {
                         if e.unmet {
                             self.unmet_seen = true;

@@ -6,6 +6,7 @@ use crate::config::OutboundConfig;
 use crate::events::EventBus;
 use crate::job::Host;
 use crate::profile::TlsProfile;
+use crate::stats::Stats;
 use mxg_spool::Spool;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -37,6 +38,8 @@ pub struct Client {
     pub roots: Arc<rustls::RootCertStore>,
     pub spool: Arc<Spool>,
     pub bus: Arc<EventBus>,
+    /// Connections opened and reused, for the control plane's metrics.
+    pub stats: Arc<Stats>,
     destinations: Mutex<HashMap<String, Arc<Destination>>>,
 }
 
@@ -62,8 +65,25 @@ impl Client {
             tls_modern: crate::tls::unauthenticated_client_config(Some(TlsProfile::Modern)),
             spool,
             bus,
+            stats: Arc::default(),
             destinations: Mutex::default(),
         })
+    }
+
+    /// Counts into the engine's `Stats`.
+    #[must_use]
+    pub fn with_stats(mut self, stats: Arc<Stats>) -> Self {
+        self.stats = stats;
+        self
+    }
+
+    /// Connections kept open for reuse now, over all destinations. Takes
+    /// each destination's lock in turn: for a scrape, not the hot path.
+    pub fn idle_connections(&self) -> usize {
+        self.all_destinations()
+            .iter()
+            .map(|d| d.idle.lock().expect("idle list poisoned").len())
+            .sum()
     }
 
     pub fn tls_config(&self, profile: Option<TlsProfile>) -> Arc<rustls::ClientConfig> {
@@ -123,19 +143,22 @@ impl Client {
         });
     }
 
-    /// Closes connections idle longer than the configured time; run
-    /// periodically by the engine.
-    pub async fn sweep_idle(&self, all: bool) {
-        let max_idle = Duration::from_millis(self.cfg.idle_timeout_ms);
-        let dests: Vec<Arc<Destination>> = self
-            .destinations
+    /// Every destination so far, taken out of the table's lock.
+    fn all_destinations(&self) -> Vec<Arc<Destination>> {
+        self.destinations
             .lock()
             .expect("destination table poisoned")
             .values()
             .cloned()
-            .collect();
+            .collect()
+    }
+
+    /// Closes connections idle longer than the configured time; run
+    /// periodically by the engine.
+    pub async fn sweep_idle(&self, all: bool) {
+        let max_idle = Duration::from_millis(self.cfg.idle_timeout_ms);
         let mut expired = Vec::new();
-        for d in dests {
+        for d in self.all_destinations() {
             let mut idle = d.idle.lock().expect("idle list poisoned");
             let mut i = 0;
             while i < idle.len() {
