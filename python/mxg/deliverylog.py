@@ -3,8 +3,12 @@
 Text lines read like ``key=value`` pairs (values with spaces quoted), JSON
 lines carry the same keys; both are stable for log shippers.
 
-A relay logs a few lines per message, so the path is kept cheap: the time
-stamp is formatted once per second, and lines are written to the stream
+Time stamps are RFC 3339 in UTC with milliseconds
+(``2026-12-05T00:03:19.123Z``), the same in text and JSON lines.
+
+A relay logs a few lines per message, so the path is kept cheap: the date
+and time of the stamp are formatted once per second (only the
+milliseconds per line), and lines are written to the stream
 as they come but flushed once per batch of engine events (`flush_logs`)
 and at least every `FLUSH_INTERVAL` seconds, instead of once per line.
 """
@@ -52,7 +56,9 @@ def _pairs(fields: dict[str, Any]) -> str:
 
 
 class _Stamp:
-    """Local time as ``%Y-%m-%dT%H:%M:%S``, formatted once per second."""
+    """UTC as RFC 3339 with milliseconds, ``2026-12-05T00:03:19.123Z``
+    (RFC 3339 §5.6): the date and time formatted once per second, the
+    milliseconds added per line."""
 
     def __init__(self) -> None:
         self._second = -1
@@ -61,9 +67,9 @@ class _Stamp:
     def __call__(self, created: float) -> str:
         second = int(created)
         if second != self._second:
-            self._text = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(second))
+            self._text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
             self._second = second
-        return self._text
+        return f"{self._text}.{int((created - second) * 1000):03d}Z"
 
 
 def _parts(
