@@ -107,6 +107,18 @@ def _check(tmp_path: Path, toml: str) -> tuple[int, list[str]]:
     return out.returncode, [line.removeprefix(f"mxg: {cfg}: ") for line in out.stderr.splitlines()]
 
 
+def test_config_check_checks_the_web_and_metrics_certificates(tmp_path: Path) -> None:
+    cert, key = self_signed(tmp_path / "a", "mxg.example")
+    _, other_key = self_signed(tmp_path / "b", "other.example")
+    code, lines = _check(
+        tmp_path,
+        f'[web]\ntls_cert = "{cert}"\ntls_key = "{key}"\n'
+        f'[metrics]\ntls_cert = "{cert}"\ntls_key = "{other_key}"\n',
+    )
+    assert code == CONFIG
+    assert lines == [f"metrics.tls_key: {other_key} is not the key of the certificate in {cert}"]
+
+
 def test_config_check_finds_a_missing_or_mismatched_certificate(tmp_path: Path) -> None:
     cert, key = self_signed(tmp_path / "a", "mxg.example")
     other_cert, other_key = self_signed(tmp_path / "b", "other.example")

@@ -213,3 +213,29 @@ def test_max_receiving_reaches_the_engine_and_zero_turns_it_off() -> None:
     assert load_config(None, environ={}).engine_json()["max_receiving"] == 64
     off = load_config(None, environ={"MXG_SERVER__MAX_RECEIVING": "0"})
     assert off.engine_json()["max_receiving"] == 0
+
+
+def test_web_and_metrics_are_off_by_default_and_checked_like_server_listen(
+    tmp_path: Path,
+) -> None:
+    cfg = load_config(None, environ={})
+    assert cfg.web.listen == [] and cfg.metrics.listen == []
+    f = tmp_path / "mxg.toml"
+    f.write_text(
+        '[web]\nlisten = ["localhost:8443"]\nroot_path = "mxg/"\n'
+        '[metrics]\nlisten = ["[::1]:9187"]\ntls_cert = "cert.pem"\n'
+    )
+    with pytest.raises(ConfigError) as e:
+        load_config(f, environ={})
+    assert sorted(e.value.problems) == [
+        f"{f}: metrics: tls_cert and tls_key go together",
+        f"{f}: web.listen: 'localhost:8443': 'localhost' is not an IP address",
+        f"{f}: web.root_path: 'mxg/' is not a path prefix such as /mxg",
+    ]
+    f.write_text(
+        '[web]\nlisten = ["0.0.0.0:8443", "[::]:8443"]\ntls_cert = "tls/cert.pem"\n'
+        'tls_key = "tls/key.pem"\nproxy_hops = 1\nroot_path = "/mxg"\n'
+    )
+    web = load_config(f, environ={}).web
+    assert web.tls_cert == tmp_path / "tls" / "cert.pem"  # relative to the file
+    assert (web.proxy_hops, web.root_path) == (1, "/mxg")

@@ -64,3 +64,13 @@ def test_every_started_key_exists() -> None:
         fields = type(getattr(cfg, section)).model_fields
         assert set(keys or ()) <= set(fields), section
     assert set(DELIVERY_PER_JOB) <= set(type(cfg.delivery).model_fields)
+
+
+def test_web_and_metrics_listeners_need_a_restart() -> None:
+    # Their sockets and certificates are taken before the privilege drop.
+    running = load_config(None, environ={})
+    for section in ("web", "metrics"):
+        env = {f"MXG_{section.upper()}__LISTEN": '["127.0.0.1:8443"]'}
+        applied = keep_started(load_config(None, environ=env), running)
+        assert getattr(applied, section).listen == []
+        assert restart_keys(running, load_config(None, environ=env)) == [f"{section}.listen"]

@@ -86,8 +86,8 @@ def test_the_audit_trail_stays_verifiable_across_pruning(tmp_path: Path, key: Si
 def test_the_schedulers_queries_use_indexes_of_what_still_waits(tmp_path: Path) -> None:
     store = Store(tmp_path / "queue.db")
     names = {r[0] for r in store.db.execute("SELECT name FROM sqlite_master WHERE type='index'")}
-    assert {"recipients_waiting", "messages_open"} <= names
-    assert not {"recipients_due", "messages_state"} & names
+    assert {"recipients_waiting", "messages_open_age"} <= names
+    assert not {"recipients_due", "messages_state", "messages_open"} & names
     plan = store.db.execute(
         "EXPLAIN QUERY PLAN SELECT r.queue_id FROM recipients r JOIN messages m"
         " ON m.queue_id = r.queue_id WHERE r.status IN ('pending','deferred') AND r.status = ?"

@@ -14,6 +14,7 @@
     ├── DataDirError           the data directory is in use by another mxg, or unsafe
     │   └── InstanceBusy       another mxg holds its instance lock
     ├── OperatorError          an operator's selection or queue action is invalid
+    ├── WebError               a web or metrics listener cannot start (address, certificate)
     └── StoreError             the queue database could not be opened safely
         └── StoreDamaged       it is not a readable SQLite database
 """
@@ -73,6 +74,11 @@ class InstanceBusy(DataDirError):
 class OperatorError(MxgError):
     """An operator's selection or queue action (`mxg.ops`) is invalid: a
     bad queue id, domain, age or state, or a change that is not allowed."""
+
+
+class WebError(MxgError):
+    """The web surface or the metrics endpoint cannot start: its address
+    cannot be bound, or its certificate and key cannot be loaded."""
 
 
 class StoreError(MxgError):

@@ -4,6 +4,7 @@ own loopback addresses, and mxg started as a process."""
 from __future__ import annotations
 
 import ssl
+import subprocess
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -374,3 +375,29 @@ def sts_web(pkix_certs: dict[str, Path]) -> Iterator[PolicyServer]:
     ).start()
     yield server
     server.stop()
+
+
+# A file system small enough to fill in a test (tests/e2e/test_full_disk.py,
+# test_metrics.py).
+DISK_MB = 24
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A tmpfs of DISK_MB of its own (needs root)."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={DISK_MB}m", "tmpfs", str(disk)], check=True
+    )
+    yield disk
+    subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+def fill_disk(disk: Path) -> Path:
+    """Fills the file system of `disk` to the last block; returns the file."""
+    filler = disk / "filler"
+    subprocess.run(
+        ["dd", "if=/dev/zero", f"of={filler}", "bs=64k"], capture_output=True, check=False
+    )
+    return filler

@@ -10,11 +10,12 @@ import smtplib
 import subprocess
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from tests.e2e.conftest import fill_disk
 from tests.e2e.test_delivery import wait_for
 from tests.support.mxgproc import MxgProcess
 from tests.support.sinks import Sink
@@ -25,18 +26,6 @@ pytestmark = [
 ]
 
 BEFORE = 40
-DISK_MB = 24
-
-
-@pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={DISK_MB}m", "tmpfs", str(disk)], check=True
-    )
-    yield disk
-    subprocess.run(["umount", "-l", str(disk)], check=False)
 
 
 def _send(port: int, i: int) -> tuple[int, bytes]:
@@ -50,14 +39,6 @@ def _send(port: int, i: int) -> tuple[int, bytes]:
     except smtplib.SMTPRecipientsRefused as e:
         code, text = next(iter(e.recipients.values()))
         return code, text
-
-
-def _fill(disk: Path) -> Path:
-    filler = disk / "filler"
-    subprocess.run(
-        ["dd", "if=/dev/zero", f"of={filler}", "bs=64k"], capture_output=True, check=False
-    )
-    return filler
 
 
 def test_rule11_a_full_disk_refuses_new_mail_and_loses_nothing(
@@ -75,7 +56,7 @@ def test_rule11_a_full_disk_refuses_new_mail_and_loses_nothing(
     assert len(acked) == BEFORE, sent[:3]
     wait_for(lambda: len(sinks["slow"].rcpt_attempts) >= BEFORE, what="first attempts")
 
-    filler = _fill(small_disk)
+    filler = fill_disk(small_disk)
     refused = [_send(mxg.port, 1000 + i) for i in range(5)]
     assert all(code in (451, 452) for code, _ in refused), refused
     assert any(code == 452 and b"4.3.1" in text for code, text in refused), refused

@@ -26,10 +26,12 @@ from mxg.config.sections import (
     DsnConfig,
     LimitsConfig,
     LogConfig,
+    MetricsConfig,
     QueueConfig,
     RetentionConfig,
     RunConfig,
     ServerConfig,
+    WebConfig,
 )
 
 __all__ = [
@@ -42,9 +44,11 @@ __all__ = [
     "DsnConfig",
     "LimitsConfig",
     "LogConfig",
+    "MetricsConfig",
     "QueueConfig",
     "RetentionConfig",
     "RunConfig",
     "ServerConfig",
+    "WebConfig",
     "load_config",
 ]

@@ -137,6 +137,25 @@ format = "text"
 # Empty: standard error.
 # file = "/var/log/mxg.log"
 
+[web]
+# The web surface for operators (/health, /ready). Off while listen is empty.
+# HTTPS with tls_cert and tls_key; plain HTTP only on loopback behind a
+# reverse proxy (docs/operations.md, "Web surface").
+listen = []
+# tls_cert = "/etc/mxg/web-cert.pem"
+# tls_key = "/etc/mxg/web-key.pem"
+# Reverse proxies in front whose X-Forwarded-For/-Proto are believed.
+proxy_hops = 0
+# Path prefix the proxy publishes the surface under, e.g. "/mxg".
+root_path = ""
+
+[metrics]
+# Prometheus /metrics with /health and /ready, without authentication: for
+# a monitoring network only, e.g. ["10.1.2.3:9187"]. Off while listen is empty.
+listen = []
+# tls_cert = "/etc/mxg/metrics-cert.pem"
+# tls_key = "/etc/mxg/metrics-key.pem"
+
 # Per-domain policy, one [[policy]] table per domain (none by default):
 # [[policy]]
 # domain = "partner.example"

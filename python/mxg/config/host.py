@@ -25,9 +25,9 @@ def host_problems(cfg: Config, where: str) -> list[str]:
     """Every problem found, each as ``WHERE: key: reason``."""
     problems: list[str] = []
     user = _user(cfg.run.user, problems)
-    s = cfg.server
-    if s.tls_cert is not None and s.tls_key is not None:
-        problems += _cert_and_key(s.tls_cert, s.tls_key)
+    for section, s in (("server", cfg.server), ("web", cfg.web), ("metrics", cfg.metrics)):
+        if s.tls_cert is not None and s.tls_key is not None:
+            problems += _cert_and_key(section, s.tls_cert, s.tls_key)
     if cfg.delivery.ca_file is not None:
         problems += _ca_file("delivery.ca_file", cfg.delivery.ca_file)
     problems += _writable_dir("data.directory", cfg.data.directory, user, may_create=True)
@@ -46,8 +46,8 @@ def _user(name: str, problems: list[str]) -> pwd.struct_passwd | None:
         return None
 
 
-def _cert_and_key(cert: Path, key: Path) -> list[str]:
-    for name, path in (("server.tls_cert", cert), ("server.tls_key", key)):
+def _cert_and_key(section: str, cert: Path, key: Path) -> list[str]:
+    for name, path in ((f"{section}.tls_cert", cert), (f"{section}.tls_key", key)):
         if problem := _readable_file(name, path):
             return [problem]
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -55,8 +55,8 @@ def _cert_and_key(cert: Path, key: Path) -> list[str]:
         ctx.load_cert_chain(cert, key)
     except ssl.SSLError as e:
         if "KEY_VALUES_MISMATCH" in str(e):
-            return [f"server.tls_key: {key} is not the key of the certificate in {cert}"]
-        return [f"server.tls_cert: {cert} and {key} do not load as PEM certificate and key: {e}"]
+            return [f"{section}.tls_key: {key} is not the key of the certificate in {cert}"]
+        return [f"{section}.tls_cert: {cert} and {key} do not load as PEM certificate and key: {e}"]
     return []
 
 

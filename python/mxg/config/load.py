@@ -53,6 +53,10 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> None:
         ("data", "directory"),
         ("server", "tls_cert"),
         ("server", "tls_key"),
+        ("web", "tls_cert"),
+        ("web", "tls_key"),
+        ("metrics", "tls_cert"),
+        ("metrics", "tls_key"),
         ("log", "file"),
     ):
         _resolve_path(data.get(section), key, base)

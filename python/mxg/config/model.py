@@ -36,6 +36,8 @@ class Config(Section):
     retention: sections.RetentionConfig = sections.RetentionConfig()
     dsn: sections.DsnConfig = sections.DsnConfig()
     log: sections.LogConfig = sections.LogConfig()
+    web: sections.WebConfig = sections.WebConfig()
+    metrics: sections.MetricsConfig = sections.MetricsConfig()
     run: sections.RunConfig = sections.RunConfig()
     policy: list[sections.DomainPolicy] = []
     classify: ClassifyConfig = ClassifyConfig()

@@ -30,6 +30,10 @@ STARTED: dict[str, tuple[str, ...] | None] = {
     "data": None,
     "run": None,
     "dns": None,
+    # The web surface and the metrics endpoint: sockets bound and
+    # certificates read before the privilege drop, served as they were.
+    "web": None,
+    "metrics": None,
     # The outbound client, with its timeouts and connection pools, is
     # built at start; only the keys of `DELIVERY_PER_JOB` are read anew
     # for every job.

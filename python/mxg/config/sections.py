@@ -1,8 +1,8 @@
 """The sections of the configuration file, one pydantic model each
 (``[server]``, ``[limits]``, ``[data]``, ``[dns]``, ``[delivery]``,
-``[queue]``, ``[dsn]``, ``[log]``, ``[run]`` and the per-domain
-``[[policy]]``), with the checks on their own values; the rules and
-classes are in `mxg.config.classes`."""
+``[queue]``, ``[dsn]``, ``[log]``, ``[web]``, ``[metrics]``, ``[run]``
+and the per-domain ``[[policy]]``), with the checks on their own values;
+the rules and classes are in `mxg.config.classes`."""
 
 from __future__ import annotations
 
@@ -62,17 +62,7 @@ class ServerConfig(Section):
     def _listen(cls, v: list[str]) -> list[str]:
         if not v:
             raise ValueError("at least one address is needed")
-        for addr in v:
-            host, sep, port = addr.rpartition(":")
-            if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
-                raise ValueError(f"{addr!r} is not ip:port")
-            if ":" in host and not (host.startswith("[") and host.endswith("]")):
-                raise ValueError(f"{addr!r}: IPv6 addresses need brackets, e.g. [::1]:25")
-            try:
-                ipaddress.ip_address(host.strip("[]"))
-            except ValueError:
-                raise ValueError(f"{addr!r}: {host!r} is not an IP address") from None
-        return v
+        return _check_listen(v)
 
     @field_validator("client_networks")
     @classmethod
@@ -91,6 +81,65 @@ class ServerConfig(Section):
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("tls_cert and tls_key go together")
         return self
+
+
+def _check_listen(v: list[str]) -> list[str]:
+    """Each address is ``ip:port``, IPv6 in brackets."""
+    for addr in v:
+        host, sep, port = addr.rpartition(":")
+        if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ValueError(f"{addr!r} is not ip:port")
+        if ":" in host and not (host.startswith("[") and host.endswith("]")):
+            raise ValueError(f"{addr!r}: IPv6 addresses need brackets, e.g. [::1]:25")
+        try:
+            ipaddress.ip_address(host.strip("[]"))
+        except ValueError:
+            raise ValueError(f"{addr!r}: {host!r} is not an IP address") from None
+    return v
+
+
+class HttpListenerConfig(Section):
+    """An HTTP listener of the relay: off while ``listen`` is empty; HTTPS
+    with the operator's certificate chain and key when both are given."""
+
+    listen: list[str] = []
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, v: list[str]) -> list[str]:
+        return _check_listen(v)
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> HttpListenerConfig:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key go together")
+        return self
+
+
+class WebConfig(HttpListenerConfig):
+    """The web surface for operators (``/health``, ``/ready`` and what
+    later features add), off by default."""
+
+    # Reverse proxies in front of mxg whose X-Forwarded-For and
+    # X-Forwarded-Proto are believed (0: none, the peer is the client).
+    proxy_hops: int = Field(0, ge=0, le=5)
+    # The path prefix under which a reverse proxy publishes the surface
+    # ("/mxg"); empty when it is served at the root.
+    root_path: str = ""
+
+    @field_validator("root_path")
+    @classmethod
+    def _root_path(cls, v: str) -> str:
+        if v and (not v.startswith("/") or v.endswith("/") or "//" in v):
+            raise ValueError(f"{v!r} is not a path prefix such as /mxg")
+        return v
+
+
+class MetricsConfig(HttpListenerConfig):
+    """The Prometheus endpoint with ``/health`` and ``/ready``, without
+    authentication: for a monitoring network only. Off by default."""
 
 
 class LimitsConfig(Section):

@@ -116,6 +116,10 @@ class DnsResolver:
         # Lookups under way: a burst of mail to one domain waits for one
         # lookup instead of sending the same queries hundreds of times.
         self._pending: dict[str, _Lookup] = {}
+        # Routes answered from the cache (or from a lookup under way) and
+        # looked up, for /metrics.
+        self.cache_hits = 0
+        self.cache_misses = 0
 
     @property
     def raw(self) -> dns.asyncresolver.Resolver:
@@ -127,6 +131,7 @@ class DnsResolver:
         hit = self._cache.get(domain)
         if hit is None or hit[0] <= self._clock() or isinstance(hit[1], ResolveError):
             return None
+        self.cache_hits += 1
         return hit[1].reshuffled()
 
     def _remember(self, domain: str, ttl: float, result: Route | ResolveError) -> None:
@@ -217,15 +222,19 @@ class DnsResolver:
             # one domain wait for one lookup after another).
             await pending.done.wait()
             if isinstance(pending.result, ResolveError):
+                self.cache_hits += 1
                 raise pending.result
             if pending.result is not None:
+                self.cache_hits += 1
                 return pending.result.reshuffled()
             # That lookup was cancelled: look again.
         hit = self._cache.get(domain)
         if hit is not None and hit[0] > self._clock():
+            self.cache_hits += 1
             if isinstance(hit[1], ResolveError):
                 raise hit[1]
             return hit[1].reshuffled()
+        self.cache_misses += 1
         lookup = self._pending[domain] = _Lookup()
         ttl = _MinTtl()
         try:

@@ -52,6 +52,9 @@ class StsCache:
         self.save: Callable[[Policy, float], None] | None = None
         self._checked: dict[str, float] = {}
         self._lock: dict[str, anyio.Lock] = {}
+        # Policies known without a lookup, and lookups, for /metrics.
+        self.hits = 0
+        self.misses = 0
 
     def _http_client(self) -> httpx.AsyncClient:
         if callable(self._client):
@@ -83,8 +86,12 @@ class StsCache:
             return False, None
         hit = self._policies.get(domain)
         if hit is None:
+            self.hits += 1
             return True, None
-        return (True, hit[1]) if hit[0] > now else (False, None)
+        if hit[0] > now:
+            self.hits += 1
+            return True, hit[1]
+        return False, None
 
     def refresh_due(self) -> list[str]:
         """Domains whose cached policy has less than REFRESH_WHEN_LEFT of
@@ -127,6 +134,7 @@ class StsCache:
                 known, hit = self.cached(domain)
                 if known:
                     return hit
+                self.misses += 1
             cached = self._policies.get(domain)
             now = self._clock()
             try:

@@ -1,5 +1,6 @@
 """What every stage shares: the configuration, the engine, the store, the
-resolver and policy caches, and the task group while the relay serves."""
+resolver and policy caches, the counters for metrics, and the task group
+while the relay serves."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import anyio.abc
 
 from mxg.config import Config
 from mxg.dns import Resolver, StsCache
+from mxg.metrics import Counts
 from mxg.pipeline.engine import Engine
 from mxg.store import Outcome, Store
 from mxg.verdict import Feasibility
@@ -32,6 +34,8 @@ class Context:
     # messages wait to be indexed. Both are retried by the scanner.
     unstored: dict[tuple[str, int], Outcome] = field(default_factory=dict)
     rescan_wanted: bool = False
+    # What the stages count for /metrics (mxg.metrics).
+    counts: Counts = field(default_factory=Counts)
 
     @property
     def serving(self) -> bool:

@@ -6,8 +6,10 @@ time: questions at the end of DATA and RCPT go to ``verdicts``, received
 messages through ``intake`` to ``dispatch``, delivery results through
 ``outcomes``; jobs queued meanwhile cross the boundary once per batch. A
 scanner brings back due retries, delay warnings, DSNs for what an
-operator bounced and messages an operator finished. Written on anyio;
-runs on asyncio (uvloop) and trio alike.
+operator bounced and messages an operator finished. The web surface and
+the metrics endpoint (`mxg.web`), when configured, serve from the same
+task group and see the same state. Written on anyio; runs on asyncio
+(uvloop) and trio alike.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ from mxg.dns import (
     http_client,
     probe_dnssec,
 )
+from mxg.metrics.collector import Sources, registry
 from mxg.pipeline.context import Context
 from mxg.pipeline.dispatch import Dispatcher
 from mxg.pipeline.engine import Engine
@@ -63,6 +66,7 @@ from mxg.pipeline.verdicts import EarlyVerdicts, Verdicts
 from mxg.signing import SigningKey
 from mxg.store import Store, now_ms
 from mxg.verdict import Feasibility
+from mxg.web import DnsCheck, Listeners, Readiness, Surface
 
 
 @dataclass
@@ -107,7 +111,8 @@ class Stages:
                     if info is not None:
                         done.append((info, e))
                 case Log():
-                    event(log, e.message, getattr(logging, e.level.upper(), logging.INFO))
+                    level = getattr(logging, e.level.upper(), logging.INFO)
+                    event(log, e.message, level, **dict(e.fields))
                 case RcptCheck():
                     self.verdicts.on_rcpt_check(e)
                 case Rejected():
@@ -138,6 +143,7 @@ class Relay:
             port=config.delivery.port,
         )
         self.resolver: Resolver = resolver or dns_resolver
+        self._dns = dns_resolver
         self.sts: StsCache | None = (
             StsCache(dns_resolver.raw, lambda: http_client(config.delivery.ca_file))
             if config.delivery.mta_sts
@@ -203,7 +209,11 @@ class Relay:
         # Made before the privilege drop, which hands it to the run user.
         key = SigningKey.load_or_create(cfg.data.directory)
         stages: Stages | None = None
+        http: Listeners | None = None
         try:
+            # Bound, and their certificates read, before the privilege
+            # drop, as the SMTP listeners are (rule 8).
+            http = Listeners.bind(cfg)
             drop_privileges(user, cfg.data.directory)
             stages = Stages.build(self._context(engine, open_store(cfg.db_path)))
             await self._start(stages)
@@ -229,10 +239,16 @@ class Relay:
                 tg.start_soon(pruner, stages.ctx, key)
                 if self.sts is not None:
                     tg.start_soon(self._sts_refresher, self.sts)
+                if http.any:
+                    tg.start_soon(http.serve, self._surface(engine, stages))
                 await self._stop.wait()
+                if http.any:
+                    await http.stop()
                 tg.cancel_scope.cancel()
         finally:
             self._live = None
+            if http is not None:
+                http.close()
             with anyio.CancelScope(shield=True):
                 event(log, "shutting down: finishing open transactions")
                 await anyio.to_thread.run_sync(engine.shutdown)
@@ -247,6 +263,31 @@ class Relay:
 
     def _context(self, engine: Engine, store: Store) -> Context:
         return Context(self.cfg, engine, store, self.resolver, self.sts, self.feasibility)
+
+    def _surface(self, engine: _core.Engine, stages: Stages) -> Surface:
+        """What the web surface and the metrics endpoint see."""
+        ctx, dispatch = stages.ctx, stages.dispatch
+        resolver, sts = self.resolver, self.sts
+        sources = Sources(
+            counts=ctx.counts,
+            store=ctx.store,
+            engine_stats=engine.stats,
+            dns_cache=(
+                (lambda: (resolver.cache_hits, resolver.cache_misses))
+                if isinstance(resolver, DnsResolver)
+                else None
+            ),
+            sts_cache=(lambda: (sts.hits, sts.misses)) if sts is not None else None,
+            jobs=lambda: (len(dispatch.jobs), dispatch.waiting),
+            unstored=lambda: len(ctx.unstored),
+        )
+        readiness = Readiness(
+            self.cfg.spool_dir,
+            ctx.store,
+            functools.partial(_store_backlog, ctx),
+            DnsCheck(self._dns.raw, self.cfg.dns.dnssec_probe),
+        )
+        return Surface(ctx, readiness, registry(sources))
 
     async def _start(self, stages: Stages) -> None:
         """Policy cache, warnings, the resolver's DNSSEC verdict, recovery."""
@@ -312,6 +353,15 @@ class Relay:
                     domain=domain,
                     policy=f"{policy.mode} id={policy.id}" if policy else "none",
                 )
+
+
+def _store_backlog(ctx: Context) -> str | None:
+    """What waits for space in the store (a full disk), for /ready."""
+    if ctx.unstored:
+        return f"full: {len(ctx.unstored)} delivery results wait in memory for space"
+    if ctx.rescan_wanted:
+        return "full: received messages wait in the spool to be indexed"
+    return None
 
 
 # Allocations between two young-generation collections (CPython's default

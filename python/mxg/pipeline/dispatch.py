@@ -276,6 +276,11 @@ class Dispatcher:
                     Due(info.queue_id, info.domain, ()), e, rerouted=info.rerouted
                 )
 
+    @property
+    def waiting(self) -> int:
+        """Deliveries of new messages waiting for room under max_jobs."""
+        return len(self._waiting)
+
     def finished(self, job_id: int) -> JobInfo | None:
         """The job whose results arrived; it no longer counts as in flight."""
         info = self.jobs.pop(job_id, None)

@@ -57,8 +57,10 @@ class Intake:
             )
             return [], []
         intake: list[Outcome] = []
+        counts = self._ctx.counts
         for m in messages:
             env = m.envelope
+            counts.message_received(m.risk_class or "")
             event(
                 log,
                 "received",
@@ -73,6 +75,10 @@ class Intake:
             )
             now = self.at_intake(m)
             _log_outcomes(env, now, "not delivered as classified")
+            for o in now:
+                counts.recipient(
+                    o.status, m.recipient_class(o.idx) or m.risk_class or "", "none", ""
+                )
             intake += now
         if intake:
             await self._outcomes.commit(intake)
@@ -122,7 +128,8 @@ class Intake:
 
 
 def log_rejected(e: Rejected) -> None:
-    """A message refused at the end of DATA (its class rejects)."""
+    """A message refused at the end of DATA (its class rejects); the
+    engine counts it among the inbound refusals (reason ``policy``)."""
     env = e.envelope
     event(
         log,
@@ -132,6 +139,7 @@ def log_rejected(e: Rejected) -> None:
         message_id=env.message_id or "",
         **{"from": f"<{env.sender}>"},
         nrcpt=len(env.recipients),
+        client=env.client_addr or "local",
         reply=f"{e.code} {e.enhanced} {e.text}",
     )
 

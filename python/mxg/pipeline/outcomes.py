@@ -57,8 +57,10 @@ class Outcomes:
         )
         if self._ctx.cfg.delivery.ratchet == "warn":
             self._warn_drops(seen)
+        counts = self._ctx.counts
         for info, ev in done:
             for a in ev.attempts:
+                counts.failure(a.reason)
                 event(
                     log,
                     "attempt failed",
@@ -94,6 +96,7 @@ class Outcomes:
         planned = self._planner.recipients(due, rerouted=rerouted)
         if planned is None:
             return
+        self._ctx.counts.failure(e.reason)
         results = [
             RecipientResult(
                 address=r["address"],
@@ -116,6 +119,7 @@ class Outcomes:
         queue lifetime become bounces) and logs one line per recipient."""
         cfg = self._ctx.cfg
         feasibility = self._ctx.feasibility
+        counts = self._ctx.counts
         t = now_ms()
         outcomes: list[Outcome] = []
         for res in results:
@@ -166,6 +170,11 @@ class Outcomes:
                     next_ms = nxt
             tls = res.tls
             dnssec = info.dnssec(res.host)
+            method = (tls.method or "") if tls else ""
+            risk_class = info.classes.get(idx, "")
+            counts.recipient(status, risk_class, res.level or "none", method)
+            if status == "sent":
+                counts.delivered_after((t - info.received_ms) / 1000)
             outcomes.append(
                 Outcome(
                     info.queue_id,
@@ -197,12 +206,12 @@ class Outcomes:
                 tls_version=tls.version if tls else "",
                 cipher=tls.cipher if tls else "",
                 group=tls.group if tls else "",
-                method=(tls.method or "") if tls else "",
+                method=method,
                 dnssec=_dnssec_word(dnssec),
                 level=res.level,
                 delay_s=(t - info.received_ms) / 1000,
                 attempt=info.attempts[idx],
-                risk_class=info.classes.get(idx, ""),
+                risk_class=risk_class,
                 required=info.level,
                 reason=reason or "",
             )

@@ -13,14 +13,16 @@ drained event batch.
 durable transactions), `intake` (indexing accepted messages), `queue`
 (due recipients, results, finished messages), `operator` (``mxg queue``
 actions), `suspend` (domains whose delivery is suspended), `evidence`
-(``mxg evidence`` lookups), `audit` (the audit trail's hash chain) and
-`sts_cache` (MTA-STS policies kept across restarts); the tables are in
-`schema`, the records it takes and gives in `records`, and its files on
-disk in `files`. Import from ``mxg.store``.
+(``mxg evidence`` lookups), `audit` (the audit trail's hash chain),
+`sts_cache` (MTA-STS policies kept across restarts) and `depth` (the
+queue's size and age, for metrics); the tables are in `schema`, the
+records it takes and gives in `records`, and its files on disk in
+`files`. Import from ``mxg.store``.
 """
 
 from __future__ import annotations
 
+from mxg.store.depth import Decision, Depth, QueueDepth
 from mxg.store.evidence import EvidenceQueries, EvidenceQuery
 from mxg.store.files import is_full, quarantine
 from mxg.store.intake import Intake, dumps, envelope_rows
@@ -33,7 +35,7 @@ from mxg.store.sts_cache import StsPolicies
 from mxg.store.suspend import Suspensions
 
 
-class Store(Intake, Suspensions, StsPolicies, EvidenceQueries, ReportQueries, Retention):
+class Store(Intake, Suspensions, StsPolicies, EvidenceQueries, ReportQueries, Retention, Depth):
     """The queue index: one SQLite database (see the package docstring)."""
 
 
@@ -42,11 +44,13 @@ __all__ = [
     "FINAL",
     "SCHEMA",
     "UNFINISHED",
+    "Decision",
     "Due",
     "EvidenceQuery",
     "NewMessage",
     "Outcome",
     "Pruned",
+    "QueueDepth",
     "ReportQuery",
     "Store",
     "Targets",

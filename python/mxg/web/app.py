@@ -1,0 +1,30 @@
+"""The ASGI apps of the two listeners, built from route groups.
+
+A route group is a module's ``routes(surface)``: the web surface
+(``[web]``) serves `WEB_ROUTES`, the metrics listener (``[metrics]``)
+serves `METRICS_ROUTES`. A feature of the web surface (an admin API, an
+operator page) is one more module under ``mxg.web`` whose ``routes`` is
+added to `WEB_ROUTES`; it sees the relay through the `Surface`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from starlette.applications import Starlette
+from starlette.routing import BaseRoute
+
+from mxg.web import health, metrics
+from mxg.web.surface import Surface
+
+RouteGroup = Callable[[Surface], list[BaseRoute]]
+
+# The operator's web surface; authenticated features are added here.
+WEB_ROUTES: tuple[RouteGroup, ...] = (health.routes,)
+# The monitoring network's listener: no authentication, so nothing that
+# reads a message or changes the queue ever goes here.
+METRICS_ROUTES: tuple[RouteGroup, ...] = (health.routes, metrics.routes)
+
+
+def build_app(surface: Surface, groups: Sequence[RouteGroup]) -> Starlette:
+    return Starlette(routes=[route for group in groups for route in group(surface)])
