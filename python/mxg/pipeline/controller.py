@@ -41,7 +41,6 @@ from mxg.config import Config
 from mxg.datadir import InstanceLock, check_tree, drop_privileges, run_user
 from mxg.deliverylog import event, flush_logs, log
 from mxg.dns import (
-    REFRESH_INTERVAL,
     DnsResolver,
     Policy,
     Resolver,
@@ -49,24 +48,25 @@ from mxg.dns import (
     http_client,
     probe_dnssec,
 )
-from mxg.metrics.collector import Sources, registry
 from mxg.pipeline.context import Context
 from mxg.pipeline.dispatch import Dispatcher
 from mxg.pipeline.engine import Engine
 from mxg.pipeline.finish import Finisher
-from mxg.pipeline.housekeeping import checkpointer, pruner
+from mxg.pipeline.housekeeping import checkpointer, pruner, sts_refresher
 from mxg.pipeline.intake import Intake, log_rejected
 from mxg.pipeline.notices import Notices
 from mxg.pipeline.outcomes import Outcomes
 from mxg.pipeline.plan import JobInfo, Planner, sts_policy
-from mxg.pipeline.recovery import recover, reindex
+from mxg.pipeline.recovery import recover
 from mxg.pipeline.reload import apply_reload, log_reloaded, reopen_logs
+from mxg.pipeline.scanner import scanner
 from mxg.pipeline.storage import open_store, survives_a_full_store
 from mxg.pipeline.verdicts import EarlyVerdicts, Verdicts
 from mxg.signing import SigningKey
-from mxg.store import Store, now_ms
+from mxg.store import Store
 from mxg.verdict import Feasibility
-from mxg.web import DnsCheck, Listeners, Readiness, Surface
+from mxg.web import Listeners
+from mxg.web.wiring import surface_of
 
 
 @dataclass
@@ -234,13 +234,16 @@ class Relay:
             async with anyio.create_task_group() as tg:
                 stages.ctx.tg = tg
                 tg.start_soon(self._event_loop, engine, stages)
-                tg.start_soon(self._scanner, stages)
+                tg.start_soon(scanner, stages)
                 tg.start_soon(checkpointer, stages.ctx, key)
                 tg.start_soon(pruner, stages.ctx, key)
                 if self.sts is not None:
-                    tg.start_soon(self._sts_refresher, self.sts)
+                    tg.start_soon(sts_refresher, self.sts)
                 if http.any:
-                    tg.start_soon(http.serve, self._surface(engine, stages))
+                    surface = surface_of(
+                        self.cfg, engine, stages.ctx, stages.dispatch, dns=self._dns, sts=self.sts
+                    )
+                    tg.start_soon(http.serve, surface)
                 await self._stop.wait()
                 if http.any:
                     await http.stop()
@@ -263,31 +266,6 @@ class Relay:
 
     def _context(self, engine: Engine, store: Store) -> Context:
         return Context(self.cfg, engine, store, self.resolver, self.sts, self.feasibility)
-
-    def _surface(self, engine: _core.Engine, stages: Stages) -> Surface:
-        """What the web surface and the metrics endpoint see."""
-        ctx, dispatch = stages.ctx, stages.dispatch
-        resolver, sts = self.resolver, self.sts
-        sources = Sources(
-            counts=ctx.counts,
-            store=ctx.store,
-            engine_stats=engine.stats,
-            dns_cache=(
-                (lambda: (resolver.cache_hits, resolver.cache_misses))
-                if isinstance(resolver, DnsResolver)
-                else None
-            ),
-            sts_cache=(lambda: (sts.hits, sts.misses)) if sts is not None else None,
-            jobs=lambda: (len(dispatch.jobs), dispatch.waiting),
-            unstored=lambda: len(ctx.unstored),
-        )
-        readiness = Readiness(
-            self.cfg.spool_dir,
-            ctx.store,
-            functools.partial(_store_backlog, ctx),
-            DnsCheck(self._dns.raw, self.cfg.dns.dnssec_probe),
-        )
-        return Surface(ctx, readiness, registry(sources))
 
     async def _start(self, stages: Stages) -> None:
         """Policy cache, warnings, the resolver's DNSSEC verdict, recovery."""
@@ -316,52 +294,6 @@ class Relay:
                 with survives_a_full_store():
                     await stages.handle(batch)
             flush_logs()
-
-    async def _scanner(self, stages: Stages) -> None:
-        while True:
-            await anyio.sleep(self.cfg.queue.scan_interval)
-            flush_logs()
-            with survives_a_full_store():
-                await self._scan(stages)
-
-    async def _scan(self, stages: Stages) -> None:
-        ctx, store = stages.ctx, stages.ctx.store
-        # After a full disk: what waited in memory and in the spool first.
-        await stages.outcomes.retry_unstored()
-        if ctx.rescan_wanted:
-            await reindex(ctx, stages.intake, stages.outcomes)
-        # DSNs for operator bounces, and those a full disk held back.
-        await stages.notices.send_pending()
-        stages.dispatch.dispatch_due()
-        warn_after = self.cfg.queue.delay_warning_after
-        if warn_after > 0:
-            for qid in store.expired_delay_warnings(now_ms() - int(warn_after * 1000)):
-                await stages.notices.send_delay_dsn(qid)
-        # Messages finished by an operator (mxg queue delete, bounce).
-        await stages.finisher.remove(store.finished())
-
-    async def _sts_refresher(self, sts: StsCache) -> None:
-        """Renews MTA-STS policies before they expire (RFC 8461 §10.2)."""
-        while True:
-            await anyio.sleep(REFRESH_INTERVAL)
-            for domain in sts.refresh_due():
-                policy = await sts.refresh(domain)
-                event(
-                    log,
-                    "MTA-STS policy refreshed",
-                    logging.INFO,
-                    domain=domain,
-                    policy=f"{policy.mode} id={policy.id}" if policy else "none",
-                )
-
-
-def _store_backlog(ctx: Context) -> str | None:
-    """What waits for space in the store (a full disk), for /ready."""
-    if ctx.unstored:
-        return f"full: {len(ctx.unstored)} delivery results wait in memory for space"
-    if ctx.rescan_wanted:
-        return "full: received messages wait in the spool to be indexed"
-    return None
 
 
 # Allocations between two young-generation collections (CPython's default

@@ -1,14 +1,17 @@
 """Housekeeping beside the message path: signing the audit trail's tail
-at intervals (`mxg.audit_trail`) and pruning what `[retention]` no longer
+at intervals (`mxg.audit_trail`), pruning what `[retention]` no longer
 keeps (`store/retention.py`), a batch at a time between the relay's own
-work."""
+work, and renewing MTA-STS policies before they expire."""
 
 from __future__ import annotations
+
+import logging
 
 import anyio
 
 from mxg.audit_trail import sign_checkpoint
 from mxg.deliverylog import event, log
+from mxg.dns import REFRESH_INTERVAL, StsCache
 from mxg.pipeline.context import Context
 from mxg.pipeline.storage import survives_a_full_store
 from mxg.signing import SigningKey
@@ -56,3 +59,18 @@ async def prune_once(ctx: Context, key: SigningKey, cutoff_ms: int) -> None:
         audit_records=plan.audit_records,
         checkpoint=plan.checkpoint_seq or "",
     )
+
+
+async def sts_refresher(sts: StsCache) -> None:
+    """Renews MTA-STS policies before they expire (RFC 8461 §10.2)."""
+    while True:
+        await anyio.sleep(REFRESH_INTERVAL)
+        for domain in sts.refresh_due():
+            policy = await sts.refresh(domain)
+            event(
+                log,
+                "MTA-STS policy refreshed",
+                logging.INFO,
+                domain=domain,
+                policy=f"{policy.mode} id={policy.id}" if policy else "none",
+            )
