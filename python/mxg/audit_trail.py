@@ -30,7 +30,6 @@ from mxg.store.audit import (
     checkpoint_message,
     record_hash,
 )
-from mxg.store.records import now_ms
 
 
 @dataclass(frozen=True)
@@ -56,18 +55,10 @@ class Verdict:
 
 def sign_checkpoint(store: Store, key: SigningKey) -> Checkpoint | None:
     """Signs the chain's tail, unless a checkpoint already covers it."""
-    seq, chain_hash = store.audit_tail()
-    if seq == 0:
+    seq, _ = store.audit_tail()
+    if seq == 0 or store.last_checkpoint_seq() >= seq:
         return None
-    last = store.db.execute("SELECT MAX(seq) FROM audit_checkpoints").fetchone()[0]
-    if last is not None and last >= seq:
-        return None
-    at = now_ms()
-    checkpoint = Checkpoint(
-        seq, chain_hash, at, key.key_id, key.sign(checkpoint_message(seq, chain_hash, at))
-    )
-    store.add_checkpoint(checkpoint)
-    return checkpoint
+    return store.sign_at(seq, lambda m: (key.key_id, key.sign(m)))
 
 
 def _when(ms: int) -> str:

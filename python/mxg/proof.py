@@ -43,33 +43,28 @@ UNSIGNED = ("manifest", "signature")
 def build(store: Store, cfg: Config, queue_id: str) -> dict[str, Any] | None:
     """The proof of one message, unsigned; None when the store has no
     such message."""
-    msg = store.message(queue_id)
-    if msg is None:
+    # The message, its recipients, attempts and operator events, as
+    # `mxg queue show` reads them.
+    details = store.details(queue_id)
+    if details is None:
         return None
-    classification = orjson.loads(msg["classification"] or "{}")
+    classification = orjson.loads(details["classification"] or "{}")
     recipients = [
-        _recipient(flatten(row, cfg), store, queue_id)
+        _recipient(flatten(row, cfg), details["attempts"])
         for row in store.evidence(EvidenceQuery(queue_id=queue_id))
     ]
-    events = store.db.execute(
-        "SELECT at_ms, actor, action, detail FROM events WHERE queue_id=? ORDER BY id",
-        (queue_id,),
-    ).fetchall()
-    audit = store.db.execute(
-        "SELECT seq, kind, hash FROM audit WHERE queue_id=? ORDER BY seq", (queue_id,)
-    ).fetchall()
     return {
         "format": FORMAT,
         "issued": rfc3339(now_ms()),
         "gateway": cfg.server.hostname,
         "message": {
             "queue_id": queue_id,
-            "message_id": msg["message_id"] or "",
-            "sender": msg["sender"],
-            "received": rfc3339(msg["received_ms"]),
-            "size": msg["size"],
-            "client": msg["client_addr"] or "",
-            "class": msg["class"] or cfg.classify.default_class,
+            "message_id": details["message_id"] or "",
+            "sender": details["sender"],
+            "received": rfc3339(details["received_ms"]),
+            "size": details["size"],
+            "client": details["client_addr"] or "",
+            "class": details["class"] or cfg.classify.default_class,
             "rules": [
                 {"rule": f.get("rule", ""), "why": f.get("why", "")}
                 for f in classification.get("fired", [])
@@ -77,38 +72,43 @@ def build(store: Store, cfg: Config, queue_id: str) -> dict[str, Any] | None:
         },
         "recipients": recipients,
         "operator_actions": [
-            {"at": rfc3339(e[0]), "actor": e[1], "action": e[2], "detail": e[3] or ""}
-            for e in events
+            {
+                "at": rfc3339(e["at_ms"]),
+                "actor": e["actor"],
+                "action": e["action"],
+                "detail": e["detail"] or "",
+            }
+            for e in details["events"]
         ],
-        "audit": [{"seq": a[0], "kind": a[1], "hash": bytes(a[2]).hex()} for a in audit],
+        "audit": [
+            {"seq": seq, "kind": kind, "hash": digest.hex()}
+            for seq, kind, digest in store.audit_of(queue_id)
+        ],
     }
 
 
-def _recipient(rec: dict[str, Any], store: Store, queue_id: str) -> dict[str, Any]:
-    """A recipient's evidence, certificates as a list, with its attempts."""
+def _recipient(rec: dict[str, Any], attempts: list[dict[str, Any]]) -> dict[str, Any]:
+    """A recipient's evidence, certificates as a list, with its attempts
+    (`attempts`: the message's, in order)."""
     out = {k: v for k, v in rec.items() if k not in ("queue_id", "message_id", "received")}
     out["peer_cert_sha256"] = rec["peer_cert_sha256"].split() if rec["peer_cert_sha256"] else []
     # A TLSA record is used only from a DNSSEC-secure answer (RFC 7672
     # section 2.2, ARCHITECTURE.md rule 2): one that matched was secure.
     out["tlsa_dnssec"] = "secure" if rec["tlsa"] else ""
-    tries = store.db.execute(
-        "SELECT at_ms, status, code, enhanced, text, host, ip, level, reason FROM attempts"
-        " WHERE queue_id=? AND address=? ORDER BY id",
-        (queue_id, rec["recipient"]),
-    ).fetchall()
     out["attempts"] = [
         {
-            "at": rfc3339(t[0]),
-            "status": t[1],
-            "code": t[2],
-            "enhanced": t[3] or "",
-            "reply": t[4] or "",
-            "host": t[5] or "",
-            "ip": t[6] or "",
-            "level": t[7] or "",
-            "reason": t[8] or "",
+            "at": rfc3339(t["at_ms"]),
+            "status": t["status"],
+            "code": t["code"],
+            "enhanced": t["enhanced"] or "",
+            "reply": t["text"] or "",
+            "host": t["host"] or "",
+            "ip": t["ip"] or "",
+            "level": t["level"] or "",
+            "reason": t["reason"] or "",
         }
-        for t in tries
+        for t in attempts
+        if t["address"] == rec["recipient"]
     ]
     return out
 

@@ -11,7 +11,6 @@ from typing import Any
 
 from mxg.cli.common import _load
 from mxg.cli.queue import _store
-from mxg.errors import MxgError
 
 # `mxg audit verify` found the trail broken: apart from 1 (an error) and 2
 # (usage or configuration), so that a script cannot take one for the other.
@@ -52,12 +51,11 @@ def cmd_audit_checkpoint(args: argparse.Namespace) -> int:
 
 
 def cmd_keys_export(args: argparse.Namespace) -> int:
-    from mxg.signing import KEY_FILE, SigningKey, public_pem
+    from mxg.signing import SigningKey, public_pem
 
-    data = _load(args).data.directory
-    if not (data / KEY_FILE).exists():
-        raise MxgError(f"{data / KEY_FILE}: no signing key yet (mxg run makes one)")
-    sys.stdout.write(public_pem(SigningKey.load(data).public).decode())
+    # SigningKey.load says in one line when there is no key yet.
+    key = SigningKey.load(_load(args).data.directory)
+    sys.stdout.write(public_pem(key.public).decode())
     return 0
 
 

@@ -25,14 +25,10 @@ def _queue_ids(store: Any, wanted: str) -> list[str]:
     sent one message twice)."""
     if store.message(wanted) is not None:
         return [wanted]
-    rows = store.db.execute(
-        "SELECT queue_id FROM messages WHERE trim(message_id, '<>') = trim(?, '<>')"
-        " ORDER BY received_ms",
-        (wanted,),
-    ).fetchall()
-    if not rows:
+    found: list[str] = store.queue_ids_with_message_id(wanted)
+    if not found:
         raise MxgError(f"proof: no message with queue ID or Message-ID {wanted!r}")
-    return [r[0] for r in rows]
+    return found
 
 
 def cmd_proof(args: argparse.Namespace) -> int:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -142,6 +142,32 @@ class AuditTrail(Database):
             yield AuditRecord(
                 int(r[0]), int(r[1]), r[2], r[3], r[4], r[5], bytes(r[6]), bytes(r[7])
             )
+
+    def sign_at(self, seq: int, sign: Callable[[bytes], tuple[str, bytes]]) -> Checkpoint | None:
+        """Signs a checkpoint at record `seq` (its hash must still be in
+        the chain); None when one is there already. `sign` signs a
+        checkpoint message and says with which key (`SigningKey`)."""
+        if self.db.execute("SELECT 1 FROM audit_checkpoints WHERE seq = ?", (seq,)).fetchone():
+            return None
+        (chain_hash,) = self.db.execute("SELECT hash FROM audit WHERE seq = ?", (seq,)).fetchone()
+        at = now_ms()
+        key_id, signature = sign(checkpoint_message(seq, bytes(chain_hash), at))
+        checkpoint = Checkpoint(seq, bytes(chain_hash), at, key_id, signature)
+        self.add_checkpoint(checkpoint)
+        return checkpoint
+
+    def last_checkpoint_seq(self) -> int:
+        row = self.db.execute("SELECT MAX(seq) FROM audit_checkpoints").fetchone()
+        return int(row[0] or 0)
+
+    def audit_of(self, queue_id: str) -> list[tuple[int, str, bytes]]:
+        """A message's records: number, kind and hash (for its proof)."""
+        return [
+            (int(r[0]), r[1], bytes(r[2]))
+            for r in self.db.execute(
+                "SELECT seq, kind, hash FROM audit WHERE queue_id=? ORDER BY seq", (queue_id,)
+            )
+        ]
 
     def add_checkpoint(self, checkpoint: Checkpoint) -> None:
         with self.transaction() as db:

@@ -39,6 +39,18 @@ _COLUMNS = (
 
 
 class EvidenceQueries(Database):
+    def queue_ids_with_message_id(self, message_id: str) -> list[str]:
+        """The messages with this Message-ID (with or without ``<>``), oldest
+        first: a client may have sent one message twice."""
+        return [
+            r[0]
+            for r in self.db.execute(
+                "SELECT queue_id FROM messages WHERE trim(message_id, '<>') = trim(?, '<>')"
+                " ORDER BY received_ms",
+                (message_id,),
+            )
+        ]
+
     def evidence(self, q: EvidenceQuery) -> list[sqlite3.Row]:
         where, params = _where(q)
         if q.attempts:

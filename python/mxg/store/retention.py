@@ -14,9 +14,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from mxg.store.audit import AuditEntry, AuditTrail, Checkpoint, checkpoint_message
+from mxg.store.audit import AuditEntry, AuditTrail
 from mxg.store.db import _chunks
-from mxg.store.records import now_ms
 
 # Messages per pruning transaction: a few milliseconds of the store's time.
 BATCH = 500
@@ -106,12 +105,7 @@ class Retention(AuditTrail):
             self.audit([AuditEntry("pruned", "", actor, summary)])
 
     def _prune_audit(self, last: int, sign: Callable[[bytes], tuple[str, bytes]]) -> Iterator[None]:
-        (chain_hash,) = self.db.execute("SELECT hash FROM audit WHERE seq = ?", (last,)).fetchone()
-        have = self.db.execute("SELECT 1 FROM audit_checkpoints WHERE seq = ?", (last,)).fetchone()
-        if have is None:
-            at = now_ms()
-            key_id, signature = sign(checkpoint_message(last, bytes(chain_hash), at))
-            self.add_checkpoint(Checkpoint(last, bytes(chain_hash), at, key_id, signature))
+        self.sign_at(last, sign)
         first = int(self.db.execute("SELECT MIN(seq) FROM audit").fetchone()[0])
         for low in range(first, last + 1, BATCH * 10):
             with self.transaction() as db:
