@@ -128,21 +128,47 @@ class KnotServer(_DnsDaemon):
             conf.append(f"  - domain: {name}")
             if name in self.signed:
                 conf += ["    dnssec-signing: on", "    dnssec-policy: test"]
-            zone = [
-                f"$ORIGIN {name}.",
-                "$TTL 30",
-                f"@ IN SOA ns.{name}. hostmaster.{name}. 1 60 60 600 30",
-                f"@ IN NS ns.{name}.",
-                f"ns IN A {self.address}",
-                *records,
-            ]
-            (self.workdir / "zones" / f"{name}.zone").write_text("\n".join(zone) + "\n")
+            self._write_zone(name, records, serial=1)
         (self.workdir / "knot.conf").write_text("\n".join(conf) + "\n")
         self._spawn([knotd, "-c", str(self.workdir / "knot.conf")])
         self._wait_answers(next(iter(self.zones)))
         for signed_zone in self.signed:
             self.ksk(signed_zone)
         return self
+
+    def _write_zone(self, name: str, records: Sequence[str], serial: int) -> None:
+        zone = [
+            f"$ORIGIN {name}.",
+            "$TTL 30",
+            f"@ IN SOA ns.{name}. hostmaster.{name}. {serial} 60 60 600 30",
+            f"@ IN NS ns.{name}.",
+            f"ns IN A {self.address}",
+            *records,
+        ]
+        (self.workdir / "zones" / f"{name}.zone").write_text("\n".join(zone) + "\n")
+
+    def replace_zone(self, name: str, records: Sequence[str], serial: int) -> None:
+        """Publishes new contents for a served zone, as an operator edits a
+        zone file and reloads: Knot re-signs a signed zone. `serial` must
+        exceed the last one, or Knot keeps the old contents."""
+        self._write_zone(name, records, serial)
+        knotc = shutil.which("knotc") or "/usr/sbin/knotc"
+        subprocess.run(
+            [knotc, "-c", str(self.workdir / "knot.conf"), "zone-reload", name],
+            check=True,
+            capture_output=True,
+        )
+        deadline = time.monotonic() + 15
+        q = dns.message.make_query(name, dns.rdatatype.SOA)
+        while time.monotonic() < deadline:
+            try:
+                answer = dns.query.udp(q, self.address, port=self.port, timeout=0.5).answer
+            except Exception:
+                answer = []
+            if any(rr.rdtype == dns.rdatatype.SOA and rr[0].serial >= serial for rr in answer):
+                return
+            time.sleep(0.1)
+        raise RuntimeError(f"knotd did not load serial {serial} of {name} in time")
 
     def ksk(self, zone: str) -> str:
         """The zone's key-signing DNSKEY as zone-file text, once Knot signs."""
@@ -223,8 +249,26 @@ class UnboundServer(_DnsDaemon):
                 f'    name: "{zone}"',
                 f"    stub-addr: {self.knot.address}@{self.knot.port}",
             ]
+        # unbound-control over a local socket (no certificates), for
+        # tests that change a zone and must not wait out the cache.
+        conf += [
+            "remote-control:",
+            "    control-enable: yes",
+            f'    control-interface: "{self.workdir / "control.sock"}"',
+            "    control-use-cert: no",
+        ]
         path = self.workdir / "unbound.conf"
         path.write_text("\n".join(conf) + "\n")
         self._spawn([unbound, "-d", "-c", str(path)])
         self._wait_answers(next(iter(self.knot.zones)))
         return self
+
+    def flush(self, zone: str) -> None:
+        """Drops everything cached at and below `zone`, as an operator does
+        after changing it, so the next answer comes from Knot."""
+        control = shutil.which("unbound-control") or "/usr/sbin/unbound-control"
+        subprocess.run(
+            [control, "-c", str(self.workdir / "unbound.conf"), "flush_zone", zone],
+            check=True,
+            capture_output=True,
+        )
