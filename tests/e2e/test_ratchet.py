@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -31,6 +31,8 @@ ZONE = "partner.test"
 # 127.0.0.17 with the certificate the TLSA record pins.
 HOSTS = ["@ MX 10 mx", "mx A 127.0.0.17"]
 
+RelayFactory = Callable[[str], MxgProcess]
+
 
 @pytest.fixture
 def partner_dns(tmp_path: Path, dane_cert: tuple[Path, Path]) -> Iterator[UnboundServer]:
@@ -42,13 +44,24 @@ def partner_dns(tmp_path: Path, dane_cert: tuple[Path, Path]) -> Iterator[Unboun
     knot.stop()
 
 
-def relay(tmp_path: Path, dns: UnboundServer, backend: str, ratchet: str) -> MxgProcess:
-    # Class normal at "encrypted": without the ratchet, a partner without
-    # TLSA gets its mail over any current TLS.
-    config = mxg_config(dns, tmp_path / "data", level="encrypted")
-    config = config.replace('dnssec_probe = "secure.test"', f'dnssec_probe = "{ZONE}"')
-    config = config.replace("[delivery]\n", f'[delivery]\nratchet = "{ratchet}"\n', 1)
-    return MxgProcess(tmp_path, config, backend).start()
+@pytest.fixture
+def relay(tmp_path: Path, partner_dns: UnboundServer, backend: str) -> Iterator[RelayFactory]:
+    """Starts mxg on the partner's resolver with the given ratchet; stops
+    it at the end, whatever the test did."""
+    started: list[MxgProcess] = []
+
+    def start(ratchet: str) -> MxgProcess:
+        # Class normal at "encrypted": without the ratchet, a partner
+        # without TLSA gets its mail over any current TLS.
+        config = mxg_config(partner_dns, tmp_path / "data", level="encrypted")
+        config = config.replace('dnssec_probe = "secure.test"', f'dnssec_probe = "{ZONE}"')
+        config = config.replace("[delivery]\n", f'[delivery]\nratchet = "{ratchet}"\n', 1)
+        started.append(MxgProcess(tmp_path, config, backend).start())
+        return started[-1]
+
+    yield start
+    for p in started:
+        p.stop()
 
 
 def ledger(mxg: MxgProcess) -> dict[str, str]:
@@ -80,9 +93,9 @@ def remember_dane(mxg: MxgProcess, sink: Sink) -> None:
 
 
 def test_enforce_holds_a_partner_that_loses_tlsa_until_an_operator_accepts(
-    tmp_path: Path, partner_dns: UnboundServer, sinks: dict[str, Sink], backend: str
+    tmp_path: Path, partner_dns: UnboundServer, sinks: dict[str, Sink], relay: RelayFactory
 ) -> None:
-    mxg = relay(tmp_path, partner_dns, backend, "enforce")
+    mxg = relay("enforce")
     remember_dane(mxg, sinks["dane"])
     # The relay's own DNS cache goes with a restart; the ledger stays.
     mxg.stop()
@@ -115,9 +128,9 @@ def test_enforce_holds_a_partner_that_loses_tlsa_until_an_operator_accepts(
 
 
 def test_warn_delivers_a_partner_that_loses_tlsa_and_logs_the_drop(
-    tmp_path: Path, partner_dns: UnboundServer, sinks: dict[str, Sink], backend: str
+    partner_dns: UnboundServer, sinks: dict[str, Sink], relay: RelayFactory
 ) -> None:
-    mxg = relay(tmp_path, partner_dns, backend, "warn")
+    mxg = relay("warn")
     remember_dane(mxg, sinks["dane"])
     mxg.stop()
     strip_tlsa(partner_dns)
