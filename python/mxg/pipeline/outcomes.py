@@ -25,6 +25,7 @@ from mxg.pipeline.plan import JobInfo, Planner
 from mxg.schedule import next_attempt_ms
 from mxg.store import Due, Outcome, is_full, now_ms
 from mxg.store.partners import Seen, method_rank, summarise
+from mxg.tlsrpt.sessions import Tally, count_job, count_unroutable
 from mxg.vocab import Reason
 
 # Results kept in memory while the store's disk is full: enough for a
@@ -58,7 +59,18 @@ class Outcomes:
         if self._ctx.cfg.delivery.ratchet == "warn":
             self._warn_drops(seen)
         counts = self._ctx.counts
+        sessions: Tally = Tally()
         for info, ev in done:
+            if _reported(info):
+                count_job(
+                    sessions,
+                    domain=info.domain,
+                    route=info.route,
+                    sts=info.sts,
+                    results=ev.results,
+                    attempts=ev.attempts,
+                    finished_ms=ev.finished_ms,
+                )
             for a in ev.attempts:
                 counts.failure(a.reason)
                 event(
@@ -70,7 +82,7 @@ class Outcomes:
                     error=a.error,
                 )
             outcomes += self.of_job(info, ev.results)
-        await self.commit(outcomes, seen)
+        await self.commit(outcomes, seen, sessions)
         return outcomes
 
     def _warn_drops(self, seen: dict[str, Seen]) -> None:
@@ -97,6 +109,9 @@ class Outcomes:
         if planned is None:
             return
         self._ctx.counts.failure(e.reason)
+        sessions: Tally = Tally()
+        if _reported(planned.info):
+            count_unroutable(sessions, domain=due.domain, reason=e.reason, at_ms=now_ms())
         results = [
             RecipientResult(
                 address=r["address"],
@@ -112,7 +127,7 @@ class Outcomes:
             )
             for r in planned.rows
         ]
-        await self.commit(self.of_job(planned.info, results))
+        await self.commit(self.of_job(planned.info, results), tls_sessions=sessions)
 
     def of_job(self, info: JobInfo, results: list[RecipientResult]) -> list[Outcome]:
         """Turns a job's results into recipient outcomes (deferrals past the
@@ -271,15 +286,23 @@ class Outcomes:
             )
         return None
 
-    async def commit(self, outcomes: list[Outcome], seen: dict[str, Seen] | None = None) -> None:
-        """One durable transaction for a batch of outcomes; then DSNs for
-        new bounces; then the spool files of finished messages go (rule 11:
-        the final states are stored first)."""
+    async def commit(
+        self,
+        outcomes: list[Outcome],
+        seen: dict[str, Seen] | None = None,
+        tls_sessions: Tally | None = None,
+    ) -> None:
+        """One durable transaction for a batch of outcomes, with what they
+        add to the partner ledger and the TLS report aggregate; then DSNs
+        for new bounces; then the spool files of finished messages go
+        (rule 11: the final states are stored first). While the disk is
+        full the outcomes wait in memory; their session counts are lost
+        (a report may then count fewer sessions than were made)."""
         if not outcomes:
             return
         store = self._ctx.store
         try:
-            finished = store.record(outcomes, seen)
+            finished = store.record(outcomes, seen, tls_sessions)
         except Exception as e:
             if not is_full(e):
                 raise
@@ -326,6 +349,13 @@ class Outcomes:
             self._retrying = False
         if not self._ctx.unstored:
             event(log, "queue index writable again: waiting results stored", count=len(waiting))
+
+
+def _reported(info: JobInfo) -> bool:
+    """Whether a job's sessions go into the TLS reports: not those to a
+    fallback relay (no MX of the domain), nor those of a report itself
+    (RFC 8460 §5.3: a report's own session SHOULD NOT be reported)."""
+    return not info.rerouted and not info.classification.get("tlsrpt")
 
 
 def _duration(seconds: float) -> str:

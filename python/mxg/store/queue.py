@@ -15,6 +15,7 @@ from mxg.store.audit import AuditEntry
 from mxg.store.db import _MAX_PARAMS, _chunks
 from mxg.store.partners import Partners, Seen
 from mxg.store.records import Due, Outcome, now_ms
+from mxg.store.tlsrpt import TlsRptAggregate
 
 # Recipients of domains an operator suspended (`mxg.store.suspend`) are not
 # due. The subquery is not correlated: SQLite reads the (small) table once
@@ -22,7 +23,7 @@ from mxg.store.records import Due, Outcome, now_ms
 _NOT_SUSPENDED = "AND r.domain NOT IN (SELECT domain FROM suspended_domains)"
 
 
-class Queue(Partners):
+class Queue(Partners, TlsRptAggregate):
     """Scheduling and results: the recipients' states over their attempts."""
 
     # -- scheduling -------------------------------------------------------
@@ -102,7 +103,10 @@ class Queue(Partners):
     # -- results ----------------------------------------------------------
 
     def record(
-        self, outcomes: Iterable[Outcome], partners: Mapping[str, Seen] | None = None
+        self,
+        outcomes: Iterable[Outcome],
+        partners: Mapping[str, Seen] | None = None,
+        tls_sessions: Mapping[Any, int] | None = None,
     ) -> list[str]:
         """Stores attempt results and the recipients' new states, and marks
         the messages they finished done, in one transaction; returns those
@@ -110,7 +114,8 @@ class Queue(Partners):
         before any spool file goes, rule 11) or the next durable commit:
         losing a result to a crash means a retry, while the spool file is
         still there; a done message whose file is still there loses it at
-        the next start."""
+        the next start. `partners` and `tls_sessions` are what the batch
+        shows of the partner ledger and the TLS report aggregate."""
         t = now_ms()
         results = [
             (
@@ -137,6 +142,7 @@ class Queue(Partners):
             )
             self.append_audit(db, [result_entry(o) for _, _, o in results])
             self.note_partners(db, partners or {})
+            self.note_tls_sessions(db, tls_sessions or {})
             touched = sorted({o.queue_id for _, _, o in results if o.status != "deferred"})
             return self._mark_finished_done(db, touched)
 

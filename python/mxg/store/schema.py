@@ -139,6 +139,33 @@ CREATE TABLE IF NOT EXISTS partners (
     accepted_by     TEXT,
     accepted_reason TEXT
 );
+-- TLS reports (RFC 8460, store/tlsrpt.py): sessions per UTC day, policy
+-- domain, policy (JSON) and failure; result '' counts successes.
+CREATE TABLE IF NOT EXISTS tlsrpt_sessions (
+    day          TEXT NOT NULL,
+    domain       TEXT NOT NULL,
+    policy       TEXT NOT NULL,
+    result       TEXT NOT NULL,
+    sending_ip   TEXT NOT NULL,
+    receiving_mx TEXT NOT NULL,
+    receiving_ip TEXT NOT NULL,
+    code         TEXT NOT NULL,
+    sessions     INTEGER NOT NULL,
+    PRIMARY KEY (day, domain, policy, result, sending_ip, receiving_mx, receiving_ip, code)
+) WITHOUT ROWID;
+-- Each day's report per destination: sent once, also across restarts.
+CREATE TABLE IF NOT EXISTS tlsrpt_sent (
+    day          TEXT NOT NULL,
+    domain       TEXT NOT NULL,
+    rua          TEXT NOT NULL,
+    report_id    TEXT NOT NULL,
+    at_ms        INTEGER NOT NULL,
+    status       TEXT NOT NULL,  -- sent | failed (tried again at next_ms) | gave-up
+    tries        INTEGER NOT NULL,
+    next_ms      INTEGER NOT NULL DEFAULT 0,
+    detail       TEXT NOT NULL DEFAULT '',
+    PRIMARY KEY (day, domain, rua)
+);
 -- Signed (Ed25519) statements that record seq had this hash.
 CREATE TABLE IF NOT EXISTS audit_checkpoints (
     seq          INTEGER PRIMARY KEY,
