@@ -87,6 +87,9 @@ class RecipientState(StrEnum):
     PENDING = "pending"
     DEFERRED = "deferred"
     HELD = "held"
+    # on_unmet = "ask-sender": parked until the sender decides (or the
+    # message's lifetime ends); no attempt meanwhile.
+    AWAITING_SENDER = "awaiting-sender"
     SENT = "sent"
     BOUNCED = "bounced"
     DELETED = "deleted"

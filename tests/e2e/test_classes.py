@@ -27,6 +27,9 @@ SENDER = "alice@sender.test"
 # STARTTLS, so tests that wait for a DSN let class normal go opportunistic.
 PLAIN_NORMAL = '[classes.normal]\nlevel = "encrypted"\n'
 OPPORTUNISTIC_NORMAL = '[classes.normal]\nlevel = "opportunistic"\n'
+# Tests of levels, not of asking the sender (tests/e2e/test_decide.py):
+# class high defers as it did before ask-sender became its default.
+HIGH_DEFERS = '[classes.high]\non_unmet = "defer"\n'
 
 
 def message(
@@ -130,7 +133,10 @@ def test_class_matrix_over_the_scenario_world(
     pkix_certs: dict[str, Path],
     sts_web: PolicyServer,
 ) -> None:
-    mxg = make_mxg(extra=PLAIN_NORMAL, env={"MXG_DELIVERY__CA_FILE": f'"{pkix_certs["ca"]}"'})
+    mxg = make_mxg(
+        extra=PLAIN_NORMAL + HIGH_DEFERS,
+        env={"MXG_DELIVERY__CA_FILE": f'"{pkix_certs["ca"]}"'},
+    )
     outcomes: dict[str, str] = {}
     cells: dict[str, tuple[str, str]] = {}
 
@@ -277,7 +283,7 @@ def test_content_detectors_raise_the_class(
     make_mxg: Callable[..., MxgProcess], sinks: dict[str, Sink]
 ) -> None:
     rule = '[[rule]]\nname = "iban"\nclass = "high"\ndetector = "iban"\n'
-    mxg = make_mxg(extra=PLAIN_NORMAL + rule)
+    mxg = make_mxg(extra=PLAIN_NORMAL + HIGH_DEFERS + rule)
     with_iban = message("a@notlsa.test", body="Bitte an DE89 3704 0044 0532 0130 00 zahlen.")
     without = message("b@notlsa.test", body="Bitte an DE89 3704 0044 0532 0130 01 zahlen.")
     assert send(mxg.port, ["a@notlsa.test"], with_iban)[0] == 250

@@ -18,7 +18,7 @@ from mxg.config.base import Seconds, Section, TransportLevel
 from mxg.vocab import Level, RiskClass
 
 CLASSES: tuple[RiskClass, ...] = tuple(RiskClass)
-OnUnmet = Literal["reject", "defer", "bounce", "hold", "reroute"]
+OnUnmet = Literal["reject", "defer", "bounce", "hold", "reroute", "ask-sender"]
 Detector = Literal["iban", "tax-id", "card", "kvnr"]
 LEVELS: tuple[Level, ...] = tuple(Level)
 
@@ -38,8 +38,21 @@ class ClassPolicy(Section):
     # reject: refuse at end of DATA when the failure is known then (else as
     # bounce); defer: retry until queue.max_lifetime; bounce: DSN at once;
     # hold: keep until an operator releases or deletes; reroute: hand to
-    # the fallback relay below.
+    # the fallback relay below; ask-sender: park the recipient and ask the
+    # sender to decide (docs/sender-decisions.md).
     on_unmet: OnUnmet = "defer"
+    # ask-sender: a recipient whose domain offers no way to authenticate
+    # its servers is asked about at once; one failing for a reason that
+    # may yet be fixed (an expired certificate, a broken TLSA record, a
+    # policy fetch) after this many attempts or this long after receipt.
+    ask_after_attempts: int = Field(3, ge=1, le=100)
+    ask_after: Seconds = 3600
+    # ask-sender: the choices the decision page offers. allow_normal_risk
+    # lets the sender confirm that the content carries only normal risk
+    # (the message then goes at class normal's level; the DSK guidance
+    # leaves that assessment to the sender); never for secret.
+    allow_normal_risk: bool = False
+    allow_envelope: bool = True
     # The content must be end-to-end encrypted (S/MIME or PGP/MIME).
     require_e2e: bool = False
     # The transport level for content that is already end-to-end encrypted;
@@ -91,12 +104,24 @@ class NormalPolicy(ClassPolicy):
 
 class HighPolicy(ClassPolicy):
     level: TransportLevel = Level.QUALIFIED
+    on_unmet: OnUnmet = "ask-sender"
+    allow_normal_risk: bool = True
 
 
 class SecretPolicy(ClassPolicy):
     level: TransportLevel = Level.QUALIFIED
     require_e2e: bool = True
     on_unmet: OnUnmet = "reject"
+
+    @model_validator(mode="after")
+    def _never_lowered(self) -> SecretPolicy:
+        # ARCHITECTURE.md rule 8b: secret is never lowered on a sender's word.
+        if self.allow_normal_risk:
+            raise ValueError(
+                "allow_normal_risk cannot be true for class secret: secrets are never"
+                " sent at class normal's level on a sender's word"
+            )
+        return self
 
 
 class ClassesConfig(Section):

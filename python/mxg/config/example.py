@@ -148,6 +148,22 @@ listen = []
 proxy_hops = 0
 # Path prefix the proxy publishes the surface under, e.g. "/mxg".
 root_path = ""
+# Where senders reach the surface, as the links in decision notices carry it
+# (with the proxy's prefix), e.g. "https://mail-gw.example.org". Never taken
+# from a request's headers. Empty: notices carry no link.
+public_url = ""
+
+[decisions]
+# Sender decisions (on_unmet = "ask-sender", docs/sender-decisions.md).
+# How long a notice's link works (never beyond the message's lifetime).
+token_lifetime = "7d"
+# A directory whose notice.txt, notice-subject.txt, page.html, result.html
+# and refused.html replace the shipped templates.
+# templates = "/etc/mxg/templates"
+# Requests per client address and minute to /decide/ (then 429), and the
+# largest request body read (then 413).
+rate_limit = 30
+max_body = 16384
 
 [metrics]
 # Prometheus /metrics with /health and /ready, without authentication: for
@@ -187,7 +203,8 @@ max_parts = 512
 # What each class needs (DSK guidance) and what happens when a recipient cannot
 # get it: reject (at end of DATA when known then, else bounce) | defer (retry
 # until queue.max_lifetime) | bounce | hold (until `mxg queue release`) |
-# reroute (to the fallback relay `reroute`, at `reroute_level`).
+# reroute (to the fallback relay `reroute`, at `reroute_level`) | ask-sender
+# (park the recipient and ask the sender: docs/sender-decisions.md).
 [classes.normal]
 level = "encrypted"
 on_unmet = "defer"
@@ -196,14 +213,27 @@ require_e2e = false
 e2e_level = ""
 reroute = ""
 reroute_level = "encrypted"
+# ask-sender: ask at once when the domain offers no way to authenticate its
+# servers; else after this many attempts or this long after receipt.
+ask_after_attempts = 3
+ask_after = "1h"
+# ask-sender: the choices offered besides keep trying and cancel: confirm
+# normal risk (the message goes at class normal's level; never for secret),
+# and the secure envelope.
+allow_normal_risk = false
+allow_envelope = true
 
 [classes.high]
 level = "qualified"
-on_unmet = "defer"
+on_unmet = "ask-sender"
 require_e2e = false
 e2e_level = ""
 reroute = ""
 reroute_level = "encrypted"
+ask_after_attempts = 3
+ask_after = "1h"
+allow_normal_risk = true
+allow_envelope = true
 
 [classes.secret]
 level = "qualified"
@@ -213,6 +243,11 @@ require_e2e = true
 e2e_level = ""
 reroute = ""
 reroute_level = "encrypted"
+ask_after_attempts = 3
+ask_after = "1h"
+# Never true: secrets are not sent at class normal's level on a sender's word.
+allow_normal_risk = false
+allow_envelope = true
 
 # Sender groups for rules ("group:finance"): addresses or domains.
 [groups]

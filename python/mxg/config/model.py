@@ -37,6 +37,7 @@ class Config(Section):
     dsn: sections.DsnConfig = sections.DsnConfig()
     log: sections.LogConfig = sections.LogConfig()
     web: sections.WebConfig = sections.WebConfig()
+    decisions: sections.DecisionsConfig = sections.DecisionsConfig()
     metrics: sections.MetricsConfig = sections.MetricsConfig()
     run: sections.RunConfig = sections.RunConfig()
     policy: list[sections.DomainPolicy] = []

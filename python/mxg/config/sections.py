@@ -12,6 +12,7 @@ import socket
 import ssl
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, PrivateAttr, field_validator, model_validator
 
@@ -128,6 +129,20 @@ class WebConfig(HttpListenerConfig):
     # The path prefix under which a reverse proxy publishes the surface
     # ("/mxg"); empty when it is served at the root.
     root_path: str = ""
+    # The address senders reach the surface at, as links in notices carry
+    # it ("https://mail-gw.example.org", with the proxy's prefix if any);
+    # never taken from a request's Host or X-Forwarded-* headers.
+    public_url: str = ""
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, v: str) -> str:
+        if not v:
+            return v
+        u = urlsplit(v)
+        if u.scheme not in ("https", "http") or not u.hostname or u.query or u.fragment:
+            raise ValueError(f"{v!r} is not an http(s) URL such as https://mail-gw.example.org")
+        return v.rstrip("/")
 
     @field_validator("root_path")
     @classmethod
@@ -135,6 +150,23 @@ class WebConfig(HttpListenerConfig):
         if v and (not v.startswith("/") or v.endswith("/") or "//" in v):
             raise ValueError(f"{v!r} is not a path prefix such as /mxg")
         return v
+
+
+class DecisionsConfig(Section):
+    """Sender decisions (``on_unmet = "ask-sender"``): the links of the
+    notices, the decision page's limits and the notice's templates
+    (docs/sender-decisions.md)."""
+
+    # How long a notice's link works; never beyond the message's lifetime.
+    token_lifetime: PositiveSeconds = 7 * 86400
+    # A directory of templates that replace the shipped ones of the same
+    # name (notice.txt, page.html, result.html); empty: the shipped ones.
+    templates: Path | None = None
+    # Requests per client address and minute to /decide/; past it, 429.
+    rate_limit: int = Field(30, ge=1, le=10_000)
+    # The largest request body the decision page reads (a form of a few
+    # fields and a typed password); larger ones get 413.
+    max_body: int = Field(16 * 1024, ge=1024, le=1024 * 1024)
 
 
 class MetricsConfig(HttpListenerConfig):

@@ -18,8 +18,9 @@ from mxg.vocab import RiskClass
 
 # A recipient's state as the operator sees it: `pending` (not tried yet,
 # or under way), `deferred` (waiting for a retry), `held` (its message or
-# itself held); `active` is pending or deferred, i.e. not held.
-STATES = ("active", "pending", "deferred", "held")
+# itself held), `awaiting-sender` (parked for the sender's decision);
+# `active` is pending or deferred, i.e. not held.
+STATES = ("active", "pending", "deferred", "held", "awaiting-sender")
 _STORE_STATES = {"active": ("pending", "deferred")}
 
 # Queue ids are 16 upper-case hexadecimal digits (docs/spool-format.md).

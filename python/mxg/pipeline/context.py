@@ -11,6 +11,7 @@ from typing import Any
 import anyio.abc
 
 from mxg.config import Config
+from mxg.decide.tokens import TokenKey
 from mxg.dns import Resolver, StsCache
 from mxg.metrics import Counts
 from mxg.pipeline.engine import Engine
@@ -36,6 +37,9 @@ class Context:
     rescan_wanted: bool = False
     # What the stages count for /metrics (mxg.metrics).
     counts: Counts = field(default_factory=Counts)
+    # The key of the decision links (on_unmet = "ask-sender"); None: the
+    # notices carry no link.
+    tokens: TokenKey | None = None
 
     @property
     def serving(self) -> bool:

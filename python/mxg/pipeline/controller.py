@@ -39,6 +39,7 @@ from mxg.boundary import (
 )
 from mxg.config import Config
 from mxg.datadir import InstanceLock, check_tree, drop_privileges, run_user
+from mxg.decide.tokens import TokenKey
 from mxg.deliverylog import event, flush_logs, log
 from mxg.dns import (
     DnsResolver,
@@ -48,6 +49,7 @@ from mxg.dns import (
     http_client,
     probe_dnssec,
 )
+from mxg.pipeline.asking import no_link_warning
 from mxg.pipeline.context import Context
 from mxg.pipeline.dispatch import Dispatcher
 from mxg.pipeline.engine import Engine
@@ -265,7 +267,12 @@ class Relay:
                 event(log, "stopped")
 
     def _context(self, engine: Engine, store: Store) -> Context:
-        return Context(self.cfg, engine, store, self.resolver, self.sts, self.feasibility)
+        # The decision links' key is made (after the privilege drop) by and
+        # for the relay's user, like the store.
+        tokens = TokenKey.load_or_create(self.cfg.data.directory)
+        return Context(
+            self.cfg, engine, store, self.resolver, self.sts, self.feasibility, tokens=tokens
+        )
 
     async def _start(self, stages: Stages) -> None:
         """Policy cache, warnings, the resolver's DNSSEC verdict, recovery."""
@@ -280,6 +287,8 @@ class Relay:
                 logging.WARNING,
                 normal_level=cfg.class_policy("normal").level,
             )
+        if (warning := no_link_warning(cfg)) is not None:
+            event(log, warning, logging.WARNING)
         validating, verdict = await probe_dnssec(cfg.dns)
         event(log, f"DNSSEC: {verdict}", logging.INFO if validating else logging.WARNING)
         await recover(stages.ctx, stages.intake, stages.outcomes, stages.notices, stages.finisher)

@@ -1,6 +1,9 @@
 """Notices to the sender: delivery status notifications (RFC 3464) for
 bounced recipients and, after ``queue.delay_warning_after``, for delayed
-ones. A DSN is spooled like any message and goes out as class normal."""
+ones; and the decision notice for recipients parked by ``on_unmet =
+"ask-sender"`` (`mxg.decide.notice`), one per message and batch of
+recipients that settled together. Each is spooled like any message and
+goes out as class normal."""
 
 from __future__ import annotations
 
@@ -11,6 +14,8 @@ from typing import Any
 import anyio
 
 from mxg.boundary import Envelope, Recipient, decode_envelope, encode
+from mxg.decide.choices import offered
+from mxg.decide.notice import build_notice, subject_of
 from mxg.deliverylog import event, log
 from mxg.dsn import Original, RecipientReport, build_dsn
 from mxg.errors import EngineStopped, MessageNotFound, SpoolError
@@ -29,6 +34,8 @@ class Notices:
         # that no sender gets one bounce twice; what the first did not
         # cover is still pending and goes at the next scan.
         self._failing: set[str] = set()
+        # Messages whose decision notice is being made (as `_failing`).
+        self._asking: set[str] = set()
 
     def _candidates(self, queue_id: str, want: Callable[[Any], bool]) -> tuple[Any, list[Any]]:
         store = self._ctx.store
@@ -65,6 +72,73 @@ class Notices:
         the relay runs) and those a full disk held back."""
         for qid in self._ctx.store.dsn_pending():
             await self.send_failure_dsn(qid)
+
+    async def ask_sender(self, queue_id: str) -> None:
+        """One decision notice for the recipients of `queue_id` parked and
+        not yet asked about; they are never asked about again."""
+        if queue_id in self._asking:
+            return
+        self._asking.add(queue_id)
+        try:
+            await self._ask_sender(queue_id)
+        finally:
+            self._asking.discard(queue_id)
+
+    async def ask_pending(self) -> None:
+        """Decision notices a stop or a full disk held back, at each scan."""
+        for qid in self._ctx.store.unasked():
+            await self.ask_sender(qid)
+
+    async def _ask_sender(self, queue_id: str) -> None:
+        cfg, store = self._ctx.cfg, self._ctx.store
+        msg = store.message(queue_id)
+        rows = store.awaiting(queue_id, unasked=True)
+        if msg is None or not rows:
+            return
+        indexes = [r["idx"] for r in rows]
+        lifetime_end = msg["received_ms"] + int(cfg.queue.max_lifetime * 1000)
+        # A link never outlives the message it decides about.
+        expires = min(now_ms() + int(cfg.decisions.token_lifetime * 1000), lifetime_end)
+        if not msg["sender"]:
+            # Nobody to ask (a null reverse path): it waits for an operator
+            # or its lifetime.
+            store.mark_asked(queue_id, indexes, None, expires)
+            return
+        try:
+            _, original = await anyio.to_thread.run_sync(self._ctx.engine.read, queue_id)
+        except MessageNotFound:
+            original = b""
+        except EngineStopped:
+            return
+        link = token_id = None
+        if self._ctx.tokens is not None and cfg.web.public_url and cfg.web.listen:
+            token, claims = self._ctx.tokens.issue(queue_id, expires)
+            link, token_id = f"{cfg.web.public_url}/decide/{token}", claims.token_id
+        notice = build_notice(
+            cfg,
+            msg,
+            rows,
+            subject=subject_of(original),
+            link=link,
+            expires_ms=expires,
+            choices=offered(cfg, rows),
+        )
+        queued = await self.spool_to_sender(
+            queue_id, msg["sender"], notice, "ask-sender", "decision notice"
+        )
+        if queued is None:
+            return
+        store.mark_asked(queue_id, indexes, token_id, expires)
+        # The link is a secret of the sender's: never logged (rule 8).
+        event(
+            log,
+            "sender asked",
+            queue_id=queued,
+            original=queue_id,
+            to=f"<{msg['sender']}>",
+            nrcpt=len(rows),
+            link="yes" if link else "no",
+        )
 
     async def send_delay_dsn(self, queue_id: str) -> None:
         msg, rows = self._candidates(
@@ -111,46 +185,57 @@ class Notices:
             full_message_limit=cfg.dsn.return_full_message_limit,
             retry_until_ms=retry_until_ms,
         )
-        envelope = Envelope(
-            queue_id="",
-            received_ms=now_ms(),
-            sender="",
-            recipients=[Recipient(msg["sender"], ["NEVER"])],
-            origin="local",
-            size=len(dsn),
-        )
-        try:
-            stored = decode_envelope(
-                await anyio.to_thread.run_sync(engine.inject, encode(envelope), dsn)
-            )
-        except EngineStopped:
+        queued = await self.spool_to_sender(msg["queue_id"], msg["sender"], dsn, "dsn", "DSN")
+        if queued is None:
             return False
-        except SpoolError as e:
-            # A full disk: the bounce is stored, its DSN not yet sent; the
-            # scanner tries again (``send_pending``).
-            event(
-                log, "cannot spool a DSN yet", logging.ERROR, queue_id=msg["queue_id"], error=str(e)
-            )
-            return False
-        # A DSN goes back to the internal sender as class normal; for a
-        # message of a higher class it carries the headers only (above).
-        classification = {
-            "class": "normal",
-            "fired": [{"rule": "dsn", "class": "normal", "why": f"DSN for {msg['queue_id']}"}],
-        }
-        normal = ["normal"] * len(stored.recipients)
-        self._ctx.store.add_messages([NewMessage(stored, "normal", classification, normal)])
         event(
             log,
             "dsn queued",
-            queue_id=stored.queue_id,
+            queue_id=queued,
             original=msg["queue_id"],
             to=f"<{msg['sender']}>",
             action=reports[0].action,
             nrcpt=len(reports),
         )
-        self.on_queued()
         return True
+
+    async def spool_to_sender(
+        self, original: str, sender: str, data: bytes, what: str, name: str
+    ) -> str | None:
+        """Spools a message mxg wrote (a DSN, a decision notice: `what`,
+        `name` in words) from the null reverse path to the original
+        sender, as class normal; its queue id, or None when the engine has
+        stopped or the spool is full (the scanner tries again)."""
+        engine = self._ctx.engine
+        envelope = Envelope(
+            queue_id="",
+            received_ms=now_ms(),
+            sender="",
+            recipients=[Recipient(sender, ["NEVER"])],
+            origin="local",
+            size=len(data),
+        )
+        try:
+            stored = decode_envelope(
+                await anyio.to_thread.run_sync(engine.inject, encode(envelope), data)
+            )
+        except EngineStopped:
+            return None
+        except SpoolError as e:
+            # A full disk: the bounce is stored, its DSN not yet sent; the
+            # scanner tries again (``send_pending``).
+            event(log, f"cannot spool a {name} yet", logging.ERROR, queue_id=original, error=str(e))
+            return None
+        # It goes back to the internal sender as class normal; for a
+        # message of a higher class it carries no content.
+        classification = {
+            "class": "normal",
+            "fired": [{"rule": what, "class": "normal", "why": f"{name} for {original}"}],
+        }
+        normal = ["normal"] * len(stored.recipients)
+        self._ctx.store.add_messages([NewMessage(stored, "normal", classification, normal)])
+        self.on_queued()
+        return stored.queue_id
 
 
 def _wants(notify: str, kind: str) -> bool:

@@ -18,6 +18,7 @@ import orjson
 from mxg.boundary import DeliveryDone, RecipientResult, TlsInfo
 from mxg.deliverylog import delivery, event, log
 from mxg.dns import ResolveError
+from mxg.pipeline.asking import Asking
 from mxg.pipeline.context import Context
 from mxg.pipeline.finish import Finisher
 from mxg.pipeline.notices import Notices
@@ -26,7 +27,9 @@ from mxg.schedule import next_attempt_ms
 from mxg.store import Due, Outcome, is_full, now_ms
 from mxg.store.partners import Seen, method_rank, summarise
 from mxg.tlsrpt.sessions import Tally, count_job, count_unroutable
-from mxg.vocab import Reason
+from mxg.vocab import Reason, RecipientState
+
+AWAITING = RecipientState.AWAITING_SENDER
 
 # Results kept in memory while the store's disk is full: enough for a
 # long outage at full rate (each is a few hundred bytes); beyond it the
@@ -160,6 +163,9 @@ class Outcomes:
                         text,
                         enhanced=enhanced,
                         reason=reason or Reason.LEVEL_NOT_MET,
+                        asking=Asking(
+                            info.attempts[idx], info.received_ms, info.decisions.get(idx)
+                        ),
                     )
             if unmet is not None:
                 status, code, enhanced, text = unmet.status, None, unmet.enhanced, unmet.text
@@ -242,13 +248,27 @@ class Outcomes:
         e2e: bool = False,
         enhanced: str = "",
         reason: str = Reason.LEVEL_NOT_MET,
+        asking: Asking | None = None,
     ) -> Outcome | None:
         """The outcome `on_unmet` gives a recipient whose requirement was not
-        met; None means "as delivery decided" (defer)."""
+        met; None means "as delivery decided" (defer). Without `asking`
+        (at intake) the requirement is known to be out of reach."""
         policy = self._ctx.cfg.class_policy(risk_class)
         action = policy.on_unmet
         if e2e:
             reason = Reason.E2E_REQUIRED
+        if action == "ask-sender":
+            if asking is not None and not asking.settled(policy, reason):
+                return None
+            return Outcome(
+                queue_id,
+                idx,
+                AWAITING,
+                None,
+                "4.7.5",
+                f"awaiting the sender's decision (class {risk_class}): {text}",
+                reason=reason,
+            )
         if action == "defer" and e2e:
             # Waiting cannot encrypt the content: an operator decides.
             action = "hold"
@@ -311,10 +331,30 @@ class Outcomes:
         bounced = sorted({o.queue_id for o in outcomes if o.status == "bounced"})
         for qid in bounced:
             await self._notices.send_failure_dsn(qid)
+        # One notice per message for the recipients that settled together.
+        for qid in sorted({o.queue_id for o in outcomes if o.status == AWAITING}):
+            await self._notices.ask_sender(qid)
         if bounced:
             # Finished once their DSNs are queued.
             finished += store.finish(bounced)
         await self._finisher.finished(finished)
+
+    async def expire_awaiting(self) -> None:
+        """Recipients still waiting for the sender's decision when their
+        message's lifetime ends bounce as any expired message (RFC 3463
+        4.4.7), with their DSN."""
+        lifetime = self._ctx.cfg.queue.max_lifetime
+        rows = self._ctx.store.awaiting_expired(now_ms() - int(lifetime * 1000))
+        text = (
+            f"message expired after {_duration(lifetime)} in the queue"
+            " without the sender's decision"
+        )
+        await self.commit(
+            [
+                Outcome(r["queue_id"], r["idx"], "bounced", None, "4.4.7", text, reason=r["reason"])
+                for r in rows
+            ]
+        )
 
     def _hold_back(self, outcomes: list[Outcome]) -> None:
         """The store's disk is full: the outcomes wait in memory, at most

@@ -58,6 +58,9 @@ class JobInfo:
     # ``ratchet = "enforce"``: the authentication method the partner is
     # held to (the ledger's best), or None.
     ratchet: str | None = None
+    # recipient index → the sender's decision, where one was taken
+    # (``keep``: on_unmet = "ask-sender" does not ask again).
+    decisions: dict[int, str] = field(default_factory=dict)
 
     @property
     def key(self) -> tuple[str, str]:
@@ -151,6 +154,8 @@ class Planner:
         for r in rows:
             info.indexes.setdefault(r["address"], []).append(r["idx"])
             info.attempts[r["idx"]] = r["attempts"] + 1
+            if r["decision"]:
+                info.decisions[r["idx"]] = r["decision"]
             cls = r["class"] or cfg.classify.default_class
             info.classes[r["idx"]] = cls
             key = (cls, r["override_level"])

@@ -34,8 +34,11 @@ async def scan(stages: Stages) -> None:
     await stages.outcomes.retry_unstored()
     if ctx.rescan_wanted:
         await reindex(ctx, stages.intake, stages.outcomes)
-    # DSNs for operator bounces, and those a full disk held back.
+    # DSNs for operator bounces, and those a full disk held back; decision
+    # notices held back; parked recipients whose message expired.
     await stages.notices.send_pending()
+    await stages.notices.ask_pending()
+    await stages.outcomes.expire_awaiting()
     stages.dispatch.dispatch_due()
     warn_after = ctx.cfg.queue.delay_warning_after
     if warn_after > 0:

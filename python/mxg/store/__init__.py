@@ -22,6 +22,7 @@ records it takes and gives in `records`, and its files on disk in
 
 from __future__ import annotations
 
+from mxg.store.decisions import Change, Decided, Decisions
 from mxg.store.depth import Decision, Depth, QueueDepth
 from mxg.store.evidence import EvidenceQueries, EvidenceQuery
 from mxg.store.files import is_full, quarantine
@@ -35,7 +36,16 @@ from mxg.store.sts_cache import StsPolicies
 from mxg.store.suspend import Suspensions
 
 
-class Store(Intake, Suspensions, StsPolicies, EvidenceQueries, ReportQueries, Retention, Depth):
+class Store(
+    Intake,
+    Suspensions,
+    Decisions,
+    StsPolicies,
+    EvidenceQueries,
+    ReportQueries,
+    Retention,
+    Depth,
+):
     """The queue index: one SQLite database (see the package docstring)."""
 
 
@@ -44,6 +54,8 @@ __all__ = [
     "FINAL",
     "SCHEMA",
     "UNFINISHED",
+    "Change",
+    "Decided",
     "Decision",
     "Due",
     "EvidenceQuery",

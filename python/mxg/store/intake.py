@@ -143,6 +143,7 @@ def envelope_rows(m: NewMessage) -> tuple[dict[str, Any], list[dict[str, Any]]]:
             "attempts": 0,
             "class": m.recipient_class(i),
             "override_level": None,
+            "decision": None,
             "notify": ",".join(r.notify),
             "orcpt": r.orcpt,
         }

@@ -18,7 +18,7 @@ from mxg.store.queue import Queue
 from mxg.store.records import now_ms
 
 # Recipients not yet final (`FINAL`), the only ones an action can change.
-UNFINISHED = ("pending", "deferred", "held")
+UNFINISHED = ("pending", "deferred", "held", "awaiting-sender")
 
 # Queue id → indexes of recipients: what an action is asked to change and
 # what it changed.
@@ -77,7 +77,10 @@ class OperatorActions(Queue):
         for one): queue id, domain, class (the recipient's, else its
         message's), state (`pending`, `deferred`, `held`: see `_STATE`) and
         the time the message was received."""
-        where = ["m.state IN ('active','held')", "r.status IN ('pending','deferred','held')"]
+        where = [
+            "m.state IN ('active','held')",
+            "r.status IN ('pending','deferred','held','awaiting-sender')",
+        ]
         params: list[Any] = []
         for column, values in (
             ("r.domain", domains),

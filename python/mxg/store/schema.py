@@ -33,7 +33,7 @@ CREATE TABLE IF NOT EXISTS recipients (
     domain       TEXT NOT NULL,
     notify       TEXT NOT NULL DEFAULT '',
     orcpt        TEXT,
-    status       TEXT NOT NULL DEFAULT 'pending', -- pending|deferred|held|sent|bounced|deleted
+    status       TEXT NOT NULL DEFAULT 'pending', -- mxg.vocab.RecipientState
     attempts     INTEGER NOT NULL DEFAULT 0,
     next_ms      INTEGER NOT NULL DEFAULT 0,
     code         INTEGER,
@@ -50,6 +50,8 @@ CREATE TABLE IF NOT EXISTS recipients (
     override_level TEXT,  -- set by an operator's release: the level for this message
     route        TEXT NOT NULL DEFAULT '',  -- '' or 'reroute' (the class's fallback relay)
     reason       TEXT,  -- the typed failure reason of the last attempt (mxg.vocab.Reason)
+    asked        INTEGER NOT NULL DEFAULT 0,  -- awaiting-sender: the notice is queued
+    decision     TEXT,  -- the sender's (or an operator's) decision: keep|normal|envelope|cancel
     PRIMARY KEY (queue_id, idx)
 );
 -- Partial indexes: only what is still waiting, so that the scheduler's
@@ -65,6 +67,23 @@ CREATE INDEX IF NOT EXISTS messages_open_age ON messages(state, received_ms)
 -- Recipients a class's on_unmet held: few, counted for /metrics.
 CREATE INDEX IF NOT EXISTS recipients_held ON recipients(status)
     WHERE status = 'held';
+-- Recipients parked for the sender's decision (on_unmet = "ask-sender"):
+-- few; the scanner asks for unsent notices and expired ones every scan.
+CREATE INDEX IF NOT EXISTS recipients_awaiting ON recipients(queue_id)
+    WHERE status = 'awaiting-sender';
+-- The links of decision notices (mxg.decide.tokens): issued with the
+-- notice, used once (store/decisions.py).
+CREATE TABLE IF NOT EXISTS decision_tokens (
+    token_id     TEXT PRIMARY KEY,  -- hex, the token's nonce
+    queue_id     TEXT NOT NULL,
+    recipients   TEXT NOT NULL,  -- JSON list of the recipient indexes it decides
+    issued_ms    INTEGER NOT NULL,
+    expires_ms   INTEGER NOT NULL,
+    used_ms      INTEGER,  -- set once: a second use is refused
+    choice       TEXT,
+    client       TEXT,  -- the address the decision came from
+    result       TEXT   -- JSON: what the decision changed
+);
 CREATE TABLE IF NOT EXISTS attempts (
     id           INTEGER PRIMARY KEY,
     queue_id     TEXT NOT NULL,
@@ -187,6 +206,8 @@ _ADDED_COLUMNS = (
     ("recipients", "override_level", "TEXT"),
     ("recipients", "route", "TEXT NOT NULL DEFAULT ''"),
     ("events", "domain", "TEXT"),
+    ("recipients", "asked", "INTEGER NOT NULL DEFAULT 0"),
+    ("recipients", "decision", "TEXT"),
 )
 
 

@@ -1,0 +1,204 @@
+"""The SQL of sender decisions (``on_unmet = "ask-sender"``): which
+parked recipients still need their notice, the links issued with it,
+the decisions taken (by the sender through a link, or by an operator),
+and the parked recipients whose message's lifetime ended.
+
+A decision is one durable transaction: the link is marked used (only if
+it was not: a second use changes nothing), the recipients still parked
+get their new state, and the decision goes into the message's events and
+the audit trail with the link's id, the time and the client's address
+(ARCHITECTURE.md rule 11b). What each choice means is `mxg.decide`."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from mxg.store.audit import AuditEntry
+from mxg.store.operator import OperatorActions
+from mxg.store.records import now_ms
+
+AWAITING = "awaiting-sender"
+
+
+@dataclass(frozen=True)
+class Change:
+    """What one choice does to each parked recipient: its new status,
+    next attempt, override level, and the reply fields a bounce carries."""
+
+    status: str
+    next_ms: int = 0
+    override_level: str | None = None
+    enhanced: str | None = None
+    text: str | None = None
+
+
+@dataclass
+class Decided:
+    """What a decision changed; `already` when its link had been used (the
+    recorded decision is returned and nothing changed)."""
+
+    queue_id: str
+    choice: str
+    recipients: list[int] = field(default_factory=list)
+    at_ms: int = 0
+    client: str = ""
+    already: bool = False
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+class Decisions(OperatorActions):
+    # -- notices -------------------------------------------------------------
+
+    def awaiting(self, queue_id: str, *, unasked: bool = False) -> list[sqlite3.Row]:
+        """A message's parked recipients (only those without a notice yet)."""
+        extra = " AND asked = 0" if unasked else ""
+        return self.db.execute(
+            f"SELECT * FROM recipients WHERE queue_id=? AND status='{AWAITING}'{extra}"
+            " ORDER BY idx",
+            (queue_id,),
+        ).fetchall()
+
+    def unasked(self) -> list[str]:
+        """Messages with parked recipients whose notice is not queued yet
+        (a notice that a full disk or a stop held back)."""
+        rows = self.db.execute(
+            f"SELECT DISTINCT queue_id FROM recipients WHERE status='{AWAITING}' AND asked=0"
+        ).fetchall()
+        return [r[0] for r in rows]
+
+    def mark_asked(
+        self, queue_id: str, indexes: Sequence[int], token_id: str | None, expires_ms: int
+    ) -> None:
+        """The notice for `indexes` is queued; its link (if any) is issued."""
+        t = now_ms()
+        with self.transaction() as db:
+            db.executemany(
+                "UPDATE recipients SET asked=1 WHERE queue_id=? AND idx=?",
+                [(queue_id, i) for i in indexes],
+            )
+            if token_id is not None:
+                db.execute(
+                    "INSERT INTO decision_tokens (token_id, queue_id, recipients, issued_ms,"
+                    " expires_ms) VALUES (?,?,?,?,?)",
+                    (token_id, queue_id, orjson.dumps(list(indexes)).decode(), t, expires_ms),
+                )
+            data = {"recipients": list(indexes), "token": token_id, "expires_ms": expires_ms}
+            self.append_audit(db, [AuditEntry("asked", queue_id, "mxg", data)])
+
+    def token(self, token_id: str) -> sqlite3.Row | None:
+        row: sqlite3.Row | None = self.db.execute(
+            "SELECT * FROM decision_tokens WHERE token_id=?", (token_id,)
+        ).fetchone()
+        return row
+
+    # -- deciding ------------------------------------------------------------
+
+    def decide(
+        self,
+        queue_id: str,
+        indexes: Sequence[int],
+        choice: str,
+        change: Change,
+        *,
+        actor: str,
+        token_id: str | None,
+        client: str,
+        detail: dict[str, Any],
+    ) -> Decided:
+        """Applies `change` to those of `indexes` still parked, and uses
+        the link `token_id` (when given) in the same transaction: if it was
+        used already, nothing changes and the recorded decision returns."""
+        t = now_ms()
+        with self.transaction() as db:
+            if token_id is not None:
+                used = db.execute(
+                    "UPDATE decision_tokens SET used_ms=?, choice=?, client=?"
+                    " WHERE token_id=? AND used_ms IS NULL",
+                    (t, choice, client, token_id),
+                ).rowcount
+                if not used:
+                    return self._recorded(db, token_id)
+            rows = self._current(db, queue_id, indexes, (AWAITING,))
+            changed = [r["idx"] for r in rows]
+            db.executemany(
+                "UPDATE recipients SET status=?, next_ms=?, override_level=coalesce(?,"
+                " override_level), decision=?, enhanced=coalesce(?, enhanced),"
+                " text=coalesce(?, text), code=CASE WHEN ? IS NULL THEN code END,"
+                " dsn_sent=0, updated_ms=? WHERE queue_id=? AND idx=?",
+                [
+                    (
+                        change.status,
+                        change.next_ms,
+                        change.override_level,
+                        choice,
+                        change.enhanced,
+                        change.text,
+                        change.text,
+                        t,
+                        queue_id,
+                        i,
+                    )
+                    for i in changed
+                ],
+            )
+            if change.text is not None:
+                db.executemany(
+                    "INSERT INTO attempts (queue_id, address, at_ms, status, enhanced, text)"
+                    " VALUES (?,?,?,?,?,?)",
+                    [
+                        (queue_id, r["address"], t, change.status, change.enhanced, change.text)
+                        for r in rows
+                    ],
+                )
+            record = {
+                "choice": choice,
+                "recipients": changed,
+                "token": token_id,
+                "client": client,
+                **detail,
+            }
+            if token_id is not None:
+                db.execute(
+                    "UPDATE decision_tokens SET result=? WHERE token_id=?",
+                    (orjson.dumps(record).decode(), token_id),
+                )
+            words = "; ".join(f"{k}={v}" for k, v in record.items() if v not in (None, "", []))
+            db.execute(
+                "INSERT INTO events (queue_id, at_ms, actor, action, detail) VALUES (?,?,?,?,?)",
+                (queue_id, t, actor, "decision", words),
+            )
+            self.append_audit(db, [AuditEntry("decision", queue_id, actor, record)])
+        return Decided(queue_id, choice, changed, t, client, detail=record)
+
+    def _recorded(self, db: sqlite3.Connection, token_id: str) -> Decided:
+        row = db.execute(
+            "SELECT queue_id, choice, used_ms, client, result FROM decision_tokens"
+            " WHERE token_id=?",
+            (token_id,),
+        ).fetchone()
+        result = orjson.loads(row["result"] or "{}")
+        return Decided(
+            row["queue_id"],
+            row["choice"] or "",
+            list(result.get("recipients", [])),
+            int(row["used_ms"] or 0),
+            row["client"] or "",
+            already=True,
+            detail=result,
+        )
+
+    # -- the lifetime --------------------------------------------------------
+
+    def awaiting_expired(self, received_before_ms: int) -> list[sqlite3.Row]:
+        """Parked recipients of messages received before the cut-off."""
+        return self.db.execute(
+            "SELECT r.queue_id, r.idx, r.reason FROM recipients r"
+            " JOIN messages m ON m.queue_id = r.queue_id"
+            f" WHERE r.status='{AWAITING}' AND m.received_ms < ?",
+            (received_before_ms,),
+        ).fetchall()
