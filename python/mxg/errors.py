@@ -15,6 +15,8 @@
     │   └── InstanceBusy       another mxg holds its instance lock
     ├── OperatorError          an operator's selection or queue action is invalid
     ├── WebError               a web or metrics listener cannot start (address, certificate)
+    ├── EnvelopeError          a secure envelope cannot be built or opened
+    │   └── WeakPassword       a sender's password is refused (the reason says why)
     └── StoreError             the queue database could not be opened safely
         └── StoreDamaged       it is not a readable SQLite database
 """
@@ -79,6 +81,15 @@ class OperatorError(MxgError):
 class WebError(MxgError):
     """The web surface or the metrics endpoint cannot start: its address
     cannot be bound, or its certificate and key cannot be loaded."""
+
+
+class EnvelopeError(MxgError):
+    """A secure envelope (`mxg.envelope`) cannot be built or opened: a
+    template is broken, the file is not an envelope, the password is wrong."""
+
+
+class WeakPassword(EnvelopeError):
+    """A password the sender typed is too weak for an envelope."""
 
 
 class StoreError(MxgError):

@@ -12,6 +12,7 @@ from mxg.cli.audit import add_audit_parsers
 from mxg.cli.check import cmd_check
 from mxg.cli.classify import add_classify_parser
 from mxg.cli.config import cmd_config_check, cmd_config_example
+from mxg.cli.envelope import add_envelope_parser
 from mxg.cli.evidence import add_evidence_parser
 from mxg.cli.exits import exit_status
 from mxg.cli.partners import add_partners_parser
@@ -124,6 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_partners_parser(sub)
     add_prune_parser(sub)
     add_report_parser(sub)
+    add_envelope_parser(sub)
 
     sub.add_parser("version", help="print the version").set_defaults(fn=cmd_version)
     return _config_anywhere(p)

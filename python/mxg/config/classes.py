@@ -62,6 +62,9 @@ class ClassPolicy(Section):
     # IPv6 as "[addr]:port"; reached at `reroute_level`.
     reroute: str = ""
     reroute_level: TransportLevel = Level.ENCRYPTED
+    # The level a secure envelope's carrier mail needs (docs/secure-envelope.md):
+    # its content is sealed, so the transport need not be authenticated.
+    carrier_level: TransportLevel = Level.ENCRYPTED
 
     @field_validator("reroute")
     @classmethod

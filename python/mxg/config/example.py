@@ -129,6 +129,13 @@ postmaster = ""
 # Larger messages are returned as headers only.
 return_full_message_limit = 1048576
 
+[envelope]
+# The secure envelope (docs/secure-envelope.md). A directory whose templates
+# (page.html, carrier.txt, carrier-subject.txt, ...) replace the shipped ones.
+# templates = "/etc/mxg/envelope"
+# PBKDF2-HMAC-SHA256 iterations of the password (at least 600000).
+iterations = 600000
+
 [log]
 # debug | info | warning | error
 level = "info"
@@ -222,6 +229,8 @@ ask_after = "1h"
 # and the secure envelope.
 allow_normal_risk = false
 allow_envelope = true
+# Level of a secure envelope's carrier mail (its content is sealed).
+carrier_level = "encrypted"
 
 [classes.high]
 level = "qualified"
@@ -234,6 +243,7 @@ ask_after_attempts = 3
 ask_after = "1h"
 allow_normal_risk = true
 allow_envelope = true
+carrier_level = "encrypted"
 
 [classes.secret]
 level = "qualified"
@@ -248,6 +258,7 @@ ask_after = "1h"
 # Never true: secrets are not sent at class normal's level on a sender's word.
 allow_normal_risk = false
 allow_envelope = true
+carrier_level = "encrypted"
 
 # Sender groups for rules ("group:finance"): addresses or domains.
 [groups]

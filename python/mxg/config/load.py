@@ -58,6 +58,7 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> None:
         ("metrics", "tls_cert"),
         ("metrics", "tls_key"),
         ("log", "file"),
+        ("envelope", "templates"),
     ):
         _resolve_path(data.get(section), key, base)
     delivery = data.get("delivery")

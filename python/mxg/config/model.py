@@ -35,6 +35,7 @@ class Config(Section):
     queue: sections.QueueConfig = sections.QueueConfig()
     retention: sections.RetentionConfig = sections.RetentionConfig()
     dsn: sections.DsnConfig = sections.DsnConfig()
+    envelope: sections.EnvelopeConfig = sections.EnvelopeConfig()
     log: sections.LogConfig = sections.LogConfig()
     web: sections.WebConfig = sections.WebConfig()
     decisions: sections.DecisionsConfig = sections.DecisionsConfig()

@@ -296,6 +296,17 @@ class DsnConfig(Section):
         return v
 
 
+class EnvelopeConfig(Section):
+    """The secure envelope (docs/secure-envelope.md): a message sealed
+    with a password into an HTML page, sent in a carrier mail."""
+
+    # A directory whose page.html, carrier.txt, carrier-subject.txt,
+    # envelope.css, mime.js, envelope.js replace the shipped ones, file by file.
+    templates: Path | None = None
+    # PBKDF2-HMAC-SHA256 iterations; 600,000 is OWASP's floor for it.
+    iterations: int = Field(600_000, ge=600_000, le=10_000_000)
+
+
 class LogConfig(Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["text", "json"] = "text"
