@@ -14,6 +14,7 @@
     ├── DataDirError           the data directory is in use by another mxg, or unsafe
     │   └── InstanceBusy       another mxg holds its instance lock
     ├── OperatorError          an operator's selection or queue action is invalid
+    │   └── NotChangeable      the messages named are in no state the action applies to
     ├── WebError               a web or metrics listener cannot start (address, certificate)
     ├── EnvelopeError          a secure envelope cannot be built or opened
     │   └── WeakPassword       a sender's password is refused (the reason says why)
@@ -76,6 +77,11 @@ class InstanceBusy(DataDirError):
 class OperatorError(MxgError):
     """An operator's selection or queue action (`mxg.ops`) is invalid: a
     bad queue id, domain, age or state, or a change that is not allowed."""
+
+
+class NotChangeable(OperatorError):
+    """The messages an operator named by queue id exist in no state the
+    action applies to (a release of a message that is not held)."""
 
 
 class WebError(MxgError):

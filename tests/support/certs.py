@@ -166,3 +166,36 @@ def ca_signed(directory: Path, ca_name: str, names: list[str]) -> tuple[Path, Pa
     chain = directory / f"{stem}.chain.pem"
     chain.write_text(cert.read_text() + ca_cert.read_text())
     return ca_cert, chain, key
+
+
+def client_signed(directory: Path, ca_name: str, subject: str) -> tuple[Path, Path, Path]:
+    """A client certificate (extendedKeyUsage clientAuth) for `subject`
+    (``/CN=ops-bob/O=Example``), signed by the CA `ca_signed` made in
+    `directory` (made now if there is none); returns (CA, cert, key)."""
+    ca_cert, _, _ = ca_signed(directory, ca_name, ["ca-placeholder.test"])
+    stem = subject.strip("/").replace("/", "_").replace("=", "-")
+    key, csr, cert = (
+        directory / f"{stem}.key",
+        directory / f"{stem}.csr",
+        directory / f"{stem}.crt",
+    )
+    subprocess.run(
+        [
+            *("openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"),
+            *("-nodes", "-subj", subject, "-keyout", str(key), "-out", str(csr)),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    ext = directory / f"{stem}.ext"
+    ext.write_text("extendedKeyUsage=clientAuth\nbasicConstraints=CA:FALSE\n")
+    subprocess.run(
+        [
+            *("openssl", "x509", "-req", "-in", str(csr), "-CA", str(ca_cert), "-CAkey"),
+            *(str(directory / "ca.key"), "-CAcreateserial", "-days", "1", "-extfile", str(ext)),
+            *("-out", str(cert)),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return ca_cert, cert, key

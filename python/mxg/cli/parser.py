@@ -21,6 +21,7 @@ from mxg.cli.queue import add_queue_parser
 from mxg.cli.report import add_report_parser
 from mxg.cli.retention import add_prune_parser
 from mxg.cli.run import cmd_run
+from mxg.cli.web import add_web_parser
 from mxg.vocab import Level
 
 
@@ -124,6 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_proof_parser(sub)
     add_partners_parser(sub)
     add_prune_parser(sub)
+    add_web_parser(sub)
     add_report_parser(sub)
     add_envelope_parser(sub)
 

@@ -222,24 +222,15 @@ def _selector(args: argparse.Namespace) -> ops.Selector:
 
 def cmd_queue_action(args: argparse.Namespace) -> int:
     store = _store(args)
-    selector = _selector(args)
-    actor, reason, action = _actor(), args.reason, args.queue_cmd
-    result: ops.ActionResult
-    if action == "release":
-        result = ops.release(store, selector, actor, reason, level=args.level, dry_run=args.dry_run)
-    else:
-        fn: dict[str, Callable[..., ops.ActionResult]] = {
-            "hold": ops.hold,
-            "delete": ops.delete,
-            "bounce": ops.bounce,
-            "flush": ops.flush,
-        }
-        result = fn[action](store, selector, actor, reason, dry_run=args.dry_run)
-    if not result.changes and selector.ids_only:
-        which = "held message" if action == "release" else "message"
-        if action == "flush":
-            which = "deferred recipient of message"
-        raise MxgError(f"{action}: no {which} {', '.join(selector.queue_ids)} that can be changed")
+    result = ops.act(
+        args.queue_cmd,
+        store,
+        _selector(args),
+        _actor(),
+        args.reason,
+        level=getattr(args, "level", None),
+        dry_run=args.dry_run,
+    )
     if args.json:
         _json_lines(result.records())
         return 0

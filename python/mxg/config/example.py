@@ -145,7 +145,8 @@ format = "text"
 # file = "/var/log/mxg.log"
 
 [web]
-# The web surface for operators (/health, /ready). Off while listen is empty.
+# The web surface for operators (/health, /ready, the admin API). Off
+# while listen is empty.
 # HTTPS with tls_cert and tls_key; plain HTTP only on loopback behind a
 # reverse proxy (docs/operations.md, "Web surface").
 listen = []
@@ -159,6 +160,19 @@ root_path = ""
 # (with the proxy's prefix), e.g. "https://mail-gw.example.org". Never taken
 # from a request's headers. Empty: notices carry no link.
 public_url = ""
+
+# The admin API (/api/v1/) needs a bearer token
+# (docs/admin-api.md); `mxg web token NAME --role read|admin` makes one
+# and prints its table, which holds only the token's SHA-256:
+# [[web.token]]
+# name = "ops-alice"
+# role = "admin"
+# sha256 = "<64 hex>"
+# Client certificates instead, verified against client_ca (HTTPS only):
+# client_ca = "/etc/mxg/operators-ca.pem"
+# [[web.certificate]]
+# subject = "CN=ops-bob,O=Example Agency"   # or sha256 = "<64 hex>"
+# role = "read"
 
 [decisions]
 # Sender decisions (on_unmet = "ask-sender", docs/sender-decisions.md).

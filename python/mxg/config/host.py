@@ -32,6 +32,8 @@ def host_problems(cfg: Config, where: str) -> list[str]:
         problems += _ca_file("delivery.ca_file", cfg.delivery.ca_file)
     if cfg.envelope.templates is not None and not cfg.envelope.templates.is_dir():
         problems.append(f"envelope.templates: {cfg.envelope.templates} is not a directory")
+    if cfg.web.client_ca is not None:
+        problems += _ca_file("web.client_ca", cfg.web.client_ca)
     problems += _writable_dir("data.directory", cfg.data.directory, user, may_create=True)
     if cfg.log.file is not None:
         problems += _log_file(cfg.log.file, user)

@@ -32,7 +32,9 @@ STARTED: dict[str, tuple[str, ...] | None] = {
     "dns": None,
     # The web surface and the metrics endpoint: sockets bound and
     # certificates read before the privilege drop, served as they were.
-    "web": None,
+    # Tokens, certificate roles and the session lifetime are read for
+    # every request, so a reload revokes a token at once.
+    "web": ("listen", "tls_cert", "tls_key", "client_ca", "proxy_hops", "root_path"),
     "metrics": None,
     # The outbound client, with its timeouts and connection pools, is
     # built at start; only the keys of `DELIVERY_PER_JOB` are read anew

@@ -119,9 +119,65 @@ class HttpListenerConfig(Section):
         return self
 
 
+# The roles of the admin API and the operator pages: `read` sees the
+# queue, messages, evidence and partners; `admin` also changes them.
+WebRole = Literal["read", "admin"]
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+_TOKEN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
+
+
+class WebToken(Section):
+    """A bearer token of the admin API and the operator pages, kept only
+    as the SHA-256 of the token (``mxg web token NAME`` makes one). The
+    name is who acts in the audit trail."""
+
+    name: str
+    role: WebRole
+    sha256: str
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not _TOKEN_NAME.match(v):
+            raise ValueError(f"{v!r}: letters, digits and . _ @ - only, at most 64")
+        return v
+
+    @field_validator("sha256")
+    @classmethod
+    def _hash(cls, v: str) -> str:
+        v = v.lower()
+        if not _HEX64.match(v):
+            raise ValueError("the SHA-256 of the token: 64 hexadecimal digits")
+        return v
+
+
+class WebCertificate(Section):
+    """A client certificate (verified against ``web.client_ca``) and its
+    role, named by its subject as RFC 4514 writes it
+    (``CN=ops-alice,O=Example``) or by the SHA-256 of the certificate."""
+
+    subject: str = ""
+    sha256: str = ""
+    role: WebRole
+
+    @field_validator("sha256")
+    @classmethod
+    def _hash(cls, v: str) -> str:
+        v = v.lower().replace(":", "")
+        if v and not _HEX64.match(v):
+            raise ValueError("the certificate's SHA-256: 64 hexadecimal digits")
+        return v
+
+    @model_validator(mode="after")
+    def _one(self) -> WebCertificate:
+        if bool(self.subject) == bool(self.sha256):
+            raise ValueError("name the certificate by subject or by sha256 (one of them)")
+        return self
+
+
 class WebConfig(HttpListenerConfig):
-    """The web surface for operators (``/health``, ``/ready`` and what
-    later features add), off by default."""
+    """The web surface for operators (``/health``, ``/ready``, the admin
+    API and the operator pages), off by default."""
 
     # Reverse proxies in front of mxg whose X-Forwarded-For and
     # X-Forwarded-Proto are believed (0: none, the peer is the client).
@@ -133,6 +189,11 @@ class WebConfig(HttpListenerConfig):
     # it ("https://mail-gw.example.org", with the proxy's prefix if any);
     # never taken from a request's Host or X-Forwarded-* headers.
     public_url: str = ""
+    # Who may use the admin API and the operator pages (docs/admin-api.md).
+    token: list[WebToken] = []
+    certificate: list[WebCertificate] = []
+    # The CA whose client certificates the listener asks for and verifies.
+    client_ca: Path | None = None
 
     @field_validator("public_url")
     @classmethod
@@ -150,6 +211,23 @@ class WebConfig(HttpListenerConfig):
         if v and (not v.startswith("/") or v.endswith("/") or "//" in v):
             raise ValueError(f"{v!r} is not a path prefix such as /mxg")
         return v
+
+    @field_validator("token")
+    @classmethod
+    def _unique_tokens(cls, v: list[WebToken]) -> list[WebToken]:
+        for what in ("name", "sha256"):
+            seen = [getattr(t, what) for t in v]
+            if len(set(seen)) != len(seen):
+                raise ValueError(f"two tokens have the same {what}")
+        return v
+
+    @model_validator(mode="after")
+    def _client_ca(self) -> WebConfig:
+        if self.certificate and self.client_ca is None:
+            raise ValueError("certificate entries need client_ca, the CA that issued them")
+        if self.client_ca is not None and self.tls_cert is None:
+            raise ValueError("client_ca needs HTTPS: give tls_cert and tls_key")
+        return self
 
 
 class DecisionsConfig(Section):

@@ -1,5 +1,5 @@
 """What an operator does with the queue, in one place for every front end
-(``mxg queue`` now, the admin API later): `selectors` say which messages,
+(``mxg queue``, the admin API and the operator pages): `selectors` say which messages,
 `actions` change them (hold, release, delete, bounce, flush; suspend and
 resume a domain) and return what changed, `summary` gives the queue's
 shape per domain and age, and `spool` reads a queued message. Nothing
@@ -12,6 +12,7 @@ from mxg.ops.actions import (
     ActionResult,
     Change,
     DomainResult,
+    act,
     bounce,
     delete,
     flush,
@@ -34,6 +35,7 @@ __all__ = [
     "Selector",
     "Summary",
     "SummaryRow",
+    "act",
     "bounce",
     "delete",
     "flush",

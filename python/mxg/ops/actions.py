@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from mxg.errors import OperatorError
+from mxg.errors import NotChangeable, OperatorError
 from mxg.ops.selectors import Selector, domain
 from mxg.store import Store
 from mxg.vocab import Level
@@ -204,6 +204,39 @@ def flush(
     return _result(
         "flush", selector, picked, done, actor=actor, reason=reason, dry_run=dry_run, after="due"
     )
+
+
+def act(
+    action: str,
+    store: Store,
+    selector: Selector,
+    actor: str,
+    reason: str,
+    *,
+    level: str | None = None,
+    dry_run: bool = False,
+) -> ActionResult:
+    """`action` (one of `ACTIONS`) by its name, as every front end calls
+    it; `OperatorError` when messages named by queue id could not be
+    changed (`NotChangeable`: none of them is in a state the action
+    applies to)."""
+    if action not in ACTIONS:
+        raise OperatorError(f"unknown action {action!r} ({', '.join(ACTIONS)})")
+    if level is not None and action != "release":
+        raise OperatorError("a level is given only with release")
+    result: ActionResult
+    if action == "release":
+        result = release(store, selector, actor, reason, level=level, dry_run=dry_run)
+    else:
+        fn = {"hold": hold, "delete": delete, "bounce": bounce, "flush": flush}[action]
+        result = fn(store, selector, actor, reason, dry_run=dry_run)
+    if not result.changes and selector.ids_only:
+        which = {"release": "held message", "flush": "deferred recipient of message"}
+        raise NotChangeable(
+            f"{action}: no {which.get(action, 'message')} {', '.join(selector.queue_ids)}"
+            " that can be changed"
+        )
+    return result
 
 
 def _finalize(

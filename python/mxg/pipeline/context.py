@@ -19,6 +19,31 @@ from mxg.store import Outcome, Store
 from mxg.verdict import Feasibility
 
 
+class Wakeup:
+    """Wakes the scanner before its interval is over: an operator's action
+    in the relay's own process (the admin API, the operator pages) is
+    carried out at once, not within one scan as one from ``mxg queue``."""
+
+    def __init__(self) -> None:
+        self._wanted = False
+        self._event: anyio.Event | None = None
+
+    def set(self) -> None:
+        self._wanted = True
+        if self._event is not None:
+            self._event.set()
+
+    async def sleep(self, seconds: float) -> None:
+        """Sleeps `seconds`, or until `set`; at once when it was set since
+        the last sleep."""
+        if not self._wanted:
+            self._event = anyio.Event()
+            with anyio.move_on_after(seconds):
+                await self._event.wait()
+            self._event = None
+        self._wanted = False
+
+
 @dataclass
 class Context:
     cfg: Config
@@ -40,6 +65,8 @@ class Context:
     # The key of the decision links (on_unmet = "ask-sender"); None: the
     # notices carry no link.
     tokens: TokenKey | None = None
+    # Wakes the scanner (`mxg.pipeline.scanner`).
+    wakeup: Wakeup = field(default_factory=Wakeup)
 
     @property
     def serving(self) -> bool:

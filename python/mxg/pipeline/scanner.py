@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import anyio
-
 from mxg.deliverylog import flush_logs
 from mxg.pipeline.recovery import reindex
 from mxg.pipeline.storage import survives_a_full_store
@@ -21,8 +19,9 @@ if TYPE_CHECKING:
 
 async def scanner(stages: Stages) -> None:
     while True:
-        # Read each round: a reload may change it.
-        await anyio.sleep(stages.ctx.cfg.queue.scan_interval)
+        # Read each round: a reload may change it. An operator's action in
+        # this process (mxg.web) wakes it early.
+        await stages.ctx.wakeup.sleep(stages.ctx.cfg.queue.scan_interval)
         flush_logs()
         with survives_a_full_store():
             await scan(stages)

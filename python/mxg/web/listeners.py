@@ -31,7 +31,9 @@ class Listeners:
         lists are empty); WebError when an address or certificate fails."""
         web = metrics = None
         if cfg.web.listen:
-            web = server.bind("web.listen", cfg.web.listen, cfg.web.tls_cert, cfg.web.tls_key)
+            web = server.bind(
+                "web.listen", cfg.web.listen, cfg.web.tls_cert, cfg.web.tls_key, cfg.web.client_ca
+            )
         if cfg.metrics.listen:
             try:
                 metrics = server.bind(

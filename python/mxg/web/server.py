@@ -28,6 +28,7 @@ from hypercorn.typing import ASGIFramework
 from starlette.applications import Starlette
 
 from mxg.errors import WebError
+from mxg.web import peercert
 
 # Seconds the requests under way get to finish when the relay stops.
 GRACE = 2.0
@@ -62,13 +63,17 @@ class Bound:
 
 
 def bind(
-    what: str, listen: list[str], tls_cert: Path | None = None, tls_key: Path | None = None
+    what: str,
+    listen: list[str],
+    tls_cert: Path | None = None,
+    tls_key: Path | None = None,
+    client_ca: Path | None = None,
 ) -> Bound:
     """Binds every address of `listen` (``ip:port``, IPv6 in brackets) and
-    loads the certificate chain and key; `what` names the listener in
-    errors (``web.listen``). Raises WebError with one line naming the
-    address or file."""
-    tls = _tls_context(what, tls_cert, tls_key) if tls_cert and tls_key else None
+    loads the certificate chain and key, and the CA of client
+    certificates; `what` names the listener in errors (``web.listen``).
+    Raises WebError with one line naming the address or file."""
+    tls = _tls_context(what, tls_cert, tls_key, client_ca) if tls_cert and tls_key else None
     sockets: list[socket.socket] = []
     try:
         for addr in listen:
@@ -105,9 +110,11 @@ def _address(sock: socket.socket) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def _tls_context(what: str, cert: Path, key: Path) -> ssl.SSLContext:
+def _tls_context(what: str, cert: Path, key: Path, client_ca: Path | None = None) -> ssl.SSLContext:
     """TLS 1.2 and 1.3 with forward-secret AEAD suites only, as the
-    inbound SMTP server offers; HTTP/2 and HTTP/1.1 by ALPN."""
+    inbound SMTP server offers; HTTP/2 and HTTP/1.1 by ALPN. With
+    `client_ca`, a client certificate is asked for and, when one is sent,
+    verified against it (a client without one may still use a token)."""
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.set_ciphers("ECDHE+AESGCM:ECDHE+CHACHA20")
@@ -120,6 +127,13 @@ def _tls_context(what: str, cert: Path, key: Path) -> ssl.SSLContext:
         raise WebError(
             f"{what}: cannot load the certificate {cert} and key {key}: {detail}"
         ) from None
+    if client_ca is not None:
+        try:
+            ctx.load_verify_locations(cafile=client_ca)
+        except (OSError, ssl.SSLError) as e:
+            detail = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+            raise WebError(f"{what}: cannot load the client CA {client_ca}: {detail}") from None
+        ctx.verify_mode = ssl.CERT_OPTIONAL
     return ctx
 
 
@@ -169,6 +183,10 @@ async def serve(
         # believed (the client address and scheme the app sees); from
         # anyone else they are ignored.
         served = ProxyFixMiddleware(served, mode="legacy", trusted_hops=proxy_hops)
+    if bound.tls is not None and bound.tls.verify_mode != ssl.CERT_NONE:
+        # Client certificates reach the routes (mxg.web.peercert).
+        peercert.install()
+        served = cast(ASGIFramework, peercert.PeerCertificates(cast(peercert.App, served)))
     config = _Ready(bound, root_path)
     backend = sniffio.current_async_library()
     serve_on: Any
