@@ -17,6 +17,7 @@ from mxg.decide import DecisionRefused, TokenError, TokenKey, decide, offered
 from mxg.decide.tokens import KEY_FILE
 from mxg.store import Change, NewMessage, Store, now_ms
 from tests.pipeline.fakes import envelope
+from tests.support.cli import mxg
 
 KEY = TokenKey(bytes(range(32)))
 
@@ -233,3 +234,42 @@ def test_rule8b_an_operator_lowers_secret_only_with_force_and_a_recorded_reason(
     assert store.recipients("Q1")[0]["override_level"] == "encrypted"
     detail = store.details("Q1")["events"][-1]["detail"]
     assert "forced=True" in detail and "reason=ticket 7" in detail
+
+
+# -- mxg decide -------------------------------------------------------------------
+
+
+def test_mxg_decide_takes_the_same_decisions_and_lowers_secret_only_with_force(
+    tmp_path: Path,
+) -> None:
+    store = _parked(tmp_path / "data", risk="secret")
+    store.close()
+    config = tmp_path / "mxg.toml"
+    config.write_text(f'[data]\ndirectory = "{tmp_path / "data"}"\n')
+    refused = mxg(config, "decide", "Q1", "--recipient", "r0@plain.test", "--choice", "normal")
+    assert refused.returncode == 1
+    assert refused.stderr.count("\n") == 1
+    assert "never sent at class normal's level without --force and --reason" in refused.stderr
+    unknown = mxg(config, "decide", "Q1", "--recipient", "x@plain.test", "--choice", "keep")
+    assert unknown.returncode == 1
+    assert "no recipient x@plain.test waits for a decision" in unknown.stderr
+    forced = mxg(
+        config,
+        "decide",
+        "Q1",
+        "--recipient",
+        "r0@PLAIN.test",
+        "--choice",
+        "normal",
+        "--force",
+        "--reason",
+        "phoned the DPO",
+    )
+    assert forced.returncode == 0, forced.stderr
+    assert forced.stdout == "Q1: r0@PLAIN.test: normal at level encrypted\n"
+    store = Store(tmp_path / "data" / "queue.db")
+    event = store.details("Q1")["events"][-1]
+    assert event["action"] == "decision"
+    assert "reason=phoned the DPO" in event["detail"] and "client=cli" in event["detail"]
+    again = mxg(config, "decide", "Q1", "--recipient", "r0@plain.test", "--choice", "keep")
+    assert again.returncode == 1

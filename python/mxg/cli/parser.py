@@ -12,6 +12,7 @@ from mxg.cli.audit import add_audit_parsers
 from mxg.cli.check import cmd_check
 from mxg.cli.classify import add_classify_parser
 from mxg.cli.config import cmd_config_check, cmd_config_example
+from mxg.cli.decide import add_decide_parser
 from mxg.cli.envelope import add_envelope_parser
 from mxg.cli.evidence import add_evidence_parser
 from mxg.cli.exits import exit_status
@@ -94,6 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     ex.set_defaults(fn=cmd_config_example)
 
     add_queue_parser(sub)
+    add_decide_parser(sub)
 
     add_classify_parser(sub)
 

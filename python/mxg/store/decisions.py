@@ -175,6 +175,13 @@ class Decisions(OperatorActions):
             self.append_audit(db, [AuditEntry("decision", queue_id, actor, record)])
         return Decided(queue_id, choice, changed, t, client, detail=record)
 
+    def token_result(self, token_id: str) -> Decided | None:
+        """The decision taken with a link, or None while it is unused."""
+        row = self.token(token_id)
+        if row is None or row["used_ms"] is None:
+            return None
+        return self._recorded(self.db, token_id)
+
     def _recorded(self, db: sqlite3.Connection, token_id: str) -> Decided:
         row = db.execute(
             "SELECT queue_id, choice, used_ms, client, result FROM decision_tokens"

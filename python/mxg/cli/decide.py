@@ -1,0 +1,83 @@
+"""``mxg decide``: an operator takes a sender's decision for a recipient
+parked by ``on_unmet = "ask-sender"``, through the same implementation
+as the decision page (`mxg.decide`), on the queue database of a running
+or stopped relay (the relay picks the change up within one queue scan).
+A choice the class does not offer, and class ``secret`` at normal risk
+always (ARCHITECTURE.md rule 8b), needs ``--force`` and a ``--reason``;
+both are recorded with the operator's name."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from mxg.cli.common import _load, operator
+from mxg.cli.queue import _store
+from mxg.errors import MxgError
+
+
+def add_decide_parser(sub: Any) -> None:
+    from mxg.decide import CHOICES
+
+    p = sub.add_parser(
+        "decide",
+        help="take the sender's decision for a recipient awaiting it",
+        description="For a recipient in the state awaiting-sender (on_unmet = ask-sender): "
+        "keep trying until the message's lifetime ends, send at class normal's level "
+        "(normal), send as a secure envelope, or cancel (--dsn: with a DSN to the sender). "
+        "Recorded with the operator's name in the message's events and the audit trail.",
+    )
+    p.add_argument("queue_id")
+    p.add_argument("--recipient", required=True, help="the parked recipient's address")
+    p.add_argument("--choice", required=True, choices=CHOICES)
+    p.add_argument("--dsn", action="store_true", help="with --choice cancel: send a DSN")
+    p.add_argument("--reason", default="", help="why (recorded; required with --force)")
+    p.add_argument(
+        "--password-file",
+        help="with --choice envelope: a file holding the password (else one is generated)",
+    )
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="a choice the class does not offer (secret at normal risk); needs --reason",
+    )
+    p.set_defaults(fn=cmd_decide)
+
+
+def cmd_decide(args: argparse.Namespace) -> int:
+    from mxg.decide import decide
+
+    cfg = _load(args)
+    store = _store(args)
+    wanted = args.recipient.strip()
+    rows = [r for r in store.awaiting(args.queue_id) if _same(r["address"], wanted)]
+    if not rows:
+        raise MxgError(
+            f"{args.queue_id}: no recipient {wanted} waits for a decision"
+            " (mxg queue show lists the message's recipients and states)"
+        )
+    if args.dsn and args.choice != "cancel":
+        raise MxgError("--dsn goes with --choice cancel")
+    done = decide(
+        store,
+        cfg,
+        args.queue_id,
+        [r["idx"] for r in rows],
+        args.choice,
+        actor=operator(),
+        client="cli",
+        dsn=args.dsn,
+        reason=args.reason,
+        force=args.force,
+    )
+    extra = f" at level {done.detail['level']}" if "level" in done.detail else ""
+    print(f"{args.queue_id}: {wanted}: {done.choice}{extra}")
+    return 0
+
+
+def _same(address: str, wanted: str) -> bool:
+    """The local part as given (RFC 5321 §2.4: it may be case-sensitive),
+    the domain in any case."""
+    local, _, domain = address.rpartition("@")
+    w_local, _, w_domain = wanted.rpartition("@")
+    return local == w_local and domain.lower() == w_domain.lower()
