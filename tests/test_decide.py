@@ -105,9 +105,15 @@ def test_the_key_is_made_once_private_and_never_through_a_link(tmp_path: Path) -
 # -- choices --------------------------------------------------------------------
 
 
-def test_high_offers_every_choice_but_the_missing_envelope(tmp_path: Path) -> None:
+def test_high_offers_every_choice_and_secret_never_normal_risk(tmp_path: Path) -> None:
     store = _parked(tmp_path)
-    assert offered(Config(), store.awaiting("Q1")) == ["keep", "normal", "cancel"]
+    assert offered(Config(), store.awaiting("Q1")) == ["keep", "normal", "envelope", "cancel"]
+    cfg = Config.model_validate({"classes": {"high": {"allow_envelope": False}}})
+    assert offered(cfg, store.awaiting("Q1")) == ["keep", "normal", "cancel"]
+    secret = _parked(tmp_path / "s", risk="secret")
+    assert offered(Config(), secret.awaiting("Q1")) == ["keep", "envelope", "cancel"]
+    e2e = _parked(tmp_path / "e", risk="secret", reason="e2e-required")
+    assert offered(Config(), e2e.awaiting("Q1")) == ["envelope", "cancel"]
 
 
 def test_confirming_normal_risk_sends_at_class_normals_level_and_is_recorded(

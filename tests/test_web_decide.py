@@ -6,12 +6,14 @@ relay are tests/e2e/test_decide.py."""
 
 from __future__ import annotations
 
+import email
 import hashlib
 import hmac
 import re
 import struct
 import warnings
 from collections.abc import Iterator
+from email.policy import default
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -28,6 +30,7 @@ with warnings.catch_warnings():
 
 from mxg.decide import TokenKey
 from mxg.decide.tokens import TOKEN_CONTEXT, _b64
+from mxg.envelope import ATTACHMENT, unseal
 from mxg.store import NewMessage, now_ms
 from mxg.web import decide
 from mxg.web.app import build_app
@@ -237,7 +240,7 @@ def test_bad_input_gets_a_clear_4xx_and_changes_nothing(world: World) -> None:
             ),
             400,
         ),
-        ("envelope not offered", world.post(choice="envelope", csrf=csrf), 403),
+        ("a weak typed password", world.post(choice="envelope", csrf=csrf, password="1234"), 400),
     ]
     wrong = [(what, r.status_code, want) for what, r, want in cases if r.status_code != want]
     assert not wrong, wrong
@@ -284,3 +287,43 @@ def test_rule8b_the_page_never_offers_or_accepts_normal_risk_for_secret(
         r = w.post(choice="normal", csrf=csrf.group(1))
         assert r.status_code == 403
         assert w.snapshot() == before
+
+
+def test_the_envelope_password_is_shown_once_and_the_carrier_holds_no_plaintext(
+    world: World,
+) -> None:
+    csrf = world.csrf()
+    done = world.post(choice="envelope", csrf=csrf)
+    assert done.status_code == 200, done.text
+    m = re.search(r'id="password">([^<]+)<', done.text)
+    assert m
+    password = m.group(1)
+    assert len(password.replace("-", "").replace(" ", "")) >= 16
+    store = world.st.ctx.store
+    assert [r["status"] for r in store.recipients("Q1")] == ["deleted", "deleted", "pending"]
+    [carrier] = store.pending_carriers()
+    data = bytes(carrier["data"])
+    assert b"Diagnose" not in data and password.encode() not in data
+    html = email.message_from_bytes(data, policy=default)
+    page = next(p for p in html.walk() if p.get_filename() == ATTACHMENT)
+    assert unseal(page.get_payload(decode=True), password) == MESSAGE
+    # Nothing of the password in the store or the audit trail.
+    dump = "\n".join(store.db.iterdump())
+    assert password not in dump
+    again = world.post(choice="envelope", csrf=csrf)
+    assert again.status_code == 200 and "Bereits entschieden" in again.text
+    assert 'id="password"' not in again.text
+    assert len(store.pending_carriers()) == 1
+
+
+def test_a_typed_password_is_used_and_not_shown(world: World) -> None:
+    done = world.post(choice="envelope", csrf=world.csrf(), password="Ruebe-Kessel-Wolke-42!x")
+    assert done.status_code == 200, done.text
+    assert "Ruebe-Kessel" not in done.text
+    data = bytes(world.st.ctx.store.pending_carriers()[0]["data"])
+    page = next(
+        p
+        for p in email.message_from_bytes(data, policy=default).walk()
+        if p.get_filename() == ATTACHMENT
+    )
+    assert unseal(page.get_payload(decode=True), "Ruebe-Kessel-Wolke-42!x") == MESSAGE

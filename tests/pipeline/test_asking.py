@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from mxg.boundary import DeliveryDone, RecipientResult
-from mxg.decide import TokenKey
+from mxg.decide import TokenKey, decide
 from mxg.pipeline.plan import JobInfo
 from mxg.store import NewMessage, now_ms
 from tests.pipeline.fakes import envelope, serving, stages
@@ -164,3 +164,27 @@ def test_a_parked_recipient_bounces_with_a_dsn_at_the_lifetime(tmp_path: Path) -
     assert "without the sender's decision" in row["text"]
     assert len(engine.injected) == 2  # the notice, then the DSN
     assert b"Status: 4.4.7" in engine.injected[1][1]
+
+
+def test_an_envelope_decision_spools_the_carrier_at_the_carrier_level(tmp_path: Path) -> None:
+    st, engine = _stages(tmp_path)
+    info = _job(st, engine, "Q1", ["a@plain.test", "b@plain.test"])
+    _deliver(st, info, [_result(a, "validation-failure") for a in ("a@plain.test", "b@plain.test")])
+    store = st.ctx.store
+    decide(store, st.ctx.cfg, "Q1", [0, 1], "envelope", actor="op", carrier=b"CARRIER\r\n")
+    assert [r["status"] for r in store.recipients("Q1")] == ["deleted", "deleted"]
+
+    serving(st, st.notices.spool_carriers)
+    env, data = engine.injected[-1]
+    assert data == b"CARRIER\r\n"
+    assert env.sender == "sender@internal.test"
+    assert [r.address for r in env.recipients] == ["a@plain.test", "b@plain.test"]
+    rows = store.recipients(env.queue_id)
+    assert {(r["class"], r["override_level"], r["decision"]) for r in rows} == {
+        ("high", "encrypted", "envelope")
+    }
+    assert store.pending_carriers() == []
+    envelope = [r for r in store.audit_records() if r.kind == "envelope"]
+    assert len(envelope) == 1 and env.queue_id in envelope[0].data
+    serving(st, st.notices.spool_carriers)
+    assert len([e for e, _ in engine.injected if e.sender]) == 1, "spooled once"

@@ -9,6 +9,7 @@ both are recorded with the operator's name."""
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 from mxg.cli.common import _load, operator
@@ -58,6 +59,11 @@ def cmd_decide(args: argparse.Namespace) -> int:
         )
     if args.dsn and args.choice != "cancel":
         raise MxgError("--dsn goes with --choice cancel")
+    if args.password_file and args.choice != "envelope":
+        raise MxgError("--password-file goes with --choice envelope")
+    password, carrier = "", None
+    if args.choice == "envelope":
+        password, carrier = _seal(cfg, store, args, [r["address"] for r in rows])
     done = decide(
         store,
         cfg,
@@ -69,10 +75,39 @@ def cmd_decide(args: argparse.Namespace) -> int:
         dsn=args.dsn,
         reason=args.reason,
         force=args.force,
+        carrier=carrier,
     )
     extra = f" at level {done.detail['level']}" if "level" in done.detail else ""
     print(f"{args.queue_id}: {wanted}: {done.choice}{extra}")
+    if password and not args.password_file:
+        # Shown once, to the operator's terminal; kept nowhere.
+        print(f"password (give it to the recipient by phone or text message): {password}")
     return 0
+
+
+def _seal(
+    cfg: Any, store: Any, args: argparse.Namespace, addresses: list[str]
+) -> tuple[str, bytes]:
+    """The password (from --password-file, else generated) and the carrier
+    mail, sealed from the spooled message (read only); the relay spools
+    the carrier at its next scan."""
+    from mxg.decide.carrier import carrier_for, password_for
+    from mxg.ops.spool import spooled
+
+    typed = ""
+    if args.password_file:
+        try:
+            typed = Path(args.password_file).read_text().rstrip("\r\n")
+        except OSError as e:
+            raise MxgError(f"{args.password_file}: {e.strerror or e}") from None
+        if not typed:
+            raise MxgError(
+                f"{args.password_file}: empty (leave --password-file out to generate one)"
+            )
+    password = password_for(typed)
+    _, original = spooled(cfg.spool_dir, args.queue_id)
+    msg = store.message(args.queue_id)
+    return password, carrier_for(cfg, msg["sender"], addresses, original, password)
 
 
 def _same(address: str, wanted: str) -> bool:

@@ -75,11 +75,13 @@ def decide(
     dsn: bool = False,
     reason: str = "",
     force: bool = False,
+    carrier: bytes | None = None,
 ) -> Decided:
     """Takes `choice` for those of `indexes` that are parked. The sender
     (`token_id` given) gets only what `offered` allows; an operator may
     `force` a choice the class does not offer, with a `reason` (always
-    for lowering ``secret``). Raises DecisionRefused with the why."""
+    for lowering ``secret``). ``envelope`` needs the sealed `carrier`
+    (`mxg.decide.carrier`). Raises DecisionRefused with the why."""
     if choice not in CHOICES:
         raise DecisionRefused(f"unknown choice {choice!r} ({', '.join(CHOICES)})", 400)
     rows = [r for r in store.awaiting(queue_id) if r["idx"] in set(indexes)]
@@ -99,8 +101,8 @@ def decide(
         if not reason.strip():
             raise DecisionRefused(f"--force for {choice!r} needs a --reason, which is recorded")
         detail["forced"] = True
-    if choice == "envelope":
-        raise DecisionRefused("the secure envelope is not available in this version", 409)
+    if choice == "envelope" and carrier is None:
+        raise DecisionRefused("the secure envelope needs the sealed carrier mail", 500)
     if reason:
         detail["reason"] = reason
     if choice == "normal":
@@ -110,6 +112,8 @@ def decide(
         change = Change("pending", 0, override_level=level)
     elif choice == "keep":
         change = Change("deferred", now_ms())
+    elif choice == "envelope":
+        change = Change("deleted", text="sent as a password-protected secure envelope")
     elif dsn:
         detail["dsn"] = True
         who = "the sender" if token_id is not None else "the mail administrator"
@@ -126,6 +130,7 @@ def decide(
         token_id=token_id,
         client=client,
         detail=detail,
+        carrier=carrier if choice == "envelope" else None,
     )
 
 

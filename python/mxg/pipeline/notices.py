@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 import anyio
+import orjson
 
 from mxg.boundary import Envelope, Recipient, decode_envelope, encode
 from mxg.decide.choices import offered
@@ -139,6 +140,53 @@ class Notices:
             nrcpt=len(rows),
             link="yes" if link else "no",
         )
+
+    async def spool_carriers(self) -> None:
+        """Secure-envelope carriers that decisions made (the decision page,
+        ``mxg decide``), spooled as new messages from the original sender
+        to the recipients it was sealed for, at each class's
+        ``carrier_level``; at each scan, so none is lost to a stop."""
+        store, engine = self._ctx.store, self._ctx.engine
+        for c in store.pending_carriers():
+            msg = store.message(c["queue_id"])
+            wanted = set(orjson.loads(c["recipients"]))
+            rows = [r for r in store.recipients(c["queue_id"]) if r["idx"] in wanted]
+            if msg is None or not rows:
+                continue
+            data = bytes(c["data"])
+            envelope = Envelope(
+                queue_id="",
+                received_ms=now_ms(),
+                sender=msg["sender"],
+                recipients=[
+                    Recipient(r["address"], [w for w in r["notify"].split(",") if w], r["orcpt"])
+                    for r in rows
+                ],
+                origin="local",
+                size=len(data),
+            )
+            try:
+                stored = decode_envelope(
+                    await anyio.to_thread.run_sync(engine.inject, encode(envelope), data)
+                )
+            except (EngineStopped, SpoolError):
+                return  # at the next scan or start
+            classes = [r["class"] or "normal" for r in rows]
+            classification = {
+                "class": msg["class"] or "normal",
+                "fired": [{"rule": "envelope", "class": msg["class"], "why": c["queue_id"]}],
+            }
+            store.add_messages([NewMessage(stored, msg["class"], classification, classes)])
+            levels = [str(self._ctx.cfg.class_policy(k).carrier_level) for k in classes]
+            store.carrier_spooled(c["id"], c["queue_id"], stored.queue_id, levels)
+            event(
+                log,
+                "secure envelope spooled",
+                queue_id=stored.queue_id,
+                original=c["queue_id"],
+                nrcpt=len(rows),
+            )
+            self.on_queued()
 
     async def send_delay_dsn(self, queue_id: str) -> None:
         msg, rows = self._candidates(

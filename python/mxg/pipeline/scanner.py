@@ -37,6 +37,7 @@ async def scan(stages: Stages) -> None:
     # notices held back; parked recipients whose message expired.
     await stages.notices.send_pending()
     await stages.notices.ask_pending()
+    await stages.notices.spool_carriers()
     await stages.outcomes.expire_awaiting()
     stages.dispatch.dispatch_due()
     warn_after = ctx.cfg.queue.delay_warning_after

@@ -109,10 +109,13 @@ class Decisions(OperatorActions):
         token_id: str | None,
         client: str,
         detail: dict[str, Any],
+        carrier: bytes | None = None,
     ) -> Decided:
         """Applies `change` to those of `indexes` still parked, and uses
         the link `token_id` (when given) in the same transaction: if it was
-        used already, nothing changes and the recorded decision returns."""
+        used already, nothing changes and the recorded decision returns.
+        A secure envelope's `carrier` is kept in the same transaction, for
+        the relay to spool (`pending_carriers`)."""
         t = now_ms()
         with self.transaction() as db:
             if token_id is not None:
@@ -162,6 +165,11 @@ class Decisions(OperatorActions):
                 "client": client,
                 **detail,
             }
+            if carrier is not None and changed:
+                db.execute(
+                    "INSERT INTO carriers (queue_id, recipients, data, made_ms) VALUES (?,?,?,?)",
+                    (queue_id, orjson.dumps(changed).decode(), carrier, t),
+                )
             if token_id is not None:
                 db.execute(
                     "UPDATE decision_tokens SET result=? WHERE token_id=?",
@@ -198,6 +206,27 @@ class Decisions(OperatorActions):
             already=True,
             detail=result,
         )
+
+    # -- secure envelopes ----------------------------------------------------
+
+    def pending_carriers(self) -> list[sqlite3.Row]:
+        return self.db.execute("SELECT * FROM carriers ORDER BY id").fetchall()
+
+    def carrier_spooled(
+        self, carrier_id: int, queue_id: str, carrier_qid: str, levels: Sequence[str]
+    ) -> None:
+        """The carrier is spooled as `carrier_qid` (indexed already): its
+        recipients get their class's carrier level, and are never asked
+        about again; the stored carrier goes."""
+        with self.transaction() as db:
+            db.executemany(
+                "UPDATE recipients SET override_level=?, decision='envelope'"
+                " WHERE queue_id=? AND idx=?",
+                [(level, carrier_qid, i) for i, level in enumerate(levels)],
+            )
+            db.execute("DELETE FROM carriers WHERE id=?", (carrier_id,))
+            data = {"carrier": carrier_qid, "levels": list(levels)}
+            self.append_audit(db, [AuditEntry("envelope", queue_id, "mxg", data)])
 
     # -- the lifetime --------------------------------------------------------
 

@@ -91,7 +91,14 @@ class Retention(AuditTrail):
         for chunk in _chunks(plan.queue_ids, BATCH):
             marks = ",".join("?" * len(chunk))
             with self.transaction() as db:
-                for table in ("attempts", "events", "decision_tokens", "recipients", "messages"):
+                for table in (
+                    "attempts",
+                    "events",
+                    "decision_tokens",
+                    "carriers",
+                    "recipients",
+                    "messages",
+                ):
                     db.execute(f"DELETE FROM {table} WHERE queue_id IN ({marks})", chunk)
             yield
         if plan.checkpoint_seq:

@@ -84,6 +84,15 @@ CREATE TABLE IF NOT EXISTS decision_tokens (
     client       TEXT,  -- the address the decision came from
     result       TEXT   -- JSON: what the decision changed
 );
+-- Secure-envelope carrier mails a decision made, waiting for the relay to
+-- spool them (they hold no plaintext and no password).
+CREATE TABLE IF NOT EXISTS carriers (
+    id           INTEGER PRIMARY KEY,
+    queue_id     TEXT NOT NULL,  -- the original message
+    recipients   TEXT NOT NULL,  -- JSON list of its recipient indexes
+    data         BLOB NOT NULL,  -- the carrier mail (mxg.envelope.seal)
+    made_ms      INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS attempts (
     id           INTEGER PRIMARY KEY,
     queue_id     TEXT NOT NULL,

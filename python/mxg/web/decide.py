@@ -33,9 +33,10 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from mxg.decide import CHOICES, Claims, DecisionRefused, TokenError, decide, offered
+from mxg.decide.carrier import carrier_for, password_for
 from mxg.decide.notice import recipients_view, subject_of, when
 from mxg.decide.templates import environment
-from mxg.errors import EngineStopped, MessageNotFound
+from mxg.errors import EngineStopped, MessageNotFound, WeakPassword
 from mxg.store import Decided, now_ms
 from mxg.web.ratelimit import RateLimit
 from mxg.web.surface import Surface
@@ -224,6 +225,30 @@ class DecisionPage:
             raise Refused(400, f"unknown choice {form.get('choice', '')!r}")
         return form
 
+    async def _seal(self, row: Any, typed: str) -> tuple[str, bytes]:
+        """The password (the sender's, checked, or generated) and the
+        carrier mail for the parked recipients of the link."""
+        rows = self._parked(row)
+        if not rows:
+            raise Refused(409, "no recipient of this message waits for a decision any more")
+        if "envelope" not in offered(self._ctx.cfg, rows):
+            raise Refused(403, "the class does not offer the secure envelope here")
+        try:
+            password = password_for(typed)
+        except WeakPassword as e:
+            raise Refused(400, f"the password is too weak: {e}") from None
+        queue_id = row["queue_id"]
+        try:
+            _, original = await anyio.to_thread.run_sync(self._ctx.engine.read, queue_id)
+        except (MessageNotFound, EngineStopped):
+            raise Refused(409, "the message is no longer in the queue") from None
+        msg = self._ctx.store.message(queue_id)
+        addresses = [r["address"] for r in rows]
+        carrier = await anyio.to_thread.run_sync(
+            carrier_for, self._ctx.cfg, msg["sender"] if msg else "", addresses, original, password
+        )
+        return password, carrier
+
     async def _post(self, request: Request) -> Response:
         client = self._admit(request)
         if request.headers.get("content-type", "").split(";")[0].strip().lower() != FORM:
@@ -236,7 +261,13 @@ class DecisionPage:
         choice = form["choice"]
         dsn = choice == "cancel" and form.get("dsn") == "1"
         done = self._ctx.store.token_result(claims.token_id)
+        password = ""
         if done is None:
+            carrier = None
+            if choice == "envelope":
+                password, carrier = await self._seal(row, form.get("password", ""))
+                if form.get("password"):
+                    password = ""  # the sender's own: not shown back
             try:
                 done = decide(
                     self._ctx.store,
@@ -248,12 +279,14 @@ class DecisionPage:
                     client=client,
                     token_id=claims.token_id,
                     dsn=dsn,
+                    carrier=carrier,
                 )
             except DecisionRefused as e:
                 raise Refused(e.status, str(e)) from None
-        # Idempotent: the same decision again shows what was recorded.
+        # Idempotent: the same decision again shows what was recorded (an
+        # envelope's password only the first time: it is kept nowhere).
         if done.choice == choice and bool(done.detail.get("dsn")) == dsn:
-            return self._result(done)
+            return self._result(done, "" if done.already else password)
         raise Refused(409, f"this link was already used: {done.choice} at {when(done.at_ms)}")
 
 
