@@ -258,6 +258,7 @@ class DeliveryJob(msgspec.Struct, omit_defaults=True):
     smtputf8: bool = False
     strip_headers: list[str] = []
     subject_tag: str | None = None
+    protection_header: bool = False
 
 
 class ProbeJob(msgspec.Struct):

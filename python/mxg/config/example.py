@@ -107,6 +107,10 @@ max_messages_per_connection = 100
 idle_timeout = "5s"
 # Delivery jobs in flight at once.
 max_jobs = 2000
+# Tell recipients how each message travelled: adds, for example,
+# "X-MXG-Protection: qualified; method=dane-ee; tls=TLSv1.3" (the level the
+# session achieved) and removes any such field the message already has.
+protection_header = false
 
 [queue]
 # Waits between attempts; the last one repeats.

@@ -333,6 +333,10 @@ class DeliveryConfig(Section):
     # partner's remembered authenticated method is logged ("warn"), or
     # refused as unmet until `mxg partners accept` ("enforce").
     ratchet: Literal["off", "warn", "enforce"] = "off"
+    # Add "X-MXG-Protection: <level>; method=...; tls=..." on the way out,
+    # stating what each delivery's session achieved; any such field the
+    # message already carries is removed first (docs/configuration.md).
+    protection_header: bool = False
 
 
 class QueueConfig(Section):

@@ -218,6 +218,7 @@ class Planner:
             smtputf8=bool(msg["smtputf8"]),
             strip_headers=info.classification.get("strip_headers", []),
             subject_tag=info.classification.get("subject_tag"),
+            protection_header=cfg.delivery.protection_header,
         )
 
 

@@ -130,6 +130,10 @@ pub struct DeliveryJob {
     /// A subject tag (e.g. `[vertraulich]`) removed from the Subject.
     #[serde(default)]
     pub subject_tag: Option<String>,
+    /// Add `X-MXG-Protection` with the level each session achieved, after
+    /// removing any the message carries (`outbound/protection.rs`).
+    #[serde(default)]
+    pub protection_header: bool,
 }
 
 /// Final word on one recipient from one job.

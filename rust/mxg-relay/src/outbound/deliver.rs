@@ -5,6 +5,7 @@ use super::conn::{Caps, Conn, ConnError};
 use super::envelope::{all_caps, mail_command, rcpt_command};
 use super::open::open;
 use super::pool::Client;
+use super::protection;
 use super::rewrite::rewrite;
 use super::wire::dot_stuff;
 use crate::events::Event;
@@ -54,7 +55,8 @@ pub async fn deliver(client: Arc<Client>, job: DeliveryJob) {
     match message {
         _ if run.pending.is_empty() => {}
         Ok(message) => {
-            let message = match rewrite(&message, &job.strip_headers, job.subject_tag.as_deref()) {
+            let strip = strip_list(&job);
+            let message = match rewrite(&message, &strip, job.subject_tag.as_deref()) {
                 Some(changed) => changed,
                 None => message,
             };
@@ -74,6 +76,19 @@ pub async fn deliver(client: Arc<Client>, job: DeliveryJob) {
         started_ms,
         finished_ms: now_ms(),
     });
+}
+
+/// The header fields removed before the message leaves: the job's, and
+/// with the protection header on, every field of its name (a sender must
+/// not be able to put that claim there, `protection`).
+fn strip_list(job: &DeliveryJob) -> std::borrow::Cow<'_, [String]> {
+    if job.protection_header {
+        let mut strip = job.strip_headers.clone();
+        strip.push(protection::HEADER.to_owned());
+        std::borrow::Cow::Owned(strip)
+    } else {
+        std::borrow::Cow::Borrowed(&job.strip_headers)
+    }
 }
 
 /// Up to this size a spool read (just written, so from the page cache)
@@ -199,6 +214,16 @@ impl Run {
         let cmd_timeout = ms(cfg.command_timeout_ms);
         let host = conn.host.clone();
         let ip = conn.ip.to_string();
+        // The session's level is established (open checked it before any
+        // MAIL FROM): the protection header can say what it is.
+        let stamped;
+        let (size, data) = if job.protection_header {
+            let field = protection::field_for(&conn);
+            stamped = protection::stamp(&field, data);
+            (size + field.len(), stamped.as_slice())
+        } else {
+            (size, data)
+        };
         if job.smtputf8 && !conn.caps.smtputf8 {
             // RFC 6531 §3.4: without SMTPUTF8 at the server this cannot go.
             let reply = Reply::new(553, "5.6.7", format!("{host} does not support SMTPUTF8"));

@@ -8,6 +8,7 @@ mod envelope;
 mod open;
 mod pool;
 mod probe;
+mod protection;
 mod rewrite;
 mod wire;
 
