@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import base64
 import time
+from email import message_from_bytes, policy
+from email.message import EmailMessage
 from pathlib import Path
 
 from selenium.webdriver.common.by import By
@@ -22,6 +24,25 @@ PASSWORD = "k7m2p-x9qrt-4hwze-ab3nv"
 def _open(browser: WebDriver, tmp_path: Path, original: bytes) -> None:
     page = tmp_path / "secure-message.html"
     page.write_bytes(envelope.page(original, PASSWORD))
+    browser.get(page.as_uri())
+
+
+def _open_from_carrier(browser: WebDriver, tmp_path: Path, original: bytes) -> None:
+    """The page as the recipient gets it: the carrier mail's attachment."""
+    carrier = envelope.seal(
+        original,
+        PASSWORD,
+        sender="amt@gesundheit.example.org",
+        recipients="praxis@klinik.example",
+        hostname="mx.gesundheit.example.org",
+    )
+    msg = message_from_bytes(carrier, policy=policy.default)
+    assert isinstance(msg, EmailMessage)
+    (attachment,) = msg.iter_attachments()
+    page = tmp_path / str(attachment.get_filename())
+    content = attachment.get_payload(decode=True)
+    assert isinstance(content, bytes)
+    page.write_bytes(content)
     browser.get(page.as_uri())
 
 
@@ -54,7 +75,7 @@ def _download(directory: Path, name: str, timeout: float = 30) -> bytes:
 def test_the_page_opens_with_the_password_and_gives_back_the_attachment(
     browser: WebDriver, tmp_path: Path
 ) -> None:
-    _open(browser, tmp_path, messages.multipart())
+    _open_from_carrier(browser, tmp_path, messages.multipart())
     assert _visible(browser, "unlock")
     assert not _visible(browser, "message")
 
