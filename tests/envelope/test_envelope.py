@@ -280,8 +280,16 @@ def test_broken_templates_give_one_line_naming_the_file(tmp_path: Path) -> None:
             hostname="h",
             templates=tmp_path,
         )
-    (tmp_path / "page.html").write_text("<html>{{ payload }}<script>\n{{ script }}</script>")
+    (tmp_path / "page.html").write_text(
+        '<meta http-equiv="Content-Security-Policy" content="{{ csp }}">'
+        "<html>{{ payload }}<script>\n{{ script }}</script>"
+    )
     with pytest.raises(EnvelopeError, match=r"page.html: write <script>"):
+        envelope.page(b"\r\nx", PASSWORD, templates=tmp_path)
+    (tmp_path / "page.html").write_text(
+        "<style>{{ style }}</style>{{ payload }}<script>{{ script }}</script>"
+    )
+    with pytest.raises(EnvelopeError, match=r"page.html: keep <meta http-equiv"):
         envelope.page(b"\r\nx", PASSWORD, templates=tmp_path)
     (tmp_path / "page.html").write_text("{% if %}")
     with pytest.raises(EnvelopeError, match=r"page.html:1: "):
@@ -292,7 +300,8 @@ def test_broken_templates_give_one_line_naming_the_file(tmp_path: Path) -> None:
 
 def test_the_page_template_escapes_what_it_is_given(tmp_path: Path) -> None:
     (tmp_path / "page.html").write_text(
-        "<style>{{ style }}</style><script>{{ script }}</script>{{ csp }}<p>{{ '<b>' }}</p>"
+        '<meta http-equiv="Content-Security-Policy" content="{{ csp }}">'
+        "<style>{{ style }}</style><script>{{ script }}</script><p>{{ '<b>' }}</p>"
     )
     assert b"<p>&lt;b&gt;</p>" in envelope.page(b"\r\nx", PASSWORD, templates=tmp_path)
 

@@ -17,7 +17,7 @@ import json
 import re
 from typing import Any
 
-from markupsafe import Markup
+from markupsafe import Markup, escape
 
 from mxg.envelope.crypto import FORMAT, Sealed
 from mxg.envelope.templates import Templates
@@ -59,13 +59,22 @@ def render(sealed: Sealed, templates: Templates) -> bytes:
     if re.search(r"</script", script, re.IGNORECASE) or re.search(r"</style", style, re.I):
         raise EnvelopeError("envelope template: the script or style contains an end tag")
     payload = json.dumps(_payload(sealed), separators=(",", ":"))
+    csp = content_security_policy(script, style)
     html = templates.html(
         "page.html",
-        csp=content_security_policy(script, style),
+        csp=csp,
         script=Markup(script),
         style=Markup(style),
         payload=Markup(payload),
     )
+    meta = f'<meta http-equiv="Content-Security-Policy" content="{escape(csp)}">'
+    if meta not in html:
+        # An edited template must not drop the policy: without it a page
+        # could load and send.
+        raise EnvelopeError(
+            "envelope template page.html: keep"
+            ' <meta http-equiv="Content-Security-Policy" content="{{ csp }}"> in <head>'
+        )
     if f"<script>{script}</script>" not in html or f"<style>{style}</style>" not in html:
         # The hashes cover the exact text between the tags (CSP3 §8.4).
         raise EnvelopeError(
