@@ -95,7 +95,13 @@ class EnvelopeError(MxgError):
 
 
 class WeakPassword(EnvelopeError):
-    """A password the sender typed is too weak for an envelope."""
+    """A password the sender typed is too weak for an envelope. `str()`
+    is the reason in English, `german` the same in German (for the
+    bilingual decision page)."""
+
+    def __init__(self, english: str, german: str = "") -> None:
+        self.german = german or english
+        super().__init__(english)
 
 
 class StoreError(MxgError):

@@ -46,25 +46,39 @@ def canonical(password: str) -> bytes:
 
 
 def check_password(password: str) -> None:
-    """Raises `WeakPassword` with the reason a sender-typed password is
-    refused; returns None when it may be used."""
+    """Raises `WeakPassword` with the reason (in English, and in German as
+    its `german`) a sender-typed password is refused; returns None when
+    it may be used."""
     text = unicodedata.normalize("NFC", password).strip()
     if any(unicodedata.category(c).startswith("C") for c in text):
-        raise WeakPassword("the password contains a control or invisible character")
+        raise WeakPassword(
+            "the password contains a control or invisible character",
+            "das Passwort enthält ein Steuer- oder unsichtbares Zeichen",
+        )
     if len(text) < MIN_TYPED_LENGTH:
         raise WeakPassword(
             f"the password is too short: {len(text)} characters, at least"
-            f" {MIN_TYPED_LENGTH} are needed"
+            f" {MIN_TYPED_LENGTH} are needed",
+            f"das Passwort ist zu kurz: {len(text)} Zeichen, mindestens"
+            f" {MIN_TYPED_LENGTH} sind nötig",
         )
     if len(text) > MAX_LENGTH:
-        raise WeakPassword(f"the password is too long: at most {MAX_LENGTH} characters")
+        raise WeakPassword(
+            f"the password is too long: at most {MAX_LENGTH} characters",
+            f"das Passwort ist zu lang: höchstens {MAX_LENGTH} Zeichen",
+        )
     if len(set(text.lower())) < MIN_DISTINCT:
         raise WeakPassword(
             f"the password repeats too few characters: at least {MIN_DISTINCT} different"
-            " ones are needed"
+            " ones are needed",
+            f"das Passwort wiederholt zu wenige Zeichen: mindestens {MIN_DISTINCT}"
+            " verschiedene sind nötig",
         )
     if _is_run(text.lower()):
-        raise WeakPassword("the password is a run of consecutive characters (abcd…, 1234…)")
+        raise WeakPassword(
+            "the password is a run of consecutive characters (abcd…, 1234…)",
+            "das Passwort ist eine Folge aufeinanderfolgender Zeichen (abcd…, 1234…)",
+        )
 
 
 def _is_run(text: str) -> bool:
