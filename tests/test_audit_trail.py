@@ -1,14 +1,21 @@
 """The tamper-evident audit trail (issue 16 item 3): every change the
 store makes is chained, and `verify` names the first record that was
 changed, removed, inserted or moved, also when the whole chain was
-recomputed after the last signed checkpoint was made."""
+recomputed after the last signed checkpoint was made.
+
+The store writes one block per transaction; the fixture's blocks are
+records 1-3 (three messages received), 4-6 (two results and the message
+done), then 7, 8 and 9 (hold, release, delete)."""
 
 from __future__ import annotations
 
 import hashlib
 import os
+import sqlite3
 import stat
+import zlib
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import pytest
@@ -18,7 +25,15 @@ from mxg.boundary import Envelope
 from mxg.cli.common import operator
 from mxg.signing import KEY_FILE, SigningKey, Verifier, load_public, public_pem
 from mxg.store import NewMessage, Outcome, Store
-from mxg.store.audit import GENESIS, Checkpoint, checkpoint_message, record_hash
+from mxg.store.audit import GENESIS, Checkpoint, block_hash, checkpoint_message, locators_of
+from tests.support.audit import (
+    edit_record,
+    insert_record,
+    remove_record,
+    rewrite_chain,
+    set_actor,
+    swap_records,
+)
 from tests.support.cli import mxg
 
 
@@ -76,7 +91,15 @@ def test_every_change_is_recorded_in_order_and_the_chain_verifies(
         "delete",
     ]
     first = next(store.audit_records())
-    assert first.seq == 1 and first.prev == GENESIS
+    assert first.seq == 1 and first.block == 3
+    assert [(b.first_seq, b.last_seq) for b in store.audit_blocks()] == [
+        (1, 3),
+        (4, 6),
+        (7, 7),
+        (8, 8),
+        (9, 9),
+    ]
+    assert next(store.audit_blocks()).prev == GENESIS
     assert '"rules":["default"]' in first.data and '"class":"normal"' in first.data
     assert sign_checkpoint(store, key) is not None
     assert sign_checkpoint(store, key) is None, "the tail is covered already"
@@ -86,80 +109,98 @@ def test_every_change_is_recorded_in_order_and_the_chain_verifies(
 
 
 def test_a_changed_record_is_named(store: Store, key: SigningKey) -> None:
-    store.db.execute(
-        "UPDATE audit SET data = replace(data, 'sent by mistake', 'routine') WHERE seq = 9"
-    )
+    def reword(record: list[Any]) -> None:
+        record[3]["detail"] = "routine"
+
+    edit_record(store.db, 9, reword)
     broken = verify(store, key.verifier()).broken
     assert broken is not None and broken.seq == 9 and "changed" in broken.what
 
 
-def test_a_removed_record_is_named(store: Store, key: SigningKey) -> None:
-    store.db.execute("DELETE FROM audit WHERE seq = 4")
+def test_a_changed_record_inside_a_block_is_named(store: Store, key: SigningKey) -> None:
+    edit_record(store.db, 5, set_actor("mallory"))
+    broken = verify(store, key.verifier()).broken
+    assert broken is not None and broken.seq == 5 and "was changed" in broken.what
+
+
+def test_a_removed_block_is_named(store: Store, key: SigningKey) -> None:
+    store.db.execute("DELETE FROM audit_blocks WHERE last_seq = 6")
     broken = verify(store, key.verifier()).broken
     assert broken is not None and broken.seq == 4 and "missing" in broken.what
 
 
+def test_a_record_removed_from_its_block_is_named(store: Store, key: SigningKey) -> None:
+    remove_record(store.db, 5)
+    broken = verify(store, key.verifier()).broken
+    assert broken is not None and broken.seq == 5 and "removed" in broken.what
+
+
 def test_records_removed_and_renumbered_are_found(store: Store, key: SigningKey) -> None:
-    store.db.execute("DELETE FROM audit WHERE seq = 4")
-    store.db.execute("UPDATE audit SET seq = seq - 1 WHERE seq > 4")
+    store.db.execute("DELETE FROM audit_blocks WHERE last_seq = 6")
+    store.db.execute(
+        "UPDATE audit_blocks SET first_seq = first_seq - 3, last_seq = last_seq - 3"
+        " WHERE last_seq > 6"
+    )
     broken = verify(store, key.verifier()).broken
     assert broken is not None and broken.seq == 4 and "does not follow" in broken.what
 
 
 def test_moved_records_are_found(store: Store, key: SigningKey) -> None:
-    # Swap the contents of records 7 and 8 (hold and release), hashes too.
+    # Swap blocks 7 and 8 (hold and release), hashes and all.
     rows = {
         r[0]: r[1:]
         for r in store.db.execute(
-            "SELECT seq, kind, data, actor, prev, hash FROM audit WHERE seq IN (7, 8)"
+            "SELECT last_seq, at_ms, records, locators, prev, hash FROM audit_blocks"
+            " WHERE last_seq IN (7, 8)"
         )
     }
     for seq, other in ((7, 8), (8, 7)):
         store.db.execute(
-            "UPDATE audit SET kind=?, data=?, actor=?, prev=?, hash=? WHERE seq=?",
+            "UPDATE audit_blocks SET at_ms=?, records=?, locators=?, prev=?, hash=?"
+            " WHERE last_seq=?",
             (*rows[other], seq),
         )
     broken = verify(store, key.verifier()).broken
     assert broken is not None and broken.seq == 7
 
 
+def test_records_moved_inside_a_block_are_found(store: Store, key: SigningKey) -> None:
+    swap_records(store.db, 4, 5)
+    broken = verify(store, key.verifier()).broken
+    assert broken is not None and broken.seq == 4
+
+
 def test_an_inserted_record_is_found(store: Store, key: SigningKey) -> None:
-    # A record squeezed in after record 5, with a hash of its own making.
-    store.db.execute("UPDATE audit SET seq = seq + 100 WHERE seq > 5")
-    store.db.execute("UPDATE audit SET seq = seq - 99 WHERE seq > 100")
-    prev = store.db.execute("SELECT hash FROM audit WHERE seq = 5").fetchone()[0]
-    data = '{"detail":"nothing to see"}'
-    digest = record_hash(prev, (6, 1, "release", "Q0001", "mallory", data))
+    insert_record(store.db, 5, ["release", "Q0001", "mallory", {"detail": "nothing to see"}])
+    broken = verify(store, key.verifier()).broken
+    assert broken is not None and broken.seq == 6 and "inserted" in broken.what
+
+
+def test_an_inserted_block_is_found(store: Store, key: SigningKey) -> None:
+    # A block of the forger's making after record 6, the later ones
+    # renumbered to make room.
+    for shift in (100, -99):  # two steps: last_seq is unique at every step
+        store.db.execute(
+            "UPDATE audit_blocks SET first_seq = first_seq + ?, last_seq = last_seq + ?"
+            " WHERE last_seq > 6",
+            (shift, shift),
+        )
+    prev = store.db.execute("SELECT hash FROM audit_blocks WHERE last_seq = 6").fetchone()[0]
+    content = b'["release","Q0001","mallory",{}]'
     store.db.execute(
-        "INSERT INTO audit (seq, at_ms, kind, queue_id, actor, data, prev, hash)"
-        " VALUES (6, 1, 'release', 'Q0001', 'mallory', ?, ?, ?)",
-        (data, prev, digest),
+        "INSERT INTO audit_blocks (last_seq, first_seq, at_ms, records, locators, prev, hash)"
+        " VALUES (7, 7, 1, ?, ?, ?, ?)",
+        (zlib.compress(content), locators_of([content]), prev, block_hash(prev, 7, 7, 1, content)),
     )
     broken = verify(store, key.verifier()).broken
-    assert broken is not None and broken.seq == 7 and "does not follow" in broken.what
-
-
-def rewrite_chain(store: Store, edit_seq: int, new_actor: str) -> None:
-    """What someone with write access to the database can do: change a
-    record and recompute every hash after it."""
-    prev = GENESIS
-    rows = store.db.execute(
-        "SELECT seq, at_ms, kind, queue_id, actor, data FROM audit ORDER BY seq"
-    ).fetchall()
-    for seq, at_ms, kind, qid, old_actor, data in rows:
-        actor = new_actor if seq == edit_seq else old_actor
-        digest = record_hash(prev, (seq, at_ms, kind, qid, actor, data))
-        store.db.execute(
-            "UPDATE audit SET actor=?, prev=?, hash=? WHERE seq=?", (actor, prev, digest, seq)
-        )
-        prev = digest
+    assert broken is not None and broken.seq == 8 and "does not follow" in broken.what
 
 
 def test_a_recomputed_chain_is_caught_by_the_signed_checkpoint(
     store: Store, key: SigningKey
 ) -> None:
     sign_checkpoint(store, key)
-    rewrite_chain(store, 7, "someone else")
+    rewrite_chain(store.db, 7, set_actor("someone else"))
     broken = verify(store, key.verifier()).broken
     assert broken is not None and broken.seq == 1 and "rewritten" in broken.what
 
@@ -168,7 +209,7 @@ def test_records_removed_from_the_end_are_caught_by_the_checkpoint(
     store: Store, key: SigningKey
 ) -> None:
     sign_checkpoint(store, key)
-    store.db.execute("DELETE FROM audit WHERE seq >= 8")
+    store.db.execute("DELETE FROM audit_blocks WHERE last_seq >= 8")
     broken = verify(store, key.verifier()).broken
     assert broken is not None and broken.seq == 8 and "removed" in broken.what
 
@@ -189,27 +230,27 @@ def test_a_forged_checkpoint_or_another_key_is_refused(
 
 def test_pruned_records_need_a_checkpoint_at_the_boundary(store: Store, key: SigningKey) -> None:
     store.add_messages([message(9)])
-    # A checkpoint at record 5, then records 1 to 5 pruned: still verifiable.
-    seq5 = store.db.execute("SELECT hash FROM audit WHERE seq = 5").fetchone()[0]
+    # A checkpoint at record 6, then records 1 to 6 pruned: still verifiable.
+    seq6 = store.db.execute("SELECT hash FROM audit_blocks WHERE last_seq = 6").fetchone()[0]
     store.add_checkpoint(
-        Checkpoint(5, seq5, 7, key.key_id, key.sign(checkpoint_message(5, seq5, 7)))
+        Checkpoint(6, seq6, 7, key.key_id, key.sign(checkpoint_message(6, seq6, 7)))
     )
-    store.db.execute("DELETE FROM audit WHERE seq <= 5")
+    store.db.execute("DELETE FROM audit_blocks WHERE last_seq <= 6")
     verdict = verify(store, key.verifier())
-    assert verdict.ok and verdict.first == 6
+    assert verdict.ok and verdict.first == 7
     # Without the checkpoint, the gap cannot be told from a removal.
     store.db.execute("DELETE FROM audit_checkpoints")
     broken = verify(store, key.verifier()).broken
-    assert broken is not None and broken.seq == 6 and "no checkpoint" in broken.what
+    assert broken is not None and broken.seq == 7 and "no checkpoint" in broken.what
 
 
 def test_the_chain_continues_after_everything_was_pruned(store: Store, key: SigningKey) -> None:
     cp = sign_checkpoint(store, key)
     assert cp is not None
-    store.db.execute("DELETE FROM audit")
+    store.db.execute("DELETE FROM audit_blocks")
     store.add_messages([message(7)])
-    record = next(store.audit_records())
-    assert (record.seq, record.prev) == (cp.seq + 1, cp.hash)
+    block = next(store.audit_blocks())
+    assert (block.first_seq, block.prev) == (cp.seq + 1, cp.hash)
     assert verify(store, key.verifier()).ok
 
 
@@ -251,7 +292,33 @@ def test_mxg_audit_verify_exits_3_and_names_the_record(tmp_path: Path) -> None:
     exported = mxg(conf, "keys", "export")
     assert exported.returncode == 0 and "BEGIN PUBLIC KEY" in exported.stdout
     (tmp_path / "mxg.pub").write_text(exported.stdout)
-    s.db.execute("UPDATE audit SET actor = 'x' WHERE seq = 2")
+    edit_record(s.db, 2, set_actor("x"))
     broken = mxg(conf, "audit", "verify", "--key", str(tmp_path / "mxg.pub"))
     assert broken.returncode == 3
     assert "BROKEN at record 2" in broken.stdout and "changed" in broken.stdout
+
+
+def test_a_store_with_the_unreleased_record_chain_starts_a_new_one(
+    tmp_path: Path, key: SigningKey
+) -> None:
+    path = tmp_path / "old.db"
+    db = sqlite3.connect(path)
+    db.execute(
+        "CREATE TABLE audit (seq INTEGER PRIMARY KEY, at_ms INTEGER, kind TEXT, queue_id TEXT,"
+        " actor TEXT, data TEXT, prev BLOB, hash BLOB)"
+    )
+    db.execute("INSERT INTO audit VALUES (1, 1, 'received', 'Q1', 'mxg', '{}', x'00', x'01')")
+    db.execute(
+        "CREATE TABLE audit_checkpoints (seq INTEGER PRIMARY KEY, hash BLOB, at_ms INTEGER,"
+        " key_id TEXT, signature BLOB)"
+    )
+    db.execute("INSERT INTO audit_checkpoints VALUES (1, x'01', 1, 'k', x'02')")
+    db.commit()
+    db.close()
+    store = Store(path)
+    tables = {r[0] for r in store.db.execute("SELECT name FROM sqlite_master")}
+    assert {"audit_records_v0", "audit_checkpoints_v0", "audit_blocks"} <= tables
+    store.add_messages([message(1)])
+    assert [r.seq for r in store.audit_records()] == [1]
+    assert sign_checkpoint(store, key) is not None
+    assert verify(store, key.verifier()).ok

@@ -32,7 +32,7 @@ def old_and_new(tmp_path: Path) -> Store:
     s.record([dane_sent("OLD", 0), deferred("WAIT", 0, "later", 99)])
     s.hold("OLD", "alice", "was looked at")  # no effect on a done message
     # Backdate what happened so far: it is all older than the cutoff.
-    s.db.execute("UPDATE audit SET at_ms = ?", (2 * DAY,))
+    s.db.execute("UPDATE audit_blocks SET at_ms = ?", (2 * DAY,))
     s.add_messages([message("NEW", 50 * DAY, "a@s.test", ["z@dane.test"], "normal")])
     s.record([dane_sent("NEW", 0)])
     return s
@@ -78,8 +78,8 @@ def test_the_audit_trail_stays_verifiable_across_pruning(tmp_path: Path, key: Si
     store.prune(100 * DAY, sign(key))
     assert verify(store, key.verifier()).ok
     # And a removal beyond what the prune covered is still caught.
-    first = next(store.audit_records()).seq
-    store.db.execute("DELETE FROM audit WHERE seq = ?", (first,))
+    first = next(store.audit_blocks()).last_seq
+    store.db.execute("DELETE FROM audit_blocks WHERE last_seq = ?", (first,))
     assert not verify(store, key.verifier()).ok
 
 

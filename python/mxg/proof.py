@@ -81,8 +81,8 @@ def build(store: Store, cfg: Config, queue_id: str) -> dict[str, Any] | None:
             for e in details["events"]
         ],
         "audit": [
-            {"seq": seq, "kind": kind, "hash": digest.hex()}
-            for seq, kind, digest in store.audit_of(queue_id)
+            {"seq": r.seq, "kind": r.kind, "block": r.block, "block_hash": r.block_hash.hex()}
+            for r in store.audit_of(queue_id)
         ],
     }
 

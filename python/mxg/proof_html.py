@@ -120,7 +120,8 @@ def render(proof: dict[str, Any]) -> str:
     parts.append("<h2>Audit trail records</h2>")
     parts.append(
         _grid(
-            ["Record", "Kind", "Hash"], [[a["seq"], a["kind"], a["hash"]] for a in proof["audit"]]
+            ["Record", "Kind", "Block", "Block hash"],
+            [[a["seq"], a["kind"], a["block"], a["block_hash"]] for a in proof["audit"]],
         )
     )
     parts.append(

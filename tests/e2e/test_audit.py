@@ -14,6 +14,7 @@ import pytest
 
 from tests.e2e.test_delivery import wait_for
 from tests.e2e.test_queue_ops import send
+from tests.support.audit import edit_record, set_actor
 from tests.support.mxgproc import MxgProcess
 from tests.support.sinks import Sink
 
@@ -35,20 +36,24 @@ def test_rule11b_every_change_has_its_signed_audit_record(
     assert mxg.cli("queue", "hold", held, "--reason", "check it").returncode == 0
     assert mxg.stop() == 0
 
-    db = sqlite3.connect(mxg.workdir / "data" / "queue.db")
-    trail = db.execute("SELECT queue_id, kind, actor, data FROM audit ORDER BY seq").fetchall()
+    shown = mxg.cli("audit", "show", "--json")
+    assert shown.returncode == 0, shown.stderr
+    records = [json.loads(line) for line in shown.stdout.splitlines()]
+    trail = [(r["queue_id"], r["kind"], r["actor"], r["data"]) for r in records]
     of = {(q, k) for q, k, _, _ in trail}
     assert {(delivered, "received"), (delivered, "result"), (delivered, "done")} <= of
     assert {(held, "received"), (held, "result"), (held, "hold")} <= of
-    result = next(json.loads(d) for q, k, _, d in trail if (q, k) == (delivered, "result"))
+    result = next(d for q, k, _, d in trail if (q, k) == (delivered, "result"))
     assert result["status"] == "sent" and result["code"] == 250
     assert result["reply"] and result["ip"].startswith("127.0.0.1")
     hold_actor = next(a for q, k, a, _ in trail if (q, k) == (held, "hold"))
     assert hold_actor == ("alice (sudo)" if os.geteuid() == 0 else hold_actor)
+    one = mxg.cli("audit", "show", held, "--json")
+    assert [json.loads(line)["kind"] for line in one.stdout.splitlines()][-1] == "hold"
     # Signed when the relay stopped: the last checkpoint covers the last record.
-    (last,) = db.execute("SELECT MAX(seq) FROM audit").fetchone()
+    db = sqlite3.connect(mxg.workdir / "data" / "queue.db")
     (signed,) = db.execute("SELECT MAX(seq) FROM audit_checkpoints").fetchone()
-    assert signed == last
+    assert signed == records[-1]["seq"]
     db.close()
 
     pub = mxg.workdir / "mxg.pub"
@@ -58,12 +63,13 @@ def test_rule11b_every_change_has_its_signed_audit_record(
     ok = mxg.cli("audit", "verify", "--key", str(pub))
     assert ok.returncode == 0 and "audit trail intact" in ok.stdout, ok.stdout + ok.stderr
 
+    hold = next(r["seq"] for r in records if (r["queue_id"], r["kind"]) == (held, "hold"))
     db = sqlite3.connect(mxg.workdir / "data" / "queue.db")
-    db.execute("UPDATE audit SET actor = 'nobody' WHERE kind = 'hold'")
+    edit_record(db, hold, set_actor("nobody"))
     db.commit()
     db.close()
     broken = mxg.cli("audit", "verify", "--key", str(pub))
-    assert broken.returncode == 3 and "changed" in broken.stdout
+    assert broken.returncode == 3 and f"BROKEN at record {hold}" in broken.stdout
 
 
 def test_retention_prunes_on_a_running_relay_and_the_trail_stays_verifiable(

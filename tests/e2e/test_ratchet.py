@@ -11,7 +11,6 @@ mid-test, which the session's shared test world must not see."""
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -119,10 +118,11 @@ def test_enforce_holds_a_partner_that_loses_tlsa_until_an_operator_accepts(
     # The acceptance is in the audit trail, with its reason, and the trail
     # still verifies.
     mxg.stop()
-    db = sqlite3.connect(tmp_path / "data" / "queue.db")
-    kinds = db.execute("SELECT data FROM audit WHERE kind = 'partner-accept'").fetchall()
-    assert [json.loads(d)["reason"] for (d,) in kinds] == ["partner dropped DANE, ticket 42"]
-    assert [json.loads(d)["was_method"] for (d,) in kinds] == ["dane-ee"]
+    shown = mxg.cli("audit", "show", "--json")
+    records = [json.loads(line) for line in shown.stdout.splitlines()]
+    accepts = [r["data"] for r in records if r["kind"] == "partner-accept"]
+    assert [a["reason"] for a in accepts] == ["partner dropped DANE, ticket 42"]
+    assert [a["was_method"] for a in accepts] == ["dane-ee"]
     verified = mxg.cli("audit", "verify")
     assert verified.returncode == 0, verified.stdout + verified.stderr
 

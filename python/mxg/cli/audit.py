@@ -1,6 +1,6 @@
-"""``mxg audit verify|checkpoint`` and ``mxg keys export``: checks the
-tamper-evident audit trail (`mxg.audit_trail`), signs its tail now, and
-prints the gateway's public key for whoever checks offline."""
+"""``mxg audit show|verify|checkpoint`` and ``mxg keys export``: reads and
+checks the tamper-evident audit trail (`mxg.audit_trail`), signs its tail
+now, and prints the gateway's public key for whoever checks offline."""
 
 from __future__ import annotations
 
@@ -37,6 +37,41 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
     return EXIT_BROKEN
 
 
+def cmd_audit_show(args: argparse.Namespace) -> int:
+    """The trail's records (stored compressed, so SQL cannot read them),
+    oldest first: all, those after a record, or one message's."""
+    import orjson
+
+    from mxg.evidence import rfc3339
+
+    store = _store(args)
+    if args.queue_id:
+        records = [r for r in store.audit_of(args.queue_id) if r.seq > args.after]
+    else:
+        records = list(store.audit_records(args.after))
+    if args.limit:
+        records = records[: args.limit]
+    for r in records:
+        if args.json:
+            row = {
+                "seq": r.seq,
+                "at": rfc3339(r.at_ms),
+                "kind": r.kind,
+                "queue_id": r.queue_id,
+                "actor": r.actor,
+                "data": orjson.Fragment(r.data),
+                "block": r.block,
+                "block_hash": r.block_hash.hex(),
+            }
+            sys.stdout.write(orjson.dumps(row).decode() + "\n")
+        else:
+            print(
+                f"{r.seq:>8} {rfc3339(r.at_ms)} {r.kind:<14} {r.queue_id or '-':<18} "
+                f"{r.actor:<16} {r.data}"
+            )
+    return 0
+
+
 def cmd_audit_checkpoint(args: argparse.Namespace) -> int:
     from mxg.audit_trail import sign_checkpoint
     from mxg.signing import SigningKey
@@ -63,6 +98,17 @@ def add_audit_parsers(sub: Any) -> None:
     """``mxg audit ...`` and ``mxg keys ...`` on the command line."""
     au = sub.add_parser("audit", help="the tamper-evident audit trail")
     ausub = au.add_subparsers(dest="audit_cmd", required=True)
+    ash = ausub.add_parser(
+        "show",
+        help="print the trail's records",
+        description="Prints audit records oldest first: all of them, those after a record "
+        "number, or one message's. The records are stored compressed; this is how to read them.",
+    )
+    ash.add_argument("queue_id", nargs="?", help="only this message's records")
+    ash.add_argument("--after", type=int, default=0, help="only records after this number")
+    ash.add_argument("--limit", type=int, default=0, help="at most this many records")
+    ash.add_argument("--json", action="store_true", help="JSON lines")
+    ash.set_defaults(fn=cmd_audit_show)
     av = ausub.add_parser(
         "verify",
         help="check every record and signed checkpoint",

@@ -140,11 +140,10 @@ class Queue(Partners, TlsRptAggregate):
                 " AND status NOT IN ('sent','bounced','deleted')",
                 [(*r, *e, o.next_ms, t, o.queue_id, o.idx) for r, e, o in results],
             )
-            self.append_audit(db, [result_entry(o) for _, _, o in results])
             self.note_partners(db, partners or {})
             self.note_tls_sessions(db, tls_sessions or {})
             touched = sorted({o.queue_id for _, _, o in results if o.status != "deferred"})
-            return self._mark_finished_done(db, touched)
+            return self._mark_finished_done(db, touched, [result_entry(o) for _, _, o in results])
 
     def finish(self, among: Sequence[str]) -> list[str]:
         """Marks those of `among` done that are finished (`finished`);
@@ -152,10 +151,14 @@ class Queue(Partners, TlsRptAggregate):
         with self._not_synced(), self.transaction() as db:
             return self._mark_finished_done(db, among)
 
-    def _mark_finished_done(self, db: sqlite3.Connection, among: Sequence[str]) -> list[str]:
+    def _mark_finished_done(
+        self, db: sqlite3.Connection, among: Sequence[str], entries: Sequence[AuditEntry] = ()
+    ) -> list[str]:
+        """Marks those of `among` done that are finished; their records go
+        into the trail after `entries`, as one block."""
         done = [q for chunk in _chunks(list(among), _MAX_PARAMS) for q in self.finished(chunk)]
         db.executemany("UPDATE messages SET state='done' WHERE queue_id=?", [(q,) for q in done])
-        self.append_audit(db, [AuditEntry("done", q, "mxg", {}) for q in done])
+        self.append_audit(db, [*entries, *(AuditEntry("done", q, "mxg", {}) for q in done)])
         return done
 
     def mark_dsn_sent(self, queue_id: str, indexes: Iterable[int]) -> None:

@@ -44,10 +44,13 @@ class Retention(AuditTrail):
         ]
 
     def prunable_audit(self, cutoff_ms: int) -> int:
-        """The last audit record written before `cutoff_ms` (0: none). The
-        chain's time only grows, bar a clock stepped back; a record written
-        then stays until a later one is old enough."""
-        row = self.db.execute("SELECT MAX(seq) FROM audit WHERE at_ms < ?", (cutoff_ms,)).fetchone()
+        """The last audit record whose block was written before `cutoff_ms`
+        (0: none). Blocks go whole. The chain's time only grows, bar a
+        clock stepped back; a block written then stays until a later one is
+        old enough."""
+        row = self.db.execute(
+            "SELECT MAX(last_seq) FROM audit_blocks WHERE at_ms < ?", (cutoff_ms,)
+        ).fetchone()
         return int(row[0] or 0)
 
     def prune_plan(self, cutoff_ms: int) -> Pruned:
@@ -56,7 +59,7 @@ class Retention(AuditTrail):
         out.messages = len(out.queue_ids)
         last = self.prunable_audit(cutoff_ms)
         if last:
-            first = self.db.execute("SELECT MIN(seq) FROM audit").fetchone()[0]
+            first = self.db.execute("SELECT MIN(first_seq) FROM audit_blocks").fetchone()[0]
             out.audit_records = last - int(first) + 1
             out.checkpoint_seq = last
         return out
@@ -91,6 +94,8 @@ class Retention(AuditTrail):
         for chunk in _chunks(plan.queue_ids, BATCH):
             marks = ",".join("?" * len(chunk))
             with self.transaction() as db:
+                # A message's entries in audit_messages go with it; the
+                # blocks themselves go by age (_prune_audit).
                 for table in (
                     "attempts",
                     "events",
@@ -98,6 +103,7 @@ class Retention(AuditTrail):
                     "carriers",
                     "recipients",
                     "messages",
+                    "audit_messages",
                 ):
                     db.execute(f"DELETE FROM {table} WHERE queue_id IN ({marks})", chunk)
             yield
@@ -113,11 +119,12 @@ class Retention(AuditTrail):
 
     def _prune_audit(self, last: int, sign: Callable[[bytes], tuple[str, bytes]]) -> Iterator[None]:
         self.sign_at(last, sign)
-        first = int(self.db.execute("SELECT MIN(seq) FROM audit").fetchone()[0])
+        first = int(self.db.execute("SELECT MIN(first_seq) FROM audit_blocks").fetchone()[0])
         for low in range(first, last + 1, BATCH * 10):
             with self.transaction() as db:
                 db.execute(
-                    "DELETE FROM audit WHERE seq >= ? AND seq < ? AND seq <= ?",
+                    "DELETE FROM audit_blocks WHERE last_seq >= ? AND last_seq < ?"
+                    " AND last_seq <= ?",
                     (low, low + BATCH * 10, last),
                 )
             yield

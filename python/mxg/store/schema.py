@@ -140,17 +140,23 @@ CREATE TABLE IF NOT EXISTS suspended_domains (
     actor        TEXT NOT NULL,
     reason       TEXT NOT NULL DEFAULT ''
 );
--- The tamper-evident audit trail (store/audit.py): a hash chain.
-CREATE TABLE IF NOT EXISTS audit (
-    seq          INTEGER PRIMARY KEY,
+-- The tamper-evident audit trail (store/audit.py): a hash chain of
+-- blocks, one per transaction, each holding that transaction's records.
+CREATE TABLE IF NOT EXISTS audit_blocks (
+    last_seq     INTEGER PRIMARY KEY,  -- the number of the block's last record
+    first_seq    INTEGER NOT NULL,
     at_ms        INTEGER NOT NULL,
-    kind         TEXT NOT NULL,  -- received | result | done | operator action
-    queue_id     TEXT NOT NULL,
-    actor        TEXT NOT NULL,  -- mxg, or the operator
-    data         TEXT NOT NULL,  -- canonical JSON
-    prev         BLOB NOT NULL,  -- the hash of record seq-1
+    records      BLOB NOT NULL,  -- zlib: JSON array of [kind, queue_id, actor, data]
+    locators     BLOB NOT NULL,  -- CRC-32 of each record's JSON: which one changed
+    prev         BLOB NOT NULL,  -- the hash of the block before
     hash         BLOB NOT NULL
 );
+-- Which blocks hold a message's records (its proof lists them).
+CREATE TABLE IF NOT EXISTS audit_messages (
+    queue_id     TEXT NOT NULL,
+    last_seq     INTEGER NOT NULL,
+    PRIMARY KEY (queue_id, last_seq)
+) WITHOUT ROWID;
 -- The partner ledger (store/partners.py): the best level and method
 -- each recipient domain was delivered at, and its last failure.
 CREATE TABLE IF NOT EXISTS partners (
@@ -194,7 +200,12 @@ CREATE TABLE IF NOT EXISTS tlsrpt_sent (
     detail       TEXT NOT NULL DEFAULT '',
     PRIMARY KEY (day, domain, rua)
 );
--- Signed (Ed25519) statements that record seq had this hash.
+"""
+
+# Signed (Ed25519) statements that the chain's record seq (a block's last)
+# had this hash. Apart, so that a store with the first, unreleased trail
+# format can start a new chain (`migrate`).
+CHECKPOINTS = """
 CREATE TABLE IF NOT EXISTS audit_checkpoints (
     seq          INTEGER PRIMARY KEY,
     hash         BLOB NOT NULL,
@@ -228,9 +239,23 @@ def migrate(db: sqlite3.Connection) -> None:
     """Adds columns that later versions introduced to an older store
     (CREATE TABLE IF NOT EXISTS leaves existing tables as they are), and
     drops the indexes they replaced."""
+    _set_aside_record_chain(db)
+    db.executescript(CHECKPOINTS)
     for index in _DROPPED_INDEXES:
         db.execute(f"DROP INDEX IF EXISTS {index}")
     for table, column, decl in _ADDED_COLUMNS:
         have = {r[1] for r in db.execute(f"PRAGMA table_info({table})")}
         if column not in have:
             db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
+
+
+def _set_aside_record_chain(db: sqlite3.Connection) -> None:
+    """Development builds chained one row per record (table ``audit``);
+    never released. Their records and checkpoints are kept, renamed, and
+    the block chain starts anew: rewriting them into blocks would
+    recompute every hash, which is what the trail exists to reveal."""
+    tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    if "audit" in tables:
+        db.execute("ALTER TABLE audit RENAME TO audit_records_v0")
+        if "audit_checkpoints" in tables:
+            db.execute("ALTER TABLE audit_checkpoints RENAME TO audit_checkpoints_v0")
