@@ -71,7 +71,7 @@ class World:
         return (
             [tuple(r) for r in db.execute("SELECT * FROM recipients ORDER BY idx")],
             [tuple(r) for r in db.execute("SELECT * FROM decision_tokens")],
-            db.execute("SELECT COUNT(*) FROM audit").fetchone()[0],
+            db.execute("SELECT MAX(last_seq) FROM audit_blocks").fetchone()[0],
             db.execute("SELECT COUNT(*) FROM events").fetchone()[0],
         )
 

@@ -9,7 +9,6 @@ action through the API is carried out at once, in the relay's process."""
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Callable
 from typing import Any
 
@@ -114,11 +113,14 @@ def test_the_admin_api_with_a_wrong_a_read_and_an_admin_token(
         ("ops-alice (token)", "hold", "partner down"),
         ("ops-alice (token)", "release", "partner is back"),
     ]
-    with sqlite3.connect(f"file:{mxg.workdir / 'data' / 'queue.db'}?mode=ro", uri=True) as db:
-        trail = db.execute(
-            "SELECT kind, queue_id, actor, data FROM audit WHERE actor != 'mxg' ORDER BY seq"
-        ).fetchall()
-    assert sorted((k, q, a, json.loads(d)["detail"]) for k, q, a, d in trail) == sorted(
+    shown = mxg.cli("audit", "show", "--json")
+    assert shown.returncode == 0, shown.stderr
+    trail = [json.loads(line) for line in shown.stdout.splitlines()]
+    assert sorted(
+        (r["kind"], r["queue_id"], r["actor"], r["data"]["detail"])
+        for r in trail
+        if r["actor"] != "mxg"
+    ) == sorted(
         [
             ("hold", first, "ops-alice (token)", "partner down"),
             ("hold", second, "ops-alice (token)", "partner down"),
