@@ -499,3 +499,35 @@ async fn send_data(conn: &mut Conn, data: &[u8], block_timeout: Duration) -> Res
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(protection_header: bool) -> DeliveryJob {
+        serde_json::from_value(serde_json::json!({
+            "job_id": 1, "queue_id": "Q", "destination": "example.test",
+            "sender": "a@example.org", "recipients": [], "hosts": [],
+            "tls": {"level": "encrypted"},
+            "strip_headers": ["X-MXG-Risk"],
+            "protection_header": protection_header,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn the_protection_header_is_stripped_only_when_it_is_added() {
+        assert_eq!(&*strip_list(&job(false)), ["X-MXG-Risk".to_owned()]);
+        assert_eq!(
+            &*strip_list(&job(true)),
+            ["X-MXG-Risk".to_owned(), "X-MXG-Protection".to_owned()]
+        );
+        // A job from an older control plane has no such key: off.
+        let old: DeliveryJob = serde_json::from_value(serde_json::json!({
+            "job_id": 1, "queue_id": "Q", "destination": "d", "sender": "",
+            "recipients": [], "hosts": [], "tls": {"level": "none"},
+        }))
+        .unwrap();
+        assert!(!old.protection_header);
+    }
+}
