@@ -227,6 +227,10 @@ def requirement(
     release level, which replaces everything else for that message."""
     if override:
         return Requirement(override, False, f"level {override} set by an operator's release")
+    if info.get("tlsrpt"):
+        # RFC 8460 §5.3: a report is delivered despite TLS failures (BSI
+        # TR-03108 09-M: no DANE or MTA-STS enforced for it).
+        return Requirement(Level.OPPORTUNISTIC, False, "TLS report (RFC 8460 5.3)")
     policy = cfg.class_policy(risk_class)
     level = policy.level
     why = [f"class {risk_class} needs {level}"]

@@ -14,6 +14,7 @@ from pydantic import field_validator, model_validator
 from mxg.config import engine, sections
 from mxg.config.base import Section
 from mxg.config.classes import CLASSES, ClassesConfig, ClassifyConfig, ClassPolicy, Rule
+from mxg.config.tlsrpt import TlsRptConfig
 
 
 def _check_scan_options(options: dict[str, Any]) -> None:
@@ -41,6 +42,7 @@ class Config(Section):
     decisions: sections.DecisionsConfig = sections.DecisionsConfig()
     metrics: sections.MetricsConfig = sections.MetricsConfig()
     run: sections.RunConfig = sections.RunConfig()
+    tlsrpt: TlsRptConfig = TlsRptConfig()
     policy: list[sections.DomainPolicy] = []
     classify: ClassifyConfig = ClassifyConfig()
     classes: ClassesConfig = ClassesConfig()

@@ -66,6 +66,7 @@ from mxg.pipeline.storage import open_store, survives_a_full_store
 from mxg.pipeline.verdicts import EarlyVerdicts, Verdicts
 from mxg.signing import SigningKey
 from mxg.store import Store
+from mxg.tlsrpt.relay import reporter as tlsrpt_reporter
 from mxg.verdict import Feasibility
 from mxg.web import Listeners
 from mxg.web.wiring import surface_of
@@ -239,6 +240,7 @@ class Relay:
                 tg.start_soon(scanner, stages)
                 tg.start_soon(checkpointer, stages.ctx, key)
                 tg.start_soon(pruner, stages.ctx, key)
+                tg.start_soon(tlsrpt_reporter, stages.ctx, stages.dispatch.dispatch_due)
                 if self.sts is not None:
                     tg.start_soon(sts_refresher, self.sts)
                 if http.any:

@@ -30,6 +30,7 @@ from mxg.pipeline.plan import (
     inflight_key,
     job_hosts,
     no_allowed_mx,
+    stored_classification,
     sts_policy,
 )
 from mxg.store import Due, NewMessage, Outcome, domain_of, now_ms
@@ -182,7 +183,7 @@ class Dispatcher:
                 return
             policy = await sts_policy(self._ctx.sts, due.domain)
             dom = self._ctx.cfg.policy_for(due.domain)
-            if not allowed_hosts(route, policy, dom):
+            if not allowed_hosts(route, policy, dom) and not self._is_report(due):
                 text = no_allowed_mx(due.domain, route, policy, dom)
                 self.inflight.discard(inflight_key(due.queue_id, due.domain))
                 await self._unroutable.unroutable(
@@ -240,9 +241,23 @@ class Dispatcher:
             self.inflight.discard(inflight_key(due.queue_id, due.domain))
             return
         planned.info.route = route
+        if planned.info.classification.get("tlsrpt"):
+            # RFC 8460 §5.3: a TLS report goes despite TLS failures, so
+            # nothing authenticates its hosts (`mxg.tlsrpt.relay`).
+            hosts = job_hosts(route)
+            for h in hosts:
+                h.tlsa, h.pkix = [], False
+            self._add_job(planned, hosts, destination=due.domain)
+            return
         planned.info.sts = policy
         hosts = job_hosts(route, policy, self._ctx.cfg.policy_for(due.domain))
         self._add_job(planned, hosts, destination=due.domain)
+
+    def _is_report(self, due: Due) -> bool:
+        """A TLS report: no MTA-STS policy filters its MX hosts (asked only
+        when one would)."""
+        msg = self._ctx.store.message(due.queue_id)
+        return msg is not None and bool(stored_classification(msg).get("tlsrpt"))
 
     def _add_job(self, planned: Planned, hosts: list[JobHost], *, destination: str) -> None:
         job_id = self._next_job

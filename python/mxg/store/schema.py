@@ -200,6 +200,17 @@ CREATE TABLE IF NOT EXISTS tlsrpt_sent (
     detail       TEXT NOT NULL DEFAULT '',
     PRIMARY KEY (day, domain, rua)
 );
+-- Runs an operator asked for (mxg tlsrpt send); the relay serves them.
+CREATE TABLE IF NOT EXISTS tlsrpt_requests (
+    id           INTEGER PRIMARY KEY,
+    day          TEXT NOT NULL,
+    domain       TEXT NOT NULL,  -- '' for every domain of the day
+    at_ms        INTEGER NOT NULL,
+    actor        TEXT NOT NULL,
+    done_ms      INTEGER,
+    result       TEXT,  -- JSON: what happened per destination
+    error        TEXT
+);
 """
 
 # Signed (Ed25519) statements that the chain's record seq (a block's last)

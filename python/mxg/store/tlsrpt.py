@@ -129,9 +129,39 @@ class TlsRptAggregate(Database):
             (since_ms,),
         ).fetchall()
 
+    # -- runs an operator asked for ----------------------------------------
+
+    def request_tlsrpt(self, day: str, domain: str, actor: str) -> int:
+        with self.transaction() as db:
+            cur = db.execute(
+                "INSERT INTO tlsrpt_requests (day, domain, at_ms, actor) VALUES (?,?,?,?)",
+                (day, domain, now_ms(), actor),
+            )
+            return int(cur.lastrowid or 0)
+
+    def tlsrpt_requests(self) -> list[sqlite3.Row]:
+        """Requests not yet served, oldest first."""
+        return self.db.execute(
+            "SELECT * FROM tlsrpt_requests WHERE done_ms IS NULL ORDER BY id"
+        ).fetchall()
+
+    def tlsrpt_request(self, request_id: int) -> sqlite3.Row | None:
+        row: sqlite3.Row | None = self.db.execute(
+            "SELECT * FROM tlsrpt_requests WHERE id = ?", (request_id,)
+        ).fetchone()
+        return row
+
+    def finish_tlsrpt_request(self, request_id: int, result: str, error: str) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE tlsrpt_requests SET done_ms = ?, result = ?, error = ? WHERE id = ?",
+                (now_ms(), result, error, request_id),
+            )
+
     def prune_tlsrpt(self, before_day: str) -> int:
         """Drops the aggregate and marks of days before `before_day`."""
         with self.transaction() as db:
             n = db.execute("DELETE FROM tlsrpt_sessions WHERE day < ?", (before_day,)).rowcount
             db.execute("DELETE FROM tlsrpt_sent WHERE day < ?", (before_day,))
+            db.execute("DELETE FROM tlsrpt_requests WHERE day < ?", (before_day,))
             return int(n)
