@@ -16,8 +16,9 @@ from typing import Any
 import anyio
 import pytest
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from mxg.errors import MxgError
 from mxg.store import Store
 from mxg.tlsrpt.mail import DkimKey, build_mail, sign
 from mxg.tlsrpt.record import MAX_RUA, Discovery, RecordError, parse_record
@@ -209,7 +210,7 @@ def rsa_key(tmp_path: Path) -> tuple[Path, str]:
     spki = key.public_key().public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
-    return path, f"v=DKIM1; k=rsa; s=tlsrpt; p={base64.b64encode(spki).decode()}"
+    return path, f"v=DKIM1; k=rsa; p={base64.b64encode(spki).decode()}"
 
 
 PERL_VERIFY = Path(__file__).parent / "support" / "dkim_verify.pl"
@@ -370,3 +371,24 @@ def test_a_domain_without_a_usable_record_is_looked_up_once_a_day(
     out = anyio.run(sender_for(store, records, FakeOutbox(), dkim=dkim).run, DAY)
     assert out[0].status == "no-record" and "only mailto: and https:" in out[0].detail
     assert store.tlsrpt_marks(DAY, "x.test")[""].status == "no-record"
+
+
+def ec_pem() -> bytes:
+    return ec.generate_private_key(ec.SECP256R1()).private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+@pytest.mark.parametrize(
+    ("content", "why"),
+    [(b"not a key", "not a PEM private key"), (ec_pem(), "not an RSA key")],
+)
+def test_an_unusable_dkim_key_is_one_clear_error(tmp_path: Path, content: bytes, why: str) -> None:
+    path = tmp_path / "k.pem"
+    path.write_bytes(content)
+    with pytest.raises(MxgError, match=why):
+        DkimKey.load(path, "gw.test", "mxg")
+    with pytest.raises(MxgError, match="No such file"):
+        DkimKey.load(tmp_path / "missing.pem", "gw.test", "mxg")

@@ -48,3 +48,39 @@ class PolicyServer:
     def stop(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+class ReportCollector:
+    """An HTTPS endpoint that takes TLS reports (RFC 8460 §5.4): keeps
+    each POST (path, headers, body) and answers with `status`."""
+
+    def __init__(self, address: str, port: int, chain: Path, key: Path, status: int = 200) -> None:
+        self.posts: list[tuple[str, dict[str, str], bytes]] = []
+        self.status = status
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length)
+                outer.posts.append((self.path, dict(self.headers.items()), body))
+                self.send_response(outer.status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(chain, key)
+        self.server = ThreadingHTTPServer((address, port), Handler)
+        self.server.socket = ctx.wrap_socket(self.server.socket, server_side=True)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def start(self) -> ReportCollector:
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

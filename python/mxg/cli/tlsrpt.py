@@ -81,8 +81,7 @@ def _relay_must_run(data_dir: Any) -> None:
 def _dry_run(args: argparse.Namespace, store: Any) -> int:
     import orjson
 
-    from mxg.tlsrpt.relay import settings
-    from mxg.tlsrpt.send import day_reports
+    from mxg.tlsrpt.send import day_reports, settings
 
     reporter = settings(_load(args)).reporter
     reports = day_reports(store, reporter, args.day, [args.domain] if args.domain else None)

@@ -140,6 +140,30 @@ return_full_message_limit = 1048576
 # PBKDF2-HMAC-SHA256 iterations of the password (at least 600000).
 iterations = 600000
 
+[tlsrpt]
+# Daily TLS reports (RFC 8460, docs/tlsrpt.md). Unset: on once dkim_key is
+# set; true without a key sends the https reports only; false sends none.
+# enabled = true
+# organization-name in the report; empty: server.hostname.
+organization = ""
+# contact-info (an address; its domain names mxg as report sender).
+# Empty: the postmaster address ([dsn] postmaster).
+contact = ""
+# From of report mail; empty: the contact address.
+from_address = ""
+# DKIM for report mail (RFC 8460 §3): d= (empty: the From domain), s=
+# and a PEM RSA private key (at least 1024 bits; 2048 advised).
+dkim_domain = ""
+dkim_selector = ""
+# dkim_key = "/etc/mxg/dkim-tlsrpt.pem"
+# The UTC hour after which the previous day's reports go out.
+send_hour = 1
+# Reports to one destination (mail domain or web host) per hour.
+max_per_destination = 100
+# An https POST's time limit, and tries of a destination before giving up.
+http_timeout = "30s"
+max_tries = 5
+
 [log]
 # debug | info | warning | error
 level = "info"

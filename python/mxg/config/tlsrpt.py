@@ -34,7 +34,7 @@ class TlsRptConfig(Section):
     # From of report mail; empty: the contact address.
     from_address: str = ""
     # DKIM (RFC 6376) for report mail: d= (empty: the From domain), s=,
-    # and the PEM private key (RSA or Ed25519), readable by run.user only.
+    # and the PEM private key (RSA), readable by run.user only.
     dkim_domain: str = ""
     dkim_selector: str = ""
     dkim_key: Path | None = None

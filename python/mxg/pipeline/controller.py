@@ -63,10 +63,10 @@ from mxg.pipeline.recovery import recover
 from mxg.pipeline.reload import apply_reload, log_reloaded, reopen_logs
 from mxg.pipeline.scanner import scanner
 from mxg.pipeline.storage import open_store, survives_a_full_store
+from mxg.pipeline.tlsrpt import reporter as tlsrpt_reporter
 from mxg.pipeline.verdicts import EarlyVerdicts, Verdicts
 from mxg.signing import SigningKey
 from mxg.store import Store
-from mxg.tlsrpt.relay import reporter as tlsrpt_reporter
 from mxg.verdict import Feasibility
 from mxg.web import Listeners
 from mxg.web.wiring import surface_of

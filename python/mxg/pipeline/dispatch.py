@@ -243,7 +243,7 @@ class Dispatcher:
         planned.info.route = route
         if planned.info.classification.get("tlsrpt"):
             # RFC 8460 §5.3: a TLS report goes despite TLS failures, so
-            # nothing authenticates its hosts (`mxg.tlsrpt.relay`).
+            # nothing authenticates its hosts (`pipeline/tlsrpt.py`).
             hosts = job_hosts(route)
             for h in hosts:
                 h.tlsa, h.pkix = [], False

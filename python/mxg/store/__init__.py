@@ -14,7 +14,8 @@ durable transactions), `intake` (indexing accepted messages), `queue`
 (due recipients, results, finished messages), `operator` (``mxg queue``
 actions), `suspend` (domains whose delivery is suspended), `evidence`
 (``mxg evidence`` lookups), `audit` (the audit trail's hash chain),
-`sts_cache` (MTA-STS policies kept across restarts) and `depth` (the
+`sts_cache` (MTA-STS policies kept across restarts), `tlsrpt` (TLS
+report session counts and what was sent) and `depth` (the
 queue's size and age, for metrics); the tables are in `schema`, the
 records it takes and gives in `records`, and its files on disk in
 `files`. Import from ``mxg.store``.

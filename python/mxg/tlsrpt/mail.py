@@ -39,17 +39,19 @@ SIGNED = (
 
 @dataclass(frozen=True)
 class DkimKey:
-    """d=, s= and the private key: RSA as PEM, or Ed25519 (RFC 8463)."""
+    """d=, s= and the RSA private key (PEM). RSA only: dkimpy signs
+    Ed25519 (RFC 8463) through PyNaCl, which mxg does not install, and
+    not every receiver checks Ed25519 yet."""
 
     domain: str
     selector: str
-    private: bytes  # what dkimpy takes: PEM for RSA, base64 raw for Ed25519
-    algorithm: bytes  # rsa-sha256 | ed25519-sha256
+    private: bytes  # PEM
+    algorithm: bytes = b"rsa-sha256"
 
     @classmethod
     def load(cls, path: Path, domain: str, selector: str) -> DkimKey:
         from cryptography.hazmat.primitives import serialization  # noqa: PLC0415
-        from cryptography.hazmat.primitives.asymmetric import ed25519, rsa  # noqa: PLC0415
+        from cryptography.hazmat.primitives.asymmetric import rsa  # noqa: PLC0415
 
         try:
             pem = path.read_bytes()
@@ -58,18 +60,11 @@ class DkimKey:
             raise MxgError(f"[tlsrpt] dkim_key {path}: {e.strerror or e}") from None
         except (ValueError, TypeError) as e:
             raise MxgError(f"[tlsrpt] dkim_key {path}: not a PEM private key ({e})") from None
-        if isinstance(key, rsa.RSAPrivateKey):
-            if key.key_size < 1024:
-                raise MxgError(f"[tlsrpt] dkim_key {path}: RSA below 1024 bits (RFC 8301 §3.2)")
-            return cls(domain, selector, pem, b"rsa-sha256")
-        if isinstance(key, ed25519.Ed25519PrivateKey):
-            raw = key.private_bytes(
-                serialization.Encoding.Raw,
-                serialization.PrivateFormat.Raw,
-                serialization.NoEncryption(),
-            )
-            return cls(domain, selector, base64.b64encode(raw), b"ed25519-sha256")
-        raise MxgError(f"[tlsrpt] dkim_key {path}: only RSA and Ed25519 keys sign DKIM")
+        if not isinstance(key, rsa.RSAPrivateKey):
+            raise MxgError(f"[tlsrpt] dkim_key {path}: not an RSA key (DKIM signs with RSA here)")
+        if key.key_size < 1024:
+            raise MxgError(f"[tlsrpt] dkim_key {path}: RSA below 1024 bits (RFC 8301 §3.2)")
+        return cls(domain, selector, pem)
 
 
 def subject(report: Report, sender: str) -> str:

@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from mxg.config import Config
 from mxg.deliverylog import event, log
 from mxg.store.records import now_ms
 from mxg.tlsrpt.mail import DkimKey, build_mail, sign
@@ -226,6 +227,25 @@ class DaySender:
             detail=detail[:500],
             next_ms=next_ms,
         )
+
+
+def settings(cfg: Config) -> Settings:
+    """The run's settings; raises MxgError when the DKIM key is unusable."""
+    t = cfg.tlsrpt
+    contact = t.contact or cfg.postmaster
+    from_address = t.from_address or contact
+    dkim = None
+    if t.dkim_key is not None:
+        domain = t.dkim_domain or from_address.rpartition("@")[2]
+        dkim = DkimKey.load(t.dkim_key, domain, t.dkim_selector)
+    return Settings(
+        reporter=Reporter(t.organization or cfg.server.hostname, contact),
+        from_address=from_address,
+        hostname=cfg.server.hostname,
+        dkim=dkim,
+        max_per_destination=t.max_per_destination,
+        max_tries=t.max_tries,
+    )
 
 
 def day_reports(

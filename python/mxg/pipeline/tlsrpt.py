@@ -17,21 +17,20 @@ import logging
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import anyio
 import msgspec
 
 from mxg.boundary import Envelope, Recipient, decode_envelope, encode
-from mxg.config import Config
 from mxg.deliverylog import event, log
 from mxg.errors import EngineStopped, MxgError, SpoolError
 from mxg.pipeline.context import Context
 from mxg.pipeline.storage import survives_a_full_store
 from mxg.store import NewMessage, now_ms
-from mxg.tlsrpt.mail import DkimKey
 from mxg.tlsrpt.record import Discovery, dns_lookup
-from mxg.tlsrpt.report import Report, Reporter
-from mxg.tlsrpt.send import DaySender, SendError, Settings, pending
+from mxg.tlsrpt.report import Report
+from mxg.tlsrpt.send import DaySender, SendError, pending, settings
 
 # How often the relay looks for requests (mxg tlsrpt send) and, every
 # SCHEDULE_EVERY of those, whether a day's reports are due.
@@ -59,25 +58,6 @@ def classification(report: Report) -> dict[str, Any]:
             }
         ],
     }
-
-
-def settings(cfg: Config) -> Settings:
-    """The run's settings; raises MxgError when the DKIM key is unusable."""
-    t = cfg.tlsrpt
-    contact = t.contact or cfg.postmaster
-    from_address = t.from_address or contact
-    dkim = None
-    if t.dkim_key is not None:
-        domain = t.dkim_domain or from_address.rpartition("@")[2]
-        dkim = DkimKey.load(t.dkim_key, domain, t.dkim_selector)
-    return Settings(
-        reporter=Reporter(t.organization or cfg.server.hostname, contact),
-        from_address=from_address,
-        hostname=cfg.server.hostname,
-        dkim=dkim,
-        max_per_destination=t.max_per_destination,
-        max_tries=t.max_tries,
-    )
 
 
 class RelayOutbox:
@@ -108,6 +88,27 @@ class RelayOutbox:
         return stored.queue_id
 
     async def post(self, url: str, body: bytes) -> str:
+        """POSTs to the URL's host at the addresses mxg's own resolver gives
+        (not the system's), with SNI, Host and the certificate checked for
+        the host name (PKIX, system roots and ``delivery.ca_file``)."""
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        addresses = await self._addresses(host)
+        if not addresses:
+            raise SendError(f"POST {url}: {host} has no address")
+        netloc_host = host if parts.port is None else f"{host}:{parts.port}"
+        last = ""
+        for address in addresses:
+            literal = f"[{address}]" if ":" in address else address
+            netloc = literal if parts.port is None else f"{literal}:{parts.port}"
+            target = urlunsplit(("https", netloc, parts.path or "/", parts.query, ""))
+            try:
+                return await self._post_once(url, target, netloc_host, host, body)
+            except _Unreachable as e:
+                last = str(e)
+        raise SendError(last)
+
+    async def _post_once(self, url: str, target: str, netloc: str, host: str, body: bytes) -> str:
         import httpx  # noqa: PLC0415
 
         from mxg.dns import http_client  # noqa: PLC0415
@@ -117,12 +118,14 @@ class RelayOutbox:
             async with http_client(self._ctx.cfg.delivery.ca_file) as client:
                 request = client.build_request(
                     "POST",
-                    url,
+                    target,
                     content=body,
                     headers={
+                        "Host": netloc,
                         "Content-Type": "application/tlsrpt+gzip",
                         "User-Agent": "mxg TLS-RPT",
                     },
+                    extensions={"sni_hostname": host},
                     timeout=timeout,
                 )
                 with anyio.fail_after(timeout):
@@ -135,14 +138,33 @@ class RelayOutbox:
                                 break
                     finally:
                         await response.aclose()
+        except httpx.ConnectError as e:
+            raise _Unreachable(f"POST {url}: {e}") from None
         except (httpx.HTTPError, TimeoutError, OSError) as e:
             raise SendError(f"POST {url}: {type(e).__name__}: {e}") from None
         status = f"{response.status_code} {response.reason_phrase}".strip()
         if 200 <= response.status_code < 300:
             return f"POST {url}: {status}"
-        # §5.4: a 4xx will not change on a retry; 408 and 429 are "later".
+        # A 4xx will not change on a retry; 408 and 429 ask for later.
         permanent = 400 <= response.status_code < 500 and response.status_code not in (408, 429)
         raise SendError(f"POST {url}: {status}", permanent=permanent)
+
+    async def _addresses(self, name: str) -> list[str]:
+        import dns.exception  # noqa: PLC0415
+
+        resolver: Any = getattr(self._ctx.resolver, "raw", None)
+        out: list[str] = []
+        for rdtype in ("A", "AAAA"):
+            try:
+                answer = await resolver.resolve(name, rdtype, search=False)
+            except dns.exception.DNSException:
+                continue
+            out += [r.address for r in answer]
+        return out
+
+
+class _Unreachable(SendError):
+    """One address could not be connected to: the next one is tried."""
 
 
 def discovery(ctx: Context) -> Discovery:
