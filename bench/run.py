@@ -62,6 +62,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -336,6 +337,39 @@ def measure(
     )
 
 
+class Scraper:
+    """With --scrape: reads mxg's /metrics every `interval` seconds while
+    it runs, as Prometheus would, so that the figures include the cost of
+    being monitored. The reading is this process's work; serving it is
+    mxg's, and counted."""
+
+    def __init__(self, port: int, interval: float) -> None:
+        self.port, self.interval = port, interval
+        self.scrapes = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _loop(self) -> None:
+        url = f"http://127.0.0.1:{self.port}/metrics"
+        while not self._stop.wait(self.interval):
+            try:
+                with urllib.request.urlopen(url, timeout=5) as r:
+                    r.read()
+                self.scrapes += 1
+            except OSError:
+                pass  # not listening yet, or stopping
+
+    def __enter__(self) -> Scraper:
+        if self.port:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+
 def run_mxg(
     scenario: str,
     work: Path,
@@ -348,6 +382,8 @@ def run_mxg(
     port = free_port()
     data = work / f"mxg-data-{scenario}-{run}"
     conf = work / f"mxg-{scenario}-{run}.toml"
+    metrics_port = free_port() if args.scrape else 0
+    metrics = f'[metrics]\nlisten = ["127.0.0.1:{metrics_port}"]' if metrics_port else ""
     conf.write_text(f"""
 [server]
 hostname = "mxg.bench"
@@ -370,18 +406,22 @@ level = "{SCENARIO[scenario].mxg_level}"
 [log]
 level = "info"
 file = "{work}/mxg-{scenario}-{run}.log"
+{metrics}
 """)
     spool = data / "spool" / "queue"
-    result = measure(
-        scenario,
-        "mxg",
-        work,
-        port,
-        wrapped=[sys.executable, "-m", "mxg", "-c", str(conf), "run"],
-        queued=lambda: len(os.listdir(spool)) if spool.exists() else 1,
-        stop=lambda p: p.send_signal(signal.SIGTERM),
-        args=args,
-    )
+    with Scraper(metrics_port, args.scrape) as scraper:
+        result = measure(
+            scenario,
+            "mxg",
+            work,
+            port,
+            wrapped=[sys.executable, "-m", "mxg", "-c", str(conf), "run"],
+            queued=lambda: len(os.listdir(spool)) if spool.exists() else 1,
+            stop=lambda p: p.send_signal(signal.SIGTERM),
+            args=args,
+        )
+    if args.scrape and not scraper.scrapes:
+        raise RuntimeError(f"mxg/{scenario}: --scrape given, but /metrics never answered")
     log = (work / f"mxg-{scenario}-{run}.log").read_text()
     if scenario == "dane" and "method=dane-ee" not in log:
         raise RuntimeError("mxg/dane: no DANE-verified delivery in its log")
@@ -623,6 +663,13 @@ def main() -> int:
     p.add_argument("--relays", default="mxg,postfix")
     p.add_argument("--scenarios", default=",".join(SCENARIOS))
     p.add_argument("--out", default=str(ROOT / "bench" / "results"))
+    p.add_argument(
+        "--scrape",
+        type=float,
+        default=0,
+        metavar="SECONDS",
+        help="turn mxg's /metrics on and scrape it at this interval during its runs",
+    )
     p.add_argument(
         "--keep",
         action="store_true",
