@@ -189,7 +189,7 @@ root_path = ""
 # from a request's headers. Empty: notices carry no link.
 public_url = ""
 
-# The admin API (/api/v1/) needs a bearer token
+# The admin API (/api/v1/) and the operator pages (/ui/) need a bearer token
 # (docs/admin-api.md); `mxg web token NAME --role read|admin` makes one
 # and prints its table, which holds only the token's SHA-256:
 # [[web.token]]
@@ -201,6 +201,8 @@ public_url = ""
 # [[web.certificate]]
 # subject = "CN=ops-bob,O=Example Agency"   # or sha256 = "<64 hex>"
 # role = "read"
+# How long a login to the operator pages (/ui/) lasts.
+session_lifetime = "8h"
 
 [decisions]
 # Sender decisions (on_unmet = "ask-sender", docs/sender-decisions.md).

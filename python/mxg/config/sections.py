@@ -194,6 +194,8 @@ class WebConfig(HttpListenerConfig):
     certificate: list[WebCertificate] = []
     # The CA whose client certificates the listener asks for and verifies.
     client_ca: Path | None = None
+    # How long a login to the operator pages lasts.
+    session_lifetime: PositiveSeconds = 8 * 3600
 
     @field_validator("public_url")
     @classmethod

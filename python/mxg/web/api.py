@@ -17,6 +17,7 @@ as from the command line. Errors are JSON, ``{"error": "..."}``, with a
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from dataclasses import asdict
 from typing import Any, TypeVar
 
 import orjson
@@ -30,9 +31,10 @@ from starlette.routing import BaseRoute, Mount, Route
 from mxg import ops, proof, proof_html
 from mxg.errors import MxgError, NotChangeable, OperatorError
 from mxg.evidence import flatten, rfc3339
+from mxg.ops.failures import by_reason
 from mxg.ops.selectors import QUEUE_ID
 from mxg.signing import SigningKey
-from mxg.store import EvidenceQuery, ReportQuery, now_ms
+from mxg.store import EvidenceQuery
 from mxg.web.auth import Identity, Refused, identify
 from mxg.web.surface import Surface
 
@@ -283,13 +285,7 @@ class Api:
             since_ms = when_ms(since)
         except MxgError as e:
             raise ApiError(400, f"since: {e}") from None
-        rows = self._store.failure_reasons(ReportQuery(since_ms, now_ms() + 1))
-        by_reason: dict[str, dict[str, Any]] = {}
-        for domain, reason, count in rows:
-            entry = by_reason.setdefault(reason, {"reason": reason, "attempts": 0, "domains": {}})
-            entry["attempts"] += count
-            entry["domains"][domain] = count
-        ordered = sorted(by_reason.values(), key=lambda e: (-e["attempts"], e["reason"]))
+        ordered = [asdict(f) for f in by_reason(self._store, since_ms)]
         return Json({"since": rfc3339(since_ms), "reasons": ordered}, headers=NO_STORE)
 
     # -- changing --------------------------------------------------------

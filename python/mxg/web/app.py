@@ -14,13 +14,13 @@ from collections.abc import Callable, Sequence
 from starlette.applications import Starlette
 from starlette.routing import BaseRoute
 
-from mxg.web import api, decide, health, metrics
+from mxg.web import api, decide, health, metrics, ui
 from mxg.web.surface import Surface
 
 RouteGroup = Callable[[Surface], list[BaseRoute]]
 
 # The operator's web surface; authenticated features are added here.
-WEB_ROUTES: tuple[RouteGroup, ...] = (health.routes, api.routes, decide.routes)
+WEB_ROUTES: tuple[RouteGroup, ...] = (health.routes, api.routes, decide.routes, ui.routes)
 # The monitoring network's listener: no authentication, so nothing that
 # reads a message or changes the queue ever goes here.
 METRICS_ROUTES: tuple[RouteGroup, ...] = (health.routes, metrics.routes)

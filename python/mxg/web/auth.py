@@ -1,11 +1,14 @@
 """Who is asking, on the web surface: an operator with a bearer token
 from ``[[web.token]]`` or a client certificate from
-``[[web.certificate]]``, each with a role (`read` or `admin`).
+``[[web.certificate]]`` (the admin API), or logged in to the operator
+pages with such a token (`by_session`), each with a role (`read` or
+`admin`).
 
 Authentication happens here and only here (ARCHITECTURE.md,
-"Operators' front ends"): the admin API asks `identify` for an
-`Identity` and `Identity.may` for a role; the name it carries is the
-actor their actions are recorded under.
+"Operators' front ends"): the admin API asks `identify`, the operator
+pages `by_token` at login and `by_session` after it, for an `Identity`,
+and `Identity.may` for a role; the name it carries is the actor their
+actions are recorded under.
 
 Tokens are kept only as their SHA-256: a token is 256 random bits
 (`new_token`), so a fast hash loses nothing and a stolen configuration
@@ -30,6 +33,7 @@ from starlette.requests import Request
 
 from mxg.config.sections import WebConfig
 from mxg.deliverylog import event, log
+from mxg.web.session import Sessions
 from mxg.web.throttle import Throttle
 
 # What a token looks like: a prefix that secret scanners and people can
@@ -173,3 +177,10 @@ def identify(web: WebConfig, throttle: Throttle, request: Request, role: str) ->
     if not identity.may(role):
         raise Refused(403, f"{identity.name} has the role {identity.role}; this needs {role}")
     return identity
+
+
+def by_session(web: WebConfig, sessions: Sessions, cookie: str | None) -> Identity | None:
+    """The operator a page login's cookie names, while its token is still
+    configured (with the token's role of now)."""
+    s = sessions.read(cookie)
+    return by_name(web, s.name, s.token_sha256) if s is not None else None
