@@ -195,3 +195,15 @@ def test_the_shipped_configurations_load() -> None:
     assert installed.log.file is None and installed.run.user == ""
     container = load_config(root / "docker" / "mxg.toml", environ={})
     assert container.dns.trust_ad and container.dns.nameservers == ["172.30.53.53"]
+
+
+def test_config_check_finds_an_unusable_tlsrpt_dkim_key(tmp_path: Path) -> None:
+    _, ec_key = self_signed(tmp_path / "a", "mxg.example")  # an EC key: DKIM signs with RSA
+    code, lines = _check(tmp_path, f'[tlsrpt]\ndkim_selector = "s"\ndkim_key = "{ec_key}"\n')
+    assert code == CONFIG
+    assert lines == [f"tlsrpt.dkim_key: {ec_key}: not an RSA key (DKIM signs with RSA here)"]
+    missing = tmp_path / "dkim.pem"
+    code, lines = _check(tmp_path, f'[tlsrpt]\ndkim_selector = "s"\ndkim_key = "{missing}"\n')
+    assert (code, lines) == (CONFIG, [f"tlsrpt.dkim_key: {missing}: No such file or directory"])
+    code, lines = _check(tmp_path, '[tlsrpt]\ndkim_selector = "s"\n')
+    assert code == CONFIG and "dkim_key and dkim_selector go together" in lines[0]

@@ -81,9 +81,10 @@ def _relay_must_run(data_dir: Any) -> None:
 def _dry_run(args: argparse.Namespace, store: Any) -> int:
     import orjson
 
-    from mxg.tlsrpt.send import day_reports, settings
+    from mxg.tlsrpt.send import day_reports, reporter_of
 
-    reporter = settings(_load(args)).reporter
+    # No DKIM key needed (nor read: it may be readable by run.user only).
+    reporter = reporter_of(_load(args))
     reports = day_reports(store, reporter, args.day, [args.domain] if args.domain else None)
     if not reports:
         raise MxgError(f"tlsrpt send: no sessions on {args.day}: no report")

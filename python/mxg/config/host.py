@@ -34,6 +34,8 @@ def host_problems(cfg: Config, where: str) -> list[str]:
         problems.append(f"envelope.templates: {cfg.envelope.templates} is not a directory")
     if cfg.web.client_ca is not None:
         problems += _ca_file("web.client_ca", cfg.web.client_ca)
+    if cfg.tlsrpt.dkim_key is not None:
+        problems += _dkim_key(cfg.tlsrpt.dkim_key)
     problems += _writable_dir("data.directory", cfg.data.directory, user, may_create=True)
     if cfg.log.file is not None:
         problems += _log_file(cfg.log.file, user)
@@ -71,6 +73,20 @@ def _ca_file(name: str, path: Path) -> list[str]:
         ssl.create_default_context(cafile=str(path))
     except ssl.SSLError as e:
         return [f"{name}: {path} holds no usable PEM certificate: {e}"]
+    return []
+
+
+def _dkim_key(path: Path) -> list[str]:
+    """The TLS reports' DKIM key loads and can sign (`DkimKey.load`)."""
+    from mxg.errors import MxgError  # noqa: PLC0415
+    from mxg.tlsrpt.mail import DkimKey  # noqa: PLC0415  (cryptography: only when set)
+
+    if problem := _readable_file("tlsrpt.dkim_key", path):
+        return [problem]
+    try:
+        DkimKey.load(path, "", "")
+    except MxgError as e:
+        return [str(e).replace("[tlsrpt] dkim_key ", "tlsrpt.dkim_key: ", 1)]
     return []
 
 

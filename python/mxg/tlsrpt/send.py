@@ -229,17 +229,23 @@ class DaySender:
         )
 
 
+def reporter_of(cfg: Config) -> Reporter:
+    """Who reports, from ``[tlsrpt]`` and its defaults."""
+    t = cfg.tlsrpt
+    return Reporter(t.organization or cfg.server.hostname, t.contact or cfg.postmaster)
+
+
 def settings(cfg: Config) -> Settings:
     """The run's settings; raises MxgError when the DKIM key is unusable."""
     t = cfg.tlsrpt
-    contact = t.contact or cfg.postmaster
-    from_address = t.from_address or contact
+    reporter = reporter_of(cfg)
+    from_address = t.from_address or reporter.contact
     dkim = None
     if t.dkim_key is not None:
         domain = t.dkim_domain or from_address.rpartition("@")[2]
         dkim = DkimKey.load(t.dkim_key, domain, t.dkim_selector)
     return Settings(
-        reporter=Reporter(t.organization or cfg.server.hostname, contact),
+        reporter=reporter,
         from_address=from_address,
         hostname=cfg.server.hostname,
         dkim=dkim,
