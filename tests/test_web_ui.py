@@ -7,6 +7,7 @@ headless Chromium against `mxg run`."""
 from __future__ import annotations
 
 import re
+import ssl
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -16,12 +17,16 @@ import httpx
 import pytest
 
 from mxg.pipeline.controller import Stages
+from mxg.store.partners import Seen
 from mxg.web.app import WEB_ROUTES, build_app
 from mxg.web.pages import CSP
 from mxg.web.session import COOKIE, KEY_FILE, Sessions
+from tests.pipeline.fakes import stages
+from tests.support.certs import ca_signed
+from tests.support.dns import free_port
 from tests.test_ops import A, B, C
-from tests.test_web import answers, surface
-from tests.test_web_api import ADMIN, READER, operator_records, relay, states
+from tests.test_web import answers, serve_and, surface
+from tests.test_web_api import ADMIN, READER, config, operator_records, relay, states
 
 __all__ = ["relay"]
 
@@ -205,3 +210,72 @@ def test_every_page_carries_the_strict_headers(relay: Stages, page: str) -> None
         assert "<script" not in r.text and "style=" not in r.text
 
     run(relay, "asyncio", body)
+
+
+def test_over_https_the_login_cookie_is_secure(tmp_path: Path, backend: str) -> None:
+    """The pages on a real HTTPS listener on the running backend: the
+    session cookie gets Secure, and logging in works as over HTTP."""
+    ca, chain, key = ca_signed(tmp_path / "certs", "mxg web CA", ["mxg.test"])
+    port = free_port()
+    st, _ = stages(
+        tmp_path,
+        config(tmp_path) + f'[web]\nlisten = ["127.0.0.1:{port}"]\n'
+        f'tls_cert = "{chain}"\ntls_key = "{key}"\n',
+    )
+    tls = ssl.create_default_context(cafile=str(ca))
+    tls.check_hostname = False  # the certificate names mxg.test, dialled by address
+
+    async def requests() -> None:
+        async with httpx.AsyncClient(verify=tls, base_url=f"https://127.0.0.1:{port}") as c:
+            form = await c.get("/ui/login")
+            assert "Secure" in form.headers["set-cookie"]
+            done = await c.post("/ui/login", data={"csrf": csrf(form), "token": READER})
+            assert done.status_code == 303
+            cookie = done.headers["set-cookie"]
+            assert cookie.startswith(f"{COOKIE}=") and "Secure" in cookie and "HttpOnly" in cookie
+            page = await c.get("/ui/")
+            assert page.status_code == 200 and "monitor (read)" in page.text
+
+    serve_and(st.ctx.cfg, st.ctx, answers, backend, requests)
+
+
+def test_a_partner_is_accepted_from_its_page_and_through_the_api(
+    relay: Stages, backend: str
+) -> None:
+    store = relay.ctx.store
+    with store.transaction() as db:
+        store.note_partners(
+            db, {d: Seen(level="qualified", method="dane-ee") for d in ("x.test", "y.test")}
+        )
+
+    async def body(c: Client) -> None:
+        await log_in(c, ADMIN)
+        page = await c.get("/ui/partners")
+        assert "x.test" in page.text and "dane-ee" in page.text
+        r = await c.post(
+            "/ui/partners/accept",
+            data={"csrf": csrf(page), "domain": "x.test", "reason": "they dropped DANE"},
+        )
+        assert r.status_code == 200 and "x.test: accepted" in r.text
+        r = await c.post(
+            "/ui/partners/accept",
+            data={"csrf": csrf(page), "domain": "nowhere.test", "reason": "x"},
+        )
+        assert r.status_code == 400 and "not in the ledger" in r.text
+        api = await c.post(
+            "/api/v1/partners/y.test/accept",
+            json={"reason": "moved to MTA-STS"},
+            headers={"Authorization": f"Bearer {ADMIN}"},
+        )
+        assert api.json() == {"domain": "y.test", "accepted": True, "actor": "ops-alice (token)"}
+
+    run(relay, backend, body)
+    accepted = {p["domain"]: (p["accepted_by"], p["best_method"]) for p in store.partner_list()}
+    assert accepted == {
+        "x.test": ("ops-alice (token)", None),
+        "y.test": ("ops-alice (token)", None),
+    }
+    assert [(k, a, d["reason"]) for k, _, a, d in operator_records(relay)] == [
+        ("partner-accept", "ops-alice (token)", "they dropped DANE"),
+        ("partner-accept", "ops-alice (token)", "moved to MTA-STS"),
+    ]
