@@ -105,7 +105,7 @@ def test_the_page_shows_subject_recipients_and_reason_never_content(world: World
         assert f'value="{choice}"' in page.text
     h = page.headers
     assert h["cache-control"] == "no-store"
-    assert h["referrer-policy"] == "no-referrer"
+    assert h["referrer-policy"] == "same-origin"
     assert "default-src 'none'" in h["content-security-policy"]
     assert "script-src" not in h["content-security-policy"]
     cookie = h["set-cookie"].lower()

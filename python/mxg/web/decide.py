@@ -16,8 +16,9 @@ What keeps it safe, each checked before anything changes:
 - every client address has a request budget (`RateLimit`, 429), bodies
   are bounded (413) and must be a form (415), other methods get 405, and
   no response redirects anywhere (no open redirect);
-- responses are never cached, send no Referer (the token is in the URL),
-  cannot be framed, and allow no script at all (Content-Security-Policy).
+- responses are never cached, send no Referer to other sites (the token
+  is in the URL), cannot be framed, and allow no script at all
+  (Content-Security-Policy).
 """
 
 from __future__ import annotations
@@ -62,7 +63,9 @@ _GERMAN = {
 def _headers(nonce: str) -> dict[str, str]:
     return {
         "Cache-Control": "no-store",
-        "Referrer-Policy": "no-referrer",
+        # The token is in the URL: no other site ever sees it. (With
+        # no-referrer, browsers send "Origin: null" on the form's POST.)
+        "Referrer-Policy": "same-origin",
         "X-Content-Type-Options": "nosniff",
         "X-Frame-Options": "DENY",
         "Content-Security-Policy": (
