@@ -132,4 +132,5 @@ def test_the_admin_api_with_a_wrong_a_read_and_an_admin_token(
     assert audit.returncode == 0 and "audit trail intact" in audit.stdout, audit.stdout
     assert mxg.stop() == 0
     assert "web authentication failed" in mxg.log_text()
+    assert "operator action" in mxg.log_text() and "via=api" in mxg.log_text()
     assert ADMIN not in mxg.log_text() and READER not in mxg.log_text()

@@ -104,7 +104,9 @@ def test_an_operator_logs_in_and_releases_held_messages_in_the_browser(
     browser.get(f"{base}/ui/held")
     at(browser, f"{base}/ui/login")
     assert mxg.stop() == 0
-    assert "web login failed" in mxg.log_text() and ADMIN not in mxg.log_text()
+    log = mxg.log_text()
+    assert "web login failed" in log and ADMIN not in log
+    assert "operator action" in log and "via=ui" in log
 
 
 def at(browser: webdriver.Chrome, url: str) -> None:

@@ -29,6 +29,7 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 
 from mxg import ops, proof, proof_html
+from mxg.deliverylog import event, log
 from mxg.errors import MxgError, NotChangeable, OperatorError
 from mxg.evidence import flatten, rfc3339
 from mxg.ops.failures import by_reason
@@ -320,6 +321,7 @@ class Api:
                 level=body.level,
                 dry_run=body.dry_run,
             )
+            log_action(result, "api")
             if result.changes and not result.dry_run:
                 # Dispatch what was released or flushed, finish what was
                 # deleted or bounced: now, not at the next scan.
@@ -341,6 +343,23 @@ class Api:
             )
 
         return run
+
+
+def log_action(result: ops.ActionResult, via: str) -> None:
+    """One log line per change made on the web surface (the audit trail
+    has each message; the log says who did how much, for the journal)."""
+    if result.dry_run or not result.changes:
+        return
+    event(
+        log,
+        "operator action",
+        action=result.action,
+        actor=result.actor,
+        via=via,
+        selection=result.selection,
+        messages=len(result.changes),
+        recipients=result.recipients,
+    )
 
 
 # Fields of `ActionResult.records` said once per response, not per change.

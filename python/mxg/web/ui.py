@@ -31,6 +31,7 @@ from mxg.errors import MxgError, OperatorError
 from mxg.evidence import rfc3339
 from mxg.ops.failures import by_reason
 from mxg.web import pages
+from mxg.web.api import log_action
 from mxg.web.auth import Identity, by_session, by_token
 from mxg.web.session import COOKIE, LOGIN_COOKIE, Sessions
 from mxg.web.surface import Surface
@@ -281,6 +282,7 @@ class Ui:
             except OperatorError as e:
                 problem = str(e)
             else:
+                log_action(result, "ui")
                 self._surface.ctx.wakeup.set()
                 return _redirect(request, f"/ui/held?done={action}&n={len(result.changes)}")
         return await self.held(request, who, error=problem, status=400, reason=reason)
