@@ -211,7 +211,7 @@ def test_every_queue_figure_is_read_from_an_index(tmp_path: Path) -> None:
     store.db = _Explaining(real, explain)
     store.depth()
     store.db = real
-    assert len(plans) == 7, plans
+    assert len(plans) == 8, plans
     for plan in plans:
         assert "USING COVERING INDEX" in plan, plan
     assert any("messages_open_age (state=?)" in p for p in plans), plans

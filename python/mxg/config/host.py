@@ -32,6 +32,8 @@ def host_problems(cfg: Config, where: str) -> list[str]:
         problems += _ca_file("delivery.ca_file", cfg.delivery.ca_file)
     if cfg.envelope.templates is not None and not cfg.envelope.templates.is_dir():
         problems.append(f"envelope.templates: {cfg.envelope.templates} is not a directory")
+    if cfg.decisions.templates is not None and not cfg.decisions.templates.is_dir():
+        problems.append(f"decisions.templates: {cfg.decisions.templates} is not a directory")
     if cfg.web.client_ca is not None:
         problems += _ca_file("web.client_ca", cfg.web.client_ca)
     if cfg.tlsrpt.dkim_key is not None:

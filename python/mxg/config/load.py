@@ -59,6 +59,7 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> None:
         ("metrics", "tls_key"),
         ("log", "file"),
         ("envelope", "templates"),
+        ("decisions", "templates"),
         ("tlsrpt", "dkim_key"),
     ):
         _resolve_path(data.get(section), key, base)

@@ -63,6 +63,10 @@ class Depth(Database):
         recipients["held"] = self.db.execute(
             "SELECT count(*) FROM recipients WHERE status = 'held'"
         ).fetchone()[0]
+        # Parked for the sender's decision: the partial index recipients_awaiting_sender.
+        recipients["awaiting-sender"] = self.db.execute(
+            "SELECT count(*) FROM recipients WHERE status = 'awaiting-sender'"
+        ).fetchone()[0]
         return QueueDepth(messages, recipients, oldest)
 
     def last_event_id(self) -> int:

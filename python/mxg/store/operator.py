@@ -289,9 +289,10 @@ class OperatorActions(Queue):
         rows = self.db.execute(
             "SELECT m.queue_id, m.received_ms, m.sender, m.size, m.state, m.message_id,"
             " COUNT(r.idx) AS rcpts,"
-            " SUM(r.status IN ('pending','deferred','held')) AS waiting,"
+            " SUM(r.status IN ('pending','deferred','held','awaiting-sender')) AS waiting,"
             " SUM(r.status = 'held') AS held, MAX(m.class) AS class,"
-            " MAX(CASE WHEN r.status IN ('deferred','held') THEN trim(coalesce(r.code, '') || ' '"
+            " MAX(CASE WHEN r.status IN ('deferred','held','awaiting-sender')"
+            " THEN trim(coalesce(r.code, '') || ' '"
             " || coalesce(r.enhanced, '') || ' ' || coalesce(r.text, '')) END) AS reason,"
             " group_concat(DISTINCT CASE WHEN r.status IN ('pending','deferred','held')"
             " AND r.domain IN (SELECT domain FROM suspended_domains) THEN r.domain END)"

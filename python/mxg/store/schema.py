@@ -69,7 +69,7 @@ CREATE INDEX IF NOT EXISTS recipients_held ON recipients(status)
     WHERE status = 'held';
 -- Recipients parked for the sender's decision (on_unmet = "ask-sender"):
 -- few; the scanner asks for unsent notices and expired ones every scan.
-CREATE INDEX IF NOT EXISTS recipients_awaiting ON recipients(queue_id)
+CREATE INDEX IF NOT EXISTS recipients_awaiting_sender ON recipients(status, queue_id)
     WHERE status = 'awaiting-sender';
 -- The links of decision notices (mxg.decide.tokens): issued with the
 -- notice, used once (store/decisions.py).
@@ -243,7 +243,7 @@ _ADDED_COLUMNS = (
 
 
 # Indexes of earlier versions, replaced by the partial ones above.
-_DROPPED_INDEXES = ("recipients_due", "messages_state", "messages_open")
+_DROPPED_INDEXES = ("recipients_due", "messages_state", "messages_open", "recipients_awaiting")
 
 
 def migrate(db: sqlite3.Connection) -> None:
