@@ -150,9 +150,22 @@ def test_a_failure_before_any_connection_counts_under_its_kind_of_policy() -> No
     count_unroutable(tally, domain="x.test", reason="dnssec-invalid", at_ms=LATE)
     count_unroutable(tally, domain="x.test", reason="sts-policy-invalid", at_ms=LATE)
     count_unroutable(tally, domain="x.test", reason="dns-failure", at_ms=LATE)
+    # No MX host the enforce policy allows: reported under that policy.
+    count_unroutable(tally, domain="x.test", reason="validation-failure", at_ms=LATE, sts=STS)
     assert {k.result: policy(k) for k in tally} == {
         "dnssec-invalid": {"policy-type": "tlsa"},
         "sts-policy-invalid": {"policy-type": "sts"},
+        "validation-failure": {
+            "policy-type": "sts",
+            "policy-string": [
+                "version: STSv1",
+                "mode: enforce",
+                "mx: mx1.x.test",
+                "mx: *.x.test",
+                "max_age: 86400",
+            ],
+            "mx-host": ["mx1.x.test", "*.x.test"],
+        },
     }
 
 

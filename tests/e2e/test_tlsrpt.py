@@ -272,3 +272,44 @@ def test_send_refuses_a_day_not_yet_over_and_a_day_without_traffic(world: World)
     assert out.returncode == 1 and "no sessions on 2020-01-01" in out.stderr
     out = world.mxg.cli("tlsrpt", "send", "--day", "2020-13-01")
     assert out.returncode == 2 and "is not a day" in out.stderr
+
+
+def https_line(out: subprocess.CompletedProcess[str]) -> str:
+    return next(line for line in out.stdout.splitlines() if RUA_HTTPS in line)
+
+
+def test_an_https_destination_that_fails_is_tried_again_later(world: World) -> None:
+    mxg = world.mxg
+    out = swaks(mxg.port, "alice@gw.test", ["bob@rpt.test"])
+    assert out.returncode == 0, out.stdout + out.stderr
+    wait_for(lambda: world.sinks["mx2"].recipients() == ["bob@rpt.test"], what="delivery")
+    day = close_the_day(world.data)
+    world.https.status = 503
+    first = mxg.cli("tlsrpt", "send", "--day", day)
+    assert first.returncode == 1
+    assert first.stderr == "mxg: tlsrpt send: 1 report(s) not delivered (see above)\n"
+    assert " failed POST " in https_line(first) and "503" in https_line(first)
+    # Not again before its retry time; the mail report is done.
+    second = mxg.cli("tlsrpt", "send", "--day", day)
+    assert second.returncode == 0, second.stderr
+    assert https_line(second).endswith(" waiting retry later")
+    assert len(world.https.posts) == 1
+    # Its retry time comes (moved forward here, not waited for): it goes.
+    world.https.status = 202
+    with sqlite3.connect(world.data / "queue.db") as db:
+        db.execute("UPDATE tlsrpt_sent SET next_ms = 0 WHERE rua = ?", (RUA_HTTPS,))
+    third = mxg.cli("tlsrpt", "send", "--day", day)
+    assert third.returncode == 0, third.stderr
+    assert " sent POST " in https_line(third) and "202" in https_line(third)
+    assert len(world.https.posts) == 2
+    # A refusal for good (4xx) is not tried again.
+    with sqlite3.connect(world.data / "queue.db") as db:
+        db.execute(
+            "UPDATE tlsrpt_sent SET status = 'failed', next_ms = 0 WHERE rua = ?", (RUA_HTTPS,)
+        )
+    world.https.status = 404
+    fourth = mxg.cli("tlsrpt", "send", "--day", day)
+    assert fourth.returncode == 1
+    assert " gave-up POST " in https_line(fourth)
+    fifth = mxg.cli("tlsrpt", "send", "--day", day)
+    assert https_line(fifth).endswith(" done gave-up")

@@ -41,7 +41,13 @@ class Unroutable(Protocol):
     """Where recipients go that no job can be started for (``outcomes``)."""
 
     async def unroutable(
-        self, due: Due, e: ResolveError, *, unmet: bool = False, rerouted: bool = False
+        self,
+        due: Due,
+        e: ResolveError,
+        *,
+        unmet: bool = False,
+        rerouted: bool = False,
+        sts: Policy | None = None,
     ) -> None: ...
 
 
@@ -196,6 +202,7 @@ class Dispatcher:
                         reason=Reason.VALIDATION_FAILURE,
                     ),
                     unmet=True,
+                    sts=policy,
                 )
                 return
             self._queue(due, route, policy)

@@ -17,7 +17,7 @@ import orjson
 
 from mxg.boundary import DeliveryDone, RecipientResult, TlsInfo
 from mxg.deliverylog import delivery, event, log
-from mxg.dns import ResolveError
+from mxg.dns import Policy, ResolveError
 from mxg.pipeline.asking import Asking
 from mxg.pipeline.context import Context
 from mxg.pipeline.finish import Finisher
@@ -104,17 +104,24 @@ class Outcomes:
                 )
 
     async def unroutable(
-        self, due: Due, e: ResolveError, *, unmet: bool = False, rerouted: bool = False
+        self,
+        due: Due,
+        e: ResolveError,
+        *,
+        unmet: bool = False,
+        rerouted: bool = False,
+        sts: Policy | None = None,
     ) -> None:
         """Recipients no job could be started for: the domain has no usable
-        route (or, with `unmet`, no MX host its policies allow)."""
+        route (or, with `unmet`, no MX host its policies allow; `sts` is the
+        MTA-STS policy that allowed none, for the TLS report)."""
         planned = self._planner.recipients(due, rerouted=rerouted)
         if planned is None:
             return
         self._ctx.counts.failure(e.reason)
         sessions: Tally = Tally()
         if _reported(planned.info):
-            count_unroutable(sessions, domain=due.domain, reason=e.reason, at_ms=now_ms())
+            count_unroutable(sessions, domain=due.domain, reason=e.reason, at_ms=now_ms(), sts=sts)
         results = [
             RecipientResult(
                 address=r["address"],

@@ -168,15 +168,18 @@ def count_job(
         tally[_failure(day, domain, policy, result, code, host=a.host, ip=a.ip)] += 1
 
 
-def count_unroutable(tally: Tally, *, domain: str, reason: str | None, at_ms: int) -> None:
+def count_unroutable(
+    tally: Tally, *, domain: str, reason: str | None, at_ms: int, sts: Policy | None = None
+) -> None:
     """A job that could not start: a failed session when its reason is a
-    TLS result (a bogus TLSA answer, no MX host an MTA-STS policy allows)."""
+    TLS result (a bogus TLSA answer; no MX host the MTA-STS policy `sts`
+    allows, reported under that policy)."""
     mapped = result_type(reason)
     if mapped is None:
         return
     result, code = mapped
     day = utc_day(at_ms)
-    tally[SessionKey(day, domain, policy_of(None, None, result), result, code=code)] += 1
+    tally[SessionKey(day, domain, policy_of(None, sts, result), result, code=code)] += 1
 
 
 def _failure(
