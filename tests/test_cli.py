@@ -154,6 +154,36 @@ def test_config_check_finds_a_bad_ca_file(tmp_path: Path) -> None:
     assert code == CONFIG and lines[0].startswith(f"delivery.ca_file: {empty} holds no usable")
 
 
+def test_config_check_finds_a_bad_web_client_ca(tmp_path: Path) -> None:
+    cert, key = self_signed(tmp_path, "mxg.example")
+    web = f'[web]\nlisten = ["127.0.0.1:8443"]\ntls_cert = "{cert}"\ntls_key = "{key}"\n'
+    assert _check(tmp_path, web + f'client_ca = "{cert}"\n') == (OK, [])
+    empty = tmp_path / "empty-ca.pem"
+    empty.write_text("")
+    code, lines = _check(tmp_path, web + f'client_ca = "{empty}"\n')
+    assert code == CONFIG and lines[0].startswith(f"web.client_ca: {empty} holds no usable")
+    # Client certificates need HTTPS, and certificate entries a CA.
+    code, lines = _check(tmp_path, f'[web]\nclient_ca = "{cert}"\n')
+    assert code == CONFIG and "client_ca needs HTTPS" in lines[0]
+    code, lines = _check(tmp_path, web + '[[web.certificate]]\nsubject = "CN=x"\nrole = "read"\n')
+    assert code == CONFIG and "certificate entries need client_ca" in lines[0]
+
+
+def test_config_check_names_a_bad_web_token(tmp_path: Path) -> None:
+    def token(name: str, role: str, sha256: str) -> str:
+        return f'[[web.token]]\nname = "{name}"\nrole = "{role}"\nsha256 = "{sha256}"\n'
+
+    for toml, why in (
+        (token("ops", "admin", "mxg_secret"), "web.token.0.sha256"),
+        (token("o p", "admin", "b" * 64), "web.token.0.name"),
+        (token("ops", "root", "b" * 64), "web.token.0.role"),
+        (token("ops", "admin", "a" * 64) + token("ops", "read", "b" * 64), "the same name"),
+        (token("ops", "admin", "a" * 64) + token("bob", "read", "A" * 64), "the same sha256"),
+    ):
+        code, lines = _check(tmp_path, toml)
+        assert code == CONFIG and why in lines[0], lines
+
+
 def test_config_check_finds_log_and_data_directories_and_the_run_user(tmp_path: Path) -> None:
     code, lines = _check(
         tmp_path,
