@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from email.message import EmailMessage
 from email.policy import default
+from pathlib import Path
 
 import pytest
 from selenium.webdriver.common.by import By
@@ -189,3 +190,33 @@ def test_an_expired_link_is_refused_in_the_browser(
 def _line(mxg: MxgProcess, rcpt: str) -> str:
     lines = [x for x in mxg.log_text().splitlines() if f"to=<{rcpt}>" in x and "status=" in x]
     return lines[-1] if lines else ""
+
+
+def test_mxg_decide_sends_the_envelope_with_the_operators_password_file(
+    make_mxg: Callable[..., MxgProcess], sinks: dict[str, Sink], tmp_path: Path
+) -> None:
+    mxg, _ = _start(make_mxg)
+    _send_high(mxg)
+    _notice(sinks["sender"], mxg)
+    listing = [json.loads(x) for x in mxg.cli("queue", "list", "--json").stdout.splitlines()]
+    qid = next(x["queue_id"] for x in listing if x["class"] == "high")
+    weak = tmp_path / "weak"
+    weak.write_text("1234\n")
+    refused = mxg.cli(
+        "decide", qid, "--recipient", RCPT, "--choice", "envelope", "--password-file", str(weak)
+    )
+    assert refused.returncode == 1 and refused.stderr.count("\n") == 1, refused.stderr
+    secret = tmp_path / "password"
+    secret.write_text("Amsel-Drossel-Fink-Star-7\n")
+    done = mxg.cli(
+        "decide", qid, "--recipient", RCPT, "--choice", "envelope", "--password-file", str(secret)
+    )
+    assert done.returncode == 0, done.stderr
+    assert "Amsel" not in done.stdout
+    wait_for(lambda: sinks["dane"].messages, timeout=30, what="the carrier")
+    carrier = email.message_from_bytes(sinks["dane"].messages[0].data, policy=default)
+    page = next(p for p in carrier.walk() if p.get_filename() == ATTACHMENT)
+    assert BODY.encode() in unseal(page.get_payload(decode=True), "Amsel-Drossel-Fink-Star-7")
+    shown = json.loads(mxg.cli("queue", "show", qid, "--json").stdout)
+    assert shown["recipients"][0]["decision"] == "envelope"
+    assert "Amsel" not in mxg.log_text()

@@ -11,7 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from mxg.boundary import DeliveryDone, RecipientResult
+from mxg.config import Config
 from mxg.decide import TokenKey, decide
+from mxg.pipeline.asking import no_link_warning
 from mxg.pipeline.plan import JobInfo
 from mxg.store import NewMessage, now_ms
 from tests.pipeline.fakes import envelope, serving, stages
@@ -188,3 +190,16 @@ def test_an_envelope_decision_spools_the_carrier_at_the_carrier_level(tmp_path: 
     assert len(envelope) == 1 and env.queue_id in envelope[0].data
     serving(st, st.notices.spool_carriers)
     assert len([e for e, _ in engine.injected if e.sender]) == 1, "spooled once"
+
+
+def test_the_relay_says_at_start_when_notices_can_carry_no_link() -> None:
+    warning = no_link_warning(Config())
+    assert warning is not None
+    assert "class high" in warning and "web.public_url" in warning
+    linked = Config.model_validate(
+        {"web": {"listen": ["127.0.0.1:8080"], "public_url": "https://gw.example"}}
+    )
+    assert no_link_warning(linked) is None
+    assert (
+        no_link_warning(Config.model_validate({"classes": {"high": {"on_unmet": "defer"}}})) is None
+    )
