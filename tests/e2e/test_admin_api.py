@@ -134,3 +134,34 @@ def test_the_admin_api_with_a_wrong_a_read_and_an_admin_token(
     assert "web authentication failed" in mxg.log_text()
     assert "operator action" in mxg.log_text() and "via=api" in mxg.log_text()
     assert ADMIN not in mxg.log_text() and READER not in mxg.log_text()
+
+
+def test_a_flush_through_the_api_delivers_now(
+    make_mxg: Callable[..., MxgProcess], sinks: dict[str, Sink]
+) -> None:
+    """A deferred message whose next attempt is an hour away, with the
+    next queue scan a minute away: a flush through the API delivers it
+    at once; a read token's flush is refused and delivers nothing."""
+    slow_ok = {"value": False}
+    sinks["slow"].rcpt_policy = lambda r: None if slow_ok["value"] else "451 4.3.2 later"
+    port = free_port()
+    mxg = make_mxg(
+        extra=web_config(port),
+        env={"MXG_QUEUE__RETRY_SCHEDULE": '["1h"]', "MXG_QUEUE__SCAN_INTERVAL": "60s"},
+    )
+    api = Api(port)
+    qid = send(mxg, "alice@sender.test", ["late@slow.test"])
+    wait_for(lambda: all(m["reason"] for m in queue_json(mxg, "list")), what="deferred")
+    slow_ok["value"] = True
+    assert api("POST", "/queue/flush", READER, json={"all": True, "reason": "x"}).status_code == 403
+    dry = api("POST", "/queue/flush", ADMIN, json={"domains": ["slow.test"], "dry_run": True})
+    assert [c["queue_id"] for c in dry.json()["changes"]] == [qid]
+    flushed = api("POST", "/queue/flush", ADMIN, json={"domains": ["slow.test"], "reason": "now"})
+    assert flushed.json()["recipients"] == 1
+    wait_for(
+        lambda: sinks["slow"].recipients() == ["late@slow.test"], timeout=20, what="the delivery"
+    )
+    # One attempt before the flush, one after it: the dry run and the
+    # read token's refused flush made none.
+    assert len(sinks["slow"].rcpt_attempts) == 2
+    assert mxg.stop() == 0
