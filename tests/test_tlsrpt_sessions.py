@@ -210,3 +210,19 @@ def test_the_aggregate_commits_with_the_results_or_not_at_all(tmp_path: Path) ->
     with pytest.raises(sqlite3.IntegrityError):
         s.record([Outcome("Q1", 0, "sent", 250, "2.0.0", "ok")], None, tally)
     assert s.tlsrpt_rows("2026-03-04", "x.test") == []
+
+
+def test_pruning_drops_the_days_before_the_cutoff_with_their_marks(tmp_path: Path) -> None:
+    s = Store(tmp_path / "q.db")
+    nopol = '{"policy-type":"no-policy-found"}'
+    s.add_tls_sessions(
+        Tally({SessionKey(d, "x.test", nopol): 1 for d in ("2026-01-01", "2026-02-01")})
+    )
+    for d in ("2026-01-01", "2026-02-01"):
+        s.mark_tlsrpt(d, "x.test", "mailto:r@x.test", report_id="r", status="sent")
+        s.request_tlsrpt(d, "", "alice")
+    assert s.prune_tlsrpt("2026-02-01") == 1
+    assert [d for d, _, _ in s.tlsrpt_days()] == ["2026-02-01"]
+    assert s.tlsrpt_marks("2026-01-01", "x.test") == {}
+    assert list(s.tlsrpt_marks("2026-02-01", "x.test")) == ["mailto:r@x.test"]
+    assert [r["day"] for r in s.tlsrpt_requests()] == ["2026-02-01"]

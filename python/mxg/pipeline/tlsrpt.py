@@ -182,13 +182,16 @@ def due_days(now: datetime, send_hour: int) -> list[str]:
 
 
 async def reporter(ctx: Context, on_queued: Callable[[], None]) -> None:
-    """Serves requests and sends each closed day's reports once."""
+    """Serves requests, sends each closed day's reports once, and prunes
+    the aggregate once a day (also while reports are off: the counts are
+    kept for ``mxg tlsrpt show``, never longer than `KEEP_DAYS`)."""
     if getattr(ctx.resolver, "raw", None) is None:
         return  # a resolver double (tests in process): no TXT lookups
     finished: set[str] = set()
     lookups = discovery(ctx)
     outbox = RelayOutbox(ctx, on_queued)
     polls = 0
+    pruned = ""
     while True:
         await anyio.sleep(REQUEST_POLL)
         polls += 1
@@ -196,7 +199,13 @@ async def reporter(ctx: Context, on_queued: Callable[[], None]) -> None:
             with survives_a_full_store():
                 for req in ctx.store.tlsrpt_requests():
                     await _serve(ctx, req, lookups, outbox)
-                if polls % SCHEDULE_EVERY == 0 and ctx.cfg.tlsrpt.active:
+                if polls % SCHEDULE_EVERY:
+                    continue
+                today = datetime.now(UTC).date()
+                if pruned != today.isoformat():
+                    ctx.store.prune_tlsrpt((today - timedelta(days=KEEP_DAYS)).isoformat())
+                    pruned = today.isoformat()
+                if ctx.cfg.tlsrpt.active:
                     await _scheduled(ctx, lookups, outbox, finished)
         except Exception as e:
             # Reports are beside the message path: a bug here must not take
@@ -216,12 +225,15 @@ async def _scheduled(
         try:
             sender = DaySender(ctx.store, settings(ctx.cfg), lookups, outbox)
         except MxgError as e:
-            event(log, "TLS reports not sent", logging.ERROR, error=str(e))
+            # `mxg config check` names this too; said once a day, not at
+            # every tick.
+            if f"error {now.date()}" not in finished:
+                finished.add(f"error {now.date()}")
+                event(log, "TLS reports not sent", logging.ERROR, error=str(e))
             return
         outcomes = await sender.run(day, pause=anyio.lowlevel.checkpoint)
         if not pending(outcomes):
             finished.add(day)
-            ctx.store.prune_tlsrpt((now.date() - timedelta(days=KEEP_DAYS)).isoformat())
 
 
 async def _serve(ctx: Context, req: Any, lookups: Discovery, outbox: RelayOutbox) -> None:
