@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -279,3 +280,22 @@ def test_mxg_decide_takes_the_same_decisions_and_lowers_secret_only_with_force(
     assert "reason=phoned the DPO" in event["detail"] and "client=cli" in event["detail"]
     again = mxg(config, "decide", "Q1", "--recipient", "r0@plain.test", "--choice", "keep")
     assert again.returncode == 1
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("mail-gw.example.org", "is not an http(s) URL"),
+        ("ftp://mail-gw.example.org", "is not an http(s) URL"),
+        ("https://mail-gw.example.org/?next=x", "is not an http(s) URL"),
+        ("https://mail-gw.example.org/#x", "is not an http(s) URL"),
+    ],
+)
+def test_a_public_url_that_links_cannot_carry_is_refused_at_load(url: str, problem: str) -> None:
+    with pytest.raises(ValidationError, match=re.escape(problem)):
+        Config.model_validate({"web": {"public_url": url}})
+
+
+def test_the_public_url_loses_its_trailing_slash() -> None:
+    cfg = Config.model_validate({"web": {"public_url": "https://intra.example.org/mxg/"}})
+    assert cfg.web.public_url == "https://intra.example.org/mxg"
