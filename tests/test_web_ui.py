@@ -279,3 +279,22 @@ def test_a_partner_is_accepted_from_its_page_and_through_the_api(
         ("partner-accept", "ops-alice (token)", "they dropped DANE"),
         ("partner-accept", "ops-alice (token)", "moved to MTA-STS"),
     ]
+
+
+def test_a_message_page_shows_recipients_and_who_did_what(relay: Stages, backend: str) -> None:
+    relay.ctx.store.hold_messages([A], "root", "<b>suspicious</b>")
+
+    async def body(c: Client) -> None:
+        await log_in(c, READER)
+        held = await c.get("/ui/held")
+        assert f'href="/ui/messages/{A}"' in held.text
+        page = await c.get(f"/ui/messages/{A.lower()}")
+        assert page.status_code == 200
+        assert "a1@x.test" in page.text and "a2@y.test" in page.text and "deferred" in page.text
+        # The reason as text, escaped: never markup.
+        assert "&lt;b&gt;suspicious&lt;/b&gt;" in page.text and "<b>" not in page.text
+        assert "root" in page.text
+        assert (await c.get("/ui/messages/nothex")).status_code == 400
+        assert (await c.get(f"/ui/messages/{'E' * 16}")).status_code == 404
+
+    run(relay, backend, body)

@@ -3,8 +3,9 @@ autoescaping, `mxg.web.pages`), no script at all, a strict
 Content-Security-Policy. Login with a token of ``[[web.token]]``
 (`mxg.web.session`); then the queue's summary per domain, the held
 messages with the decisions an operator may take (release, delete,
-bounce; one or many, with a reason), the partner ledger (with accept)
-and recent failures by reason.
+bounce; one or many, with a reason), one message with its recipients,
+evidence and operator actions, the partner ledger (with accept) and
+recent failures by reason.
 
 Every form is a POST with a CSRF value bound to the session; every
 change goes through `mxg.ops` or the store's own operator functions
@@ -28,8 +29,10 @@ from starlette.routing import BaseRoute, Route
 from mxg import ops
 from mxg.deliverylog import event, log
 from mxg.errors import MxgError, OperatorError
-from mxg.evidence import rfc3339
+from mxg.evidence import flatten, rfc3339
 from mxg.ops.failures import by_reason
+from mxg.ops.selectors import QUEUE_ID
+from mxg.store import EvidenceQuery
 from mxg.web import pages
 from mxg.web.api import log_action
 from mxg.web.auth import Identity, by_session, by_token
@@ -68,6 +71,7 @@ def routes(surface: Surface) -> list[BaseRoute]:
         Route("/ui/", ui.guarded("read", ui.summary), methods=["GET"]),
         Route("/ui/held", ui.guarded("read", ui.held), methods=["GET"]),
         Route("/ui/held", ui.guarded("admin", ui.decide, post=True), methods=["POST"]),
+        Route("/ui/messages/{queue_id}", ui.guarded("read", ui.message), methods=["GET"]),
         Route("/ui/partners", ui.guarded("read", ui.partners), methods=["GET"]),
         Route("/ui/partners/accept", ui.guarded("admin", ui.accept, post=True), methods=["POST"]),
         Route("/ui/failures", ui.guarded("read", ui.failures), methods=["GET"]),
@@ -286,6 +290,26 @@ class Ui:
                 self._surface.ctx.wakeup.set()
                 return _redirect(request, f"/ui/held?done={action}&n={len(result.changes)}")
         return await self.held(request, who, error=problem, status=400, reason=reason)
+
+    async def message(self, request: Request, who: Identity) -> Response:
+        qid = str(request.path_params["queue_id"]).upper()
+        if not QUEUE_ID.match(qid):
+            raise Refusal(400, f"{request.path_params['queue_id']!r} is not a queue id")
+        details = self._store.details(qid)
+        if details is None:
+            raise Refusal(404, f"no message {qid} in the queue")
+        cfg = self._surface.ctx.cfg
+        evidence = [flatten(r, cfg) for r in self._store.evidence(EvidenceQuery(queue_id=qid))]
+        when = {e["id"]: rfc3339(e["at_ms"]) for e in details["events"]}
+        return self._render(
+            request,
+            "message.html",
+            who,
+            m=details,
+            received=rfc3339(details["received_ms"]),
+            evidence=evidence,
+            when=when,
+        )
 
     async def partners(self, request: Request, who: Identity, **extra: Any) -> Response:
         rows = [
