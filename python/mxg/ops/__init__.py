@@ -1,9 +1,11 @@
-"""What an operator does with the queue, in one place for every front end
-(``mxg queue``, the admin API and the operator pages): `selectors` say which messages,
-`actions` change them (hold, release, delete, bounce, flush; suspend and
-resume a domain) and return what changed, `summary` gives the queue's
-shape per domain and age, and `spool` reads a queued message. Nothing
-here prints; every change is recorded with its actor and reason."""
+"""What an operator does with the queue, in one place for every front
+end (``mxg queue``, the admin API and the operator pages): `selectors`
+say which messages, `actions` change them (hold, release, delete,
+bounce, flush, by name through `act`; suspend and resume a domain) and
+return what changed, `summary` gives the queue's shape per domain and
+age, `failures` the recent failures by reason, and `spool` reads a
+queued message. Nothing here prints; every change is recorded with its
+actor and reason."""
 
 from __future__ import annotations
 
