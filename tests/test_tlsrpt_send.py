@@ -312,10 +312,19 @@ def test_no_traffic_no_report_and_each_destination_once(tmp_path: Path, dkim: Dk
     assert sorted(outbox.mails) == ["r@quiet.test", "r@x.test"]
     assert outbox.posts == ["https://r.x.test/"]
     assert {o.status for o in first} == {"sent"}
-    # A second run (a restart, the next scheduled tick) sends nothing again.
+    # A second run (a restart, the next scheduled tick) sends nothing
+    # again, and builds no report to find that out.
+    built: list[str] = []
+    rows = store.tlsrpt_rows
+    store.tlsrpt_rows = lambda day, domain: built.append(domain) or rows(day, domain)  # type: ignore[method-assign]
     again = anyio.run(sender_for(store, records, outbox, dkim=dkim).run, DAY)
     assert len(outbox.mails) == 2 and len(outbox.posts) == 1
     assert {o.status for o in again} == {"done"}
+    assert built == []
+    # Asked for one domain: that one; for one without sessions: nothing.
+    one = sender_for(store, records, outbox, dkim=dkim)
+    assert {o.domain for o in anyio.run(one.run, DAY, ["x.test"])} == {"x.test"}
+    assert anyio.run(one.run, DAY, ["idle.test"]) == []
 
 
 def test_the_rate_limit_holds_back_reports_to_one_destination(

@@ -23,7 +23,7 @@ from mxg.deliverylog import event, log
 from mxg.store.records import now_ms
 from mxg.tlsrpt.mail import DkimKey, build_mail, sign
 from mxg.tlsrpt.record import Discovery, LookupFailed, RecordError, Rua
-from mxg.tlsrpt.report import Report, Reporter, build_report
+from mxg.tlsrpt.report import Report, Reporter, build_report, report_id
 
 # Waits before the 2nd, 3rd, ... try of a destination that failed.
 RETRY_MS = (10 * 60_000, 30 * 60_000, 60 * 60_000, 2 * 3600_000, 4 * 3600_000)
@@ -130,34 +130,40 @@ class DaySender:
         pause: Callable[[], Awaitable[None]] | None = None,
     ) -> list[Outcome]:
         """Sends what is due of the day's reports; returns what happened
-        per destination. `pause` is awaited between domains (the relay's
-        own work goes first)."""
+        per destination. Only domains with sessions that day get one (no
+        traffic, no report); a report is built only when a destination
+        is due, so the runs that follow a day's sending stay cheap.
+        `pause` is awaited between domains (the relay's own work first)."""
         now = self._clock()
         limit = RateLimit.since(self._store, self._s.max_per_destination, now)
+        counted = self._store.tlsrpt_domains(day)
+        if domains is not None:
+            counted = [d for d in counted if d in set(domains)]
         outcomes: list[Outcome] = []
-        for report in self.reports(day, domains):
-            outcomes += await self._domain(report, limit, now)
+        for domain in counted:
+            outcomes += await self._domain(day, domain, limit, now)
             if pause is not None:
                 await pause()
         return outcomes
 
-    async def _domain(self, report: Report, limit: RateLimit, now: int) -> list[Outcome]:
-        day, domain = report.day, report.domain
+    async def _domain(self, day: str, domain: str, limit: RateLimit, now: int) -> list[Outcome]:
         marks = self._store.tlsrpt_marks(day, domain)
         if marks.get(NO_RECORD) is not None:
             return [Outcome(day, domain, "", "no-record", marks[NO_RECORD].detail)]
+        rid = report_id(self._s.reporter, day, domain)
         try:
             ruas = await self._discovery.rua(domain)
         except LookupFailed as e:
             return [Outcome(day, domain, "", "waiting", str(e))]
         except RecordError as e:
             # §3: an invalid record means the domain does not take reports.
-            self._mark(report, NO_RECORD, "no-record", f"invalid TLSRPT record: {e}")
+            self._mark((day, domain, rid), NO_RECORD, "no-record", f"invalid TLSRPT record: {e}")
             return [Outcome(day, domain, "", "no-record", f"invalid TLSRPT record: {e}")]
         if not ruas:
-            self._mark(report, NO_RECORD, "no-record", "no _smtp._tls record")
+            self._mark((day, domain, rid), NO_RECORD, "no-record", "no _smtp._tls record")
             return [Outcome(day, domain, "", "no-record", "no _smtp._tls record")]
         out = []
+        report: Report | None = None
         for rua in ruas:
             mark = marks.get(rua.uri)
             if mark is not None and mark.status in FINAL:
@@ -169,6 +175,9 @@ class DaySender:
             if not limit.allow(rua.destination):
                 out.append(Outcome(day, domain, rua.uri, "waiting", "rate limit"))
                 continue
+            if report is None:
+                rows = self._store.tlsrpt_rows(day, domain)
+                report = build_report(self._s.reporter, day, domain, rows)
             tries = mark.tries if mark is not None else 0
             out.append(await self._send(report, rua, tries, limit))
         return out
@@ -179,7 +188,7 @@ class DaySender:
             if rua.scheme == "mailto":
                 if self._s.dkim is None:
                     detail = "mailto needs a DKIM key ([tlsrpt] dkim_key, RFC 8460 §3)"
-                    self._mark(report, rua.uri, "skipped", detail)
+                    self._mark((day, domain, report.report_id), rua.uri, "skipped", detail)
                     return Outcome(day, domain, rua.uri, "skipped", detail)
                 message = sign(
                     build_mail(
@@ -198,7 +207,13 @@ class DaySender:
         except SendError as e:
             status = "gave-up" if e.permanent or tries + 1 >= self._s.max_tries else "failed"
             retry = RETRY_MS[min(tries, len(RETRY_MS) - 1)]
-            self._mark(report, rua.uri, status, str(e), next_ms=self._clock() + retry)
+            self._mark(
+                (day, domain, report.report_id),
+                rua.uri,
+                status,
+                str(e),
+                next_ms=self._clock() + retry,
+            )
             event(
                 log,
                 "TLS report not delivered",
@@ -211,21 +226,17 @@ class DaySender:
             )
             return Outcome(day, domain, rua.uri, status, str(e))
         limit.count(rua.destination)
-        self._mark(report, rua.uri, "sent", detail)
+        self._mark((day, domain, report.report_id), rua.uri, "sent", detail)
         event(log, "TLS report sent", domain=domain, day=day, rua=rua.uri, detail=detail)
         return Outcome(day, domain, rua.uri, "sent", detail)
 
     def _mark(
-        self, report: Report, rua: str, status: str, detail: str, *, next_ms: int = 0
+        self, of: tuple[str, str, str], rua: str, status: str, detail: str, *, next_ms: int = 0
     ) -> None:
+        """Records what became of (day, domain, report id) at `rua`."""
+        day, domain, rid = of
         self._store.mark_tlsrpt(
-            report.day,
-            report.domain,
-            rua,
-            report_id=report.report_id,
-            status=status,
-            detail=detail[:500],
-            next_ms=next_ms,
+            day, domain, rua, report_id=rid, status=status, detail=detail[:500], next_ms=next_ms
         )
 
 
