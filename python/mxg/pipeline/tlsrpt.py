@@ -36,8 +36,8 @@ from mxg.tlsrpt.send import DaySender, SendError, pending, settings
 # SCHEDULE_EVERY of those, whether a day's reports are due.
 REQUEST_POLL = 2.0
 SCHEDULE_EVERY = 30
-# Days after the one that closed that are still reported (a relay that
-# was down at send_hour catches up); older ones are not sent any more.
+# Days before the one that closed last that are still reported (a relay
+# that was down at send_hour catches up); older ones are not sent any more.
 CATCH_UP_DAYS = 2
 # The aggregate is kept this many days (mxg tlsrpt show), then pruned.
 KEEP_DAYS = 31
