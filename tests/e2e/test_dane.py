@@ -17,6 +17,10 @@ pytestmark = pytest.mark.e2e
 
 
 def line_for(mxg: MxgProcess, rcpt: str) -> str:
+    """The relay's delivery log line for `rcpt`. A receiving server has the
+    message before the relay logs its reply, so a test that waited for the
+    server waits here for the line too."""
+    wait_for(lambda: f"to=<{rcpt}>" in mxg.log_text(), timeout=10, what=f"the log line of {rcpt}")
     return next(line for line in mxg.log_text().splitlines() if f"to=<{rcpt}>" in line)
 
 

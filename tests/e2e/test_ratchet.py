@@ -77,11 +77,18 @@ def strip_tlsa(dns: UnboundServer) -> None:
 
 
 def sent_line(mxg: MxgProcess, rcpt: str) -> str:
-    return next(
-        line
-        for line in mxg.log_text().splitlines()
-        if f"to=<{rcpt}>" in line and "status=sent" in line
-    )
+    """The delivery's log line; the receiving server may have the message
+    before the relay has logged the reply."""
+
+    def sent() -> list[str]:
+        return [
+            line
+            for line in mxg.log_text().splitlines()
+            if f"to=<{rcpt}>" in line and "status=sent" in line
+        ]
+
+    wait_for(lambda: bool(sent()), timeout=10, what=f"the delivery line of {rcpt}")
+    return sent()[0]
 
 
 def remember_dane(mxg: MxgProcess, sink: Sink) -> None:
