@@ -212,6 +212,22 @@ def test_every_page_carries_the_strict_headers(relay: Stages, page: str) -> None
     run(relay, "asyncio", body)
 
 
+def test_no_redirect_goes_to_the_host_a_request_names(relay: Stages, backend: str) -> None:
+    """A trailing slash too many or too few gets no redirect built from
+    the Host header (Starlette's default): 404, or the page's own path."""
+
+    async def body(c: Client) -> None:
+        evil = {"Host": "evil.example"}
+        for path in ("/decide/abc/", "/api/v1/queue/", "/ui/held/", "/health/"):
+            r = await c.get(path, headers=evil)
+            assert r.status_code == 404, (path, r.status_code, r.headers.get("location"))
+        for path in ("/", "/ui"):
+            r = await c.get(path, headers=evil)
+            assert (r.status_code, r.headers["location"]) == (303, "/ui/"), path
+
+    run(relay, backend, body)
+
+
 def test_over_https_the_login_cookie_is_secure(tmp_path: Path, backend: str) -> None:
     """The pages on a real HTTPS listener on the running backend: the
     session cookie gets Secure, and logging in works as over HTTP."""

@@ -142,6 +142,7 @@ def routes(surface: Surface) -> list[BaseRoute]:
         routes=[Route(path, guarded(role, fn), methods=[m]) for m, path, role, fn in table],
         exception_handlers={HTTPException: _http_error},
     )
+    sub.router.redirect_slashes = False  # no redirect to a Host header's host (app.py)
     return [Mount(PREFIX, app=sub)]
 
 

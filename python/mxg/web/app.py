@@ -27,4 +27,10 @@ METRICS_ROUTES: tuple[RouteGroup, ...] = (health.routes, metrics.routes)
 
 
 def build_app(surface: Surface, groups: Sequence[RouteGroup]) -> Starlette:
-    return Starlette(routes=[route for group in groups for route in group(surface)])
+    app = Starlette(routes=[route for group in groups for route in group(surface)])
+    # Starlette would answer `/ui` or `/decide/TOKEN/` with a redirect to an
+    # absolute URL built from the request's Host header: a redirect to any
+    # host a client names. The surface redirects only where a page says so,
+    # to a path under web.root_path (ui.py); anything else is 404.
+    app.router.redirect_slashes = False
+    return app

@@ -64,6 +64,7 @@ def routes(surface: Surface) -> list[BaseRoute]:
     ui = Ui(surface, Sessions.load_or_create(surface.ctx.cfg.data.directory))
     return [
         Route("/", ui.root, methods=["GET"]),
+        Route("/ui", ui.root, methods=["GET"]),
         Route("/ui/style.css", ui.style, methods=["GET"]),
         Route("/ui/login", ui.login_form, methods=["GET"]),
         Route("/ui/login", ui.login, methods=["POST"]),
