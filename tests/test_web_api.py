@@ -107,7 +107,10 @@ def test_a_wrong_or_missing_token_is_401_and_changes_nothing(relay: Stages, back
         for token in (None, "mxg_wrong", ADMIN + "x", "", "Basic " + ADMIN):
             r = await call("POST", "/queue/hold", token, json={"all": True, "reason": "x"})
             assert r.status_code == 401, r.text
-            assert r.headers["www-authenticate"] == 'Bearer realm="mxg"'
+            # RFC 6750 §3.1: an error code only when a token came and is wrong.
+            wrong = bool(token)
+            challenge = 'Bearer realm="mxg"' + (', error="invalid_token"' if wrong else "")
+            assert r.headers["www-authenticate"] == challenge, token
             assert r.json()["error"]
         r = await call("GET", "/queue", "mxg_wrong")
         assert r.status_code == 401
@@ -138,6 +141,7 @@ def test_a_read_token_reads_and_gets_403_for_every_change(relay: Stages, backend
         for action in ops.ACTIONS:
             r = await call("POST", f"/queue/{action}", READER, json={"all": True, "reason": "x"})
             assert r.status_code == 403, r.text
+            assert r.headers["www-authenticate"] == 'Bearer realm="mxg", error="insufficient_scope"'
             assert r.json() == {"error": "monitor has the role read; this needs admin"}
         r = await call("POST", "/partners/x.test/accept", READER, json={"reason": "x"})
         assert r.status_code == 403

@@ -110,8 +110,8 @@ def routes(surface: Surface) -> list[BaseRoute]:
                 return await handler(request, who)
             except Refused as e:
                 headers = {}
-                if e.status == 401:
-                    headers["WWW-Authenticate"] = 'Bearer realm="mxg"'
+                if e.challenge:
+                    headers["WWW-Authenticate"] = e.challenge
                 if e.retry_after:
                     headers["Retry-After"] = str(max(1, round(e.retry_after)))
                 return error(e.status, e.message, headers)

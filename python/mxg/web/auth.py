@@ -120,11 +120,25 @@ class Refused(Exception):
     """A request without the right credentials: 401 (none, or wrong),
     403 (a role too low), 429 (too many failures from its address)."""
 
-    def __init__(self, status: int, message: str, retry_after: float = 0) -> None:
+    def __init__(
+        self, status: int, message: str, retry_after: float = 0, bearer_error: str = ""
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.retry_after = retry_after
+        # RFC 6750 §3.1's error code for WWW-Authenticate: invalid_token
+        # (401, a token was sent and is wrong), insufficient_scope (403);
+        # none when no credentials came at all.
+        self.bearer_error = bearer_error
+
+    @property
+    def challenge(self) -> str:
+        """The WWW-Authenticate value (RFC 6750 §3), '' when none is due."""
+        if self.status == 401 or (self.status == 403 and self.bearer_error):
+            error = f', error="{self.bearer_error}"' if self.bearer_error else ""
+            return f'Bearer realm="mxg"{error}'
+        return ""
 
 
 def client_certificate(scope: Mapping[str, Any]) -> bytes | None:
@@ -165,7 +179,7 @@ def identify(web: WebConfig, throttle: Throttle, request: Request, role: str) ->
                 client=client,
                 path=request.url.path,
             )
-            raise Refused(401, "the bearer token is not valid")
+            raise Refused(401, "the bearer token is not valid", bearer_error="invalid_token")
     elif (der := client_certificate(request.scope)) is not None:
         identity = by_certificate(web, der)
         if identity is None:
@@ -175,7 +189,11 @@ def identify(web: WebConfig, throttle: Throttle, request: Request, role: str) ->
             401, "authentication required: Authorization: Bearer TOKEN, or a client certificate"
         )
     if not identity.may(role):
-        raise Refused(403, f"{identity.name} has the role {identity.role}; this needs {role}")
+        raise Refused(
+            403,
+            f"{identity.name} has the role {identity.role}; this needs {role}",
+            bearer_error="insufficient_scope" if identity.via == "token" else "",
+        )
     return identity
 
 
