@@ -181,3 +181,23 @@ def test_nothing_listens_unless_configured(tmp_path: Path) -> None:
     cfg = Config()
     assert cfg.web.listen == [] and cfg.metrics.listen == []
     assert not Listeners.bind(cfg).any
+
+
+def test_plain_http_off_loopback_is_named_for_the_start_warning(tmp_path: Path) -> None:
+    """Tokens and decision links in clear on a network: the relay warns
+    at start (listeners.py); loopback (behind a proxy) and HTTPS do not."""
+    addresses = ["127.0.0.1:8080", "[::1]:8080", "0.0.0.0:8080", "[2001:db8::25]:8080"]
+    plain = server.Bound([], None, addresses)
+    assert plain.in_clear_off_loopback == ["0.0.0.0:8080", "[2001:db8::25]:8080"]
+    cert, key = self_signed(tmp_path, "localhost")
+    https = server.bind("web.listen", ["127.0.0.1:0"], cert, key)
+    try:
+        https.addresses.append("0.0.0.0:8443")
+        assert https.in_clear_off_loopback == []
+    finally:
+        https.close()
+    loopback = server.bind("web.listen", ["127.0.0.1:0"])
+    try:
+        assert loopback.in_clear_off_loopback == []
+    finally:
+        loopback.close()

@@ -87,6 +87,15 @@ class Listeners:
             f"{name} listening",
             addresses=",".join(f"{bound.scheme}://{a}" for a in bound.addresses),
         )
+        if name == "web" and (clear := bound.in_clear_off_loopback):
+            event(
+                log,
+                "web surface in plain HTTP off loopback: tokens, logins and decision links"
+                " cross the network in clear; set web.tls_cert and web.tls_key, or listen"
+                " on loopback behind an HTTPS proxy",
+                logging.WARNING,
+                addresses=",".join(clear),
+            )
         try:
             await server.serve(app, bound, self._stop, proxy_hops=proxy_hops, root_path=root_path)
         except Exception as e:

@@ -12,6 +12,7 @@ requests under way, for at most `GRACE` seconds.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import socket
 import ssl
@@ -61,6 +62,16 @@ class Bound:
         for s in self.sockets:
             s.close()
 
+    @property
+    def in_clear_off_loopback(self) -> list[str]:
+        """The addresses served in plain HTTP that are not loopback: there
+        bearer tokens, logins and decision links cross the network in
+        clear (docs/operations.md, "Web surface": HTTPS, or loopback
+        behind a proxy that speaks it)."""
+        if self.tls is not None:
+            return []
+        return [a for a in self.addresses if not _loopback(a)]
+
 
 def bind(
     what: str,
@@ -103,6 +114,14 @@ def _listen(what: str, addr: str) -> socket.socket:
         sock.close()
         raise WebError(f"{what}: cannot listen on {addr}: {e.strerror or e}") from None
     return sock
+
+
+def _loopback(address: str) -> bool:
+    host = address.rpartition(":")[0].strip("[]")
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _address(sock: socket.socket) -> str:
