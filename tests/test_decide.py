@@ -15,6 +15,7 @@ from pydantic import ValidationError
 
 from mxg.config import Config
 from mxg.decide import DecisionRefused, TokenError, TokenKey, decide, offered
+from mxg.decide.notice import build_notice, subject_of
 from mxg.decide.tokens import KEY_FILE
 from mxg.store import Change, NewMessage, Store, now_ms
 from tests.pipeline.fakes import envelope
@@ -299,3 +300,21 @@ def test_a_public_url_that_links_cannot_carry_is_refused_at_load(url: str, probl
 def test_the_public_url_loses_its_trailing_slash() -> None:
     cfg = Config.model_validate({"web": {"public_url": "https://intra.example.org/mxg/"}})
     assert cfg.web.public_url == "https://intra.example.org/mxg"
+
+
+def test_the_notice_subject_carries_no_control_character() -> None:
+    """RFC 5322 allows none in a header field: a NUL or an escape in the
+    original's Subject, raw or encoded, becomes a space in the notice's."""
+    for raw in (b"Befund\x00 7\x1b[31m\x7f", b"=?utf-8?q?Befund=00_7=1B[31m=7F?="):
+        subject = subject_of(b"From: a@b.test\r\nSubject: " + raw + b"\r\n\r\nbody\r\n")
+        assert subject == "Befund 7 [31m"
+        notice = build_notice(
+            Config(),
+            {"received_ms": 0, "queue_id": "1D9790B850400000", "sender": "a@b.test"},
+            [{"address": "x@plain.test", "reason": "validation-failure"}],
+            subject=subject,
+            link=None,
+            expires_ms=0,
+            choices=["keep", "cancel"],
+        )
+        assert not any((c < 32 and c not in (9, 10, 13)) or c == 127 for c in notice)

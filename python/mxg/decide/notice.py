@@ -7,6 +7,7 @@ decision page, never any of the message's content but its subject."""
 from __future__ import annotations
 
 import secrets
+import unicodedata
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from email.message import EmailMessage
@@ -29,7 +30,11 @@ def subject_of(message: bytes) -> str:
     end = message.find(b"\r\n\r\n")
     head = message if end < 0 else message[: end + 2]
     subject = BytesHeaderParser(policy=default).parsebytes(head).get("Subject", "")
-    return " ".join(str(subject).split())
+    # Control characters (a NUL, an escape, as raw bytes or in an encoded
+    # word) become spaces: the notice's own Subject carries this text, and
+    # RFC 5322 §3.2.5 allows no control character in a header field.
+    text = "".join(" " if unicodedata.category(c) == "Cc" else c for c in str(subject))
+    return " ".join(text.split())
 
 
 def when(ms: int) -> str:
