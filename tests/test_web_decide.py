@@ -34,6 +34,7 @@ from mxg.envelope import ATTACHMENT, unseal
 from mxg.store import NewMessage, now_ms
 from mxg.web import decide
 from mxg.web.app import build_app
+from mxg.web.decide import _origin_ok
 from tests.pipeline.fakes import envelope, stages
 from tests.test_web import answers, surface
 
@@ -327,3 +328,24 @@ def test_a_typed_password_is_used_and_not_shown(world: World) -> None:
         if p.get_filename() == ATTACHMENT
     )
     assert unseal(page.get_payload(decode=True), "Ruebe-Kessel-Wolke-42!x") == MESSAGE
+
+
+def test_the_origin_check_compares_scheme_host_and_port() -> None:
+    """A browser sends no default port in Origin (RFC 6454 §6.2); a
+    public_url may name it, or a path behind a proxy."""
+    assert _origin_ok("https://mail-gw.example.org", "https://mail-gw.example.org:443")
+    assert _origin_ok("https://Mail-GW.example.org", "https://mail-gw.example.org/mxg")
+    assert _origin_ok("http://127.0.0.1:8080", "http://127.0.0.1:8080")
+    assert _origin_ok(None, "https://mail-gw.example.org")
+    for foreign in (
+        "null",
+        "",
+        "http://mail-gw.example.org",
+        "https://mail-gw.example.org:8443",
+        "https://evil.example",
+        "https://mail-gw.example.org.evil.example",
+        "https://[::1",
+        "https://mail-gw.example.org:99999",
+    ):
+        assert not _origin_ok(foreign, "https://mail-gw.example.org:443"), foreign
+    assert not _origin_ok("https://mail-gw.example.org", "")

@@ -332,5 +332,18 @@ def _origin_ok(origin: str | None, public_url: str) -> bool:
         return True
     if not public_url:
         return False
-    u = urlsplit(public_url)
-    return origin.lower() == f"{u.scheme}://{u.netloc}".lower()
+    return _site(origin) == _site(public_url)
+
+
+def _site(url: str) -> tuple[str, str, int] | None:
+    """Scheme, host and port, the port filled in: a browser leaves the
+    default port out of Origin (RFC 6454 §6.2) where public_url may say
+    ``:443``."""
+    try:
+        u = urlsplit(url)
+        port = u.port or {"https": 443, "http": 80}.get(u.scheme.lower())
+    except ValueError:
+        return None
+    if not u.hostname or port is None:
+        return None
+    return (u.scheme.lower(), u.hostname, port)
