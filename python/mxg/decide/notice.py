@@ -17,6 +17,7 @@ from email.utils import formatdate
 from typing import Any
 
 from mxg.config import Config
+from mxg.decide.marks import ASKED_HEADER, Asked
 from mxg.decide.reasons import plain
 from mxg.decide.templates import environment
 
@@ -58,8 +59,10 @@ def build_notice(
     link: str | None,
     expires_ms: int,
     choices: Sequence[str],
+    asked: Asked | None = None,
 ) -> bytes:
-    """The complete notice, CRLF line ends."""
+    """The complete notice, CRLF line ends; `asked` is its record, for
+    recovery (`mxg.decide.marks`)."""
     env = environment(cfg.decisions.templates)
     lifetime_end = msg["received_ms"] + int(cfg.queue.max_lifetime * 1000)
     values = {
@@ -83,5 +86,7 @@ def build_notice(
     # RFC 3834 §5: made by the gateway, so no auto-reply answers it.
     m["Auto-Submitted"] = "auto-generated"
     m["X-Mxg-Queue-ID"] = msg["queue_id"]
+    if asked is not None:
+        m[ASKED_HEADER] = asked.header()
     m.set_content(body, charset="utf-8", cte="quoted-printable")
     return m.as_bytes()

@@ -16,6 +16,7 @@ import orjson
 
 from mxg.boundary import Envelope, Recipient, decode_envelope, encode
 from mxg.decide.choices import offered
+from mxg.decide.marks import Asked, asked_of, carrier_of, message_id_of
 from mxg.decide.notice import build_notice, subject_of
 from mxg.deliverylog import event, log
 from mxg.dsn import Original, RecipientReport, build_dsn
@@ -115,6 +116,7 @@ class Notices:
         if self._ctx.tokens is not None and cfg.web.public_url and cfg.web.listen:
             token, claims = self._ctx.tokens.issue(queue_id, expires)
             link, token_id = f"{cfg.web.public_url}/decide/{token}", claims.token_id
+        asked = Asked(queue_id, indexes, token_id, expires)
         notice = build_notice(
             cfg,
             msg,
@@ -123,13 +125,18 @@ class Notices:
             link=link,
             expires_ms=expires,
             choices=offered(cfg, rows),
+            asked=asked,
         )
         queued = await self.spool_to_sender(
-            queue_id, msg["sender"], notice, "ask-sender", "decision notice"
+            queue_id,
+            msg["sender"],
+            notice,
+            "ask-sender",
+            "decision notice",
+            record=lambda m: store.asked(m, queue_id, indexes, token_id, expires),
         )
         if queued is None:
             return
-        store.mark_asked(queue_id, indexes, token_id, expires)
         # The link is a secret of the sender's: never logged (rule 8).
         event(
             log,
@@ -164,6 +171,9 @@ class Notices:
                 ],
                 origin="local",
                 size=len(data),
+                # What recovery finds it by, should the relay stop before
+                # it is recorded (mxg.decide.marks).
+                message_id=message_id_of(data),
             )
             try:
                 stored = decode_envelope(
@@ -171,14 +181,8 @@ class Notices:
                 )
             except (EngineStopped, SpoolError):
                 return  # at the next scan or start
-            classes = [r["class"] or "normal" for r in rows]
-            classification = {
-                "class": msg["class"] or "normal",
-                "fired": [{"rule": "envelope", "class": msg["class"], "why": c["queue_id"]}],
-            }
-            store.add_messages([NewMessage(stored, msg["class"], classification, classes)])
-            levels = [str(self._ctx.cfg.class_policy(k).carrier_level) for k in classes]
-            store.carrier_spooled(c["id"], c["queue_id"], stored.queue_id, levels)
+            if not self._record_carrier(c["id"], stored):
+                continue
             event(
                 log,
                 "secure envelope spooled",
@@ -187,6 +191,61 @@ class Notices:
                 nrcpt=len(rows),
             )
             self.on_queued()
+
+    def _record_carrier(self, carrier_id: int, stored: Envelope) -> bool:
+        """Indexes the spooled carrier `stored` of the stored carrier
+        `carrier_id` at its recipients' carrier levels (False when it is
+        recorded already)."""
+        store = self._ctx.store
+        c = next((c for c in store.pending_carriers() if c["id"] == carrier_id), None)
+        msg = store.message(c["queue_id"]) if c is not None else None
+        if c is None or msg is None:
+            return False
+        wanted = set(orjson.loads(c["recipients"]))
+        rows = [r for r in store.recipients(c["queue_id"]) if r["idx"] in wanted]
+        classes = [r["class"] or "normal" for r in rows]
+        classification = {
+            "class": msg["class"] or "normal",
+            "fired": [{"rule": "envelope", "class": msg["class"], "why": c["queue_id"]}],
+        }
+        levels = [str(self._ctx.cfg.class_policy(k).carrier_level) for k in classes]
+        carrier = NewMessage(stored, msg["class"], classification, classes)
+        return store.carrier_spooled(carrier_id, carrier, levels)
+
+    async def recover_spooled(self, envelopes: list[Envelope]) -> list[Envelope]:
+        """At start (and after a full disk): of the spooled messages the
+        index does not know, the decision notices and carriers whose
+        record a stop cut off are recorded now, exactly as they would have
+        been (`mxg.decide.marks`); the others are returned, to be
+        classified as received."""
+        store, engine = self._ctx.store, self._ctx.engine
+        carriers = [(c["id"], bytes(c["data"])) for c in store.pending_carriers()]
+        rest = []
+        for env in envelopes:
+            if env.origin != "local":
+                rest.append(env)
+                continue
+            if store.message(env.queue_id) is not None:
+                continue  # recorded meanwhile (a rescan beside a scan)
+            try:
+                _, data = await anyio.to_thread.run_sync(engine.read, env.queue_id)
+            except MessageNotFound:
+                continue
+            asked = asked_of(data) if not env.sender else None
+            carrier_id = carrier_of(env.message_id, carriers) if env.sender else None
+            if asked is not None:
+                store.asked(
+                    self._as_notice(env, "ask-sender", "decision notice", asked.queue_id),
+                    asked.queue_id,
+                    asked.indexes,
+                    asked.token_id,
+                    asked.expires_ms,
+                )
+            elif carrier_id is None or not self._record_carrier(carrier_id, env):
+                rest.append(env)
+                continue
+            event(log, "spooled before a stop, recorded now", queue_id=env.queue_id)
+        return rest
 
     async def send_delay_dsn(self, queue_id: str) -> None:
         msg, rows = self._candidates(
@@ -248,12 +307,21 @@ class Notices:
         return True
 
     async def spool_to_sender(
-        self, original: str, sender: str, data: bytes, what: str, name: str
+        self,
+        original: str,
+        sender: str,
+        data: bytes,
+        what: str,
+        name: str,
+        *,
+        record: Callable[[NewMessage], Any] | None = None,
     ) -> str | None:
         """Spools a message mxg wrote (a DSN, a decision notice: `what`,
         `name` in words) from the null reverse path to the original
-        sender, as class normal; its queue id, or None when the engine has
-        stopped or the spool is full (the scanner tries again)."""
+        sender, as class normal, and indexes it (with `record` when what
+        it stands for is recorded in the same transaction); its queue id,
+        or None when the engine has stopped or the spool is full (the
+        scanner tries again)."""
         engine = self._ctx.engine
         envelope = Envelope(
             queue_id="",
@@ -274,16 +342,24 @@ class Notices:
             # scanner tries again (``send_pending``).
             event(log, f"cannot spool a {name} yet", logging.ERROR, queue_id=original, error=str(e))
             return None
-        # It goes back to the internal sender as class normal; for a
-        # message of a higher class it carries no content.
+        notice = self._as_notice(stored, what, name, original)
+        if record is None:
+            self._ctx.store.add_messages([notice])
+        else:
+            record(notice)
+        self.on_queued()
+        return stored.queue_id
+
+    @staticmethod
+    def _as_notice(stored: Envelope, what: str, name: str, original: str) -> NewMessage:
+        """A message mxg wrote to a sender: it goes back to the internal
+        sender as class normal; for a message of a higher class it carries
+        no content."""
         classification = {
             "class": "normal",
             "fired": [{"rule": what, "class": "normal", "why": f"{name} for {original}"}],
         }
-        normal = ["normal"] * len(stored.recipients)
-        self._ctx.store.add_messages([NewMessage(stored, "normal", classification, normal)])
-        self.on_queued()
-        return stored.queue_id
+        return NewMessage(stored, "normal", classification, ["normal"] * len(stored.recipients))
 
 
 def _wants(notify: str, kind: str) -> bool:

@@ -2,7 +2,10 @@
 of truth. Every spooled message the index does not know is classified and
 indexed again; spool files of finished messages go; deliveries that were
 under way when the last run ended are due again (so a message can arrive
-twice: at least once); bounces whose DSN was not yet queued get it.
+twice: at least once); bounces whose DSN was not yet queued get it. A
+decision notice or a secure envelope's carrier spooled but not yet
+recorded is recorded from its spool file, so it goes out once
+(`mxg.decide.marks`).
 
 The same re-indexing runs later when the store's disk was full at intake
 (``reindex``): the messages waited in the spool meanwhile.
@@ -31,7 +34,7 @@ async def recover(
 ) -> None:
     store = ctx.store
     try:
-        ids = await reindex(ctx, intake, outcomes)
+        ids = await reindex(ctx, intake, outcomes, notices)
         done = set(store.finished()) | (store.done_ids() & set(ids))
         await finisher.remove(sorted(done))
         resumed = store.resume_pending()
@@ -50,9 +53,10 @@ async def recover(
     await finisher.remove(store.finished())
 
 
-async def reindex(ctx: Context, intake: Intake, outcomes: Outcomes) -> list[str]:
-    """Indexes the spooled messages the store does not know; returns the
-    ids of all spooled messages."""
+async def reindex(ctx: Context, intake: Intake, outcomes: Outcomes, notices: Notices) -> list[str]:
+    """Indexes the spooled messages the store does not know (a decision
+    notice or carrier as recorded, not classified afresh:
+    `Notices.recover_spooled`); returns the ids of all spooled messages."""
     engine, store = ctx.engine, ctx.store
     ids = await anyio.to_thread.run_sync(engine.spool_ids)
     known = store.known_ids()
@@ -68,6 +72,7 @@ async def reindex(ctx: Context, intake: Intake, outcomes: Outcomes) -> list[str]
                 queue_id=qid,
                 error=str(e),
             )
+    envelopes = await notices.recover_spooled(envelopes)
     if envelopes:
         messages = [
             intake.classified(env, await intake.features_of_spooled(env.queue_id))

@@ -32,7 +32,7 @@ async def scan(stages: Stages) -> None:
     # After a full disk: what waited in memory and in the spool first.
     await stages.outcomes.retry_unstored()
     if ctx.rescan_wanted:
-        await reindex(ctx, stages.intake, stages.outcomes)
+        await reindex(ctx, stages.intake, stages.outcomes, stages.notices)
     # DSNs for operator bounces, and those a full disk held back; decision
     # notices held back; parked recipients whose message expired.
     await stages.notices.send_pending()

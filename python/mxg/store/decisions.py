@@ -19,8 +19,9 @@ from typing import Any
 import orjson
 
 from mxg.store.audit import AuditEntry
+from mxg.store.intake import insert_new, received_entry
 from mxg.store.operator import OperatorActions
-from mxg.store.records import now_ms
+from mxg.store.records import NewMessage, now_ms
 
 AWAITING = "awaiting-sender"
 
@@ -74,21 +75,43 @@ class Decisions(OperatorActions):
     def mark_asked(
         self, queue_id: str, indexes: Sequence[int], token_id: str | None, expires_ms: int
     ) -> None:
-        """The notice for `indexes` is queued; its link (if any) is issued."""
+        """Nobody can be asked about `indexes` (or a test issued a link)."""
+        self.asked(None, queue_id, indexes, token_id, expires_ms)
+
+    def asked(
+        self,
+        notice: NewMessage | None,
+        queue_id: str,
+        indexes: Sequence[int],
+        token_id: str | None,
+        expires_ms: int,
+    ) -> None:
+        """The spooled `notice` for `indexes` is indexed, they are marked
+        asked and its link (if any) is issued: one durable transaction, so
+        a crash leaves the notice unrecorded or all of it recorded, and
+        recovery finishes the first from the spool (`mxg.decide.marks`)."""
         t = now_ms()
         with self.transaction() as db:
+            new = insert_new(db, [notice]) if notice is not None else []
             db.executemany(
                 "UPDATE recipients SET asked=1 WHERE queue_id=? AND idx=?",
                 [(queue_id, i) for i in indexes],
             )
             if token_id is not None:
                 db.execute(
-                    "INSERT INTO decision_tokens (token_id, queue_id, recipients, issued_ms,"
-                    " expires_ms) VALUES (?,?,?,?,?)",
+                    "INSERT OR IGNORE INTO decision_tokens (token_id, queue_id, recipients,"
+                    " issued_ms, expires_ms) VALUES (?,?,?,?,?)",
                     (token_id, queue_id, orjson.dumps(list(indexes)).decode(), t, expires_ms),
                 )
-            data = {"recipients": list(indexes), "token": token_id, "expires_ms": expires_ms}
-            self.append_audit(db, [AuditEntry("asked", queue_id, "mxg", data)])
+            data: dict[str, Any] = {
+                "recipients": list(indexes),
+                "token": token_id,
+                "expires_ms": expires_ms,
+            }
+            if notice is not None:
+                data["notice"] = notice.queue_id
+            entries = [received_entry(m) for m in new]
+            self.append_audit(db, [*entries, AuditEntry("asked", queue_id, "mxg", data)])
 
     def token(self, token_id: str) -> sqlite3.Row | None:
         row: sqlite3.Row | None = self.db.execute(
@@ -212,21 +235,28 @@ class Decisions(OperatorActions):
     def pending_carriers(self) -> list[sqlite3.Row]:
         return self.db.execute("SELECT * FROM carriers ORDER BY id").fetchall()
 
-    def carrier_spooled(
-        self, carrier_id: int, queue_id: str, carrier_qid: str, levels: Sequence[str]
-    ) -> None:
-        """The carrier is spooled as `carrier_qid` (indexed already): its
-        recipients get their class's carrier level, and are never asked
-        about again; the stored carrier goes."""
+    def carrier_spooled(self, carrier_id: int, carrier: NewMessage, levels: Sequence[str]) -> bool:
+        """The carrier `carrier_id` is spooled as `carrier`: indexed with
+        its recipients at their class's carrier `levels` (never asked about
+        again), and the stored carrier goes, in one durable transaction: a
+        crash leaves either the stored carrier (recovery finds the spooled
+        one by its Message-ID, `mxg.decide.marks`) or a carrier that goes
+        at its level. False, changing nothing, when it was recorded already."""
         with self.transaction() as db:
+            row = db.execute("SELECT queue_id FROM carriers WHERE id=?", (carrier_id,)).fetchone()
+            if row is None:
+                return False
+            new = insert_new(db, [carrier])
             db.executemany(
                 "UPDATE recipients SET override_level=?, decision='envelope'"
                 " WHERE queue_id=? AND idx=?",
-                [(level, carrier_qid, i) for i, level in enumerate(levels)],
+                [(level, carrier.queue_id, i) for i, level in enumerate(levels)],
             )
             db.execute("DELETE FROM carriers WHERE id=?", (carrier_id,))
-            data = {"carrier": carrier_qid, "levels": list(levels)}
-            self.append_audit(db, [AuditEntry("envelope", queue_id, "mxg", data)])
+            data = {"carrier": carrier.queue_id, "levels": list(levels)}
+            entries = [received_entry(m) for m in new]
+            self.append_audit(db, [*entries, AuditEntry("envelope", row[0], "mxg", data)])
+        return True
 
     # -- the lifetime --------------------------------------------------------
 

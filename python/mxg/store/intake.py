@@ -5,6 +5,7 @@ together."""
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterable
 from typing import Any
 
@@ -26,70 +27,76 @@ class Intake(AuditTrail):
             return self._add(messages)
 
     def _add(self, messages: Iterable[NewMessage]) -> list[str]:
-        # Three statements per batch, not two per message: intake runs at the
-        # relay's full message rate. Ids already indexed (a restart's rescan)
-        # are left as they are.
-        batch = {m.queue_id: m for m in messages}
-        if not batch:
-            return []
         with self.transaction() as db:
-            known = {
-                row[0]
-                for chunk in _chunks(list(batch), _MAX_PARAMS)
-                for row in db.execute(
-                    "SELECT queue_id FROM messages"
-                    f" WHERE queue_id IN ({','.join('?' * len(chunk))})",
-                    chunk,
-                )
-            }
-            new = [m for qid, m in batch.items() if qid not in known]
-            db.executemany(
-                "INSERT INTO messages (queue_id, received_ms, sender, size,"
-                " message_id, envid, ret, body, smtputf8, origin, client_addr, class,"
-                " classification, requiretls)"
-                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                [
-                    (
-                        m.envelope.queue_id,
-                        m.envelope.received_ms,
-                        m.envelope.sender,
-                        m.envelope.size,
-                        m.envelope.message_id,
-                        m.envelope.envid,
-                        m.envelope.ret,
-                        m.envelope.body,
-                        int(m.envelope.smtputf8),
-                        m.envelope.origin,
-                        m.envelope.client_addr,
-                        m.risk_class,
-                        dumps(m.classification) if m.classification else None,
-                        int(m.envelope.requiretls),
-                    )
-                    for m in new
-                ],
-            )
-            db.executemany(
-                "INSERT INTO recipients (queue_id, idx, address, domain, notify, orcpt,"
-                " class) VALUES (?,?,?,?,?,?,?)",
-                [
-                    (
-                        m.queue_id,
-                        i,
-                        r.address,
-                        domain_of(r.address),
-                        ",".join(r.notify),
-                        r.orcpt,
-                        m.recipient_class(i),
-                    )
-                    for m in new
-                    for i, r in enumerate(m.envelope.recipients)
-                ],
-            )
+            new = insert_new(db, messages)
             self.append_audit(db, [received_entry(m) for m in new])
         return [m.queue_id for m in new]
 
     def known_ids(self) -> set[str]:
         return {r[0] for r in self.db.execute("SELECT queue_id FROM messages")}
+
+
+def insert_new(db: sqlite3.Connection, messages: Iterable[NewMessage]) -> list[NewMessage]:
+    """Inserts the messages the index does not hold yet, inside the caller's
+    transaction (its audit records are the caller's); returns those.
+    Three statements per batch, not two per message: intake runs at the
+    relay's full message rate. Ids already indexed (a restart's rescan)
+    are left as they are."""
+    batch = {m.queue_id: m for m in messages}
+    if not batch:
+        return []
+    known = {
+        row[0]
+        for chunk in _chunks(list(batch), _MAX_PARAMS)
+        for row in db.execute(
+            f"SELECT queue_id FROM messages WHERE queue_id IN ({','.join('?' * len(chunk))})",
+            chunk,
+        )
+    }
+    new = [m for qid, m in batch.items() if qid not in known]
+    db.executemany(
+        "INSERT INTO messages (queue_id, received_ms, sender, size,"
+        " message_id, envid, ret, body, smtputf8, origin, client_addr, class,"
+        " classification, requiretls)"
+        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        [
+            (
+                m.envelope.queue_id,
+                m.envelope.received_ms,
+                m.envelope.sender,
+                m.envelope.size,
+                m.envelope.message_id,
+                m.envelope.envid,
+                m.envelope.ret,
+                m.envelope.body,
+                int(m.envelope.smtputf8),
+                m.envelope.origin,
+                m.envelope.client_addr,
+                m.risk_class,
+                dumps(m.classification) if m.classification else None,
+                int(m.envelope.requiretls),
+            )
+            for m in new
+        ],
+    )
+    db.executemany(
+        "INSERT INTO recipients (queue_id, idx, address, domain, notify, orcpt,"
+        " class) VALUES (?,?,?,?,?,?,?)",
+        [
+            (
+                m.queue_id,
+                i,
+                r.address,
+                domain_of(r.address),
+                ",".join(r.notify),
+                r.orcpt,
+                m.recipient_class(i),
+            )
+            for m in new
+            for i, r in enumerate(m.envelope.recipients)
+        ],
+    )
+    return new
 
 
 def received_entry(m: NewMessage) -> AuditEntry:
