@@ -13,11 +13,13 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from mxg import proof, proof_html
 from mxg.config import Config
 from mxg.decide import DecisionRefused, TokenError, TokenKey, decide, offered
 from mxg.decide.notice import build_notice, subject_of
 from mxg.decide.tokens import KEY_FILE
-from mxg.store import Change, NewMessage, Store, now_ms
+from mxg.evidence import flatten, rfc3339
+from mxg.store import Change, EvidenceQuery, NewMessage, Store, now_ms
 from tests.pipeline.fakes import envelope
 from tests.support.cli import mxg
 
@@ -149,6 +151,38 @@ def test_confirming_normal_risk_sends_at_class_normals_level_and_is_recorded(
     assert data["token"] == claims.token_id
     assert data["client"] == "192.0.2.7"
     assert data["level"] == "encrypted"
+
+
+def test_evidence_and_proof_show_the_decision_when_by_whom_link_and_client(
+    tmp_path: Path,
+) -> None:
+    store = _parked(tmp_path, n=2)
+    cfg = Config()
+    _, claims = KEY.issue("Q1", now_ms() + 60_000)
+    store.mark_asked("Q1", [0, 1], claims.token_id, claims.expires_ms)
+    before = now_ms()
+    decide(store, cfg, "Q1", [0], "envelope", actor="sender", client="192.0.2.7",
+           token_id=claims.token_id, carrier=b"C")  # fmt: skip
+    decide(store, cfg, "Q1", [1], "cancel", actor="alice", reason="asked by phone")
+    first, second = (flatten(r, cfg) for r in store.evidence(EvidenceQuery(queue_id="Q1")))
+    assert (first["status"], first["decision"], first["decided_by"]) == (
+        "deleted",
+        "envelope",
+        "sender",
+    )
+    assert first["decision_token"] == claims.token_id
+    assert first["decision_client"] == "192.0.2.7"
+    assert first["decided"] >= rfc3339(before)
+    assert (second["decision"], second["decided_by"], second["decision_token"]) == (
+        "cancel",
+        "alice",
+        "",
+    )
+    doc = proof.build(store, cfg, "Q1")
+    assert doc is not None
+    assert doc["recipients"][0]["decision_token"] == claims.token_id
+    assert "Decided from address" in proof_html.render(doc)
+    assert "192.0.2.7" in proof_html.render(doc)
 
 
 def test_a_used_token_changes_nothing_and_returns_the_recorded_decision(tmp_path: Path) -> None:

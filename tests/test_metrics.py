@@ -15,6 +15,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from mxg.boundary import AttemptNote, DeliveryDone, RecipientResult, TlsInfo
+from mxg.config import Config
+from mxg.decide import decide
 from mxg.metrics import Counts, Histogram
 from mxg.metrics.collector import Sources, registry
 from mxg.pipeline.plan import JobInfo
@@ -193,6 +195,12 @@ def test_the_collector_reports_counts_engine_queue_and_decisions(tmp_path: Path)
     assert value(s, "mxg_decisions_total", action="hold", **{"class": "high"}) == 1
     assert value(s, "mxg_decisions_total", action="delete", **{"class": "normal"}) == 1
     assert value(s, "mxg_queue_messages", state="active") == 1  # deleted, not yet done
+
+    # A decision about parked recipients counts by its choice.
+    store.db.execute("UPDATE recipients SET status='awaiting-sender' WHERE queue_id='Q1'")
+    decide(store, Config(), "Q1", [0], "envelope", actor="sender", carrier=b"C")
+    s = scrape_registry(reg)
+    assert value(s, "mxg_decisions_total", action="decided-envelope", **{"class": "high"}) == 1
 
 
 def test_every_queue_figure_is_read_from_an_index(tmp_path: Path) -> None:

@@ -11,7 +11,10 @@ from pathlib import Path
 import pytest
 
 from mxg import report
+from mxg.config import Config
+from mxg.decide import decide
 from mxg.store import Outcome, ReportQuery, Store
+from mxg.store.decisions import AWAITING
 from tests.support.cli import mxg
 from tests.test_evidence import dane_sent, deferred, message
 
@@ -105,3 +108,35 @@ def test_mxg_report_on_the_command_line(store: Store, tmp_path: Path) -> None:
     assert out.stdout.startswith("kind,name,messages")
     bad = mxg(conf, "report", "--from", "1970-01-21", "--to", "1970-01-06")
     assert bad.returncode == 1 and "--to must come after --from" in bad.stderr
+
+
+def test_sender_decisions_count_per_choice_once_not_at_the_carrier(store: Store) -> None:
+    """Issue 16 item 5: the sender-decided counts per class, by choice; a
+    secure envelope's carrier repeats its recipients' decision but is not
+    counted again."""
+    rcpts = [f"r{i}@plain.test" for i in range(5)]
+    store.add_messages([message("D1", 13 * DAY, "a@s.test", rcpts, "high")])
+    store.db.execute("UPDATE recipients SET status=? WHERE queue_id='D1'", (AWAITING,))
+    cfg = Config()
+    for idx, choice, extra in (
+        (0, "normal", {}),
+        (1, "envelope", {"carrier": b"C"}),
+        (2, "cancel", {"dsn": True}),
+        (3, "cancel", {}),
+    ):
+        decide(store, cfg, "D1", [idx], choice, actor="op", **extra)  # type: ignore[arg-type]
+    carrier = message("C1", 13 * DAY, "a@s.test", ["r1@plain.test"], "high")
+    carrier.envelope.origin = "local"
+    store.carrier_spooled(store.pending_carriers()[0]["id"], carrier, ["encrypted"])
+
+    high = next(c for c in figures(store).classes if c.risk_class == "high")
+    assert high.by_decision == {"normal": 1, "envelope": 1, "cancel": 2}
+    assert high.sender_decided == 4
+    assert high.waiting == 3, "D1: r0 pending at normal's level, r4 parked; the carrier"
+    assert high.bounced == 2, "H1's bounce and the cancel with a DSN"
+    text = report.as_text(figures(store))
+    assert "4 decided by the sender (normal 1, envelope 1, cancel 2)" in text
+    rows = list(csv.DictReader(io.StringIO(report.as_csv(figures(store)))))
+    row = next(x for x in rows if x["kind"] == "class" and x["name"] == "high")
+    assert (row["decided_envelope"], row["decided_cancel"], row["decided_keep"]) == ("1", "2", "0")
+    assert "normal 1, envelope 1, cancel 2" in report.as_html(figures(store))

@@ -50,6 +50,15 @@ FIELDS = (
     "mx_dnssec",
     "host_dnssec",
     "reason",
+    # A sender's or operator's decision about a recipient that could not
+    # get its level (on_unmet = ask-sender): the choice, when, who (the
+    # sender through a link, or the operator's name), the link's token id
+    # and the client's address.
+    "decision",
+    "decided",
+    "decided_by",
+    "decision_token",
+    "decision_client",
 )
 
 # What the human table shows of them.
@@ -71,6 +80,7 @@ def flatten(row: sqlite3.Row, cfg: Config) -> dict[str, Any]:
     proved: dict[str, Any] = orjson.loads(row["evidence"]) if row["evidence"] else {}
     risk_class = row["class"] or row["message_class"] or cfg.classify.default_class
     required = row["override_level"] or str(cfg.class_policy(risk_class).level)
+    decided: dict[str, Any] = orjson.loads(row["decided"]) if row["decided"] else {}
     return {
         "queue_id": row["queue_id"],
         "message_id": row["message_id"] or "",
@@ -97,6 +107,11 @@ def flatten(row: sqlite3.Row, cfg: Config) -> dict[str, Any]:
         "mx_dnssec": proved.get("mx_dnssec", ""),
         "host_dnssec": proved.get("host_dnssec", ""),
         "reason": row["reason"] or proved.get("reason") or "",
+        "decision": row["decision"] or "",
+        "decided": rfc3339(decided.get("at_ms")),
+        "decided_by": decided.get("by") or "",
+        "decision_token": decided.get("token") or "",
+        "decision_client": decided.get("client") or "",
     }
 
 

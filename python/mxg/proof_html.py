@@ -28,6 +28,11 @@ RECIPIENT_ROWS = (
     ("reply", "Server's reply"),
     ("at", "Recorded"),
     ("reason", "Failure reason"),
+    ("decision", "Decision (unmet level)"),
+    ("decided", "Decided"),
+    ("decided_by", "Decided by"),
+    ("decision_token", "Decision link (token id)"),
+    ("decision_client", "Decided from address"),
 )
 
 STYLE = """

@@ -22,7 +22,9 @@ from typing import Any
 
 import orjson
 
+from mxg.decide.choices import CHOICES
 from mxg.evidence import rfc3339
+from mxg.store.decisions import AWAITING
 from mxg.store.reports import ReportQueries, ReportQuery
 from mxg.vocab import Level
 
@@ -43,6 +45,11 @@ class ClassFigures:
     bounced: int = 0
     rerouted: int = 0
     sender_decided: int = 0
+    # Per choice (keep, normal, envelope, cancel): the decisions taken for
+    # recipients that could not get their level (on_unmet = ask-sender).
+    # They overlap with the outcomes: a recipient sent at normal's level
+    # counts as delivered and as decided "normal".
+    by_decision: dict[str, int] = field(default_factory=dict)
     waiting: int = 0
 
 
@@ -74,13 +81,24 @@ class Report:
 def build(store: ReportQueries, q: ReportQuery) -> Report:
     classes: dict[str, ClassFigures] = {}
     domains: dict[str, DomainFigures] = {}
-    for cls, domain, status, level, method, rerouted, n, _ in store.report_rows(q):
+    for row in store.report_rows(q):
+        cls, domain, status, level, method = (
+            row.risk_class,
+            row.domain,
+            row.status,
+            row.level,
+            row.method,
+        )
+        n = row.recipients
         c = classes.setdefault(cls, ClassFigures(cls))
         d = domains.setdefault(domain, DomainFigures(domain))
         c.recipients += n
         d.recipients += n
-        if rerouted:
+        if row.rerouted:
             c.rerouted += n
+        if row.decision:
+            c.sender_decided += n
+            c.by_decision[row.decision] = c.by_decision.get(row.decision, 0) + n
         if status == "sent":
             c.delivered += n
             d.delivered += n
@@ -93,7 +111,7 @@ def build(store: ReportQueries, q: ReportQuery) -> Report:
             c.held += n
         elif status == "bounced":
             c.bounced += n
-        elif status in ("pending", "deferred"):
+        elif status in ("pending", "deferred", AWAITING):
             c.waiting += n
     for cls, messages in store.messages_by_class(q).items():
         classes.setdefault(cls, ClassFigures(cls)).messages = messages
@@ -118,6 +136,12 @@ def _spread(counts: dict[str, int], whole: int) -> str:
     return ", ".join(f"{k} {_pct(v, whole)}" for k, v in Counter(counts).most_common()) or "-"
 
 
+def _choices(counts: dict[str, int]) -> str:
+    """`` (envelope 2, normal 1)`` in the order of the choices."""
+    words = [f"{k} {counts[k]}" for k in CHOICES if counts.get(k)]
+    return f" ({', '.join(words)})" if words else ""
+
+
 def as_text(r: Report) -> str:
     share = r.headline_share
     lines = [
@@ -133,7 +157,8 @@ def as_text(r: Report) -> str:
         lines += [
             f"  {c.risk_class or '(none)'}: {c.messages} messages, {c.recipients} recipients, "
             f"{c.delivered} delivered, {c.held} held, {c.bounced} bounced, {c.rerouted} rerouted, "
-            f"{c.sender_decided} decided by the sender, {c.waiting} still queued",
+            f"{c.sender_decided} decided by the sender{_choices(c.by_decision)}, "
+            f"{c.waiting} still queued",
             f"    levels:  {_spread(c.by_level, c.delivered)}",
             f"    methods: {_spread(c.by_method, c.delivered)}",
         ]
@@ -161,7 +186,7 @@ def as_csv(r: Report) -> str:
     reasons = sorted({k for d in r.domains for k in d.failures})
     header = [
         "kind", "name", "messages", "recipients", "delivered", "held", "bounced", "rerouted",
-        "sender_decided", "waiting", "best_level",
+        "sender_decided", *(f"decided_{k}" for k in CHOICES), "waiting", "best_level",
         *(f"level_{lv}" for lv in levels), *(f"method_{m}" for m in methods),
         *(f"failed_{x}" for x in reasons),
     ]  # fmt: skip
@@ -171,13 +196,15 @@ def as_csv(r: Report) -> str:
     for c in r.classes:
         w.writerow(
             ["class", c.risk_class, c.messages, c.recipients, c.delivered, c.held, c.bounced,
-             c.rerouted, c.sender_decided, c.waiting, "",
+             c.rerouted, c.sender_decided, *(c.by_decision.get(k, 0) for k in CHOICES),
+             c.waiting, "",
              *(c.by_level.get(lv, 0) for lv in levels), *(c.by_method.get(m, 0) for m in methods),
              *("" for _ in reasons)]
         )  # fmt: skip
     for d in r.domains:
         w.writerow(
-            ["domain", d.domain, "", d.recipients, d.delivered, "", "", "", "", "", d.best_level,
+            ["domain", d.domain, "", d.recipients, d.delivered, "", "", "", "",
+             *("" for _ in CHOICES), "", d.best_level,
              *("" for _ in levels), *("" for _ in methods),
              *(d.failures.get(x, 0) for x in reasons)]
         )  # fmt: skip
@@ -190,7 +217,8 @@ def as_html(r: Report) -> str:
         f"<tr><td>{escape(c.risk_class)}</td><td>{c.messages}</td><td>{c.recipients}</td>"
         f"<td>{c.delivered}</td><td>{escape(_spread(c.by_level, c.delivered))}</td>"
         f"<td>{escape(_spread(c.by_method, c.delivered))}</td><td>{c.held}</td>"
-        f"<td>{c.bounced}</td><td>{c.rerouted}</td><td>{c.sender_decided}</td></tr>"
+        f"<td>{c.bounced}</td><td>{c.rerouted}</td>"
+        f"<td>{c.sender_decided}{escape(_choices(c.by_decision))}</td></tr>"
         for c in r.classes
     )
     domains = "".join(

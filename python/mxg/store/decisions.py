@@ -151,9 +151,12 @@ class Decisions(OperatorActions):
                     return self._recorded(db, token_id)
             rows = self._current(db, queue_id, indexes, (AWAITING,))
             changed = [r["idx"] for r in rows]
+            decided = orjson.dumps(
+                {"at_ms": t, "by": actor, "token": token_id, "client": client}
+            ).decode()
             db.executemany(
                 "UPDATE recipients SET status=?, next_ms=?, override_level=coalesce(?,"
-                " override_level), decision=?, enhanced=coalesce(?, enhanced),"
+                " override_level), decision=?, decided=?, enhanced=coalesce(?, enhanced),"
                 " text=coalesce(?, text), code=CASE WHEN ? IS NULL THEN code END,"
                 " dsn_sent=0, updated_ms=? WHERE queue_id=? AND idx=?",
                 [
@@ -162,6 +165,7 @@ class Decisions(OperatorActions):
                         change.next_ms,
                         change.override_level,
                         choice,
+                        decided,
                         change.enhanced,
                         change.text,
                         change.text,

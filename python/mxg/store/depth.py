@@ -77,14 +77,16 @@ class Depth(Database):
 
     def decisions_after(self, event_id: int) -> list[Decision]:
         """Operator actions recorded after `event_id` (hold, release,
-        delete, ...), with the message's class, oldest first."""
+        delete, ...), with the message's class, oldest first. A sender's
+        or operator's decision about parked recipients is
+        ``decided-<choice>`` (its event's detail starts ``choice=``)."""
         rows = self.db.execute(
-            "SELECT e.id, e.action, coalesce(m.class, '') FROM events e"
+            "SELECT e.id, e.action, coalesce(m.class, ''), e.detail FROM events e"
             " LEFT JOIN messages m ON m.queue_id = e.queue_id"
             " WHERE e.id > ? ORDER BY e.id LIMIT ?",
             (event_id, MAX_DECISIONS),
         ).fetchall()
-        return [Decision(r[0], r[1], r[2]) for r in rows]
+        return [Decision(r[0], _action(r[1], r[3]), r[2]) for r in rows]
 
     def usable(self) -> str | None:
         """None when the index answers a read; else what is wrong."""
@@ -93,3 +95,9 @@ class Depth(Database):
         except sqlite3.Error as e:
             return str(e)
         return None
+
+
+def _action(action: str, detail: str | None) -> str:
+    if action != "decision" or not (detail or "").startswith("choice="):
+        return action
+    return "decided-" + (detail or "")[len("choice=") :].split(";", 1)[0].strip()

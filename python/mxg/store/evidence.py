@@ -34,7 +34,7 @@ class EvidenceQuery:
 _COLUMNS = (
     "m.queue_id, m.message_id, m.received_ms, m.sender, m.class AS message_class,"
     " r.class AS class, r.override_level, a.address, a.status, a.code, a.enhanced,"
-    " a.text, a.host, a.ip, a.level, a.evidence, a.reason"
+    " a.text, a.host, a.ip, a.level, a.evidence, a.reason, r.decision, r.decided"
 )
 
 

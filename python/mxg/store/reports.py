@@ -19,6 +19,21 @@ class ReportQuery:
     domain: str | None = None
 
 
+@dataclass(frozen=True)
+class ReportRow:
+    """How many recipients (of how many messages) share these values."""
+
+    risk_class: str
+    domain: str
+    status: str
+    level: str
+    method: str
+    rerouted: bool
+    decision: str  # the sender's or operator's choice, "" when none
+    recipients: int
+    messages: int
+
+
 class ReportQueries(Database):
     def _where(self, q: ReportQuery) -> tuple[str, list[object]]:
         where = ["m.received_ms >= ?", "m.received_ms < ?"]
@@ -31,19 +46,21 @@ class ReportQueries(Database):
             params.append(q.domain)
         return " AND ".join(where), params
 
-    def report_rows(self, q: ReportQuery) -> list[tuple[str, str, str, str, str, bool, int, int]]:
-        """(class, domain, status, level, method, rerouted, recipients,
-        messages) for every combination that occurs."""
+    def report_rows(self, q: ReportQuery) -> list[ReportRow]:
+        """One row for every combination that occurs."""
         where, params = self._where(q)
+        # A carrier (origin local) carries its recipients' decision too:
+        # the decision is counted once, at the message it was taken for.
         rows = self.db.execute(
             "SELECT coalesce(r.class, m.class, ''), r.domain, r.status, coalesce(r.level, ''),"
             " coalesce(json_extract(r.evidence, '$.method'), ''), r.route = 'reroute',"
+            " CASE WHEN m.origin = 'local' THEN '' ELSE coalesce(r.decision, '') END,"
             " COUNT(*), COUNT(DISTINCT m.queue_id)"
             " FROM recipients r JOIN messages m ON m.queue_id = r.queue_id"
-            f" WHERE {where} GROUP BY 1, 2, 3, 4, 5, 6",
+            f" WHERE {where} GROUP BY 1, 2, 3, 4, 5, 6, 7",
             params,
         ).fetchall()
-        return [(r[0], r[1], r[2], r[3], r[4], bool(r[5]), r[6], r[7]) for r in rows]
+        return [ReportRow(r[0], r[1], r[2], r[3], r[4], bool(r[5]), r[6], r[7], r[8]) for r in rows]
 
     def messages_by_class(self, q: ReportQuery) -> dict[str, int]:
         where, params = self._where(q)

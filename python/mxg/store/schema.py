@@ -52,6 +52,7 @@ CREATE TABLE IF NOT EXISTS recipients (
     reason       TEXT,  -- the typed failure reason of the last attempt (mxg.vocab.Reason)
     asked        INTEGER NOT NULL DEFAULT 0,  -- awaiting-sender: the notice is queued
     decision     TEXT,  -- the sender's (or an operator's) decision: keep|normal|envelope|cancel
+    decided      TEXT,  -- JSON of the decision: at_ms, by (actor), token (link id), client
     PRIMARY KEY (queue_id, idx)
 );
 -- Partial indexes: only what is still waiting, so that the scheduler's
@@ -239,6 +240,7 @@ _ADDED_COLUMNS = (
     ("events", "domain", "TEXT"),
     ("recipients", "asked", "INTEGER NOT NULL DEFAULT 0"),
     ("recipients", "decision", "TEXT"),
+    ("recipients", "decided", "TEXT"),
 )
 
 
