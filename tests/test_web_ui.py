@@ -314,3 +314,24 @@ def test_a_message_page_shows_recipients_and_who_did_what(relay: Stages, backend
         assert (await c.get(f"/ui/messages/{'E' * 16}")).status_code == 404
 
     run(relay, backend, body)
+
+
+def test_a_wrong_method_gets_405_naming_every_method_of_the_path(relay: Stages) -> None:
+    """RFC 9110 §15.5.6: Allow lists what the resource supports, also for
+    a page whose form posts to the same path."""
+
+    async def body(c: Client) -> None:
+        for path, allow in (
+            ("/decide/abc", {"GET", "HEAD", "POST"}),
+            ("/ui/held", {"GET", "HEAD", "POST"}),
+            ("/ui/login", {"GET", "HEAD", "POST"}),
+            ("/health", {"GET", "HEAD"}),
+        ):
+            r = await c.request("PUT", path)
+            assert r.status_code == 405, path
+            assert set(r.headers["allow"].split(", ")) == allow, (path, r.headers["allow"])
+        # The methods still reach their own endpoints.
+        assert (await c.get("/ui/login")).status_code == 200
+        assert (await c.post("/ui/login", data={"csrf": "x", "token": "y"})).status_code == 403
+
+    run(relay, "asyncio", body)
