@@ -366,6 +366,34 @@ def test_reads_evidence_proof_partners_summary_and_failures(relay: Stages, backe
     run(relay, backend, body)
 
 
+def test_evidence_is_looked_up_with_the_selectors_of_mxg_evidence(
+    relay: Stages, backend: str
+) -> None:
+    async def body(call: Call) -> None:
+        async def rows(**params: str) -> list[tuple[str, str]]:
+            r = await call("GET", "/evidence", READER, params=params)
+            assert r.status_code == 200, r.text
+            return [(e["queue_id"], e["recipient"]) for e in r.json()["evidence"]]
+
+        everything = [(A, "a1@x.test"), (A, "a2@y.test"), (B, "b1@x.test"), (C, "c1@y.test")]
+        assert await rows() == everything
+        assert await rows(domain="x.test") == [(A, "a1@x.test"), (B, "b1@x.test")]
+        assert await rows(outcome="deferred") == [(A, "a1@x.test")]
+        assert await rows(**{"class": "secret"}) == [(B, "b1@x.test")]
+        assert await rows(recipient="C1@Y.TEST") == [(C, "c1@y.test")]
+        assert await rows(queue_id=A, since="1d") == [(A, "a1@x.test"), (A, "a2@y.test")]
+        assert await rows(since="1h") == [(B, "b1@x.test"), (C, "c1@y.test")]
+        assert await rows(outcome="awaiting-sender") == []
+        one = (await call("GET", "/evidence", READER, params={"limit": "1"})).json()
+        assert (len(one["evidence"]), one["truncated"]) == (1, True)
+        for bad in ({"outcome": "lost"}, {"since": "yesterday"}, {"queue_id": "x"}, {"dom": "x"}):
+            r = await call("GET", "/evidence", READER, params=bad)
+            assert r.status_code == 400 and r.json()["error"], bad
+        assert (await call("GET", "/evidence", "mxg_wrong")).status_code == 401
+
+    run(relay, backend, body)
+
+
 def test_the_openapi_description_lists_exactly_the_routes(relay: Stages, backend: str) -> None:
     app = build_app(surface(relay.ctx, answers), WEB_ROUTES)
     mount = next(r for r in app.routes if isinstance(r, Mount) and r.path == PREFIX)
@@ -378,7 +406,7 @@ def test_the_openapi_description_lists_exactly_the_routes(relay: Stages, backend
     }
     described = {(path, method) for path, ops_ in schema()["paths"].items() for method in ops_}
     assert served == described
-    assert len(served) == 15
+    assert len(served) == 16
 
     async def body(call: Call) -> None:
         r = await call("GET", "/openapi.json", READER)

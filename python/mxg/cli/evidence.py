@@ -13,6 +13,7 @@ from typing import Any
 from mxg.cli.common import _load, emit
 from mxg.cli.queue import _store
 from mxg.errors import MxgError
+from mxg.store.evidence import OUTCOMES
 
 # Rows a lookup returns unless --limit says otherwise: a table of more is
 # no longer read by anybody; --limit 0 lifts it (for --json and --csv).
@@ -94,9 +95,7 @@ def add_evidence_parser(sub: Any) -> None:
     ev.add_argument("--since", help="received at or after: 2026-12-01, 2026-12-01T08:00Z, 36h, 7d")
     ev.add_argument("--until", help="received before (same forms)")
     ev.add_argument("--class", dest="risk_class", help="risk class (normal, high, secret, …)")
-    ev.add_argument(
-        "--outcome", choices=["sent", "deferred", "bounced", "held", "deleted", "pending"]
-    )
+    ev.add_argument("--outcome", choices=OUTCOMES)
     ev.add_argument("--attempts", action="store_true", help="every attempt, not the last state")
     fmt = ev.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true", help="JSON lines, one record each")

@@ -10,6 +10,10 @@ from dataclasses import dataclass
 
 from mxg.store.db import Database
 
+# The outcomes a lookup selects by: a recipient's state (or an attempt's
+# result, with attempts), `awaiting-sender` while a sender decides.
+OUTCOMES = ("sent", "deferred", "bounced", "held", "deleted", "pending", "awaiting-sender")
+
 
 @dataclass(frozen=True)
 class EvidenceQuery:

@@ -36,6 +36,7 @@ from mxg.ops.failures import by_reason
 from mxg.ops.selectors import QUEUE_ID
 from mxg.signing import SigningKey
 from mxg.store import EvidenceQuery
+from mxg.store.evidence import OUTCOMES
 from mxg.web.auth import Identity, Refused, identify
 from mxg.web.surface import Surface
 
@@ -131,6 +132,7 @@ def routes(surface: Surface) -> list[BaseRoute]:
         ("GET", "/queue", "read", api.queue),
         ("GET", "/queue/summary", "read", api.summary),
         ("GET", "/messages/{queue_id}", "read", api.message),
+        ("GET", "/evidence", "read", api.evidence_lookup),
         ("GET", "/messages/{queue_id}/evidence", "read", api.evidence),
         ("GET", "/messages/{queue_id}/proof", "read", api.proof),
         ("GET", "/partners", "read", api.partners),
@@ -232,6 +234,48 @@ class Api:
         cfg = self._surface.ctx.cfg
         rows = self._store.evidence(EvidenceQuery(queue_id=qid, attempts=attempts))
         return Json({"evidence": [flatten(r, cfg) for r in rows]}, headers=NO_STORE)
+
+    async def evidence_lookup(self, request: Request, _: Identity) -> Response:
+        """`mxg evidence` with its selectors as query parameters."""
+        from mxg.cli.evidence import when_ms  # noqa: PLC0415
+
+        q = _Query(request, set())
+        texts = {
+            name: q._single(name)
+            for name in ("queue_id", "message_id", "recipient", "sender", "domain", "class")
+        }
+        times = {name: q._single(name) for name in ("since", "until")}
+        outcome = q._single("outcome")
+        attempts = q.flag("attempts")
+        limit = q.number("limit", DEFAULT_LIST, 1, MAX_LIST)
+        q.done()
+        if outcome is not None and outcome not in OUTCOMES:
+            raise ApiError(400, f"outcome: one of {', '.join(OUTCOMES)}")
+        qid = texts["queue_id"]
+        if qid is not None and not QUEUE_ID.fullmatch(qid):
+            raise ApiError(400, f"{qid!r} is not a queue id")
+        ms: dict[str, int | None] = {}
+        for name, value in times.items():
+            try:
+                ms[name] = when_ms(value) if value else None
+            except MxgError as e:
+                raise ApiError(400, f"{name}: {e}") from None
+        query = EvidenceQuery(
+            queue_id=qid,
+            message_id=texts["message_id"],
+            recipient=texts["recipient"],
+            sender=texts["sender"],
+            domain=texts["domain"],
+            since_ms=ms["since"],
+            until_ms=ms["until"],
+            risk_class=texts["class"],
+            outcome=outcome,
+            attempts=attempts,
+            limit=limit + 1,
+        )
+        cfg = self._surface.ctx.cfg
+        rows = [flatten(r, cfg) for r in self._store.evidence(query)]
+        return Json({"evidence": rows[:limit], "truncated": len(rows) > limit}, headers=NO_STORE)
 
     async def proof(self, request: Request, _: Identity) -> Response:
         qid = _queue_id(request)

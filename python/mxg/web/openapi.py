@@ -10,6 +10,7 @@ from typing import Any
 
 from mxg import __version__, ops
 from mxg.ops.selectors import STATES
+from mxg.store.evidence import OUTCOMES
 from mxg.vocab import Level, RiskClass
 from mxg.web.api import PREFIX, AcceptRequest, ActionRequest
 
@@ -141,6 +142,26 @@ def schema(base: str = PREFIX) -> dict[str, Any]:
                 parameters=[
                     _QUEUE_ID,
                     _q("attempts", "every attempt", {"type": "boolean"}),
+                ],
+            )
+        },
+        "/evidence": {
+            "get": _op(
+                "how each recipient (or attempt) was protected, as mxg evidence selects it",
+                "read",
+                "flat evidence records (docs/evidence.md), received order",
+                parameters=[
+                    _q("queue_id", "queue id", {"type": "string"}),
+                    _q("message_id", "Message-ID, with or without <>", {"type": "string"}),
+                    _q("recipient", "recipient address", {"type": "string"}),
+                    _q("sender", "envelope sender", {"type": "string"}),
+                    _q("domain", "recipient domain", {"type": "string"}),
+                    _q("since", "received at or after: 2026-12-01, 36h", {"type": "string"}),
+                    _q("until", "received before (same forms)", {"type": "string"}),
+                    _q("class", "risk class", {"enum": [str(c) for c in RiskClass]}),
+                    _q("outcome", "recipient state or attempt result", {"enum": list(OUTCOMES)}),
+                    _q("attempts", "every attempt", {"type": "boolean"}),
+                    _q("limit", "at most this many", {"type": "integer", "minimum": 1}),
                 ],
             )
         },
