@@ -92,3 +92,6 @@ def test_off_and_warn_leave_the_job_as_its_class_asks(
     assert job["tls"]["level"] == "encrypted"
     warned = [r for r in caplog.records if "below its remembered method" in r.getMessage()]
     assert bool(warned) == (mode == "warn")
+    # Issue 16: warn logs the drop and counts it in the metrics.
+    counted = {("dane-ee", "none"): 1} if mode == "warn" else {}
+    assert st.ctx.counts.ratchet_drops == counted

@@ -151,6 +151,15 @@ class RelayCollector(Collector):
         for (action, cls), n in self._new_decisions().items():
             decided.add_metric([action, cls], n)
         yield decided
+        drops = CounterMetricFamily(
+            "mxg_ratchet_drops",
+            "Deliveries below a partner's remembered authentication method (ratchet = warn),"
+            " by the method remembered and the one achieved",
+            labels=["remembered", "now"],
+        )
+        for (remembered, now), n in counts.ratchet_drops.items():
+            drops.add_metric([remembered, now], n)
+        yield drops
 
     def _failures(self) -> Iterator[Metric]:
         counts = self._src.counts

@@ -77,6 +77,9 @@ class Counts:
         self.tls_failures: dict[str, int] = {}
         self.other_failures: dict[str, int] = {}
         self.latency = Histogram(LATENCY_BUCKETS)
+        # `ratchet = "warn"`: deliveries below a partner's remembered
+        # method, by (remembered, achieved) method; a handful of pairs.
+        self.ratchet_drops: dict[tuple[str, str], int] = {}
 
     def message_received(self, risk_class: str) -> None:
         self.received[risk_class] = self.received.get(risk_class, 0) + 1
@@ -84,6 +87,10 @@ class Counts:
     def recipient(self, status: str, risk_class: str, level: str, method: str) -> None:
         key = (status, risk_class, level, method)
         self.recipients[key] = self.recipients.get(key, 0) + 1
+
+    def ratchet_drop(self, remembered: str, now: str) -> None:
+        key = (remembered, now)
+        self.ratchet_drops[key] = self.ratchet_drops.get(key, 0) + 1
 
     def delivered_after(self, seconds: float) -> None:
         self.latency.observe(seconds)

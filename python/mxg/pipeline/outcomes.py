@@ -94,6 +94,7 @@ class Outcomes:
         for domain, s in seen.items():
             row = self._ctx.store.partner(domain) if s.level else None
             if row is not None and method_rank(s.method) < method_rank(row["best_method"]):
+                self._ctx.counts.ratchet_drop(row["best_method"], s.method or "none")
                 event(
                     log,
                     "ratchet: partner delivered below its remembered method",
