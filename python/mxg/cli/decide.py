@@ -46,29 +46,34 @@ def add_decide_parser(sub: Any) -> None:
 
 
 def cmd_decide(args: argparse.Namespace) -> int:
-    from mxg.decide import decide
+    from mxg.ops import deciding
+    from mxg.ops.spool import spooled
 
     cfg = _load(args)
     store = _store(args)
     wanted = args.recipient.strip()
-    rows = [r for r in store.awaiting(args.queue_id) if _same(r["address"], wanted)]
-    if not rows:
-        raise MxgError(
-            f"{args.queue_id}: no recipient {wanted} waits for a decision"
-            " (mxg queue show lists the message's recipients and states)"
-        )
-    if args.dsn and args.choice != "cancel":
-        raise MxgError("--dsn goes with --choice cancel")
-    if args.password_file and args.choice != "envelope":
-        raise MxgError("--password-file goes with --choice envelope")
+    rows = deciding.named(store, args.queue_id, [wanted])
+    deciding.checked(
+        args.choice,
+        dsn=args.dsn,
+        password=bool(args.password_file),
+        force=args.force,
+        reason=args.reason,
+    )
     password, carrier = "", None
     if args.choice == "envelope":
-        password, carrier = _seal(cfg, store, args, [r["address"] for r in rows])
-    done = decide(
+        # Sealed from the spooled message (read only); the relay spools
+        # the carrier at its next scan.
+        _, original = spooled(cfg.spool_dir, args.queue_id)
+        msg = store.message(args.queue_id)
+        password, carrier = deciding.seal(
+            cfg, msg["sender"], rows, typed=_typed(args.password_file), original=original
+        )
+    done = deciding.take(
         store,
         cfg,
         args.queue_id,
-        [r["idx"] for r in rows],
+        rows,
         args.choice,
         actor=operator(),
         client="cli",
@@ -85,34 +90,14 @@ def cmd_decide(args: argparse.Namespace) -> int:
     return 0
 
 
-def _seal(
-    cfg: Any, store: Any, args: argparse.Namespace, addresses: list[str]
-) -> tuple[str, bytes]:
-    """The password (from --password-file, else generated) and the carrier
-    mail, sealed from the spooled message (read only); the relay spools
-    the carrier at its next scan."""
-    from mxg.decide.carrier import carrier_for, password_for
-    from mxg.ops.spool import spooled
-
-    typed = ""
-    if args.password_file:
-        try:
-            typed = Path(args.password_file).read_text().rstrip("\r\n")
-        except OSError as e:
-            raise MxgError(f"{args.password_file}: {e.strerror or e}") from None
-        if not typed:
-            raise MxgError(
-                f"{args.password_file}: empty (leave --password-file out to generate one)"
-            )
-    password = password_for(typed)
-    _, original = spooled(cfg.spool_dir, args.queue_id)
-    msg = store.message(args.queue_id)
-    return password, carrier_for(cfg, msg["sender"], addresses, original, password)
-
-
-def _same(address: str, wanted: str) -> bool:
-    """The local part as given (RFC 5321 §2.4: it may be case-sensitive),
-    the domain in any case."""
-    local, _, domain = address.rpartition("@")
-    w_local, _, w_domain = wanted.rpartition("@")
-    return local == w_local and domain.lower() == w_domain.lower()
+def _typed(password_file: str | None) -> str:
+    """The password from --password-file; "" to generate one."""
+    if not password_file:
+        return ""
+    try:
+        typed = Path(password_file).read_text().rstrip("\r\n")
+    except OSError as e:
+        raise MxgError(f"{password_file}: {e.strerror or e}") from None
+    if not typed:
+        raise MxgError(f"{password_file}: empty (leave --password-file out to generate one)")
+    return typed

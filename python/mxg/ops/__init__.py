@@ -3,8 +3,9 @@ end (``mxg queue``, the admin API and the operator pages): `selectors`
 say which messages, `actions` change them (hold, release, delete,
 bounce, flush, by name through `act`; suspend and resume a domain) and
 return what changed, `summary` gives the queue's shape per domain and
-age, `failures` the recent failures by reason, and `spool` reads a
-queued message. Nothing here prints; every change is recorded with its
+age, `failures` the recent failures by reason, `spool` reads a queued
+message, and `deciding` takes the decisions for recipients awaiting the
+sender (as ``mxg decide`` does). Nothing here prints; every change is recorded with its
 actor and reason."""
 
 from __future__ import annotations

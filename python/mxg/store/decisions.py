@@ -64,6 +64,18 @@ class Decisions(OperatorActions):
             (queue_id,),
         ).fetchall()
 
+    def awaiting_all(self, limit: int) -> list[sqlite3.Row]:
+        """Every parked recipient, oldest message first, with its sender
+        and the expiry of its message's newest unused link."""
+        return self.db.execute(
+            "SELECT r.queue_id, r.idx, r.address, r.reason, r.class, r.updated_ms,"
+            " m.sender, m.received_ms, (SELECT max(t.expires_ms) FROM decision_tokens t"
+            " WHERE t.queue_id = r.queue_id AND t.used_ms IS NULL) AS expires_ms"
+            " FROM recipients r JOIN messages m ON m.queue_id = r.queue_id"
+            f" WHERE r.status='{AWAITING}' ORDER BY m.received_ms, r.queue_id, r.idx LIMIT ?",
+            (limit,),
+        ).fetchall()
+
     def unasked(self) -> list[str]:
         """Messages with parked recipients whose notice is not queued yet
         (a notice that a full disk or a stop held back)."""
