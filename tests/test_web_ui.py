@@ -198,7 +198,9 @@ def test_sessions_are_signed_and_expire(tmp_path: Path) -> None:
     assert s.read(cookie) is None
 
 
-@pytest.mark.parametrize("page", ["/ui/", "/ui/held", "/ui/partners", "/ui/failures"])
+@pytest.mark.parametrize(
+    "page", ["/ui/", "/ui/held", "/ui/awaiting", "/ui/partners", "/ui/failures"]
+)
 def test_every_page_carries_the_strict_headers(relay: Stages, page: str) -> None:
     async def body(c: Client) -> None:
         await log_in(c, ADMIN)

@@ -5,7 +5,8 @@ releases two of three held messages at once with a reason, they are
 delivered at once, and the audit trail records the release with the
 token's name and the reason (`mxg audit verify` intact); a POST without
 the CSRF value, from the browser and with the browser's own session
-cookie, is refused and changes nothing."""
+cookie, is refused and changes nothing. An operator decides for a
+sender on the page of recipients awaiting the sender."""
 
 from __future__ import annotations
 
@@ -18,10 +19,12 @@ import pytest
 from selenium import webdriver
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions
-from selenium.webdriver.support.ui import WebDriverWait
+from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from mxg.web.session import COOKIE
 from tests.e2e.test_admin_api import ADMIN, web_config
+from tests.e2e.test_classes import OPPORTUNISTIC_NORMAL
+from tests.e2e.test_decide import BODY, RCPT, _notice, _send_high
 from tests.e2e.test_delivery import wait_for
 from tests.e2e.test_queue_ops import ok, queue_json, send
 from tests.support.browser import browser
@@ -136,3 +139,49 @@ def _log_in(browser: webdriver.Chrome, base: str) -> dict[str, Any]:
     cookie = browser.get_cookie(COOKIE)
     assert cookie is not None and cookie["httpOnly"] and cookie["sameSite"] == "Strict"
     return cookie
+
+
+def test_an_operator_decides_for_the_sender_on_the_awaiting_page(
+    make_mxg: Callable[..., MxgProcess], sinks: dict[str, Sink], browser: webdriver.Chrome
+) -> None:
+    """Issue 15: a high-risk message to a domain without qualified
+    transport is parked and its sender asked; the operator, logged in,
+    finds it on the awaiting page and confirms normal risk for the sender
+    there: it is delivered at once, and the decision is recorded with the
+    login's name (the same implementation as ``mxg decide``)."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    web = web_config(port).replace("[web]\n", f'[web]\npublic_url = "{base}"\n', 1)
+    mxg = make_mxg(extra=OPPORTUNISTIC_NORMAL + web)
+    _send_high(mxg)
+    _notice(sinks["sender"], mxg)
+    assert sinks["dane"].messages == []
+    browser.implicitly_wait(10)
+    browser.get(f"{base}/ui/login")
+    browser.find_element(By.ID, "token").send_keys(ADMIN)
+    browser.find_element(By.ID, "login").click()
+    at(browser, f"{base}/ui/")
+
+    browser.find_element(By.LINK_TEXT, "Awaiting sender").click()
+    table = browser.find_element(By.ID, "awaiting").text
+    assert RCPT in table and "alice@sender.test" in table
+    form = browser.find_element(By.ID, "decide-1")
+    Select(form.find_element(By.NAME, "choice")).select_by_value("normal")
+    form.find_element(By.NAME, "reason").send_keys("the sender confirmed by phone")
+    form.find_element(By.TAG_NAME, "button").click()
+    assert browser.find_element(By.ID, "notice").text == "normal: decided"
+    assert "No recipient awaits a decision." in browser.page_source
+    wait_for(lambda: sinks["dane"].messages, timeout=20, what="delivery after the decision")
+    assert BODY.encode() in sinks["dane"].messages[0].data
+
+    shown = mxg.cli("audit", "show", "--json")
+    assert shown.returncode == 0, shown.stderr
+    trail = [json.loads(line) for line in shown.stdout.splitlines()]
+    [decision] = [r for r in trail if r["kind"] == "decision"]
+    assert decision["actor"] == "ops-alice (token)"
+    assert decision["data"]["choice"] == "normal"
+    assert decision["data"]["reason"] == "the sender confirmed by phone"
+    assert decision["data"]["client"] == "127.0.0.1"
+    assert mxg.stop() == 0
+    log = mxg.log_text()
+    assert "operator decision" in log and "via=ui" in log

@@ -1,7 +1,9 @@
 """The admin API, ``/api/v1/``: the queue, a message with its evidence
 and signed proof, the partner ledger, the queue's summary per domain and
-recent failures to read; hold, release, flush, delete and bounce by
-queue id or selector to change, with a reason and a dry run
+recent failures and the recipients awaiting the sender to read; hold,
+release, flush, delete and bounce by queue id or selector, and the
+decisions of ``mxg decide`` for recipients awaiting the sender, to
+change, with a reason (and, for the queue actions, a dry run)
 (docs/admin-api.md; the schema is ``/api/v1/openapi.json``,
 `mxg.web.openapi`).
 
@@ -18,8 +20,10 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict
+from functools import partial
 from typing import Any, TypeVar
 
+import anyio
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.applications import Starlette
@@ -29,13 +33,15 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 
 from mxg import ops, proof, proof_html
+from mxg.decide.choices import DecisionRefused
 from mxg.deliverylog import event, log
-from mxg.errors import MxgError, NotChangeable, OperatorError
+from mxg.errors import MessageNotFound, MxgError, NotChangeable, OperatorError
 from mxg.evidence import flatten, rfc3339
+from mxg.ops import deciding
 from mxg.ops.failures import by_reason
 from mxg.ops.selectors import QUEUE_ID
 from mxg.signing import SigningKey
-from mxg.store import EvidenceQuery
+from mxg.store import Decided, EvidenceQuery
 from mxg.store.evidence import OUTCOMES
 from mxg.web.auth import Identity, Refused, identify
 from mxg.web.surface import Surface
@@ -51,6 +57,10 @@ DEFAULT_LIST = 1000
 MAX_REASON = 1000
 # Queue ids one request may name.
 MAX_IDS = 10_000
+# Recipients one decision may name (RFC 5321 §4.5.3.1.8's 100, ten times).
+MAX_RECIPIENTS = 1000
+# A typed password is a passphrase, not a document.
+MAX_PASSWORD = 200
 # How far back /failures looks by default, and at most.
 FAILURES_SINCE = "24h"
 NO_STORE = {"Cache-Control": "no-store"}
@@ -97,6 +107,21 @@ class ActionRequest(BaseModel):
     level: str | None = None
 
 
+class DecideRequest(BaseModel):
+    """An operator's decision for recipients awaiting the sender, as
+    ``mxg decide`` takes it; a secure envelope needs the `password` the
+    recipient will be given (used, never returned or kept)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    recipients: list[str] = Field(min_length=1, max_length=MAX_RECIPIENTS)
+    choice: str
+    dsn: bool = False
+    force: bool = False
+    reason: str = Field(min_length=1, max_length=MAX_REASON)
+    password: str = Field(default="", max_length=MAX_PASSWORD)
+
+
 class AcceptRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
@@ -122,6 +147,8 @@ def routes(surface: Surface) -> list[BaseRoute]:
                 return error(409, str(e))
             except OperatorError as e:
                 return error(400, str(e))
+            except DecisionRefused as e:
+                return error(e.status, str(e))
 
         return endpoint
 
@@ -135,6 +162,8 @@ def routes(surface: Surface) -> list[BaseRoute]:
         ("GET", "/evidence", "read", api.evidence_lookup),
         ("GET", "/messages/{queue_id}/evidence", "read", api.evidence),
         ("GET", "/messages/{queue_id}/proof", "read", api.proof),
+        ("GET", "/awaiting", "read", api.awaiting),
+        ("POST", "/messages/{queue_id}/decide", "admin", api.decide),
         ("GET", "/partners", "read", api.partners),
         ("POST", "/partners/{domain}/accept", "admin", api.accept_partner),
         ("GET", "/failures", "read", api.failures),
@@ -300,6 +329,47 @@ class Api:
             )
         return Json(signed, headers=NO_STORE)
 
+    async def awaiting(self, request: Request, _: Identity) -> Response:
+        q = _Query(request, set())
+        limit = q.number("limit", deciding.MAX_PARKED, 1, deciding.MAX_PARKED)
+        q.done()
+        rows = deciding.parked(self._store, self._surface.ctx.cfg, limit + 1)
+        return Json(
+            {"recipients": [asdict(p) for p in rows[:limit]], "truncated": len(rows) > limit},
+            headers=NO_STORE,
+        )
+
+    async def decide(self, request: Request, who: Identity) -> Response:
+        qid = _queue_id(request)
+        _Query(request, set()).done()
+        body = _model(DecideRequest, await read_json(request))
+        if body.choice == "envelope" and not body.password:
+            raise ApiError(400, "password: the envelope needs the password the recipient gets")
+        done = await take_decision(
+            self._surface,
+            who,
+            qid,
+            body.recipients,
+            body.choice,
+            dsn=body.dsn,
+            force=body.force,
+            reason=body.reason,
+            password=body.password,
+            via="api",
+            client=request.client.host if request.client else "",
+        )
+        rows = {r["idx"]: r["address"] for r in self._store.recipients(qid)}
+        return Json(
+            {
+                "queue_id": qid,
+                "choice": done.choice,
+                "recipients": [rows.get(i, "") for i in done.recipients],
+                "actor": who.actor,
+                "level": done.detail.get("level"),
+                "forced": bool(done.detail.get("forced")),
+            }
+        )
+
     async def partners(self, request: Request, _: Identity) -> Response:
         _Query(request, set()).done()
         rows = [
@@ -405,6 +475,55 @@ def log_action(result: ops.ActionResult, via: str) -> None:
         messages=len(result.changes),
         recipients=result.recipients,
     )
+
+
+async def take_decision(
+    surface: Surface,
+    who: Identity,
+    queue_id: str,
+    addresses: list[str],
+    choice: str,
+    *,
+    dsn: bool,
+    force: bool,
+    reason: str,
+    password: str,
+    via: str,
+    client: str,
+) -> Decided:
+    """An operator's decision on the web surface (the API and the pages):
+    checked and taken as ``mxg decide`` does (`mxg.ops.deciding`), the
+    envelope sealed off the event loop from the spooled message; logged
+    without the password, and the scanner woken to carry it out now."""
+    store, cfg = surface.ctx.store, surface.ctx.cfg
+    deciding.checked(choice, dsn=dsn, password=bool(password), force=force, reason=reason)
+    rows = deciding.named(store, queue_id, addresses)
+    carrier = None
+    if choice == "envelope":
+        try:
+            _, original = await anyio.to_thread.run_sync(surface.ctx.engine.read, queue_id)
+        except MessageNotFound:
+            raise OperatorError(f"{queue_id}: the spool no longer holds the message") from None
+        msg = store.message(queue_id)
+        sender = msg["sender"] if msg is not None else ""
+        _, carrier = await anyio.to_thread.run_sync(
+            partial(deciding.seal, cfg, sender, rows, typed=password, original=original)
+        )
+    done = deciding.take(
+        store, cfg, queue_id, rows, choice, actor=who.actor, client=client, dsn=dsn,
+        reason=reason, force=force, carrier=carrier,
+    )  # fmt: skip
+    event(
+        log,
+        "operator decision",
+        queue_id=queue_id,
+        choice=done.choice,
+        actor=who.actor,
+        via=via,
+        recipients=len(done.recipients),
+    )
+    surface.ctx.wakeup.set()
+    return done
 
 
 # Fields of `ActionResult.records` said once per response, not per change.

@@ -9,10 +9,11 @@ from __future__ import annotations
 from typing import Any
 
 from mxg import __version__, ops
+from mxg.decide.choices import CHOICES
 from mxg.ops.selectors import STATES
 from mxg.store.evidence import OUTCOMES
 from mxg.vocab import Level, RiskClass
-from mxg.web.api import PREFIX, AcceptRequest, ActionRequest
+from mxg.web.api import PREFIX, AcceptRequest, ActionRequest, DecideRequest
 
 _OBJECT = {"type": "object"}
 _ERRORS = {
@@ -97,6 +98,27 @@ def _action(name: str) -> dict[str, Any]:
     return op
 
 
+def _decide() -> dict[str, Any]:
+    op = _op(
+        "decide for recipients awaiting the sender, as mxg decide does",
+        "admin",
+        "the decision taken: choice, recipients, actor, level",
+        parameters=[_QUEUE_ID],
+        requestBody=_body(DecideRequest),
+    )
+    op["description"] = (
+        f"choice: {', '.join(CHOICES)}. keep: try until the message's lifetime ends;"
+        " normal: send at class normal's level; envelope: send as a secure envelope"
+        " sealed with password (required; used once, never returned or kept);"
+        " cancel: not sent, with dsn a DSN to the sender. A choice the class does not"
+        " offer, and class secret at normal's level always, needs force (recorded with"
+        " the reason). Recorded with the actor in the audit trail. Role: admin."
+    )
+    op["responses"]["403"] = {"$ref": "#/components/responses/Forbidden"}
+    op["responses"]["409"] = {"$ref": "#/components/responses/Conflict"}
+    return op
+
+
 def schema(base: str = PREFIX) -> dict[str, Any]:
     """The description; `base` is where the API is served (behind a
     reverse proxy with ``web.root_path``: under that prefix)."""
@@ -171,6 +193,15 @@ def schema(base: str = PREFIX) -> dict[str, Any]:
                 "read",
                 "the signed proof (JSON), or its HTML page",
                 parameters=[_QUEUE_ID, _q("format", "json or html", {"enum": ["json", "html"]})],
+            )
+        },
+        "/messages/{queue_id}/decide": {"post": _decide()},
+        "/awaiting": {
+            "get": _op(
+                "recipients awaiting the sender's decision (on_unmet = ask-sender)",
+                "read",
+                "queue id, sender, recipient, class, reason, since and link expiry, oldest first",
+                parameters=[_q("limit", "at most this many", {"type": "integer", "minimum": 1})],
             )
         },
         "/partners": {"get": _op("the partner ledger", "read", "one record per domain")},

@@ -4,8 +4,9 @@ Content-Security-Policy. Login with a token of ``[[web.token]]``
 (`mxg.web.session`); then the queue's summary per domain, the held
 messages with the decisions an operator may take (release, delete,
 bounce; one or many, with a reason), one message with its recipients,
-evidence and operator actions, the partner ledger (with accept) and
-recent failures by reason.
+evidence and operator actions, the recipients awaiting the sender (with
+the decisions ``mxg decide`` takes), the partner ledger (with accept)
+and recent failures by reason.
 
 Every form is a POST with a CSRF value bound to the session; every
 change goes through `mxg.ops` or the store's own operator functions
@@ -27,14 +28,16 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from mxg import ops
+from mxg.decide.choices import CHOICES, DecisionRefused
 from mxg.deliverylog import event, log
 from mxg.errors import MxgError, OperatorError
 from mxg.evidence import flatten, rfc3339
+from mxg.ops import deciding
 from mxg.ops.failures import by_reason
 from mxg.ops.selectors import QUEUE_ID
 from mxg.store import EvidenceQuery
 from mxg.web import pages
-from mxg.web.api import log_action
+from mxg.web.api import log_action, take_decision
 from mxg.web.auth import Identity, by_session, by_token
 from mxg.web.session import COOKIE, LOGIN_COOKIE, Sessions
 from mxg.web.surface import Surface
@@ -72,6 +75,10 @@ def routes(surface: Surface) -> list[BaseRoute]:
         Route("/ui/", ui.guarded("read", ui.summary), methods=["GET"]),
         Route("/ui/held", ui.guarded("read", ui.held), methods=["GET"]),
         Route("/ui/held", ui.guarded("admin", ui.decide, post=True), methods=["POST"]),
+        Route("/ui/awaiting", ui.guarded("read", ui.awaiting), methods=["GET"]),
+        Route(
+            "/ui/awaiting", ui.guarded("admin", ui.decide_for_sender, post=True), methods=["POST"]
+        ),
         Route("/ui/messages/{queue_id}", ui.guarded("read", ui.message), methods=["GET"]),
         Route("/ui/partners", ui.guarded("read", ui.partners), methods=["GET"]),
         Route("/ui/partners/accept", ui.guarded("admin", ui.accept, post=True), methods=["POST"]),
@@ -291,6 +298,64 @@ class Ui:
                 self._surface.ctx.wakeup.set()
                 return _redirect(request, f"/ui/held?done={action}&n={len(result.changes)}")
         return await self.held(request, who, error=problem, status=400, reason=reason)
+
+    async def awaiting(self, request: Request, who: Identity, **extra: Any) -> Response:
+        cfg = self._surface.ctx.cfg
+        parked = deciding.parked(self._store, cfg, deciding.MAX_PARKED + 1)
+        done = request.query_params.get("done", "")
+        notice = ""
+        if done in CHOICES:
+            notice = f"{done}: decided"
+        return self._render(
+            request,
+            "awaiting.html",
+            who,
+            extra.pop("status", 200),
+            parked=parked[: deciding.MAX_PARKED],
+            more=len(parked) > deciding.MAX_PARKED,
+            choices=CHOICES,
+            notice=notice,
+            **extra,
+        )
+
+    async def decide_for_sender(self, request: Request, who: Identity) -> Response:
+        """An operator's decision for one parked recipient, as ``mxg
+        decide`` takes it (`mxg.ops.deciding`); a secure envelope only
+        with the password typed here, which is used and never shown."""
+        form: FormData = request.state.form
+        qid = (_one(form, "queue_id") or "").strip().upper()
+        choice = _one(form, "choice") or ""
+        reason = (_one(form, "reason") or "").strip()
+        password = _one(form, "password") or ""
+        status = 400
+        try:
+            if not QUEUE_ID.match(qid):
+                raise OperatorError(f"{qid!r} is not a queue id")
+            if not reason or len(reason) > MAX_REASON:
+                raise OperatorError(f"give a reason (at most {MAX_REASON} characters)")
+            if choice == "envelope" and not password:
+                raise OperatorError("envelope: type the password the recipient will be given")
+            done = await take_decision(
+                self._surface,
+                who,
+                qid,
+                [_one(form, "recipient") or ""],
+                choice,
+                dsn=_one(form, "dsn") == "1",
+                force=_one(form, "force") == "1",
+                reason=reason,
+                password=password,
+                via="ui",
+                client=request.client.host if request.client else "",
+            )
+        except DecisionRefused as e:
+            problem, status = str(e), e.status
+        except OperatorError as e:
+            problem = str(e)
+        else:
+            return _redirect(request, f"/ui/awaiting?done={done.choice}")
+        # The password is not given back to the page.
+        return await self.awaiting(request, who, error=problem, status=status)
 
     async def message(self, request: Request, who: Identity) -> Response:
         qid = str(request.path_params["queue_id"]).upper()
