@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import email
 import json
+import os
 import re
+import subprocess
 import time
 from collections.abc import Callable
 from email.message import EmailMessage
@@ -220,3 +222,88 @@ def test_mxg_decide_sends_the_envelope_with_the_operators_password_file(
     shown = json.loads(mxg.cli("queue", "show", qid, "--json").stdout)
     assert shown["recipients"][0]["decision"] == "envelope"
     assert "Amsel" not in mxg.log_text()
+
+
+# A relay that spools the stored carrier and dies (os._exit: no cleanup,
+# as kill -9) before it records it: the crash window between the spool's
+# fsync and the record's transaction, hit exactly.
+CRASH_AFTER_SPOOL = """
+import json, os, sys
+from pathlib import Path
+import anyio
+from mxg import _core
+from mxg.config.load import load_config
+from mxg.pipeline.context import Context
+from mxg.pipeline.notices import Notices
+from mxg.pipeline.storage import open_store
+
+cfg = load_config(Path(sys.argv[1]))
+engine = _core.Engine(json.dumps(cfg.engine_json()))
+store = open_store(cfg.db_path)
+ctx = Context(cfg, engine, store, None, None, None)
+def die(*_, **__):
+    print("spooled", flush=True)
+    os._exit(137)
+store.carrier_spooled = die
+anyio.run(Notices(ctx).spool_carriers)
+"""
+
+
+def test_rule10_a_carrier_spooled_before_a_crash_goes_once_at_the_carrier_level(
+    make_mxg: Callable[..., MxgProcess], sinks: dict[str, Sink], tmp_path: Path
+) -> None:
+    """The carrier a crash left spooled but unrecorded is recorded at the
+    next start at class high's carrier_level (encrypted), which notlsa.test
+    offers: delivered once. At class high's own level (qualified) it would
+    be parked and its sender asked again."""
+    mxg, _ = _start(make_mxg)
+    _send_high(mxg)
+    _notice(sinks["sender"], mxg)
+    listing = [json.loads(x) for x in mxg.cli("queue", "list", "--json").stdout.splitlines()]
+    qid = next(x["queue_id"] for x in listing if x["class"] == "high")
+    assert mxg.stop() == 0
+    secret = tmp_path / "password"
+    secret.write_text("Amsel-Drossel-Fink-Star-7\n")
+    done = mxg.cli(
+        "decide", qid, "--recipient", RCPT, "--choice", "envelope", "--password-file", str(secret)
+    )
+    assert done.returncode == 0, done.stderr
+    crash = subprocess.run(
+        [mxg.python, "-c", CRASH_AFTER_SPOOL, str(mxg.config_path)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **mxg.env},
+        cwd=mxg.workdir,
+        timeout=60,
+        check=False,
+    )
+    assert crash.returncode == 137 and crash.stdout == "spooled\n", crash.stderr
+    listing = mxg.cli("queue", "list", "--all", "--json").stdout
+    assert listing.count('"sender": "alice@sender.test"') == 1, f"carrier unindexed: {listing}"
+
+    mxg.start()
+    wait_for(lambda: sinks["dane"].messages, timeout=30, what="the carrier")
+    time.sleep(2)  # a second carrier would be on its way by now
+    assert len(sinks["dane"].messages) == 1
+    carrier = email.message_from_bytes(sinks["dane"].messages[0].data, policy=default)
+    assert carrier[HEADER]
+    page = next(p for p in carrier.walk() if p.get_filename() == ATTACHMENT)
+    assert BODY.encode() in unseal(page.get_payload(decode=True), "Amsel-Drossel-Fink-Star-7")
+    wait_for(lambda: "status=sent" in _line(mxg, RCPT), what="the carrier's log line")
+    assert "level=encrypted" in _line(mxg, RCPT)
+    recorded = re.search(r"spooled before a stop, recorded now.*queue_id=(\w+)", mxg.log_text())
+    assert recorded, mxg.log_text()
+    carrier_qid = recorded.group(1)
+    shown = json.loads(mxg.cli("queue", "show", carrier_qid, "--json").stdout)
+    rcpt = shown["recipients"][0]
+    assert (rcpt["status"], rcpt["override_level"], rcpt["decision"]) == (
+        "sent",
+        "encrypted",
+        "envelope",
+    )
+    # Its sender was asked once, about the original, never about the carrier.
+    subjects = [
+        str(email.message_from_bytes(m.data, policy=default)["Subject"])
+        for m in sinks["sender"].messages
+    ]
+    assert len([x for x in subjects if "Your decision is needed" in x]) == 1, subjects
