@@ -11,6 +11,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from mxg import __version__, _core
 from mxg.cli import build_parser, main
@@ -229,11 +231,49 @@ def test_the_shipped_configurations_load() -> None:
 
 def test_config_check_finds_an_unusable_tlsrpt_dkim_key(tmp_path: Path) -> None:
     _, ec_key = self_signed(tmp_path / "a", "mxg.example")  # an EC key: DKIM signs with RSA
-    code, lines = _check(tmp_path, f'[tlsrpt]\ndkim_selector = "s"\ndkim_key = "{ec_key}"\n')
+    named = '[server]\nhostname = "mxg.example"\n[tlsrpt]\ndkim_selector = "s"\n'
+    code, lines = _check(tmp_path, f'{named}dkim_key = "{ec_key}"\n')
     assert code == CONFIG
     assert lines == [f"tlsrpt.dkim_key: {ec_key}: not an RSA key (DKIM signs with RSA here)"]
     missing = tmp_path / "dkim.pem"
-    code, lines = _check(tmp_path, f'[tlsrpt]\ndkim_selector = "s"\ndkim_key = "{missing}"\n')
+    code, lines = _check(tmp_path, f'{named}dkim_key = "{missing}"\n')
     assert (code, lines) == (CONFIG, [f"tlsrpt.dkim_key: {missing}: No such file or directory"])
     code, lines = _check(tmp_path, '[tlsrpt]\ndkim_selector = "s"\n')
     assert code == CONFIG and "dkim_key and dkim_selector go together" in lines[0]
+
+
+def test_tlsrpt_mail_needs_a_fully_qualified_sender_and_dkim_domain(tmp_path: Path) -> None:
+    # A host without a real name: the contact (postmaster@<hostname>) and
+    # d= would both be "localhost"; report mail is refused at load.
+    key = tmp_path / "dkim.pem"
+    rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    key.write_bytes(
+        rsa_key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    tlsrpt = f'[tlsrpt]\ndkim_selector = "s1"\ndkim_key = "{key}"\n'
+    code, lines = _check(tmp_path, f'[server]\nhostname = "localhost"\n{tlsrpt}')
+    assert (code, lines) == (
+        CONFIG,
+        [
+            "server.hostname: 'localhost' is not a fully qualified domain name, but TLS reports "
+            "sent by mail would use it as the report's sender; set server.hostname (or "
+            "tlsrpt.contact and tlsrpt.dkim_domain)"
+        ],
+    )
+    code, lines = _check(tmp_path, f'[server]\nhostname = "gw"\n{tlsrpt}contact = "rpt@gw"\n')
+    assert code == CONFIG and lines[0].startswith("tlsrpt.contact: 'gw' is not a fully")
+    named = f'[server]\nhostname = "gw"\n{tlsrpt}contact = "rpt@gw.example"\n'
+    code, lines = _check(tmp_path, f'{named}dkim_domain = "example"\n')
+    assert code == CONFIG and lines[0].startswith("tlsrpt.dkim_domain: 'example' is not")
+    assert "as the DKIM domain (d=); set tlsrpt.dkim_domain" in lines[0]
+    # Named domains pass, and so does a nameless host that sends no mail.
+    assert _check(tmp_path, named) == (OK, [])
+    assert _check(tmp_path, f'[server]\nhostname = "mxg.example"\n{tlsrpt}') == (OK, [])
+    off = f'[server]\nhostname = "localhost"\n{tlsrpt}enabled = false\n'
+    assert _check(tmp_path, off) == (OK, [])
+    https_only = '[server]\nhostname = "localhost"\n[tlsrpt]\nenabled = true\n'
+    assert _check(tmp_path, https_only) == (OK, [])

@@ -147,7 +147,8 @@ iterations = 600000
 # organization-name in the report; empty: server.hostname.
 organization = ""
 # contact-info (an address; its domain names mxg as report sender).
-# Empty: the postmaster address ([dsn] postmaster).
+# Empty: the postmaster address ([dsn] postmaster). With mail reports
+# it and d= must be fully qualified: not localhost.
 contact = ""
 # From of report mail; empty: the contact address.
 from_address = ""

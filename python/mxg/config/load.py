@@ -14,6 +14,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from mxg.config.model import Config
+from mxg.config.tlsrpt import mail_identity_problem
 from mxg.errors import ConfigError
 
 ENV_PREFIX = "MXG_"
@@ -111,6 +112,8 @@ def load_config(path: Path | None = None, environ: Mapping[str, str] | None = No
                 msg = "unknown key"
             problems.append(f"{source}: {key}: {msg}")
         raise ConfigError(problems) from None
+    if problem := mail_identity_problem(config):
+        problems.append(f"{where}: {problem}")
     if problems:
         raise ConfigError(problems)
     return config

@@ -9,10 +9,14 @@ a key sends the https reports only; ``false`` sends none."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import Field, field_validator, model_validator
 
 from mxg.config.base import PositiveSeconds, Section
+
+if TYPE_CHECKING:
+    from mxg.config.model import Config
 
 _SELECTOR_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789-.")
 
@@ -69,3 +73,39 @@ class TlsRptConfig(Section):
     @property
     def active(self) -> bool:
         return self.dkim_key is not None if self.enabled is None else self.enabled
+
+
+def mail_identity_problem(cfg: Config) -> str | None:
+    """``KEY: reason`` when report mail would name a domain that is no
+    fully qualified name, else None. The contact's domain is the report's
+    sender (RFC 8460 §5.1) and the DKIM d= must be a domain the receiver
+    can look the key up under (RFC 6376 §3.5); both default from
+    server.hostname, which is ``localhost`` on a host without a real
+    name. Only mail reports carry them: https reports go without."""
+    t = cfg.tlsrpt
+    if not t.active or t.dkim_key is None:
+        return None
+    if t.contact:
+        contact_key = "tlsrpt.contact"
+    else:
+        contact_key = "dsn.postmaster" if cfg.dsn.postmaster else "server.hostname"
+    contact = t.contact or cfg.postmaster
+    from_address = t.from_address or contact
+    if t.dkim_domain:
+        dkim_key = "tlsrpt.dkim_domain"
+    else:
+        dkim_key = "tlsrpt.from_address" if t.from_address else contact_key
+    dkim_domain = t.dkim_domain or from_address.rpartition("@")[2]
+    for key, domain, role in (
+        (contact_key, contact.rpartition("@")[2], "the report's sender"),
+        (dkim_key, dkim_domain, "the DKIM domain (d=)"),
+    ):
+        if "." not in domain.strip("."):
+            fix = key
+            if key == "server.hostname":
+                fix += " (or tlsrpt.contact and tlsrpt.dkim_domain)"
+            return (
+                f"{key}: {domain!r} is not a fully qualified domain name, but TLS reports "
+                f"sent by mail would use it as {role}; set {fix}"
+            )
+    return None
