@@ -101,6 +101,35 @@ def test_usage_errors_exit_2(tmp_path: Path) -> None:
     assert out.returncode == USAGE and "usage:" in out.stderr
 
 
+def test_check_without_a_domain_is_a_usage_error(tmp_path: Path) -> None:
+    # docs/operations.md: a wrong command line exits 2, with one line.
+    out = _mxg("check", cwd=tmp_path)
+    assert (out.returncode, out.stderr) == (
+        USAGE,
+        "mxg: check: name at least one domain, or --file FILE\n",
+    )
+    empty = tmp_path / "domains.txt"
+    empty.write_text("# partners\n\n   \n")
+    out = _mxg("check", "--file", str(empty), cwd=tmp_path)
+    assert (out.returncode, out.stderr) == (USAGE, f"mxg: check: --file {empty} lists no domain\n")
+    out = _mxg("check", "--file", "", cwd=tmp_path)
+    assert out.returncode == USAGE and out.stderr.count("\n") == 1
+    assert "--file needs a file name" in out.stderr
+    stdin = subprocess.run(
+        [sys.executable, "-m", "mxg", "check", "--file", "-"],
+        input="",
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+        check=False,
+    )
+    assert (stdin.returncode, stdin.stderr) == (
+        USAGE,
+        "mxg: check: --file standard input lists no domain\n",
+    )
+
+
 def _check(tmp_path: Path, toml: str) -> tuple[int, list[str]]:
     cfg = tmp_path / "mxg.toml"
     cfg.write_text(f'[data]\ndirectory = "{tmp_path / "data"}"\n' + toml)

@@ -4,6 +4,7 @@
 
     MxgError
     ├── ConfigError            operator configuration is invalid (file, key, reason)
+    ├── UsageError             the command line asks for nothing argparse can catch
     ├── EngineError            raised by the Rust data plane (mxg._core)
     │   ├── EngineConfigError  engine refused its configuration or TLS material
     │   ├── ListenError        a listen address could not be bound
@@ -35,6 +36,11 @@ class ConfigError(MxgError):
     def __init__(self, problems: list[str]) -> None:
         self.problems = problems
         super().__init__("\n".join(problems))
+
+
+class UsageError(MxgError):
+    """A command line argparse accepts but that asks for nothing usable
+    (``mxg check`` without a domain): exit status 2, as argparse's own."""
 
 
 class EngineError(MxgError):

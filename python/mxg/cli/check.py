@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from mxg.cli.common import _load
-from mxg.errors import MxgError
+from mxg.errors import UsageError
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -17,13 +17,19 @@ def cmd_check(args: argparse.Namespace) -> int:
 
     from mxg import check
 
-    domains = list(args.domains)
-    if args.file:
+    domains = [d.strip() for d in args.domains]
+    if args.file == "":
+        raise UsageError("check: --file needs a file name ('-' for standard input)")
+    if args.file is not None:
         text = sys.stdin.read() if args.file == "-" else Path(args.file).read_text()
-        domains += [d.split("#", 1)[0].strip() for d in text.splitlines()]
+        listed = [d.split("#", 1)[0].strip() for d in text.splitlines()]
+        if not any(listed):
+            where = "standard input" if args.file == "-" else args.file
+            raise UsageError(f"check: --file {where} lists no domain")
+        domains += listed
     domains = list(dict.fromkeys(d for d in domains if d))
     if not domains:
-        raise MxgError("check: name at least one domain, or --file")
+        raise UsageError("check: name at least one domain, or --file FILE")
     cfg = _load(args)
     show_progress = args.file is not None and sys.stderr.isatty()
 

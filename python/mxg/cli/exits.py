@@ -15,13 +15,14 @@ import logging
 import os
 import sys
 
-from mxg.errors import ConfigError, InstanceBusy, MxgError
+from mxg.errors import ConfigError, InstanceBusy, MxgError, UsageError
 
 OK = 0
 # The command could not do what was asked (start-up refused: data
 # directory unsafe, address in use, store unusable; no such message).
 ERROR = 1
-# The command line was wrong (argparse prints the usage).
+# The command line was wrong (argparse prints the usage; a UsageError,
+# what argparse cannot see, is one line).
 USAGE = 2
 # A bug in mxg: one line here, the traceback in the log (or with MXG_DEBUG=1).
 SOFTWARE = 70
@@ -47,6 +48,8 @@ def exit_status(e: BaseException) -> int:
             return INTERRUPTED
         case ConfigError():
             lines, status = e.problems, CONFIG
+        case UsageError():
+            lines, status = [str(e)], USAGE
         case InstanceBusy():
             lines, status = [str(e)], TEMPFAIL
         case MxgError():
