@@ -106,6 +106,51 @@ def test_no_authentication_method_parks_at_once_and_asks_once_in_both_languages(
     assert st.ctx.store.token(claims.token_id)["recipients"] == "[0,1]"
 
 
+DELIVERED_DE = "An die übrigen Empfänger wurde sie wie gewohnt zugestellt."
+DELIVERED_EN = "It was delivered to the other recipients as usual."
+GOES_ON_DE = "Für die übrigen Empfänger geht die Zustellung wie gewohnt weiter."
+GOES_ON_EN = "For the other recipients, delivery goes on as usual."
+
+
+def _words(engine: Any) -> str:
+    return " ".join(_notice(engine).get_content().split())
+
+
+def test_a_one_recipient_notice_speaks_of_no_other_recipients(tmp_path: Path) -> None:
+    st, engine = _stages(tmp_path)
+    info = _job(st, engine, "Q1", ["a@plain.test"])
+    _deliver(st, info, [_result("a@plain.test", "validation-failure")])
+    text = _words(engine)
+    assert "Die Nachricht wartet, bis Sie entscheiden, wie es weitergeht." in text
+    assert "The message waits for your decision." in text
+    assert "übrigen" not in text and "other recipients" not in text
+
+
+def test_a_mixed_notice_says_delivered_only_when_the_others_were(tmp_path: Path) -> None:
+    st, engine = _stages(tmp_path)
+    info = _job(st, engine, "Q1", ["a@plain.test", "c@plain.test"])
+    _deliver(
+        st,
+        info,
+        [
+            _result("a@plain.test", "validation-failure"),
+            _result("c@plain.test", None, status="sent"),
+        ],
+    )
+    text = _words(engine)
+    assert DELIVERED_DE in text and DELIVERED_EN in text
+    assert GOES_ON_DE not in text and GOES_ON_EN not in text
+
+    # The other recipient is still on its way (another domain's job).
+    st, engine = _stages(tmp_path / "waiting")
+    info = _job(st, engine, "Q2", ["a@plain.test", "c@later.test"])
+    info.indexes, info.attempts, info.classes = {"a@plain.test": [0]}, {0: 1}, {0: "high"}
+    _deliver(st, info, [_result("a@plain.test", "validation-failure")])
+    text = _words(engine)
+    assert GOES_ON_DE in text and GOES_ON_EN in text
+    assert "zugestellt" not in text and "delivered" not in text
+
+
 def test_repeated_failures_and_scans_never_send_a_second_notice(tmp_path: Path) -> None:
     st, engine = _stages(tmp_path)
     info = _job(st, engine, "Q1", ["a@plain.test"])

@@ -20,6 +20,7 @@ from mxg.config import Config
 from mxg.decide.marks import ASKED_HEADER, Asked
 from mxg.decide.reasons import plain
 from mxg.decide.templates import environment
+from mxg.vocab import RecipientState
 
 # The longest subject line shown; a longer one is cut (the page shows it
 # whole).
@@ -50,6 +51,15 @@ def recipients_view(rows: Sequence[Any]) -> list[dict[str, str]]:
     return out
 
 
+def others_view(states: Sequence[str]) -> str:
+    """What the notice may say of the other recipients: ``none`` (there
+    are none, say nothing), ``delivered`` (every one was), ``usual``
+    (some are still on their way, or bounced: the usual course)."""
+    if not states:
+        return "none"
+    return "delivered" if all(s == RecipientState.SENT for s in states) else "usual"
+
+
 def build_notice(
     cfg: Config,
     msg: Any,
@@ -59,10 +69,13 @@ def build_notice(
     link: str | None,
     expires_ms: int,
     choices: Sequence[str],
+    others: Sequence[str] = (),
     asked: Asked | None = None,
 ) -> bytes:
-    """The complete notice, CRLF line ends; `asked` is its record, for
-    recovery (`mxg.decide.marks`)."""
+    """The complete notice, CRLF line ends; `others` are the states of
+    the message's recipients not waiting for a decision, so that the
+    notice says what became of them; `asked` is its record, for recovery
+    (`mxg.decide.marks`)."""
     env = environment(cfg.decisions.templates)
     lifetime_end = msg["received_ms"] + int(cfg.queue.max_lifetime * 1000)
     values = {
@@ -74,6 +87,7 @@ def build_notice(
         "expires": when(expires_ms),
         "lifetime_end": when(lifetime_end),
         "choices": list(choices),
+        "others": others_view(others),
     }
     body = env.get_template("notice.txt").render(values)
     title = " ".join(env.get_template("notice-subject.txt").render(values).split())

@@ -23,6 +23,7 @@ from mxg.dsn import Original, RecipientReport, build_dsn
 from mxg.errors import EngineStopped, MessageNotFound, SpoolError
 from mxg.pipeline.context import Context
 from mxg.store import NewMessage, now_ms
+from mxg.vocab import RecipientState
 
 
 class Notices:
@@ -125,6 +126,12 @@ class Notices:
             link=link,
             expires_ms=expires,
             choices=offered(cfg, rows),
+            # Parked earlier ones were named in an earlier notice.
+            others=[
+                r["status"]
+                for r in store.recipients(queue_id)
+                if r["status"] != RecipientState.AWAITING_SENDER
+            ],
             asked=asked,
         )
         queued = await self.spool_to_sender(
