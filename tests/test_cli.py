@@ -293,6 +293,13 @@ def test_tlsrpt_mail_needs_a_fully_qualified_sender_and_dkim_domain(tmp_path: Pa
             "tlsrpt.contact and tlsrpt.dkim_domain)"
         ],
     )
+    # Start refuses it the same way, before it touches anything.
+    started = _mxg("-c", str(tmp_path / "mxg.toml"), "run", cwd=tmp_path)
+    assert started.returncode == CONFIG and "Traceback" not in started.stderr
+    assert started.stderr.endswith(
+        "set server.hostname (or tlsrpt.contact and tlsrpt.dkim_domain)\n"
+    )
+    assert started.stderr.count("\n") == 1 and not (tmp_path / "data").exists()
     code, lines = _check(tmp_path, f'[server]\nhostname = "gw"\n{tlsrpt}contact = "rpt@gw"\n')
     assert code == CONFIG and lines[0].startswith("tlsrpt.contact: 'gw' is not a fully")
     named = f'[server]\nhostname = "gw"\n{tlsrpt}contact = "rpt@gw.example"\n'
