@@ -11,6 +11,7 @@ tell them apart."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from anyio.abc import SocketStream
 
 from mxg.decide import TokenKey
 from mxg.store import NewMessage, now_ms
+from mxg.web.auth import new_token, token_sha256
 from tests.pipeline.fakes import envelope, stages
 from tests.support.dns import free_port
 from tests.test_web import answers, serve_and
@@ -31,6 +33,7 @@ PREFIX = "/mxg"
 PROXY_ADDRESS = "127.0.0.9"
 # The proxy stands for one that terminated TLS: the scheme it forwards.
 FORWARDED_PROTO = "https"
+ADMIN = new_token()
 MESSAGE = b"From: a@internal.test\r\nSubject: Befund 7\r\n\r\nDiagnose\r\n"
 
 
@@ -113,7 +116,8 @@ class Site:
             tmp_path,
             f'[data]\ndirectory = "{tmp_path}"\n[web]\nlisten = ["127.0.0.1:{self.web_port}"]\n'
             f'root_path = "{PREFIX}"\npublic_url = "https://intra.example{PREFIX}"\n'
-            f"{toml}[decisions]\nrate_limit = 3\n",
+            f"{toml}[decisions]\nrate_limit = 3\n"
+            f'[[web.token]]\nname = "ops"\nrole = "admin"\nsha256 = "{token_sha256(ADMIN)}"\n',
         )
         ctx = self.st.ctx
         ctx.tokens = TokenKey(bytes(range(32)))
@@ -176,6 +180,26 @@ def test_the_surface_works_under_the_proxys_prefix(tmp_path: Path, backend: str)
             # X-Forwarded-Proto is believed: the login cookie is for https only.
             assert "secure" in login_cookie
             assert f'action="{PREFIX}/ui/login"' in login.text
+            # A login through the proxy: its session cookie and every
+            # redirect stay under the prefix. (The cookies are Secure, for
+            # the https the proxy stands for; sent here by hand.)
+            nonce = login.headers["set-cookie"].split(";")[0]
+            csrf = re.search(r'name="csrf" value="([^"]+)"', login.text)
+            assert csrf
+            done = await c.post(
+                f"{PREFIX}/ui/login",
+                data={"csrf": csrf.group(1), "token": ADMIN},
+                headers={"Cookie": nonce},
+            )
+            assert done.status_code == 303, done.text
+            _same_origin_under_prefix(done.headers["location"], "/ui/")
+            session = next(
+                v for k, v in done.headers.multi_items() if k == "set-cookie" and "mxg_session" in v
+            )
+            assert f"path={PREFIX}/ui;" in session.lower() + ";" and "secure" in session.lower()
+            summary = await c.get(f"{PREFIX}/ui/", headers={"Cookie": session.split(";")[0]})
+            assert summary.status_code == 200, summary.text
+            assert f'action="{PREFIX}/ui/logout"' in summary.text
 
     site.run(backend, requests)
 
