@@ -19,14 +19,13 @@ import base64
 import binascii
 import hashlib
 import hmac
-import os
 import re
 import secrets
 import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-from mxg.errors import MxgError
+from mxg.keyfile import read_or_make
 
 KEY_FILE = "decide.key"
 KEY_BYTES = 32
@@ -113,25 +112,5 @@ class TokenKey:
 
     @classmethod
     def load_or_create(cls, data_dir: Path) -> TokenKey:
-        """The data directory's key, made on first use like the signing
-        key: a new file with mode 0600 (O_EXCL, never through a link),
-        renamed into place, so a crash leaves no key or a whole one."""
-        path = data_dir / KEY_FILE
-        if not (path.exists() or path.is_symlink()):
-            tmp = data_dir / f".{KEY_FILE}.{os.getpid()}"
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-            try:
-                os.write(fd, secrets.token_bytes(KEY_BYTES))
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.rename(tmp, path)
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        except OSError as e:
-            raise MxgError(f"{path}: cannot read the decision key: {e.strerror}") from None
-        with os.fdopen(fd, "rb") as f:
-            key = f.read()
-        if len(key) != KEY_BYTES:
-            raise MxgError(f"{path}: not a decision key ({len(key)} bytes, not {KEY_BYTES})")
-        return cls(key)
+        """The data directory's key, made on first use (`mxg.keyfile`)."""
+        return cls(read_or_make(data_dir, KEY_FILE, KEY_BYTES, "decision key"))
