@@ -9,7 +9,7 @@ import pytest
 
 import mxg._core
 
-pytest_plugins = ["tests.engine_fixtures", "tests.support.browser"]
+pytest_plugins = ["tests.engine_fixtures", "tests.support.browser", "tests.support.postgres"]
 
 ROOT = Path(__file__).resolve().parent.parent
 # Every crate under rust/ is built into mxg._core (the bench sink lives

@@ -23,20 +23,23 @@ def envelope(qid: str, rcpts: list[str], sender: str = "a@internal.test") -> New
     return NewMessage(env)
 
 
-def test_add_is_idempotent_and_due_groups_by_domain(tmp_path: Path) -> None:
-    s = Store(tmp_path / "q.db")
+def test_add_is_idempotent_and_due_groups_by_domain(store_at: Path | str) -> None:
+    s = Store(store_at)
     e = envelope("Q1", ["a@x.test", "b@X.test", "c@y.test"])
     assert s.add_messages([e]) == ["Q1"]
     assert s.add_messages([e]) == []
     due = {(d.domain, d.indexes) for d in s.due(2000)}
     assert due == {("x.test", (0, 1)), ("y.test", (2,))}
-    assert oct((tmp_path / "q.db").stat().st_mode & 0o777) == "0o600"
+    if isinstance(store_at, Path):
+        assert oct(store_at.stat().st_mode & 0o777) == "0o600"
 
 
-def test_a_batch_indexes_only_its_new_messages_with_all_their_recipients(tmp_path: Path) -> None:
+def test_a_batch_indexes_only_its_new_messages_with_all_their_recipients(
+    store_at: Path | str,
+) -> None:
     # A restart's rescan hands over known and new messages in one batch,
     # more than one statement's worth of parameters among them.
-    s = Store(tmp_path / "q.db")
+    s = Store(store_at)
     s.add_messages([envelope("Q0", ["old@x.test"])])
     batch = [envelope(f"Q{i}", [f"r{i}@x.test", f"s{i}@y.test"]) for i in range(1500)]
     batch[0].envelope.recipients = [Recipient("changed@z.test")]
@@ -49,8 +52,10 @@ def test_a_batch_indexes_only_its_new_messages_with_all_their_recipients(tmp_pat
     assert len(s.due(2000, limit=10_000)) == 1 + 2 * 1499
 
 
-def test_due_among_given_messages_skips_held_final_and_later_recipients(tmp_path: Path) -> None:
-    s = Store(tmp_path / "q.db")
+def test_due_among_given_messages_skips_held_final_and_later_recipients(
+    store_at: Path | str,
+) -> None:
+    s = Store(store_at)
     s.add_messages(
         [
             envelope("Q1", ["a@x.test", "b@x.test", "c@y.test"]),
@@ -149,8 +154,8 @@ def test_rule11_results_recorded_without_their_own_fsync_are_synced_before_remov
     assert synced == [f"{tmp_path / 'q.db'}-wal"]
 
 
-def test_rule11_message_is_finished_only_with_final_states_and_dsns(tmp_path: Path) -> None:
-    s = Store(tmp_path / "q.db")
+def test_rule11_message_is_finished_only_with_final_states_and_dsns(store_at: Path | str) -> None:
+    s = Store(store_at)
     s.add_messages([envelope("Q1", ["a@x.test", "b@x.test"])])
     s.record(
         [
@@ -172,16 +177,16 @@ def test_rule11_message_is_finished_only_with_final_states_and_dsns(tmp_path: Pa
     assert [a["status"] for a in attempts] == ["sent", "deferred", "bounced"]
 
 
-def test_final_states_are_never_overwritten(tmp_path: Path) -> None:
-    s = Store(tmp_path / "q.db")
+def test_final_states_are_never_overwritten(store_at: Path | str) -> None:
+    s = Store(store_at)
     s.add_messages([envelope("Q1", ["a@x.test"])])
     s.record([Outcome("Q1", 0, "sent", 250, "2.0.0", "ok")])
     s.record([Outcome("Q1", 0, "deferred", 451, "4.0.0", "late duplicate result")])
     assert s.recipients("Q1")[0]["status"] == "sent"
 
 
-def test_operator_actions_are_recorded(tmp_path: Path) -> None:
-    s = Store(tmp_path / "q.db")
+def test_operator_actions_are_recorded(store_at: Path | str) -> None:
+    s = Store(store_at)
     s.add_messages([envelope("Q1", ["a@x.test"]), envelope("Q2", ["b@x.test"])])
     assert s.hold("Q1", "ops", "looks odd")
     assert s.due(10**12)[0].queue_id == "Q2"

@@ -121,3 +121,8 @@ class StoreDamaged(StoreError):
         self.path = path
         self.detail = detail
         super().__init__(f"the queue index {path} is damaged ({detail})")
+
+
+class StoreOutdated(StoreError):
+    """The PostgreSQL store's schema is older than this mxg's: the relay
+    does not start until `mxg store migrate` brings it up to date."""

@@ -1,7 +1,13 @@
 """The open database and its transactions: WAL, durable commits (fsynced
 when they commit, or by one `sync` for the batches a restart repairs,
 rule 11), and the bound on parameters per statement. Every other part of
-`Store` builds on `Database`."""
+`Store` builds on `Database`.
+
+Two backends behind one interface: the embedded SQLite file (the
+default) and PostgreSQL (`[data] store = "postgresql://..."`, through
+`mxg.store.postgres`, which speaks the ``sqlite3.Connection`` subset the
+modules use). Their few differences that are not mechanical are the
+`Dialect`'s."""
 
 from __future__ import annotations
 
@@ -14,22 +20,72 @@ from typing import TypeVar
 
 from mxg.errors import StoreDamaged
 from mxg.store.files import _damaged, _make_private
-from mxg.store.schema import SCHEMA, migrate
+from mxg.store.schema import SCHEMA, check_postgres, migrate
+
+# The advisory lock every PostgreSQL write transaction takes first:
+# writers are serialised as SQLite's BEGIN IMMEDIATE serialises them, which
+# the audit trail's chain relies on (one block per transaction, each after
+# the tail it read; store/audit.py). Any constant works; this spells "mxg".
+WRITER_LOCK = 0x6D7867
 
 # Bound parameters per statement: SQLite's limit was 999 before 3.32.
 _MAX_PARAMS = 999
 
 
-class Database:
-    """One SQLite connection to the queue index, and its transactions."""
+def is_postgres(target: Path | str) -> bool:
+    return isinstance(target, str) and target.startswith(("postgresql://", "postgres://"))
 
-    def __init__(self, path: Path) -> None:
+
+class Dialect:
+    """The SQL that differs between the backends beyond what
+    `mxg.store.postgres.to_postgres` translates."""
+
+    def __init__(self, postgres: bool) -> None:
+        self.postgres = postgres
+        # What a `LIMIT ?` takes to mean no limit.
+        self.no_limit: int | None = None if postgres else -1
+
+    def concat_distinct(self, expr: str) -> str:
+        """The distinct non-null values of ``expr``, comma-separated."""
+        if self.postgres:
+            return f"string_agg(DISTINCT {expr}, ',')"
+        return f"group_concat(DISTINCT {expr})"
+
+
+class Database:
+    """One connection to the queue index, and its transactions."""
+
+    def __init__(self, target: Path | str) -> None:
+        self.dialect = Dialect(is_postgres(target))
+        self.path: Path | None = None
+        self._durable = True
+        if isinstance(target, str):
+            if not self.dialect.postgres:
+                target = Path(target)
+            else:
+                self._open_postgres(target)
+                return
+        self._open_sqlite(target)
+
+    def _open_postgres(self, url: str) -> None:
+        from mxg.store.postgres import PgConnection
+
+        # The modules are typed against sqlite3.Connection, the interface
+        # PgConnection gives (the subset they use).
+        conn = PgConnection(url)
+        self.db = conn  # type: ignore[assignment]
+        try:
+            check_postgres(self.db, url)
+        except BaseException:
+            conn.close()
+            raise
+
+    def _open_sqlite(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         _make_private(path)
         self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
         self.db.row_factory = sqlite3.Row
-        self._durable = True
         try:
             self.db.execute("PRAGMA journal_mode=WAL")
             # Commits reach the WAL without an fsync of SQLite's own; durable
@@ -54,8 +110,13 @@ class Database:
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """One write transaction, durable when it returns (unless inside
-        `_not_synced`)."""
-        self.db.execute("BEGIN IMMEDIATE")
+        `_not_synced`). Writers are serialised (the audit chain relies on
+        it): SQLite's BEGIN IMMEDIATE; on PostgreSQL a transaction-scoped
+        advisory lock, taken before anything is read."""
+        if self.dialect.postgres:
+            self.db.execute(f"BEGIN; SELECT pg_advisory_xact_lock({WRITER_LOCK})")
+        else:
+            self.db.execute("BEGIN IMMEDIATE")
         try:
             yield self.db
             # A COMMIT that fails (a full disk: SQLITE_FULL) leaves the
@@ -83,7 +144,11 @@ class Database:
         """Makes every commit so far durable. Commits without their own
         fsync are in the WAL (SQLite syncs it before a checkpoint, and the
         database file after); one fsync of the WAL covers them all. Uses its
-        own descriptor, so it may run in another thread than the commits."""
+        own descriptor, so it may run in another thread than the commits.
+        On PostgreSQL every commit is durable when it returns
+        (synchronous_commit on): nothing is left to sync."""
+        if self.path is None:
+            return
         try:
             fd = os.open(f"{self.path}-wal", os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:

@@ -289,14 +289,18 @@ class OperatorActions(Queue):
         rows = self.db.execute(
             "SELECT m.queue_id, m.received_ms, m.sender, m.size, m.state, m.message_id,"
             " COUNT(r.idx) AS rcpts,"
-            " SUM(r.status IN ('pending','deferred','held','awaiting-sender')) AS waiting,"
-            " SUM(r.status = 'held') AS held, MAX(m.class) AS class,"
+            " SUM(CASE WHEN r.status IN ('pending','deferred','held','awaiting-sender')"
+            " THEN 1 ELSE 0 END) AS waiting,"
+            " SUM(CASE WHEN r.status = 'held' THEN 1 ELSE 0 END) AS held,"
+            " MAX(m.class) AS class,"
             " MAX(CASE WHEN r.status IN ('deferred','held','awaiting-sender')"
-            " THEN trim(coalesce(r.code, '') || ' '"
-            " || coalesce(r.enhanced, '') || ' ' || coalesce(r.text, '')) END) AS reason,"
-            " group_concat(DISTINCT CASE WHEN r.status IN ('pending','deferred','held')"
-            " AND r.domain IN (SELECT domain FROM suspended_domains) THEN r.domain END)"
-            " AS suspended"
+            " THEN trim(coalesce(CAST(r.code AS TEXT), '') || ' '"
+            " || coalesce(r.enhanced, '') || ' ' || coalesce(r.text, '')) END) AS reason, "
+            + self.dialect.concat_distinct(
+                "CASE WHEN r.status IN ('pending','deferred','held')"
+                " AND r.domain IN (SELECT domain FROM suspended_domains) THEN r.domain END"
+            )
+            + " AS suspended"
             f" FROM messages m JOIN recipients r ON r.queue_id=m.queue_id {where}"
             " GROUP BY m.queue_id ORDER BY m.received_ms"
         ).fetchall()

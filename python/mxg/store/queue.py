@@ -39,7 +39,7 @@ class Queue(Partners, TlsRptAggregate):
             "SELECT r.queue_id, r.domain, r.idx, r.route != '', r.next_ms FROM recipients r"
             " JOIN messages m ON m.queue_id = r.queue_id"
         )
-        cap = -1 if limit is None else limit
+        cap = self.dialect.no_limit if limit is None else limit
         rows: list[Any]
         if among is not None:
             # Unary + keeps the planner on the primary keys for these few

@@ -1,10 +1,17 @@
 """The queue index's tables and their migrations: the DDL every start
 runs (``CREATE ... IF NOT EXISTS``) and the columns later versions added,
-which an older store gets on open."""
+which an older store gets on open.
+
+PostgreSQL (a server other nodes and tools share) is not changed by a
+start: `mxg store migrate` applies its numbered migrations, and a start
+on an older schema is refused (`check_postgres`)."""
 
 from __future__ import annotations
 
 import sqlite3
+from typing import Any
+
+from mxg.errors import StoreOutdated
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
@@ -272,3 +279,66 @@ def _set_aside_record_chain(db: sqlite3.Connection) -> None:
         db.execute("ALTER TABLE audit RENAME TO audit_records_v0")
         if "audit_checkpoints" in tables:
             db.execute("ALTER TABLE audit_checkpoints RENAME TO audit_checkpoints_v0")
+
+
+# PostgreSQL's schema versions: each migration brings the store from the
+# version before it to its own. Version 1 is SCHEMA and CHECKPOINTS as of
+# the first PostgreSQL store; a later schema change appends a step (its
+# DDL in SQLite's dialect, translated like SCHEMA) and SQLite's
+# `_ADDED_COLUMNS` or DDL gets the same change.
+_PG_MIGRATIONS: tuple[str, ...] = (SCHEMA + CHECKPOINTS,)
+SCHEMA_VERSION = len(_PG_MIGRATIONS)
+
+_PG_VERSION_TABLE = "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)"
+
+
+def postgres_version(db: Any) -> int:
+    """The schema version of a PostgreSQL store; 0 when empty."""
+    row = db.execute("SELECT to_regclass('schema_version') IS NOT NULL").fetchone()
+    if not row[0]:
+        return 0
+    row = db.execute("SELECT max(version) FROM schema_version").fetchone()
+    return int(row[0] or 0)
+
+
+def check_postgres(db: Any, where: str) -> None:
+    """Refuses a PostgreSQL store whose schema is older (or newer) than
+    this mxg's, naming what to do."""
+    from mxg.store.postgres import redact
+
+    have = postgres_version(db)
+    if have < SCHEMA_VERSION:
+        raise StoreOutdated(
+            f"the store at {redact(where)} has schema version {have}, this mxg needs"
+            f" {SCHEMA_VERSION}: run `mxg store migrate`"
+        )
+    if have > SCHEMA_VERSION:
+        raise StoreOutdated(
+            f"the store at {redact(where)} has schema version {have}, newer than this"
+            f" mxg's {SCHEMA_VERSION}: upgrade mxg"
+        )
+
+
+def migrate_postgres(db: Any, lock: int) -> tuple[int, int]:
+    """Applies the migrations a PostgreSQL store lacks, each in its own
+    transaction under the writers' lock (a second `mxg store migrate`
+    waits, then finds nothing to do). Returns (from, to)."""
+    db.execute(f"BEGIN; SELECT pg_advisory_xact_lock({lock})")
+    try:
+        db.executescript(_PG_VERSION_TABLE)
+        start = postgres_version(db)
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    for version in range(start + 1, SCHEMA_VERSION + 1):
+        db.execute(f"BEGIN; SELECT pg_advisory_xact_lock({lock})")
+        try:
+            if postgres_version(db) < version:
+                db.executescript(_PG_MIGRATIONS[version - 1])
+                db.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+    return start, SCHEMA_VERSION

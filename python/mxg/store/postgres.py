@@ -1,0 +1,177 @@
+"""The PostgreSQL backend of the store (`[data] store = "postgresql://..."`,
+issue 18 item 1): one psycopg 3 connection behind the subset of
+``sqlite3.Connection`` that the store's modules use (``execute``,
+``executemany``, rows read by index and by name), so that every module
+keeps one copy of its logic and its ``?`` SQL.
+
+`to_postgres` adapts the few dialect differences mechanically; where a
+translation would be obscure, the module asks `Dialect` for the
+expression instead (`mxg.store.db.Dialect`). The translation is cached
+per statement: the store's SQL is a few hundred constant strings.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+
+import psycopg
+from psycopg.adapt import Dumper
+from psycopg.pq import Format
+
+from mxg.errors import StoreError
+
+
+class StoreUnreachable(StoreError):
+    """The PostgreSQL server cannot be reached or refused the login."""
+
+
+class Row:
+    """A result row read like ``sqlite3.Row``: by index, by column name,
+    unpacked, or turned into a dict."""
+
+    __slots__ = ("_names", "_values")
+
+    def __init__(self, names: dict[str, int], values: Sequence[Any]) -> None:
+        self._names = names
+        self._values = values
+
+    def __getitem__(self, key: int | str) -> Any:
+        if isinstance(key, str):
+            return self._values[self._names[key]]
+        return self._values[key]
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def keys(self) -> list[str]:
+        return list(self._names)
+
+
+def _row_factory(cursor: Any) -> Any:
+    names = {d.name: i for i, d in enumerate(cursor.description or ())}
+    return lambda values: Row(names, values)
+
+
+class _BoolAsInt(Dumper):
+    """Flags are INTEGER 0/1 columns (as in SQLite): a Python bool is
+    sent as a number, not as PostgreSQL's boolean."""
+
+    format = Format.TEXT
+    oid = psycopg.adapters.types["int8"].oid
+
+    def dump(self, obj: Any) -> bytes:
+        return b"1" if obj else b"0"
+
+
+class PgCursor:
+    """What ``execute`` gives back: the rows, ``rowcount``, ``lastrowid``."""
+
+    def __init__(self, cur: psycopg.Cursor[Any], lastrowid: int | None = None) -> None:
+        self._cur = cur
+        self.rowcount = cur.rowcount
+        self.lastrowid = lastrowid
+
+    def fetchone(self) -> Any:
+        return self._cur.fetchone() if self._cur.description else None
+
+    def fetchall(self) -> list[Any]:
+        return self._cur.fetchall() if self._cur.description else []
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self.fetchall())
+
+
+class PgConnection:
+    """One connection to PostgreSQL in autocommit mode; `Database`
+    opens the transactions with ``BEGIN`` and the writer lock."""
+
+    def __init__(self, url: str) -> None:
+        try:
+            self.conn = psycopg.connect(url, autocommit=True, row_factory=_row_factory)
+        except psycopg.Error as e:
+            raise StoreUnreachable(
+                f"cannot connect to the store at {redact(url)}: {_line(e)}"
+            ) from None
+        self.conn.adapters.register_dumper(bool, _BoolAsInt)
+
+    @property
+    def in_transaction(self) -> bool:
+        return self.conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> PgCursor:
+        text, returns_id = to_postgres(sql)
+        cur = self.conn.cursor()
+        # Always a tuple, also empty: psycopg then reads `%%` as `%`.
+        cur.execute(text, tuple(params))
+        lastrowid = None
+        if returns_id:
+            row = cur.fetchone()
+            lastrowid = int(row[0]) if row is not None else None
+        return PgCursor(cur, lastrowid)
+
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> PgCursor:
+        text, _ = to_postgres(sql)
+        cur = self.conn.cursor()
+        cur.executemany(text, [tuple(r) for r in rows])
+        return PgCursor(cur)
+
+    def executescript(self, script: str) -> None:
+        self.conn.execute(ddl_to_postgres(script).encode())
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def redact(url: str) -> str:
+    """The URL without its password, for messages and logs."""
+    return re.sub(r"(://[^:/@]*):[^@]*@", r"\1:***@", url)
+
+
+def _line(e: BaseException) -> str:
+    return " ".join(str(e).split()) or type(e).__name__
+
+
+_NOCASE = re.compile(r"([\w.]+) = \? COLLATE NOCASE")
+_JSON_TEXT = re.compile(r"json_extract\(([\w.]+), '\$\.(\w+)'\)")
+# SQLite's unary plus on a column keeps its planner off that column's
+# index (store/queue.py); PostgreSQL has no such operator for text.
+_UNARY_PLUS = re.compile(r"(?<=[\s(,])\+(?=[a-z_])")
+_INSERT_ID = re.compile(r"^INSERT INTO (tlsrpt_requests|carriers|attempts|events)\b")
+
+
+@functools.lru_cache(maxsize=1024)
+def to_postgres(sql: str) -> tuple[str, bool]:
+    """The store's SQLite statement for PostgreSQL, and whether it
+    returns the new row's id (what ``lastrowid`` gives in SQLite)."""
+    s = sql.replace("%", "%%")
+    s = _NOCASE.sub(r"lower(\1) = lower(?)", s)
+    s = _UNARY_PLUS.sub("", s)
+    s = _JSON_TEXT.sub(r"(\1::jsonb ->> '\2')", s)
+    if s.startswith("INSERT OR IGNORE INTO"):
+        s = "INSERT INTO" + s[len("INSERT OR IGNORE INTO") :] + " ON CONFLICT DO NOTHING"
+    returns_id = bool(_INSERT_ID.match(s)) and "RETURNING" not in s
+    if returns_id:
+        s += " RETURNING id"
+    return s.replace("?", "%s"), returns_id
+
+
+def ddl_to_postgres(script: str) -> str:
+    """The schema's DDL for PostgreSQL: 64-bit integers (times are in
+    milliseconds), identity ids, bytea, no SQLite table options."""
+    s = re.sub(r"--[^\n]*", "", script)
+    s = re.sub(
+        r"\bid(\s+)INTEGER PRIMARY KEY",
+        r"id\1BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY",
+        s,
+    )
+    s = re.sub(r"\bINTEGER\b", "BIGINT", s)
+    s = re.sub(r"\bREAL\b", "DOUBLE PRECISION", s)
+    s = re.sub(r"\bBLOB\b", "BYTEA", s)
+    s = s.replace(" COLLATE NOCASE", "").replace(") WITHOUT ROWID;", ");")
+    return s
