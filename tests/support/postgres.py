@@ -16,7 +16,12 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
+
+from mxg.store.db import WRITER_LOCK
+from mxg.store.postgres import PgConnection
+from mxg.store.schema import migrate_postgres
 
 BIN = Path("/usr/lib/postgresql/15/bin")
 # initdb and postgres refuse to run as root: as root, the server runs as
@@ -35,8 +40,6 @@ class Postgres:
 
     def new_database(self) -> str:
         """A fresh, empty database; its URL."""
-        import psycopg
-
         name = f"t{os.getpid()}_{next(self._names)}"
         with psycopg.connect(self.url(), autocommit=True) as c:
             c.execute(f"CREATE DATABASE {name}")
@@ -58,47 +61,25 @@ def postgres() -> Iterator[Postgres]:
     if _AS:
         pw = pwd.getpwnam("postgres")
         os.chown(root, pw.pw_uid, pw.pw_gid)
-    run = {"check": True, "capture_output": True}
-    subprocess.run(
-        [*_AS, str(BIN / "initdb"), "-D", str(data), "-U", "postgres", "-A", "trust", "-E", "UTF8"],
-        **run,  # type: ignore[call-overload]
-    )
+    initdb = [str(BIN / "initdb"), "-D", str(data), "-U", "postgres", "-A", "trust", "-E", "UTF8"]
+    subprocess.run([*_AS, *initdb], check=True, capture_output=True)
     port = _free_port()
     # fsync off: the tests kill processes, never the machine; a commit's
     # durability against power loss is PostgreSQL's own (synchronous_commit
     # stays on, so a commit is in the WAL when it returns).
     opts = f"-c listen_addresses=127.0.0.1 -p {port} -c unix_socket_directories='' -c fsync=off"
-    subprocess.run(
-        [
-            *_AS,
-            str(BIN / "pg_ctl"),
-            "-D",
-            str(data),
-            "-o",
-            opts,
-            "-l",
-            str(root / "log"),
-            "-w",
-            "start",
-        ],
-        **run,  # type: ignore[call-overload]
-    )
+    pg_ctl = [*_AS, str(BIN / "pg_ctl"), "-D", str(data)]
+    log = str(root / "log")
+    subprocess.run([*pg_ctl, "-o", opts, "-l", log, "-w", "start"], check=True, capture_output=True)
     try:
         yield Postgres(root, port)
     finally:
-        subprocess.run(
-            [*_AS, str(BIN / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
-            capture_output=True,
-        )
+        subprocess.run([*pg_ctl, "-m", "immediate", "stop"], check=False, capture_output=True)
         shutil.rmtree(root, ignore_errors=True)
 
 
 def migrated(url: str) -> str:
     """The database at ``url``, brought to the current schema."""
-    from mxg.store.db import WRITER_LOCK
-    from mxg.store.postgres import PgConnection
-    from mxg.store.schema import migrate_postgres
-
     conn = PgConnection(url)
     try:
         migrate_postgres(conn, WRITER_LOCK)

@@ -22,6 +22,7 @@ from mxg.cli.queue import add_queue_parser
 from mxg.cli.report import add_report_parser
 from mxg.cli.retention import add_prune_parser
 from mxg.cli.run import cmd_run
+from mxg.cli.store import add_store_parser
 from mxg.cli.tlsrpt import add_tlsrpt_parser
 from mxg.cli.web import add_web_parser
 from mxg.vocab import Level
@@ -132,6 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_report_parser(sub)
     add_envelope_parser(sub)
     add_tlsrpt_parser(sub)
+    add_store_parser(sub)
 
     sub.add_parser("version", help="print the version").set_defaults(fn=cmd_version)
     return _config_anywhere(p)

@@ -24,6 +24,8 @@ def _store(args: argparse.Namespace) -> Any:
     from mxg.store import Store
 
     cfg = _load(args)
+    if cfg.data.store:
+        return Store(cfg.data.store)
     if not cfg.db_path.exists():
         raise MxgError(
             f"no queue database at {cfg.db_path} (has mxg run ever started "

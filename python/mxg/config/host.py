@@ -17,6 +17,9 @@ import stat
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from mxg.errors import StoreError
+from mxg.store import Store
+
 if TYPE_CHECKING:
     from mxg.config.model import Config
 
@@ -39,6 +42,8 @@ def host_problems(cfg: Config, where: str) -> list[str]:
     if cfg.tlsrpt.dkim_key is not None:
         problems += _dkim_key(cfg.tlsrpt.dkim_key)
     problems += _writable_dir("data.directory", cfg.data.directory, user, may_create=True)
+    if cfg.data.store:
+        problems += _store_reachable(cfg.data.store)
     if cfg.log.file is not None:
         problems += _log_file(cfg.log.file, user)
     return [f"{where}: {p}" for p in problems]
@@ -153,3 +158,12 @@ def _writable_by(path: Path, user: pwd.struct_passwd | None) -> bool:
     if st.st_gid in groups:
         return bool(st.st_mode & stat.S_IWGRP)
     return bool(st.st_mode & stat.S_IWOTH)
+
+
+def _store_reachable(url: str) -> list[str]:
+    """The PostgreSQL store answers, at this mxg's schema version."""
+    try:
+        Store(url).close()
+    except StoreError as e:
+        return [f"data.store: {e}"]
+    return []

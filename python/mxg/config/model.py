@@ -130,6 +130,11 @@ class Config(Section):
         return self.data.directory / "queue.db"
 
     @property
+    def store_target(self) -> Path | str:
+        """Where the store is: the SQLite file, or the PostgreSQL URL."""
+        return self.data.store or self.db_path
+
+    @property
     def postmaster(self) -> str:
         return self.dsn.postmaster or f"postmaster@{self.server.hostname}"
 

@@ -273,6 +273,17 @@ class DataConfig(Section):
     """Where the spool and the queue/audit database live."""
 
     directory: Path = Path("mxg-data")
+    # The store: "" is the embedded SQLite file in `directory` (the
+    # default); a postgresql:// URL puts it on a PostgreSQL server
+    # (docs/cluster.md). The spool stays in `directory` either way.
+    store: str = ""
+
+    @field_validator("store")
+    @classmethod
+    def _store_url(cls, v: str) -> str:
+        if v and not v.startswith(("postgresql://", "postgres://")):
+            raise ValueError("must be empty (the embedded SQLite store) or a postgresql:// URL")
+        return v
 
 
 class DnsConfig(Section):

@@ -218,7 +218,7 @@ class Relay:
             # drop, as the SMTP listeners are (rule 8).
             http = Listeners.bind(cfg)
             drop_privileges(user, cfg.data.directory)
-            stages = Stages.build(self._context(engine, open_store(cfg.db_path)))
+            stages = Stages.build(self._context(engine, open_store(cfg.store_target)))
             await self._start(stages)
             engine.serve()
             addrs = engine.local_addrs()

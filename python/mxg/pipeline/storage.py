@@ -35,9 +35,13 @@ def survives_a_full_store() -> Iterator[None]:
 _last_logged = {"full": -60.0}
 
 
-def open_store(path: Path) -> Store:
+def open_store(path: Path | str) -> Store:
     """The queue index; a damaged one is moved aside and rebuilt from the
-    spool by recovery (rule 10), so that the relay keeps serving."""
+    spool by recovery (rule 10), so that the relay keeps serving. A
+    PostgreSQL store (a URL) is opened as it is: one it cannot reach, or
+    on an older schema, stops the start with one line."""
+    if isinstance(path, str):
+        return Store(path)
     try:
         return Store(path)
     except StoreDamaged as e:

@@ -16,10 +16,11 @@ import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TypeVar
+from typing import TypeVar, cast
 
 from mxg.errors import StoreDamaged
 from mxg.store.files import _damaged, _make_private
+from mxg.store.postgres import PgConnection
 from mxg.store.schema import SCHEMA, check_postgres, migrate
 
 # The advisory lock every PostgreSQL write transaction takes first:
@@ -58,6 +59,7 @@ class Database:
     def __init__(self, target: Path | str) -> None:
         self.dialect = Dialect(is_postgres(target))
         self.path: Path | None = None
+        self.db: sqlite3.Connection
         self._durable = True
         if isinstance(target, str):
             if not self.dialect.postgres:
@@ -68,12 +70,10 @@ class Database:
         self._open_sqlite(target)
 
     def _open_postgres(self, url: str) -> None:
-        from mxg.store.postgres import PgConnection
-
         # The modules are typed against sqlite3.Connection, the interface
         # PgConnection gives (the subset they use).
         conn = PgConnection(url)
-        self.db = conn  # type: ignore[assignment]
+        self.db = cast(sqlite3.Connection, conn)
         try:
             check_postgres(self.db, url)
         except BaseException:

@@ -12,6 +12,7 @@ import sqlite3
 from typing import Any
 
 from mxg.errors import StoreOutdated
+from mxg.store.postgres import redact
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
@@ -304,8 +305,6 @@ def postgres_version(db: Any) -> int:
 def check_postgres(db: Any, where: str) -> None:
     """Refuses a PostgreSQL store whose schema is older (or newer) than
     this mxg's, naming what to do."""
-    from mxg.store.postgres import redact
-
     have = postgres_version(db)
     if have < SCHEMA_VERSION:
         raise StoreOutdated(

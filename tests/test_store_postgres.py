@@ -1,0 +1,157 @@
+"""The PostgreSQL store's own behaviour (issue 18 item 1): its versioned
+schema (`mxg store migrate`, a start refused on an older one), a
+connection error as one line, and writers serialised as on SQLite.
+What both stores share runs on both (the `store_at` fixture)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from mxg.errors import StoreOutdated
+from mxg.store import Store
+from mxg.store.postgres import StoreUnreachable, redact
+from mxg.store.schema import SCHEMA_VERSION
+from tests.support.cli import mxg
+from tests.support.postgres import Postgres
+
+TABLES = {
+    "messages",
+    "recipients",
+    "attempts",
+    "events",
+    "audit_blocks",
+    "audit_messages",
+    "audit_checkpoints",
+    "partners",
+    "tlsrpt_sessions",
+    "sts_policies",
+    "decision_tokens",
+    "carriers",
+    "suspended_domains",
+    "tlsrpt_sent",
+    "tlsrpt_requests",
+    "schema_version",
+}
+
+
+def _config(tmp_path: Path, url: str) -> Path:
+    cfg = tmp_path / "mxg.toml"
+    cfg.write_text(
+        f'[server]\nhostname = "mx.example.test"\nlisten = ["127.0.0.1:0"]\n'
+        f'[data]\ndirectory = "{tmp_path / "data"}"\nstore = "{url}"\n'
+    )
+    return cfg
+
+
+def _tables(url: str) -> set[str]:
+    with psycopg.connect(url) as c:
+        rows = c.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'").fetchall()
+    return {r[0] for r in rows}
+
+
+def test_store_migrate_brings_an_empty_database_to_the_current_schema(
+    postgres: Postgres, tmp_path: Path
+) -> None:
+    url = postgres.new_database()
+    cfg = _config(tmp_path, url)
+    with pytest.raises(
+        StoreOutdated, match=r"schema version 0, this mxg needs .*mxg store migrate"
+    ):
+        Store(url)
+    out = mxg(cfg, "store", "migrate")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == f"{url}: schema version 0 -> {SCHEMA_VERSION}\n"
+    assert TABLES <= _tables(url)
+    again = mxg(cfg, "store", "migrate")
+    assert again.stdout == f"{url}: schema version {SCHEMA_VERSION}, up to date\n"
+    Store(url).close()
+
+
+def test_a_relay_refuses_to_start_on_an_older_schema_naming_the_command(
+    postgres: Postgres, tmp_path: Path
+) -> None:
+    url = postgres.new_database()
+    cfg = _config(tmp_path, url)
+    checked = mxg(cfg, "config", "check")
+    assert checked.returncode == 78
+    assert checked.stderr == (
+        f"mxg: {cfg}: data.store: the store at {url} has schema version 0, this mxg needs"
+        f" {SCHEMA_VERSION}: run `mxg store migrate`\n"
+    )
+    started = subprocess.run(
+        [sys.executable, "-m", "mxg", "-c", str(cfg), "run"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert started.returncode != 0
+    assert "Traceback" not in started.stderr
+    assert "run `mxg store migrate`" in started.stderr
+    # Nothing was created by the refused start.
+    assert _tables(url) == set()
+
+
+def test_a_newer_schema_is_refused_too(postgres: Postgres, tmp_path: Path) -> None:
+    url = postgres.new_database()
+    assert mxg(_config(tmp_path, url), "store", "migrate").returncode == 0
+    with psycopg.connect(url) as c:
+        c.execute("INSERT INTO schema_version (version) VALUES (%s)", (SCHEMA_VERSION + 1,))
+    with pytest.raises(StoreOutdated, match="newer than this mxg's"):
+        Store(url)
+
+
+def test_an_unreachable_store_is_one_line_without_the_password(
+    postgres: Postgres, tmp_path: Path
+) -> None:
+    url = f"postgresql://mxg:secret@127.0.0.1:{postgres.port + 1}/nowhere"
+    with pytest.raises(StoreUnreachable) as e:
+        Store(url)
+    assert "secret" not in str(e.value) and "\n" not in str(e.value)
+    assert redact(url) in str(e.value)
+    checked = mxg(_config(tmp_path, url), "config", "check")
+    assert checked.returncode == 78
+    lines = checked.stderr.splitlines()
+    assert len(lines) == 1 and "data.store: cannot connect to the store at" in lines[0]
+    assert "secret" not in checked.stderr
+    listed = mxg(_config(tmp_path, url), "queue", "list")
+    assert listed.returncode != 0 and len(listed.stderr.splitlines()) == 1
+
+
+def test_a_data_store_that_is_not_a_postgresql_url_is_a_config_error(tmp_path: Path) -> None:
+    out = mxg(_config(tmp_path, "mysql://x/y"), "config", "check")
+    assert out.returncode == 78
+    assert "data.store: must be empty (the embedded SQLite store) or a postgresql:// URL" in (
+        out.stderr
+    )
+
+
+def test_writers_are_serialised_as_on_sqlite(postgres: Postgres, tmp_path: Path) -> None:
+    # The audit chain appends one block after the tail each transaction
+    # read (store/audit.py): a second writer waits for the first to end.
+    url = postgres.new_database()
+    assert mxg(_config(tmp_path, url), "store", "migrate").returncode == 0
+    first, second = Store(url), Store(url)
+    entered = threading.Event()
+    order: list[str] = []
+
+    def other() -> None:
+        entered.set()
+        with second.transaction():
+            order.append("second")
+
+    with first.transaction():
+        t = threading.Thread(target=other)
+        t.start()
+        entered.wait()
+        time.sleep(0.3)
+        order.append("first")
+    t.join(10)
+    assert order == ["first", "second"]
