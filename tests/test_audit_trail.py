@@ -57,8 +57,8 @@ def sent(qid: str, idx: int) -> Outcome:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Store:
-    s = Store(tmp_path / "queue.db")
+def store(store_at: Path | str) -> Store:
+    s = Store(store_at)
     s.add_messages([message(n) for n in range(3)])
     s.record([sent("Q0000", 0), sent("Q0000", 1)])
     s.hold("Q0001", "alice", "look at it")

@@ -88,8 +88,8 @@ def deferred(qid: str, idx: int, reply: str, next_ms: int, host: str = "mx.slow.
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Store:
-    s = Store(tmp_path / "queue.db")
+def store(store_at: Path | str) -> Store:
+    s = Store(store_at)
     day = 86_400_000
     s.add_messages(
         [

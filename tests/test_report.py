@@ -22,8 +22,8 @@ DAY = 86_400_000
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Store:
-    s = Store(tmp_path / "queue.db")
+def store(store_at: Path | str) -> Store:
+    s = Store(store_at)
     s.add_messages(
         [
             message("H1", 10 * DAY, "a@s.test", ["a@dane.test", "b@slow.test"], "high"),
@@ -100,9 +100,10 @@ def test_formats(store: Store) -> None:
     assert "66.7 %" in page and "default-src 'none'" in page
 
 
-def test_mxg_report_on_the_command_line(store: Store, tmp_path: Path) -> None:
+def test_mxg_report_on_the_command_line(store: Store, store_at: Path | str, tmp_path: Path) -> None:
+    url = store_at if isinstance(store_at, str) else ""
     conf = tmp_path / "mxg.toml"
-    conf.write_text(f'[data]\ndirectory = "{tmp_path}"\n')
+    conf.write_text(f'[data]\ndirectory = "{tmp_path}"\nstore = "{url}"\n')
     out = mxg(conf, "report", "--from", "1970-01-06", "--to", "1970-01-21", "--format", "csv")
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("kind,name,messages")

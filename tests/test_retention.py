@@ -24,9 +24,9 @@ def key(tmp_path: Path) -> SigningKey:
     return SigningKey.load_or_create(tmp_path)
 
 
-def old_and_new(tmp_path: Path) -> Store:
+def old_and_new(store_at: Path | str) -> Store:
     """OLD finished long ago; WAIT (as old) still deferred; NEW finished."""
-    s = Store(tmp_path / "queue.db")
+    s = Store(store_at)
     s.add_messages([message("OLD", 1 * DAY, "a@s.test", ["x@dane.test"], "high")])
     s.add_messages([message("WAIT", 1 * DAY, "a@s.test", ["y@slow.test"], "normal")])
     s.record([dane_sent("OLD", 0), deferred("WAIT", 0, "later", 99)])
@@ -47,9 +47,9 @@ def ids(store: Store, table: str) -> set[str]:
 
 
 def test_old_finished_messages_go_with_their_evidence_and_the_rest_stays(
-    tmp_path: Path, key: SigningKey
+    store_at: Path | str, key: SigningKey
 ) -> None:
-    store = old_and_new(tmp_path)
+    store = old_and_new(store_at)
     cutoff = 10 * DAY
     planned = store.prune(cutoff, sign(key), dry_run=True)
     assert (planned.messages, planned.queue_ids) == (1, ["OLD"])
@@ -67,8 +67,10 @@ def test_old_finished_messages_go_with_their_evidence_and_the_rest_stays(
     assert first.seq == pruned.checkpoint_seq + 1  # type: ignore[operator]
 
 
-def test_the_audit_trail_stays_verifiable_across_pruning(tmp_path: Path, key: SigningKey) -> None:
-    store = old_and_new(tmp_path)
+def test_the_audit_trail_stays_verifiable_across_pruning(
+    store_at: Path | str, key: SigningKey
+) -> None:
+    store = old_and_new(store_at)
     sign_checkpoint(store, key)
     store.prune(10 * DAY, sign(key))
     verdict = verify(store, key.verifier())
@@ -115,10 +117,14 @@ def test_an_older_store_gets_the_partial_indexes(tmp_path: Path) -> None:
     assert "recipients_waiting" in names and "recipients_due" not in names
 
 
-def test_mxg_prune_on_the_command_line(tmp_path: Path, key: SigningKey) -> None:
-    old_and_new(tmp_path).close()
+def test_mxg_prune_on_the_command_line(
+    tmp_path: Path, store_at: Path | str, key: SigningKey
+) -> None:
+    # store_at's SQLite file is tmp_path/q.db; the relay's is queue.db.
+    url = store_at if isinstance(store_at, str) else ""
+    old_and_new(url or tmp_path / "queue.db").close()
     conf = tmp_path / "mxg.toml"
-    conf.write_text(f'[data]\ndirectory = "{tmp_path}"\n[retention]\nkeep = "0"\n')
+    conf.write_text(f'[data]\ndirectory = "{tmp_path}"\nstore = "{url}"\n[retention]\nkeep = "0"\n')
 
     off = mxg(conf, "prune")
     assert off.returncode == 1 and "keep is 0" in off.stderr

@@ -68,7 +68,7 @@ def test_store_migrate_brings_an_empty_database_to_the_current_schema(
     out = mxg(cfg, "store", "migrate")
     assert out.returncode == 0, out.stderr
     assert out.stdout == f"{url}: schema version 0 -> {SCHEMA_VERSION}\n"
-    assert TABLES <= _tables(url)
+    assert _tables(url) >= TABLES
     again = mxg(cfg, "store", "migrate")
     assert again.stdout == f"{url}: schema version {SCHEMA_VERSION}, up to date\n"
     Store(url).close()

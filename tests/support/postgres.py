@@ -93,6 +93,6 @@ def store_at(request: pytest.FixtureRequest, tmp_path: Path) -> Path | str:
     """Where a test's store lives: an SQLite file, or a fresh PostgreSQL
     database at the current schema."""
     if request.param == "sqlite":
-        return tmp_path / "q.db"
+        return tmp_path / "queue.db"
     pg: Postgres = request.getfixturevalue("postgres")
     return migrated(pg.new_database())

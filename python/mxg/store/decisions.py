@@ -169,7 +169,7 @@ class Decisions(OperatorActions):
             db.executemany(
                 "UPDATE recipients SET status=?, next_ms=?, override_level=coalesce(?,"
                 " override_level), decision=?, decided=?, enhanced=coalesce(?, enhanced),"
-                " text=coalesce(?, text), code=CASE WHEN ? IS NULL THEN code END,"
+                " text=coalesce(?, text), code=CASE WHEN CAST(? AS TEXT) IS NULL THEN code END,"
                 " dsn_sent=0, updated_ms=? WHERE queue_id=? AND idx=?",
                 [
                     (

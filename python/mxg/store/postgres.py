@@ -105,7 +105,7 @@ class PgConnection:
         return self.conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> PgCursor:
-        text, returns_id = to_postgres(sql)
+        text, returns_id = to_postgres(sql, returning=True)
         cur = self.conn.cursor()
         # Always a tuple, also empty: psycopg then reads `%%` as `%`.
         cur.execute(text, tuple(params))
@@ -116,7 +116,7 @@ class PgConnection:
         return PgCursor(cur, lastrowid)
 
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> PgCursor:
-        text, _ = to_postgres(sql)
+        text, _ = to_postgres(sql, returning=False)
         cur = self.conn.cursor()
         cur.executemany(text, [tuple(r) for r in rows])
         return PgCursor(cur)
@@ -146,16 +146,17 @@ _INSERT_ID = re.compile(r"^INSERT INTO (tlsrpt_requests|carriers|attempts|events
 
 
 @functools.lru_cache(maxsize=1024)
-def to_postgres(sql: str) -> tuple[str, bool]:
+def to_postgres(sql: str, returning: bool) -> tuple[str, bool]:
     """The store's SQLite statement for PostgreSQL, and whether it
-    returns the new row's id (what ``lastrowid`` gives in SQLite)."""
+    returns the new row's id (what ``lastrowid`` gives in SQLite; asked
+    for by ``execute``, never by ``executemany``)."""
     s = sql.replace("%", "%%")
     s = _NOCASE.sub(r"lower(\1) = lower(?)", s)
     s = _UNARY_PLUS.sub("", s)
     s = _JSON_TEXT.sub(r"(\1::jsonb ->> '\2')", s)
     if s.startswith("INSERT OR IGNORE INTO"):
         s = "INSERT INTO" + s[len("INSERT OR IGNORE INTO") :] + " ON CONFLICT DO NOTHING"
-    returns_id = bool(_INSERT_ID.match(s)) and "RETURNING" not in s
+    returns_id = returning and bool(_INSERT_ID.match(s)) and "RETURNING" not in s
     if returns_id:
         s += " RETURNING id"
     return s.replace("?", "%s"), returns_id
