@@ -108,6 +108,11 @@ async def no_sts(domain: str) -> Policy | None:
     return None
 
 
+# Where `stages` puts the store: set per test by tests/pipeline/conftest.py
+# (both stores); the SQLite file in tmp_path when unset.
+STORE_AT: dict[str, Path | str] = {}
+
+
 def stages(
     tmp_path: Path, toml: str = "", resolver: FakeResolver | None = None
 ) -> tuple[Stages, FakeEngine]:
@@ -117,7 +122,7 @@ def stages(
     ctx = Context(
         cfg,
         engine,
-        Store(tmp_path / "queue.db"),
+        Store(STORE_AT.get("at") or tmp_path / "queue.db"),
         res,
         None,
         Feasibility(cfg, res, no_sts),

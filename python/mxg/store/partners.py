@@ -65,9 +65,16 @@ class Partners(AuditTrail):
         }
         rows = [_merged(domain, known.get(domain), s, t) for domain, s in seen.items()]
         db.executemany(
-            "INSERT OR REPLACE INTO partners (domain, first_ms, last_ms, best_level, best_method,"
+            # An upsert both stores speak (INSERT OR REPLACE is SQLite's).
+            "INSERT INTO partners (domain, first_ms, last_ms, best_level, best_method,"
             " best_ms, failure_ms, failure_reason, failure_text, accepted_ms, accepted_by,"
-            " accepted_reason) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+            " accepted_reason) VALUES (?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (domain) DO UPDATE"
+            " SET first_ms=excluded.first_ms, last_ms=excluded.last_ms,"
+            " best_level=excluded.best_level, best_method=excluded.best_method,"
+            " best_ms=excluded.best_ms, failure_ms=excluded.failure_ms,"
+            " failure_reason=excluded.failure_reason, failure_text=excluded.failure_text,"
+            " accepted_ms=excluded.accepted_ms, accepted_by=excluded.accepted_by,"
+            " accepted_reason=excluded.accepted_reason",
             rows,
         )
 

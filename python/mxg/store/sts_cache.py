@@ -16,8 +16,10 @@ class StsPolicies(Database):
     def save_sts(self, policy: Any, expires: float) -> None:
         with self.transaction() as db:
             db.execute(
-                "INSERT OR REPLACE INTO sts_policies (domain, id, mode, mx, max_age, expires)"
-                " VALUES (?,?,?,?,?,?)",
+                "INSERT INTO sts_policies (domain, id, mode, mx, max_age, expires)"
+                " VALUES (?,?,?,?,?,?) ON CONFLICT (domain) DO UPDATE SET id=excluded.id,"
+                " mode=excluded.mode, mx=excluded.mx, max_age=excluded.max_age,"
+                " expires=excluded.expires",
                 (
                     policy.domain,
                     policy.id,

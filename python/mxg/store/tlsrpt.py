@@ -21,7 +21,7 @@ _UPSERT = (
     "INSERT INTO tlsrpt_sessions (day, domain, policy, result, sending_ip, receiving_mx,"
     " receiving_ip, code, sessions) VALUES (?,?,?,?,?,?,?,?,?)"
     " ON CONFLICT (day, domain, policy, result, sending_ip, receiving_mx, receiving_ip, code)"
-    " DO UPDATE SET sessions = sessions + excluded.sessions"
+    " DO UPDATE SET sessions = tlsrpt_sessions.sessions + excluded.sessions"
 )
 
 
