@@ -14,7 +14,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from mxg.errors import StoreOutdated
+from mxg.errors import StoreError, StoreOutdated
+from mxg.pipeline.storage import open_store
 from mxg.store import Store
 from mxg.store.postgres import StoreUnreachable, redact
 from mxg.store.schema import SCHEMA_VERSION
@@ -155,3 +156,16 @@ def test_writers_are_serialised_as_on_sqlite(postgres: Postgres, tmp_path: Path)
         order.append("first")
     t.join(10)
     assert order == ["first", "second"]
+
+
+def test_rule11a_one_relay_per_postgresql_store(postgres: Postgres, tmp_path: Path) -> None:
+    # Until the cluster work, recovery takes the local spool as the truth
+    # about every message in the store: a second relay must not share it.
+    url = postgres.new_database()
+    assert mxg(_config(tmp_path, url), "store", "migrate").returncode == 0
+    first = open_store(url)
+    with pytest.raises(StoreError, match="another relay uses the store at"):
+        open_store(url)
+    Store(url).close()  # the command line still reads it
+    first.close()
+    open_store(url).close()

@@ -13,6 +13,7 @@ from pathlib import Path
 from mxg.deliverylog import event, log
 from mxg.errors import StoreDamaged
 from mxg.store import Store, is_full, quarantine
+from mxg.store.postgres import redact
 
 
 @contextlib.contextmanager
@@ -41,7 +42,9 @@ def open_store(path: Path | str) -> Store:
     PostgreSQL store (a URL) is opened as it is: one it cannot reach, or
     on an older schema, stops the start with one line."""
     if isinstance(path, str):
-        return Store(path)
+        store = Store(path)
+        store.claim_relay(redact(path))
+        return store
     try:
         return Store(path)
     except StoreDamaged as e:

@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar, cast
 
-from mxg.errors import StoreDamaged
+from mxg.errors import StoreDamaged, StoreError
 from mxg.store.files import _damaged, _make_private
 from mxg.store.postgres import PgConnection
 from mxg.store.schema import SCHEMA, check_postgres, migrate
@@ -28,6 +28,8 @@ from mxg.store.schema import SCHEMA, check_postgres, migrate
 # the audit trail's chain relies on (one block per transaction, each after
 # the tail it read; store/audit.py). Any constant works; this spells "mxg".
 WRITER_LOCK = 0x6D7867
+# The session lock of the one relay a PostgreSQL store serves.
+RELAY_LOCK = 0x6D786752
 
 # Bound parameters per statement: SQLite's limit was 999 before 3.32.
 _MAX_PARAMS = 999
@@ -79,6 +81,22 @@ class Database:
         except BaseException:
             conn.close()
             raise
+
+    def claim_relay(self, where: str) -> None:
+        """On PostgreSQL: this relay is the store's only one (rule 11a for
+        a shared server), held by a session lock for the connection's life.
+        Recovery treats the local spool as the truth about every message
+        in the store, so a second node must not share it before the
+        cluster work (issue 18 items 2 and 3) gives each message an owner."""
+        if not self.dialect.postgres:
+            return  # the data directory's mxg.lock covers the file
+        row = self.db.execute(f"SELECT pg_try_advisory_lock({RELAY_LOCK})").fetchone()
+        if not row[0]:
+            self.close()
+            raise StoreError(
+                f"another relay uses the store at {where}; a PostgreSQL store serves"
+                " one relay until mxg runs as a cluster"
+            )
 
     def _open_sqlite(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
