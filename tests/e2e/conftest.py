@@ -15,6 +15,7 @@ from tests.support.certs import ca_signed, expired_self_signed, self_signed, spk
 from tests.support.dns import KnotServer, UnboundServer, free_port
 from tests.support.https import PolicyServer
 from tests.support.mxgproc import MxgProcess
+from tests.support.postgres import migrated
 from tests.support.sinks import Sink
 
 SINK_PORT = free_port("127.0.0.1")
@@ -293,7 +294,11 @@ def sinks(
 
 
 def mxg_config(
-    dns: UnboundServer, data: Path, extra: str = "", level: str = "opportunistic"
+    dns: UnboundServer,
+    data: Path,
+    extra: str = "",
+    level: str = "opportunistic",
+    store: str = "",
 ) -> str:
     return f"""
 [server]
@@ -304,6 +309,7 @@ shutdown_grace = "5s"
 
 [data]
 directory = "{data}"
+store = "{store}"
 
 [dns]
 nameservers = ["{dns.address}"]
@@ -330,7 +336,25 @@ level = "debug"
 
 
 @pytest.fixture
-def make_mxg(tmp_path: Path, dns_server: UnboundServer, backend: str) -> Iterator[object]:
+def mxg_store() -> str:
+    """The relay's `[data] store`: the embedded SQLite. A module that
+    runs on both stores overrides it with `on_both_stores`."""
+    return ""
+
+
+def on_both_stores(request: pytest.FixtureRequest) -> str:
+    """`mxg_store` for a module whose tests run on SQLite and on a fresh,
+    migrated PostgreSQL database (issue 18: the e2e suite on both)."""
+    if request.param == "sqlite":
+        return ""
+    pg = request.getfixturevalue("postgres")
+    return migrated(pg.new_database())
+
+
+@pytest.fixture
+def make_mxg(
+    tmp_path: Path, dns_server: UnboundServer, backend: str, mxg_store: str
+) -> Iterator[object]:
     """Starts mxg as a process. Every e2e test runs once on asyncio+uvloop
     and once on trio (the ``backend`` fixture is parametrized)."""
     procs: list[MxgProcess] = []
@@ -343,7 +367,7 @@ def make_mxg(tmp_path: Path, dns_server: UnboundServer, backend: str) -> Iterato
         level: str = "opportunistic",
         env: dict[str, str] | None = None,
     ) -> MxgProcess:
-        config = mxg_config(dns_server, tmp_path / "data", extra, level)
+        config = mxg_config(dns_server, tmp_path / "data", extra, level, mxg_store)
         p = MxgProcess(tmp_path, config, backend, env)
         procs.append(p)
         return p.start() if start else p
