@@ -60,6 +60,10 @@ data_timeout = "5m"
 [data]
 # Spool (data/spool) and queue database (data/queue.db).
 directory = "mxg-data"
+# The store: "" is the embedded SQLite queue.db in `directory`; a
+# "postgresql://user@host/db" URL puts it on PostgreSQL (docs/cluster.md;
+# create its schema with `mxg store migrate`).
+store = ""
 
 [dns]
 # Empty: the system's resolver (/etc/resolv.conf).
