@@ -13,7 +13,6 @@ batches of events.
 from __future__ import annotations
 
 import logging
-import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ from mxg import __version__
 from mxg.deliverylog import event, log
 from mxg.metrics.counts import Counts
 from mxg.store import Store
+from mxg.store.postgres import STORE_ERRORS
 from mxg.vocab import RiskClass
 
 # How often a failing queue query is logged at most (seconds).
@@ -224,7 +224,7 @@ class RelayCollector(Collector):
             )
         try:
             depth = self._src.store.depth()
-        except sqlite3.Error as e:
+        except STORE_ERRORS as e:
             self._log_failure(e)
             return
         yield _gauge(
@@ -251,7 +251,7 @@ class RelayCollector(Collector):
     def _new_decisions(self) -> dict[tuple[str, str], int]:
         try:
             new = self._src.store.decisions_after(self._last_event)
-        except sqlite3.Error as e:
+        except STORE_ERRORS as e:
             self._log_failure(e)
             return self._decisions
         for d in new:

@@ -11,10 +11,10 @@ A scrape every few seconds costs milliseconds even with a large queue."""
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass
 
 from mxg.store.db import Database
+from mxg.store.postgres import STORE_ERRORS
 
 # What "in the queue" means: messages not yet done, recipients not final.
 MESSAGE_STATES = ("active", "held")
@@ -92,7 +92,7 @@ class Depth(Database):
         """None when the index answers a read; else what is wrong."""
         try:
             self.db.execute("SELECT 1 FROM messages LIMIT 1").fetchall()
-        except sqlite3.Error as e:
+        except STORE_ERRORS as e:
             return str(e)
         return None
 

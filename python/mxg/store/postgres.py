@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import re
+import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
@@ -22,6 +23,9 @@ from psycopg.adapt import Dumper
 from psycopg.pq import Format
 
 from mxg.errors import StoreError
+
+# What a failed statement raises on either store.
+STORE_ERRORS = (sqlite3.Error, psycopg.Error)
 
 
 class StoreUnreachable(StoreError):
