@@ -29,9 +29,10 @@ with warnings.catch_warnings():
     from starlette.testclient import TestClient
 
 from mxg.decide import TokenKey
-from mxg.decide.tokens import TOKEN_CONTEXT, _b64
+from mxg.decide.tokens import TOKEN_CONTEXT
 from mxg.envelope import ATTACHMENT, unseal
 from mxg.store import NewMessage, now_ms
+from mxg.urlsafe import b64
 from mxg.web import decide
 from mxg.web.app import build_app
 from mxg.web.decide import _origin_ok
@@ -172,7 +173,7 @@ def test_cancel_with_a_dsn_bounces_the_parked_recipients(world: World) -> None:
 def _signed(queue_id: str, token_id: bytes, expires_ms: int) -> str:
     payload = token_id + struct.pack(">Q", expires_ms) + queue_id.encode()
     mac = hmac.new(bytes(range(32)), TOKEN_CONTEXT + payload, hashlib.sha256).digest()
-    return f"{_b64(payload)}.{_b64(mac)}"
+    return f"{b64(payload)}.{b64(mac)}"
 
 
 def test_bad_input_gets_a_clear_4xx_and_changes_nothing(world: World) -> None:

@@ -15,7 +15,6 @@ both, forged by neither.
 
 from __future__ import annotations
 
-import base64
 import binascii
 import hashlib
 import hmac
@@ -26,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mxg.keyfile import read_or_make
+from mxg.urlsafe import b64, unb64
 
 KEY_FILE = "decide.key"
 KEY_BYTES = 32
@@ -56,14 +56,6 @@ class Claims:
     expires_ms: int
 
 
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
 class TokenKey:
     def __init__(self, key: bytes) -> None:
         if len(key) != KEY_BYTES:
@@ -76,7 +68,7 @@ class TokenKey:
     def issue(self, queue_id: str, expires_ms: int) -> tuple[str, Claims]:
         token_id = secrets.token_bytes(TOKEN_ID_BYTES)
         payload = token_id + struct.pack(">Q", expires_ms) + queue_id.encode()
-        token = f"{_b64(payload)}.{_b64(self._mac(TOKEN_CONTEXT, payload))}"
+        token = f"{b64(payload)}.{b64(self._mac(TOKEN_CONTEXT, payload))}"
         return token, Claims(token_id.hex(), queue_id, expires_ms)
 
     def verify(self, token: str, now_ms: int) -> Claims:
@@ -86,7 +78,7 @@ class TokenKey:
             raise TokenError(400, "this link is incomplete or malformed")
         body, mac = token.split(".")
         try:
-            payload, given = _unb64(body), _unb64(mac)
+            payload, given = unb64(body), unb64(mac)
         except binascii.Error:
             raise TokenError(400, "this link is incomplete or malformed") from None
         if not hmac.compare_digest(given, self._mac(TOKEN_CONTEXT, payload)):
@@ -103,7 +95,7 @@ class TokenKey:
         return Claims(payload[:TOKEN_ID_BYTES].hex(), queue_id, expires_ms)
 
     def csrf(self, token_id: str, cookie: str) -> str:
-        return _b64(self._mac(CSRF_CONTEXT, f"{token_id}\n{cookie}".encode()))
+        return b64(self._mac(CSRF_CONTEXT, f"{token_id}\n{cookie}".encode()))
 
     def csrf_ok(self, token_id: str, cookie: str, value: str) -> bool:
         return bool(cookie) and hmac.compare_digest(

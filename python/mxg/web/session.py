@@ -20,7 +20,6 @@ the cookie with such a page's requests in the first place.
 
 from __future__ import annotations
 
-import base64
 import binascii
 import hashlib
 import hmac
@@ -32,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mxg.keyfile import read_or_make
+from mxg.urlsafe import b64, unb64
 
 KEY_FILE = "web-session.key"
 KEY_BYTES = 32
@@ -55,14 +55,6 @@ class Session:
     expires: float
 
 
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
 class Sessions:
     def __init__(self, key: bytes, clock: Callable[[], float] = time.time) -> None:
         if len(key) != KEY_BYTES:
@@ -81,7 +73,7 @@ class Sessions:
             {"n": s.name, "h": s.token_sha256, "s": s.sid, "e": s.expires},
             separators=(",", ":"),
         ).encode()
-        return f"{_b64(payload)}.{_b64(self._mac(_SESSION, payload))}", s
+        return f"{b64(payload)}.{b64(self._mac(_SESSION, payload))}", s
 
     def read(self, cookie: str | None) -> Session | None:
         """The session of a cookie made here, not expired nor logged out."""
@@ -89,7 +81,7 @@ class Sessions:
             return None
         body, mac = cookie.split(".")
         try:
-            payload, given = _unb64(body), _unb64(mac)
+            payload, given = unb64(body), unb64(mac)
         except (binascii.Error, ValueError):
             return None
         if not hmac.compare_digest(given, self._mac(_SESSION, payload)):
@@ -113,7 +105,7 @@ class Sessions:
     def csrf(self, binding: str) -> str:
         """The CSRF value of the forms bound to `binding` (a session id,
         or the pre-login cookie's value)."""
-        return _b64(self._mac(_CSRF, binding.encode()))
+        return b64(self._mac(_CSRF, binding.encode()))
 
     def csrf_ok(self, binding: str | None, value: str | None) -> bool:
         if not binding or not value or len(value) > MAX_COOKIE:
