@@ -44,6 +44,7 @@ from mxg.signing import SigningKey
 from mxg.store import Decided, EvidenceQuery
 from mxg.store.evidence import OUTCOMES
 from mxg.web.auth import Identity, Refused, identify
+from mxg.web.refusal import Refusal
 from mxg.web.surface import Surface
 
 PREFIX = "/api/v1"
@@ -66,13 +67,6 @@ FAILURES_SINCE = "24h"
 NO_STORE = {"Cache-Control": "no-store"}
 
 Handler = Callable[[Request, Identity], Awaitable[Response]]
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
 
 
 class Json(Response):
@@ -141,7 +135,7 @@ def routes(surface: Surface) -> list[BaseRoute]:
                 if e.retry_after:
                     headers["Retry-After"] = str(max(1, round(e.retry_after)))
                 return error(e.status, e.message, headers)
-            except ApiError as e:
+            except Refusal as e:
                 return error(e.status, e.message)
             except NotChangeable as e:
                 return error(409, str(e))
@@ -249,7 +243,7 @@ class Api:
         qid = _queue_id(request)
         details = self._store.details(qid)
         if details is None:
-            raise ApiError(404, f"no message {qid} in the queue")
+            raise Refusal(404, f"no message {qid} in the queue")
         details["received"] = rfc3339(details["received_ms"])
         return Json(details, headers=NO_STORE)
 
@@ -259,7 +253,7 @@ class Api:
         attempts = q.flag("attempts")
         q.done()
         if self._store.message(qid) is None:
-            raise ApiError(404, f"no message {qid} in the queue")
+            raise Refusal(404, f"no message {qid} in the queue")
         cfg = self._surface.ctx.cfg
         rows = self._store.evidence(EvidenceQuery(queue_id=qid, attempts=attempts))
         return Json({"evidence": [flatten(r, cfg) for r in rows]}, headers=NO_STORE)
@@ -279,16 +273,16 @@ class Api:
         limit = q.number("limit", DEFAULT_LIST, 1, MAX_LIST)
         q.done()
         if outcome is not None and outcome not in OUTCOMES:
-            raise ApiError(400, f"outcome: one of {', '.join(OUTCOMES)}")
+            raise Refusal(400, f"outcome: one of {', '.join(OUTCOMES)}")
         qid = texts["queue_id"]
         if qid is not None and not QUEUE_ID.fullmatch(qid):
-            raise ApiError(400, f"{qid!r} is not a queue id")
+            raise Refusal(400, f"{qid!r} is not a queue id")
         ms: dict[str, int | None] = {}
         for name, value in times.items():
             try:
                 ms[name] = when_ms(value) if value else None
             except MxgError as e:
-                raise ApiError(400, f"{name}: {e}") from None
+                raise Refusal(400, f"{name}: {e}") from None
         query = EvidenceQuery(
             queue_id=qid,
             message_id=texts["message_id"],
@@ -314,11 +308,11 @@ class Api:
         cfg = self._surface.ctx.cfg
         document = proof.build(self._store, cfg, qid)
         if document is None:
-            raise ApiError(404, f"no message {qid} in the queue")
+            raise Refusal(404, f"no message {qid} in the queue")
         try:
             signed = proof.sign(document, SigningKey.load(cfg.data.directory))
         except MxgError as e:
-            raise ApiError(503, f"cannot sign the proof: {e}") from None
+            raise Refusal(503, f"cannot sign the proof: {e}") from None
         if fmt == "html":
             return HTMLResponse(
                 proof_html.render(signed),
@@ -344,7 +338,7 @@ class Api:
         _Query(request, set()).done()
         body = _model(DecideRequest, await read_json(request))
         if body.choice == "envelope" and not body.password:
-            raise ApiError(400, "password: the envelope needs the password the recipient gets")
+            raise Refusal(400, "password: the envelope needs the password the recipient gets")
         done = await take_decision(
             self._surface,
             who,
@@ -388,7 +382,7 @@ class Api:
         domain = request.path_params["domain"]
         body = _model(AcceptRequest, await read_json(request))
         if not self._store.accept_partner(domain, who.actor, body.reason):
-            raise ApiError(404, f"{domain} is not in the partner ledger")
+            raise Refusal(404, f"{domain} is not in the partner ledger")
         return Json({"domain": domain.lower(), "accepted": True, "actor": who.actor})
 
     async def failures(self, request: Request, _: Identity) -> Response:
@@ -400,7 +394,7 @@ class Api:
         try:
             since_ms = when_ms(since)
         except MxgError as e:
-            raise ApiError(400, f"since: {e}") from None
+            raise Refusal(400, f"since: {e}") from None
         ordered = [asdict(f) for f in by_reason(self._store, since_ms)]
         return Json({"since": rfc3339(since_ms), "reasons": ordered}, headers=NO_STORE)
 
@@ -411,7 +405,7 @@ class Api:
             _Query(request, set()).done()
             body = _model(ActionRequest, await read_json(request))
             if not body.dry_run and not body.reason.strip():
-                raise ApiError(400, "reason: say why; it is recorded with the change")
+                raise Refusal(400, "reason: say why; it is recorded with the change")
             selector = ops.Selector.build(
                 queue_ids=body.ids,
                 domains=body.domains,
@@ -422,7 +416,7 @@ class Api:
                 everything=body.all,
             )
             if selector.is_empty:
-                raise ApiError(
+                raise Refusal(
                     400,
                     "select messages: ids, domains, classes, states, older_than,"
                     " younger_than, or all: true for every message",
@@ -534,18 +528,18 @@ async def read_json(request: Request) -> dict[str, Any]:
     """The request's JSON object, read up to `MAX_BODY` octets."""
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype != "application/json":
-        raise ApiError(415, "send the body as application/json")
+        raise Refusal(415, "send the body as application/json")
     body = bytearray()
     async for chunk in request.stream():
         body += chunk
         if len(body) > MAX_BODY:
-            raise ApiError(413, f"the body is larger than {MAX_BODY} octets")
+            raise Refusal(413, f"the body is larger than {MAX_BODY} octets")
     try:
         value = orjson.loads(body)
     except orjson.JSONDecodeError as e:
-        raise ApiError(400, f"the body is not JSON: {e}") from None
+        raise Refusal(400, f"the body is not JSON: {e}") from None
     if not isinstance(value, dict):
-        raise ApiError(400, "the body must be a JSON object")
+        raise Refusal(400, "the body must be a JSON object")
     return value
 
 
@@ -558,13 +552,13 @@ def _model(model: type[M], value: dict[str, Any]) -> M:
     except ValidationError as e:
         first = e.errors()[0]
         where = ".".join(str(x) for x in first["loc"]) or "body"
-        raise ApiError(400, f"{where}: {first['msg']}") from None
+        raise Refusal(400, f"{where}: {first['msg']}") from None
 
 
 def _queue_id(request: Request) -> str:
     qid = str(request.path_params["queue_id"]).upper()
     if not QUEUE_ID.match(qid):
-        raise ApiError(400, f"{request.path_params['queue_id']!r} is not a queue id")
+        raise Refusal(400, f"{request.path_params['queue_id']!r} is not a queue id")
     return qid
 
 
@@ -572,7 +566,7 @@ def _selector(criteria: dict[str, list[str]]) -> ops.Selector:
     def one(name: str) -> str | None:
         values = criteria.get(name, [])
         if len(values) > 1:
-            raise ApiError(400, f"{name} is given more than once")
+            raise Refusal(400, f"{name} is given more than once")
         return values[0] if values else None
 
     return ops.Selector.build(
@@ -601,7 +595,7 @@ class _Query:
         values = self._params.getlist(name)
         self._left.discard(name)
         if len(values) > 1:
-            raise ApiError(400, f"{name} is given more than once")
+            raise Refusal(400, f"{name} is given more than once")
         return values[0] if values else None
 
     def text(self, name: str, default: str) -> str:
@@ -612,7 +606,7 @@ class _Query:
         if value is None:
             return False
         if value not in ("true", "false", "1", "0"):
-            raise ApiError(400, f"{name}: true or false, not {value!r}")
+            raise Refusal(400, f"{name}: true or false, not {value!r}")
         return value in ("true", "1")
 
     def number(self, name: str, default: int | None, low: int, high: int) -> Any:
@@ -620,15 +614,15 @@ class _Query:
         if value is None:
             return default
         if not value.isdigit() or not low <= int(value) <= high:
-            raise ApiError(400, f"{name}: a whole number from {low} to {high}")
+            raise Refusal(400, f"{name}: a whole number from {low} to {high}")
         return int(value)
 
     def choice(self, name: str, choices: tuple[str, ...], default: str) -> str:
         value = self._single(name) or default
         if value not in choices:
-            raise ApiError(400, f"{name}: one of {', '.join(choices)}")
+            raise Refusal(400, f"{name}: one of {', '.join(choices)}")
         return value
 
     def done(self) -> None:
         if self._left:
-            raise ApiError(400, f"unknown query parameter {sorted(self._left)[0]!r}")
+            raise Refusal(400, f"unknown query parameter {sorted(self._left)[0]!r}")

@@ -39,6 +39,7 @@ from mxg.store import EvidenceQuery
 from mxg.web import pages
 from mxg.web.api import log_action, take_decision
 from mxg.web.auth import Identity, by_session, by_token
+from mxg.web.refusal import Refusal
 from mxg.web.session import COOKIE, LOGIN_COOKIE, Sessions
 from mxg.web.surface import Surface
 
@@ -54,13 +55,6 @@ MAX_FORM = 256 * 1024
 FAILURE_SPANS = ("24h", "7d", "30d")
 
 Page = Callable[[Request, Identity], Awaitable[Response]]
-
-
-class Refusal(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
 
 
 def routes(surface: Surface) -> list[BaseRoute]:
