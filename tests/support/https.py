@@ -7,12 +7,41 @@ import ssl
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Self
+
+
+class _TlsServer:
+    """A threaded HTTPS server with a certificate chain, serving `handler`
+    from `start` until `stop`."""
+
+    def __init__(
+        self,
+        address: str,
+        port: int,
+        chain: Path,
+        key: Path,
+        handler: type[BaseHTTPRequestHandler],
+    ) -> None:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(chain, key)
+        self.server = ThreadingHTTPServer((address, port), handler)
+        self.server.socket = ctx.wrap_socket(self.server.socket, server_side=True)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def start(self) -> Self:
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
 
 # Host name -> (status, content type, body, extra headers)
 Pages = dict[str, tuple[int, str, bytes, dict[str, str]]]
 
 
-class PolicyServer:
+class PolicyServer(_TlsServer):
     def __init__(self, address: str, chain: Path, key: Path, pages: Pages, port: int = 443) -> None:
         self.requests: list[str] = []
         outer = self
@@ -35,22 +64,10 @@ class PolicyServer:
             def log_message(self, *args: object) -> None:
                 pass
 
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        ctx.load_cert_chain(chain, key)
-        self.server = ThreadingHTTPServer((address, port), Handler)
-        self.server.socket = ctx.wrap_socket(self.server.socket, server_side=True)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def start(self) -> PolicyServer:
-        self.thread.start()
-        return self
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        super().__init__(address, port, chain, key, Handler)
 
 
-class ReportCollector:
+class ReportCollector(_TlsServer):
     """An HTTPS endpoint that takes TLS reports (RFC 8460 §5.4): keeps
     each POST (path, headers, body) and answers with `status`."""
 
@@ -71,16 +88,4 @@ class ReportCollector:
             def log_message(self, *args: object) -> None:
                 pass
 
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        ctx.load_cert_chain(chain, key)
-        self.server = ThreadingHTTPServer((address, port), Handler)
-        self.server.socket = ctx.wrap_socket(self.server.socket, server_side=True)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def start(self) -> ReportCollector:
-        self.thread.start()
-        return self
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        super().__init__(address, port, chain, key, Handler)
