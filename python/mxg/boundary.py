@@ -276,7 +276,12 @@ class Reply(msgspec.Struct):
 
 class Verdict(msgspec.Struct, omit_defaults=True):
     """An answer to ``Arrived`` or ``RcptCheck`` (``queue_id`` is the
-    check id for the latter): accept, or the reply that refuses."""
+    check id for the latter): accept, or the reply that refuses. On a
+    PostgreSQL store (``store_ack_ms``) an ``Arrived`` is answered
+    ``stored`` (indexed with its body: 250, no ``Received`` follows),
+    ``defer`` (a 4xx: not stored, the client tries again) or ``reject``."""
 
     queue_id: str
     reject: Reply | None = None
+    stored: bool = False
+    defer: Reply | None = None

@@ -39,6 +39,7 @@ class FakeEngine:
         self.spool: dict[str, tuple[Envelope, bytes]] = {}
         self.removed: list[str] = []
         self.reloaded: dict[str, Any] | None = None
+        self.intake = ("open", "")
         self._ids = itertools.count(1)
 
     def fileno(self) -> int:
@@ -71,6 +72,22 @@ class FakeEngine:
 
     def read_envelope(self, queue_id: str) -> str:
         return self.read(queue_id)[0]
+
+    def read_raw(self, queue_id: str) -> bytes:
+        """The spool file's bytes as the real engine writes them."""
+        envelope_json, message = self.read(queue_id)
+        head = envelope_json.encode()
+        return b"MXG1 %d\n%s\n%s" % (len(head), head, message)
+
+    def restore(self, raw: bytes) -> str:
+        first, rest = raw.split(b"\n", 1)
+        length = int(first.split()[1])
+        env = decode_envelope(rest[:length].decode())
+        self.spool[env.queue_id] = (env, rest[length + 1 :])
+        return env.queue_id
+
+    def set_intake(self, mode: str, text: str) -> None:
+        self.intake = (mode, text)
 
     def remove(self, queue_id: str) -> None:
         self.spool.pop(queue_id, None)

@@ -138,6 +138,32 @@ impl Engine {
         Ok((json, PyBytes::new(py, &msg).unbind()))
     }
 
+    /// A spooled message's file exactly as it is on disk (header, envelope
+    /// and message octets): what a PostgreSQL store keeps before the 250.
+    fn read_raw(&self, py: Python<'_>, queue_id: &str) -> PyResult<Py<PyBytes>> {
+        let spool = self.check()?.spool().clone();
+        let raw = py
+            .allow_threads(|| spool.read_raw(queue_id))
+            .map_err(|e| to_py(&e.into()))?;
+        Ok(PyBytes::new(py, &raw).unbind())
+    }
+
+    /// Writes a spool file from bytes `read_raw` gave (validated first,
+    /// durable when this returns) and returns its queue id; a no-op when
+    /// the same file is there, an error when another one is.
+    fn restore(&self, py: Python<'_>, raw: &[u8]) -> PyResult<String> {
+        let spool = self.check()?.spool().clone();
+        py.allow_threads(|| spool.restore(raw))
+            .map_err(|e| to_py(&e.into()))
+    }
+
+    /// Opens, defers or closes the intake of new mail: `"open"`,
+    /// `"defer"` (MAIL gets 451 4.3.0 with `text`), `"closed"` (new
+    /// connections and MAIL get 421 4.3.2 with `text`).
+    fn set_intake(&self, mode: &str, text: &str) -> PyResult<()> {
+        self.check()?.set_intake(mode, text).map_err(|e| to_py(&e))
+    }
+
     /// Envelope (JSON) of a spooled message.
     fn read_envelope(&self, py: Python<'_>, queue_id: &str) -> PyResult<String> {
         let spool = self.check()?.spool().clone();

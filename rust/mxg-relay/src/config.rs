@@ -57,6 +57,12 @@ pub struct EngineConfig {
     /// Which messages wait for that verdict; absent: every message.
     #[serde(default)]
     pub verdict_screen: Option<crate::inbound::VerdictScreen>,
+    /// Set on a PostgreSQL store: every accepted message waits up to this
+    /// long for the control plane to store it with its body, and gets its
+    /// 250 only then (`"stored"` verdict); no answer in time is a
+    /// `451 4.3.0`. Absent: the spool's fsync alone makes the 250.
+    #[serde(default)]
+    pub store_ack_ms: Option<u64>,
     /// What the content scanner looks for in every received message; None
     /// turns scanning off (features are then null).
     #[serde(default)]

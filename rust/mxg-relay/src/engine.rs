@@ -177,6 +177,20 @@ impl Engine {
             .collect()
     }
 
+    /// Opens, defers or closes the intake of new mail (`inbound::Intake`):
+    /// `"open"`, `"defer"` (MAIL gets 451 4.3.0 with `text`) or `"closed"`
+    /// (new connections and MAIL get 421 4.3.2 with `text`).
+    pub fn set_intake(&self, mode: &str, text: &str) -> Result<(), EngineError> {
+        self.rt()?;
+        let mode = inbound::IntakeMode::parse(mode).ok_or_else(|| {
+            EngineError::Job(format!(
+                "intake mode {mode:?}: expected \"open\", \"defer\" or \"closed\""
+            ))
+        })?;
+        self.shared.get().intake.set(mode, text);
+        Ok(())
+    }
+
     /// Applies a new configuration (SIGHUP) to the sessions that start
     /// from now on (`inbound::CurrentShared`): limits, client networks,
     /// connection pools, inflow and admission, verdicts, the scanner and
@@ -311,6 +325,7 @@ fn server_shared(
         cfg.rcpt_checks,
     )
     .with_verdict_screen(cfg.verdict_screen.clone())
+    .with_store_ack(cfg.store_ack_ms.map(Duration::from_millis))
     .with_inflow((cfg.in_flow_delay_ms > 0).then(|| inbound::Inflow {
         limit: cfg.in_flow_limit,
         delay: Duration::from_millis(cfg.in_flow_delay_ms),

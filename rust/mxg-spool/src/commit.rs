@@ -74,8 +74,8 @@ const SYNCFS_FROM: usize = if cfg!(target_os = "linux") {
 /// A spool directory with its committer thread.
 pub struct Spool {
     root: PathBuf,
-    queue: PathBuf,
-    tmp: PathBuf,
+    pub(crate) queue: PathBuf,
+    pub(crate) tmp: PathBuf,
     free: Arc<FreeFiles>,
     tx: mpsc::Sender<Pending>,
 }
@@ -221,7 +221,7 @@ impl Spool {
         rx.recv().unwrap_or(Err(SpoolError::Stopped))
     }
 
-    fn path_of(&self, id: &str) -> Result<PathBuf, SpoolError> {
+    pub(crate) fn path_of(&self, id: &str) -> Result<PathBuf, SpoolError> {
         if !is_queue_id(id) {
             return Err(SpoolError::NotFound(id.to_owned()));
         }
@@ -296,7 +296,7 @@ impl Spool {
     }
 }
 
-fn read_existing(path: &Path, id: &str) -> Result<Vec<u8>, SpoolError> {
+pub(crate) fn read_existing(path: &Path, id: &str) -> Result<Vec<u8>, SpoolError> {
     nofollow::read(path).map_err(|e| {
         if e.kind() == std::io::ErrorKind::NotFound {
             SpoolError::NotFound(id.to_owned())

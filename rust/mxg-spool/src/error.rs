@@ -13,6 +13,8 @@ pub enum SpoolError {
     Malformed { path: PathBuf, reason: String },
     #[error("no message {0} in the spool")]
     NotFound(String),
+    #[error("message {0} is in the spool already with other bytes")]
+    Conflict(String),
     #[error("the spool committer has stopped")]
     Stopped,
 }

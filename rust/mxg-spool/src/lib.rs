@@ -9,6 +9,7 @@ mod file;
 mod nofollow;
 mod queue_id;
 mod recycle;
+mod restore;
 
 pub use commit::{CommitCallback, Reserved, Spool};
 pub use envelope::{Envelope, Recipient};

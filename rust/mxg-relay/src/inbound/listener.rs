@@ -41,6 +41,12 @@ pub struct ServerShared {
     pub verdict_deadline: Option<std::time::Duration>,
     /// Which messages wait for it; None: all of them.
     pub verdict_screen: Option<VerdictScreen>,
+    /// On a PostgreSQL store: every message waits this long for the
+    /// control plane to store it (body included) before its 250
+    /// (docs/cluster.md); None: the spool's fsync is enough (rule 9).
+    pub store_ack: Option<std::time::Duration>,
+    /// Whether new mail is taken (`intake.rs`); carried over by reloads.
+    pub intake: Arc<super::Intake>,
     /// Ask the control plane at RCPT (only when envelope rules may refuse).
     pub rcpt_checks: bool,
     /// The content scanner for classification (issue 4).
@@ -133,6 +139,8 @@ impl ServerShared {
             verdicts: Arc::default(),
             verdict_deadline,
             verdict_screen: None,
+            store_ack: None,
+            intake: Arc::default(),
             scanner,
             rcpt_checks,
             inflow: None,
@@ -162,6 +170,13 @@ impl ServerShared {
     #[must_use]
     pub fn with_verdict_screen(mut self, screen: Option<VerdictScreen>) -> Self {
         self.verdict_screen = screen;
+        self
+    }
+
+    /// Every message waits for the store's acknowledgement (`store_ack`).
+    #[must_use]
+    pub fn with_store_ack(mut self, wait: Option<std::time::Duration>) -> Self {
+        self.store_ack = wait;
         self
     }
 
@@ -353,6 +368,12 @@ pub async fn serve(listeners: Listeners, current: Arc<super::CurrentShared>) {
 async fn handle(shared: Arc<ServerShared>, mut stream: TcpStream, peer: SocketAddr) {
     let _ = stream.set_nodelay(true);
     let inside = shared.may_relay(peer.ip());
+    // A draining node takes no new sessions (`intake.rs`); not a refusal
+    // of the client, so neither counted nor logged per connection.
+    if let Some(reply) = shared.intake.at_connect(&shared.hostname) {
+        let _ = stream.write_all(&reply.to_wire()).await;
+        return;
+    }
     // A refusal instead of the greeting, then close. RFC 5321 §3.1 would
     // have the server wait for QUIT after a 554 greeting; waiting would
     // hand outsiders the connection slots again, so mxg closes, as it does

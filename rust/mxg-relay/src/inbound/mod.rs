@@ -4,6 +4,7 @@
 mod admission;
 mod budget;
 mod inflow;
+mod intake;
 mod listener;
 mod refusal;
 mod reload;
@@ -14,9 +15,10 @@ mod verdict;
 pub use admission::{Admission, Place};
 pub use budget::{MemoryBudget, Share};
 pub use inflow::Inflow;
+pub use intake::{Intake, IntakeMode};
 pub use listener::{
     bind, serve, Listeners, OutsiderPolicy, Outsiders, ServerShared, DEFAULT_MESSAGE_MEMORY,
 };
 pub use refusal::Refusal;
 pub use reload::CurrentShared;
-pub use verdict::{Verdict, VerdictScreen, Verdicts};
+pub use verdict::{DeferReply, Verdict, VerdictScreen, Verdicts};

@@ -8,7 +8,7 @@
 //! with, and the next one gets the new ones; nothing is torn down. What
 //! must outlive a generation is carried over: the table of open
 //! connections (each session gives its slot back where it took it), the
-//! sessions waiting for verdicts, the memory budget with the octets
+//! sessions waiting for verdicts, the intake gate, the memory budget with the octets
 //! sessions hold (its limit changes, the shares taken stay), and the
 //! counters of sessions and refusals (`crate::stats`).
 
@@ -44,6 +44,7 @@ impl ServerShared {
         self.connections = previous.connections.clone();
         self.stats = previous.stats.clone();
         self.verdicts = previous.verdicts.clone();
+        self.intake = previous.intake.clone();
         let limit = self.memory.limit();
         self.memory = previous.memory.clone();
         self.memory.set_limit(limit);

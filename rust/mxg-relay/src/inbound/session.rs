@@ -3,9 +3,11 @@
 
 use super::admission::Place;
 use super::budget::Share;
+use super::intake::Gate;
 use super::listener::ServerShared;
 use super::refusal::{self, Refusal};
 use super::trace::{count_received, message_id, received_header, TraceInfo};
+use super::verdict::Verdict;
 use crate::events::Event;
 use crate::stream::Stream;
 use mxg_smtp::command::Framed;
@@ -187,6 +189,17 @@ impl Session {
         let cmd = match parse_command(line) {
             Ok(Command::Other(cmd)) => cmd,
             Ok(Command::Mail(from)) => {
+                match self.shared.intake.at_mail(&self.shared.hostname) {
+                    None => {}
+                    Some(Gate::Defer(reply)) => {
+                        self.refusal(Refusal::Storage, &reply);
+                        return Ok(Flow::Continue);
+                    }
+                    Some(Gate::Close(reply)) => {
+                        self.reply(&reply);
+                        return Ok(Flow::Close);
+                    }
+                }
                 self.inflow_pause().await?;
                 self.reserve_spool_file().await;
                 self.mail(from);
@@ -785,8 +798,13 @@ impl Session {
 
     /// The message is on disk: with synchronous verdicts the control plane
     /// may still refuse it (the spool file goes, the client gets the 5xx);
-    /// otherwise, or past the deadline, it is accepted with 250.
+    /// otherwise, or past the deadline, it is accepted with 250. On a
+    /// PostgreSQL store (`store_ack`) every message waits for the control
+    /// plane instead (`answer_stored`).
     async fn answer(&mut self, envelope: Envelope, features: serde_json::Value) {
+        if let Some(wait) = self.shared.store_ack {
+            return self.answer_stored(envelope, features, wait).await;
+        }
         let queue_id = envelope.queue_id.clone();
         let deadline = self.shared.verdict_deadline.filter(|_| {
             self.shared
@@ -795,36 +813,12 @@ impl Session {
                 .is_none_or(|screen| screen.needs_verdict(&features))
         });
         if let Some(deadline) = deadline {
-            let rx = self.shared.verdicts.register(&queue_id);
-            self.shared.bus.push(Event::Arrived {
-                envelope: envelope.clone(),
-                features: features.clone(),
-            });
-            let verdict = self.shared.verdicts.wait(&queue_id, rx, deadline).await;
+            let verdict = self.ask(&envelope, &features, deadline).await;
             if let Some(reject) = verdict.and_then(|v| v.reject) {
-                let spool = self.shared.spool.clone();
-                let id = queue_id.clone();
-                match tokio::task::spawn_blocking(move || spool.remove(&id)).await {
-                    Ok(Ok(())) => {
-                        let reply = reject.to_reply();
-                        // Logged by the control plane ("rejected", with the
-                        // queue id and the client); only counted here.
-                        self.shared.stats.refused(Refusal::Policy);
-                        self.reply(&reply);
-                        self.shared.bus.push(Event::Rejected {
-                            envelope,
-                            code: reply.code,
-                            enhanced: reply.enhanced.clone(),
-                            text: reply.text(),
-                        });
-                        return;
-                    }
+                match self.discard(&queue_id).await {
+                    Ok(()) => return self.rejected(envelope, &reject.to_reply()),
                     // The message stays and is accepted: refusing it while
                     // a copy remains would deliver what the client bounced.
-                    Ok(Err(e)) => self.shared.bus.push(Event::log(
-                        "error",
-                        format!("cannot remove refused message {queue_id}: {e}; accepting it"),
-                    )),
                     Err(e) => self.shared.bus.push(Event::log(
                         "error",
                         format!("cannot remove refused message {queue_id}: {e}; accepting it"),
@@ -833,6 +827,108 @@ impl Session {
             }
         }
         self.shared.bus.push(Event::Received { envelope, features });
+        self.queued(&queue_id);
+    }
+
+    /// `answer` on a PostgreSQL store: the 250 only once the control plane
+    /// has committed the message with its spool file's bytes ("stored"),
+    /// so that an acknowledged message outlives this node (docs/cluster.md,
+    /// "Bodies before the 250"). Anything else leaves the message with the
+    /// client: the spool file goes and the client gets a 4xx (or the 5xx
+    /// of a refusing class). A spool file that cannot be removed stays
+    /// unacknowledged; recovery on PostgreSQL removes what the store does
+    /// not know.
+    async fn answer_stored(
+        &mut self,
+        envelope: Envelope,
+        features: serde_json::Value,
+        wait: Duration,
+    ) {
+        let queue_id = envelope.queue_id.clone();
+        let verdict = self.ask(&envelope, &features, wait).await;
+        if verdict.as_ref().is_some_and(|v| v.stored) {
+            return self.queued(&queue_id);
+        }
+        let (reply, why) = match verdict {
+            Some(Verdict {
+                reject: Some(reject),
+                ..
+            }) => (reject.to_reply(), None),
+            Some(Verdict {
+                defer: Some(defer), ..
+            }) => (defer.to_reply(), None),
+            Some(_) => (
+                not_stored(),
+                Some("the control plane neither stored nor refused it".to_owned()),
+            ),
+            None => (
+                not_stored(),
+                Some(format!("not stored within {} ms", wait.as_millis())),
+            ),
+        };
+        let removed = self.discard(&queue_id).await;
+        if let Err(e) = &removed {
+            self.shared.bus.push(Event::log(
+                "error",
+                format!("cannot remove unacknowledged message {queue_id}: {e}"),
+            ));
+        }
+        if reply.code >= 500 && removed.is_ok() {
+            return self.rejected(envelope, &reply);
+        }
+        if reply.code >= 500 {
+            // Refused, but a copy remains: a transient answer instead, so
+            // the client neither bounces a message that might still go
+            // nor loses one (recovery removes the unstored copy).
+            return self.refusal(Refusal::Storage, &not_stored());
+        }
+        let detail = why.map(|w| format!("message {queue_id} {w}"));
+        self.refusal_because(Refusal::Storage, &reply, detail);
+    }
+
+    /// Tells the control plane about a stored message (`Arrived`) and
+    /// waits up to `deadline` for its verdict.
+    async fn ask(
+        &self,
+        envelope: &Envelope,
+        features: &serde_json::Value,
+        deadline: Duration,
+    ) -> Option<Verdict> {
+        let queue_id = envelope.queue_id.as_str();
+        let rx = self.shared.verdicts.register(queue_id);
+        self.shared.bus.push(Event::Arrived {
+            envelope: envelope.clone(),
+            features: features.clone(),
+        });
+        self.shared.verdicts.wait(queue_id, rx, deadline).await
+    }
+
+    /// Removes the spool file of a message that gets no 250.
+    async fn discard(&self, queue_id: &str) -> Result<(), String> {
+        let spool = self.shared.spool.clone();
+        let id = queue_id.to_owned();
+        match tokio::task::spawn_blocking(move || spool.remove(&id)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// A message refused by a class's policy, its spool file gone.
+    fn rejected(&mut self, envelope: Envelope, reply: &Reply) {
+        // Logged by the control plane ("rejected", with the queue id and
+        // the client); only counted here.
+        self.shared.stats.refused(Refusal::Policy);
+        self.reply(reply);
+        self.shared.bus.push(Event::Rejected {
+            envelope,
+            code: reply.code,
+            enhanced: reply.enhanced.clone(),
+            text: reply.text(),
+        });
+    }
+
+    fn queued(&mut self, queue_id: &str) {
         let text = format!("Ok: queued as {queue_id}");
         self.reply(&Reply::new(250, "2.0.0", text));
     }
@@ -917,6 +1013,16 @@ fn out_of_memory() -> Reply {
         452,
         "4.3.1",
         "Insufficient system storage: too much mail in progress, try again later",
+    )
+}
+
+/// RFC 3463 4.3.0: the message was not stored where the 250 needs it
+/// (on a PostgreSQL store); the client keeps it and tries again.
+fn not_stored() -> Reply {
+    Reply::new(
+        451,
+        "4.3.0",
+        "Local error: message not stored, try again later",
     )
 }
 

@@ -51,13 +51,22 @@ impl VerdictScreen {
 }
 
 /// The control plane's answer for one message.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 pub struct Verdict {
     pub queue_id: String,
     /// Refuse the whole message with this reply (a 5xx, normally 550
     /// 5.7.1); absent means accept.
     #[serde(default)]
     pub reject: Option<RejectReply>,
+    /// Accepted and already in the store with its body (a PostgreSQL
+    /// store, `store_ack_ms`): the session says 250 and no `Received`
+    /// event follows, the control plane has it already.
+    #[serde(default)]
+    pub stored: bool,
+    /// Not stored (the store failed or is unreachable): the spool file
+    /// goes and the client gets this 4xx and tries again later.
+    #[serde(default)]
+    pub defer: Option<DeferReply>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -80,6 +89,31 @@ impl RejectReply {
             self.enhanced.as_str()
         } else {
             "5.7.1"
+        };
+        Reply::new(code, enhanced, self.text.clone())
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct DeferReply {
+    pub code: u16,
+    pub enhanced: String,
+    pub text: String,
+}
+
+impl DeferReply {
+    pub fn to_reply(&self) -> Reply {
+        // Only transient refusals: a deferral must leave the message with
+        // the client, so a 5xx (or a 2xx) here is read as 451 4.3.0.
+        let code = if (400..500).contains(&self.code) {
+            self.code
+        } else {
+            451
+        };
+        let enhanced = if self.enhanced.starts_with("4.") {
+            self.enhanced.as_str()
+        } else {
+            "4.3.0"
         };
         Reply::new(code, enhanced, self.text.clone())
     }
@@ -142,7 +176,7 @@ mod tests {
     fn accept(id: &str) -> Verdict {
         Verdict {
             queue_id: id.into(),
-            reject: None,
+            ..Verdict::default()
         }
     }
 
@@ -173,6 +207,34 @@ mod tests {
         let reply = r.to_reply();
         assert_eq!(reply.code, 550);
         assert_eq!(reply.enhanced, "5.7.1");
+    }
+
+    #[test]
+    fn defer_replies_are_always_transient() {
+        let r = DeferReply {
+            code: 550,
+            enhanced: "5.7.1".into(),
+            text: "store down".into(),
+        };
+        let reply = r.to_reply();
+        assert_eq!((reply.code, reply.enhanced.as_str()), (451, "4.3.0"));
+        let r = DeferReply {
+            code: 452,
+            enhanced: "4.3.1".into(),
+            text: "full".into(),
+        };
+        assert_eq!(r.to_reply().code, 452);
+    }
+
+    #[test]
+    fn a_verdict_reads_stored_and_defer_from_json() {
+        let v: Verdict = serde_json::from_str(r#"{"queue_id": "Q", "stored": true}"#).unwrap();
+        assert!(v.stored && v.defer.is_none() && v.reject.is_none());
+        let v: Verdict = serde_json::from_str(
+            r#"{"queue_id": "Q", "defer": {"code": 451, "enhanced": "4.3.0", "text": "t"}}"#,
+        )
+        .unwrap();
+        assert!(!v.stored && v.defer.is_some());
     }
 
     #[test]
