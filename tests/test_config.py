@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -77,6 +78,22 @@ def test_ipv6_listen_needs_brackets() -> None:
     with pytest.raises(ConfigError, match="need brackets"):
         load_config(None, environ={"MXG_SERVER__LISTEN": '["::1:25"]'})
     assert load_config(None, environ={"MXG_SERVER__LISTEN": '["[::1]:25"]'}).server.listen
+
+
+def test_cluster_node_name_and_lease_are_checked(tmp_path: Path) -> None:
+    assert Config().cluster.node == socket.gethostname().split(".")[0]
+    f = tmp_path / "mxg.toml"
+    f.write_text('[cluster]\nnode = "a b"\nheartbeat = "5s"\nlease = "10s"\n')
+    with pytest.raises(ConfigError) as e:
+        load_config(f, environ={})
+    problems = "\n".join(e.value.problems)
+    assert "cluster.node: 'a b' is not a node name" in problems
+    f.write_text('[cluster]\nnode = "mxg-2.dc1"\nheartbeat = "5s"\nlease = "10s"\n')
+    with pytest.raises(ConfigError, match=r"cluster: lease \(10s\) must be at least three"):
+        load_config(f, environ={})
+    f.write_text('[cluster]\nnode = "mxg-2.dc1"\nheartbeat = "1s"\nlease = "3s"\n')
+    cfg = load_config(f, environ={}).cluster
+    assert (cfg.node, cfg.heartbeat, cfg.lease, cfg.drain_timeout) == ("mxg-2.dc1", 1, 3, 300)
 
 
 def test_durations() -> None:

@@ -158,14 +158,20 @@ def test_writers_are_serialised_as_on_sqlite(postgres: Postgres, tmp_path: Path)
     assert order == ["first", "second"]
 
 
-def test_rule11a_one_relay_per_postgresql_store(postgres: Postgres, tmp_path: Path) -> None:
-    # Until the cluster work, recovery takes the local spool as the truth
-    # about every message in the store: a second relay must not share it.
+def test_rule11a_one_relay_per_node_name_on_a_postgresql_store(
+    postgres: Postgres, tmp_path: Path
+) -> None:
+    # A node's recovery takes its local spool as the truth about the
+    # messages it owns: a second process under the same name would share
+    # them. Differently named nodes share the store.
     url = postgres.new_database()
     assert mxg(_config(tmp_path, url), "store", "migrate").returncode == 0
-    first = open_store(url)
-    with pytest.raises(StoreError, match="another relay uses the store at"):
-        open_store(url)
+    first = open_store(url, "n1")
+    with pytest.raises(StoreError, match="a relay named 'n1' already uses the store at"):
+        open_store(url, "n1")
+    second = open_store(url, "n2")
+    assert (first.node, second.node) == ("n1", "n2")
     Store(url).close()  # the command line still reads it
     first.close()
-    open_store(url).close()
+    open_store(url, "n1").close()
+    second.close()

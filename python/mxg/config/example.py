@@ -65,6 +65,20 @@ directory = "mxg-data"
 # create its schema with `mxg store migrate`).
 store = ""
 
+[cluster]
+# Only with a PostgreSQL store (docs/cluster.md): this node's name, unique
+# per store (default: the short host name); a second relay with the same
+# name refuses to start.
+# node = "mxg1"
+# How often the node renews its lease, and how long a lease lasts: a node
+# silent for a lease is dead, and the others take over its messages. The
+# lease must be at least three heartbeats.
+heartbeat = "2s"
+lease = "15s"
+# `mxg cluster drain`: how long in-flight deliveries may take to finish
+# before the node hands over what is left and stops.
+drain_timeout = "5m"
+
 [dns]
 # Empty: the system's resolver (/etc/resolv.conf).
 nameservers = []

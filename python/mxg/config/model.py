@@ -42,6 +42,7 @@ class Config(Section):
     decisions: sections.DecisionsConfig = sections.DecisionsConfig()
     metrics: sections.MetricsConfig = sections.MetricsConfig()
     run: sections.RunConfig = sections.RunConfig()
+    cluster: sections.ClusterConfig = sections.ClusterConfig()
     tlsrpt: TlsRptConfig = TlsRptConfig()
     policy: list[sections.DomainPolicy] = []
     classify: ClassifyConfig = ClassifyConfig()

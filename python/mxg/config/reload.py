@@ -29,6 +29,10 @@ STARTED: dict[str, tuple[str, ...] | None] = {
     "server": ("listen", "hostname", "shutdown_grace"),
     "data": None,
     "run": None,
+    # The node's name and lease timing are the store's view of this
+    # process (its lock and its row in `nodes`); the drain timeout is read
+    # when a drain starts.
+    "cluster": ("node", "heartbeat", "lease"),
     "dns": None,
     # The web surface and the metrics endpoint: sockets bound and
     # certificates read before the privilege drop, served as they were.

@@ -286,6 +286,53 @@ class DataConfig(Section):
         return v
 
 
+def _default_node() -> str:
+    # The short host name: what an operator sees in `mxg cluster status`.
+    return socket.gethostname().split(".")[0] or "localhost"
+
+
+# A node's name: in logs, `mxg cluster status` and the store's owner
+# column; short and plain, so it needs no quoting anywhere.
+_NODE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+
+
+class ClusterConfig(Section):
+    """This node of a cluster on a PostgreSQL store (docs/cluster.md);
+    without a PostgreSQL store it is not used."""
+
+    # Unique per store: a second relay with the same name stops at start.
+    node: str = Field(default_factory=_default_node)
+    # How often the node renews its lease, and how long a lease lasts:
+    # a node silent for `lease` is dead and others take over its messages.
+    heartbeat: PositiveSeconds = 2
+    lease: PositiveSeconds = 15
+    # `mxg cluster drain`: how long in-flight deliveries may take to
+    # finish before the node releases what is left and stops.
+    drain_timeout: PositiveSeconds = 300
+
+    @field_validator("node")
+    @classmethod
+    def _node(cls, v: str) -> str:
+        if not _NODE_NAME.match(v):
+            raise ValueError(
+                f"{v!r} is not a node name (letters, digits, '.', '_', '-';"
+                " at most 63, starting with a letter or digit)"
+            )
+        return v
+
+    @model_validator(mode="after")
+    def _lease_outlasts_heartbeats(self) -> ClusterConfig:
+        # Fencing starts after half a lease without renewal: at least one
+        # renewal must be able to fail before that, and one more before
+        # another node takes over.
+        if self.lease < 3 * self.heartbeat:
+            raise ValueError(
+                f"lease ({self.lease:g}s) must be at least three heartbeats"
+                f" ({3 * self.heartbeat:g}s)"
+            )
+        return self
+
+
 class DnsConfig(Section):
     """The resolver: the system's unless nameservers are given."""
 

@@ -218,7 +218,9 @@ class Relay:
             # drop, as the SMTP listeners are (rule 8).
             http = Listeners.bind(cfg)
             drop_privileges(user, cfg.data.directory)
-            stages = Stages.build(self._context(engine, open_store(cfg.store_target)))
+            stages = Stages.build(
+                self._context(engine, open_store(cfg.store_target, cfg.cluster.node))
+            )
             await self._start(stages)
             engine.serve()
             addrs = engine.local_addrs()

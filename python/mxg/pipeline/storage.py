@@ -36,14 +36,15 @@ def survives_a_full_store() -> Iterator[None]:
 _last_logged = {"full": -60.0}
 
 
-def open_store(path: Path | str) -> Store:
+def open_store(path: Path | str, node: str = "") -> Store:
     """The queue index; a damaged one is moved aside and rebuilt from the
     spool by recovery (rule 10), so that the relay keeps serving. A
     PostgreSQL store (a URL) is opened as it is: one it cannot reach, or
-    on an older schema, stops the start with one line."""
+    on an older schema, or with a relay of the same `node` name on it,
+    stops the start with one line."""
     if isinstance(path, str):
         store = Store(path)
-        store.claim_relay(redact(path))
+        store.claim_node(node, redact(path))
         return store
     try:
         return Store(path)

@@ -28,8 +28,11 @@ from mxg.store.schema import SCHEMA, check_postgres, migrate
 # the audit trail's chain relies on (one block per transaction, each after
 # the tail it read; store/audit.py). Any constant works; this spells "mxg".
 WRITER_LOCK = 0x6D7867
-# The session lock of the one relay a PostgreSQL store serves.
-RELAY_LOCK = 0x6D786752
+# The session locks of a cluster on PostgreSQL (two-key form: this class
+# and a second key): one per node name, held by the node's relay for its
+# life (rule 11a for a shared server), keyed on `hashtext(name)`; and the
+# housekeeper's (second key 0), held by one node at a time.
+NODE_LOCK = 0x6D78674E
 
 # Bound parameters per statement: SQLite's limit was 999 before 3.32.
 _MAX_PARAMS = 999
@@ -61,6 +64,9 @@ class Database:
     def __init__(self, target: Path | str) -> None:
         self.dialect = Dialect(is_postgres(target))
         self.path: Path | None = None
+        # The cluster node this store's relay is (`claim_node`); None on
+        # SQLite and for the commands, which own nothing.
+        self.node: str | None = None
         self.db: sqlite3.Connection
         self._durable = True
         if isinstance(target, str):
@@ -82,21 +88,41 @@ class Database:
             conn.close()
             raise
 
-    def claim_relay(self, where: str) -> None:
-        """On PostgreSQL: this relay is the store's only one (rule 11a for
-        a shared server), held by a session lock for the connection's life.
-        Recovery treats the local spool as the truth about every message
-        in the store, so a second node must not share it before the
-        cluster work (issue 18 items 2 and 3) gives each message an owner."""
+    def claim_node(self, node: str, where: str) -> None:
+        """On PostgreSQL: this relay is node `node` of the store's cluster,
+        the only process of that name (rule 11a for a shared server), held
+        by a session lock for the connection's life. The messages it
+        accepts are its own (`messages.node`); recovery and the scanner
+        look at those alone. On SQLite the data directory's mxg.lock
+        covers the file and nothing is owned."""
         if not self.dialect.postgres:
-            return  # the data directory's mxg.lock covers the file
-        row = self.db.execute(f"SELECT pg_try_advisory_lock({RELAY_LOCK})").fetchone()
+            return
+        row = self.db.execute(
+            f"SELECT pg_try_advisory_lock({NODE_LOCK}, hashtext(?))", (node,)
+        ).fetchone()
         if not row[0]:
             self.close()
             raise StoreError(
-                f"another relay uses the store at {where}; a PostgreSQL store serves"
-                " one relay until mxg runs as a cluster"
+                f"a relay named {node!r} already uses the store at {where};"
+                " give each node its own [cluster] node name"
             )
+        self.node = node
+
+    def mine(self, messages: str = "m") -> tuple[str, tuple[str, ...]]:
+        """A term (`` AND ...``) and its parameters that keep a query on
+        the messages this node owns (`messages` is the alias of the
+        messages table in it): the relay's scanner and recovery act on
+        their own messages alone. Nothing on SQLite and in the commands,
+        where every message is everyone's."""
+        if self.node is None:
+            return "", ()
+        return f" AND {messages}.node = ?", (self.node,)
+
+    def mine_by_id(self, queue_id: str = "queue_id") -> tuple[str, tuple[str, ...]]:
+        """`mine` for a query on another table, through its `queue_id`."""
+        if self.node is None:
+            return "", ()
+        return f" AND {queue_id} IN (SELECT queue_id FROM messages WHERE node = ?)", (self.node,)
 
     def _open_sqlite(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -79,8 +79,10 @@ class Decisions(OperatorActions):
     def unasked(self) -> list[str]:
         """Messages with parked recipients whose notice is not queued yet
         (a notice that a full disk or a stop held back)."""
+        mine, node = self.mine_by_id()
         rows = self.db.execute(
-            f"SELECT DISTINCT queue_id FROM recipients WHERE status='{AWAITING}' AND asked=0"
+            f"SELECT DISTINCT queue_id FROM recipients WHERE status='{AWAITING}' AND asked=0{mine}",
+            node,
         ).fetchall()
         return [r[0] for r in rows]
 
@@ -104,7 +106,7 @@ class Decisions(OperatorActions):
         recovery finishes the first from the spool (`mxg.decide.marks`)."""
         t = now_ms()
         with self.transaction() as db:
-            new = insert_new(db, [notice]) if notice is not None else []
+            new = insert_new(db, [notice], self.node) if notice is not None else []
             db.executemany(
                 "UPDATE recipients SET asked=1 WHERE queue_id=? AND idx=?",
                 [(queue_id, i) for i in indexes],
@@ -249,7 +251,12 @@ class Decisions(OperatorActions):
     # -- secure envelopes ----------------------------------------------------
 
     def pending_carriers(self) -> list[sqlite3.Row]:
-        return self.db.execute("SELECT * FROM carriers ORDER BY id").fetchall()
+        # A decision made on any node; the node that owns the message
+        # spools its carrier.
+        mine, node = self.mine_by_id()
+        return self.db.execute(
+            f"SELECT * FROM carriers WHERE 1=1{mine} ORDER BY id", node
+        ).fetchall()
 
     def carrier_spooled(self, carrier_id: int, carrier: NewMessage, levels: Sequence[str]) -> bool:
         """The carrier `carrier_id` is spooled as `carrier`: indexed with
@@ -262,7 +269,7 @@ class Decisions(OperatorActions):
             row = db.execute("SELECT queue_id FROM carriers WHERE id=?", (carrier_id,)).fetchone()
             if row is None:
                 return False
-            new = insert_new(db, [carrier])
+            new = insert_new(db, [carrier], self.node)
             db.executemany(
                 "UPDATE recipients SET override_level=?, decision='envelope'"
                 " WHERE queue_id=? AND idx=?",
@@ -278,9 +285,10 @@ class Decisions(OperatorActions):
 
     def awaiting_expired(self, received_before_ms: int) -> list[sqlite3.Row]:
         """Parked recipients of messages received before the cut-off."""
+        mine, node = self.mine()
         return self.db.execute(
             "SELECT r.queue_id, r.idx, r.reason FROM recipients r"
             " JOIN messages m ON m.queue_id = r.queue_id"
-            f" WHERE r.status='{AWAITING}' AND m.received_ms < ?",
-            (received_before_ms,),
+            f" WHERE r.status='{AWAITING}' AND m.received_ms < ?{mine}",
+            (received_before_ms, *node),
         ).fetchall()

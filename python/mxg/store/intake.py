@@ -28,7 +28,7 @@ class Intake(AuditTrail):
 
     def _add(self, messages: Iterable[NewMessage]) -> list[str]:
         with self.transaction() as db:
-            new = insert_new(db, messages)
+            new = insert_new(db, messages, self.node)
             self.append_audit(db, [received_entry(m) for m in new])
         return [m.queue_id for m in new]
 
@@ -36,9 +36,12 @@ class Intake(AuditTrail):
         return {r[0] for r in self.db.execute("SELECT queue_id FROM messages")}
 
 
-def insert_new(db: sqlite3.Connection, messages: Iterable[NewMessage]) -> list[NewMessage]:
+def insert_new(
+    db: sqlite3.Connection, messages: Iterable[NewMessage], node: str | None
+) -> list[NewMessage]:
     """Inserts the messages the index does not hold yet, inside the caller's
-    transaction (its audit records are the caller's); returns those.
+    transaction (its audit records are the caller's), owned by `node` (the
+    cluster node that accepted them; None on SQLite); returns those.
     Three statements per batch, not two per message: intake runs at the
     relay's full message rate. Ids already indexed (a restart's rescan)
     are left as they are."""
@@ -57,8 +60,8 @@ def insert_new(db: sqlite3.Connection, messages: Iterable[NewMessage]) -> list[N
     db.executemany(
         "INSERT INTO messages (queue_id, received_ms, sender, size,"
         " message_id, envid, ret, body, smtputf8, origin, client_addr, class,"
-        " classification, requiretls)"
-        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        " classification, requiretls, node)"
+        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
         [
             (
                 m.envelope.queue_id,
@@ -75,6 +78,7 @@ def insert_new(db: sqlite3.Connection, messages: Iterable[NewMessage]) -> list[N
                 m.risk_class,
                 dumps(m.classification) if m.classification else None,
                 int(m.envelope.requiretls),
+                node,
             )
             for m in new
         ],

@@ -40,6 +40,7 @@ class Queue(Partners, TlsRptAggregate):
             " JOIN messages m ON m.queue_id = r.queue_id"
         )
         cap = self.dialect.no_limit if limit is None else limit
+        mine, node = self.mine()
         rows: list[Any]
         if among is not None:
             # Unary + keeps the planner on the primary keys for these few
@@ -48,8 +49,9 @@ class Queue(Partners, TlsRptAggregate):
             rows = self.db.execute(
                 f"{select} WHERE r.queue_id IN ({','.join('?' * len(among))})"
                 " AND +r.status IN ('pending','deferred') AND +r.next_ms <= ?"
-                f" AND +m.state='active' {_NOT_SUSPENDED} ORDER BY r.next_ms, r.queue_id LIMIT ?",
-                [*among, at_ms, cap],
+                f" AND +m.state='active'{mine} {_NOT_SUSPENDED}"
+                " ORDER BY r.next_ms, r.queue_id LIMIT ?",
+                [*among, at_ms, *node, cap],
             ).fetchall()
         else:
             # One ordered walk of the (status, next_ms) index per status,
@@ -61,12 +63,12 @@ class Queue(Partners, TlsRptAggregate):
             # without it SQLite does not use that index.
             one_status = (
                 f"{select} WHERE r.status IN ('pending','deferred') AND r.status = ?"
-                f" AND r.next_ms <= ? AND +m.state='active' {_NOT_SUSPENDED}"
+                f" AND r.next_ms <= ? AND +m.state='active'{mine} {_NOT_SUSPENDED}"
                 " ORDER BY r.next_ms LIMIT ?"
             )
             rows = [
-                *self.db.execute(one_status, ("pending", at_ms, cap)),
-                *self.db.execute(one_status, ("deferred", at_ms, cap)),
+                *self.db.execute(one_status, ("pending", at_ms, *node, cap)),
+                *self.db.execute(one_status, ("deferred", at_ms, *node, cap)),
             ]
             rows.sort(key=lambda r: r[4])
             if limit is not None:
@@ -178,8 +180,9 @@ class Queue(Partners, TlsRptAggregate):
         """Messages not yet done whose recipients all have a final state and
         whose bounces are already answered by a queued DSN; only those in
         ``among`` when it is given."""
-        where = "m.state IN ('active','held')"
-        params: tuple[str, ...] = ()
+        mine, node = self.mine()
+        where = f"m.state IN ('active','held'){mine}"
+        params: tuple[str, ...] = node
         if among is not None:
             if not among:
                 return []
@@ -201,19 +204,30 @@ class Queue(Partners, TlsRptAggregate):
 
     def done_ids(self) -> set[str]:
         """Messages marked done (their spool files should be gone)."""
-        return {r[0] for r in self.db.execute("SELECT queue_id FROM messages WHERE state='done'")}
+        mine, node = self.mine()
+        return {
+            r[0]
+            for r in self.db.execute(
+                f"SELECT m.queue_id FROM messages m WHERE m.state='done'{mine}", node
+            )
+        }
 
     def resume_pending(self) -> int:
         """Recipients whose jobs never reported back (the last run ended
         while they were under way) become due now; returns how many."""
         with self.transaction() as db:
-            return db.execute("UPDATE recipients SET next_ms=0 WHERE status='pending'").rowcount
+            mine, node = self.mine_by_id()
+            return db.execute(
+                f"UPDATE recipients SET next_ms=0 WHERE status='pending'{mine}", node
+            ).rowcount
 
     def dsn_pending(self) -> list[str]:
         """Messages with bounced recipients whose DSN is not yet queued (a
         partial index holds just those: the scanner asks every scan)."""
+        mine, node = self.mine_by_id()
         rows = self.db.execute(
-            "SELECT DISTINCT queue_id FROM recipients WHERE status='bounced' AND dsn_sent=0"
+            f"SELECT DISTINCT queue_id FROM recipients WHERE status='bounced' AND dsn_sent=0{mine}",
+            node,
         ).fetchall()
         return [r[0] for r in rows]
 
@@ -229,12 +243,13 @@ class Queue(Partners, TlsRptAggregate):
             self.append_audit(db, [AuditEntry("done", q, "mxg", {}) for q in done])
 
     def expired_delay_warnings(self, older_than_ms: int) -> list[str]:
+        mine, node = self.mine()
         rows = self.db.execute(
             "SELECT m.queue_id FROM messages m WHERE m.state IN ('active','held')"
             " AND m.state='active' AND m.delay_warned=0"
             " AND m.received_ms <= ? AND m.sender != '' AND EXISTS (SELECT 1 FROM recipients r"
-            " WHERE r.queue_id=m.queue_id AND r.status='deferred')",
-            (older_than_ms,),
+            f" WHERE r.queue_id=m.queue_id AND r.status='deferred'){mine}",
+            (older_than_ms, *node),
         ).fetchall()
         return [r[0] for r in rows]
 

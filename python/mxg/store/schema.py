@@ -249,6 +249,9 @@ _ADDED_COLUMNS = (
     ("recipients", "asked", "INTEGER NOT NULL DEFAULT 0"),
     ("recipients", "decision", "TEXT"),
     ("recipients", "decided", "TEXT"),
+    # The owner of a message in a cluster (CLUSTER below); always NULL
+    # on SQLite, whose store is one node's: the shared SQL names it.
+    ("messages", "node", "TEXT"),
 )
 
 
@@ -282,12 +285,36 @@ def _set_aside_record_chain(db: sqlite3.Connection) -> None:
             db.execute("ALTER TABLE audit_checkpoints RENAME TO audit_checkpoints_v0")
 
 
+# Version 2, the cluster (docs/cluster.md): the nodes and their leases,
+# and each message's owner. Times are PostgreSQL's clock, in ms.
+CLUSTER = """
+CREATE TABLE IF NOT EXISTS nodes (
+    name           TEXT PRIMARY KEY,
+    state          TEXT NOT NULL,  -- running | draining | stopped
+    pid            INTEGER NOT NULL,
+    host           TEXT NOT NULL,
+    version        TEXT NOT NULL,
+    schema_version INTEGER NOT NULL,
+    started_ms     INTEGER NOT NULL,
+    heartbeat_ms   INTEGER NOT NULL,
+    lease_until_ms INTEGER NOT NULL,
+    in_flight      INTEGER NOT NULL DEFAULT 0  -- delivery jobs running, at the last heartbeat
+);
+-- The node that delivers the message; NULL: unowned, any node may claim
+-- it (a drained node released it).
+ALTER TABLE messages ADD COLUMN node TEXT;
+-- Unfinished messages by owner: a node's own queue, and the takeover's
+-- claim of a dead node's (or unowned) messages, read only these rows.
+CREATE INDEX IF NOT EXISTS messages_node ON messages(node, state)
+    WHERE state IN ('active','held');
+"""
+
 # PostgreSQL's schema versions: each migration brings the store from the
 # version before it to its own. Version 1 is SCHEMA and CHECKPOINTS as of
 # the first PostgreSQL store; a later schema change appends a step (its
 # DDL in SQLite's dialect, translated like SCHEMA) and SQLite's
 # `_ADDED_COLUMNS` or DDL gets the same change.
-_PG_MIGRATIONS: tuple[str, ...] = (SCHEMA + CHECKPOINTS,)
+_PG_MIGRATIONS: tuple[str, ...] = (SCHEMA + CHECKPOINTS, CLUSTER)
 SCHEMA_VERSION = len(_PG_MIGRATIONS)
 
 _PG_VERSION_TABLE = "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)"
