@@ -14,6 +14,7 @@ from mxg.deliverylog import event, log
 from mxg.errors import StoreDamaged
 from mxg.store import Store, is_full, quarantine
 from mxg.store.postgres import redact
+from mxg.store.schema import SCHEMA_VERSION
 
 
 @contextlib.contextmanager
@@ -45,6 +46,17 @@ def open_store(path: Path | str, node: str = "") -> Store:
     if isinstance(path, str):
         store = Store(path)
         store.claim_node(node, redact(path))
+        if (store.schema_version or 0) > SCHEMA_VERSION:
+            # A rolling upgrade under way: the store was migrated by a newer
+            # mxg whose steps since this one's only expanded the schema.
+            event(
+                log,
+                "running on a newer compatible schema",
+                logging.WARNING,
+                store=redact(path),
+                store_schema=store.schema_version,
+                mxg_schema=SCHEMA_VERSION,
+            )
         return store
     try:
         return Store(path)

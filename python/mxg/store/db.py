@@ -69,6 +69,8 @@ class Database:
         self.node: str | None = None
         self.db: sqlite3.Connection
         self._durable = True
+        # A PostgreSQL store's schema version (`check_postgres`).
+        self.schema_version: int | None = None
         if isinstance(target, str):
             if not self.dialect.postgres:
                 target = Path(target)
@@ -83,7 +85,8 @@ class Database:
         conn = PgConnection(url)
         self.db = cast(sqlite3.Connection, conn)
         try:
-            check_postgres(self.db, url)
+            # Newer than this mxg's when every newer step only expanded it.
+            self.schema_version = check_postgres(self.db, url)
         except BaseException:
             conn.close()
             raise

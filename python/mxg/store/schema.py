@@ -9,9 +9,10 @@ on an older schema is refused (`check_postgres`)."""
 from __future__ import annotations
 
 import sqlite3
+from dataclasses import dataclass
 from typing import Any
 
-from mxg.errors import StoreOutdated
+from mxg.errors import StoreError, StoreOutdated
 from mxg.store.postgres import redact
 
 SCHEMA = """
@@ -314,10 +315,104 @@ CREATE INDEX IF NOT EXISTS messages_node ON messages(node, state)
 # the first PostgreSQL store; a later schema change appends a step (its
 # DDL in SQLite's dialect, translated like SCHEMA) and SQLite's
 # `_ADDED_COLUMNS` or DDL gets the same change.
-_PG_MIGRATIONS: tuple[str, ...] = (SCHEMA + CHECKPOINTS, CLUSTER)
+#
+# Rolling upgrades (docs/cluster.md) are expand/contract: each step says
+# which nodes still run on the schema it leaves, so that nodes of the
+# version before keep working while the others are upgraded one by one.
+
+
+@dataclass(frozen=True)
+class Migration:
+    """One step of PostgreSQL's schema.
+
+    ``ddl``: the change, in SQLite's dialect. ``readable_by``: the oldest
+    schema version whose *code* still runs correctly on the schema this
+    step leaves, beside nodes of newer code (its SQL and its behaviour).
+    An expanding step that older code ignores (a new table, a nullable or
+    defaulted column, an index) is ``readable_by=1``: every version. A
+    contracting one (a drop, a rename, a new NOT NULL without a default,
+    or anything older code would have to do for newer code to be right)
+    is the first version whose code no longer needs what it takes away:
+    at most the step's own version."""
+
+    ddl: str
+    readable_by: int
+
+
+_PG_MIGRATIONS: tuple[Migration, ...] = (
+    Migration(SCHEMA + CHECKPOINTS, readable_by=1),
+    # Contracting although it only adds: version 1 indexes messages
+    # without an owner (NULL: any node may claim them) and knows no nodes.
+    Migration(CLUSTER, readable_by=2),
+)
 SCHEMA_VERSION = len(_PG_MIGRATIONS)
 
-_PG_VERSION_TABLE = "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)"
+# One row per applied step. Every version of mxg reads this table the
+# same way (it is how an older node learns whether it may run on a newer
+# schema): never change it in a migration.
+_PG_VERSION_TABLE = """
+CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL, readable_by INTEGER);
+ALTER TABLE schema_version ADD COLUMN IF NOT EXISTS readable_by INTEGER;
+"""
+
+# A live node (the cluster's `nodes` table, when there is one): its lease
+# has not run out by PostgreSQL's clock, and it has not stopped.
+_LIVE_NODES = """
+SELECT name, host, schema_version FROM nodes
+WHERE state <> 'stopped'
+  AND lease_until_ms > (extract(epoch FROM clock_timestamp()) * 1000)::bigint
+ORDER BY name
+"""
+
+
+@dataclass(frozen=True)
+class LiveNode:
+    name: str
+    host: str
+    schema_version: int
+
+    def __str__(self) -> str:
+        return f"{self.name} (schema {self.schema_version}, host {self.host})"
+
+
+@dataclass(frozen=True)
+class Step:
+    """A migration the store lacks, and the live nodes whose code could
+    not run on the schema it leaves."""
+
+    version: int
+    readable_by: int
+    blockers: tuple[LiveNode, ...]
+
+    @property
+    def contracts(self) -> bool:
+        return self.readable_by > 1
+
+    def describe(self) -> str:
+        if not self.contracts:
+            return f"version {self.version}: expands (every version runs on it)"
+        text = (
+            f"version {self.version}: contracts (mxg of schema version"
+            f" {self.readable_by} or later runs on it)"
+        )
+        if self.blockers:
+            text += ", blocked by live nodes: " + ", ".join(map(str, self.blockers))
+        return text
+
+
+class MigrationBlocked(StoreError):
+    """A contracting step would break live nodes of older code."""
+
+    def __init__(self, step: Step, start: int, at: int) -> None:
+        self.step = step
+        self.start = start  # the version the store had before this run
+        self.at = at  # the version it stays at
+        super().__init__(
+            f"store migrate: schema version {step.version} contracts the schema (only mxg"
+            f" of schema version {step.readable_by} or later runs on it) and live nodes run"
+            f" older code: {', '.join(map(str, step.blockers))}; upgrade them first (drain,"
+            f" upgrade, start; docs/cluster.md), or --force. The store stays at version {at}"
+        )
 
 
 def postgres_version(db: Any) -> int:
@@ -329,9 +424,23 @@ def postgres_version(db: Any) -> int:
     return int(row[0] or 0)
 
 
-def check_postgres(db: Any, where: str) -> None:
-    """Refuses a PostgreSQL store whose schema is older (or newer) than
-    this mxg's, naming what to do."""
+def _unreadable(db: Any, ours: int) -> list[int]:
+    """The applied steps after ``ours`` that code of version ``ours``
+    cannot run on (a row without ``readable_by`` counts as contracting)."""
+    rows = db.execute(
+        "SELECT version FROM schema_version WHERE version > ?"
+        " AND coalesce(readable_by, version) > ? ORDER BY version",
+        (ours, ours),
+    ).fetchall()
+    return [int(r[0]) for r in rows]
+
+
+def check_postgres(db: Any, where: str) -> int:
+    """Refuses a PostgreSQL store this mxg cannot run on, naming what to
+    do: an older schema (`mxg store migrate`), or a newer one with a
+    contracting step after this mxg's version (upgrade mxg). Returns the
+    store's version: newer than `SCHEMA_VERSION` when every newer step
+    expands it."""
     have = postgres_version(db)
     if have < SCHEMA_VERSION:
         raise StoreOutdated(
@@ -339,16 +448,55 @@ def check_postgres(db: Any, where: str) -> None:
             f" {SCHEMA_VERSION}: run `mxg store migrate`"
         )
     if have > SCHEMA_VERSION:
-        raise StoreOutdated(
-            f"the store at {redact(where)} has schema version {have}, newer than this"
-            f" mxg's {SCHEMA_VERSION}: upgrade mxg"
-        )
+        unreadable = _unreadable(db, SCHEMA_VERSION)
+        if unreadable:
+            raise StoreOutdated(
+                f"the store at {redact(where)} has schema version {have}, newer than this"
+                f" mxg's {SCHEMA_VERSION}, and version {unreadable[0]} contracted it:"
+                " upgrade mxg"
+            )
+    return have
 
 
-def migrate_postgres(db: Any, lock: int) -> tuple[int, int]:
+def live_nodes(db: Any) -> list[LiveNode]:
+    """The cluster's live nodes; none on a store without a `nodes` table."""
+    row = db.execute("SELECT to_regclass('nodes') IS NOT NULL").fetchone()
+    if not row[0]:
+        return []
+    return [LiveNode(r[0], r[1] or "", int(r[2] or 0)) for r in db.execute(_LIVE_NODES)]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What `mxg store migrate` would do (`mxg store status`)."""
+
+    have: int  # the store's version
+    target: int  # this mxg's
+    steps: tuple[Step, ...]  # the ones the store lacks
+    nodes: tuple[LiveNode, ...]
+
+
+def pending_postgres(db: Any) -> Plan:
+    """The store's version and the steps it lacks, each with the live
+    nodes it would break."""
+    have = postgres_version(db)
+    nodes = tuple(live_nodes(db))
+    steps = tuple(
+        Step(v, m.readable_by, tuple(n for n in nodes if n.schema_version < m.readable_by))
+        for v, m in enumerate(_PG_MIGRATIONS, start=1)
+        if v > have
+    )
+    return Plan(have, len(_PG_MIGRATIONS), steps, nodes)
+
+
+def migrate_postgres(db: Any, lock: int, *, force: bool = False) -> tuple[int, int]:
     """Applies the migrations a PostgreSQL store lacks, each in its own
     transaction under the writers' lock (a second `mxg store migrate`
-    waits, then finds nothing to do). Returns (from, to)."""
+    waits, then finds nothing to do). A contracting step is refused while
+    a live node runs code that cannot run on it (`MigrationBlocked`;
+    the steps before it stay applied), unless ``force``. Nodes register
+    under the same lock, so none starts unseen between the check and the
+    step. Returns (from, to): ``from`` is higher on a newer store."""
     db.execute(f"BEGIN; SELECT pg_advisory_xact_lock({lock})")
     try:
         db.executescript(_PG_VERSION_TABLE)
@@ -357,14 +505,24 @@ def migrate_postgres(db: Any, lock: int) -> tuple[int, int]:
     except BaseException:
         db.execute("ROLLBACK")
         raise
-    for version in range(start + 1, SCHEMA_VERSION + 1):
+    target = len(_PG_MIGRATIONS)
+    for version in range(start + 1, target + 1):
+        step = _PG_MIGRATIONS[version - 1]
         db.execute(f"BEGIN; SELECT pg_advisory_xact_lock({lock})")
         try:
             if postgres_version(db) < version:
-                db.executescript(_PG_MIGRATIONS[version - 1])
-                db.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
+                blockers = tuple(n for n in live_nodes(db) if n.schema_version < step.readable_by)
+                if blockers and not force:
+                    raise MigrationBlocked(
+                        Step(version, step.readable_by, blockers), start, version - 1
+                    )
+                db.executescript(step.ddl)
+                db.execute(
+                    "INSERT INTO schema_version (version, readable_by) VALUES (?, ?)",
+                    (version, step.readable_by),
+                )
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
             raise
-    return start, SCHEMA_VERSION
+    return start, target
