@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import argparse
 import compileall
+import contextlib
 import json
 import os
 import shutil
@@ -68,6 +69,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.postgres import PgServer
 from bench.sink import BenchSink
 from tests.support.certs import self_signed, spki_sha256
 from tests.support.dns import KnotServer, UnboundServer, free_port
@@ -79,6 +81,10 @@ SINK_ADDR = "127.0.0.50"
 SYSTEM_RESOLVER = "127.0.0.153"
 SINK = ROOT / "target" / "release" / "mxg-benchsink"
 LOAD = ROOT / "target" / "release" / "mxg-benchload"
+# The relays: mxg on its SQLite store, mxg on PostgreSQL (one node, two
+# nodes sharing the store), Postfix.
+RELAYS = ("mxg", "mxg-pg", "mxg-pg2", "postfix")
+PG_NODES = {"mxg-pg": 1, "mxg-pg2": 2}
 SCENARIOS = ("plaintext", "encrypted", "dane", "size-1k", "size-100k", "rcpts", "conns")
 
 
@@ -138,6 +144,11 @@ class Result:
     rcpts: int = 1
     # Memory per idle inbound connection (conns scenario only), KB.
     idle_kb_per_conn: float = 0.0
+    # A relay on PostgreSQL: the server's CPU per message, also counted in
+    # cpu_ms_per_msg (its memory is in peak_pss_mb).
+    store_cpu_ms_per_msg: float = 0.0
+    # mxg nodes sharing the load (and the store).
+    nodes: int = 1
 
 
 def wait_port(port: int, timeout: float = 30) -> None:
@@ -188,24 +199,24 @@ def pss_kb(pids: list[int]) -> int:
 
 
 class MemorySampler(threading.Thread):
-    def __init__(self, root_pid: int) -> None:
+    def __init__(self, pids: Callable[[], list[int]]) -> None:
         super().__init__(daemon=True)
-        self.root_pid, self.peak_kb, self.stop = root_pid, 0, threading.Event()
+        self.pids, self.peak_kb, self.stop = pids, 0, threading.Event()
 
     def run(self) -> None:
         # Once a second: reading smaps of every process is itself work on
         # the machine both relays share.
         while not self.stop.wait(1.0):
-            self.peak_kb = max(self.peak_kb, pss_kb(descendants(self.root_pid)))
+            self.peak_kb = max(self.peak_kb, pss_kb(self.pids()))
 
 
-def load(target: str, sc: Scenario, args: argparse.Namespace, out: Path) -> dict[str, Any]:
+def load(targets: list[str], sc: Scenario, args: argparse.Namespace, out: Path) -> dict[str, Any]:
     """``mxg-benchload``: pipelining sessions, each sending its share of the
-    messages over one connection; returns its JSON report."""
+    messages over one connection, the sessions spread over the targets (a
+    cluster's nodes) in turn; returns its JSON report."""
     cmd = [
         str(LOAD),
-        "--server",
-        target,
+        *(arg for t in targets for arg in ("--server", t)),
         "--messages",
         str(messages(sc, args)),
         "--connections",
@@ -235,9 +246,10 @@ def messages(sc: Scenario, args: argparse.Namespace) -> int:
     return max(1, int(args.messages * sc.share))
 
 
-def established(port: int) -> int:
+def established(ports: list[int]) -> int:
+    match = " or ".join(f"sport = :{p}" for p in ports)
     out = subprocess.run(
-        ["ss", "-Htn", "state", "established", f"( sport = :{port} )"],
+        ["ss", "-Htn", "state", "established", f"( {match} )"],
         capture_output=True,
         text=True,
         check=False,
@@ -245,16 +257,15 @@ def established(port: int) -> int:
     return len(out.splitlines())
 
 
-def idle_memory(port: int, root_pid: int, work: Path) -> float:
+def idle_memory(ports: list[int], pids: Callable[[], list[int]], work: Path) -> float:
     """PSS per idle inbound connection: 1,000 connections held open after
     EHLO, measured against the relay's idle PSS once all are established."""
-    before = pss_kb(descendants(root_pid))
+    before = pss_kb(pids())
     out = work / "idle.json"
     proc = subprocess.Popen(
         [
             str(LOAD),
-            "--server",
-            f"127.0.0.1:{port}",
+            *(arg for p in ports for arg in ("--server", f"127.0.0.1:{p}")),
             "--idle",
             str(IDLE_CONNECTIONS),
             "--hold",
@@ -265,10 +276,10 @@ def idle_memory(port: int, root_pid: int, work: Path) -> float:
         stdout=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 180
-    while established(port) < IDLE_CONNECTIONS and time.monotonic() < deadline:
+    while established(ports) < IDLE_CONNECTIONS and time.monotonic() < deadline:
         time.sleep(0.2)
     time.sleep(1)  # every session has answered EHLO by now
-    during = pss_kb(descendants(root_pid))
+    during = pss_kb(pids())
     proc.wait(240)
     report = json.loads(out.read_text())
     held = max(1, int(report.get("idle_ok", 0)))
@@ -287,38 +298,62 @@ def measure(
     scenario: str,
     name: str,
     work: Path,
-    port: int,
+    ports: list[int],
     *,
-    wrapped: list[str],
+    wrapped: list[list[str]],
     queued: Callable[[], int],
     stop: Callable[[subprocess.Popen[bytes]], None],
     args: argparse.Namespace,
+    store: PgServer | None = None,
 ) -> Result:
+    """Starts the relay (one wrapped command per node, each listening on
+    its port), sends the scenario's load spread over the ports, waits
+    until `queued` is 0, stops it; with a PostgreSQL `store`, the server's
+    CPU and memory during the run count as the relay's."""
     sc = SCENARIO[scenario]
-    usage = work / f"{name}-{scenario}-rusage.json"
+    usages = [work / f"{name}-{scenario}-{i}-rusage.json" for i in range(len(wrapped))]
     # Each relay starts on a quiet disk: what earlier runs left dirty in the
     # page cache would otherwise be written back during this one.
     os.sync()
-    with open(work / f"{name}-{scenario}.stderr", "wb") as errors:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "bench.rusage_wrap", str(usage), "--", *wrapped],
-            cwd=ROOT,
-            stdout=subprocess.DEVNULL,
-            stderr=errors,
-        )
-    wait_port(port)
-    idle_kb = idle_memory(port, proc.pid, work) if scenario == "conns" else 0.0
-    sampler = MemorySampler(proc.pid)
+    store_cpu = store.cpu_seconds() if store else 0.0
+    procs = []
+    for i, (cmd, usage) in enumerate(zip(wrapped, usages, strict=True)):
+        with open(work / f"{name}-{scenario}-{i}.stderr", "wb") as errors:
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "bench.rusage_wrap", str(usage), "--", *cmd],
+                    cwd=ROOT,
+                    stdout=subprocess.DEVNULL,
+                    stderr=errors,
+                )
+            )
+
+    def pids() -> list[int]:
+        own = [pid for p in procs for pid in descendants(p.pid)]
+        return own + (store.pids() if store else [])
+
+    for port in ports:
+        wait_port(port)
+    idle_kb = idle_memory(ports, pids, work) if scenario == "conns" else 0.0
+    sampler = MemorySampler(pids)
     sampler.start()
     t0 = time.monotonic()
-    report = load(f"127.0.0.1:{port}", sc, args, work / f"{name}-{scenario}-load.json")
+    targets = [f"127.0.0.1:{port}" for port in ports]
+    report = load(targets, sc, args, work / f"{name}-{scenario}-load.json")
     wait_until(lambda: queued() == 0)
     elapsed = time.monotonic() - t0
     sampler.stop.set()
-    stop(proc)
-    proc.wait(120)
-    ru = json.loads(usage.read_text())
-    cpu = ru["utime"] + ru["stime"]
+    for proc in procs:
+        stop(proc)
+    for proc in procs:
+        proc.wait(120)
+    cpu = 0.0
+    for usage in usages:
+        ru = json.loads(usage.read_text())
+        cpu += ru["utime"] + ru["stime"]
+    if store:
+        store.wait_idle()
+        store_cpu = store.cpu_seconds() - store_cpu
     n = messages(sc, args)
     latency = report.get("latency_ms") or {}
     return Result(
@@ -327,13 +362,15 @@ def measure(
         n,
         round(elapsed, 3),
         round(n / elapsed, 1),
-        round(cpu * 1000 / n, 3),
+        round((cpu + store_cpu) * 1000 / n, 3),
         round(sampler.peak_kb / 1024, 1),
         accept_p50_ms=round(latency.get("p50", 0.0), 2),
         accept_p99_ms=round(latency.get("p99", 0.0), 2),
         txn_p99_ms=round((report.get("transaction_ms") or {}).get("p99", 0.0), 2),
         rcpts=sc.rcpts,
         idle_kb_per_conn=idle_kb,
+        store_cpu_ms_per_msg=round(store_cpu * 1000 / n, 3),
+        nodes=len(wrapped),
     )
 
 
@@ -378,13 +415,22 @@ def run_mxg(
     args: argparse.Namespace,
     *,
     run: int,
+    relay: str = "mxg",
+    store: PgServer | None = None,
 ) -> Result:
-    port = free_port()
-    data = work / f"mxg-data-{scenario}-{run}"
-    conf = work / f"mxg-{scenario}-{run}.toml"
-    metrics_port = free_port() if args.scrape else 0
-    metrics = f'[metrics]\nlisten = ["127.0.0.1:{metrics_port}"]' if metrics_port else ""
-    conf.write_text(f"""
+    """mxg on its embedded SQLite store, or (`store` given) on a fresh
+    PostgreSQL database with `PG_NODES[relay]` nodes, each with its own
+    data directory and port, sharing the load and the store."""
+    nodes = PG_NODES.get(relay, 1)
+    url = store.new_database() if store else ""
+    ports = [free_port() for _ in range(nodes)]
+    metrics_ports = [free_port() if args.scrape else 0 for _ in range(nodes)]
+    confs, spools, logs = [], [], []
+    for i, (port, metrics_port) in enumerate(zip(ports, metrics_ports, strict=True)):
+        tag = f"{relay}-{scenario}-{run}" + (f"-n{i + 1}" if nodes > 1 else "")
+        data, conf, log = work / f"data-{tag}", work / f"{tag}.toml", work / f"{tag}.log"
+        metrics = f'[metrics]\nlisten = ["127.0.0.1:{metrics_port}"]' if metrics_port else ""
+        conf.write_text(f"""
 [server]
 hostname = "mxg.bench"
 listen = ["127.0.0.1:{port}"]
@@ -394,6 +440,8 @@ max_connections = 2000
 max_connections_per_client = 2000
 [data]
 directory = "{data}"
+{f'store = "{url}"' if url else ""}
+{f'[cluster]{chr(10)}node = "n{i + 1}"' if nodes > 1 else ""}
 [dns]
 nameservers = ["{dns.address}"]
 port = {dns.port}
@@ -405,26 +453,37 @@ port = {sink_port}
 level = "{SCENARIO[scenario].mxg_level}"
 [log]
 level = "info"
-file = "{work}/mxg-{scenario}-{run}.log"
+file = "{log}"
 {metrics}
 """)
-    spool = data / "spool" / "queue"
-    with Scraper(metrics_port, args.scrape) as scraper:
+        confs.append(conf)
+        spools.append(data / "spool" / "queue")
+        logs.append(log)
+    mxg = [sys.executable, "-m", "mxg"]
+    if url:
+        subprocess.run([*mxg, "-c", str(confs[0]), "store", "migrate"], check=True, cwd=ROOT)
+
+    def queued() -> int:
+        return sum(len(os.listdir(q)) if q.exists() else 1 for q in spools)
+
+    with contextlib.ExitStack() as scrapers:
+        started = [scrapers.enter_context(Scraper(p, args.scrape)) for p in metrics_ports]
         result = measure(
             scenario,
-            "mxg",
+            relay,
             work,
-            port,
-            wrapped=[sys.executable, "-m", "mxg", "-c", str(conf), "run"],
-            queued=lambda: len(os.listdir(spool)) if spool.exists() else 1,
+            ports,
+            wrapped=[[*mxg, "-c", str(conf), "run"] for conf in confs],
+            queued=queued,
             stop=lambda p: p.send_signal(signal.SIGTERM),
             args=args,
+            store=store,
         )
-    if args.scrape and not scraper.scrapes:
-        raise RuntimeError(f"mxg/{scenario}: --scrape given, but /metrics never answered")
-    log = (work / f"mxg-{scenario}-{run}.log").read_text()
-    if scenario == "dane" and "method=dane-ee" not in log:
-        raise RuntimeError("mxg/dane: no DANE-verified delivery in its log")
+    if args.scrape and not all(s.scrapes for s in started):
+        raise RuntimeError(f"{relay}/{scenario}: --scrape given, but /metrics never answered")
+    for log in logs:
+        if scenario == "dane" and "method=dane-ee" not in log.read_text():
+            raise RuntimeError(f"{relay}/dane: no DANE-verified delivery in {log.name}")
     return result
 
 
@@ -468,8 +527,8 @@ def run_postfix(scenario: str, sink_port: int, args: argparse.Namespace, work: P
             scenario,
             "postfix",
             work,
-            port,
-            wrapped=["unshare", "--mount", "sh", "-c", script, "sh", *pf.foreground_command()],
+            [port],
+            wrapped=[["unshare", "--mount", "sh", "-c", script, "sh", *pf.foreground_command()]],
             queued=pf.queued_files,
             stop=stop,
             args=args,
@@ -506,7 +565,7 @@ def check_delivery(r: Result, args: argparse.Namespace) -> None:
 def ceiling(sink_port: int, args: argparse.Namespace, work: Path) -> float:
     """The load generator straight into the sink: the fastest this setup
     can go (plaintext; the TLS sink's cost is reported per run)."""
-    report = load(f"{SINK_ADDR}:{sink_port}", SCENARIO["plaintext"], args, work / "ceiling.json")
+    report = load([f"{SINK_ADDR}:{sink_port}"], SCENARIO["plaintext"], args, work / "ceiling.json")
     return float(report["msgs_per_s"])
 
 
@@ -521,6 +580,7 @@ METRICS = (
     "sink_cpu_ms_per_msg",
     "sink_connections",
     "idle_kb_per_conn",
+    "store_cpu_ms_per_msg",
 )
 
 
@@ -540,9 +600,9 @@ def table(results: list[Result], ceiling_rate: float, args: argparse.Namespace) 
         f" variations as documented); {os.cpu_count()} cores",
         f"load generator + sink alone (plaintext): {ceiling_rate:,.0f} msgs/s",
         "",
-        f"{'scenario':10} {'relay':8} {'msgs/s':>8} {'CPU ms/msg':>11} {'p50 ms':>7} "
-        f"{'p99 ms':>7} {'txn p99':>8} {'peak PSS MB':>12} {'seconds':>8} {'sink ms/msg':>12}"
-        f" {'conns':>6}",
+        f"{'scenario':10} {'relay':8} {'msgs/s':>8} {'CPU ms/msg':>11} {'of it PG':>9} "
+        f"{'p50 ms':>7} {'p99 ms':>7} {'txn p99':>8} {'peak PSS MB':>12} {'seconds':>8} "
+        f"{'sink ms/msg':>12} {'conns':>6}",
     ]
     med = medians(results)
     tls_sink = [
@@ -562,22 +622,24 @@ def table(results: list[Result], ceiling_rate: float, args: argparse.Namespace) 
         spread = f"  (runs: {', '.join(f'{x:.0f}' for x in runs)})" if len(runs) > 1 else ""
         lines.append(
             f"{scenario:10} {relay:8} {m['msgs_per_s']:8.0f} {m['cpu_ms_per_msg']:11.3f} "
+            f"{pg_cpu(relay, m):>9} "
             f"{m['accept_p50_ms']:7.2f} {m['accept_p99_ms']:7.2f} {m['txn_p99_ms']:8.2f} "
             f"{m['peak_pss_mb']:12.1f} {m['seconds']:8.2f} {m['sink_cpu_ms_per_msg']:12.3f}"
             f" {m['sink_connections']:6.0f}{spread}"
         )
     lines.append("")
-    for scenario in dict.fromkeys(s for s, _ in med):
-        a, b = med.get((scenario, "mxg")), med.get((scenario, "postfix"))
-        if a and b:
+    for scenario, relay in med:
+        a, b = med[(scenario, relay)], med.get((scenario, "postfix"))
+        if relay != "postfix" and b:
             lines.append(
-                f"{scenario}: mxg/postfix throughput {a['msgs_per_s'] / b['msgs_per_s']:.2f}x, "
+                f"{scenario}: {relay}/postfix throughput {a['msgs_per_s'] / b['msgs_per_s']:.2f}x, "
                 f"CPU per message {a['cpu_ms_per_msg'] / b['cpu_ms_per_msg']:.2f}x, "
                 f"accept p99 {a['accept_p99_ms'] / max(b['accept_p99_ms'], 0.01):.2f}x, "
                 f"transaction p99 {a['txn_p99_ms'] / max(b['txn_p99_ms'], 0.01):.2f}x, "
                 f"peak memory {a['peak_pss_mb'] / b['peak_pss_mb']:.2f}x"
             )
-    for relay in ("mxg", "postfix"):
+    lines += nodes_and_target(med)
+    for relay in RELAYS:
         base, dane = med.get(("encrypted", relay)), med.get(("dane", relay))
         if base and dane:
             lines.append(
@@ -592,6 +654,38 @@ def table(results: list[Result], ceiling_rate: float, args: argparse.Namespace) 
                 f"{conns['idle_kb_per_conn']:.1f} KB ({IDLE_CONNECTIONS} held open)"
             )
     return "\n".join(lines)
+
+
+def pg_cpu(relay: str, m: dict[str, float]) -> str:
+    """PostgreSQL's share of a relay's CPU per message; blank for the
+    relays without it."""
+    return f"{m['store_cpu_ms_per_msg']:.3f}" if relay in PG_NODES else "-"
+
+
+def nodes_and_target(med: dict[tuple[str, str], dict[str, float]]) -> list[str]:
+    """One node against two on PostgreSQL, and issue 18's target: mxg on
+    PostgreSQL with one node at least 3 times Postfix's messages/s at no
+    more than half its CPU per message, PostgreSQL's CPU counted."""
+    lines = []
+    for scenario in dict.fromkeys(s for s, _ in med):
+        one, two = med.get((scenario, "mxg-pg")), med.get((scenario, "mxg-pg2"))
+        if one and two:
+            lines.append(
+                f"{scenario}: two nodes/one node throughput "
+                f"{two['msgs_per_s'] / one['msgs_per_s']:.2f}x, CPU per message "
+                f"{two['cpu_ms_per_msg'] / one['cpu_ms_per_msg']:.2f}x (PostgreSQL's "
+                f"{two['store_cpu_ms_per_msg']:.3f} against {one['store_cpu_ms_per_msg']:.3f} ms)"
+            )
+        pf = med.get((scenario, "postfix"))
+        if one and pf:
+            rate = one["msgs_per_s"] / pf["msgs_per_s"]
+            cpu = one["cpu_ms_per_msg"] / pf["cpu_ms_per_msg"]
+            met = "met" if rate >= 3 and cpu <= 0.5 else "not met"
+            lines.append(
+                f"{scenario}: target (mxg-pg >= 3x postfix msgs/s at <= 0.5x its CPU per"
+                f" message): {rate:.2f}x at {cpu:.2f}x, {met}"
+            )
+    return lines
 
 
 def plot(results: list[Result], path: Path) -> bool:
@@ -654,13 +748,36 @@ def bench_world(work: Path, sink_port: int, cert: Path) -> tuple[KnotServer, Unb
     return knot, dns
 
 
-def main() -> int:
+@dataclass(frozen=True)
+class World:
+    """What every relay run shares: the work directory, the DNS, the
+    sink's port, the options, the PostgreSQL server (if a relay uses it)."""
+
+    work: Path
+    dns: UnboundServer
+    sink_port: int
+    args: argparse.Namespace
+    store: PgServer | None
+
+
+def run_relay(w: World, relay: str, scenario: str, run: int) -> Result:
+    if relay == "postfix":
+        return run_postfix(scenario, w.sink_port, w.args, w.work)
+    store = w.store if relay in PG_NODES else None
+    return run_mxg(scenario, w.work, w.dns, w.sink_port, w.args, run=run, relay=relay, store=store)
+
+
+def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--messages", type=int, default=20000)
     p.add_argument("--size", type=int, default=5120)
     p.add_argument("--senders", type=int, default=20)
     p.add_argument("--repeat", type=int, default=1)
-    p.add_argument("--relays", default="mxg,postfix")
+    p.add_argument(
+        "--relays",
+        default="mxg,postfix",
+        help=f"from {','.join(RELAYS)} (mxg-pg: mxg on PostgreSQL, mxg-pg2: two nodes on it)",
+    )
     p.add_argument("--scenarios", default=",".join(SCENARIOS))
     p.add_argument("--out", default=str(ROOT / "bench" / "results"))
     p.add_argument(
@@ -676,9 +793,16 @@ def main() -> int:
         help="keep the work directory (relay logs, queues, configurations)",
     )
     args = p.parse_args()
-    scenarios = args.scenarios.split(",")
-    if unknown := set(scenarios) - set(SCENARIOS):
+    if unknown := set(args.scenarios.split(",")) - set(SCENARIOS):
         p.error(f"unknown scenarios: {', '.join(sorted(unknown))}")
+    if unknown := set(args.relays.split(",")) - set(RELAYS):
+        p.error(f"unknown relays: {', '.join(sorted(unknown))}")
+    return args
+
+
+def main() -> int:
+    args = parse_args()
+    scenarios, relays = args.scenarios.split(","), args.relays.split(",")
     # An installed mxg (pip) comes with its bytecode compiled; from a source
     # tree under PYTHONDONTWRITEBYTECODE every start would compile it again.
     compileall.compile_dir(ROOT / "python" / "mxg", quiet=1)
@@ -688,7 +812,11 @@ def main() -> int:
     sink_port = free_port(SINK_ADDR)
     knot, dns = bench_world(work, sink_port, cert[0])
     results: list[Result] = []
+    store = None
     try:
+        if any(r in PG_NODES for r in relays):
+            store = PgServer(work / "postgres", free_port()).start()
+        world = World(work, dns, sink_port, args, store)
         stats = work / "sink-stats.json"
         sink = BenchSink(SINK, SINK_ADDR, sink_port, None, stats).start()
         try:
@@ -698,13 +826,10 @@ def main() -> int:
         for run in range(args.repeat):
             for scenario in scenarios:
                 tls = cert if SCENARIO[scenario].tls else None
-                for relay in args.relays.split(","):
+                for relay in relays:
                     sink = BenchSink(SINK, SINK_ADDR, sink_port, tls, stats).start()
                     try:
-                        if relay == "mxg":
-                            r = run_mxg(scenario, work, dns, sink_port, args, run=run)
-                        else:
-                            r = run_postfix(scenario, sink_port, args, work)
+                        r = run_relay(world, relay, scenario, run)
                         r.sink_cpu_ms_per_msg = round(sink.cpu_seconds() * 1000 / r.messages, 3)
                     finally:
                         counts = sink.stop()
@@ -715,6 +840,8 @@ def main() -> int:
                     results.append(r)
                     print(f"run {run + 1}: {r}", file=sys.stderr)
     finally:
+        if store:
+            store.stop()
         dns.stop()
         knot.stop()
         if args.keep:

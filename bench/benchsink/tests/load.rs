@@ -33,7 +33,7 @@ fn start_sink() -> (SocketAddr, Arc<Stats>) {
 
 fn options(addr: SocketAddr) -> Options {
     Options {
-        server: addr.to_string(),
+        servers: vec![addr.to_string()],
         recipients: Recipients::Fixed(vec!["rcpt@dest.test".into()]),
         timeout: Duration::from_secs(10),
         ..Options::default()
@@ -86,6 +86,33 @@ async fn pipelined_to_sink() {
     assert_eq!(v["accepted"], 200);
     assert_eq!(v["refused"], serde_json::json!({}));
     assert!(v["latency_ms"]["p99"].as_f64().unwrap() > 0.0);
+}
+
+/// Two servers (a cluster's nodes): the sessions alternate between them,
+/// so each gets half the sessions and their messages.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_spread_over_servers() {
+    let (a, stats_a) = start_sink();
+    let (b, stats_b) = start_sink();
+    let opts = Options {
+        messages: 100,
+        connections: 4,
+        pipelining: true,
+        servers: vec![a.to_string(), b.to_string()],
+        ..options(a)
+    };
+    let r = load::run(&opts).await.unwrap();
+    assert_eq!(
+        (r.tally.accepted, r.tally.errors),
+        (100, 0),
+        "{}",
+        r.summary()
+    );
+    assert_eq!(r.server, format!("{a},{b}"));
+    for stats in [stats_a, stats_b] {
+        let s = stats.snapshot();
+        assert_eq!((s.messages, s.connections), (50, 2));
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,14 +9,17 @@ use super::envelope::Recipients;
 const DEFAULT_RCPT: &str = "rcpt@benchload.test";
 
 pub const USAGE: &str = "\
-usage: mxg-benchload --server HOST:PORT [--messages N] [--connections C]
+usage: mxg-benchload --server HOST:PORT [--server HOST:PORT ...]
+                     [--messages N] [--connections C]
                      [--size BYTES] [--from ADDR]
                      [--to ADDR [--to ADDR ...] | [--rcpts R] --domains D1,D2,...]
                      [--helo NAME] [--pipelining] [--timeout SECS] [--json PATH]
        mxg-benchload --server HOST:PORT --idle N [--hold SECS] [--helo NAME]
                      [--timeout SECS] [--json PATH]
 
-  --server HOST:PORT  SMTP server to load (IPv6 as [ADDR]:PORT)
+  --server HOST:PORT  SMTP server to load (IPv6 as [ADDR]:PORT); repeated,
+                      the sessions are spread over the servers in turn
+                      (the nodes of a cluster)
   --messages N        messages in all (default 1000)
   --connections C     concurrent sessions; each sends its share of the
                       messages in turn on one connection (default 10)
@@ -45,7 +48,8 @@ pub struct Idle {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Options {
-    pub server: String,
+    /// One or more; session `i` goes to `servers[i % len]`.
+    pub servers: Vec<String>,
     pub messages: u64,
     pub connections: usize,
     pub size: usize,
@@ -63,7 +67,7 @@ impl Default for Options {
     /// Everything but the server, which has no sensible default.
     fn default() -> Self {
         Self {
-            server: String::new(),
+            servers: Vec::new(),
             messages: 1000,
             connections: 10,
             size: 1024,
@@ -82,7 +86,7 @@ impl Options {
     /// Checks what parsing alone cannot; also guards the library entry
     /// point against options built in code.
     pub fn check(&self) -> Result<(), String> {
-        if self.server.is_empty() {
+        if self.servers.is_empty() || self.servers.iter().any(String::is_empty) {
             return Err("--server is required".to_owned());
         }
         if !is_word(&self.helo) {
@@ -161,7 +165,7 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, String>
             return Err(format!("{flag} needs a value"));
         };
         match flag.as_str() {
-            "--server" => opts.server = value,
+            "--server" => opts.servers.push(value),
             "--messages" => opts.messages = number(&flag, &value)?,
             "--connections" => opts.connections = number(&flag, &value)?,
             "--size" => opts.size = number(&flag, &value)?,
@@ -247,7 +251,8 @@ mod tests {
             "--server 127.0.0.1:2525 --messages 200 --connections=10 --size 5120 \
              --rcpts 3 --domains a.test,b.test --pipelining --timeout 0.5 --json r.json",
         );
-        assert_eq!(o.server, "127.0.0.1:2525");
+        assert_eq!(o.servers, ["127.0.0.1:2525"]);
+        assert_eq!(run("--server a:25 --server b:25").servers, ["a:25", "b:25"]);
         assert_eq!((o.messages, o.connections, o.size), (200, 10, 5120));
         assert_eq!(
             o.recipients,

@@ -25,11 +25,12 @@ pub async fn run(target: Arc<Target>, connections: usize, hold: Duration) -> (Id
     let (opened_tx, mut opened_rx) = mpsc::unbounded_channel();
     let (release_tx, release_rx) = watch::channel(false);
     let tasks: Vec<_> = (0..connections)
-        .map(|_| {
+        .map(|i| {
             let (target, opened, mut release) =
                 (Arc::clone(&target), opened_tx.clone(), release_rx.clone());
             tokio::spawn(async move {
-                let client = match client::open(target.addr, &target.helo, target.timeout).await {
+                let addr = target.addr(i);
+                let client = match client::open(addr, &target.helo, target.timeout).await {
                     Ok(c) => c,
                     Err(OpenError::Refused(code)) => {
                         let _ = opened.send(Opened::Refused(code));

@@ -45,18 +45,22 @@ pub async fn run(opts: &Options) -> io::Result<Report> {
     opts.check()
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
     // Resolved once, so reconnects and a thousand idle sessions do not each
-    // cost a lookup, and all of them reach the same address.
-    let addr = tokio::net::lookup_host(&opts.server)
-        .await
-        .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", opts.server)))?
-        .next()
-        .ok_or_else(|| io::Error::other(format!("{}: no address", opts.server)))?;
+    // cost a lookup, and all of them reach the same addresses.
+    let mut addrs = Vec::with_capacity(opts.servers.len());
+    for server in &opts.servers {
+        let addr = tokio::net::lookup_host(server)
+            .await
+            .map_err(|e| io::Error::new(e.kind(), format!("{server}: {e}")))?
+            .next()
+            .ok_or_else(|| io::Error::other(format!("{server}: no address")))?;
+        addrs.push(addr);
+    }
     let target = Arc::new(Target {
-        addr,
+        addrs,
         helo: opts.helo.clone(),
         timeout: opts.timeout,
     });
-    let server = opts.server.clone();
+    let server = opts.servers.join(",");
     if let Some(idle) = opts.idle {
         let start = Instant::now();
         let (counts, tally) = idle::run(target, idle.connections, idle.hold).await;

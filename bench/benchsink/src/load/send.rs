@@ -21,11 +21,20 @@ const MAX_FAILURES: u32 = 3;
 /// so a refusing server is not hammered.
 const BACKOFF: Duration = Duration::from_millis(100);
 
-/// How sessions reach the server.
+/// How sessions reach the servers.
 pub struct Target {
-    pub addr: SocketAddr,
+    /// Session `i` connects to `addrs[i % addrs.len()]`: the load of a
+    /// cluster's nodes, spread evenly.
+    pub addrs: Vec<SocketAddr>,
     pub helo: String,
     pub timeout: Duration,
+}
+
+impl Target {
+    /// The server of session `i` (0-based).
+    pub fn addr(&self, i: usize) -> SocketAddr {
+        self.addrs[i % self.addrs.len()]
+    }
 }
 
 /// Sends messages `1..=messages` over `sessions` concurrent sessions and
@@ -33,9 +42,10 @@ pub struct Target {
 pub async fn run(target: Arc<Target>, plan: Arc<Plan>, messages: u64, sessions: usize) -> Tally {
     let tasks: Vec<_> = shares(messages, sessions)
         .into_iter()
-        .map(|share| {
+        .enumerate()
+        .map(|(i, share)| {
             let (target, plan) = (Arc::clone(&target), Arc::clone(&plan));
-            tokio::spawn(async move { session(&target, &plan, share).await })
+            tokio::spawn(async move { session(&target, i, &plan, share).await })
         })
         .collect();
     let mut total = Tally::default();
@@ -67,7 +77,7 @@ pub fn shares(messages: u64, sessions: usize) -> Vec<Range<u64>> {
         .collect()
 }
 
-async fn session(target: &Target, plan: &Plan, share: Range<u64>) -> Tally {
+async fn session(target: &Target, i: usize, plan: &Plan, share: Range<u64>) -> Tally {
     let mut tally = Tally::default();
     let mut conn: Option<Client<TcpStream>> = None;
     let mut scratch = Scratch::default();
@@ -81,7 +91,7 @@ async fn session(target: &Target, plan: &Plan, share: Range<u64>) -> Tally {
         let client = if let Some(c) = conn.as_mut() {
             c
         } else {
-            match client::open(target.addr, &target.helo, target.timeout).await {
+            match client::open(target.addr(i), &target.helo, target.timeout).await {
                 Ok(c) => conn.insert(c),
                 Err(e) => {
                     tally.fail(&e);
