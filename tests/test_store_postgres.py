@@ -9,7 +9,9 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import timedelta
 from pathlib import Path
+from typing import cast
 
 import psycopg
 import pytest
@@ -17,10 +19,10 @@ import pytest
 from mxg.errors import StoreError, StoreOutdated
 from mxg.pipeline.storage import open_store
 from mxg.store import Store
-from mxg.store.postgres import StoreUnreachable, redact
+from mxg.store.postgres import PgConnection, StoreUnreachable, redact
 from mxg.store.schema import SCHEMA_VERSION
 from tests.support.cli import mxg
-from tests.support.postgres import Postgres
+from tests.support.postgres import Postgres, migrated
 
 TABLES = {
     "messages",
@@ -175,3 +177,41 @@ def test_rule11a_one_relay_per_node_name_on_a_postgresql_store(
     first.close()
     open_store(url, "n1").close()
     second.close()
+
+
+def test_rule11_repairable_commits_are_flushed_by_sync(postgres: Postgres) -> None:
+    # As on SQLite (synchronous=NORMAL and one fsync of the WAL): a batch a
+    # restart repairs commits without waiting for the WAL flush, and
+    # `sync`, before any spool file goes, waits for it.
+    store = Store(migrated(postgres.new_database()))
+    try:
+        with store._not_synced(), store.transaction() as db:
+            assert db.execute("SHOW synchronous_commit").fetchone()[0] == "off"
+        with store.transaction() as db:
+            assert db.execute("SHOW synchronous_commit").fetchone()[0] == "on"
+        store.sync()
+        store.sync()  # nothing left: still a flush, still fine
+    finally:
+        store.close()
+
+
+def test_rule11_sync_fails_when_the_server_started_again_since_a_commit(
+    postgres: Postgres,
+) -> None:
+    # A commit that did not wait for the WAL flush is lost if the server
+    # stops before flushing it; a flush on the next start of the server
+    # must not pass for it, or the spool files of lost results would go.
+    store = Store(migrated(postgres.new_database()))
+    conn = cast(PgConnection, store.db)
+    try:
+        started = conn.server_started
+        # This connection as one made to an earlier start of the server.
+        conn.server_started = started - timedelta(minutes=5)
+        with store._not_synced(), store.transaction():
+            pass
+        conn.server_started = started
+        for _ in range(2):  # and it stays failed: the loss is not forgotten
+            with pytest.raises(OSError, match="started again since commits"):
+                store.sync()
+    finally:
+        store.close()

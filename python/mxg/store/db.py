@@ -11,10 +11,12 @@ modules use). Their few differences that are not mechanical are the
 
 from __future__ import annotations
 
+import errno
 import os
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import TypeVar, cast
 
@@ -71,6 +73,12 @@ class Database:
         self._durable = True
         # A PostgreSQL store's schema version (`check_postgres`).
         self.schema_version: int | None = None
+        # PostgreSQL: the URL (for `sync`'s own connection, opened when
+        # first needed) and the server starts the commits `sync` has not
+        # yet made durable were made on.
+        self._url = ""
+        self._syncer: PgConnection | None = None
+        self._unsynced_on: set[datetime] = set()
         if isinstance(target, str):
             if not self.dialect.postgres:
                 target = Path(target)
@@ -84,6 +92,7 @@ class Database:
         # PgConnection gives (the subset they use).
         conn = PgConnection(url)
         self.db = cast(sqlite3.Connection, conn)
+        self._url = url
         try:
             # Newer than this mxg's when every newer step only expanded it.
             self.schema_version = check_postgres(self.db, url)
@@ -153,6 +162,8 @@ class Database:
 
     def close(self) -> None:
         self.db.close()
+        if self._syncer is not None:
+            self._syncer.close()
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -161,7 +172,10 @@ class Database:
         it): SQLite's BEGIN IMMEDIATE; on PostgreSQL a transaction-scoped
         advisory lock, taken before anything is read."""
         if self.dialect.postgres:
-            self.db.execute(f"BEGIN; SELECT pg_advisory_xact_lock({WRITER_LOCK})")
+            # What a restart repairs does not wait for the WAL flush (as
+            # SQLite's synchronous=NORMAL); `sync` makes it durable.
+            fast = "" if self._durable else "SET LOCAL synchronous_commit = off; "
+            self.db.execute(f"BEGIN; {fast}SELECT pg_advisory_xact_lock({WRITER_LOCK})")
         else:
             self.db.execute("BEGIN IMMEDIATE")
         try:
@@ -173,8 +187,11 @@ class Database:
             if self.db.in_transaction:
                 self.db.execute("ROLLBACK")
             raise
-        if self._durable:
-            self.sync()
+        if not self.dialect.postgres:
+            if self._durable:
+                self.sync()
+        elif not self._durable:
+            self._unsynced_on.add(cast(PgConnection, self.db).server_started)
 
     @contextmanager
     def _not_synced(self) -> Iterator[None]:
@@ -192,8 +209,22 @@ class Database:
         fsync are in the WAL (SQLite syncs it before a checkpoint, and the
         database file after); one fsync of the WAL covers them all. Uses its
         own descriptor, so it may run in another thread than the commits.
-        On PostgreSQL every commit is durable when it returns
-        (synchronous_commit on): nothing is left to sync."""
+        On PostgreSQL the durable commits wait for the WAL flush
+        (synchronous_commit on) and the others do not; one flush on a
+        connection of its own (the main one may be inside a transaction of
+        another thread) covers them, OSError if the server started again
+        since they committed."""
+        if self.dialect.postgres:
+            if self._syncer is None:
+                try:
+                    self._syncer = PgConnection(self._url)
+                except StoreError as e:
+                    raise OSError(errno.EIO, str(e)) from None
+            # Commits made while this runs stay for the next sync.
+            pending = set(self._unsynced_on)
+            self._syncer.flush_since({cast(PgConnection, self.db).server_started, *pending})
+            self._unsynced_on -= pending
+            return
         if self.path is None:
             return
         try:

@@ -12,10 +12,12 @@ per statement: the store's SQL is a few hundred constant strings.
 
 from __future__ import annotations
 
+import errno
 import functools
 import re
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
+from datetime import datetime
 from typing import Any
 
 import psycopg
@@ -103,6 +105,10 @@ class PgConnection:
                 f"cannot connect to the store at {redact(url)}: {_line(e)}"
             ) from None
         self.conn.adapters.register_dumper(bool, _BoolAsInt)
+        # Which start of the server this connection reached: commits made
+        # without waiting for the WAL flush are durable after a later
+        # flush only on that same start (`flush_since`).
+        self.server_started = _server_started(self.conn)
 
     @property
     def in_transaction(self) -> bool:
@@ -130,6 +136,32 @@ class PgConnection:
 
     def close(self) -> None:
         self.conn.close()
+
+    def flush_since(self, started: Iterable[datetime]) -> None:
+        """Waits until the server's WAL is flushed up to now: one commit
+        that writes a transaction id waits for its WAL record, and every
+        record before it, to be on disk (synchronous_commit on), so every
+        commit made without waiting (``synchronous_commit = off``) before
+        this call is durable after it. Unless the server started again
+        since those commits (`started`: the starts they were made on),
+        which may have lost them: then OSError, as a failed fsync."""
+        try:
+            self.conn.execute("BEGIN; SELECT pg_current_xact_id(); COMMIT")
+            now = _server_started(self.conn)
+        except psycopg.Error as e:
+            raise OSError(errno.EIO, f"cannot flush the store's WAL: {_line(e)}") from None
+        if any(t != now for t in started):
+            raise OSError(
+                errno.EIO,
+                "the store's server started again since commits that did not wait"
+                " for its WAL; they may be lost",
+            )
+
+
+def _server_started(conn: psycopg.Connection[Any]) -> datetime:
+    row = conn.execute("SELECT pg_postmaster_start_time()").fetchone()
+    assert row is not None  # a SELECT without FROM returns its one row
+    return row[0]  # type: ignore[no-any-return]
 
 
 def redact(url: str) -> str:
