@@ -1,8 +1,12 @@
-"""The connection URL docs/cluster.md recommends for PostgreSQL HA
-(`postgresql://h1,h2/mxg?target_session_attrs=read-write`), against real
-servers: psycopg (libpq) accepts it, skips a host that is down, and
-skips a streaming-replication standby for the primary. A standby of the
-session's server is made with pg_basebackup, as an operator would."""
+"""What docs/cluster.md says about PostgreSQL HA, against real servers.
+The connection URL it recommends
+(`postgresql://h1,h2/mxg?target_session_attrs=read-write`): psycopg
+(libpq) accepts it, skips a host that is down, and skips a
+streaming-replication standby for the primary. And synchronous
+replication as it configures it (`synchronous_standby_names = 'ANY 1
+(pg2)'`): a commit through mxg's connection does not return while no
+synchronous standby has it. Standbys are made with pg_basebackup, as an
+operator would."""
 
 from __future__ import annotations
 
@@ -11,15 +15,16 @@ import pwd
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
 
 from mxg.store import Store
-from mxg.store.postgres import StoreUnreachable
+from mxg.store.postgres import PgConnection, StoreUnreachable
 from tests.support.cli import mxg
 from tests.support.postgres import _AS, BIN, Postgres, _free_port, migrated
 
@@ -33,28 +38,91 @@ def _config(tmp_path: Path, url: str) -> Path:
     return cfg
 
 
-@pytest.fixture
-def standby(postgres: Postgres) -> Iterator[int]:
-    """A hot standby streaming from the session's server; its port."""
-    root = Path(tempfile.mkdtemp(prefix="mxg-standby-"))
+def _private_root(prefix: str) -> Path:
+    root = Path(tempfile.mkdtemp(prefix=prefix))
     if _AS:
         pw = pwd.getpwnam("postgres")
         os.chown(root, pw.pw_uid, pw.pw_gid)
-    data = root / "data"
-    # -R writes primary_conninfo and standby.signal: it starts as a standby.
+    return root
+
+
+def _pg_ctl(data: Path, *args: str) -> None:
+    subprocess.run(
+        [*_AS, str(BIN / "pg_ctl"), "-D", str(data), *args], check=True, capture_output=True
+    )
+
+
+def _start(data: Path, port: int, settings: str = "") -> None:
+    opts = f"-c listen_addresses=127.0.0.1 -p {port} -c unix_socket_directories=''"
+    _pg_ctl(data, "-o", f"{opts} -c fsync=off {settings}", "-l", f"{data}.log", "-w", "start")
+
+
+def _stop(data: Path) -> None:
+    if (data / "postmaster.pid").exists():
+        _pg_ctl(data, "-m", "immediate", "stop")
+
+
+def _clone(primary_port: int, data: Path) -> None:
+    """A standby's data directory: a base backup of the primary; -R
+    writes primary_conninfo and standby.signal, so it starts as a standby."""
     backup = [str(BIN / "pg_basebackup"), "-D", str(data), "-R", "-X", "stream", "-c", "fast"]
-    backup += ["-h", "127.0.0.1", "-p", str(postgres.port), "-U", "postgres"]
+    backup += ["-h", "127.0.0.1", "-p", str(primary_port), "-U", "postgres"]
     subprocess.run([*_AS, *backup], check=True, capture_output=True)
+
+
+@pytest.fixture
+def standby(postgres: Postgres) -> Iterator[int]:
+    """A hot standby streaming from the session's server; its port."""
+    root = _private_root("mxg-standby-")
     port = _free_port()
-    opts = f"-c listen_addresses=127.0.0.1 -p {port} -c unix_socket_directories='' -c fsync=off"
-    pg_ctl = [*_AS, str(BIN / "pg_ctl"), "-D", str(data)]
-    log = str(root / "log")
-    subprocess.run([*pg_ctl, "-o", opts, "-l", log, "-w", "start"], check=True, capture_output=True)
+    _clone(postgres.port, root / "data")
+    _start(root / "data", port)
     try:
         yield port
     finally:
-        subprocess.run([*pg_ctl, "-m", "immediate", "stop"], check=False, capture_output=True)
+        _stop(root / "data")
         shutil.rmtree(root, ignore_errors=True)
+
+
+class SyncPair:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.primary = _free_port()
+        self.standby = _free_port()
+        self.standby_data = root / "standby"
+
+    def url(self, port: int, database: str = "postgres") -> str:
+        return f"postgresql://postgres@127.0.0.1:{port}/{database}"
+
+    def start_standby(self) -> None:
+        # Its application_name (cluster_name) is what the primary's
+        # synchronous_standby_names lists.
+        _start(self.standby_data, self.standby, "-c cluster_name=pg2")
+
+    def stop_standby(self) -> None:
+        _stop(self.standby_data)
+
+
+@pytest.fixture
+def sync_pair() -> Iterator[SyncPair]:
+    """A primary of its own (its settings are not the session server's)
+    with one synchronous standby, configured as docs/cluster.md says."""
+    if not (BIN / "pg_basebackup").exists():
+        pytest.skip("PostgreSQL 15 is not installed")
+    pair = SyncPair(_private_root("mxg-sync-"))
+    primary = pair.root / "primary"
+    initdb = [str(BIN / "initdb"), "-D", str(primary), "-U", "postgres", "-A", "trust", "-N"]
+    subprocess.run([*_AS, *initdb], check=True, capture_output=True)
+    sync = "-c synchronous_standby_names='ANY 1 (pg2)' -c synchronous_commit=on"
+    _start(primary, pair.primary, sync)
+    try:
+        _clone(pair.primary, pair.standby_data)
+        pair.start_standby()
+        yield pair
+    finally:
+        pair.stop_standby()
+        _stop(primary)
+        shutil.rmtree(pair.root, ignore_errors=True)
 
 
 def _multi(url: str, *ports: int, attrs: str = "") -> str:
@@ -102,3 +170,96 @@ def test_read_write_skips_a_standby_for_the_primary(postgres: Postgres, standby:
     store = Store(rw)
     assert store.schema_version is not None
     store.close()
+
+
+def _replication(url: str) -> list[tuple[str, str]]:
+    with psycopg.connect(url) as c:
+        rows = c.execute("SELECT application_name, sync_state FROM pg_stat_replication")
+        return [(r[0], r[1]) for r in rows.fetchall()]
+
+
+def _until(check: Callable[[], bool], what: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.1)
+
+
+def _write_in_thread(url: str, domain: str) -> tuple[threading.Thread, dict[str, object]]:
+    """An insert through mxg's own connection class, in autocommit (the
+    commit is the statement), with a statement_timeout that does not
+    bound the wait for the standby; what it did lands in the dict."""
+    done: dict[str, object] = {}
+    conn = PgConnection(url)
+    notices: list[str] = []
+    conn.conn.add_notice_handler(lambda d: notices.append(d.message_primary or ""))
+    conn.execute("SET statement_timeout = '1s'")
+
+    def write() -> None:
+        try:
+            conn.execute(
+                "INSERT INTO suspended_domains (domain, since_ms, actor, reason)"
+                " VALUES (?, 0, 'test', '')",
+                (domain,),
+            )
+            done["returned"] = time.monotonic()
+        except psycopg.Error as e:
+            done["error"] = e
+        done["notices"] = notices
+        conn.close()
+
+    done["conn"] = conn
+    t = threading.Thread(target=write)
+    t.start()
+    return t, done
+
+
+def test_a_commit_waits_until_the_synchronous_standby_has_it(sync_pair: SyncPair) -> None:
+    pair = sync_pair
+    _until(
+        lambda: _replication(pair.url(pair.primary)) == [("pg2", "quorum")],
+        "the standby did not become the synchronous one",
+    )
+    url = migrated(pair.url(pair.primary))
+    # The standby goes: a commit waits (statement_timeout does not end
+    # the wait), so nothing could be acknowledged that only the primary has.
+    pair.stop_standby()
+    t, done = _write_in_thread(url, "waits.example")
+    time.sleep(2.5)
+    assert t.is_alive() and not done.get("returned")
+    # It comes back, catches up, and the commit returns; the row is there.
+    pair.start_standby()
+    t.join(30)
+    assert "returned" in done and "error" not in done, done
+    standby = pair.url(pair.standby)
+    with psycopg.connect(standby) as c:
+        rows = c.execute("SELECT domain FROM suspended_domains").fetchall()
+    assert rows == [("waits.example",)]
+
+
+def test_a_cancelled_wait_returns_as_if_committed(sync_pair: SyncPair) -> None:
+    # Why docs/cluster.md says never to cancel mxg's statements (and why
+    # mxg itself never cancels one): PostgreSQL then ends the wait with a
+    # mere WARNING, and the commit returns normally although no standby
+    # has it. Terminating the session instead makes it an error.
+    pair = sync_pair
+    _until(lambda: _replication(pair.url(pair.primary)) == [("pg2", "quorum")], "no sync standby")
+    url = migrated(pair.url(pair.primary))
+    pair.stop_standby()
+    t, done = _write_in_thread(url, "cancelled.example")
+    time.sleep(1.5)
+    conn = done["conn"]
+    assert isinstance(conn, PgConnection)
+    conn.conn.cancel()
+    t.join(30)
+    assert "returned" in done and "error" not in done, done
+    assert done["notices"] == ["canceling wait for synchronous replication due to user request"]
+    t, done = _write_in_thread(url, "terminated.example")
+    time.sleep(1.5)
+    with psycopg.connect(url, autocommit=True) as c:
+        c.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE %s",
+            ("INSERT INTO suspended_domains%",),
+        )
+    t.join(30)
+    assert isinstance(done.get("error"), psycopg.OperationalError), done
