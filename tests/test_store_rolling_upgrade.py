@@ -235,3 +235,22 @@ def test_two_concurrent_migrations_apply_each_step_once(postgres: Postgres, tmp_
     with psycopg.connect(url) as c:
         tables = {r[0] for r in c.execute("SELECT tablename FROM pg_tables").fetchall()}
     assert {"slow_0", "slow_1", "slow_2", "messages"} <= tables
+
+
+def test_an_older_mxg_leaves_a_newer_store_alone_and_says_so(
+    postgres: Postgres, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = postgres.new_database()
+    cfg = _config_file(tmp_path, url)
+    _newer(monkeypatch, EXPAND)
+    assert main(["-c", str(cfg), "store", "migrate"]) == 0
+    # This mxg as it is, in its own process: nothing to apply, nothing changed.
+    migrated = mxg(cfg, "store", "migrate")
+    assert migrated.returncode == 0, migrated.stderr
+    assert migrated.stdout == f"{url}: schema version {N + 1}, newer than this mxg's {N}\n"
+    status = mxg(cfg, "store", "status")
+    assert status.stdout.splitlines() == [
+        f"{url}: schema version {N + 1}, this mxg's {N}",
+        "  the store is newer than this mxg: nothing to apply",
+    ]
+    assert [v for v, _ in _versions(url)] == list(range(1, N + 2))
