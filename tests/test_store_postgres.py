@@ -19,7 +19,7 @@ import pytest
 from mxg.errors import StoreError, StoreOutdated
 from mxg.pipeline.storage import open_store
 from mxg.store import Store
-from mxg.store.postgres import PgConnection, StoreUnreachable, redact
+from mxg.store.postgres import PgConnection, StoreUnreachable, batched, redact, to_postgres
 from mxg.store.schema import SCHEMA_VERSION
 from tests.support.cli import mxg
 from tests.support.postgres import Postgres, migrated
@@ -215,3 +215,42 @@ def test_rule11_sync_fails_when_the_server_started_again_since_a_commit(
                 store.sync()
     finally:
         store.close()
+
+
+def test_executemany_sends_rows_in_one_statement_with_the_same_effect(
+    postgres: Postgres,
+) -> None:
+    # A row INSERT becomes multi-row VALUES (in chunks below the protocol's
+    # 65,535 parameters), an UPDATE or DELETE of constants keyed by one
+    # value becomes `= ANY`; rowcount and conflicts as row by row.
+    store = Store(migrated(postgres.new_database()))
+    try:
+        ids = [f"q{i}" for i in range(40_000)]  # 80,000 parameters: two chunks
+        with store.transaction() as db:
+            cur = db.executemany(
+                "INSERT OR IGNORE INTO audit_messages (queue_id, last_seq) VALUES (?,?)",
+                [(q, 1) for q in [*ids, "q1", "q2"]],
+            )
+            assert cur.rowcount == 40_000
+            cur = db.executemany(
+                "DELETE FROM audit_messages WHERE queue_id=?", [(q,) for q in ids[:10]] * 2
+            )
+            assert cur.rowcount == 10
+        assert store.db.execute("SELECT count(*) FROM audit_messages").fetchone()[0] == 39_990
+    finally:
+        store.close()
+    # The hot path's statements take the one-statement way.
+    for sql in (
+        "INSERT INTO recipients (queue_id, idx, address, domain, notify, orcpt, class)"
+        " VALUES (?,?,?,?,?,?,?)",
+        "INSERT OR IGNORE INTO audit_messages (queue_id, last_seq) VALUES (?,?)",
+        "UPDATE messages SET state='done' WHERE queue_id=?",
+    ):
+        assert batched(to_postgres(sql, returning=False)[0]) is not None, sql
+    # Not what may touch a row twice or depends on the row it changes.
+    for sql in (
+        "UPDATE recipients SET attempts=attempts+1 WHERE queue_id=?",
+        "UPDATE recipients SET next_ms=0 WHERE queue_id=? AND idx=?",
+        "INSERT INTO partners (domain) VALUES (?) ON CONFLICT (domain) DO UPDATE SET domain=?",
+    ):
+        assert batched(to_postgres(sql, returning=False)[0]) is None, sql

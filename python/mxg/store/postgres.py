@@ -126,10 +126,35 @@ class PgConnection:
         return PgCursor(cur, lastrowid)
 
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> PgCursor:
+        """The statement for each row, in one statement per batch where
+        the statement's shape allows (`batched`): a row each is a Bind
+        and an Execute each, on the server and in psycopg, and the hot
+        path runs these for every message."""
         text, _ = to_postgres(sql, returning=False)
+        params = [tuple(r) for r in rows]
         cur = self.conn.cursor()
-        cur.executemany(text, [tuple(r) for r in rows])
-        return PgCursor(cur)
+        shape = batched(text)
+        if shape is None or not params:
+            cur.executemany(text, params)
+            return PgCursor(cur)
+        rowcount = 0
+        if isinstance(shape, str):  # one key per row: `= ANY` of them all
+            cur.execute(shape, ([p[0] for p in params],))
+            rowcount = cur.rowcount
+        else:
+            head, values, tail = shape
+            width = values.count("%s")
+            step = _MAX_PG_PARAMS // width
+            for i in range(0, len(params), step):
+                chunk = params[i : i + step]
+                cur.execute(
+                    head + ",".join([values] * len(chunk)) + tail,
+                    [v for row in chunk for v in row],
+                )
+                rowcount += cur.rowcount
+        result = PgCursor(cur)
+        result.rowcount = rowcount
+        return result
 
     def executescript(self, script: str) -> None:
         self.conn.execute(ddl_to_postgres(script).encode())
@@ -179,6 +204,19 @@ _JSON_TEXT = re.compile(r"json_extract\(([\w.]+), '\$\.(\w+)'\)")
 # index (store/queue.py); PostgreSQL has no such operator for text.
 _UNARY_PLUS = re.compile(r"(?<=[\s(,])\+(?=[a-z_])")
 _INSERT_ID = re.compile(r"^INSERT INTO (tlsrpt_requests|carriers|attempts|events)\b")
+# Shapes `executemany` sends as one statement: an INSERT of one row of
+# parameters (rows of a multi-row VALUES; not with DO UPDATE, which may not
+# touch a row twice in one statement), and an UPDATE or DELETE of constants
+# keyed by one parameter (repeating it changes nothing, so one `= ANY`).
+_ROW_INSERT = re.compile(
+    r"^(INSERT INTO \w+ \([\w, ]+\) VALUES )(\((?:%s,)*%s\))( ON CONFLICT DO NOTHING)?$"
+)
+_KEYED_CONSTANT = re.compile(
+    r"^(?:UPDATE \w+ SET (?:\w+=(?:'\w*'|\d+|NULL)(?:, )?)+|DELETE FROM \w+) WHERE (\w+)=%s$"
+)
+# Bound parameters per PostgreSQL statement: the protocol counts them in
+# 16 bits.
+_MAX_PG_PARAMS = 65535
 
 
 @functools.lru_cache(maxsize=1024)
@@ -196,6 +234,19 @@ def to_postgres(sql: str, returning: bool) -> tuple[str, bool]:
     if returns_id:
         s += " RETURNING id"
     return s.replace("?", "%s"), returns_id
+
+
+@functools.lru_cache(maxsize=256)
+def batched(text: str) -> tuple[str, str, str] | str | None:
+    """How `executemany` sends a translated statement in one: for a row
+    INSERT, its head, its row of placeholders and its tail; for a keyed
+    UPDATE or DELETE of constants, the statement on an array of keys;
+    None when it goes a row at a time."""
+    if m := _ROW_INSERT.match(text):
+        return m[1], m[2], m[3] or ""
+    if m := _KEYED_CONSTANT.match(text):
+        return text.removesuffix(f"{m[1]}=%s") + f"{m[1]} = ANY(%s)"
+    return None
 
 
 def ddl_to_postgres(script: str) -> str:
