@@ -22,7 +22,7 @@ from mxg.store import Store
 from mxg.store.postgres import PgConnection, StoreUnreachable, batched, redact, to_postgres
 from mxg.store.schema import SCHEMA_VERSION
 from tests.support.cli import mxg
-from tests.support.postgres import Postgres, migrated
+from tests.support.postgres import Postgres, Server, migrated
 
 TABLES = {
     "messages",
@@ -254,3 +254,39 @@ def test_executemany_sends_rows_in_one_statement_with_the_same_effect(
         "INSERT INTO partners (domain) VALUES (?) ON CONFLICT (domain) DO UPDATE SET domain=?",
     ):
         assert batched(to_postgres(sql, returning=False)[0]) is None, sql
+
+
+def test_a_broken_connection_comes_back_by_itself(
+    private_postgres: tuple[Server, Postgres],
+) -> None:
+    """PostgreSQL restarts: statements raise StoreUnreachable (what the
+    relay waits out) until the server is back, then the connection is
+    opened again without a restart of the store, and the watcher hears
+    both changes once each."""
+    server, pg = private_postgres
+    store = Store(migrated(pg.new_database()))
+    heard: list[bool] = []
+    store.watch_reachability(heard.append)
+    try:
+        assert store.known_ids() == set()
+        server.stop("fast")
+        with pytest.raises(StoreUnreachable):
+            store.known_ids()
+        with pytest.raises(StoreUnreachable):  # within the backoff: not even tried
+            store.known_ids()
+        assert heard == [False]
+        server.start()
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                assert store.known_ids() == set()
+                break
+            except StoreUnreachable:
+                assert time.monotonic() < deadline, "no reconnection within 10 s"
+                time.sleep(0.1)
+        assert heard == [False, True]
+        with store.transaction() as db:  # and writes go on
+            db.execute("INSERT INTO spool_bodies (queue_id, raw) VALUES (?, ?)", ("Q1", b"x"))
+        assert store.spool_body("Q1") == b"x"
+    finally:
+        store.close()

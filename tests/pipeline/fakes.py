@@ -40,6 +40,8 @@ class FakeEngine:
         self.removed: list[str] = []
         self.reloaded: dict[str, Any] | None = None
         self.intake = ("open", "")
+        # Sessions that stopped waiting for their verdicts.
+        self.gone: set[str] = set()
         self._ids = itertools.count(1)
 
     def fileno(self) -> int:
@@ -55,7 +57,8 @@ class FakeEngine:
     def verdicts(self, verdicts_json: str) -> list[bool]:
         got = json.loads(verdicts_json)
         self.verdicts_sent += got
-        return [True] * len(got)
+        # A session that stopped waiting refuses its verdict.
+        return [v["queue_id"] not in self.gone for v in got]
 
     def inject(self, envelope_json: str, message: bytes) -> str:
         env = decode_envelope(envelope_json)

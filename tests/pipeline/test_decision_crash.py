@@ -149,11 +149,13 @@ def test_a_message_mxg_did_not_spool_for_a_decision_is_classified_as_received(
     tmp_path: Path,
 ) -> None:
     """A DSN, or a client's message with a forged marker, is not taken for
-    a notice or a carrier."""
+    a notice or a carrier. (A DSN here: on PostgreSQL a client's message
+    the store does not know was never acknowledged and is removed, see
+    test_recovery.)"""
     st, engine = _parked(tmp_path)
     decide(st.ctx.store, st.ctx.cfg, "Q1", [0], "envelope", actor="op", carrier=CARRIER)
     forged = b"X-Mxg-Asked: Q1; -; 1; 0, 1\r\nMessage-ID: <carrier.1@gw.example>\r\n\r\nx\r\n"
-    engine.spool["C1"] = (envelope("C1", ["x@plain.test"]), forged)
+    engine.spool["C1"] = (envelope("C1", ["x@plain.test"], origin="local"), forged)
     st = _restart(tmp_path, engine)
     store = st.ctx.store
     assert store.message("C1") is not None

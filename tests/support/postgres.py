@@ -6,6 +6,7 @@ backends."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import pwd
@@ -52,30 +53,81 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.fixture(scope="session")
-def postgres() -> Iterator[Postgres]:
+class Server:
+    """A PostgreSQL server of its own in a temporary directory, on
+    loopback at a free port; a test may stop, start and restart it
+    (`private_postgres`) without touching the session's shared one."""
+
+    def __init__(self, *, fsync: bool = False) -> None:
+        self.fsync = fsync
+        self.root = Path(tempfile.mkdtemp(prefix="mxg-pg-"))
+        self.data = self.root / "data"
+        if _AS:
+            pw = pwd.getpwnam("postgres")
+            os.chown(self.root, pw.pw_uid, pw.pw_gid)
+        initdb = [
+            *(str(BIN / "initdb"), "-D", str(self.data), "-U", "postgres"),
+            *("-A", "trust", "-E", "UTF8"),
+        ]
+        subprocess.run([*_AS, *initdb], check=True, capture_output=True)
+        self.port = _free_port()
+
+    def _ctl(self, *args: str) -> None:
+        # fsync off for tests: they kill processes, never the machine; a
+        # commit's durability against power loss is PostgreSQL's own
+        # (synchronous_commit stays on, so a commit is in the WAL when it
+        # returns). On for measurements (bench/store_path.py).
+        opts = (
+            f"-c listen_addresses=127.0.0.1 -p {self.port} -c unix_socket_directories=''"
+            f" -c fsync={'on' if self.fsync else 'off'}"
+        )
+        pg_ctl = [*_AS, str(BIN / "pg_ctl"), "-D", str(self.data)]
+        subprocess.run(
+            [*pg_ctl, "-o", opts, "-l", str(self.root / "log"), "-w", *args],
+            check=True,
+            capture_output=True,
+        )
+
+    def start(self) -> Server:
+        self._ctl("start")
+        return self
+
+    def stop(self, mode: str = "fast") -> None:
+        """``fast`` ends every session (the relay's connection breaks);
+        ``immediate`` is a crash of the server."""
+        self._ctl("-m", mode, "stop")
+
+    def destroy(self) -> None:
+        with contextlib.suppress(subprocess.CalledProcessError):
+            self.stop("immediate")
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def _server() -> Server:
     if not (BIN / "postgres").exists():
         pytest.skip("PostgreSQL 15 is not installed (apt-get install postgresql)")
-    root = Path(tempfile.mkdtemp(prefix="mxg-pg-"))
-    data = root / "data"
-    if _AS:
-        pw = pwd.getpwnam("postgres")
-        os.chown(root, pw.pw_uid, pw.pw_gid)
-    initdb = [str(BIN / "initdb"), "-D", str(data), "-U", "postgres", "-A", "trust", "-E", "UTF8"]
-    subprocess.run([*_AS, *initdb], check=True, capture_output=True)
-    port = _free_port()
-    # fsync off: the tests kill processes, never the machine; a commit's
-    # durability against power loss is PostgreSQL's own (synchronous_commit
-    # stays on, so a commit is in the WAL when it returns).
-    opts = f"-c listen_addresses=127.0.0.1 -p {port} -c unix_socket_directories='' -c fsync=off"
-    pg_ctl = [*_AS, str(BIN / "pg_ctl"), "-D", str(data)]
-    log = str(root / "log")
-    subprocess.run([*pg_ctl, "-o", opts, "-l", log, "-w", "start"], check=True, capture_output=True)
+    return Server().start()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Postgres]:
+    server = _server()
     try:
-        yield Postgres(root, port)
+        yield Postgres(server.root, server.port)
     finally:
-        subprocess.run([*pg_ctl, "-m", "immediate", "stop"], check=False, capture_output=True)
-        shutil.rmtree(root, ignore_errors=True)
+        server.destroy()
+
+
+@pytest.fixture
+def private_postgres() -> Iterator[tuple[Server, Postgres]]:
+    """A PostgreSQL server for one test alone, which it may stop and
+    start (a restart under load): the session's shared server stays up
+    for every other test."""
+    server = _server()
+    try:
+        yield server, Postgres(server.root, server.port)
+    finally:
+        server.destroy()
 
 
 def migrated(url: str) -> str:

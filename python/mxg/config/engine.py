@@ -36,6 +36,8 @@ def engine_json(cfg: Config) -> dict[str, Any]:
             _ms(cfg.classify.verdict_deadline) if cfg.refusing_classes() else 0
         ),
         "verdict_screen": cfg.verdict_screen(),
+        # On PostgreSQL the 250 waits for the store (docs/cluster.md).
+        "store_ack_ms": _ms(cfg.data.store_ack_timeout) if cfg.data.store else None,
         "limits": {
             "max_command_line": lim.max_command_line,
             "max_data_line": lim.max_data_line,

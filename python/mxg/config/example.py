@@ -64,6 +64,9 @@ directory = "mxg-data"
 # "postgresql://user@host/db" URL puts it on PostgreSQL (docs/cluster.md;
 # create its schema with `mxg store migrate`).
 store = ""
+# On a PostgreSQL store the 250 waits until the message and its spool
+# file are committed there; past this the client gets 451 and retries.
+store_ack_timeout = "30s"
 
 [cluster]
 # Only with a PostgreSQL store (docs/cluster.md): this node's name, unique

@@ -277,6 +277,10 @@ class DataConfig(Section):
     # default); a postgresql:// URL puts it on a PostgreSQL server
     # (docs/cluster.md). The spool stays in `directory` either way.
     store: str = ""
+    # On a PostgreSQL store a message's 250 waits until it is committed
+    # there with its spool file (docs/cluster.md); past this the client
+    # gets 451 4.3.0 and sends it again later.
+    store_ack_timeout: PositiveSeconds = 30
 
     @field_validator("store")
     @classmethod

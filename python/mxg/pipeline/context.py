@@ -60,6 +60,9 @@ class Context:
     # messages wait to be indexed. Both are retried by the scanner.
     unstored: dict[tuple[str, int], Outcome] = field(default_factory=dict)
     rescan_wanted: bool = False
+    # On PostgreSQL: messages perhaps stored whose clients got no 250,
+    # deleted in the store once it answers (`pipeline.acknowledge`).
+    unacknowledged: dict[str, None] = field(default_factory=dict)
     # What the stages count for /metrics (mxg.metrics).
     counts: Counts = field(default_factory=Counts)
     # The key of the decision links (on_unmet = "ask-sender"); None: the

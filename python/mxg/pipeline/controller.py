@@ -49,6 +49,8 @@ from mxg.dns import (
     http_client,
     probe_dnssec,
 )
+from mxg.errors import MessageNotFound
+from mxg.pipeline.acknowledge import Acknowledge
 from mxg.pipeline.asking import no_link_warning
 from mxg.pipeline.context import Context
 from mxg.pipeline.dispatch import Dispatcher
@@ -62,7 +64,7 @@ from mxg.pipeline.plan import JobInfo, Planner, sts_policy
 from mxg.pipeline.recovery import recover
 from mxg.pipeline.reload import apply_reload, log_reloaded, reopen_logs
 from mxg.pipeline.scanner import scanner
-from mxg.pipeline.storage import open_store, survives_a_full_store
+from mxg.pipeline.storage import StoreWatch, open_store, survives_a_full_store
 from mxg.pipeline.tlsrpt import reporter as tlsrpt_reporter
 from mxg.pipeline.verdicts import EarlyVerdicts, Verdicts
 from mxg.signing import SigningKey
@@ -83,6 +85,8 @@ class Stages:
     outcomes: Outcomes
     notices: Notices
     finisher: Finisher
+    # On a PostgreSQL store: the 250 waits for the store (`acknowledge`).
+    acks: Acknowledge | None = None
 
     @classmethod
     def build(cls, ctx: Context) -> Stages:
@@ -94,14 +98,20 @@ class Stages:
         notices.on_queued = dispatch.dispatch_due
         early = EarlyVerdicts()
         intake = Intake(ctx, outcomes, early)
-        return cls(ctx, intake, Verdicts(ctx, early), dispatch, outcomes, notices, finisher)
+        verdicts = Verdicts(ctx, early)
+        acks = None
+        if ctx.store.dialect.postgres:
+            acks = Acknowledge(ctx, intake, verdicts, dispatch)
+        return cls(ctx, intake, verdicts, dispatch, outcomes, notices, finisher, acks)
 
     async def handle(self, batch: list[Event]) -> None:
         """One batch of engine events, in the order that keeps replies
         fast: verdicts first (clients wait for them), then intake, then
         results; the jobs all of them queued cross the boundary once."""
         arrived = [e for e in batch if isinstance(e, Arrived)]
-        if arrived:
+        if arrived and self.acks is not None:
+            await self.acks.on_arrived(arrived)
+        elif arrived:
             self.verdicts.on_arrived(arrived)
         received: list[Received] = []
         done: list[tuple[JobInfo, DeliveryDone]] = []
@@ -271,6 +281,10 @@ class Relay:
                 event(log, "stopped")
 
     def _context(self, engine: Engine, store: Store) -> Context:
+        # On PostgreSQL every message is stored with its spool file, and
+        # intake closes while the store is unreachable (docs/cluster.md).
+        store.read_raw = functools.partial(read_raw, engine)
+        store.watch_reachability(StoreWatch(engine).changed)
         # The decision links' key is made (after the privilege drop) by and
         # for the relay's user, like the store.
         tokens = TokenKey.load_or_create(self.cfg.data.directory)
@@ -307,6 +321,14 @@ class Relay:
                 with survives_a_full_store():
                     await stages.handle(batch)
             flush_logs()
+
+
+def read_raw(engine: Engine, queue_id: str) -> bytes | None:
+    """A spool file's bytes for the store; None when it is gone."""
+    try:
+        return engine.read_raw(queue_id)
+    except MessageNotFound:
+        return None
 
 
 # Allocations between two young-generation collections (CPython's default

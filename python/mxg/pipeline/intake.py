@@ -20,7 +20,7 @@ from mxg.pipeline.context import Context
 from mxg.pipeline.outcomes import Outcomes
 from mxg.pipeline.plan import recipient_requirement
 from mxg.pipeline.verdicts import EarlyVerdicts, e2e_text
-from mxg.store import NewMessage, Outcome, is_full
+from mxg.store import NewMessage, Outcome, is_full, is_unavailable
 
 
 class Intake:
@@ -35,27 +35,37 @@ class Intake:
         """Classifies and indexes a batch of received messages and stores
         what happens at once to some of their recipients; returns the
         messages (classified) and those outcomes."""
-        messages = []
-        for e in received:
-            features = e.features
-            if features is None:
-                features = await self.features_of_spooled(e.envelope.queue_id)
-            messages.append(self.classified(e.envelope, features))
+        messages = [await self.classify_event(e.envelope, e.features) for e in received]
         try:
             self._ctx.store.add_messages(messages)
         except Exception as e:
-            if not is_full(e):
+            if not is_unavailable(e):
                 raise
             # Durable in the spool (rule 9): indexed by a rescan once the
             # store has space again (rule 10), not dispatched before.
             self._ctx.rescan_wanted = True
             event(
                 log,
-                "queue index full: received messages wait in the spool",
+                "queue index full: received messages wait in the spool"
+                if is_full(e)
+                else "store unreachable: received messages wait in the spool",
                 logging.ERROR,
                 count=len(messages),
             )
             return [], []
+        return messages, await self.indexed(messages)
+
+    async def classify_event(self, env: Envelope, features: dict[str, Any] | None) -> NewMessage:
+        """A message as it arrived, classified (scanned here when the
+        engine's scanner gave no features)."""
+        if features is None:
+            features = await self.features_of_spooled(env.queue_id)
+        return self.classified(env, features)
+
+    async def indexed(self, messages: list[NewMessage]) -> list[Outcome]:
+        """After the store took `messages`: each is logged ("received")
+        and counted, and what happens at once to some recipients is
+        stored; returns those outcomes."""
         intake: list[Outcome] = []
         counts = self._ctx.counts
         for m in messages:
@@ -82,7 +92,7 @@ class Intake:
             intake += now
         if intake:
             await self._outcomes.commit(intake)
-        return messages, intake
+        return intake
 
     def at_intake(self, m: NewMessage) -> list[Outcome]:
         """What happens at once to recipients that cannot be delivered as

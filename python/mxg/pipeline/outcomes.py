@@ -24,7 +24,7 @@ from mxg.pipeline.finish import Finisher
 from mxg.pipeline.notices import Notices
 from mxg.pipeline.plan import JobInfo, Planner
 from mxg.schedule import next_attempt_ms
-from mxg.store import Due, Outcome, is_full, now_ms
+from mxg.store import Due, Outcome, is_full, is_unavailable, now_ms
 from mxg.store.partners import Seen, method_rank, summarise
 from mxg.tlsrpt.sessions import Tally, count_job, count_unroutable
 from mxg.vocab import Reason, RecipientState
@@ -332,9 +332,9 @@ class Outcomes:
         try:
             finished = store.record(outcomes, seen, tls_sessions)
         except Exception as e:
-            if not is_full(e):
+            if not is_unavailable(e):
                 raise
-            self._hold_back(outcomes)
+            self._hold_back(outcomes, full=is_full(e))
             return
         bounced = sorted({o.queue_id for o in outcomes if o.status == "bounced"})
         for qid in bounced:
@@ -364,10 +364,11 @@ class Outcomes:
             ]
         )
 
-    def _hold_back(self, outcomes: list[Outcome]) -> None:
-        """The store's disk is full: the outcomes wait in memory, at most
-        MAX_UNSTORED of them, oldest dropped first (their recipients are
-        tried again: at least once). Nothing leaves the spool meanwhile."""
+    def _hold_back(self, outcomes: list[Outcome], *, full: bool = True) -> None:
+        """The store's disk is full, or a PostgreSQL store unreachable
+        (not `full`): the outcomes wait in memory, at most MAX_UNSTORED of
+        them, oldest dropped first (their recipients are tried again: at
+        least once). Nothing leaves the spool meanwhile."""
         unstored = self._ctx.unstored
         first = not unstored and not self._retrying
         unstored.update({(o.queue_id, o.idx): o for o in outcomes})
@@ -378,7 +379,9 @@ class Outcomes:
         if first or dropped:
             event(
                 log,
-                "queue index full: results wait in memory until space returns",
+                "queue index full: results wait in memory until space returns"
+                if full
+                else "store unreachable: results wait in memory until it is back",
                 logging.ERROR,
                 waiting=len(unstored),
                 dropped=dropped,
@@ -396,7 +399,7 @@ class Outcomes:
         finally:
             self._retrying = False
         if not self._ctx.unstored:
-            event(log, "queue index writable again: waiting results stored", count=len(waiting))
+            event(log, "store writable again: waiting results stored", count=len(waiting))
 
 
 def _reported(info: JobInfo) -> bool:

@@ -9,6 +9,16 @@ recorded is recorded from its spool file, so it goes out once
 
 The same re-indexing runs later when the store's disk was full at intake
 (``reindex``): the messages waited in the spool meanwhile.
+
+On a PostgreSQL store a client's message gets its 250 only once it is
+committed there (docs/cluster.md), so a spool file from a client whose
+message the store does not know was never acknowledged: its session
+ended before the commit (a crash, a shutdown, a 451). It is removed at
+start, not delivered: the client still has it and sends it again, and
+delivering it too would send it twice. What mxg spooled itself (DSNs,
+decision notices, carriers, TLS reports; origin ``local``) is indexed
+as on SQLite (a notice or carrier from its mark, exactly once), since
+it was spooled before it was stored.
 """
 
 from __future__ import annotations
@@ -34,7 +44,7 @@ async def recover(
 ) -> None:
     store = ctx.store
     try:
-        ids = await reindex(ctx, intake, outcomes, notices)
+        ids = await reindex(ctx, intake, outcomes, notices, at_start=True)
         done = set(store.finished()) | (store.done_ids() & set(ids))
         await finisher.remove(sorted(done))
         resumed = store.resume_pending()
@@ -53,10 +63,15 @@ async def recover(
     await finisher.remove(store.finished())
 
 
-async def reindex(ctx: Context, intake: Intake, outcomes: Outcomes, notices: Notices) -> list[str]:
+async def reindex(
+    ctx: Context, intake: Intake, outcomes: Outcomes, notices: Notices, *, at_start: bool = False
+) -> list[str]:
     """Indexes the spooled messages the store does not know (a decision
     notice or carrier as recorded, not classified afresh:
-    `Notices.recover_spooled`); returns the ids of all spooled messages."""
+    `Notices.recover_spooled`); returns the ids of all spooled messages.
+    On PostgreSQL a client's message the store does not know was never
+    acknowledged: removed `at_start`, left alone later (its session may
+    still wait for the store)."""
     engine, store = ctx.engine, ctx.store
     ids = await anyio.to_thread.run_sync(engine.spool_ids)
     known = store.known_ids()
@@ -72,6 +87,19 @@ async def reindex(ctx: Context, intake: Intake, outcomes: Outcomes, notices: Not
                 queue_id=qid,
                 error=str(e),
             )
+    if store.dialect.postgres:
+        unacknowledged = [e.queue_id for e in envelopes if e.origin != "local"]
+        envelopes = [e for e in envelopes if e.origin == "local"]
+        if unacknowledged and at_start:
+            missing = set(await anyio.to_thread.run_sync(engine.remove_many, unacknowledged))
+            for qid in unacknowledged:
+                if qid not in missing:
+                    event(
+                        log,
+                        "removed unacknowledged spool file: the store never took it",
+                        logging.WARNING,
+                        queue_id=qid,
+                    )
     envelopes = await notices.recover_spooled(envelopes)
     if envelopes:
         messages = [

@@ -29,8 +29,12 @@ async def scanner(stages: Stages) -> None:
 
 async def scan(stages: Stages) -> None:
     ctx, store = stages.ctx, stages.ctx.store
-    # After a full disk: what waited in memory and in the spool first.
+    # After a full disk or an unreachable store: what waited in memory
+    # and in the spool first; then stored messages no client got a 250
+    # for are deleted before anything could dispatch them.
     await stages.outcomes.retry_unstored()
+    if stages.acks is not None:
+        stages.acks.retry_forget()
     if ctx.rescan_wanted:
         await reindex(ctx, stages.intake, stages.outcomes, stages.notices)
     # DSNs for operator bounces, and those a full disk held back; decision

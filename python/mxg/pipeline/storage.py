@@ -1,6 +1,8 @@
-"""The store's two failure modes, met so that the relay keeps serving: a
-damaged index at start (moved aside and rebuilt from the spool, rule 10)
-and a full disk while running (issue 14 item 6: the write waits)."""
+"""The store's failure modes, met so that the relay keeps serving: a
+damaged index at start (moved aside and rebuilt from the spool, rule 10),
+a full disk while running (issue 14 item 6: the write waits), and a
+PostgreSQL store that is unreachable for a while (restarting, failing
+over): the same waiting, and no new mail meanwhile (`StoreWatch`)."""
 
 from __future__ import annotations
 
@@ -11,23 +13,27 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from mxg.deliverylog import event, log
-from mxg.errors import StoreDamaged
-from mxg.store import Store, is_full, quarantine
+from mxg.errors import EngineStopped, StoreDamaged
+from mxg.pipeline.engine import Engine
+from mxg.store import Store, is_full, is_unavailable, quarantine
 from mxg.store.postgres import redact
 from mxg.store.schema import SCHEMA_VERSION
 
 
 @contextlib.contextmanager
 def survives_a_full_store() -> Iterator[None]:
-    """A write that finds the store's disk full ends this batch or scan,
-    not the relay (no crash loop, issue 14 item 6): every message is in the
-    spool, results wait in memory (``Outcomes``), and the next scan tries
-    again."""
+    """A write that finds the store's disk full, or a PostgreSQL store
+    unreachable, ends this batch or scan, not the relay (no crash loop,
+    issue 14 item 6): every message is in the spool, results wait in
+    memory (``Outcomes``), and the next scan tries again. An unreachable
+    store is logged by `StoreWatch`, once per outage."""
     try:
         yield
     except Exception as e:
-        if not is_full(e):
+        if not is_unavailable(e):
             raise
+        if not is_full(e):
+            return
         # Once a minute at most: the scanner meets it every second.
         if time.monotonic() - _last_logged["full"] >= 60:
             _last_logged["full"] = time.monotonic()
@@ -70,3 +76,34 @@ def open_store(path: Path | str, node: str = "") -> Store:
             moved_to=str(moved),
         )
         return Store(path)
+
+
+# What MAIL gets while a PostgreSQL store is unreachable: the 250 needs
+# the store (docs/cluster.md), so the client keeps the message.
+UNREACHABLE_TEXT = "Mail store unavailable, try again later"
+
+
+class StoreWatch:
+    """Follows a PostgreSQL store's reachability (`Database.watch_reachability`):
+    while it is unreachable new transactions get 451 at MAIL (the engine's
+    intake gate; a message already in its DATA gets 451 at its end, as no
+    "stored" verdict can come), deliveries under way finish and their
+    results wait in memory; once it is back, intake opens again."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self.reachable = True
+
+    def changed(self, reachable: bool) -> None:
+        if reachable == self.reachable:
+            return
+        self.reachable = reachable
+        with contextlib.suppress(EngineStopped):
+            if reachable:
+                self._engine.set_intake("open", "")
+            else:
+                self._engine.set_intake("defer", UNREACHABLE_TEXT)
+        if reachable:
+            event(log, "store reachable again", logging.WARNING)
+        else:
+            event(log, "store unreachable: refusing mail with 451", logging.ERROR)

@@ -61,36 +61,50 @@ class Verdicts:
         their own tasks (they may need a lookup)."""
         if not self._ctx.serving:
             return
-        for e in self._plain(arrived):
+        plain, others = self.split(arrived)
+        if plain:
+            with contextlib.suppress(EngineStopped):
+                self._ctx.engine.verdicts(encode([Verdict(e.envelope.queue_id) for e in plain]))
+        for e in others:
             self._ctx.spawn(self._verdict, e.envelope, e.features)
 
     def on_rcpt_check(self, e: RcptCheck) -> None:
         self._ctx.spawn(self._rcpt_check, e.check_id, e.sender, e.recipient)
 
-    def _plain(self, arrived: list[Arrived]) -> list[Arrived]:
+    def split(self, arrived: list[Arrived]) -> tuple[list[Arrived], list[Arrived]]:
+        """The messages no class could reject, and the others (which may
+        need a lookup to decide)."""
         cfg = self._ctx.cfg
-        accepted: list[Verdict] = []
+        plain: list[Arrived] = []
         others: list[Arrived] = []
         for e in arrived:
             try:
                 c = classify(cfg, e.envelope, e.features or {})
                 rejects = any(cfg.class_policy(k).on_unmet == "reject" for k in c.recipient_classes)
-            except Exception:  # _verdict logs it and accepts
+            except Exception:  # decide logs it and accepts
                 rejects = True
-            if rejects:
-                others.append(e)
-            else:
-                accepted.append(Verdict(e.envelope.queue_id))
-        if accepted:
-            with contextlib.suppress(EngineStopped):
-                self._ctx.engine.verdicts(encode(accepted))
-        return others
+            (others if rejects else plain).append(e)
+        return plain, others
 
     async def _verdict(self, env: Envelope, features: dict[str, Any] | None) -> None:
+        """Decides and answers; a refusal that comes too late becomes
+        bounces after intake."""
+        verdict, refused = await self.decide(env, features)
+        taken = [False]
+        with contextlib.suppress(EngineStopped):
+            taken = self._ctx.engine.verdicts(encode([verdict]))
+        if verdict.reject is not None and not taken[0]:
+            # Too late: the client got 250. Its recipients bounce instead.
+            self._early.remember(env.queue_id, refused)
+
+    async def decide(
+        self, env: Envelope, features: dict[str, Any] | None
+    ) -> tuple[Verdict, dict[int, str]]:
         """Decides at the end of DATA whether the whole message is refused:
         every recipient's class says `reject` and its requirement is known
         to be out of reach. Recipients refused while others are not get a
-        bounce right after intake instead."""
+        bounce right after intake instead (remembered here). Returns the
+        verdict and the refused recipients."""
         qid = env.queue_id
         verdict = Verdict(qid)
         refused: dict[int, str] = {}
@@ -106,12 +120,7 @@ class Verdicts:
             log.error(
                 "verdict failed, accepting", exc_info=e, extra={"mxg_fields": {"queue_id": qid}}
             )
-        taken = [False]
-        with contextlib.suppress(EngineStopped):
-            taken = self._ctx.engine.verdicts(encode([verdict]))
-        if verdict.reject is not None and not taken[0]:
-            # Too late: the client got 250. Its recipients bounce instead.
-            self._early.remember(qid, refused)
+        return verdict, refused
 
     async def _rcpt_check(self, check_id: str, sender: str, recipient: str) -> None:
         """RCPT-time answer for one recipient from the envelope alone: the

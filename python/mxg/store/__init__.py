@@ -26,7 +26,7 @@ from __future__ import annotations
 from mxg.store.decisions import Change, Decided, Decisions
 from mxg.store.depth import Decision, Depth, QueueDepth
 from mxg.store.evidence import EvidenceQueries, EvidenceQuery
-from mxg.store.files import is_full, quarantine
+from mxg.store.files import is_full, is_unavailable, quarantine
 from mxg.store.intake import Intake, dumps, envelope_rows
 from mxg.store.operator import BOUNCE_STATUS, UNFINISHED, Targets
 from mxg.store.records import FINAL, Due, NewMessage, Outcome, domain_of, now_ms
@@ -71,6 +71,7 @@ __all__ = [
     "dumps",
     "envelope_rows",
     "is_full",
+    "is_unavailable",
     "now_ms",
     "quarantine",
 ]

@@ -14,7 +14,7 @@ from __future__ import annotations
 import errno
 import os
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -100,6 +100,12 @@ class Database:
             conn.close()
             raise
 
+    def watch_reachability(self, changed: Callable[[bool], None]) -> None:
+        """On PostgreSQL: `changed(False)` when the connection breaks,
+        `changed(True)` once it is open again (`PgConnection`)."""
+        if self.dialect.postgres:
+            cast(PgConnection, self.db).on_reachable = changed
+
     def claim_node(self, node: str, where: str) -> None:
         """On PostgreSQL: this relay is node `node` of the store's cluster,
         the only process of that name (rule 11a for a shared server), held
@@ -119,6 +125,13 @@ class Database:
                 " give each node its own [cluster] node name"
             )
         self.node = node
+
+        def again(conn: PgConnection) -> None:
+            # A session lock ends with its connection: taken again on the
+            # new one after PostgreSQL restarted.
+            conn.conn.execute(f"SELECT pg_try_advisory_lock({NODE_LOCK}, hashtext(%s))", (node,))
+
+        cast(PgConnection, self.db).on_reconnect = again
 
     def mine(self, messages: str = "m") -> tuple[str, tuple[str, ...]]:
         """A term (`` AND ...``) and its parameters that keep a query on

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from mxg.errors import StoreError
+from mxg.store.postgres import StoreUnreachable
 
 
 def _make_private(path: Path) -> None:
@@ -42,6 +43,14 @@ def is_full(e: BaseException) -> bool:
     if isinstance(e, sqlite3.OperationalError):
         return getattr(e, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
     return isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+def is_unavailable(e: BaseException) -> bool:
+    """The store cannot take a write for now: its disk is full
+    (`is_full`) or a PostgreSQL store is unreachable (restarting,
+    failing over). Either clears by itself; meanwhile every message is
+    in the spool and results wait in memory (`pipeline.storage`)."""
+    return is_full(e) or isinstance(e, StoreUnreachable)
 
 
 def _damaged(e: sqlite3.Error) -> bool:

@@ -6,7 +6,7 @@ together."""
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import orjson
@@ -19,18 +19,54 @@ from mxg.store.records import NewMessage, domain_of
 class Intake(AuditTrail):
     """The store's intake: new messages and their recipients."""
 
+    # On PostgreSQL: reads a spooled message's file as it is on disk
+    # (`Engine.read_raw`), None when it is gone; set by the relay. Every
+    # message indexed there is stored with these bytes (`spool_bodies`).
+    read_raw: Callable[[str], bytes | None] | None = None
+
     def add_messages(self, messages: Iterable[NewMessage]) -> list[str]:
         """Indexes accepted messages; returns the ids that were new. Not
-        fsynced on its own: the spool already holds these messages, and a
-        lost index row is rebuilt from it at the next start."""
+        fsynced on its own on SQLite: the spool already holds these
+        messages, and a lost index row is rebuilt from it at the next
+        start. On PostgreSQL each message's spool file goes into
+        `spool_bodies` in the same transaction (docs/cluster.md, "Bodies
+        before the 250"); a message whose file is gone (its client was
+        refused meanwhile) is not indexed."""
+        bodies: dict[str, bytes] = {}
+        if self.dialect.postgres and self.read_raw is not None:
+            # Read before the transaction: files are not read under the
+            # writers' lock.
+            messages = list(messages)
+            for m in messages:
+                raw = self.read_raw(m.queue_id)
+                if raw is not None:
+                    bodies[m.queue_id] = raw
+            messages = [m for m in messages if m.queue_id in bodies]
+            # A durable commit: the client's 250 waits for it (rule 9).
+            return self._add(messages, bodies)
         with self._not_synced():
-            return self._add(messages)
+            return self._add(messages, bodies)
 
-    def _add(self, messages: Iterable[NewMessage]) -> list[str]:
+    def _add(self, messages: Iterable[NewMessage], bodies: Mapping[str, bytes]) -> list[str]:
         with self.transaction() as db:
             new = insert_new(db, messages, self.node)
+            if bodies:
+                db.executemany(
+                    "INSERT OR IGNORE INTO spool_bodies (queue_id, raw) VALUES (?,?)",
+                    [(m.queue_id, bodies[m.queue_id]) for m in new],
+                )
             self.append_audit(db, [received_entry(m) for m in new])
         return [m.queue_id for m in new]
+
+    def spool_body(self, queue_id: str) -> bytes | None:
+        """The spool file stored with an unfinished message (PostgreSQL
+        only; None on SQLite, or once the message is done)."""
+        if not self.dialect.postgres:
+            return None
+        row = self.db.execute(
+            "SELECT raw FROM spool_bodies WHERE queue_id = ?", (queue_id,)
+        ).fetchone()
+        return bytes(row[0]) if row is not None else None
 
     def known_ids(self) -> set[str]:
         return {r[0] for r in self.db.execute("SELECT queue_id FROM messages")}

@@ -16,7 +16,8 @@ import errno
 import functools
 import re
 import sqlite3
-from collections.abc import Iterable, Iterator, Sequence
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -32,6 +33,14 @@ STORE_ERRORS = (sqlite3.Error, psycopg.Error)
 
 class StoreUnreachable(StoreError):
     """The PostgreSQL server cannot be reached or refused the login."""
+
+
+# Reconnecting after the connection broke: the first try at once, then
+# waits doubling up to the longest, so a server that is down for minutes
+# (a restart, a failover) is asked every few seconds, not for every
+# statement of every batch.
+RECONNECT_FIRST = 0.25
+RECONNECT_LONGEST = 4.0
 
 
 class Row:
@@ -95,34 +104,107 @@ class PgCursor:
 
 class PgConnection:
     """One connection to PostgreSQL in autocommit mode; `Database`
-    opens the transactions with ``BEGIN`` and the writer lock."""
+    opens the transactions with ``BEGIN`` and the writer lock.
+
+    A connection that breaks (the server restarted, failed over, or the
+    network dropped it) is opened again by itself, with backoff, at the
+    next statement outside a transaction; until then every statement
+    raises `StoreUnreachable`. A transaction the break interrupted is
+    lost whole (the server rolls it back, or it committed before the
+    break and only the answer was lost): its caller gets the error.
+    `on_reachable` is told each change, False at the break and True once
+    connected again. Session state (advisory session locks) does not
+    survive a new connection; `on_reconnect` may take it again."""
 
     def __init__(self, url: str) -> None:
+        self.url = url
+        self.on_reachable: Callable[[bool], None] | None = None
+        self.on_reconnect: Callable[[PgConnection], None] | None = None
+        self._retry_at = 0.0
+        self._backoff = RECONNECT_FIRST
+        self.conn = self._connect()
+
+    def _connect(self) -> psycopg.Connection[Any]:
         try:
-            self.conn = psycopg.connect(url, autocommit=True, row_factory=_row_factory)
+            conn = psycopg.connect(
+                self.url, autocommit=True, row_factory=_row_factory, connect_timeout=5
+            )
         except psycopg.Error as e:
             raise StoreUnreachable(
-                f"cannot connect to the store at {redact(url)}: {_line(e)}"
+                f"cannot connect to the store at {redact(self.url)}: {_line(e)}"
             ) from None
-        self.conn.adapters.register_dumper(bool, _BoolAsInt)
-        # Which start of the server this connection reached: commits made
-        # without waiting for the WAL flush are durable after a later
-        # flush only on that same start (`flush_since`).
-        self.server_started = _server_started(self.conn)
+        conn.adapters.register_dumper(bool, _BoolAsInt)
+        try:
+            # Which start of the server this connection reached: commits
+            # made without waiting for the WAL flush are durable after a
+            # later flush only on that same start (`flush_since`).
+            self.server_started = _server_started(conn)
+        except psycopg.Error as e:
+            conn.close()
+            raise StoreUnreachable(
+                f"cannot connect to the store at {redact(self.url)}: {_line(e)}"
+            ) from None
+        return conn
+
+    @property
+    def reachable(self) -> bool:
+        return not (self.conn.closed or self.conn.broken)
 
     @property
     def in_transaction(self) -> bool:
+        if not self.reachable:
+            return False  # nothing to roll back on a broken connection
         return self.conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE
+
+    def _ready(self) -> psycopg.Connection[Any]:
+        """The connection, opened again if it broke (when the backoff
+        allows)."""
+        if self.reachable:
+            return self.conn
+        now = time.monotonic()
+        if now < self._retry_at:
+            raise StoreUnreachable(f"the store at {redact(self.url)} is unreachable")
+        try:
+            conn = self._connect()
+        except StoreUnreachable:
+            self._retry_at = now + self._backoff
+            self._backoff = min(self._backoff * 2, RECONNECT_LONGEST)
+            raise
+        self.conn = conn
+        self._backoff = RECONNECT_FIRST
+        if self.on_reconnect is not None:
+            self.on_reconnect(self)
+        if self.on_reachable is not None:
+            self.on_reachable(True)
+        return conn
+
+    def _broke(self, e: psycopg.Error) -> StoreUnreachable | None:
+        """A failed statement that broke the connection: tells
+        `on_reachable` and returns the error to raise instead."""
+        if self.reachable:
+            return None  # a failed statement, the connection is fine
+        self._retry_at = time.monotonic() + RECONNECT_FIRST
+        self._backoff = RECONNECT_FIRST
+        if self.on_reachable is not None:
+            self.on_reachable(False)
+        return StoreUnreachable(
+            f"lost the connection to the store at {redact(self.url)}: {_line(e)}"
+        )
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> PgCursor:
         text, returns_id = to_postgres(sql, returning=True)
-        cur = self.conn.cursor()
-        # Always a tuple, also empty: psycopg then reads `%%` as `%`.
-        cur.execute(text, tuple(params))
-        lastrowid = None
-        if returns_id:
-            row = cur.fetchone()
-            lastrowid = int(row[0]) if row is not None else None
+        cur = self._ready().cursor()
+        try:
+            # Always a tuple, also empty: psycopg then reads `%%` as `%`.
+            cur.execute(text, tuple(params))
+            lastrowid = None
+            if returns_id:
+                row = cur.fetchone()
+                lastrowid = int(row[0]) if row is not None else None
+        except psycopg.Error as e:
+            if (lost := self._broke(e)) is not None:
+                raise lost from None
+            raise
         return PgCursor(cur, lastrowid)
 
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> PgCursor:
@@ -132,32 +214,43 @@ class PgConnection:
         path runs these for every message."""
         text, _ = to_postgres(sql, returning=False)
         params = [tuple(r) for r in rows]
-        cur = self.conn.cursor()
-        shape = batched(text)
-        if shape is None or not params:
-            cur.executemany(text, params)
-            return PgCursor(cur)
-        rowcount = 0
-        if isinstance(shape, str):  # one key per row: `= ANY` of them all
-            cur.execute(shape, ([p[0] for p in params],))
-            rowcount = cur.rowcount
-        else:
-            head, values, tail = shape
-            width = values.count("%s")
-            step = _MAX_PG_PARAMS // width
-            for i in range(0, len(params), step):
-                chunk = params[i : i + step]
-                cur.execute(
-                    head + ",".join([values] * len(chunk)) + tail,
-                    [v for row in chunk for v in row],
-                )
-                rowcount += cur.rowcount
-        result = PgCursor(cur)
-        result.rowcount = rowcount
-        return result
+        cur = self._ready().cursor()
+        try:
+            shape = batched(text)
+            if shape is None or not params:
+                cur.executemany(text, params)
+                return PgCursor(cur)
+            rowcount = 0
+            if isinstance(shape, str):  # one key per row: `= ANY` of them all
+                cur.execute(shape, ([p[0] for p in params],))
+                rowcount = cur.rowcount
+            else:
+                head, values, tail = shape
+                width = values.count("%s")
+                step = _MAX_PG_PARAMS // width
+                for i in range(0, len(params), step):
+                    chunk = params[i : i + step]
+                    cur.execute(
+                        head + ",".join([values] * len(chunk)) + tail,
+                        [v for row in chunk for v in row],
+                    )
+                    rowcount += cur.rowcount
+            result = PgCursor(cur)
+            result.rowcount = rowcount
+            return result
+        except psycopg.Error as e:
+            if (lost := self._broke(e)) is not None:
+                raise lost from None
+            raise
 
     def executescript(self, script: str) -> None:
-        self.conn.execute(ddl_to_postgres(script).encode())
+        conn = self._ready()
+        try:
+            conn.execute(ddl_to_postgres(script).encode())
+        except psycopg.Error as e:
+            if (lost := self._broke(e)) is not None:
+                raise lost from None
+            raise
 
     def close(self) -> None:
         self.conn.close()
@@ -169,11 +262,15 @@ class PgConnection:
         commit made without waiting (``synchronous_commit = off``) before
         this call is durable after it. Unless the server started again
         since those commits (`started`: the starts they were made on),
-        which may have lost them: then OSError, as a failed fsync."""
+        which may have lost them: then OSError, as a failed fsync. A broken
+        connection is opened again first."""
         try:
-            self.conn.execute("BEGIN; SELECT pg_current_xact_id(); COMMIT")
-            now = _server_started(self.conn)
-        except psycopg.Error as e:
+            conn = self._ready()
+            conn.execute("BEGIN; SELECT pg_current_xact_id(); COMMIT")
+            now = _server_started(conn)
+        except (psycopg.Error, StoreUnreachable) as e:
+            if isinstance(e, psycopg.Error):
+                self._broke(e)
             raise OSError(errno.EIO, f"cannot flush the store's WAL: {_line(e)}") from None
         if any(t != now for t in started):
             raise OSError(

@@ -310,6 +310,19 @@ CREATE INDEX IF NOT EXISTS messages_node ON messages(node, state)
     WHERE state IN ('active','held');
 """
 
+# Version 3, bodies before the 250 (docs/cluster.md): each unfinished
+# message's spool file, byte for byte, committed with its index rows
+# before the client gets its 250 and deleted in the transaction that
+# marks it done, so an acknowledged message outlives the node that took
+# it. PostgreSQL only: an SQLite store is one node's, and its spool is on
+# the same disk.
+SPOOL_BODIES = """
+CREATE TABLE IF NOT EXISTS spool_bodies (
+    queue_id TEXT PRIMARY KEY,
+    raw      BLOB NOT NULL
+);
+"""
+
 # PostgreSQL's schema versions: each migration brings the store from the
 # version before it to its own. Version 1 is SCHEMA and CHECKPOINTS as of
 # the first PostgreSQL store; a later schema change appends a step (its
@@ -344,6 +357,10 @@ _PG_MIGRATIONS: tuple[Migration, ...] = (
     # Contracting although it only adds: version 1 indexes messages
     # without an owner (NULL: any node may claim them) and knows no nodes.
     Migration(CLUSTER, readable_by=2),
+    # Contracting: older code would give a 250 without storing the body
+    # (the message would not outlive its node) and would leave the body
+    # rows of the messages it finishes behind.
+    Migration(SPOOL_BODIES, readable_by=3),
 )
 SCHEMA_VERSION = len(_PG_MIGRATIONS)
 

@@ -202,6 +202,12 @@ fn the_intake_gate_defers_mail_and_closing_it_ends_sessions() {
     engine.set_intake("defer", "store unreachable").unwrap();
     let reply = open.message();
     assert!(reply.starts_with("451 4.3.0 store unreachable"), "{reply}");
+    // Our outage is not the client's error: more deferrals than
+    // `max_errors` (20) do not cut the session off.
+    for _ in 0..25 {
+        let reply = open.send("MAIL FROM:<a@client.test>");
+        assert!(reply.starts_with("451 4.3.0"), "{reply}");
+    }
     engine.set_intake("closed", "node draining").unwrap();
     let reply = open.send("MAIL FROM:<a@client.test>");
     assert!(

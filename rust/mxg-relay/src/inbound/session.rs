@@ -1002,7 +1002,14 @@ impl Session {
     fn refusal_because(&mut self, why: Refusal, reply: &Reply, detail: Option<String>) {
         let (bus, stats) = (&self.shared.bus, &self.shared.stats);
         refusal::note(bus, stats, why, self.peer, Some(reply), detail);
-        self.reply(reply);
+        if why == Refusal::Storage {
+            // Our fault, not the client's (a full disk, the store down):
+            // not counted against `max_errors`, or a client would be cut
+            // off for retrying politely through an outage.
+            self.out.extend_from_slice(&reply.to_wire());
+        } else {
+            self.reply(reply);
+        }
     }
 }
 

@@ -1,0 +1,167 @@
+"""Acknowledging on a PostgreSQL store: the 250 only once the message
+and its spool file's exact bytes are committed there (docs/cluster.md,
+"Bodies before the 250"), so that an acknowledged message outlives the
+node that took it.
+
+The engine runs with ``store_ack_ms``: every message at the end of DATA
+arrives as ``Arrived`` and its session waits. Intake then classifies it,
+indexes it and stores its spool file (`Store.add_messages`) in one
+transaction, and answers ``stored`` (250). A class that rejects decides
+first, as without PostgreSQL (`Verdicts.decide`). A transaction that
+fails answers ``defer`` (451 4.3.0): the client keeps the message. A
+session that stopped waiting (its client got 451 when no verdict came in
+time) refuses the verdict; its message, stored meanwhile, is deleted in
+the store at once with the reason "not acknowledged: the client was
+refused", so it is never delivered. The same happens once the store is
+back to a message whose commit failed with the connection: PostgreSQL
+may have committed it before the answer was lost.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+
+from mxg.boundary import Arrived, Reply, Verdict, encode
+from mxg.deliverylog import event, log
+from mxg.errors import EngineStopped
+from mxg.pipeline.context import Context
+from mxg.pipeline.dispatch import Dispatcher
+from mxg.pipeline.intake import Intake
+from mxg.pipeline.verdicts import Verdicts
+from mxg.store import is_unavailable
+
+# The reason recorded for a message stored but never acknowledged.
+NOT_ACKNOWLEDGED = "not acknowledged: the client was refused"
+# What the client hears when the store did not take the message.
+NOT_STORED = Reply(451, "4.3.0", "Mail store unavailable: message not stored, try again later")
+# Ids to check once the store is back: bounded, like every list of ids a
+# lost session could otherwise grow.
+MAX_UNACKNOWLEDGED = 100_000
+
+
+class Acknowledge:
+    def __init__(
+        self,
+        ctx: Context,
+        intake: Intake,
+        verdicts: Verdicts,
+        dispatch: Dispatcher,
+    ) -> None:
+        self._ctx = ctx
+        self._intake = intake
+        self._verdicts = verdicts
+        self._dispatch = dispatch
+
+    async def on_arrived(self, arrived: list[Arrived]) -> None:
+        """Messages at the end of DATA: those no class could reject are
+        stored and answered at once, in one transaction and one crossing;
+        the others decide first, each in its own task. Not serving (the
+        shutdown drain): their sessions are gone, the clients got no 250,
+        and the spool files are removed at the next start (`recovery`)."""
+        if not self._ctx.serving:
+            return
+        plain, others = self._verdicts.split(arrived)
+        if plain:
+            await self.store(plain)
+        for e in others:
+            self._ctx.spawn(self._decide_then_store, e)
+
+    async def _decide_then_store(self, e: Arrived) -> None:
+        verdict, _ = await self._verdicts.decide(e.envelope, e.features)
+        if verdict.reject is None:
+            await self.store([e])
+            self._dispatch.flush()
+            return
+        # A refusal not taken: the session gave up, the client got 451
+        # and the spool file is gone. Nothing was stored.
+        with contextlib.suppress(EngineStopped):
+            self._ctx.engine.verdicts(encode([verdict]))
+
+    async def store(self, arrived: list[Arrived]) -> None:
+        """Classifies, indexes and stores the messages with their spool
+        files in one transaction, then answers their sessions: stored
+        (250) or deferred (451)."""
+        ctx = self._ctx
+        messages = [await self._intake.classify_event(e.envelope, e.features) for e in arrived]
+        try:
+            stored = set(ctx.store.add_messages(messages))
+        except Exception as e:
+            # Never a 250 without the commit; the client sends it again.
+            self._answer([], [m.queue_id for m in messages])
+            self._unsure([m.queue_id for m in messages])
+            if not is_unavailable(e):  # an unreachable store is StoreWatch's to log
+                event(
+                    log,
+                    "cannot store arrived messages: answered 451",
+                    logging.ERROR,
+                    count=len(messages),
+                    error=" ".join(str(e).split()),
+                )
+            return
+        # Not stored: its spool file went before it was read (the session
+        # stopped waiting), or the id was indexed already.
+        unstored = [m.queue_id for m in messages if m.queue_id not in stored]
+        kept = [m for m in messages if m.queue_id in stored]
+        taken = self._answer([m.queue_id for m in kept], unstored)
+        refused = [m for m, ok in zip(kept, taken, strict=True) if not ok]
+        if refused:
+            self.forget([m.queue_id for m in refused])
+            kept = [m for m, ok in zip(kept, taken, strict=True) if ok]
+        if kept:
+            self._dispatch.start_new(kept, await self._intake.indexed(kept))
+
+    def _answer(self, stored: list[str], deferred: list[str]) -> list[bool]:
+        """One crossing for all verdicts; per stored message, whether its
+        session still waited for the answer."""
+        verdicts = [Verdict(q, stored=True) for q in stored]
+        verdicts += [Verdict(q, defer=NOT_STORED) for q in deferred]
+        if not verdicts:
+            return []
+        try:
+            taken = self._ctx.engine.verdicts(encode(verdicts))
+        except EngineStopped:
+            taken = [False] * len(verdicts)
+        return taken[: len(stored)]
+
+    def _unsure(self, queue_ids: list[str]) -> None:
+        """A failed transaction may have committed (the connection broke
+        after the commit, before its answer): checked once the store is
+        back (`retry_forget`)."""
+        pending = self._ctx.unacknowledged
+        pending.update(dict.fromkeys(queue_ids))
+        while len(pending) > MAX_UNACKNOWLEDGED:
+            del pending[next(iter(pending))]
+
+    def forget(self, queue_ids: list[str]) -> None:
+        """Messages stored whose clients got no 250: deleted in the store
+        with the reason (recorded, audited), so they are never delivered;
+        their spool files are gone already. While the store cannot take
+        it, the ids wait for `retry_forget`."""
+        try:
+            deleted = self._ctx.store.delete_recipients(
+                {q: range(self._recipients(q)) for q in queue_ids}, "mxg", NOT_ACKNOWLEDGED
+            )
+        except Exception as e:
+            if not is_unavailable(e):
+                raise
+            self._unsure(queue_ids)
+            return
+        for qid in queue_ids:
+            if qid in deleted:
+                event(log, "deleted: " + NOT_ACKNOWLEDGED, logging.WARNING, queue_id=qid)
+        self._ctx.wakeup.set()  # the finisher marks them done at once
+
+    def _recipients(self, queue_id: str) -> int:
+        return len(self._ctx.store.recipients(queue_id))
+
+    def retry_forget(self) -> None:
+        """The scanner's part: messages whose acknowledgement is unsure
+        are deleted once the store answers again (those it never took
+        are not there and nothing changes)."""
+        pending = self._ctx.unacknowledged
+        if not pending:
+            return
+        queue_ids = list(pending)
+        pending.clear()
+        self.forget(queue_ids)
