@@ -18,6 +18,7 @@ import os
 import pwd
 import shutil
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -28,6 +29,9 @@ _AS = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
 _TICK = os.sysconf("SC_CLK_TCK")
 # How long the backends of a stopped relay may take to exit.
 _BACKENDS_GONE = 10.0
+# How often `LockWaits` looks: a query each time, counted in the relay's
+# PostgreSQL CPU like the rest (about 0.1 ms each).
+_LOCK_SAMPLE = 0.02
 
 
 def _ticks(pid: int, fields: slice) -> int:
@@ -43,6 +47,8 @@ class PgServer:
         self.root, self.port = root, port
         self.data = root / "data"
         self._names = itertools.count(1)
+        # The database of the relay run under way.
+        self.current = self.url()
         self._pg_ctl = [*_AS, str(BIN / "pg_ctl"), "-D", str(self.data)]
 
     def start(self) -> PgServer:
@@ -85,7 +91,8 @@ class PgServer:
         name = f"bench{next(self._names)}"
         with psycopg.connect(self.url(), autocommit=True) as c:
             c.execute(f"CREATE DATABASE {name}")
-        return self.url(name)
+        self.current = self.url(name)
+        return self.current
 
     @property
     def postmaster(self) -> int:
@@ -133,3 +140,30 @@ class PgServer:
                     return
                 time.sleep(0.05)
         raise RuntimeError("PostgreSQL: the relay's connections did not close")
+
+
+class LockWaits(threading.Thread):
+    """Samples, while a relay runs, whether a transaction waits for an
+    advisory lock (the writers' lock, store/db.py: the only advisory lock
+    that is waited for; the node and housekeeper locks are taken or
+    tried once): the share of samples with a waiter shows how much the
+    writers serialise each other, one node's or several nodes'."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(daemon=True)
+        self.url, self.samples, self.waiting = url, 0, 0
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        with psycopg.connect(self.url, autocommit=True) as c:
+            while not self.stop.wait(_LOCK_SAMPLE):
+                row = c.execute(
+                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+                ).fetchone()
+                self.samples += 1
+                self.waiting += bool(row and row[0])
+
+    def share(self) -> float:
+        self.stop.set()
+        self.join()
+        return self.waiting / max(self.samples, 1)

@@ -69,7 +69,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.postgres import PgServer
+from bench.postgres import LockWaits, PgServer
 from bench.sink import BenchSink
 from tests.support.certs import self_signed, spki_sha256
 from tests.support.dns import KnotServer, UnboundServer, free_port
@@ -149,6 +149,9 @@ class Result:
     store_cpu_ms_per_msg: float = 0.0
     # mxg nodes sharing the load (and the store).
     nodes: int = 1
+    # On PostgreSQL: the share of the run during which a transaction waited
+    # for the writers' lock.
+    lock_wait_share: float = 0.0
 
 
 def wait_port(port: int, timeout: float = 30) -> None:
@@ -337,12 +340,16 @@ def measure(
     idle_kb = idle_memory(ports, pids, work) if scenario == "conns" else 0.0
     sampler = MemorySampler(pids)
     sampler.start()
+    waits = LockWaits(store.current) if store else None
+    if waits:
+        waits.start()
     t0 = time.monotonic()
     targets = [f"127.0.0.1:{port}" for port in ports]
     report = load(targets, sc, args, work / f"{name}-{scenario}-load.json")
     wait_until(lambda: queued() == 0)
     elapsed = time.monotonic() - t0
     sampler.stop.set()
+    lock_wait_share = waits.share() if waits else 0.0
     for proc in procs:
         stop(proc)
     for proc in procs:
@@ -371,6 +378,7 @@ def measure(
         idle_kb_per_conn=idle_kb,
         store_cpu_ms_per_msg=round(store_cpu * 1000 / n, 3),
         nodes=len(wrapped),
+        lock_wait_share=round(lock_wait_share, 3),
     )
 
 
@@ -581,6 +589,7 @@ METRICS = (
     "sink_connections",
     "idle_kb_per_conn",
     "store_cpu_ms_per_msg",
+    "lock_wait_share",
 )
 
 
@@ -662,6 +671,13 @@ def pg_cpu(relay: str, m: dict[str, float]) -> str:
     return f"{m['store_cpu_ms_per_msg']:.3f}" if relay in PG_NODES else "-"
 
 
+def busy(m: dict[str, float]) -> float:
+    """CPU seconds per second of the relay (PostgreSQL's included) and the
+    sink: of the machine's cores, how many they kept busy (the load
+    generator's own share is not counted)."""
+    return (m["cpu_ms_per_msg"] + m["sink_cpu_ms_per_msg"]) * m["msgs_per_s"] / 1000
+
+
 def nodes_and_target(med: dict[tuple[str, str], dict[str, float]]) -> list[str]:
     """One node against two on PostgreSQL, and issue 18's target: mxg on
     PostgreSQL with one node at least 3 times Postfix's messages/s at no
@@ -674,7 +690,10 @@ def nodes_and_target(med: dict[tuple[str, str], dict[str, float]]) -> list[str]:
                 f"{scenario}: two nodes/one node throughput "
                 f"{two['msgs_per_s'] / one['msgs_per_s']:.2f}x, CPU per message "
                 f"{two['cpu_ms_per_msg'] / one['cpu_ms_per_msg']:.2f}x (PostgreSQL's "
-                f"{two['store_cpu_ms_per_msg']:.3f} against {one['store_cpu_ms_per_msg']:.3f} ms)"
+                f"{two['store_cpu_ms_per_msg']:.3f} against {one['store_cpu_ms_per_msg']:.3f} ms);"
+                f" cores busy (relay, PostgreSQL and sink) {busy(two):.2f} against"
+                f" {busy(one):.2f}; a writer waiting for the writers' lock"
+                f" {two['lock_wait_share']:.0%} of the time against {one['lock_wait_share']:.0%}"
             )
         pf = med.get((scenario, "postfix"))
         if one and pf:
