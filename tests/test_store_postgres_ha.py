@@ -125,17 +125,23 @@ def sync_pair() -> Iterator[SyncPair]:
         shutil.rmtree(pair.root, ignore_errors=True)
 
 
-def _multi(url: str, *ports: int, attrs: str = "") -> str:
+# What docs/cluster.md adds to the URL so that a dead primary's
+# connection fails in seconds.
+_TCP = "keepalives_idle=5&keepalives_interval=2&keepalives_count=3&tcp_user_timeout=10000"
+
+
+def _multi(url: str, *ports: int, attrs: str = "", tcp: bool = False) -> str:
     database = url.rsplit("/", 1)[1]
     hosts = ",".join(f"127.0.0.1:{p}" for p in ports)
-    query = f"?target_session_attrs={attrs}" if attrs else ""
+    params = ([f"target_session_attrs={attrs}"] if attrs else []) + ([_TCP] if tcp else [])
+    query = "?" + "&".join(params) if params else ""
     return f"postgresql://postgres@{hosts}/{database}{query}"
 
 
 def test_a_multi_host_url_skips_a_host_that_is_down(postgres: Postgres, tmp_path: Path) -> None:
     url = migrated(postgres.new_database())
     down = _free_port()  # nothing listens there
-    both = _multi(url, down, postgres.port, attrs="read-write")
+    both = _multi(url, down, postgres.port, attrs="read-write", tcp=True)
     store = Store(both)
     store.close()
     checked = mxg(_config(tmp_path, both), "config", "check")
@@ -164,7 +170,7 @@ def test_read_write_skips_a_standby_for_the_primary(postgres: Postgres, standby:
         with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
             c.execute("CREATE TABLE t (x int)")
     # read-write passes over it to the primary; the store opens there.
-    rw = _multi(url, standby, postgres.port, attrs="read-write")
+    rw = _multi(url, standby, postgres.port, attrs="read-write", tcp=True)
     with psycopg.connect(rw) as c:
         assert c.execute("SELECT pg_is_in_recovery()").fetchone()[0] is False
     store = Store(rw)
