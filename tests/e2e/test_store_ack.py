@@ -17,6 +17,7 @@ import psycopg
 import pytest
 
 from tests.e2e.conftest import on_both_stores
+from tests.e2e.test_classes import OPPORTUNISTIC_NORMAL, message, send
 from tests.e2e.test_delivery import wait_for
 from tests.support.load import Load
 from tests.support.mxgproc import MxgProcess
@@ -163,3 +164,27 @@ def test_rule9_a_postgresql_restart_under_load_loses_no_acknowledged_message(
     assert len(load.acked) == TOTAL, "the relay recovered by itself"
     assert load.acked <= set(got)
     assert set(got) <= load.acked
+
+
+@pytest.mark.parametrize("mxg_store", ["sqlite", "postgresql"], indirect=True)
+def test_rule9_a_refusing_class_still_refuses_and_nothing_is_stored(
+    make_mxg: Callable[..., MxgProcess], sinks: dict[str, Sink], mxg_store: str
+) -> None:
+    """On PostgreSQL a class that rejects decides before the message is
+    stored: its 550 leaves nothing behind, and a message refused for one
+    domain only is stored, acknowledged and bounced for that domain."""
+    mxg = make_mxg(extra=OPPORTUNISTIC_NORMAL + '[classes.high]\non_unmet = "reject"\n')
+    code, text = send(mxg.port, ["bob@dane.test"], message("bob@dane.test", risk="secret"))
+    assert code == 550, text
+    assert "requires end-to-end encrypted content" in text
+    rcpts = ["bob@dane.test", "carol@pkixplain.test"]
+    code, text = send(mxg.port, rcpts, message(", ".join(rcpts), risk="high"))
+    assert code == 250, text
+    wait_for(lambda: sinks["dane"].messages, what="delivery to dane.test")
+    wait_for(lambda: sinks["sender"].messages, what="the DSN for pkixplain.test")
+    assert len(sinks["dane"].messages) == 1, "the refused message went nowhere"
+    if mxg_store:
+        with psycopg.connect(mxg_store) as db:
+            (stored,) = db.execute("SELECT count(*) FROM messages").fetchone() or (0,)
+        # The accepted message and its DSN; nothing of the refused one.
+        assert stored == 2

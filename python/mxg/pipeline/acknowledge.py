@@ -29,7 +29,7 @@ from mxg.pipeline.context import Context
 from mxg.pipeline.dispatch import Dispatcher
 from mxg.pipeline.intake import Intake
 from mxg.pipeline.verdicts import Verdicts
-from mxg.store import is_unavailable
+from mxg.store import NewMessage, is_unavailable
 
 # The reason recorded for a message stored but never acknowledged.
 NOT_ACKNOWLEDGED = "not acknowledged: the client was refused"
@@ -61,16 +61,33 @@ class Acknowledge:
         and the spool files are removed at the next start (`recovery`)."""
         if not self._ctx.serving:
             return
-        plain, others = self._verdicts.split(arrived)
+        plain: list[NewMessage] = []
+        for e in arrived:
+            m = await self._plain(e)
+            if m is None:
+                self._ctx.spawn(self._decide_then_store, e)
+            else:
+                plain.append(m)
         if plain:
             await self.store(plain)
-        for e in others:
-            self._ctx.spawn(self._decide_then_store, e)
+
+    async def _plain(self, e: Arrived) -> NewMessage | None:
+        """The message classified (once: intake keeps this), or None when
+        a class of its recipients may reject it (or classifying failed,
+        which `Verdicts.decide` logs)."""
+        try:
+            m = await self._intake.classify_event(e.envelope, e.features)
+        except Exception:
+            return None
+        cfg = self._ctx.cfg
+        if any(cfg.class_policy(k).on_unmet == "reject" for k in m.recipient_classes or ()):
+            return None
+        return m
 
     async def _decide_then_store(self, e: Arrived) -> None:
         verdict, _ = await self._verdicts.decide(e.envelope, e.features)
         if verdict.reject is None:
-            await self.store([e])
+            await self.store([await self._intake.classify_event(e.envelope, e.features)])
             self._dispatch.flush()
             return
         # A refusal not taken: the session gave up, the client got 451
@@ -78,12 +95,11 @@ class Acknowledge:
         with contextlib.suppress(EngineStopped):
             self._ctx.engine.verdicts(encode([verdict]))
 
-    async def store(self, arrived: list[Arrived]) -> None:
-        """Classifies, indexes and stores the messages with their spool
+    async def store(self, messages: list[NewMessage]) -> None:
+        """Indexes and stores the classified messages with their spool
         files in one transaction, then answers their sessions: stored
         (250) or deferred (451)."""
         ctx = self._ctx
-        messages = [await self._intake.classify_event(e.envelope, e.features) for e in arrived]
         try:
             stored = set(ctx.store.add_messages(messages))
         except Exception as e:
