@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
+import anyio
 import pytest
 
 from mxg.boundary import Arrived
@@ -130,3 +131,28 @@ def test_on_sqlite_nothing_waits_for_the_store(tmp_path: Path) -> None:
     serving(st, body)
     assert engine.verdicts_sent == [{"queue_id": "Q1"}]
     assert st.ctx.store.spool_body("Q1") is None
+
+
+def test_a_slow_refusal_check_accepts_at_the_verdict_deadline(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As without PostgreSQL: a class's check that outlasts
+    `verdict_deadline` does not hold the 250 back; the message is stored
+    and acknowledged, and the class's on_unmet applies at delivery."""
+    st, engine = stages(tmp_path, '[classify]\nverdict_deadline = "0.1s"\n')
+    if st.acks is None:
+        pytest.skip("acknowledging waits for the store on PostgreSQL only")
+    st.ctx.store.read_raw = functools.partial(read_raw, engine)
+    acks = st.acks
+
+    async def may_refuse(e: Arrived) -> None:
+        return None
+
+    async def slow(*_: object) -> None:
+        await anyio.sleep(5)
+
+    monkeypatch.setattr(acks, "_plain", may_refuse)
+    monkeypatch.setattr(st.verdicts, "decide", slow)
+    _arrive(st, engine, "Q1")
+    assert [v["queue_id"] for v in engine.verdicts_sent if v.get("stored")] == ["Q1"]
+    assert st.ctx.store.known_ids() == {"Q1"}

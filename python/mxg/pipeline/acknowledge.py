@@ -22,6 +22,8 @@ from __future__ import annotations
 import contextlib
 import logging
 
+import anyio
+
 from mxg.boundary import Arrived, Reply, Verdict, encode
 from mxg.deliverylog import event, log
 from mxg.errors import EngineStopped
@@ -85,7 +87,12 @@ class Acknowledge:
         return m
 
     async def _decide_then_store(self, e: Arrived) -> None:
-        verdict, _ = await self._verdicts.decide(e.envelope, e.features)
+        """A refusing class decides first, within `verdict_deadline` as
+        without PostgreSQL: past it the message is accepted (stored) and
+        its class's `on_unmet` applies at delivery instead."""
+        verdict = Verdict(e.envelope.queue_id)
+        with anyio.move_on_after(self._ctx.cfg.classify.verdict_deadline):
+            verdict, _ = await self._verdicts.decide(e.envelope, e.features)
         if verdict.reject is None:
             await self.store([await self._intake.classify_event(e.envelope, e.features)])
             self._dispatch.flush()
