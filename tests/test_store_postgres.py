@@ -220,12 +220,12 @@ def test_rule11_sync_fails_when_the_server_started_again_since_a_commit(
 def test_executemany_sends_rows_in_one_statement_with_the_same_effect(
     postgres: Postgres,
 ) -> None:
-    # A row INSERT becomes multi-row VALUES (in chunks below the protocol's
-    # 65,535 parameters), an UPDATE or DELETE of constants keyed by one
-    # value becomes `= ANY`; rowcount and conflicts as row by row.
+    # A row INSERT becomes one over an array per column (unnest), an
+    # UPDATE or DELETE of constants keyed by one value becomes `= ANY`;
+    # rowcount and conflicts as row by row.
     store = Store(migrated(postgres.new_database()))
     try:
-        ids = [f"q{i}" for i in range(40_000)]  # 80,000 parameters: two chunks
+        ids = [f"q{i}" for i in range(40_000)]
         with store.transaction() as db:
             cur = db.executemany(
                 "INSERT OR IGNORE INTO audit_messages (queue_id, last_seq) VALUES (?,?)",

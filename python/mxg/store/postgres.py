@@ -121,6 +121,8 @@ class PgConnection:
         self.on_reachable: Callable[[bool], None] | None = None
         self.on_reconnect: Callable[[PgConnection], None] | None = None
         self._retry_at = 0.0
+        # Column types per table, for `executemany`'s arrays (`_unnest`).
+        self._types: dict[str, dict[str, str]] = {}
         self._backoff = RECONNECT_FIRST
         self.conn = self._connect()
 
@@ -225,16 +227,10 @@ class PgConnection:
                 cur.execute(shape, ([p[0] for p in params],))
                 rowcount = cur.rowcount
             else:
-                head, values, tail = shape
-                width = values.count("%s")
-                step = _MAX_PG_PARAMS // width
-                for i in range(0, len(params), step):
-                    chunk = params[i : i + step]
-                    cur.execute(
-                        head + ",".join([values] * len(chunk)) + tail,
-                        [v for row in chunk for v in row],
-                    )
-                    rowcount += cur.rowcount
+                # One array per column: the same statement text whatever
+                # the rows, which psycopg caches and PostgreSQL prepares.
+                cur.execute(self._unnest(*shape), [list(c) for c in zip(*params, strict=True)])
+                rowcount = cur.rowcount
             result = PgCursor(cur)
             result.rowcount = rowcount
             return result
@@ -242,6 +238,20 @@ class PgConnection:
             if (lost := self._broke(e)) is not None:
                 raise lost from None
             raise
+
+    def _unnest(self, table: str, columns: tuple[str, ...], tail: str) -> str:
+        """A row INSERT as one statement over arrays, each cast to its
+        column's type (a parameter's own type says nothing of a NULL)."""
+        types = self._types.get(table, {})
+        if not all(c in types for c in columns):
+            rows = self.conn.execute(
+                "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute"
+                " WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped",
+                (table,),
+            ).fetchall()
+            types = self._types[table] = {r[0]: r[1] for r in rows}
+        arrays = ", ".join(f"%s::{types[c]}[]" for c in columns)
+        return f"INSERT INTO {table} ({', '.join(columns)}) SELECT * FROM unnest({arrays}){tail}"
 
     def executescript(self, script: str) -> None:
         conn = self._ready()
@@ -302,18 +312,15 @@ _JSON_TEXT = re.compile(r"json_extract\(([\w.]+), '\$\.(\w+)'\)")
 _UNARY_PLUS = re.compile(r"(?<=[\s(,])\+(?=[a-z_])")
 _INSERT_ID = re.compile(r"^INSERT INTO (tlsrpt_requests|carriers|attempts|events)\b")
 # Shapes `executemany` sends as one statement: an INSERT of one row of
-# parameters (rows of a multi-row VALUES; not with DO UPDATE, which may not
-# touch a row twice in one statement), and an UPDATE or DELETE of constants
+# parameters (one array per column, `unnest`ed; not with DO UPDATE, which
+# may not touch a row twice in one statement), and an UPDATE or DELETE of constants
 # keyed by one parameter (repeating it changes nothing, so one `= ANY`).
 _ROW_INSERT = re.compile(
-    r"^(INSERT INTO \w+ \([\w, ]+\) VALUES )(\((?:%s,)*%s\))( ON CONFLICT DO NOTHING)?$"
+    r"^INSERT INTO (\w+) \(([\w, ]+)\) VALUES \((?:%s,)*%s\)( ON CONFLICT DO NOTHING)?$"
 )
 _KEYED_CONSTANT = re.compile(
     r"^(?:UPDATE \w+ SET (?:\w+=(?:'\w*'|\d+|NULL)(?:, )?)+|DELETE FROM \w+) WHERE (\w+)=%s$"
 )
-# Bound parameters per PostgreSQL statement: the protocol counts them in
-# 16 bits.
-_MAX_PG_PARAMS = 65535
 
 
 @functools.lru_cache(maxsize=1024)
@@ -334,13 +341,16 @@ def to_postgres(sql: str, returning: bool) -> tuple[str, bool]:
 
 
 @functools.lru_cache(maxsize=256)
-def batched(text: str) -> tuple[str, str, str] | str | None:
+def batched(text: str) -> tuple[str, tuple[str, ...], str] | str | None:
     """How `executemany` sends a translated statement in one: for a row
-    INSERT, its head, its row of placeholders and its tail; for a keyed
-    UPDATE or DELETE of constants, the statement on an array of keys;
-    None when it goes a row at a time."""
+    INSERT, its table, its columns and its tail; for a keyed UPDATE or
+    DELETE of constants, the statement on an array of keys; None when it
+    goes a row at a time."""
     if m := _ROW_INSERT.match(text):
-        return m[1], m[2], m[3] or ""
+        columns = tuple(c.strip() for c in m[2].split(","))
+        if len(columns) == m[0].count("%s"):
+            return m[1], columns, m[3] or ""
+        return None
     if m := _KEYED_CONSTANT.match(text):
         return text.removesuffix(f"{m[1]}=%s") + f"{m[1]} = ANY(%s)"
     return None
