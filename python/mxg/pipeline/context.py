@@ -70,6 +70,13 @@ class Context:
     tokens: TokenKey | None = None
     # Wakes the scanner (`mxg.pipeline.scanner`).
     wakeup: Wakeup = field(default_factory=Wakeup)
+    # A cluster node (PostgreSQL store, `mxg.pipeline.heartbeat`): while
+    # fenced (its lease not renewed for half a lease, or draining) no
+    # delivery starts; only the housekeeper does the once-per-cluster
+    # duties (`mxg.pipeline.housekeeping`). A SQLite store is one node,
+    # always the housekeeper.
+    fenced: bool = False
+    housekeeper: bool = True
 
     @property
     def serving(self) -> bool:

@@ -54,8 +54,10 @@ from mxg.pipeline.acknowledge import Acknowledge
 from mxg.pipeline.asking import no_link_warning
 from mxg.pipeline.context import Context
 from mxg.pipeline.dispatch import Dispatcher
+from mxg.pipeline.drain import drain
 from mxg.pipeline.engine import Engine
 from mxg.pipeline.finish import Finisher
+from mxg.pipeline.heartbeat import Heartbeat
 from mxg.pipeline.housekeeping import checkpointer, pruner, sts_refresher
 from mxg.pipeline.intake import Intake, log_rejected
 from mxg.pipeline.notices import Notices
@@ -65,6 +67,7 @@ from mxg.pipeline.recovery import recover
 from mxg.pipeline.reload import apply_reload, log_reloaded, reopen_logs
 from mxg.pipeline.scanner import scanner
 from mxg.pipeline.storage import StoreWatch, open_store, survives_a_full_store
+from mxg.pipeline.takeover import recover_node
 from mxg.pipeline.tlsrpt import reporter as tlsrpt_reporter
 from mxg.pipeline.verdicts import EarlyVerdicts, Verdicts
 from mxg.signing import SigningKey
@@ -168,6 +171,10 @@ class Relay:
         self._stop = anyio.Event()
         # While serving: the engine and stages a reload reconfigures.
         self._live: tuple[Engine, Stages] | None = None
+        # A cluster node's membership, and its share of
+        # max_per_destination among the live nodes (None: all of it).
+        self.heartbeat: Heartbeat | None = None
+        self.destination_share: int | None = None
         self._reload_wanted = False
 
     def stop(self) -> None:
@@ -231,6 +238,7 @@ class Relay:
             stages = Stages.build(
                 self._context(engine, open_store(cfg.store_target, cfg.cluster.node))
             )
+            heartbeat = self._heartbeat(stages)
             await self._start(stages)
             engine.serve()
             addrs = engine.local_addrs()
@@ -249,12 +257,7 @@ class Relay:
             async with anyio.create_task_group() as tg:
                 stages.ctx.tg = tg
                 tg.start_soon(self._event_loop, engine, stages)
-                tg.start_soon(scanner, stages)
-                tg.start_soon(checkpointer, stages.ctx, key)
-                tg.start_soon(pruner, stages.ctx, key)
-                tg.start_soon(tlsrpt_reporter, stages.ctx, stages.dispatch.dispatch_due)
-                if self.sts is not None:
-                    tg.start_soon(sts_refresher, self.sts)
+                self._beside(tg, stages, key, heartbeat)
                 if http.any:
                     surface = surface_of(
                         self.cfg, engine, stages.ctx, stages.dispatch, dns=self._dns, sts=self.sts
@@ -276,7 +279,8 @@ class Relay:
                     # now; results that came in are recorded.
                     stages.ctx.tg = None
                     await stages.handle(decode_events(engine.drain()))
-                    sign_checkpoint(stages.ctx.store, key)
+                    if stages.ctx.housekeeper:  # in a cluster, its duty
+                        sign_checkpoint(stages.ctx.store, key)
                     stages.ctx.store.close()
                 event(log, "stopped")
 
@@ -291,6 +295,44 @@ class Relay:
         return Context(
             self.cfg, engine, store, self.resolver, self.sts, self.feasibility, tokens=tokens
         )
+
+    def _beside(
+        self,
+        tg: anyio.abc.TaskGroup,
+        stages: Stages,
+        key: SigningKey,
+        heartbeat: Heartbeat | None,
+    ) -> None:
+        """The tasks beside the event loop: the scanner, a cluster node's
+        heartbeat, and the housekeeping (`mxg.pipeline.housekeeping`)."""
+        tg.start_soon(scanner, stages)
+        if heartbeat is not None:
+            tg.start_soon(heartbeat.run)
+        tg.start_soon(checkpointer, stages.ctx, key)
+        tg.start_soon(pruner, stages.ctx, key)
+        tg.start_soon(tlsrpt_reporter, stages.ctx, stages.dispatch.dispatch_due)
+        if self.sts is not None:
+            tg.start_soon(sts_refresher, stages.ctx, self.sts)
+
+    def _heartbeat(self, stages: Stages) -> Heartbeat | None:
+        """On a PostgreSQL store: this node joins the cluster (its row in
+        `nodes`, a fresh lease) before it recovers its messages."""
+        node = stages.ctx.store.node
+        if node is None:
+            return None
+
+        def on_drain() -> None:
+            stages.ctx.spawn(drain, stages, node, self.stop)
+
+        heartbeat = Heartbeat(stages, on_share=self._use_share, on_drain=on_drain)
+        heartbeat.join()
+        self.heartbeat = heartbeat
+        return heartbeat
+
+    def _use_share(self, share: int) -> None:
+        """This node's part of `delivery.max_per_destination` among the
+        live nodes (`mxg.pipeline.heartbeat.share_of`)."""
+        self.destination_share = share
 
     async def _start(self, stages: Stages) -> None:
         """Policy cache, warnings, the resolver's DNSSEC verdict, recovery."""
@@ -309,6 +351,8 @@ class Relay:
             event(log, warning, logging.WARNING)
         validating, verdict = await probe_dnssec(cfg.dns)
         event(log, f"DNSSEC: {verdict}", logging.INFO if validating else logging.WARNING)
+        if store.node is not None:
+            await recover_node(stages.ctx, store.node)
         await recover(stages.ctx, stages.intake, stages.outcomes, stages.notices, stages.finisher)
         _tune_gc()
 

@@ -112,6 +112,9 @@ class Dispatcher:
         """Starts what the index says is due, as far as there is room."""
         if not self._ctx.serving:
             return
+        if self._ctx.fenced:
+            self._room_wanted = True  # looked for again once unfenced
+            return
         room = self._ctx.cfg.delivery.max_jobs - len(self.jobs)
         if room <= 0:
             self._room_wanted = True
@@ -156,7 +159,7 @@ class Dispatcher:
         job is queued for the engine at once; otherwise a task resolves it.
         Rerouted recipients go to their class's fallback relay instead."""
         ctx = self._ctx
-        if not ctx.serving or len(self.inflight) >= ctx.cfg.delivery.max_jobs:
+        if not ctx.serving or ctx.fenced or len(self.inflight) >= ctx.cfg.delivery.max_jobs:
             return False
         key = inflight_key(due.queue_id, due.domain, rerouted=rerouted)
         if key in self.inflight:

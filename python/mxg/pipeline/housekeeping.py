@@ -1,7 +1,11 @@
 """Housekeeping beside the message path: signing the audit trail's tail
 at intervals (`mxg.audit_trail`), pruning what `[retention]` no longer
 keeps (`store/retention.py`), a batch at a time between the relay's own
-work, and renewing MTA-STS policies before they expire."""
+work, and renewing MTA-STS policies before they expire.
+
+In a cluster these are once-per-cluster duties: only the node holding
+the housekeeper's lock (`Context.housekeeper`, taken by the heartbeat)
+does them, as it sends the TLS reports (`mxg.pipeline.tlsrpt`)."""
 
 from __future__ import annotations
 
@@ -27,6 +31,8 @@ async def checkpointer(ctx: Context, key: SigningKey) -> None:
     database cannot forge."""
     while True:
         await anyio.sleep(AUDIT_CHECKPOINT_INTERVAL)
+        if not ctx.housekeeper:
+            continue
         with survives_a_full_store():
             sign_checkpoint(ctx.store, key)
 
@@ -37,7 +43,7 @@ async def pruner(ctx: Context, key: SigningKey) -> None:
     change them, or turn pruning on or off (``keep = 0``)."""
     while True:
         keep = ctx.cfg.retention.keep
-        if keep > 0:
+        if keep > 0 and ctx.housekeeper:
             with survives_a_full_store():
                 await prune_once(ctx, key, now_ms() - int(keep * 1000))
         await anyio.sleep(ctx.cfg.retention.prune_interval)
@@ -61,10 +67,12 @@ async def prune_once(ctx: Context, key: SigningKey, cutoff_ms: int) -> None:
     )
 
 
-async def sts_refresher(sts: StsCache) -> None:
+async def sts_refresher(ctx: Context, sts: StsCache) -> None:
     """Renews MTA-STS policies before they expire (RFC 8461 §10.2)."""
     while True:
         await anyio.sleep(REFRESH_INTERVAL)
+        if not ctx.housekeeper:
+            continue
         for domain in sts.refresh_due():
             policy = await sts.refresh(domain)
             event(

@@ -194,6 +194,8 @@ async def reporter(ctx: Context, on_queued: Callable[[], None]) -> None:
     pruned = ""
     while True:
         await anyio.sleep(REQUEST_POLL)
+        if not ctx.housekeeper:
+            continue  # in a cluster, the housekeeper sends them
         polls += 1
         try:
             with survives_a_full_store():

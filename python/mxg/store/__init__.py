@@ -23,6 +23,7 @@ records it takes and gives in `records`, and its files on disk in
 
 from __future__ import annotations
 
+from mxg.store.cluster import ClusterQueries
 from mxg.store.decisions import Change, Decided, Decisions
 from mxg.store.depth import Decision, Depth, QueueDepth
 from mxg.store.evidence import EvidenceQueries, EvidenceQuery
@@ -46,6 +47,7 @@ class Store(
     ReportQueries,
     Retention,
     Depth,
+    ClusterQueries,
 ):
     """The queue index: one SQLite database (see the package docstring)."""
 

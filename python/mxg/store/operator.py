@@ -285,9 +285,12 @@ class OperatorActions(Queue):
     # -- reading --------------------------------------------------------------
 
     def listing(self, include_done: bool = False) -> list[dict[str, Any]]:
+        """Every message of the store (of the whole cluster on PostgreSQL,
+        with its owner as ``node``)."""
         where = "" if include_done else "WHERE m.state != 'done'"
+        node = ", m.node" if self.dialect.postgres else ""
         rows = self.db.execute(
-            "SELECT m.queue_id, m.received_ms, m.sender, m.size, m.state, m.message_id,"
+            f"SELECT m.queue_id, m.received_ms, m.sender, m.size, m.state, m.message_id{node},"
             " COUNT(r.idx) AS rcpts,"
             " SUM(CASE WHEN r.status IN ('pending','deferred','held','awaiting-sender')"
             " THEN 1 ELSE 0 END) AS waiting,"
