@@ -7,20 +7,25 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import anyio
 import psycopg
 
+from mxg.ops.cluster import share_of
 from mxg.pipeline.controller import Stages
 from mxg.pipeline.drain import drain
-from mxg.pipeline.heartbeat import Heartbeat, share_of
+from mxg.pipeline.heartbeat import Heartbeat
 from mxg.pipeline.storage import open_store
 from mxg.pipeline.takeover import recover_node
 from mxg.store import Outcome
 from tests.pipeline.fakes import STORE_AT, FakeEngine, received, serving, stages
 from tests.pipeline.fakes import envelope as fake_envelope
+from tests.support.cli import mxg
 from tests.support.postgres import Postgres, migrated
 from tests.test_store import envelope
+from tests.test_web_api import READER, run
+from tests.test_web_api import config as web_config
 
 
 def test_a_node_owns_what_it_indexes_and_its_queries_see_only_that(postgres: Postgres) -> None:
@@ -226,3 +231,88 @@ def test_one_housekeeper_per_cluster_and_a_successor_when_it_goes(postgres: Post
         assert time.monotonic() < deadline, "the lock outlived its session"
         time.sleep(0.05)
     n2.close()
+
+
+# -- mxg cluster status, drain; mxg queue list ------------------------------
+
+
+def test_cluster_status_drain_and_the_whole_queue_from_the_command_line(
+    postgres: Postgres, tmp_path: Path
+) -> None:
+    url = migrated(postgres.new_database())
+    cfg = tmp_path / "mxg.toml"
+    cfg.write_text(
+        f'[data]\ndirectory = "{tmp_path / "data"}"\nstore = "{url}"\n'
+        '[cluster]\nnode = "n1"\n[delivery]\nmax_per_destination = 5\n'
+    )
+    n1, n2 = open_store(url, "n1"), open_store(url, "n2")
+    for name, st in (("n1", n1), ("n2", n2)):
+        st.join(name, host="box", pid=1, version="0.1.0", schema=2, lease_ms=60_000)
+    n1.add_messages([envelope("Q1", ["a@x.test", "b@x.test"])])
+    n2.add_messages([envelope("Q2", ["c@y.test"])])
+    out = mxg(cfg, "cluster", "status")
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0].split()[:4] == ["NODE", "STATE", "LEASE", "HOST"]
+    assert lines[1].split()[:3] == ["n1", "running", "alive"]
+    # n1: 3 of 5 per destination (the remainder goes to the first), 1
+    # message with 2 recipients pending.
+    assert lines[1].split()[-7:] == ["3", "0", "1", "2", "0", "0", "0"]
+    assert lines[2].split()[-7:] == ["2", "0", "1", "1", "0", "0", "0"]
+    listing = mxg(cfg, "queue", "list")
+    assert [line.split()[:2] for line in listing.stdout.splitlines()[1:]] == [
+        ["Q1", "n1"],
+        ["Q2", "n2"],
+    ]
+    assert mxg(cfg, "cluster", "drain").returncode == 0  # this config's node: n1
+    bad = mxg(cfg, "cluster", "drain", "n9")
+    assert (bad.returncode, bad.stderr.strip()) == (
+        1,
+        "mxg: no node 'n9' in the cluster (known: n1, n2)",
+    )
+    _expire(url, "n2")
+    status = mxg(cfg, "cluster", "status", "--json")
+    assert status.returncode == 3  # n2 is dead
+    got = json.loads(status.stdout)
+    assert [(n["name"], n["state"], n["alive"]) for n in got["nodes"]] == [
+        ("n1", "draining", True),
+        ("n2", "running", False),
+    ]
+    assert got["dead"] == ["n2"]
+    n1.close()
+    n2.close()
+
+
+def test_cluster_commands_need_a_postgresql_store(tmp_path: Path) -> None:
+    cfg = tmp_path / "mxg.toml"
+    cfg.write_text(f'[data]\ndirectory = "{tmp_path / "data"}"\n')
+    out = mxg(cfg, "cluster", "status")
+    assert out.returncode == 1
+    assert "data.store is the embedded SQLite store: one node, no cluster" in out.stderr
+
+
+def test_the_admin_api_shows_the_cluster(postgres: Postgres, tmp_path: Path, backend: str) -> None:
+    url = migrated(postgres.new_database())
+    st, _ = _node(tmp_path, url, "n1", web_config(tmp_path) + CLUSTER)
+    _heartbeat(st)
+    sqlite, _ = stages(tmp_path / "sqlite", web_config(tmp_path / "sqlite"))
+
+    async def cluster(call: Any) -> None:
+        r = await call("GET", "/cluster", READER)
+        assert r.status_code == 200, r.text
+        got = r.json()
+        assert [(n["name"], n["alive"], n["queue"]["messages"]) for n in got["nodes"]] == [
+            ("n1", True, 0)
+        ]
+        assert got["dead"] == []
+        r = await call("GET", "/cluster?node=n1", READER)
+        assert (r.status_code, r.json()["error"]) == (400, "unknown query parameter 'node'")
+
+    async def one_node(call: Any) -> None:
+        r = await call("GET", "/cluster", READER)
+        assert r.status_code == 400
+        assert "one node, no cluster" in r.json()["error"]
+
+    run(st, backend, cluster)
+    run(sqlite, backend, one_node)
+    st.ctx.store.close()

@@ -406,7 +406,7 @@ def test_the_openapi_description_lists_exactly_the_routes(relay: Stages, backend
     }
     described = {(path, method) for path, ops_ in schema()["paths"].items() for method in ops_}
     assert served == described
-    assert len(served) == 18
+    assert len(served) == 19
 
     async def body(call: Call) -> None:
         r = await call("GET", "/openapi.json", READER)

@@ -11,6 +11,7 @@ from mxg import __version__
 from mxg.cli.audit import add_audit_parsers
 from mxg.cli.check import cmd_check
 from mxg.cli.classify import add_classify_parser
+from mxg.cli.cluster import add_cluster_parser
 from mxg.cli.config import cmd_config_check, cmd_config_example
 from mxg.cli.decide import add_decide_parser
 from mxg.cli.envelope import add_envelope_parser
@@ -134,6 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_envelope_parser(sub)
     add_tlsrpt_parser(sub)
     add_store_parser(sub)
+    add_cluster_parser(sub)
 
     sub.add_parser("version", help="print the version").set_defaults(fn=cmd_version)
     return _config_anywhere(p)

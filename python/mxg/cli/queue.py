@@ -87,9 +87,12 @@ def cmd_queue_list(args: argparse.Namespace) -> int:
     if not items:
         print("queue is empty")
         return 0
+    # On a cluster (PostgreSQL): the whole cluster's queue, by owner.
+    nodes = store.dialect.postgres
     rows = [
         [
             i["queue_id"],
+            *([i["node"] or "(unowned)"] if nodes else []),
             _when(i["received_ms"]),
             "held" if i["state"] == "active" and i["held"] else i["state"],
             i["class"] or "-",
@@ -105,7 +108,17 @@ def cmd_queue_list(args: argparse.Namespace) -> int:
     print(
         _table(
             rows,
-            ["QUEUE ID", "RECEIVED", "STATE", "CLASS", "SIZE", "SENDER", "WAITING", "LAST REASON"],
+            [
+                "QUEUE ID",
+                *(["NODE"] if nodes else []),
+                "RECEIVED",
+                "STATE",
+                "CLASS",
+                "SIZE",
+                "SENDER",
+                "WAITING",
+                "LAST REASON",
+            ],
         )
     )
     return 0

@@ -19,7 +19,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import anyio
@@ -27,6 +27,7 @@ import anyio
 import mxg
 from mxg.deliverylog import event, log
 from mxg.errors import StoreError
+from mxg.ops.cluster import share_of
 from mxg.pipeline.takeover import take_over
 from mxg.store.cluster import DRAINING, RUNNING
 from mxg.store.postgres import STORE_ERRORS
@@ -34,16 +35,6 @@ from mxg.store.schema import SCHEMA_VERSION
 
 if TYPE_CHECKING:
     from mxg.pipeline.controller import Stages
-
-
-def share_of(limit: int, live: Sequence[str], node: str) -> int:
-    """This node's part of a cluster-wide limit among the live nodes
-    (`node` counted among them): floor division, the remainder to the
-    first nodes by name, and at least 1 (so a limit below the number of
-    nodes is exceeded, by design: every node must be able to deliver)."""
-    nodes = sorted({*live, node})
-    base, rest = divmod(limit, len(nodes))
-    return max(1, base + (1 if nodes.index(node) < rest else 0))
 
 
 class Heartbeat:

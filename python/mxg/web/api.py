@@ -161,6 +161,7 @@ def routes(surface: Surface) -> list[BaseRoute]:
         ("GET", "/partners", "read", api.partners),
         ("POST", "/partners/{domain}/accept", "admin", api.accept_partner),
         ("GET", "/failures", "read", api.failures),
+        ("GET", "/cluster", "read", api.cluster),
         *(("POST", f"/queue/{a}", "admin", api.action(a)) for a in ops.ACTIONS),
     ]
     sub = Starlette(
@@ -238,6 +239,16 @@ class Api:
             {"columns": list(s.columns[1:]), "domains": rows[:-1], "total": rows[-1]},
             headers=NO_STORE,
         )
+
+    async def cluster(self, request: Request, _: Identity) -> Response:
+        """The cluster's nodes and queue per node (`mxg cluster status`);
+        400 on the embedded SQLite store, which is one node."""
+        from mxg.ops.cluster import cluster_status  # noqa: PLC0415
+
+        _Query(request, set()).done()
+        cfg = self._surface.ctx.cfg
+        status = cluster_status(self._store, cfg.delivery.max_per_destination)
+        return Json(status.as_json(), headers=NO_STORE)
 
     async def message(self, request: Request, _: Identity) -> Response:
         qid = _queue_id(request)

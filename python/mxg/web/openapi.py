@@ -148,6 +148,14 @@ def schema(base: str = PREFIX) -> dict[str, Any]:
                 ],
             )
         },
+        "/cluster": {
+            "get": _op(
+                "the cluster's nodes (PostgreSQL store), as mxg cluster status shows them",
+                "read",
+                "nodes with state, lease, version, jobs in flight and queue; unowned"
+                " messages; dead nodes; warnings (400 on the SQLite store)",
+            )
+        },
         "/messages/{queue_id}": {
             "get": _op(
                 "one message: recipients, attempts, operator events",
