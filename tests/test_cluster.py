@@ -247,7 +247,9 @@ def test_cluster_status_drain_and_the_whole_queue_from_the_command_line(
     )
     n1, n2 = open_store(url, "n1"), open_store(url, "n2")
     for name, st in (("n1", n1), ("n2", n2)):
-        st.join(name, host="box", pid=1, version="0.1.0", schema=2, lease_ms=60_000)
+        st.join(
+            name, host="box", pid=1, version="0.1.0", schema=4, lease_ms=60_000, key_id=name * 4
+        )
     n1.add_messages([envelope("Q1", ["a@x.test", "b@x.test"])])
     n2.add_messages([envelope("Q2", ["c@y.test"])])
     out = mxg(cfg, "cluster", "status")
@@ -259,6 +261,10 @@ def test_cluster_status_drain_and_the_whole_queue_from_the_command_line(
     # message with 2 recipients pending.
     assert lines[1].split()[-7:] == ["3", "0", "1", "2", "0", "0", "0"]
     assert lines[2].split()[-7:] == ["2", "0", "1", "1", "0", "0", "0"]
+    assert lines[3] == (
+        "warning: live nodes sign with different keys (copy one signing-key.pem to every"
+        " node's data directory): n1n1n1n1, n2n2n2n2"
+    )
     listing = mxg(cfg, "queue", "list")
     assert [line.split()[:2] for line in listing.stdout.splitlines()[1:]] == [
         ["Q1", "n1"],

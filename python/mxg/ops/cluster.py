@@ -26,6 +26,8 @@ class NodeStatus:
     lease_left_ms: int  # negative: ran out that long ago
     alive: bool
     in_flight: int
+    # The id of the key it signs checkpoints and proofs with.
+    key_id: str
     # Its share of delivery.max_per_destination (alive nodes only).
     max_per_destination: int | None
     queue: dict[str, int]
@@ -83,6 +85,7 @@ def cluster_status(store: Store, max_per_destination: int) -> ClusterStatus:
             lease_left_ms=r.lease_until_ms - now,
             alive=r.name in live,
             in_flight=r.in_flight if r.name in live else 0,
+            key_id=r.key_id,
             max_per_destination=(
                 share_of(max_per_destination, live, r.name) if r.name in live else None
             ),
@@ -95,6 +98,12 @@ def cluster_status(store: Store, max_per_destination: int) -> ClusterStatus:
         warnings.append(
             f"delivery.max_per_destination ({max_per_destination}) is below the number of"
             f" live nodes ({len(live)}): each delivers to a destination once at a time"
+        )
+    keys = {n.key_id for n in nodes if n.alive and n.key_id}
+    if len(keys) > 1:
+        warnings.append(
+            "live nodes sign with different keys (copy one signing-key.pem to every"
+            f" node's data directory): {', '.join(sorted(keys))}"
         )
     versions = {n.version for n in nodes if n.alive}
     if len(versions) > 1:

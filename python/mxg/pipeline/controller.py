@@ -238,7 +238,7 @@ class Relay:
             stages = Stages.build(
                 self._context(engine, open_store(cfg.store_target, cfg.cluster.node))
             )
-            heartbeat = self._heartbeat(stages)
+            heartbeat = self._heartbeat(stages, key)
             await self._start(stages)
             engine.serve()
             addrs = engine.local_addrs()
@@ -314,7 +314,7 @@ class Relay:
         if self.sts is not None:
             tg.start_soon(sts_refresher, stages.ctx, self.sts)
 
-    def _heartbeat(self, stages: Stages) -> Heartbeat | None:
+    def _heartbeat(self, stages: Stages, key: SigningKey) -> Heartbeat | None:
         """On a PostgreSQL store: this node joins the cluster (its row in
         `nodes`, a fresh lease) before it recovers its messages."""
         node = stages.ctx.store.node
@@ -325,7 +325,7 @@ class Relay:
             stages.ctx.spawn(drain, stages, node, self.stop)
 
         heartbeat = Heartbeat(stages, on_share=self._use_share, on_drain=on_drain)
-        heartbeat.join()
+        heartbeat.join(key.key_id)
         self.heartbeat = heartbeat
         return heartbeat
 

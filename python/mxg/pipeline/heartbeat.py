@@ -61,13 +61,17 @@ class Heartbeat:
         self.live: tuple[str, ...] = ()
         self.share: int | None = None
         self.draining = False
+        self._key_id = ""
 
     @property
     def _lease_ms(self) -> int:
         return round(self._ctx.cfg.cluster.lease * 1000)
 
-    def join(self) -> None:
-        """Takes this node's row (running, a fresh lease) at start."""
+    def join(self, key_id: str = "") -> None:
+        """Takes this node's row (running, a fresh lease) at start; the
+        signing key's id is shown by `mxg cluster status`."""
+        if key_id:
+            self._key_id = key_id
         self._ctx.store.join(
             self.node,
             host=socket.gethostname(),
@@ -75,6 +79,7 @@ class Heartbeat:
             version=mxg.__version__,
             schema=SCHEMA_VERSION,
             lease_ms=self._lease_ms,
+            key_id=self._key_id,
         )
         self._renewed = self._clock()
         self._ctx.housekeeper = False

@@ -63,13 +63,22 @@ class NodeRow:
     heartbeat_ms: int
     lease_until_ms: int
     in_flight: int
+    key_id: str
 
 
 class ClusterQueries(AuditTrail):
     """The cluster's part of the store (a mixin of `Store`, on PostgreSQL)."""
 
     def join(
-        self, node: str, *, host: str, pid: int, version: str, schema: int, lease_ms: int
+        self,
+        node: str,
+        *,
+        host: str,
+        pid: int,
+        version: str,
+        schema: int,
+        lease_ms: int,
+        key_id: str = "",
     ) -> int:
         """This relay is `node`, running, with a fresh lease (its row is
         made or taken over from an earlier run of the same name: the node
@@ -79,13 +88,15 @@ class ClusterQueries(AuditTrail):
         with self.transaction() as db:
             row = db.execute(
                 "INSERT INTO nodes (name, state, pid, host, version, schema_version,"
-                f" started_ms, heartbeat_ms, lease_until_ms) VALUES (?,?,?,?,?,?,"
-                f" {NOW_MS}, {NOW_MS}, {NOW_MS} + ?) ON CONFLICT (name) DO UPDATE SET"
+                " key_id, in_flight, started_ms, heartbeat_ms, lease_until_ms)"
+                f" VALUES (?,?,?,?,?,?,?,0, {NOW_MS}, {NOW_MS}, {NOW_MS} + ?)"
+                " ON CONFLICT (name) DO UPDATE SET"
                 " state=excluded.state, pid=excluded.pid, host=excluded.host,"
                 " version=excluded.version, schema_version=excluded.schema_version,"
+                " key_id=excluded.key_id, in_flight=0,"
                 " started_ms=excluded.started_ms, heartbeat_ms=excluded.heartbeat_ms,"
                 " lease_until_ms=excluded.lease_until_ms RETURNING heartbeat_ms",
-                (node, RUNNING, pid, host, version, schema, lease_ms),
+                (node, RUNNING, pid, host, version, schema, key_id, lease_ms),
             ).fetchone()
         return int(row[0])
 
@@ -117,10 +128,11 @@ class ClusterQueries(AuditTrail):
         """Every node the store knows, by name, and PostgreSQL's time."""
         rows = self.db.execute(
             "SELECT name, state, host, pid, version, schema_version, started_ms,"
-            f" heartbeat_ms, lease_until_ms, in_flight, {NOW_MS} AS now FROM nodes ORDER BY name"
+            " heartbeat_ms, lease_until_ms, in_flight, key_id,"
+            f" {NOW_MS} AS now FROM nodes ORDER BY name"
         ).fetchall()
-        now = int(rows[0][10]) if rows else int(self.db.execute(f"SELECT {NOW_MS}").fetchone()[0])
-        return [NodeRow(*r[:10]) for r in rows], now
+        now = int(rows[0][11]) if rows else int(self.db.execute(f"SELECT {NOW_MS}").fetchone()[0])
+        return [NodeRow(*r[:11]) for r in rows], now
 
     def live_nodes(self) -> list[str]:
         """The nodes whose lease runs, by name (draining ones too: they

@@ -298,8 +298,7 @@ CREATE TABLE IF NOT EXISTS nodes (
     schema_version INTEGER NOT NULL,
     started_ms     INTEGER NOT NULL,
     heartbeat_ms   INTEGER NOT NULL,
-    lease_until_ms INTEGER NOT NULL,
-    in_flight      INTEGER NOT NULL DEFAULT 0  -- delivery jobs running, at the last heartbeat
+    lease_until_ms INTEGER NOT NULL
 );
 -- The node that delivers the message; NULL: unowned, any node may claim
 -- it (a drained node released it).
@@ -321,6 +320,14 @@ CREATE TABLE IF NOT EXISTS spool_bodies (
     queue_id TEXT PRIMARY KEY,
     raw      BLOB NOT NULL
 );
+"""
+
+# Version 4: what a node reports for `mxg cluster status`: its delivery
+# jobs in flight at the last heartbeat, and the id of the key it signs
+# checkpoints and proofs with (every node should have the same).
+NODE_STATUS = """
+ALTER TABLE nodes ADD COLUMN in_flight INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE nodes ADD COLUMN key_id TEXT NOT NULL DEFAULT '';
 """
 
 # PostgreSQL's schema versions: each migration brings the store from the
@@ -361,6 +368,7 @@ _PG_MIGRATIONS: tuple[Migration, ...] = (
     # (the message would not outlive its node) and would leave the body
     # rows of the messages it finishes behind.
     Migration(SPOOL_BODIES, readable_by=3),
+    Migration(NODE_STATUS, readable_by=1),
 )
 SCHEMA_VERSION = len(_PG_MIGRATIONS)
 
