@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import sqlite3
 from collections.abc import Callable
 
 import pytest
@@ -17,6 +16,7 @@ from tests.e2e.test_queue_ops import send
 from tests.support.audit import edit_record, set_actor
 from tests.support.mxgproc import MxgProcess
 from tests.support.sinks import Sink
+from tests.support.store import store_sql
 
 pytestmark = pytest.mark.e2e
 
@@ -51,10 +51,9 @@ def test_rule11b_every_change_has_its_signed_audit_record(
     one = mxg.cli("audit", "show", held, "--json")
     assert [json.loads(line)["kind"] for line in one.stdout.splitlines()][-1] == "hold"
     # Signed when the relay stopped: the last checkpoint covers the last record.
-    db = sqlite3.connect(mxg.workdir / "data" / "queue.db")
-    (signed,) = db.execute("SELECT MAX(seq) FROM audit_checkpoints").fetchone()
+    with store_sql(mxg) as db:
+        (signed,) = db.execute("SELECT MAX(seq) FROM audit_checkpoints").fetchone()
     assert signed == records[-1]["seq"]
-    db.close()
 
     pub = mxg.workdir / "mxg.pub"
     exported = mxg.cli("keys", "export")
@@ -64,10 +63,8 @@ def test_rule11b_every_change_has_its_signed_audit_record(
     assert ok.returncode == 0 and "audit trail intact" in ok.stdout, ok.stdout + ok.stderr
 
     hold = next(r["seq"] for r in records if (r["queue_id"], r["kind"]) == (held, "hold"))
-    db = sqlite3.connect(mxg.workdir / "data" / "queue.db")
-    edit_record(db, hold, set_actor("nobody"))
-    db.commit()
-    db.close()
+    with store_sql(mxg) as db:
+        edit_record(db, hold, set_actor("nobody"))
     broken = mxg.cli("audit", "verify", "--key", str(pub))
     assert broken.returncode == 3 and f"BROKEN at record {hold}" in broken.stdout
 

@@ -29,6 +29,7 @@ from tests.e2e.test_delivery import wait_for
 from tests.support.dns import free_port
 from tests.support.mxgproc import MxgProcess
 from tests.support.sinks import Sink
+from tests.support.store import store_bytes
 
 pytestmark = pytest.mark.e2e
 
@@ -154,7 +155,7 @@ def test_the_secure_envelope_reaches_the_recipient_and_opens_with_the_shown_pass
     original = unseal(page.get_payload(decode=True), password)
     assert BODY.encode() in original
     assert password not in mxg.log_text()
-    assert password not in (mxg.workdir / "data" / "queue.db").read_bytes().decode(errors="replace")
+    assert password.encode() not in store_bytes(mxg)
 
 
 def test_cancel_with_a_dsn_sends_nothing_and_tells_the_sender(

@@ -12,11 +12,8 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.e2e.conftest import on_both_stores
 from tests.support.mxgproc import MxgProcess
 from tests.support.sinks import Sink
-
-mxg_store = pytest.fixture(params=["sqlite", "postgresql"])(on_both_stores)
 
 pytestmark = pytest.mark.e2e
 

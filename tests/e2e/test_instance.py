@@ -121,13 +121,13 @@ def _snapshot(path: Path) -> tuple[bytes, int, int, int]:
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="a privilege drop needs root")
 def test_rule8a_planted_links_in_the_data_directory_are_never_followed(
-    shared_dir: Path, dns_server: UnboundServer, backend: str
+    shared_dir: Path, dns_server: UnboundServer, backend: str, mxg_store: str
 ) -> None:
     user = "nobody"
     pw = pwd.getpwnam(user)
     data = shared_dir / "data"
     extra = f'[run]\nuser = "{user}"\n'
-    mxg = MxgProcess(shared_dir, mxg_config(dns_server, data, extra), backend)
+    mxg = MxgProcess(shared_dir, mxg_config(dns_server, data, extra, store=mxg_store), backend)
     mxg.start()
     mxg.stop()
 
@@ -156,21 +156,27 @@ def test_rule8a_planted_links_in_the_data_directory_are_never_followed(
     assert after == before
     assert stat.S_IMODE(vault.stat().st_mode) == 0o700 and vault.stat().st_uid == 0
     # The relay's own files are the run user's, and private.
-    for path in (data / "queue.db", data / "mxg.lock", spool / "queue", spool / "free"):
+    own = [data / "mxg.lock", spool / "queue", spool / "free"]
+    if not mxg_store:  # the SQLite file; PostgreSQL keeps its own
+        own.append(data / "queue.db")
+    for path in own:
         st = path.stat()
         assert st.st_uid == pw.pw_uid, path
         assert stat.S_IMODE(st.st_mode) & 0o077 == 0, path
 
 
 def test_rule8_store_wal_and_log_files_are_private_from_the_first_start(
-    make_mxg: Callable[..., MxgProcess], tmp_path: Path
+    make_mxg: Callable[..., MxgProcess], tmp_path: Path, mxg_store: str
 ) -> None:
     log_file = tmp_path / "logs" / "mxg.log"
     log_file.parent.mkdir()
     mxg = make_mxg(extra=f'file = "{log_file}"\n')
     data = tmp_path / "data"
-    wait_for((data / "queue.db-shm").exists, what="the WAL index")
-    for path in (data / "queue.db", data / "queue.db-wal", data / "queue.db-shm", log_file):
+    private = [log_file]
+    if not mxg_store:  # the SQLite file and its WAL; PostgreSQL keeps its own
+        wait_for((data / "queue.db-shm").exists, what="the WAL index")
+        private += [data / "queue.db", data / "queue.db-wal", data / "queue.db-shm"]
+    for path in private:
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
     mxg.stop()
 

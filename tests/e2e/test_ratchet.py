@@ -44,7 +44,9 @@ def partner_dns(tmp_path: Path, dane_cert: tuple[Path, Path]) -> Iterator[Unboun
 
 
 @pytest.fixture
-def relay(tmp_path: Path, partner_dns: UnboundServer, backend: str) -> Iterator[RelayFactory]:
+def relay(
+    tmp_path: Path, partner_dns: UnboundServer, backend: str, mxg_store: str
+) -> Iterator[RelayFactory]:
     """Starts mxg on the partner's resolver with the given ratchet; stops
     it at the end, whatever the test did."""
     started: list[MxgProcess] = []
@@ -52,7 +54,7 @@ def relay(tmp_path: Path, partner_dns: UnboundServer, backend: str) -> Iterator[
     def start(ratchet: str) -> MxgProcess:
         # Class normal at "encrypted": without the ratchet, a partner
         # without TLSA gets its mail over any current TLS.
-        config = mxg_config(partner_dns, tmp_path / "data", level="encrypted")
+        config = mxg_config(partner_dns, tmp_path / "data", level="encrypted", store=mxg_store)
         config = config.replace('dnssec_probe = "secure.test"', f'dnssec_probe = "{ZONE}"')
         config = config.replace("[delivery]\n", f'[delivery]\nratchet = "{ratchet}"\n', 1)
         started.append(MxgProcess(tmp_path, config, backend).start())

@@ -16,7 +16,6 @@ import email
 import gzip
 import ipaddress
 import json
-import sqlite3
 import ssl
 import subprocess
 import time
@@ -36,6 +35,7 @@ from tests.support.dns import KnotServer, UnboundServer, free_port
 from tests.support.https import ReportCollector
 from tests.support.mxgproc import MxgProcess
 from tests.support.sinks import Sink
+from tests.support.store import store_sql
 
 pytestmark = pytest.mark.e2e
 
@@ -67,7 +67,7 @@ def dkim_key(directory: Path) -> tuple[Path, list[str]]:
 
 
 class World:
-    def __init__(self, tmp: Path, backend: str) -> None:
+    def __init__(self, tmp: Path, backend: str, store: str) -> None:
         cert = self_signed(tmp / "mx", "unrelated.example")
         good = spki_sha256(cert[0])
         ca, web_chain, web_key = ca_signed(tmp / "web", "mxg test CA", ["reports.collector.test"])
@@ -109,7 +109,7 @@ class World:
             )
         }
         self.https = ReportCollector("127.0.0.44", HTTPS_PORT, web_chain, web_key).start()
-        config = mxg_config(self.dns, tmp / "data", level="encrypted")
+        config = mxg_config(self.dns, tmp / "data", level="encrypted", store=store)
         config = config.replace('dnssec_probe = "secure.test"', 'dnssec_probe = "rpt.test"')
         config = config.replace("[delivery]\n", f'[delivery]\nca_file = "{ca}"\n', 1)
         config += f"""
@@ -133,18 +133,18 @@ send_hour = 0
 
 
 @pytest.fixture
-def world(tmp_path: Path, backend: str) -> Iterator[World]:
-    w = World(tmp_path, backend)
+def world(tmp_path: Path, backend: str, mxg_store: str) -> Iterator[World]:
+    w = World(tmp_path, backend, mxg_store)
     yield w
     w.stop()
 
 
-def close_the_day(data: Path) -> str:
+def close_the_day(mxg: MxgProcess) -> str:
     """The day's sessions as if the UTC day had ended: the aggregate is
     the relay's own, only its day moves back by one (a report covers a
     closed day, and a test cannot wait for midnight)."""
     yesterday = (datetime.now(UTC) - timedelta(days=1)).date().isoformat()
-    with sqlite3.connect(data / "queue.db") as db:
+    with store_sql(mxg) as db:
         db.execute("UPDATE tlsrpt_sessions SET day = ?", (yesterday,))
     return yesterday
 
@@ -205,7 +205,7 @@ def test_a_days_report_reaches_mailto_dkim_signed_and_https_once(world: World) -
     out = swaks(mxg.port, "alice@gw.test", ["bob@rpt.test"])
     assert out.returncode == 0, out.stdout + out.stderr
     wait_for(lambda: world.sinks["mx2"].recipients() == ["bob@rpt.test"], what="delivery")
-    day = close_the_day(world.data)
+    day = close_the_day(world.mxg)
 
     dry = mxg.cli("tlsrpt", "send", "--day", day, "--dry-run")
     assert dry.returncode == 0, dry.stderr
@@ -258,7 +258,7 @@ def test_a_days_report_reaches_mailto_dkim_signed_and_https_once(world: World) -
     assert len(collector.messages) == 1 and len(world.https.posts) == 1
 
     # The report's own session is not counted for the next report.
-    with sqlite3.connect(world.data / "queue.db") as db:
+    with store_sql(world.mxg) as db:
         domains = {r[0] for r in db.execute("SELECT domain FROM tlsrpt_sessions")}
     assert domains == {"rpt.test"}
 
@@ -283,7 +283,7 @@ def test_an_https_destination_that_fails_is_tried_again_later(world: World) -> N
     out = swaks(mxg.port, "alice@gw.test", ["bob@rpt.test"])
     assert out.returncode == 0, out.stdout + out.stderr
     wait_for(lambda: world.sinks["mx2"].recipients() == ["bob@rpt.test"], what="delivery")
-    day = close_the_day(world.data)
+    day = close_the_day(world.mxg)
     world.https.status = 503
     first = mxg.cli("tlsrpt", "send", "--day", day)
     assert first.returncode == 1
@@ -296,14 +296,14 @@ def test_an_https_destination_that_fails_is_tried_again_later(world: World) -> N
     assert len(world.https.posts) == 1
     # Its retry time comes (moved forward here, not waited for): it goes.
     world.https.status = 202
-    with sqlite3.connect(world.data / "queue.db") as db:
+    with store_sql(world.mxg) as db:
         db.execute("UPDATE tlsrpt_sent SET next_ms = 0 WHERE rua = ?", (RUA_HTTPS,))
     third = mxg.cli("tlsrpt", "send", "--day", day)
     assert third.returncode == 0, third.stderr
     assert " sent POST " in https_line(third) and "202" in https_line(third)
     assert len(world.https.posts) == 2
     # A refusal for good (4xx) is not tried again.
-    with sqlite3.connect(world.data / "queue.db") as db:
+    with store_sql(world.mxg) as db:
         db.execute(
             "UPDATE tlsrpt_sent SET status = 'failed', next_ms = 0 WHERE rua = ?", (RUA_HTTPS,)
         )

@@ -79,6 +79,7 @@ def test_the_installed_wheel_runs_the_relay(
     sinks: dict[str, Sink],
     tmp_path: Path,
     backend: str,
+    mxg_store: str,
 ) -> None:
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     where = _run(
@@ -88,9 +89,8 @@ def test_the_installed_wheel_runs_the_relay(
     script = installed.parent / "mxg"
     assert _run(script, "--version", cwd=tmp_path, env=env).startswith("mxg ")
 
-    mxg = MxgProcess(
-        tmp_path, mxg_config(dns_server, tmp_path / "data"), backend, env, python=str(installed)
-    )
+    config = mxg_config(dns_server, tmp_path / "data", store=mxg_store)
+    mxg = MxgProcess(tmp_path, config, backend, env, python=str(installed))
     mxg.start()
     try:
         with smtplib.SMTP("127.0.0.1", mxg.port, timeout=30) as c:

@@ -1,4 +1,4 @@
-"""What someone with write access to queue.db can do to the audit trail,
+"""What someone with write access to the store can do to the audit trail,
 record by record, although it is stored in compressed blocks: the tamper
 tests change, remove, insert and move records this way and expect
 `mxg audit verify` to name them. Nothing here fixes a block's hash or
