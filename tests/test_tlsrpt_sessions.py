@@ -13,6 +13,7 @@ import pytest
 from mxg.boundary import AttemptNote, RecipientResult, TlsInfo
 from mxg.dns import Host, Policy, Route
 from mxg.store import Outcome, Store
+from mxg.store.tlsrpt import SentMark
 from mxg.tlsrpt.results import result_type
 from mxg.tlsrpt.sessions import SessionKey, Tally, count_job, count_unroutable, utc_day
 from mxg.vocab import TLS_RPT_REASONS, Reason
@@ -226,3 +227,14 @@ def test_pruning_drops_the_days_before_the_cutoff_with_their_marks(tmp_path: Pat
     assert s.tlsrpt_marks("2026-01-01", "x.test") == {}
     assert list(s.tlsrpt_marks("2026-02-01", "x.test")) == ["mailto:r@x.test"]
     assert [r["day"] for r in s.tlsrpt_requests()] == ["2026-02-01"]
+
+
+def test_marking_a_report_again_counts_the_try_on_both_stores(store_at: Path | str) -> None:
+    """A report tried again is one row whose tries go up (its retry
+    schedule reads them), on SQLite and on PostgreSQL alike."""
+    s = Store(store_at)
+    rua = "https://reports.x.test/tlsrpt"
+    s.mark_tlsrpt("2026-01-01", "x.test", rua, report_id="r", status="failed", next_ms=5)
+    s.mark_tlsrpt("2026-01-01", "x.test", rua, report_id="r", status="sent", detail="202")
+    assert s.tlsrpt_marks("2026-01-01", "x.test") == {rua: SentMark("sent", 2, 0, "202")}
+    s.close()

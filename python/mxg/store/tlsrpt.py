@@ -117,7 +117,7 @@ class TlsRptAggregate(Database):
                 "INSERT INTO tlsrpt_sent (day, domain, rua, report_id, at_ms, status, tries,"
                 " next_ms, detail) VALUES (?,?,?,?,?,?,1,?,?)"
                 " ON CONFLICT (day, domain, rua) DO UPDATE SET report_id = excluded.report_id,"
-                " at_ms = excluded.at_ms, status = excluded.status, tries = tries + 1,"
+                " at_ms = excluded.at_ms, status = excluded.status, tries = tlsrpt_sent.tries + 1,"
                 " next_ms = excluded.next_ms, detail = excluded.detail",
                 (day, domain, rua, report_id, now_ms(), status, next_ms, detail),
             )
