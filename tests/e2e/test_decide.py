@@ -240,7 +240,7 @@ from mxg.pipeline.storage import open_store
 
 cfg = load_config(Path(sys.argv[1]))
 engine = _core.Engine(json.dumps(cfg.engine_json()))
-store = open_store(cfg.db_path)
+store = open_store(cfg.store_target, cfg.cluster.node)
 ctx = Context(cfg, engine, store, None, None, None)
 def die(*_, **__):
     print("spooled", flush=True)
