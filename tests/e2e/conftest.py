@@ -335,16 +335,22 @@ level = "debug"
 """
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def mxg_store(request: pytest.FixtureRequest) -> str:
-    """The relay's `[data] store`: every e2e test runs on the embedded
-    SQLite and on a fresh PostgreSQL database at the current schema
-    (issue 18: the whole suite on both stores). A test about what exists
-    on one store only is marked `only_on("sqlite", why)`."""
+def on_both_stores(request: pytest.FixtureRequest) -> str:
+    """The `[data] store` a test's parameter names: "" (the embedded
+    SQLite) for ``sqlite``, a fresh PostgreSQL database at the current
+    schema for ``postgresql``."""
     if request.param == "sqlite":
         return ""
     pg: Postgres = request.getfixturevalue("postgres")
     return pg.migrated_database()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def mxg_store(request: pytest.FixtureRequest) -> str:
+    """The relay's `[data] store`: every e2e test runs on both stores
+    (issue 18: the whole suite on both). A test about what exists on one
+    store only is marked `only_on(store, why)`."""
+    return on_both_stores(request)
 
 
 def only_on(store: str, why: str) -> pytest.MarkDecorator:
@@ -358,8 +364,8 @@ def only_on(store: str, why: str) -> pytest.MarkDecorator:
 def make_mxg(
     tmp_path: Path, dns_server: UnboundServer, backend: str, mxg_store: str
 ) -> Iterator[object]:
-    """Starts mxg as a process. Every e2e test runs once on asyncio+uvloop
-    and once on trio (the ``backend`` fixture is parametrized)."""
+    """Starts mxg as a process. Every e2e test runs on asyncio+uvloop and
+    on trio (the ``backend`` fixture), each on both stores (`mxg_store`)."""
     procs: list[MxgProcess] = []
     default_backend = backend
 
