@@ -40,6 +40,7 @@ class FakeEngine:
         self.removed: list[str] = []
         self.reloaded: dict[str, Any] | None = None
         self.intake = ("open", "")
+        self.max_per_destination: int | None = None
         # Sessions that stopped waiting for their verdicts.
         self.gone: set[str] = set()
         self._ids = itertools.count(1)
@@ -91,6 +92,9 @@ class FakeEngine:
 
     def set_intake(self, mode: str, text: str) -> None:
         self.intake = (mode, text)
+
+    def set_max_per_destination(self, limit: int) -> None:
+        self.max_per_destination = limit
 
     def remove(self, queue_id: str) -> None:
         self.spool.pop(queue_id, None)

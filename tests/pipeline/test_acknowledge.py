@@ -111,12 +111,20 @@ def test_a_failed_commit_answers_451_and_is_checked_when_the_store_is_back(
 
 def test_the_intake_gate_follows_the_stores_reachability() -> None:
     engine = FakeEngine()
-    watch = StoreWatch(engine)
+    draining = False
+    watch = StoreWatch(engine, lambda: draining)
     watch.changed(False)
     assert engine.intake[0] == "defer"
     watch.changed(False)
     watch.changed(True)
     assert engine.intake == ("open", "")
+    # A draining node closed its intake for good: an outage ending does
+    # not open it again.
+    engine.set_intake("closed", "node draining")
+    draining = True
+    watch.changed(False)
+    watch.changed(True)
+    assert engine.intake == ("closed", "node draining")
 
 
 def test_on_sqlite_nothing_waits_for_the_store(tmp_path: Path) -> None:

@@ -77,6 +77,9 @@ class Context:
     # always the housekeeper.
     fenced: bool = False
     housekeeper: bool = True
+    # A draining node's intake is closed for good: the store coming back
+    # after an outage does not open it again (`mxg.pipeline.storage`).
+    draining: bool = False
 
     @property
     def serving(self) -> bool:

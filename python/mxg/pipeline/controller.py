@@ -14,6 +14,7 @@ task group and see the same state. Written on anyio; runs on asyncio
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import gc
 import json
@@ -49,7 +50,7 @@ from mxg.dns import (
     http_client,
     probe_dnssec,
 )
-from mxg.errors import MessageNotFound
+from mxg.errors import EngineStopped, MessageNotFound
 from mxg.pipeline.acknowledge import Acknowledge
 from mxg.pipeline.asking import no_link_warning
 from mxg.pipeline.context import Context
@@ -288,13 +289,14 @@ class Relay:
         # On PostgreSQL every message is stored with its spool file, and
         # intake closes while the store is unreachable (docs/cluster.md).
         store.read_raw = functools.partial(read_raw, engine)
-        store.watch_reachability(StoreWatch(engine).changed)
         # The decision links' key is made (after the privilege drop) by and
         # for the relay's user, like the store.
         tokens = TokenKey.load_or_create(self.cfg.data.directory)
-        return Context(
+        ctx = Context(
             self.cfg, engine, store, self.resolver, self.sts, self.feasibility, tokens=tokens
         )
+        store.watch_reachability(StoreWatch(engine, lambda: ctx.draining).changed)
+        return ctx
 
     def _beside(
         self,
@@ -324,15 +326,18 @@ class Relay:
         def on_drain() -> None:
             stages.ctx.spawn(drain, stages, node, self.stop)
 
-        heartbeat = Heartbeat(stages, on_share=self._use_share, on_drain=on_drain)
+        def use_share(share: int) -> None:
+            """This node's part of `delivery.max_per_destination` among
+            the live nodes (`mxg.ops.cluster.share_of`), applied to the
+            engine's connections from now on."""
+            self.destination_share = share
+            with contextlib.suppress(EngineStopped):
+                stages.ctx.engine.set_max_per_destination(share)
+
+        heartbeat = Heartbeat(stages, on_share=use_share, on_drain=on_drain)
         heartbeat.join(key.key_id)
         self.heartbeat = heartbeat
         return heartbeat
-
-    def _use_share(self, share: int) -> None:
-        """This node's part of `delivery.max_per_destination` among the
-        live nodes (`mxg.pipeline.heartbeat.share_of`)."""
-        self.destination_share = share
 
     async def _start(self, stages: Stages) -> None:
         """Policy cache, warnings, the resolver's DNSSEC verdict, recovery."""

@@ -29,6 +29,7 @@ POLL = 0.2
 async def drain(stages: Stages, node: str, stop: Callable[[], None]) -> None:
     ctx = stages.ctx
     timeout = ctx.cfg.cluster.drain_timeout
+    ctx.draining = True
     ctx.engine.set_intake("closed", "node draining, try another")
     ctx.fenced = True
     event(

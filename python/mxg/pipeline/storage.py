@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from mxg.deliverylog import event, log
@@ -90,19 +90,23 @@ class StoreWatch:
     "stored" verdict can come), deliveries under way finish and their
     results wait in memory; once it is back, intake opens again."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, closed: Callable[[], bool]) -> None:
         self._engine = engine
+        # True once intake is closed for good (a draining node): the
+        # store coming back must not open it again.
+        self._closed = closed
         self.reachable = True
 
     def changed(self, reachable: bool) -> None:
         if reachable == self.reachable:
             return
         self.reachable = reachable
-        with contextlib.suppress(EngineStopped):
-            if reachable:
-                self._engine.set_intake("open", "")
-            else:
-                self._engine.set_intake("defer", UNREACHABLE_TEXT)
+        if not self._closed():
+            with contextlib.suppress(EngineStopped):
+                if reachable:
+                    self._engine.set_intake("open", "")
+                else:
+                    self._engine.set_intake("defer", UNREACHABLE_TEXT)
         if reachable:
             event(log, "store reachable again", logging.WARNING)
         else:

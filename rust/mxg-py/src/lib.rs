@@ -157,6 +157,14 @@ impl Engine {
             .map_err(|e| to_py(&e.into()))
     }
 
+    /// Connections at once per destination (this node's share in a
+    /// cluster).
+    fn set_max_per_destination(&self, limit: usize) -> PyResult<()> {
+        self.check()?
+            .set_max_per_destination(limit)
+            .map_err(|e| to_py(&e))
+    }
+
     /// Opens, defers or closes the intake of new mail: `"open"`,
     /// `"defer"` (MAIL gets 451 4.3.0 with `text`), `"closed"` (new
     /// connections and MAIL get 421 4.3.2 with `text`).

@@ -191,6 +191,17 @@ impl Engine {
         Ok(())
     }
 
+    /// Connections at once per destination from now on: this node's share
+    /// of `max_per_destination` in a cluster. A smaller limit holds for
+    /// new connections at once and for all once those in use above it end.
+    pub fn set_max_per_destination(&self, limit: usize) -> Result<(), EngineError> {
+        let rt = self.rt()?;
+        for (dest, excess) in self.client.set_max_per_destination(limit) {
+            rt.spawn(outbound::Client::shrink(dest, excess));
+        }
+        Ok(())
+    }
+
     /// Applies a new configuration (SIGHUP) to the sessions that start
     /// from now on (`inbound::CurrentShared`): limits, client networks,
     /// connection pools, inflow and admission, verdicts, the scanner and

@@ -9,13 +9,44 @@ use crate::profile::TlsProfile;
 use crate::stats::Stats;
 use mxg_spool::Spool;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 
 pub struct Destination {
     pub slots: Arc<Semaphore>,
+    /// How many permits `slots` stands for: the limit when it was last
+    /// set (`Client::set_max_per_destination`).
+    limit: Mutex<usize>,
     idle: Mutex<Vec<Idle>>,
+}
+
+impl Destination {
+    fn new(limit: usize) -> Self {
+        Self {
+            slots: Arc::new(Semaphore::new(limit)),
+            limit: Mutex::new(limit),
+            idle: Mutex::default(),
+        }
+    }
+
+    /// Sizes the slots for `limit`. A larger limit adds permits at once;
+    /// a smaller one forgets the free permits and returns how many more
+    /// must be taken back as connections in use end (the caller waits
+    /// for them: `Client::shrink`), so the limit holds from then on.
+    fn resize(&self, limit: usize) -> usize {
+        let mut current = self.limit.lock().expect("limit poisoned");
+        let mut excess = 0;
+        if limit > *current {
+            self.slots.add_permits(limit - *current);
+        } else {
+            excess = *current - limit;
+            excess -= self.slots.forget_permits(excess);
+        }
+        *current = limit;
+        excess
+    }
 }
 
 struct Idle {
@@ -40,6 +71,9 @@ pub struct Client {
     pub bus: Arc<EventBus>,
     /// Connections opened and reused, for the control plane's metrics.
     pub stats: Arc<Stats>,
+    /// Connections at once to one destination: `cfg.max_per_destination`,
+    /// or this node's share of it in a cluster (set by the control plane).
+    per_destination: AtomicUsize,
     destinations: Mutex<HashMap<String, Arc<Destination>>>,
 }
 
@@ -56,6 +90,7 @@ impl Client {
             cfg.helo_name.clone()
         };
         let roots = crate::tls::root_store(cfg.ca_file.as_deref())?;
+        let per_destination = AtomicUsize::new(cfg.max_per_destination.max(1));
         Ok(Self {
             roots,
             cfg,
@@ -66,6 +101,7 @@ impl Client {
             spool,
             bus,
             stats: Arc::default(),
+            per_destination,
             destinations: Mutex::default(),
         })
     }
@@ -101,12 +137,40 @@ impl Client {
             .expect("destination table poisoned");
         map.entry(name.to_owned())
             .or_insert_with(|| {
-                Arc::new(Destination {
-                    slots: Arc::new(Semaphore::new(self.cfg.max_per_destination.max(1))),
-                    idle: Mutex::default(),
-                })
+                Arc::new(Destination::new(
+                    self.per_destination.load(Ordering::Relaxed),
+                ))
             })
             .clone()
+    }
+
+    /// Changes the connections allowed at once per destination, for the
+    /// destinations known and those to come. In a cluster each node gets
+    /// its share of `max_per_destination`, which changes when nodes join
+    /// or leave (docs/cluster.md). Returns, per destination, the permits
+    /// still held by connections in use that `shrink` must take back.
+    pub fn set_max_per_destination(&self, limit: usize) -> Vec<(Arc<Destination>, usize)> {
+        let limit = limit.max(1);
+        self.per_destination.store(limit, Ordering::Relaxed);
+        self.all_destinations()
+            .into_iter()
+            .filter_map(|d| match d.resize(limit) {
+                0 => None,
+                excess => Some((d, excess)),
+            })
+            .collect()
+    }
+
+    /// Takes back `excess` permits of `dest` as its connections in use
+    /// end, and forgets them: the smaller limit then holds. Semaphore
+    /// waiters are served in order, so no new connection starts before.
+    pub async fn shrink(dest: Arc<Destination>, excess: usize) {
+        let Ok(n) = u32::try_from(excess) else {
+            return;
+        };
+        if let Ok(permits) = dest.slots.clone().acquire_many_owned(n).await {
+            permits.forget();
+        }
     }
 
     /// An idle connection made under exactly `policy` to one of `hosts`
@@ -172,5 +236,36 @@ impl Client {
         for conn in expired {
             conn.quit().await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_larger_limit_adds_slots_at_once() {
+        let dest = Destination::new(2);
+        assert_eq!(dest.resize(5), 0);
+        assert_eq!(dest.slots.available_permits(), 5);
+    }
+
+    #[tokio::test]
+    async fn a_smaller_limit_holds_once_connections_in_use_end() {
+        let dest = Arc::new(Destination::new(4));
+        // Three connections in use, one slot free.
+        let in_use = dest.slots.clone().acquire_many_owned(3).await.unwrap();
+        // Down to 1: the free slot is forgotten at once, two more must
+        // come back from the connections in use.
+        let excess = dest.resize(1);
+        assert_eq!(excess, 2);
+        assert_eq!(dest.slots.available_permits(), 0);
+        let shrink = tokio::spawn(Client::shrink(dest.clone(), excess));
+        drop(in_use);
+        shrink.await.unwrap();
+        // One connection at a time from now on.
+        assert_eq!(dest.slots.available_permits(), 1);
+        let _one = dest.slots.clone().try_acquire_owned().unwrap();
+        assert!(dest.slots.clone().try_acquire_owned().is_err());
     }
 }
