@@ -256,6 +256,25 @@ def test_executemany_sends_rows_in_one_statement_with_the_same_effect(
         assert batched(to_postgres(sql, returning=False)[0]) is None, sql
 
 
+def test_bodies_go_in_one_statement_byte_for_byte(postgres: Postgres) -> None:
+    # Sent as a binary bytea array, not hex in an array's text: every
+    # octet value, an empty body and one of several pages come back as
+    # they went in.
+    bodies = {"b0": bytes(range(256)) * 20, "b1": b"", "b2": b'\\x"{},\0' * 5000}
+    store = Store(migrated(postgres.new_database()))
+    try:
+        with store.transaction() as db:
+            cur = db.executemany(
+                "INSERT OR IGNORE INTO spool_bodies (queue_id, raw) VALUES (?,?)",
+                list(bodies.items()),
+            )
+            assert cur.rowcount == 3
+        rows = store.db.execute("SELECT queue_id, raw FROM spool_bodies").fetchall()
+        assert {r[0]: bytes(r[1]) for r in rows} == bodies
+    finally:
+        store.close()
+
+
 def test_a_broken_connection_comes_back_by_itself(
     private_postgres: tuple[Server, Postgres],
 ) -> None:

@@ -250,7 +250,10 @@ class PgConnection:
                 (table,),
             ).fetchall()
             types = self._types[table] = {r[0]: r[1] for r in rows}
-        arrays = ", ".join(f"%s::{types[c]}[]" for c in columns)
+        # A bytea array in binary: psycopg sends a list as text, where
+        # each body would be hex-escaped to twice its size, escaped again
+        # as an array element, and decoded back by the server.
+        arrays = ", ".join(f"%{'b' if types[c] == 'bytea' else 's'}::{types[c]}[]" for c in columns)
         return f"INSERT INTO {table} ({', '.join(columns)}) SELECT * FROM unnest({arrays}){tail}"
 
     def executescript(self, script: str) -> None:
