@@ -13,6 +13,7 @@ Starts a PostgreSQL 15 of its own (fsync on) in a temporary directory.
 from __future__ import annotations
 
 import argparse
+import base64
 import os
 import resource
 import time
@@ -39,7 +40,9 @@ def _own_cpu() -> float:
 
 def run(url: str, n: int, size: int, bodies: bool, tag: str) -> dict[str, float]:
     store = Store(url)
-    raw = b"MXG1 2\n{}\n" + b"x" * size
+    # Base64 of random octets, as an attachment is: neither compressible
+    # nor free of what an array's text form escapes.
+    raw = b"MXG1 2\n{}\n" + base64.encodebytes(os.urandom(size * 3 // 4))
     reader: Callable[[str], bytes | None] | None = (lambda q: raw) if bodies else None
     store.read_raw = reader
     backend = int(store.db.execute("SELECT pg_backend_pid()").fetchone()[0])
