@@ -127,6 +127,11 @@ class Dispatcher:
         in_flight = sum(len(info.attempts) for info in self.jobs.values())
         limit = room + in_flight + len(self.inflight) - len(self.jobs)
         found = self._ctx.store.due(now_ms(), limit=limit)
+        if self._ctx.store.doubtful():
+            # The store restarted since commits that may be lost: the
+            # repair (at the next scan) settles what is due first, and
+            # counts what goes again (`pipeline/repair.py`).
+            return
         for due in found:
             if not self._start(due, rerouted=due.rerouted):
                 self._room_wanted = True
@@ -305,6 +310,14 @@ class Dispatcher:
     def waiting(self) -> int:
         """Deliveries of new messages waiting for room under max_jobs."""
         return len(self._waiting)
+
+    def under_way(self) -> set[tuple[str, str]]:
+        """The messages and recipient domains whose delivery is under way
+        in this process: in flight (resolving, or a job; rerouted too),
+        or waiting for room under max_jobs."""
+        busy = {(q, d.removeprefix("reroute:")) for q, d in self.inflight}
+        busy.update((d.queue_id, d.domain) for d in self._waiting)
+        return busy
 
     def finished(self, job_id: int) -> JobInfo | None:
         """The job whose results arrived; it no longer counts as in flight."""

@@ -36,7 +36,7 @@ from mxg.pipeline.finish import Finisher
 from mxg.pipeline.intake import Intake
 from mxg.pipeline.notices import Notices
 from mxg.pipeline.outcomes import Outcomes
-from mxg.store import is_full
+from mxg.store import Store, is_full
 
 
 async def recover(
@@ -45,8 +45,9 @@ async def recover(
     store = ctx.store
     try:
         ids = await reindex(ctx, intake, outcomes, notices, at_start=True)
-        done = set(store.finished()) | (store.done_ids() & set(ids))
-        await finisher.remove(sorted(done))
+        finished, done = finished_in(store, ids)
+        await finisher.remove(finished)
+        await finisher.remove(done, marked=True)
         resumed = store.resume_pending()
     except Exception as e:
         if not is_full(e):
@@ -58,9 +59,25 @@ async def recover(
         return
     if resumed:
         event(log, "resuming pending deliveries", recipients=resumed)
-    for qid in store.dsn_pending():
+    await send_pending_dsns(store, notices, finisher)
+
+
+def finished_in(store: Store, spooled: list[str]) -> tuple[list[str], list[str]]:
+    """What the store shows finished, whose spool files go: the messages
+    finished but not yet marked done, and those marked done whose files
+    are still among `spooled` (their removal failed or was cut short)."""
+    return store.finished(), sorted(store.done_ids() & set(spooled))
+
+
+async def send_pending_dsns(store: Store, notices: Notices, finisher: Finisher) -> int:
+    """DSNs of bounces not yet queued (the run that bounced them ended,
+    or the store lost the mark); the messages they finish go. Returns
+    how many messages got one."""
+    pending = store.dsn_pending()
+    for qid in pending:
         await notices.send_failure_dsn(qid)
     await finisher.remove(store.finished())
+    return len(pending)
 
 
 async def reindex(

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from mxg.deliverylog import flush_logs
 from mxg.pipeline.recovery import reindex
+from mxg.pipeline.repair import repair_if_restarted
 from mxg.pipeline.storage import survives_a_full_store
 from mxg.store import now_ms
 
@@ -33,6 +34,9 @@ async def scan(stages: Stages) -> None:
     # and in the spool first; then stored messages no client got a 250
     # for are deleted before anything could dispatch them.
     await stages.outcomes.retry_unstored()
+    # After the PostgreSQL server restarted: what its commits lost.
+    await repair_if_restarted(stages)
+    await stages.finisher.retry_failed()
     if stages.acks is not None:
         stages.acks.retry_forget()
     if ctx.rescan_wanted:

@@ -79,6 +79,9 @@ class Database:
         self._url = ""
         self._syncer: PgConnection | None = None
         self._unsynced_on: set[datetime] = set()
+        # How often commits in doubt were forgotten (`forget_doubtful`): a
+        # removal decided before then is refused by `sync`.
+        self.repairs = 0
         if isinstance(target, str):
             if not self.dialect.postgres:
                 target = Path(target)
@@ -217,7 +220,26 @@ class Database:
         finally:
             self._durable = True
 
-    def sync(self) -> None:
+    def doubtful(self) -> set[datetime]:
+        """On PostgreSQL: the earlier starts of the server on which commits
+        were made that no `sync` made durable. The server restarted since,
+        so they may be lost; what it shows now is durable (WAL replay
+        restores only flushed commits), and `sync` fails until the relay
+        has repaired its queue from that (`pipeline/repair.py`)."""
+        if not self.dialect.postgres:
+            return set()
+        now = cast(PgConnection, self.db).server_started
+        return {t for t in self._unsynced_on if t != now}
+
+    def forget_doubtful(self, starts: set[datetime]) -> None:
+        """The commits on those `starts` are settled: the repair read what
+        survived of them. Every removal decided before is refused
+        (`sync(decided=...)`); the count goes first, so that a `sync`
+        that no longer sees those starts sees the new count."""
+        self.repairs += 1
+        self._unsynced_on -= starts
+
+    def sync(self, decided: int | None = None) -> None:
         """Makes every commit so far durable. Commits without their own
         fsync are in the WAL (SQLite syncs it before a checkpoint, and the
         database file after); one fsync of the WAL covers them all. Uses its
@@ -226,7 +248,8 @@ class Database:
         (synchronous_commit on) and the others do not; one flush on a
         connection of its own (the main one may be inside a transaction of
         another thread) covers them, OSError if the server started again
-        since they committed."""
+        since they committed, or if `decided` (the `repairs` count when
+        the caller decided what the sync covers) is not the count now."""
         if self.dialect.postgres:
             if self._syncer is None:
                 try:
@@ -237,6 +260,12 @@ class Database:
             pending = set(self._unsynced_on)
             self._syncer.flush_since({cast(PgConnection, self.db).server_started, *pending})
             self._unsynced_on -= pending
+            if decided is not None and decided != self.repairs:
+                raise OSError(
+                    errno.EIO,
+                    "the store restarted since these messages were found finished;"
+                    " the repair decides again",
+                )
             return
         if self.path is None:
             return

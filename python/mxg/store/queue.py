@@ -6,7 +6,7 @@ warning marks."""
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -213,14 +213,23 @@ class Queue(Partners, TlsRptAggregate):
             )
         }
 
-    def resume_pending(self) -> int:
+    def resume_pending(self, under_way: Callable[[str, str, int], bool] | None = None) -> int:
         """Recipients whose jobs never reported back (the last run ended
-        while they were under way) become due now; returns how many."""
+        while they were under way, or the store lost their results) become
+        due now, except those `under_way(queue_id, domain, idx)` in this
+        process; returns how many."""
         with self.transaction() as db:
             mine, node = self.mine_by_id()
-            return db.execute(
-                f"UPDATE recipients SET next_ms=0 WHERE status='pending'{mine}", node
-            ).rowcount
+            if under_way is None:
+                return db.execute(
+                    f"UPDATE recipients SET next_ms=0 WHERE status='pending'{mine}", node
+                ).rowcount
+            rows = db.execute(
+                f"SELECT queue_id, domain, idx FROM recipients WHERE status='pending'{mine}", node
+            ).fetchall()
+            due = [(r[0], r[2]) for r in rows if not under_way(r[0], r[1], r[2])]
+            db.executemany("UPDATE recipients SET next_ms=0 WHERE queue_id=? AND idx=?", due)
+            return len(due)
 
     def dsn_pending(self) -> list[str]:
         """Messages with bounced recipients whose DSN is not yet queued (a
