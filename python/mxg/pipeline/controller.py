@@ -280,8 +280,12 @@ class Relay:
                     # now; results that came in are recorded.
                     stages.ctx.tg = None
                     await stages.handle(decode_events(engine.drain()))
-                    if stages.ctx.housekeeper:  # in a cluster, its duty
-                        sign_checkpoint(stages.ctx.store, key)
+                    # Rule 11b: signed when the relay stops. Every node
+                    # does (not only the housekeeper, whose lock a short
+                    # run may never have taken): a stopping node signs
+                    # the tail its own last records joined; with the
+                    # cluster's one key a second signature is harmless.
+                    sign_checkpoint(stages.ctx.store, key)
                     stages.ctx.store.close()
                 event(log, "stopped")
 
