@@ -20,13 +20,11 @@ acknowledged message is lost: its body was in PostgreSQL before the
 
 from __future__ import annotations
 
-import contextlib
 import json
 import smtplib
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +34,7 @@ import pytest
 from tests.e2e.conftest import mxg_config
 from tests.e2e.test_delivery import wait_for
 from tests.support.dns import UnboundServer
+from tests.support.load import Load
 from tests.support.mxgproc import MxgProcess
 from tests.support.postgres import Postgres, migrated
 from tests.support.sinks import Sink
@@ -55,64 +54,9 @@ def _node(tmp_path: Path, dns: UnboundServer, store: str, name: str, backend: st
     return MxgProcess(work, config, backend)
 
 
-@dataclass
-class ClusterLoad:
-    """A sending mail server with three relayhosts: each thread sends to
-    its own node first and, when that node refuses (4xx) or is gone,
-    to the next, as an MTA with several relayhosts does."""
-
-    ports: list[int]
-    total: int
-    acked: set[str] = field(default_factory=set)
-    unsent: set[str] = field(default_factory=set)
-    cut_off: int = 0
-    _next: int = 0
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def run(self) -> None:
-        threads = [threading.Thread(target=self._worker, args=(t,)) for t in range(THREADS)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-
-    def _take(self) -> int | None:
-        with self._lock:
-            if self._next >= self.total:
-                return None
-            self._next += 1
-            return self._next - 1
-
-    def _worker(self, n: int) -> None:
-        port = n % len(self.ports)
-        conn: smtplib.SMTP | None = None
-        while (i := self._take()) is not None:
-            mid = f"<cluster-{i}@internal.test>"
-            text = f"Message-ID: {mid}\r\nSubject: load {i}\r\n\r\n" + "x" * 900 + "\r\n"
-            deadline = time.monotonic() + 120
-            while time.monotonic() < deadline:
-                try:
-                    if conn is None:
-                        conn = smtplib.SMTP("127.0.0.1", self.ports[port], timeout=30)
-                    conn.sendmail("load@internal.test", [f"u{i % 7}@good.test"], text)
-                    with self._lock:
-                        self.acked.add(mid)
-                    break
-                except (smtplib.SMTPException, OSError):
-                    with self._lock:
-                        self.cut_off += 1
-                    if conn is not None:
-                        with contextlib.suppress(OSError):
-                            conn.close()
-                    conn = None
-                    port = (port + 1) % len(self.ports)  # the next relayhost
-                    time.sleep(0.1)
-            else:
-                with self._lock:
-                    self.unsent.add(mid)
-        if conn is not None:
-            with contextlib.suppress(smtplib.SMTPException, OSError):
-                conn.quit()
+def _message(i: int) -> tuple[str, str]:
+    mid = f"<cluster-{i}@internal.test>"
+    return mid, f"Message-ID: {mid}\r\nSubject: load {i}\r\n\r\n" + "x" * 900 + "\r\n"
 
 
 def _delivered(sinks: dict[str, Sink]) -> Counter[str]:
@@ -148,7 +92,15 @@ def test_three_nodes_lose_no_acknowledged_message_when_one_is_killed(
         with pytest.raises(RuntimeError, match="a relay named 'n2' already uses the store"):
             twin.start()
 
-        load = ClusterLoad([n.port for n in nodes], TOTAL)
+        load = Load(
+            [n.port for n in nodes],
+            TOTAL,
+            _message,
+            lambda i: f"u{i % 7}@good.test",
+            threads=THREADS,
+            give_up_after=120,
+            retry_pause=0.1,
+        )
         sending = threading.Thread(target=load.run)
         sending.start()
         wait_for(lambda: len(load.acked) >= TOTAL // 3, timeout=180, what="a third acknowledged")
@@ -183,7 +135,7 @@ def test_three_nodes_lose_no_acknowledged_message_when_one_is_killed(
         print(report)
         (tmp_path / "cluster-report.txt").write_text(report + "\n")
         assert "taken over" in taken
-        assert not load.unsent
+        assert not load.unsent and not load.refused
         assert len(load.acked) == TOTAL
         assert load.acked <= set(got), "an acknowledged message was lost"
         assert duplicates <= in_doubt + THREADS, report

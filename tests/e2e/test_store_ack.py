@@ -133,7 +133,7 @@ def test_rule9_a_postgresql_restart_under_load_loses_no_acknowledged_message(
         mid = f"<restart-{i}@internal.test>"
         return mid, f"Message-ID: {mid}\r\nSubject: restart {i}\r\n\r\n" + "x" * 900 + "\r\n"
 
-    load = Load(mxg.port, TOTAL, message, lambda i: f"u{i % 7}@good.test")
+    load = Load([mxg.port], TOTAL, message, lambda i: f"u{i % 7}@good.test")
     sending = threading.Thread(target=load.run)
     sending.start()
     wait_for(lambda: len(load.acked) >= TOTAL // 3, timeout=120, what="a third acknowledged")

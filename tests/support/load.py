@@ -1,7 +1,9 @@
 """A sending mail server's part in a load test: threads that each send
 messages over one SMTP connection, record which got a 250, and send
 again later what got a 4xx or was cut off, as a real MTA does (RFC 5321
-§4.5.4.1). A 5xx is final."""
+§4.5.4.1). A 5xx is final. With several relay ports (a cluster's nodes)
+each thread starts at its own and moves to the next when one refuses
+with a 4xx or is gone, as an MTA with several relayhosts does."""
 
 from __future__ import annotations
 
@@ -17,9 +19,9 @@ from dataclasses import dataclass, field
 @dataclass
 class Load:
     """`total` messages, `message(i)` gives the Message-ID and the text of
-    the i-th, to `rcpt(i)`."""
+    the i-th, to `rcpt(i)`, over the relays on `ports`."""
 
-    port: int
+    ports: list[int]
     total: int
     message: Callable[[int], tuple[str, str]]
     rcpt: Callable[[int], str]
@@ -40,7 +42,7 @@ class Load:
     _next: int = 0
 
     def run(self) -> Load:
-        workers = [threading.Thread(target=self._worker) for _ in range(self.threads)]
+        workers = [threading.Thread(target=self._worker, args=(n,)) for n in range(self.threads)]
         for w in workers:
             w.start()
         for w in workers:
@@ -58,7 +60,8 @@ class Load:
         with self._lock:
             self.replies[code] += 1
 
-    def _worker(self) -> None:
+    def _worker(self, n: int) -> None:
+        port = n % len(self.ports)
         conn: smtplib.SMTP | None = None
         while (i := self._take()) is not None:
             mid, text = self.message(i)
@@ -66,7 +69,7 @@ class Load:
             while True:
                 try:
                     if conn is None:
-                        conn = smtplib.SMTP("127.0.0.1", self.port, timeout=60)
+                        conn = smtplib.SMTP("127.0.0.1", self.ports[port], timeout=60)
                     conn.sendmail(self.sender, [self.rcpt(i)], text)
                     with self._lock:
                         self.acked.add(mid)
@@ -79,6 +82,7 @@ class Load:
                         break
                     if e.smtp_code == 421:
                         conn = _closed(conn)
+                    port = self._next_relay(port, conn)
                 except smtplib.SMTPRecipientsRefused as e:
                     code = next(iter(e.recipients.values()))[0]
                     self._note(code)
@@ -86,16 +90,25 @@ class Load:
                         with self._lock:
                             self.refused.add(mid)
                         break
+                    port = self._next_relay(port, conn)
                 except (smtplib.SMTPException, OSError):
                     with self._lock:
                         self.cut_off += 1
                     conn = _closed(conn)
+                    port = self._next_relay(port, conn)
                 if time.monotonic() > deadline:
                     with self._lock:
                         self.unsent.add(mid)
                     break
                 time.sleep(self.retry_pause)
         _closed(conn)
+
+    def _next_relay(self, port: int, conn: smtplib.SMTP | None) -> int:
+        """The relay to try next: the same over an open connection or with
+        one relay, else the next one."""
+        if conn is not None or len(self.ports) == 1:
+            return port
+        return (port + 1) % len(self.ports)
 
 
 def _closed(conn: smtplib.SMTP | None) -> None:
