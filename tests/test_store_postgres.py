@@ -22,7 +22,7 @@ from mxg.store import Store
 from mxg.store.postgres import PgConnection, StoreUnreachable, batched, redact, to_postgres
 from mxg.store.schema import SCHEMA_VERSION
 from tests.support.cli import mxg
-from tests.support.postgres import Postgres, Server, migrated
+from tests.support.postgres import Postgres, Server, migrated, store_config
 
 TABLES = {
     "messages",
@@ -44,15 +44,6 @@ TABLES = {
 }
 
 
-def _config(tmp_path: Path, url: str) -> Path:
-    cfg = tmp_path / "mxg.toml"
-    cfg.write_text(
-        f'[server]\nhostname = "mx.example.test"\nlisten = ["127.0.0.1:0"]\n'
-        f'[data]\ndirectory = "{tmp_path / "data"}"\nstore = "{url}"\n'
-    )
-    return cfg
-
-
 def _tables(url: str) -> set[str]:
     with psycopg.connect(url) as c:
         rows = c.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'").fetchall()
@@ -63,7 +54,7 @@ def test_store_migrate_brings_an_empty_database_to_the_current_schema(
     postgres: Postgres, tmp_path: Path
 ) -> None:
     url = postgres.new_database()
-    cfg = _config(tmp_path, url)
+    cfg = store_config(tmp_path, url)
     with pytest.raises(
         StoreOutdated, match=r"schema version 0, this mxg needs .*mxg store migrate"
     ):
@@ -81,7 +72,7 @@ def test_a_relay_refuses_to_start_on_an_older_schema_naming_the_command(
     postgres: Postgres, tmp_path: Path
 ) -> None:
     url = postgres.new_database()
-    cfg = _config(tmp_path, url)
+    cfg = store_config(tmp_path, url)
     checked = mxg(cfg, "config", "check")
     assert checked.returncode == 78
     assert checked.stderr == (
@@ -104,7 +95,7 @@ def test_a_relay_refuses_to_start_on_an_older_schema_naming_the_command(
 
 def test_a_newer_schema_is_refused_too(postgres: Postgres, tmp_path: Path) -> None:
     url = postgres.new_database()
-    assert mxg(_config(tmp_path, url), "store", "migrate").returncode == 0
+    assert mxg(store_config(tmp_path, url), "store", "migrate").returncode == 0
     with psycopg.connect(url) as c:
         c.execute("INSERT INTO schema_version (version) VALUES (%s)", (SCHEMA_VERSION + 1,))
     with pytest.raises(StoreOutdated, match="newer than this mxg's"):
@@ -119,17 +110,17 @@ def test_an_unreachable_store_is_one_line_without_the_password(
         Store(url)
     assert "secret" not in str(e.value) and "\n" not in str(e.value)
     assert redact(url) in str(e.value)
-    checked = mxg(_config(tmp_path, url), "config", "check")
+    checked = mxg(store_config(tmp_path, url), "config", "check")
     assert checked.returncode == 78
     lines = checked.stderr.splitlines()
     assert len(lines) == 1 and "data.store: cannot connect to the store at" in lines[0]
     assert "secret" not in checked.stderr
-    listed = mxg(_config(tmp_path, url), "queue", "list")
+    listed = mxg(store_config(tmp_path, url), "queue", "list")
     assert listed.returncode != 0 and len(listed.stderr.splitlines()) == 1
 
 
 def test_a_data_store_that_is_not_a_postgresql_url_is_a_config_error(tmp_path: Path) -> None:
-    out = mxg(_config(tmp_path, "mysql://x/y"), "config", "check")
+    out = mxg(store_config(tmp_path, "mysql://x/y"), "config", "check")
     assert out.returncode == 78
     assert "data.store: must be empty (the embedded SQLite store) or a postgresql:// URL" in (
         out.stderr
@@ -140,7 +131,7 @@ def test_writers_are_serialised_as_on_sqlite(postgres: Postgres, tmp_path: Path)
     # The audit chain appends one block after the tail each transaction
     # read (store/audit.py): a second writer waits for the first to end.
     url = postgres.new_database()
-    assert mxg(_config(tmp_path, url), "store", "migrate").returncode == 0
+    assert mxg(store_config(tmp_path, url), "store", "migrate").returncode == 0
     first, second = Store(url), Store(url)
     entered = threading.Event()
     order: list[str] = []
@@ -167,7 +158,7 @@ def test_rule11a_one_relay_per_node_name_on_a_postgresql_store(
     # messages it owns: a second process under the same name would share
     # them. Differently named nodes share the store.
     url = postgres.new_database()
-    assert mxg(_config(tmp_path, url), "store", "migrate").returncode == 0
+    assert mxg(store_config(tmp_path, url), "store", "migrate").returncode == 0
     first = open_store(url, "n1")
     with pytest.raises(StoreError, match="a relay named 'n1' already uses the store at"):
         open_store(url, "n1")

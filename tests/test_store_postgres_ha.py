@@ -26,16 +26,7 @@ import pytest
 from mxg.store import Store
 from mxg.store.postgres import PgConnection, StoreUnreachable
 from tests.support.cli import mxg
-from tests.support.postgres import _AS, BIN, Postgres, _free_port, migrated
-
-
-def _config(tmp_path: Path, url: str) -> Path:
-    cfg = tmp_path / "mxg.toml"
-    cfg.write_text(
-        f'[server]\nhostname = "mx.example.test"\nlisten = ["127.0.0.1:0"]\n'
-        f'[data]\ndirectory = "{tmp_path / "data"}"\nstore = "{url}"\n'
-    )
-    return cfg
+from tests.support.postgres import _AS, BIN, Postgres, _free_port, migrated, store_config
 
 
 def _private_root(prefix: str) -> Path:
@@ -144,7 +135,7 @@ def test_a_multi_host_url_skips_a_host_that_is_down(postgres: Postgres, tmp_path
     both = _multi(url, down, postgres.port, attrs="read-write", tcp=True)
     store = Store(both)
     store.close()
-    checked = mxg(_config(tmp_path, both), "config", "check")
+    checked = mxg(store_config(tmp_path, both), "config", "check")
     assert checked.returncode == 0, checked.stderr
     # Every host down: one line, naming the URL, as for one host.
     with pytest.raises(StoreUnreachable, match="cannot connect to the store at"):

@@ -160,3 +160,13 @@ def store_at(request: pytest.FixtureRequest, tmp_path: Path) -> Path | str:
         return tmp_path / "queue.db"
     pg: Postgres = request.getfixturevalue("postgres")
     return pg.migrated_database()
+
+
+def store_config(tmp_path: Path, url: str) -> Path:
+    """A minimal relay configuration on the store at ``url``."""
+    cfg = tmp_path / "mxg.toml"
+    cfg.write_text(
+        f'[server]\nhostname = "mx.example.test"\nlisten = ["127.0.0.1:0"]\n'
+        f'[data]\ndirectory = "{tmp_path / "data"}"\nstore = "{url}"\n'
+    )
+    return cfg
