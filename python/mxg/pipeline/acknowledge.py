@@ -6,13 +6,14 @@ node that took it.
 The engine runs with ``store_ack_ms``: every message at the end of DATA
 arrives as ``Arrived`` and its session waits. Intake then classifies it,
 indexes it and stores its spool file (`Store.add_messages`) in one
-transaction, and answers ``stored`` (250). A class that rejects decides
-first, as without PostgreSQL (`Verdicts.decide`). A transaction that
-fails answers ``defer`` (451 4.3.0): the client keeps the message. A
-session that stopped waiting (its client got 451 when no verdict came in
-time) refuses the verdict; its message, stored meanwhile, is deleted in
-the store at once with the reason "not acknowledged: the client was
-refused", so it is never delivered. The same happens once the store is
+transaction, and answers ``stored`` (250) once that commit is on the
+server's disk (`GroupFlush`: the event loop goes on meanwhile). A class
+that rejects decides first, as without PostgreSQL (`Verdicts.decide`). A
+transaction or flush that fails answers ``defer`` (451 4.3.0): the
+client keeps the message. A session that stopped waiting (its client got
+451 when no verdict came in time) refuses the verdict; its message,
+stored meanwhile, is deleted in the store at once with the reason "not
+acknowledged: the client was refused", so it is never delivered. The same happens once the store is
 back to a message whose commit failed with the connection: PostgreSQL
 may have committed it before the answer was lost.
 """
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from datetime import datetime
 
 import anyio
 
@@ -29,7 +31,9 @@ from mxg.deliverylog import event, log
 from mxg.errors import EngineStopped
 from mxg.pipeline.context import Context
 from mxg.pipeline.dispatch import Dispatcher
+from mxg.pipeline.groupflush import GroupFlush
 from mxg.pipeline.intake import Intake
+from mxg.pipeline.storage import survives_a_full_store
 from mxg.pipeline.verdicts import Verdicts
 from mxg.store import NewMessage, is_unavailable
 
@@ -54,13 +58,15 @@ class Acknowledge:
         self._intake = intake
         self._verdicts = verdicts
         self._dispatch = dispatch
+        self._flush = GroupFlush(ctx.store.flusher)
 
     async def on_arrived(self, arrived: list[Arrived]) -> None:
         """Messages at the end of DATA: those no class could reject are
-        stored and answered at once, in one transaction and one crossing;
-        the others decide first, each in its own task. Not serving (the
-        shutdown drain): their sessions are gone, the clients got no 250,
-        and the spool files are removed at the next start (`recovery`)."""
+        stored at once, in one transaction, and answered in one crossing
+        once it is durable (beside the event loop); the others decide
+        first, each in its own task. Not serving (the shutdown drain):
+        their sessions are gone, the clients got no 250, and the spool
+        files are removed at the next start (`recovery`)."""
         if not self._ctx.serving:
             return
         plain: list[NewMessage] = []
@@ -70,8 +76,16 @@ class Acknowledge:
                 self._ctx.spawn(self._decide_then_store, e)
             else:
                 plain.append(m)
-        if plain:
-            await self.store(plain)
+        if not plain:
+            return
+        committed = self._commit(plain)
+        # The flush beside the event loop: the engine's next events (more
+        # arrivals, whose commits then share a flush, and delivery
+        # results) do not wait for the disk.
+        if committed is not None and not self._ctx.spawn(
+            self._flush_then_answer, plain, *committed
+        ):
+            await self._flush_then_answer(plain, *committed)
 
     async def _plain(self, e: Arrived) -> NewMessage | None:
         """The message classified (once: intake keeps this), or None when
@@ -95,7 +109,6 @@ class Acknowledge:
             verdict, _ = await self._verdicts.decide(e.envelope, e.features)
         if verdict.reject is None:
             await self.store([await self._intake.classify_event(e.envelope, e.features)])
-            self._dispatch.flush()
             return
         # A refusal not taken: the session gave up, the client got 451
         # and the spool file is gone. Nothing was stored.
@@ -104,24 +117,64 @@ class Acknowledge:
 
     async def store(self, messages: list[NewMessage]) -> None:
         """Indexes and stores the classified messages with their spool
-        files in one transaction, then answers their sessions: stored
-        (250) or deferred (451)."""
-        ctx = self._ctx
+        files in one transaction, then answers their sessions once it is
+        durable: stored (250) or deferred (451)."""
+        committed = self._commit(messages)
+        if committed is not None:
+            await self._flush_then_answer(messages, *committed)
+
+    def _commit(self, messages: list[NewMessage]) -> tuple[set[str], datetime] | None:
+        """The commit, without waiting for the WAL: the ids stored and the
+        server start it was made on; None (the messages answered 451)
+        when it failed."""
+        store = self._ctx.store
         try:
-            stored = set(ctx.store.add_messages(messages))
+            stored = set(store.add_messages(messages, durable=False))
         except Exception as e:
-            # Never a 250 without the commit; the client sends it again.
-            self._answer([], [m.queue_id for m in messages])
-            self._unsure([m.queue_id for m in messages])
-            if not is_unavailable(e):  # an unreachable store is StoreWatch's to log
-                event(
-                    log,
-                    "cannot store arrived messages: answered 451",
-                    logging.ERROR,
-                    count=len(messages),
-                    error=" ".join(str(e).split()),
-                )
-            return
+            self._not_stored(messages, e)
+            return None
+        start = store.commit_start
+        assert start is not None  # acknowledging runs on PostgreSQL alone
+        self._ctx.acknowledging.update(stored)
+        return stored, start
+
+    async def _flush_then_answer(
+        self, messages: list[NewMessage], stored: set[str], start: datetime
+    ) -> None:
+        """The 250s once the commit is on the server's disk; the event
+        loop goes on meanwhile."""
+        with anyio.CancelScope(shield=True):
+            try:
+                await self._flush.durable(start)
+            except Exception as e:
+                self._not_stored(messages, e)
+                return
+            finally:
+                self._ctx.acknowledging.difference_update(stored)
+            # Beside the event loop, so not under its guard: a store that
+            # becomes unreachable ends this batch's dispatch, which the
+            # scanner takes up again once it is back.
+            with survives_a_full_store():
+                await self._answer_stored(messages, stored)
+                self._dispatch.flush()
+
+    def _not_stored(self, messages: list[NewMessage], e: Exception) -> None:
+        """The commit or its flush failed: never a 250 without both, so
+        451 (the client sends the message again); the commit may have
+        happened anyway (`_unsure`)."""
+        self._answer([], [m.queue_id for m in messages])
+        self._unsure([m.queue_id for m in messages])
+        if not is_unavailable(e):  # an unreachable store is StoreWatch's to log
+            event(
+                log,
+                "cannot store arrived messages: answered 451",
+                logging.ERROR,
+                count=len(messages),
+                error=" ".join(str(e).split()),
+            )
+
+    async def _answer_stored(self, messages: list[NewMessage], stored: set[str]) -> None:
+        """250 for the messages stored, then their deliveries start."""
         # Not stored: its spool file went before it was read (the session
         # stopped waiting), or the id was indexed already.
         unstored = [m.queue_id for m in messages if m.queue_id not in stored]

@@ -63,6 +63,10 @@ class Context:
     # On PostgreSQL: messages perhaps stored whose clients got no 250,
     # deleted in the store once it answers (`pipeline.acknowledge`).
     unacknowledged: dict[str, None] = field(default_factory=dict)
+    # On PostgreSQL: messages committed whose 250 waits for the WAL flush
+    # (`pipeline.groupflush`). Neither these nor the unacknowledged are
+    # delivered: a client that gets 451 sends its message again.
+    acknowledging: set[str] = field(default_factory=set)
     # What the stages count for /metrics (mxg.metrics).
     counts: Counts = field(default_factory=Counts)
     # The key of the decision links (on_unmet = "ask-sender"); None: the

@@ -132,7 +132,11 @@ class Dispatcher:
             # repair (at the next scan) settles what is due first, and
             # counts what goes again (`pipeline/repair.py`).
             return
+        # Not before the client has its 250 (`pipeline.acknowledge`).
+        unanswered = self._ctx.acknowledging.union(self._ctx.unacknowledged)
         for due in found:
+            if due.queue_id in unanswered:
+                continue
             if not self._start(due, rerouted=due.rerouted):
                 self._room_wanted = True
                 break

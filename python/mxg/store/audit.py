@@ -148,6 +148,7 @@ class AuditTrail(Database):
         none, so the content splits back into exactly these records."""
         if not entries:
             return
+        self.writers_lock(db)
         last, prev = self.audit_tail(db)
         first, last = last + 1, last + len(entries)
         t = now_ms()

@@ -11,6 +11,7 @@ modules use). Their few differences that are not mechanical are the
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import sqlite3
@@ -71,6 +72,9 @@ class Database:
         self.node: str | None = None
         self.db: sqlite3.Connection
         self._durable = True
+        # A transaction begun with `inserts_first` that has not yet taken
+        # the writers' lock (`writers_lock`).
+        self._lock_pending = False
         # A PostgreSQL store's schema version (`check_postgres`).
         self.schema_version: int | None = None
         # PostgreSQL: the URL (for `sync`'s own connection, opened when
@@ -78,6 +82,8 @@ class Database:
         # yet made durable were made on.
         self._url = ""
         self._syncer: PgConnection | None = None
+        # The connection `flush_commits` waits on, in a thread of its own.
+        self._flusher: PgConnection | None = None
         self._unsynced_on: set[datetime] = set()
         # How often commits in doubt were forgotten (`forget_doubtful`): a
         # removal decided before then is refused by `sync`.
@@ -102,6 +108,11 @@ class Database:
         except BaseException:
             conn.close()
             raise
+
+    @property
+    def url(self) -> str:
+        """A PostgreSQL store's URL ("" on SQLite)."""
+        return self._url
 
     def watch_reachability(self, changed: Callable[[bool], None]) -> None:
         """On PostgreSQL: `changed(False)` when the connection breaks,
@@ -178,27 +189,74 @@ class Database:
 
     def close(self) -> None:
         self.db.close()
-        if self._syncer is not None:
-            self._syncer.close()
+        for conn in (self._syncer, self._flusher):
+            if conn is not None:
+                conn.close()
+
+    @property
+    def commit_start(self) -> datetime | None:
+        """On PostgreSQL: the start of the server the last commit was made
+        on, which `flush_commits` checks (None on SQLite)."""
+        if not self.dialect.postgres:
+            return None
+        return cast(PgConnection, self.db).server_started
+
+    def flusher(self) -> PgConnection:
+        """On PostgreSQL: the connection the intake's group commit waits
+        on (`pipeline/groupflush.py`) for the WAL flush that makes its
+        commits durable, beside the relay's connection: one statement at
+        a time, from the event loop (`PgConnection.send_flush`). OSError
+        when it cannot be opened."""
+        if self._flusher is None:
+            try:
+                self._flusher = PgConnection(self._url)
+            except StoreError as e:
+                raise OSError(errno.EIO, str(e)) from None
+        return self._flusher
 
     @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
+    def transaction(
+        self, *, inserts_first: bool = False, pipelined: bool = False
+    ) -> Iterator[sqlite3.Connection]:
         """One write transaction, durable when it returns (unless inside
         `_not_synced`). Writers are serialised (the audit chain relies on
         it): SQLite's BEGIN IMMEDIATE; on PostgreSQL a transaction-scoped
-        advisory lock, taken before anything is read."""
+        advisory lock, taken before anything is read. With `inserts_first`
+        (PostgreSQL): the transaction only inserts rows of its own before
+        it appends to the audit trail, so the lock waits for that append
+        (`writers_lock`), and the inserts, a batch's spool files among
+        them, run beside other writers. `pipelined` (PostgreSQL): the
+        statements go without waiting for each result
+        (`PgConnection.pipeline`), for the transactions that run at the
+        message rate; an error then surfaces where a result is read or
+        at the commit."""
+        self._lock_pending = inserts_first and self.dialect.postgres
+        pipeline: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
         if self.dialect.postgres:
+            if pipelined:
+                pipeline = cast(PgConnection, self.db).pipeline()
             # What a restart repairs does not wait for the WAL flush (as
             # SQLite's synchronous=NORMAL); `sync` makes it durable.
-            fast = "" if self._durable else "SET LOCAL synchronous_commit = off; "
-            self.db.execute(f"BEGIN; {fast}SELECT pg_advisory_xact_lock({WRITER_LOCK})")
+            begin = ["BEGIN"]
+            if not self._durable:
+                begin.append("SET LOCAL synchronous_commit = off")
+            if not inserts_first:
+                begin.append(f"SELECT pg_advisory_xact_lock({WRITER_LOCK})")
+            # One round trip either way: a pipeline sends them together,
+            # and outside one they go as one string (a pipeline takes one
+            # statement at a time).
+            if not pipelined:
+                begin = ["; ".join(begin)]
         else:
-            self.db.execute("BEGIN IMMEDIATE")
+            begin = ["BEGIN IMMEDIATE"]
         try:
-            yield self.db
-            # A COMMIT that fails (a full disk: SQLITE_FULL) leaves the
-            # transaction open; it is rolled back like any other failure.
-            self.db.execute("COMMIT")
+            with pipeline:
+                for statement in begin:
+                    self.db.execute(statement)
+                yield self.db
+                # A COMMIT that fails (a full disk: SQLITE_FULL) leaves the
+                # transaction open; it is rolled back like any other failure.
+                self.db.execute("COMMIT")
         except BaseException:
             if self.db.in_transaction:
                 self.db.execute("ROLLBACK")
@@ -208,6 +266,15 @@ class Database:
                 self.sync()
         elif not self._durable:
             self._unsynced_on.add(cast(PgConnection, self.db).server_started)
+
+    def writers_lock(self, db: sqlite3.Connection) -> None:
+        """Takes the writers' lock in a transaction begun with
+        `inserts_first`, before anything it reads (a statement of its
+        own: under READ COMMITTED the next statement then sees every
+        commit of the lock's previous holder)."""
+        if self._lock_pending:
+            self._lock_pending = False
+            db.execute(f"SELECT pg_advisory_xact_lock({WRITER_LOCK})")
 
     @contextmanager
     def _not_synced(self) -> Iterator[None]:

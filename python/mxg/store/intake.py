@@ -24,14 +24,17 @@ class Intake(AuditTrail):
     # message indexed there is stored with these bytes (`spool_bodies`).
     read_raw: Callable[[str], bytes | None] | None = None
 
-    def add_messages(self, messages: Iterable[NewMessage]) -> list[str]:
+    def add_messages(self, messages: Iterable[NewMessage], *, durable: bool = True) -> list[str]:
         """Indexes accepted messages; returns the ids that were new. Not
         fsynced on its own on SQLite: the spool already holds these
         messages, and a lost index row is rebuilt from it at the next
         start. On PostgreSQL each message's spool file goes into
         `spool_bodies` in the same transaction (docs/cluster.md, "Bodies
         before the 250"); a message whose file is gone (its client was
-        refused meanwhile) is not indexed."""
+        refused meanwhile) is not indexed. That commit is durable when it
+        returns, unless `durable` is False: then it does not wait for the
+        WAL, and the caller makes it durable with `flush_commits` (on the
+        server start `commit_start` names) before it acknowledges."""
         bodies: dict[str, bytes] = {}
         if self.dialect.postgres and self.read_raw is not None:
             # Read before the transaction: files are not read under the
@@ -42,13 +45,16 @@ class Intake(AuditTrail):
                 if raw is not None:
                     bodies[m.queue_id] = raw
             messages = [m for m in messages if m.queue_id in bodies]
-            # A durable commit: the client's 250 waits for it (rule 9).
-            return self._add(messages, bodies)
+            if durable:
+                # A durable commit: the client's 250 waits for it (rule 9).
+                return self._add(messages, bodies)
         with self._not_synced():
             return self._add(messages, bodies)
 
     def _add(self, messages: Iterable[NewMessage], bodies: Mapping[str, bytes]) -> list[str]:
-        with self.transaction() as db:
+        # New rows only, before the audit records: the writers' lock
+        # waits for those, and the spool files go in beside other writers.
+        with self.transaction(inserts_first=True, pipelined=True) as db:
             new = insert_new(db, messages, self.node)
             if bodies:
                 db.executemany(

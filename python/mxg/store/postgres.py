@@ -14,18 +14,25 @@ from __future__ import annotations
 
 import errno
 import functools
+import logging
 import re
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
 import psycopg
-from psycopg.adapt import Dumper
+from psycopg.adapt import Dumper, Transformer
 from psycopg.pq import Format
 
 from mxg.errors import StoreError
+
+# psycopg warns, on stderr and past mxg's log, when a pipeline ends on a
+# lost connection ("error ignored terminating ..."): the error itself is
+# raised to mxg, which logs the outage once.
+logging.getLogger("psycopg").setLevel(logging.ERROR)
 
 # What a failed statement raises on either store.
 STORE_ERRORS = (sqlite3.Error, psycopg.Error)
@@ -84,19 +91,54 @@ class _BoolAsInt(Dumper):
         return b"1" if obj else b"0"
 
 
-class PgCursor:
-    """What ``execute`` gives back: the rows, ``rowcount``, ``lastrowid``."""
+class _BoolAsIntBinary(Dumper):
+    """`_BoolAsInt` for parameters sent in binary (the arrays of
+    `executemany`): a big-endian int8."""
 
-    def __init__(self, cur: psycopg.Cursor[Any], lastrowid: int | None = None) -> None:
+    format = Format.BINARY
+    oid = psycopg.adapters.types["int8"].oid
+
+    def dump(self, obj: Any) -> bytes:
+        return (1 if obj else 0).to_bytes(8, "big")
+
+
+class PgCursor:
+    """What ``execute`` gives back: the rows, ``rowcount``, ``lastrowid``.
+    Inside a pipeline (`PgConnection.pipeline`) the statement was only
+    sent: reading its rows or its count waits for the results first."""
+
+    def __init__(
+        self,
+        cur: psycopg.Cursor[Any],
+        lastrowid: int | None = None,
+        results: Callable[[], None] | None = None,
+    ) -> None:
         self._cur = cur
-        self.rowcount = cur.rowcount
         self.lastrowid = lastrowid
+        self._results = results
+        self._rowcount: int | None = None
+
+    def _done(self) -> psycopg.Cursor[Any]:
+        if self._results is not None:
+            results, self._results = self._results, None
+            results()
+        return self._cur
+
+    @property
+    def rowcount(self) -> int:
+        return self._done().rowcount if self._rowcount is None else self._rowcount
+
+    @rowcount.setter
+    def rowcount(self, n: int) -> None:
+        self._rowcount = n
 
     def fetchone(self) -> Any:
-        return self._cur.fetchone() if self._cur.description else None
+        cur = self._done()
+        return cur.fetchone() if cur.description else None
 
     def fetchall(self) -> list[Any]:
-        return self._cur.fetchall() if self._cur.description else []
+        cur = self._done()
+        return cur.fetchall() if cur.description else []
 
     def __iter__(self) -> Iterator[Any]:
         return iter(self.fetchall())
@@ -125,6 +167,8 @@ class PgConnection:
         self._types: dict[str, dict[str, str]] = {}
         self._backoff = RECONNECT_FIRST
         self.conn = self._connect()
+        # The pipeline statements are sent in (`pipeline`), if any.
+        self._pipeline: psycopg.Pipeline | None = None
 
     def _connect(self) -> psycopg.Connection[Any]:
         try:
@@ -136,7 +180,15 @@ class PgConnection:
                 f"cannot connect to the store at {redact(self.url)}: {_line(e)}"
             ) from None
         conn.adapters.register_dumper(bool, _BoolAsInt)
+        conn.adapters.register_dumper(bool, _BoolAsIntBinary)
         try:
+            # psycopg prepares a statement at its fifth run, and PostgreSQL
+            # then settles on a generic plan, costed against the tables as
+            # they were then: planned on a young, near-empty queue, the
+            # intake's key lookup scanned the whole table at every batch
+            # (3.6 ms each at 10,000 messages). A plan per run, from the
+            # parameters and the table as it is, costs a few microseconds.
+            conn.execute("SET plan_cache_mode = force_custom_plan")
             # Which start of the server this connection reached: commits
             # made without waiting for the WAL flush are durable after a
             # later flush only on that same start (`flush_since`).
@@ -193,6 +245,42 @@ class PgConnection:
             f"lost the connection to the store at {redact(self.url)}: {_line(e)}"
         )
 
+    @contextmanager
+    def pipeline(self) -> Iterator[None]:
+        """Statements sent without waiting for each one's result (libpq's
+        pipeline mode): a transaction's round trips are then only those
+        whose results it reads before it commits, and the last one. An
+        error is raised where a result is read, or at the end."""
+        conn = self._ready()
+        try:
+            with conn.pipeline() as p:
+                self._pipeline = p
+                try:
+                    yield
+                finally:
+                    self._pipeline = None
+        except psycopg.Error as e:
+            if (lost := self._broke(e)) is not None:
+                raise lost from None
+            raise
+
+    def _results_of(self, p: psycopg.Pipeline) -> Callable[[], None]:
+        """What a pipelined statement's cursor calls before its results
+        are read: every result so far, unless its pipeline ended (which
+        read them all)."""
+
+        def results() -> None:
+            if self._pipeline is not p:
+                return
+            try:
+                p.sync()
+            except psycopg.Error as e:
+                if (lost := self._broke(e)) is not None:
+                    raise lost from None
+                raise
+
+        return results
+
     def execute(self, sql: str, params: Sequence[Any] = ()) -> PgCursor:
         text, returns_id = to_postgres(sql, returning=True)
         cur = self._ready().cursor()
@@ -207,6 +295,8 @@ class PgConnection:
             if (lost := self._broke(e)) is not None:
                 raise lost from None
             raise
+        if self._pipeline is not None and not returns_id:
+            return PgCursor(cur, results=self._results_of(self._pipeline))
         return PgCursor(cur, lastrowid)
 
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> PgCursor:
@@ -221,7 +311,17 @@ class PgConnection:
             shape = batched(text)
             if shape is None or not params:
                 cur.executemany(text, params)
+                if self._pipeline is not None:
+                    return PgCursor(cur, results=self._results_of(self._pipeline))
                 return PgCursor(cur)
+            if self._pipeline is not None:
+                # Its count is not read in a pipeline: nothing waits for it.
+                if isinstance(shape, str):
+                    cur.execute(shape, ([p[0] for p in params],))
+                else:
+                    columns = [list(c) for c in zip(*params, strict=True)]
+                    cur.execute(self._unnest(*shape), columns)
+                return PgCursor(cur, results=self._results_of(self._pipeline))
             rowcount = 0
             if isinstance(shape, str):  # one key per row: `= ANY` of them all
                 cur.execute(shape, ([p[0] for p in params],))
@@ -250,10 +350,11 @@ class PgConnection:
                 (table,),
             ).fetchall()
             types = self._types[table] = {r[0]: r[1] for r in rows}
-        # A bytea array in binary: psycopg sends a list as text, where
-        # each body would be hex-escaped to twice its size, escaped again
-        # as an array element, and decoded back by the server.
-        arrays = ", ".join(f"%{'b' if types[c] == 'bytea' else 's'}::{types[c]}[]" for c in columns)
+        # Arrays in binary: psycopg sends a list as text by escaping each
+        # element with a regular expression (2.4 times the CPU for a batch
+        # of messages), and a body would be hex-escaped to twice its size,
+        # escaped again as an array element, and decoded by the server.
+        arrays = ", ".join(f"%b::{types[c]}[]" for c in columns)
         return f"INSERT INTO {table} ({', '.join(columns)}) SELECT * FROM unnest({arrays}){tail}"
 
     def executescript(self, script: str) -> None:
@@ -278,19 +379,75 @@ class PgConnection:
         which may have lost them: then OSError, as a failed fsync. A broken
         connection is opened again first."""
         try:
-            conn = self._ready()
-            conn.execute("BEGIN; SELECT pg_current_xact_id(); COMMIT")
-            now = _server_started(conn)
+            row = self._ready().execute(_FLUSH).fetchone()
         except (psycopg.Error, StoreUnreachable) as e:
             if isinstance(e, psycopg.Error):
                 self._broke(e)
             raise OSError(errno.EIO, f"cannot flush the store's WAL: {_line(e)}") from None
-        if any(t != now for t in started):
-            raise OSError(
-                errno.EIO,
-                "the store's server started again since commits that did not wait"
-                " for its WAL; they may be lost",
+        assert row is not None  # a SELECT without FROM returns its one row
+        _same_start(started, row[1])
+
+    # `flush_since` in steps, for an event loop that waits on the socket
+    # itself (`pipeline/groupflush.py`) rather than in a thread: there the
+    # thread waited for the event loop's hold on the GIL after each round
+    # trip (up to the 5 ms switch interval each time), and the 250s with it.
+
+    def send_flush(self) -> int:
+        """Sends `flush_since`'s statement; returns the socket to wait on
+        (readable) until `flush_arrived`. Opens the connection again
+        first if it broke (blocking: a connect)."""
+        try:
+            conn = self._ready()
+            conn.pgconn.send_query(_FLUSH)
+            return int(conn.pgconn.socket)
+        except (psycopg.Error, StoreUnreachable) as e:
+            raise self._flush_failed(e) from None
+
+    def flush_arrived(self) -> bool:
+        try:
+            self.conn.pgconn.consume_input()
+            return not self.conn.pgconn.is_busy()
+        except psycopg.Error as e:
+            raise self._flush_failed(e) from None
+
+    def end_flush(self, started: Iterable[datetime]) -> None:
+        """Reads the answer `send_flush` asked for: as `flush_since`."""
+        pgconn = self.conn.pgconn
+        results = []
+        while (result := pgconn.get_result()) is not None:
+            results.append(result)
+        if not results or results[0].status != psycopg.pq.ExecStatus.TUPLES_OK:
+            error = results[0].error_message if results else b""
+            raise self._flush_failed(
+                psycopg.OperationalError(error.decode(errors="replace") or "no answer")
             )
+        loader = Transformer(self.conn)
+        loader.set_pgresult(results[0])
+        now = loader.load_row(0, tuple)[1]
+        _same_start(started, now)
+
+    def _flush_failed(self, e: BaseException) -> OSError:
+        if isinstance(e, psycopg.Error) and self.conn.pgconn.status != psycopg.pq.ConnStatus.OK:
+            self.conn.close()  # opened again at the next `send_flush`
+            self._broke(e)
+        return OSError(errno.EIO, f"cannot flush the store's WAL: {_line(e)}")
+
+
+# One statement, one round trip: it takes a transaction id, so its commit
+# waits for the WAL flush (synchronous_commit on), every record before its
+# own included; and it names the server start it ran on.
+_FLUSH = b"SELECT pg_current_xact_id(), pg_postmaster_start_time()"
+
+
+def _same_start(started: Iterable[datetime], now: datetime) -> None:
+    """OSError when a commit was made on another start of the server than
+    `now`'s: the server started again since, and it may be lost."""
+    if any(t != now for t in started):
+        raise OSError(
+            errno.EIO,
+            "the store's server started again since commits that did not wait"
+            " for its WAL; they may be lost",
+        )
 
 
 def _server_started(conn: psycopg.Connection[Any]) -> datetime:
@@ -340,7 +497,8 @@ def to_postgres(sql: str, returning: bool) -> tuple[str, bool]:
     returns_id = returning and bool(_INSERT_ID.match(s)) and "RETURNING" not in s
     if returns_id:
         s += " RETURNING id"
-    return s.replace("?", "%s"), returns_id
+    # `?b`: a parameter sent in binary (the arrays of batched statements).
+    return s.replace("?b", "%b").replace("?", "%s"), returns_id
 
 
 @functools.lru_cache(maxsize=256)
