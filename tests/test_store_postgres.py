@@ -5,6 +5,7 @@ What both stores share runs on both (the `store_at` fixture)."""
 
 from __future__ import annotations
 
+import itertools
 import subprocess
 import sys
 import threading
@@ -16,9 +17,11 @@ from typing import cast
 import psycopg
 import pytest
 
+from mxg.boundary import Envelope, Recipient
 from mxg.errors import StoreError, StoreOutdated
 from mxg.pipeline.storage import open_store
-from mxg.store import Store
+from mxg.store import NewMessage, Store
+from mxg.store.audit import AuditEntry
 from mxg.store.postgres import PgConnection, StoreUnreachable, batched, redact, to_postgres
 from mxg.store.schema import SCHEMA_VERSION
 from tests.support.cli import mxg
@@ -300,3 +303,47 @@ def test_a_broken_connection_comes_back_by_itself(
         assert store.spool_body("Q1") == b"x"
     finally:
         store.close()
+
+
+def _received(prefix: str, n: int) -> list[NewMessage]:
+    return [
+        NewMessage(
+            Envelope(
+                queue_id=f"{prefix}{i}",
+                received_ms=1,
+                sender="s@internal.test",
+                recipients=[Recipient(f"u{i}@good.test")],
+                origin="smtp",
+                size=10,
+            ),
+            "normal",
+            {},
+            ["normal"],
+        )
+        for i in range(n)
+    ]
+
+
+def test_an_append_after_a_moved_tail_runs_again_and_keeps_one_chain(
+    postgres: Postgres,
+) -> None:
+    # The relay's intake appends after the tail it wrote last without
+    # reading it (store/db.py, `retrying`). An operator's block in between
+    # is refused by the unique index on a block's first record, and the
+    # transaction runs again from the tail as it is: one chain, no gap.
+    url = migrated(postgres.new_database())
+    relay, operator = Store(url), Store(url)
+    try:
+        relay.read_raw = lambda q: f"raw {q}".encode()
+        relay.add_messages(_received("A", 2), durable=False)
+        assert relay._tail is not None and relay._tail[0] == 2  # remembered
+        operator.audit([AuditEntry("note", "", "operator", {"why": "test"})])
+        relay.add_messages(_received("B", 2), durable=False)
+        blocks = list(relay.audit_blocks())
+        assert [(b.first_seq, b.last_seq) for b in blocks] == [(1, 2), (3, 3), (4, 5)]
+        assert all(b.prev == a.hash for a, b in itertools.pairwise(blocks))
+        assert relay.known_ids() == {"A0", "A1", "B0", "B1"}
+        assert relay._tail is not None and relay._tail[0] == 5
+    finally:
+        relay.close()
+        operator.close()

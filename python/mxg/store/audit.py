@@ -149,11 +149,14 @@ class AuditTrail(Database):
         if not entries:
             return
         self.writers_lock(db)
-        last, prev = self.audit_tail(db)
+        # A transaction that may retry appends after the tail this store
+        # wrote last, unread (`Database.transaction`, `remembered_tail`).
+        last, prev = self.remembered_tail() or self.audit_tail(db)
         first, last = last + 1, last + len(entries)
         t = now_ms()
         records = [_one_line(record_json(e)) for e in entries]
         content = b"\n".join(records)
+        digest = block_hash(prev, first, last, t, content)
         db.execute(
             "INSERT INTO audit_blocks (last_seq, first_seq, at_ms, records, locators, prev, hash)"
             " VALUES (?,?,?,?,?,?,?)",
@@ -164,9 +167,10 @@ class AuditTrail(Database):
                 zlib.compress(content, _COMPRESSION),
                 locators_of(records),
                 prev,
-                block_hash(prev, first, last, t, content),
+                digest,
             ),
         )
+        self.appended_tail(last, digest)
         db.executemany(
             "INSERT OR IGNORE INTO audit_messages (queue_id, last_seq) VALUES (?,?)",
             [(q, last) for q in sorted({e.queue_id for e in entries if e.queue_id})],

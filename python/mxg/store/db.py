@@ -61,6 +61,17 @@ class Dialect:
         return f"group_concat(DISTINCT {expr})"
 
 
+class AuditTailMoved(StoreError):
+    """A transaction appended to the audit trail after the tail this
+    store wrote last, and another writer had appended since: rolled back,
+    to be run again from the tail as it is (`Database.retrying`)."""
+
+
+# The unique index that tells an append after a stale tail (schema
+# version 5): a block that starts where another already does.
+_TAIL_INDEX = "audit_blocks_first"
+
+
 class Database:
     """One connection to the queue index, and its transactions."""
 
@@ -75,6 +86,14 @@ class Database:
         # A transaction begun with `inserts_first` that has not yet taken
         # the writers' lock (`writers_lock`).
         self._lock_pending = False
+        # On PostgreSQL: the audit trail's tail as this store's last
+        # committed append left it, with the server start it was made on
+        # (a restart may have lost that commit); whether the transaction
+        # under way may append after it unread (`retrying`); and the
+        # tail its own append leaves.
+        self._tail: tuple[int, bytes, datetime] | None = None
+        self._trust_tail = False
+        self._appended: tuple[int, bytes] | None = None
         # A PostgreSQL store's schema version (`check_postgres`).
         self.schema_version: int | None = None
         # PostgreSQL: the URL (for `sync`'s own connection, opened when
@@ -231,41 +250,83 @@ class Database:
         message rate; an error then surfaces where a result is read or
         at the commit."""
         self._lock_pending = inserts_first and self.dialect.postgres
+        self._appended = None
         pipeline: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
-        if self.dialect.postgres:
-            if pipelined:
-                pipeline = cast(PgConnection, self.db).pipeline()
-            # What a restart repairs does not wait for the WAL flush (as
-            # SQLite's synchronous=NORMAL); `sync` makes it durable.
-            begin = ["BEGIN"]
-            if not self._durable:
-                begin.append("SET LOCAL synchronous_commit = off")
-            if not inserts_first:
-                begin.append(f"SELECT pg_advisory_xact_lock({WRITER_LOCK})")
-            # One round trip either way: a pipeline sends them together,
-            # and outside one they go as one string (a pipeline takes one
-            # statement at a time).
-            if not pipelined:
-                begin = ["; ".join(begin)]
-        else:
-            begin = ["BEGIN IMMEDIATE"]
+        if self.dialect.postgres and pipelined:
+            pipeline = cast(PgConnection, self.db).pipeline()
         try:
             with pipeline:
-                for statement in begin:
+                for statement in self._begin(inserts_first=inserts_first, pipelined=pipelined):
                     self.db.execute(statement)
                 yield self.db
                 # A COMMIT that fails (a full disk: SQLITE_FULL) leaves the
                 # transaction open; it is rolled back like any other failure.
                 self.db.execute("COMMIT")
-        except BaseException:
+        except BaseException as e:
+            self._tail = None
             if self.db.in_transaction:
                 self.db.execute("ROLLBACK")
+            if _moved_tail(e):
+                raise AuditTailMoved("another writer appended to the audit trail") from None
             raise
         if not self.dialect.postgres:
             if self._durable:
                 self.sync()
-        elif not self._durable:
-            self._unsynced_on.add(cast(PgConnection, self.db).server_started)
+            return
+        started = cast(PgConnection, self.db).server_started
+        if self._appended is not None:
+            self._tail = (*self._appended, started)
+        if not self._durable:
+            self._unsynced_on.add(started)
+
+    def _begin(self, *, inserts_first: bool, pipelined: bool) -> list[str]:
+        """The statements that open a transaction (`transaction`)."""
+        if not self.dialect.postgres:
+            return ["BEGIN IMMEDIATE"]
+        begin = ["BEGIN"]
+        # What a restart repairs does not wait for the WAL flush (as
+        # SQLite's synchronous=NORMAL); `sync` makes it durable.
+        if not self._durable:
+            begin.append("SET LOCAL synchronous_commit = off")
+        if not inserts_first:
+            begin.append(f"SELECT pg_advisory_xact_lock({WRITER_LOCK})")
+        # One round trip either way: a pipeline sends them together, and
+        # outside one they go as one string (a pipeline takes one statement
+        # at a time).
+        return begin if pipelined else ["; ".join(begin)]
+
+    def retrying(self, transaction: Callable[[], T]) -> T:
+        """Runs `transaction` (a function that runs one transaction),
+        whose audit records may follow the tail this store wrote last
+        without reading it: on PostgreSQL the relay is nearly always the
+        only writer, and that read was a round trip of its own in every
+        transaction at the message rate. Should another writer have
+        appended since (another node, an operator's command), the unique
+        index on a block's first record refuses the block, and
+        `transaction` runs once more, reading the tail."""
+        self._trust_tail = True
+        try:
+            return transaction()
+        except AuditTailMoved:
+            self._trust_tail = False
+            return transaction()
+        finally:
+            self._trust_tail = False
+
+    def remembered_tail(self) -> tuple[int, bytes] | None:
+        """The tail to append after without reading it (`retrying`), if
+        this transaction may and it is known for the server start now."""
+        if not (self._trust_tail and self.dialect.postgres) or self._tail is None:
+            return None
+        last, digest, start = self._tail
+        if start != cast(PgConnection, self.db).server_started:
+            return None
+        return last, digest
+
+    def appended_tail(self, last: int, digest: bytes) -> None:
+        """The tail this transaction's append leaves, remembered once it
+        commits."""
+        self._appended = (last, digest)
 
     def writers_lock(self, db: sqlite3.Connection) -> None:
         """Takes the writers' lock in a transaction begun with
@@ -347,6 +408,12 @@ class Database:
 
 
 T = TypeVar("T")
+
+
+def _moved_tail(e: BaseException) -> bool:
+    """The unique index on a block's first record refused an append."""
+    diag = getattr(e, "diag", None)
+    return getattr(diag, "constraint_name", None) == _TAIL_INDEX
 
 
 def _chunks(items: list[T], size: int) -> Iterator[list[T]]:

@@ -35,11 +35,11 @@ class Intake(AuditTrail):
         returns, unless `durable` is False: then it does not wait for the
         WAL, and the caller makes it durable with `flush_commits` (on the
         server start `commit_start` names) before it acknowledges."""
+        messages = list(messages)
         bodies: dict[str, bytes] = {}
         if self.dialect.postgres and self.read_raw is not None:
             # Read before the transaction: files are not read under the
             # writers' lock.
-            messages = list(messages)
             for m in messages:
                 raw = self.read_raw(m.queue_id)
                 if raw is not None:
@@ -48,14 +48,19 @@ class Intake(AuditTrail):
             if durable:
                 # A durable commit: the client's 250 waits for it (rule 9).
                 return self._add(messages, bodies)
+            # Messages the engine just received: none is indexed yet.
+            with self._not_synced():
+                return self.retrying(lambda: self._add(messages, bodies, fresh=True))
         with self._not_synced():
             return self._add(messages, bodies)
 
-    def _add(self, messages: Iterable[NewMessage], bodies: Mapping[str, bytes]) -> list[str]:
+    def _add(
+        self, messages: list[NewMessage], bodies: Mapping[str, bytes], *, fresh: bool = False
+    ) -> list[str]:
         # New rows only, before the audit records: the writers' lock
         # waits for those, and the spool files go in beside other writers.
         with self.transaction(inserts_first=True, pipelined=True) as db:
-            new = insert_new(db, messages, self.node)
+            new = insert_new(db, messages, self.node, fresh=fresh)
             if bodies:
                 db.executemany(
                     "INSERT OR IGNORE INTO spool_bodies (queue_id, raw) VALUES (?,?)",
@@ -79,25 +84,33 @@ class Intake(AuditTrail):
 
 
 def insert_new(
-    db: sqlite3.Connection, messages: Iterable[NewMessage], node: str | None
+    db: sqlite3.Connection,
+    messages: Iterable[NewMessage],
+    node: str | None,
+    *,
+    fresh: bool = False,
 ) -> list[NewMessage]:
     """Inserts the messages the index does not hold yet, inside the caller's
     transaction (its audit records are the caller's), owned by `node` (the
     cluster node that accepted them; None on SQLite); returns those.
     Three statements per batch, not two per message: intake runs at the
     relay's full message rate. Ids already indexed (a restart's rescan)
-    are left as they are."""
+    are left as they are; `fresh`: none is (the engine just received
+    them), and the query that asks is saved (an id indexed after all
+    fails the transaction on the primary key)."""
     batch = {m.queue_id: m for m in messages}
     if not batch:
         return []
-    known = {
-        row[0]
-        for chunk in _chunks(list(batch), _MAX_PARAMS)
-        for row in db.execute(
-            f"SELECT queue_id FROM messages WHERE queue_id IN ({','.join('?' * len(chunk))})",
-            chunk,
-        )
-    }
+    known: set[str] = set()
+    if not fresh:
+        known = {
+            row[0]
+            for chunk in _chunks(list(batch), _MAX_PARAMS)
+            for row in db.execute(
+                f"SELECT queue_id FROM messages WHERE queue_id IN ({','.join('?' * len(chunk))})",
+                chunk,
+            )
+        }
     new = [m for qid, m in batch.items() if qid not in known]
     db.executemany(
         "INSERT INTO messages (queue_id, received_ms, sender, size,"

@@ -127,6 +127,15 @@ class Queue(Partners, TlsRptAggregate):
             )
             for o in outcomes
         ]
+        return self.retrying(lambda: self._record(t, results, partners, tls_sessions))
+
+    def _record(
+        self,
+        t: int,
+        results: list[tuple[tuple[Any, ...], tuple[Any, ...], Outcome]],
+        partners: Mapping[str, Seen] | None,
+        tls_sessions: Mapping[Any, int] | None,
+    ) -> list[str]:
         with self._not_synced(), self.transaction(pipelined=True) as db:
             once = len({(o.queue_id, o.idx) for _, _, o in results}) == len(results)
             if self.dialect.postgres and once:

@@ -330,16 +330,20 @@ ALTER TABLE nodes ADD COLUMN in_flight INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE nodes ADD COLUMN key_id TEXT NOT NULL DEFAULT '';
 """
 
-# Version 5: bodies compressed with LZ4 rather than PostgreSQL's default
-# pglz when they are large enough to be compressed (over about 2 kB):
-# storing a 5 kB body cost the server 134 us of CPU with pglz and 48 with
-# LZ4, in a quarter more space (docs/benchmarks.md). Skipped by a server
-# built without LZ4, which keeps pglz.
-BODIES_LZ4 = """
+# Version 5, the relay's hot path on PostgreSQL (docs/benchmarks.md):
+# - bodies compressed with LZ4 rather than the default pglz when they are
+#   large enough to be compressed (over about 2 kB): storing a 5 kB body
+#   cost the server 134 us of CPU with pglz and 48 with LZ4, in a quarter
+#   more space. Skipped by a server built without LZ4, which keeps pglz;
+# - one block per first record number: a writer may append after the
+#   tail it wrote last without reading it (`Database.retrying`), and this
+#   refuses its block when another writer appended since.
+HOT_PATH = """
 DO $$ BEGIN
     ALTER TABLE spool_bodies ALTER COLUMN raw SET COMPRESSION lz4;
 EXCEPTION WHEN feature_not_supported THEN NULL;
 END $$;
+CREATE UNIQUE INDEX IF NOT EXISTS audit_blocks_first ON audit_blocks(first_seq);
 """
 
 # PostgreSQL's schema versions: each migration brings the store from the
@@ -381,7 +385,7 @@ _PG_MIGRATIONS: tuple[Migration, ...] = (
     # rows of the messages it finishes behind.
     Migration(SPOOL_BODIES, readable_by=3),
     Migration(NODE_STATUS, readable_by=1),
-    Migration(BODIES_LZ4, readable_by=1),
+    Migration(HOT_PATH, readable_by=1),
 )
 SCHEMA_VERSION = len(_PG_MIGRATIONS)
 
