@@ -19,6 +19,7 @@ from mxg.pipeline.heartbeat import Heartbeat
 from mxg.pipeline.storage import open_store
 from mxg.pipeline.takeover import recover_node
 from mxg.store import Outcome
+from mxg.store.schema import SCHEMA_VERSION
 from tests.pipeline.fakes import STORE_AT, FakeEngine, received, serving, stages
 from tests.pipeline.fakes import envelope as fake_envelope
 from tests.support.cli import mxg
@@ -248,7 +249,13 @@ def test_cluster_status_drain_and_the_whole_queue_from_the_command_line(
     n1, n2 = open_store(url, "n1"), open_store(url, "n2")
     for name, st in (("n1", n1), ("n2", n2)):
         st.join(
-            name, host="box", pid=1, version="0.1.0", schema=4, lease_ms=60_000, key_id=name * 4
+            name,
+            host="box",
+            pid=1,
+            version="0.1.0",
+            schema=SCHEMA_VERSION,
+            lease_ms=60_000,
+            key_id=name * 4,
         )
     n1.add_messages([envelope("Q1", ["a@x.test", "b@x.test"])])
     n2.add_messages([envelope("Q2", ["c@y.test"])])

@@ -20,6 +20,7 @@ import pytest
 
 from mxg.cli import main
 from mxg.errors import StoreOutdated
+from mxg.pipeline.storage import open_store
 from mxg.store import Store, schema
 from mxg.store.schema import SCHEMA_VERSION, Migration
 from tests.support.cli import mxg
@@ -298,3 +299,35 @@ def test_migrate_names_a_running_node_of_older_code(
         assert time.monotonic() < deadline, capsys.readouterr().err
         time.sleep(0.5)
     assert _versions(url)[-1] == (N + 1, N + 2)
+
+
+def test_a_node_does_not_join_a_schema_contracted_since_its_start_check(
+    postgres: Postgres, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A node of this mxg opens the store as `mxg run` does (its start
+    # check passes: the store is at its version) but has not joined yet,
+    # so `nodes` shows no live node of older code and a newer mxg's
+    # migrate applies a contracting step in between. Joining must check
+    # again, under the lock migrate takes, and refuse as the start would.
+    url = postgres.migrated_database()
+    cfg = str(_config_file(tmp_path, url))
+    store = open_store(url, "old-a")
+    try:
+        assert store.schema_version == N
+        _newer(monkeypatch, EXPAND, CONTRACT)
+        assert main(["-c", cfg, "store", "migrate"]) == 0
+        assert _versions(url)[-1] == (N + 2, N + 2)
+        with pytest.raises(StoreOutdated) as e:
+            store.join(
+                "old-a", host="old-a.example", pid=1, version="old", schema=N, lease_ms=15_000
+            )
+        assert str(e.value) == (
+            f"the store at {url} has schema version {N + 2}, newer than this mxg's {N},"
+            f" and version {N + 2} contracted it: upgrade mxg"
+        )
+        assert _node_state(url, "old-a") is None
+        # The code of the step's version joins the same store.
+        store.join("old-a", host="old-a.example", pid=1, version="new", schema=N + 2, lease_ms=1)
+        assert _node_state(url, "old-a") == "running"
+    finally:
+        store.close()

@@ -20,6 +20,7 @@ from typing import Any
 
 from mxg.store.audit import AuditEntry, AuditTrail
 from mxg.store.db import _MAX_PARAMS, NODE_LOCK, _chunks
+from mxg.store.schema import check_postgres
 
 # PostgreSQL's clock in milliseconds: a lease's start, end and age are
 # measured by the one clock every node shares.
@@ -84,8 +85,16 @@ class ClusterQueries(AuditTrail):
         made or taken over from an earlier run of the same name: the node
         lock says no other process has it). Under the writers' lock, so
         that no takeover is half-way through claiming this node's
-        messages as those of a dead one. Returns PostgreSQL's time."""
+        messages as those of a dead one. Returns PostgreSQL's time.
+
+        The schema is checked again first, under that lock: `mxg store
+        migrate` takes it too and holds back a contracting step only
+        while a live node of older code is registered here, so a step it
+        applied since this node's start check would otherwise let code of
+        version `schema` run on a schema it cannot read (`StoreOutdated`,
+        the start check's line; nothing is registered)."""
         with self.transaction() as db:
+            check_postgres(db, self.url, schema)
             row = db.execute(
                 "INSERT INTO nodes (name, state, pid, host, version, schema_version,"
                 " key_id, in_flight, started_ms, heartbeat_ms, lease_until_ms)"

@@ -477,24 +477,27 @@ def _unreadable(db: Any, ours: int) -> list[int]:
     return [int(r[0]) for r in rows]
 
 
-def check_postgres(db: Any, where: str) -> int:
-    """Refuses a PostgreSQL store this mxg cannot run on, naming what to
-    do: an older schema (`mxg store migrate`), or a newer one with a
-    contracting step after this mxg's version (upgrade mxg). Returns the
-    store's version: newer than `SCHEMA_VERSION` when every newer step
-    expands it."""
+def check_postgres(db: Any, where: str, ours: int = SCHEMA_VERSION) -> int:
+    """Refuses a PostgreSQL store this mxg (of schema version ``ours``)
+    cannot run on, naming what to do: an older schema (`mxg store
+    migrate`), or a newer one with a contracting step after this mxg's
+    version (upgrade mxg). Returns the store's version: newer than
+    ``ours`` when every newer step expands it. A start checks at open;
+    a node checks again when it joins the cluster (`ClusterQueries.join`),
+    under the lock `migrate_postgres` takes, since a step may have been
+    applied in between."""
     have = postgres_version(db)
-    if have < SCHEMA_VERSION:
+    if have < ours:
         raise StoreOutdated(
             f"the store at {redact(where)} has schema version {have}, this mxg needs"
-            f" {SCHEMA_VERSION}: run `mxg store migrate`"
+            f" {ours}: run `mxg store migrate`"
         )
-    if have > SCHEMA_VERSION:
-        unreadable = _unreadable(db, SCHEMA_VERSION)
+    if have > ours:
+        unreadable = _unreadable(db, ours)
         if unreadable:
             raise StoreOutdated(
                 f"the store at {redact(where)} has schema version {have}, newer than this"
-                f" mxg's {SCHEMA_VERSION}, and version {unreadable[0]} contracted it:"
+                f" mxg's {ours}, and version {unreadable[0]} contracted it:"
                 " upgrade mxg"
             )
     return have
