@@ -189,6 +189,34 @@ def test_rule11_repairable_commits_are_flushed_by_sync(postgres: Postgres) -> No
         store.close()
 
 
+def test_rule11_a_sync_makes_commits_that_did_not_wait_survive_a_crash(
+    private_postgres: tuple[Server, Postgres],
+) -> None:
+    # The server crashes right after the sync, its WAL writer held back:
+    # only the sync's own flush can have written the first commit. The
+    # second, made after the sync, shows that the crash loses what no
+    # flush covered.
+    server, pg = private_postgres
+    server.hold_wal()
+    url = migrated(pg.new_database())
+    store = Store(url)
+    try:
+        for queue_id in ("synced", "not-synced"):
+            with store._not_synced(), store.transaction() as db:
+                db.execute(
+                    "INSERT INTO spool_bodies (queue_id, raw) VALUES (?, ?)", (queue_id, b"x")
+                )
+            if queue_id == "synced":
+                store.sync()
+        server.stop("immediate")
+        server.start()
+        with psycopg.connect(url) as c:
+            rows = c.execute("SELECT queue_id FROM spool_bodies").fetchall()
+        assert [r[0] for r in rows] == ["synced"]
+    finally:
+        store.close()
+
+
 def test_rule11_sync_fails_when_the_server_started_again_since_a_commit(
     postgres: Postgres,
 ) -> None:

@@ -109,6 +109,16 @@ class Server:
         ``immediate`` is a crash of the server."""
         self._ctl("-m", mode, "stop")
 
+    def hold_wal(self) -> None:
+        """The WAL writer waits 10 s between rounds (its longest), not
+        0.2 s: a commit that did not wait for the WAL flush stays that long
+        in the server's memory alone, so that a crash (``immediate``) just
+        after loses it unless something flushed it."""
+        url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+        with psycopg.connect(url, autocommit=True) as c:
+            c.execute("ALTER SYSTEM SET wal_writer_delay = '10s'")
+            c.execute("SELECT pg_reload_conf()")
+
     def destroy(self) -> None:
         with contextlib.suppress(subprocess.CalledProcessError):
             self.stop("immediate")

@@ -371,8 +371,8 @@ class PgConnection:
 
     def flush_since(self, started: Iterable[datetime]) -> None:
         """Waits until the server's WAL is flushed up to now: one commit
-        that writes a transaction id waits for its WAL record, and every
-        record before it, to be on disk (synchronous_commit on), so every
+        that wrote a WAL record waits for it, and every record before it,
+        to be on disk (synchronous_commit on, `_FLUSH`), so every
         commit made without waiting (``synchronous_commit = off``) before
         this call is durable after it. Unless the server started again
         since those commits (`started`: the starts they were made on),
@@ -433,10 +433,15 @@ class PgConnection:
         return OSError(errno.EIO, f"cannot flush the store's WAL: {_line(e)}")
 
 
-# One statement, one round trip: it takes a transaction id, so its commit
-# waits for the WAL flush (synchronous_commit on), every record before its
-# own included; and it names the server start it ran on.
-_FLUSH = b"SELECT pg_current_xact_id(), pg_postmaster_start_time()"
+# One statement, one round trip: it writes a WAL record in its transaction
+# (an empty logical decoding message, which needs no privilege and no
+# table), so its commit waits for the WAL flush (synchronous_commit on),
+# every record before its own included; and it names the server start it
+# ran on. A transaction id alone is not enough: PostgreSQL commits a
+# transaction that wrote no WAL before its commit record without waiting
+# for the flush (xact.c, RecordTransactionCommit), and a crash then lost
+# commits this had reported durable.
+_FLUSH = b"SELECT pg_logical_emit_message(true, 'mxg', ''), pg_postmaster_start_time()"
 
 
 def _same_start(started: Iterable[datetime], now: datetime) -> None:
