@@ -138,10 +138,13 @@ STORE_AT: dict[str, Path | str] = {}
 
 
 def stages(
-    tmp_path: Path, toml: str = "", resolver: FakeResolver | None = None
+    tmp_path: Path,
+    toml: str = "",
+    resolver: FakeResolver | None = None,
+    engine: FakeEngine | None = None,
 ) -> tuple[Stages, FakeEngine]:
     cfg = Config.model_validate(tomllib.loads(toml))
-    engine = FakeEngine()
+    engine = engine or FakeEngine()
     res = resolver or FakeResolver()
     ctx = Context(
         cfg,
