@@ -364,14 +364,16 @@ def test_an_append_after_a_moved_tail_runs_again_and_keeps_one_chain(
     try:
         relay.read_raw = lambda q: f"raw {q}".encode()
         relay.add_messages(_received("A", 2), durable=False)
-        assert relay._tail is not None and relay._tail[0] == 2  # remembered
+        assert relay._writers.tail is not None and relay._writers.tail[0] == 2  # remembered
         operator.audit([AuditEntry("note", "", "operator", {"why": "test"})])
         relay.add_messages(_received("B", 2), durable=False)
         blocks = list(relay.audit_blocks())
         assert [(b.first_seq, b.last_seq) for b in blocks] == [(1, 2), (3, 3), (4, 5)]
         assert all(b.prev == a.hash for a, b in itertools.pairwise(blocks))
         assert relay.known_ids() == {"A0", "A1", "B0", "B1"}
-        assert relay._tail is not None and relay._tail[0] == 5
+        assert relay._writers.tail is not None and relay._writers.tail[0] == 5
+        # Another writer is about: the tail is read for a while.
+        assert relay._writers.contended_until > time.monotonic()
     finally:
         relay.close()
         operator.close()

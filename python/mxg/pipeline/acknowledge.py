@@ -46,6 +46,11 @@ NOT_STORED = Reply(451, "4.3.0", "Mail store unavailable: message not stored, tr
 MAX_UNACKNOWLEDGED = 100_000
 
 
+# A commit's result: the ids stored, the server start it was made on, and
+# the suspended domains as of then.
+_Committed = tuple[set[str], datetime, frozenset[str]]
+
+
 class Acknowledge:
     def __init__(
         self,
@@ -59,6 +64,17 @@ class Acknowledge:
         self._verdicts = verdicts
         self._dispatch = dispatch
         self._flush = GroupFlush(ctx.store.flusher)
+        # The intake's own connection, one commit at a time in a worker
+        # thread: the event loop goes on while PostgreSQL takes a batch
+        # (its round trip was a quarter of the loop's time).
+        self._store = ctx.store.companion()
+        self._one = anyio.CapacityLimiter(1)
+        # Classified messages waiting for the commit under way to end.
+        self._waiting: list[NewMessage] = []
+        self._committing = False
+
+    def close(self) -> None:
+        self._store.close()
 
     async def on_arrived(self, arrived: list[Arrived]) -> None:
         """Messages at the end of DATA: those no class could reject are
@@ -76,16 +92,27 @@ class Acknowledge:
                 self._ctx.spawn(self._decide_then_store, e)
             else:
                 plain.append(m)
-        if not plain:
-            return
-        committed = self._commit(plain)
-        # The flush beside the event loop: the engine's next events (more
-        # arrivals, whose commits then share a flush, and delivery
-        # results) do not wait for the disk.
-        if committed is not None and not self._ctx.spawn(
-            self._flush_then_answer, plain, *committed
-        ):
-            await self._flush_then_answer(plain, *committed)
+        self._waiting += plain
+        if plain and not self._committing:
+            self._committing = self._ctx.spawn(self._commit_waiting)
+
+    async def _commit_waiting(self) -> None:
+        """Commits what waits, one transaction at a time; what arrives
+        meanwhile goes into the next, so transactions grow with the load.
+        Each batch's flush and answers run beside the next commit: the
+        engine's next events do not wait for the disk either."""
+        try:
+            while self._waiting:
+                batch, self._waiting = self._waiting, []
+                # Committed is answered (or forgotten), even at a stop.
+                with anyio.CancelScope(shield=True):
+                    committed = await self._commit(batch)
+                    if committed is not None and not self._ctx.spawn(
+                        self._flush_then_answer, batch, *committed
+                    ):
+                        await self._flush_then_answer(batch, *committed)
+        finally:
+            self._committing = False
 
     async def _plain(self, e: Arrived) -> NewMessage | None:
         """The message classified (once: intake keeps this), or None when
@@ -119,27 +146,39 @@ class Acknowledge:
         """Indexes and stores the classified messages with their spool
         files in one transaction, then answers their sessions once it is
         durable: stored (250) or deferred (451)."""
-        committed = self._commit(messages)
-        if committed is not None:
-            await self._flush_then_answer(messages, *committed)
+        with anyio.CancelScope(shield=True):
+            committed = await self._commit(messages)
+            if committed is not None:
+                await self._flush_then_answer(messages, *committed)
 
-    def _commit(self, messages: list[NewMessage]) -> tuple[set[str], datetime] | None:
-        """The commit, without waiting for the WAL: the ids stored and the
-        server start it was made on; None (the messages answered 451)
-        when it failed."""
-        store = self._ctx.store
+    async def _commit(self, messages: list[NewMessage]) -> _Committed | None:
+        """The commit, in the worker thread, without waiting for the WAL:
+        the ids stored and the server start it was made on; None (the
+        messages answered 451) when it failed. Not dispatched from the
+        moment they may be in the store until they are answered (the
+        scanner's due query would find them)."""
+        ids = [m.queue_id for m in messages]
+        self._ctx.acknowledging.update(ids)
         try:
-            stored = set(store.add_messages(messages, durable=False))
+            return await anyio.to_thread.run_sync(self._commit_now, messages, limiter=self._one)
         except Exception as e:
             self._not_stored(messages, e)
+            self._ctx.acknowledging.difference_update(ids)
             return None
-        start = store.commit_start
+
+    def _commit_now(self, messages: list[NewMessage]) -> _Committed:
+        stored = set(self._store.add_messages(messages, durable=False))
+        start = self._store.commit_start
         assert start is not None  # acknowledging runs on PostgreSQL alone
-        self._ctx.acknowledging.update(stored)
-        return stored, start
+        # What their dispatch asks first, asked here, off the event loop.
+        return stored, start, self._store.suspended_domains()
 
     async def _flush_then_answer(
-        self, messages: list[NewMessage], stored: set[str], start: datetime
+        self,
+        messages: list[NewMessage],
+        stored: set[str],
+        start: datetime,
+        suspended: frozenset[str],
     ) -> None:
         """The 250s once the commit is on the server's disk; the event
         loop goes on meanwhile."""
@@ -150,12 +189,12 @@ class Acknowledge:
                 self._not_stored(messages, e)
                 return
             finally:
-                self._ctx.acknowledging.difference_update(stored)
+                self._ctx.acknowledging.difference_update(m.queue_id for m in messages)
             # Beside the event loop, so not under its guard: a store that
             # becomes unreachable ends this batch's dispatch, which the
             # scanner takes up again once it is back.
             with survives_a_full_store():
-                await self._answer_stored(messages, stored)
+                await self._answer_stored(messages, stored, suspended)
                 self._dispatch.flush()
 
     def _not_stored(self, messages: list[NewMessage], e: Exception) -> None:
@@ -173,7 +212,9 @@ class Acknowledge:
                 error=" ".join(str(e).split()),
             )
 
-    async def _answer_stored(self, messages: list[NewMessage], stored: set[str]) -> None:
+    async def _answer_stored(
+        self, messages: list[NewMessage], stored: set[str], suspended: frozenset[str]
+    ) -> None:
         """250 for the messages stored, then their deliveries start."""
         # Not stored: its spool file went before it was read (the session
         # stopped waiting), or the id was indexed already.
@@ -185,7 +226,7 @@ class Acknowledge:
             self.forget([m.queue_id for m in refused])
             kept = [m for m, ok in zip(kept, taken, strict=True) if ok]
         if kept:
-            self._dispatch.start_new(kept, await self._intake.indexed(kept))
+            self._dispatch.start_new(kept, await self._intake.indexed(kept), suspended)
 
     def _answer(self, stored: list[str], deferred: list[str]) -> list[bool]:
         """One crossing for all verdicts; per stored message, whether its

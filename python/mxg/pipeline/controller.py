@@ -286,6 +286,8 @@ class Relay:
                     # the tail its own last records joined; with the
                     # cluster's one key a second signature is harmless.
                     sign_checkpoint(stages.ctx.store, key)
+                    if stages.acks is not None:
+                        stages.acks.close()
                     stages.ctx.store.close()
                 event(log, "stopped")
 

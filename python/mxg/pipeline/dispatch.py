@@ -70,7 +70,12 @@ class Dispatcher:
 
     # -- what starts jobs ---------------------------------------------------
 
-    def start_new(self, messages: list[NewMessage], intake: list[Outcome]) -> None:
+    def start_new(
+        self,
+        messages: list[NewMessage],
+        intake: list[Outcome],
+        suspended: frozenset[str] | None = None,
+    ) -> None:
         """First deliveries of just-received messages, one per recipient
         domain not suspended; recipients intake stopped stay, those it
         rerouted go to their fallback relay."""
@@ -78,7 +83,10 @@ class Dispatcher:
         rerouted = {(o.queue_id, o.idx) for o in intake if o.status == "deferred"}
         # Recipients of a suspended domain stay pending in the index, due
         # once it is resumed (`Store.due` leaves them out until then).
-        suspended = self._ctx.store.suspended_domains()
+        # (`suspended`: as the intake read them with its commit, beside the
+        # event loop; else asked now.)
+        if suspended is None:
+            suspended = self._ctx.store.suspended_domains()
         with self._planner.fresh(messages):
             for m in messages:
                 for due in _split_by_domain(m):

@@ -51,6 +51,18 @@ class Store(
 ):
     """The queue index: one SQLite database (see the package docstring)."""
 
+    def companion(self) -> Store:
+        """On PostgreSQL: a second connection to this store, for a worker
+        thread beside the relay's event loop (the intake's commits,
+        `pipeline/acknowledge.py`), as the same node with the same spool
+        reader. Their transactions take turns, and they share the audit
+        tail, so that each one's records follow the other's."""
+        other = Store(self.url)
+        other.node = self.node
+        other.read_raw = self.read_raw
+        other.share_writers(self)
+        return other
+
 
 __all__ = [
     "BOUNCE_STATUS",

@@ -15,11 +15,13 @@ import contextlib
 import errno
 import os
 import sqlite3
+import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import TypeVar, cast
+from typing import Any, TypeVar, cast
 
 from mxg.errors import StoreDamaged, StoreError
 from mxg.store.files import _damaged, _make_private
@@ -36,6 +38,11 @@ WRITER_LOCK = 0x6D7867
 # life (rule 11a for a shared server), keyed on `hashtext(name)`; and the
 # housekeeper's (second key 0), held by one node at a time.
 NODE_LOCK = 0x6D78674E
+
+# How long the audit tail is read again after another writer was found to
+# have moved it (`Database.retrying`): long enough that two nodes appending
+# all the time do not refuse each other's blocks at every transaction.
+TAIL_CONTENDED = 10.0
 
 # Bound parameters per statement: SQLite's limit was 999 before 3.32.
 _MAX_PARAMS = 999
@@ -67,9 +74,28 @@ class AuditTailMoved(StoreError):
     to be run again from the tail as it is (`Database.retrying`)."""
 
 
-# The unique index that tells an append after a stale tail (schema
-# version 5): a block that starts where another already does.
-_TAIL_INDEX = "audit_blocks_first"
+# What refuses an append after a stale tail: the unique index on a
+# block's first record (schema version 5), or the primary key on its last,
+# whichever PostgreSQL checks first.
+_TAIL_INDEXES = ("audit_blocks_first", "audit_blocks_pkey")
+
+
+class _Writers:
+    """What the connections of one relay to a PostgreSQL store share: one
+    transaction at a time among them (so that each append to the audit
+    trail follows the one before it, and the tail they remember is the
+    store's unless another process wrote), and that tail: the last
+    record's number, its block's hash, and the server start it was
+    committed on (a restart may have lost it)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.tail: tuple[int, bytes, datetime] | None = None
+        # Until when (monotonic) the tail is read, not remembered: another
+        # writer appended lately (another node of a cluster writes all the
+        # time), and an append after a stale tail costs a whole
+        # transaction again.
+        self.contended_until = 0.0
 
 
 class Database:
@@ -86,12 +112,11 @@ class Database:
         # A transaction begun with `inserts_first` that has not yet taken
         # the writers' lock (`writers_lock`).
         self._lock_pending = False
-        # On PostgreSQL: the audit trail's tail as this store's last
-        # committed append left it, with the server start it was made on
-        # (a restart may have lost that commit); whether the transaction
-        # under way may append after it unread (`retrying`); and the
-        # tail its own append leaves.
-        self._tail: tuple[int, bytes, datetime] | None = None
+        # What this store shares with its companions (`Store.companion`):
+        # one writer at a time, and the audit tail the last one left.
+        self._writers = _Writers()
+        # Whether the transaction under way may append after that tail
+        # unread (`retrying`), and the tail its own append leaves.
         self._trust_tail = False
         self._appended: tuple[int, bytes] | None = None
         # A PostgreSQL store's schema version (`check_postgres`).
@@ -132,6 +157,11 @@ class Database:
     def url(self) -> str:
         """A PostgreSQL store's URL ("" on SQLite)."""
         return self._url
+
+    def share_writers(self, other: Database) -> None:
+        """Takes turns with `other`'s transactions and shares its audit
+        tail (`Store.companion`)."""
+        self._writers = other._writers
 
     def watch_reachability(self, changed: Callable[[bool], None]) -> None:
         """On PostgreSQL: `changed(False)` when the connection breaks,
@@ -252,8 +282,21 @@ class Database:
         self._lock_pending = inserts_first and self.dialect.postgres
         self._appended = None
         pipeline: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
-        if self.dialect.postgres and pipelined:
-            pipeline = cast(PgConnection, self.db).pipeline()
+        writers: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
+        if self.dialect.postgres:
+            writers = self._writers.lock
+            if pipelined:
+                pipeline = cast(PgConnection, self.db).pipeline()
+        with writers:
+            yield from self._transaction(pipeline, inserts_first=inserts_first, pipelined=pipelined)
+
+    def _transaction(
+        self,
+        pipeline: contextlib.AbstractContextManager[None],
+        *,
+        inserts_first: bool,
+        pipelined: bool,
+    ) -> Iterator[sqlite3.Connection]:
         try:
             with pipeline:
                 for statement in self._begin(inserts_first=inserts_first, pipelined=pipelined):
@@ -263,7 +306,7 @@ class Database:
                 # transaction open; it is rolled back like any other failure.
                 self.db.execute("COMMIT")
         except BaseException as e:
-            self._tail = None
+            self._writers.tail = None
             if self.db.in_transaction:
                 self.db.execute("ROLLBACK")
             if _moved_tail(e):
@@ -275,7 +318,7 @@ class Database:
             return
         started = cast(PgConnection, self.db).server_started
         if self._appended is not None:
-            self._tail = (*self._appended, started)
+            self._writers.tail = (*self._appended, started)
         if not self._durable:
             self._unsynced_on.add(started)
 
@@ -309,6 +352,7 @@ class Database:
             return transaction()
         except AuditTailMoved:
             self._trust_tail = False
+            self._writers.contended_until = time.monotonic() + TAIL_CONTENDED
             return transaction()
         finally:
             self._trust_tail = False
@@ -316,9 +360,12 @@ class Database:
     def remembered_tail(self) -> tuple[int, bytes] | None:
         """The tail to append after without reading it (`retrying`), if
         this transaction may and it is known for the server start now."""
-        if not (self._trust_tail and self.dialect.postgres) or self._tail is None:
+        tail = self._writers.tail
+        if not (self._trust_tail and self.dialect.postgres) or tail is None:
             return None
-        last, digest, start = self._tail
+        if time.monotonic() < self._writers.contended_until:
+            return None
+        last, digest, start = tail
         if start != cast(PgConnection, self.db).server_started:
             return None
         return last, digest
@@ -413,7 +460,7 @@ T = TypeVar("T")
 def _moved_tail(e: BaseException) -> bool:
     """The unique index on a block's first record refused an append."""
     diag = getattr(e, "diag", None)
-    return getattr(diag, "constraint_name", None) == _TAIL_INDEX
+    return getattr(diag, "constraint_name", None) in _TAIL_INDEXES
 
 
 def _chunks(items: list[T], size: int) -> Iterator[list[T]]:

@@ -294,13 +294,25 @@ class Queue(Partners, TlsRptAggregate):
 
 
 # A batch of results as one array per column (PostgreSQL, `?b`: sent in
-# binary): two statements per batch instead of two per recipient, each a
+# binary): one statement per batch instead of two per recipient, each a
 # Bind and an Execute on both sides, at the relay's full message rate.
-_RESULT_ROWS = (
-    "unnest(?b::text[], ?b::bigint[], ?b::text[], ?b::bigint[], ?b::text[], ?b::text[],"
-    " ?b::text[], ?b::text[], ?b::text[], ?b::text[], ?b::text[], ?b::text[], ?b::bigint[])"
-    " WITH ORDINALITY AS u(queue_id, idx, status, code, enhanced, text, host, ip, tls, level,"
-    " evidence, reason, next_ms, n)"
+# The attempts are inserted from the recipients as they were before the
+# update (a data-modifying CTE sees the statement's snapshot).
+_RECORD_AS_ARRAYS = (
+    "WITH u AS (SELECT * FROM unnest(?b::text[], ?b::bigint[], ?b::text[], ?b::bigint[],"
+    " ?b::text[], ?b::text[], ?b::text[], ?b::text[], ?b::text[], ?b::text[], ?b::text[],"
+    " ?b::text[], ?b::bigint[]) WITH ORDINALITY AS u(queue_id, idx, status, code, enhanced,"
+    " text, host, ip, tls, level, evidence, reason, next_ms, n)),"
+    " attempt AS (INSERT INTO attempts (queue_id, address, at_ms, status, code, enhanced, text,"
+    " host, ip, tls, level, evidence, reason)"
+    " SELECT r.queue_id, r.address, ?, u.status, u.code, u.enhanced, u.text, u.host, u.ip,"
+    " u.tls, u.level, u.evidence, u.reason"
+    " FROM u JOIN recipients r ON r.queue_id = u.queue_id AND r.idx = u.idx ORDER BY u.n)"
+    " UPDATE recipients r SET status=u.status, code=u.code, enhanced=u.enhanced,"
+    " text=u.text, host=u.host, ip=u.ip, tls=u.tls, level=u.level, evidence=u.evidence,"
+    " reason=u.reason, attempts=r.attempts+1, next_ms=u.next_ms, updated_ms=?"
+    " FROM u WHERE r.queue_id = u.queue_id AND r.idx = u.idx"
+    " AND r.status NOT IN ('sent','bounced','deleted')"
 )
 
 
@@ -309,22 +321,7 @@ def _record_as_arrays(db: sqlite3.Connection, at_ms: int, rows: list[tuple[Any, 
     recipient once in `rows` (an UPDATE ... FROM applies one row of a
     join per target row)."""
     columns = [list(c) for c in zip(*rows, strict=True)]
-    db.execute(
-        "INSERT INTO attempts (queue_id, address, at_ms, status, code, enhanced, text, host,"
-        " ip, tls, level, evidence, reason)"
-        " SELECT r.queue_id, r.address, ?, u.status, u.code, u.enhanced, u.text, u.host, u.ip,"
-        f" u.tls, u.level, u.evidence, u.reason FROM {_RESULT_ROWS}"
-        " JOIN recipients r ON r.queue_id = u.queue_id AND r.idx = u.idx ORDER BY u.n",
-        (at_ms, *columns),
-    )
-    db.execute(
-        "UPDATE recipients r SET status=u.status, code=u.code, enhanced=u.enhanced,"
-        " text=u.text, host=u.host, ip=u.ip, tls=u.tls, level=u.level, evidence=u.evidence,"
-        " reason=u.reason, attempts=r.attempts+1, next_ms=u.next_ms, updated_ms=?"
-        f" FROM {_RESULT_ROWS} WHERE r.queue_id = u.queue_id AND r.idx = u.idx"
-        " AND r.status NOT IN ('sent','bounced','deleted')",
-        (at_ms, *columns),
-    )
+    db.execute(_RECORD_AS_ARRAYS, (*columns, at_ms, at_ms))
 
 
 def result_entry(o: Outcome) -> AuditEntry:
