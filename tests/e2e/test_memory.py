@@ -100,21 +100,6 @@ def test_rule12b_past_the_memory_budget_a_message_gets_452_and_the_session_goes_
         assert s.data(b"Subject: small\r\n\r\nhi\r\n")[0] == 250
 
 
-@pytest.mark.parametrize(
-    "mxg_store",
-    [
-        "sqlite",
-        pytest.param(
-            "postgresql",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="held 3.0x on PostgreSQL since its body is stored before"
-                " the 250 (issue 18): a copy too many on that path",
-            ),
-        ),
-    ],
-    indirect=True,
-)
 def test_rule12b_a_40_mb_message_is_held_about_once(
     make_mxg: Callable[..., MxgProcess],
 ) -> None:

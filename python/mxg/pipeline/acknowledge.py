@@ -35,7 +35,7 @@ from mxg.pipeline.groupflush import GroupFlush
 from mxg.pipeline.intake import Intake
 from mxg.pipeline.storage import survives_a_full_store
 from mxg.pipeline.verdicts import Verdicts
-from mxg.store import NewMessage, is_unavailable
+from mxg.store import NewMessage, Store, is_unavailable
 
 # The reason recorded for a message stored but never acknowledged.
 NOT_ACKNOWLEDGED = "not acknowledged: the client was refused"
@@ -67,14 +67,16 @@ class Acknowledge:
         # The intake's own connection, one commit at a time in a worker
         # thread: the event loop goes on while PostgreSQL takes a batch
         # (its round trip was a quarter of the loop's time).
-        self._store = ctx.store.companion()
+        # (Opened at the first commit, in that thread: a connect blocks.)
+        self._store: Store | None = None
         self._one = anyio.CapacityLimiter(1)
         # Classified messages waiting for the commit under way to end.
         self._waiting: list[NewMessage] = []
         self._committing = False
 
     def close(self) -> None:
-        self._store.close()
+        if self._store is not None:
+            self._store.close()
 
     async def on_arrived(self, arrived: list[Arrived]) -> None:
         """Messages at the end of DATA: those no class could reject are
@@ -167,6 +169,8 @@ class Acknowledge:
             return None
 
     def _commit_now(self, messages: list[NewMessage]) -> _Committed:
+        if self._store is None:
+            self._store = self._ctx.store.companion()
         stored = set(self._store.add_messages(messages, durable=False))
         start = self._store.commit_start
         assert start is not None  # acknowledging runs on PostgreSQL alone

@@ -357,6 +357,29 @@ class PgConnection:
         arrays = ", ".join(f"%b::{types[c]}[]" for c in columns)
         return f"INSERT INTO {table} ({', '.join(columns)}) SELECT * FROM unnest({arrays}){tail}"
 
+    def copy_row(self, copy: str, fields: Sequence[bytes]) -> None:
+        """One row into a table with ``COPY ... FROM STDIN (FORMAT binary)``
+        (`copy`), each field given as its binary representation (a text's
+        UTF-8 bytes, a bytea's bytes), sent in pieces of `COPY_PIECE`: a
+        large body is never copied whole once more, into one parameter or
+        into libpq's buffer (rule 12b). Not in a pipeline (COPY is not
+        pipelined)."""
+        cur = self._ready().cursor()
+        row = len(fields).to_bytes(2, "big")
+        try:
+            with cur.copy(copy) as out:
+                out.write(_COPY_HEADER + row)
+                for field in fields:
+                    out.write(len(field).to_bytes(4, "big"))
+                    view = memoryview(field)
+                    for at in range(0, len(view), COPY_PIECE):
+                        out.write(view[at : at + COPY_PIECE])
+                out.write(_COPY_TRAILER)
+        except psycopg.Error as e:
+            if (lost := self._broke(e)) is not None:
+                raise lost from None
+            raise
+
     def executescript(self, script: str) -> None:
         conn = self._ready()
         try:
@@ -432,6 +455,14 @@ class PgConnection:
             self._broke(e)
         return OSError(errno.EIO, f"cannot flush the store's WAL: {_line(e)}")
 
+
+# PostgreSQL's binary COPY format: the signature, flags and header
+# extension length before the rows, -1 fields after them.
+_COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + bytes(8)
+_COPY_TRAILER = (-1).to_bytes(2, "big", signed=True)
+# The piece of a field `copy_row` sends at a time: libpq's buffer holds
+# about this much, not the whole field.
+COPY_PIECE = 1 << 20
 
 # One statement, one round trip: it writes a WAL record in its transaction
 # (an empty logical decoding message, which needs no privilege and no
