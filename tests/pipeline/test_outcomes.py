@@ -10,6 +10,7 @@ import pytest
 from mxg.boundary import DeliveryDone, RecipientResult
 from mxg.pipeline.plan import JobInfo
 from mxg.store import NewMessage, now_ms
+from mxg.store.postgres import StoreUnreachable
 from tests.pipeline.fakes import envelope, serving, stages
 
 
@@ -86,3 +87,36 @@ def test_an_unmet_level_takes_the_classes_on_unmet_action(
     assert (row["status"], row["enhanced"]) == (status, enhanced)
     # A bounce is stored, then reported to the sender.
     assert len(engine.injected) == (1 if status == "bounced" else 0)
+
+
+def test_with_ratchet_warn_results_wait_in_memory_while_the_store_is_away(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `ratchet = "warn"` reads the partner ledger before the results are
+    # stored; a store that cannot be read then must not drop the batch
+    # (its recipients would be sent again): the results wait in memory,
+    # as without the ratchet, and only the warning is lost.
+    st, _ = stages(tmp_path, '[delivery]\nratchet = "warn"\n')
+    info = _job(st, "Q1", "a@plain.test")
+
+    def unreachable(*_: object) -> None:
+        raise StoreUnreachable("the store at test is unreachable")
+
+    monkeypatch.setattr(st.ctx.store, "partner", unreachable)
+    monkeypatch.setattr(st.ctx.store, "record", unreachable)
+    sent = RecipientResult(
+        address="a@plain.test",
+        status="sent",
+        code=250,
+        enhanced="2.0.0",
+        text="ok",
+        host="mx.plain.test",
+        ip="127.0.0.2",
+        level="encrypted",
+    )
+
+    async def body() -> None:
+        await st.outcomes.results([(info, _done([sent]))])
+
+    serving(st, body)
+    assert set(st.ctx.unstored) == {("Q1", 0)}

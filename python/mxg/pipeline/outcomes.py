@@ -60,7 +60,14 @@ class Outcomes:
             for r in ev.results
         )
         if self._ctx.cfg.delivery.ratchet == "warn":
-            self._warn_drops(seen)
+            try:
+                self._warn_drops(seen)
+            except Exception as e:
+                # The results must still reach `commit`, which holds them
+                # in memory while the store is away; only the warning is
+                # lost (the ledger keeps the drop).
+                if not is_unavailable(e):
+                    raise
         counts = self._ctx.counts
         sessions: Tally = Tally()
         for info, ev in done:
