@@ -352,7 +352,7 @@ def _received(prefix: str, n: int) -> list[NewMessage]:
     ]
 
 
-def test_an_append_after_a_moved_tail_runs_again_and_keeps_one_chain(
+def test_rule11b_an_append_after_a_moved_tail_runs_again_and_keeps_one_chain(
     postgres: Postgres,
 ) -> None:
     # The relay's intake appends after the tail it wrote last without

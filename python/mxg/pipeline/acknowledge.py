@@ -13,9 +13,10 @@ transaction or flush that fails answers ``defer`` (451 4.3.0): the
 client keeps the message. A session that stopped waiting (its client got
 451 when no verdict came in time) refuses the verdict; its message,
 stored meanwhile, is deleted in the store at once with the reason "not
-acknowledged: the client was refused", so it is never delivered. The same happens once the store is
-back to a message whose commit failed with the connection: PostgreSQL
-may have committed it before the answer was lost.
+acknowledged: the client was refused", so it is never delivered. The
+same happens once the store is back to a message whose commit failed
+with the connection: PostgreSQL may have committed it before the answer
+was lost.
 """
 
 from __future__ import annotations
@@ -154,9 +155,8 @@ class Acknowledge:
                 await self._flush_then_answer(messages, *committed)
 
     async def _commit(self, messages: list[NewMessage]) -> _Committed | None:
-        """The commit, in the worker thread, without waiting for the WAL:
-        the ids stored and the server start it was made on; None (the
-        messages answered 451) when it failed. Not dispatched from the
+        """The commit, in the worker thread, without waiting for the WAL
+        (`_Committed`); None (the messages answered 451) when it failed. Not dispatched from the
         moment they may be in the store until they are answered (the
         scanner's due query would find them)."""
         ids = [m.queue_id for m in messages]

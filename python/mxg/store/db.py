@@ -126,7 +126,7 @@ class Database:
         # yet made durable were made on.
         self._url = ""
         self._syncer: PgConnection | None = None
-        # The connection `flush_commits` waits on, in a thread of its own.
+        # The connection the intake's group flush waits on (`flusher`).
         self._flusher: PgConnection | None = None
         self._unsynced_on: set[datetime] = set()
         # How often commits in doubt were forgotten (`forget_doubtful`): a
@@ -245,7 +245,7 @@ class Database:
     @property
     def commit_start(self) -> datetime | None:
         """On PostgreSQL: the start of the server the last commit was made
-        on, which `flush_commits` checks (None on SQLite)."""
+        on, which the intake's flush checks (None on SQLite)."""
         if not self.dialect.postgres:
             return None
         return cast(PgConnection, self.db).server_started
@@ -344,9 +344,9 @@ class Database:
         without reading it: on PostgreSQL the relay is nearly always the
         only writer, and that read was a round trip of its own in every
         transaction at the message rate. Should another writer have
-        appended since (another node, an operator's command), the unique
-        index on a block's first record refuses the block, and
-        `transaction` runs once more, reading the tail."""
+        appended since (another node, an operator's command), the block is
+        refused (`_TAIL_INDEXES`), and `transaction` runs once more,
+        reading the tail."""
         self._trust_tail = True
         try:
             return transaction()
@@ -458,7 +458,7 @@ T = TypeVar("T")
 
 
 def _moved_tail(e: BaseException) -> bool:
-    """The unique index on a block's first record refused an append."""
+    """An append after a stale tail was refused (`_TAIL_INDEXES`)."""
     diag = getattr(e, "diag", None)
     return getattr(diag, "constraint_name", None) in _TAIL_INDEXES
 

@@ -38,8 +38,8 @@ class Intake(AuditTrail):
         before the 250"); a message whose file is gone (its client was
         refused meanwhile) is not indexed. That commit is durable when it
         returns, unless `durable` is False: then it does not wait for the
-        WAL, and the caller makes it durable with `flush_commits` (on the
-        server start `commit_start` names) before it acknowledges."""
+        WAL, and the caller makes it durable with a flush (`flusher`, on
+        the server start `commit_start` names) before it acknowledges."""
         messages = list(messages)
         bodies: dict[str, bytes] = {}
         if self.dialect.postgres and self.read_raw is not None:

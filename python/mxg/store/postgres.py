@@ -116,7 +116,6 @@ class PgCursor:
         self._cur = cur
         self.lastrowid = lastrowid
         self._results = results
-        self._rowcount: int | None = None
 
     def _done(self) -> psycopg.Cursor[Any]:
         if self._results is not None:
@@ -126,11 +125,7 @@ class PgCursor:
 
     @property
     def rowcount(self) -> int:
-        return self._done().rowcount if self._rowcount is None else self._rowcount
-
-    @rowcount.setter
-    def rowcount(self, n: int) -> None:
-        self._rowcount = n
+        return self._done().rowcount
 
     def fetchone(self) -> Any:
         cur = self._done()
@@ -295,9 +290,9 @@ class PgConnection:
             if (lost := self._broke(e)) is not None:
                 raise lost from None
             raise
-        if self._pipeline is not None and not returns_id:
-            return PgCursor(cur, results=self._results_of(self._pipeline))
-        return PgCursor(cur, lastrowid)
+        if returns_id:  # its result is read already
+            return PgCursor(cur, lastrowid)
+        return self._cursor(cur)
 
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> PgCursor:
         """The statement for each row, in one statement per batch where
@@ -311,33 +306,24 @@ class PgConnection:
             shape = batched(text)
             if shape is None or not params:
                 cur.executemany(text, params)
-                if self._pipeline is not None:
-                    return PgCursor(cur, results=self._results_of(self._pipeline))
-                return PgCursor(cur)
-            if self._pipeline is not None:
-                # Its count is not read in a pipeline: nothing waits for it.
-                if isinstance(shape, str):
-                    cur.execute(shape, ([p[0] for p in params],))
-                else:
-                    columns = [list(c) for c in zip(*params, strict=True)]
-                    cur.execute(self._unnest(*shape), columns)
-                return PgCursor(cur, results=self._results_of(self._pipeline))
-            rowcount = 0
-            if isinstance(shape, str):  # one key per row: `= ANY` of them all
+            elif isinstance(shape, str):  # one key per row: `= ANY` of them all
                 cur.execute(shape, ([p[0] for p in params],))
-                rowcount = cur.rowcount
             else:
                 # One array per column: the same statement text whatever
                 # the rows, which psycopg caches and PostgreSQL prepares.
                 cur.execute(self._unnest(*shape), [list(c) for c in zip(*params, strict=True)])
-                rowcount = cur.rowcount
-            result = PgCursor(cur)
-            result.rowcount = rowcount
-            return result
         except psycopg.Error as e:
             if (lost := self._broke(e)) is not None:
                 raise lost from None
             raise
+        return self._cursor(cur)
+
+    def _cursor(self, cur: psycopg.Cursor[Any]) -> PgCursor:
+        """The statement's `PgCursor`; inside a pipeline, one that waits
+        for the results when they are read."""
+        if self._pipeline is not None:
+            return PgCursor(cur, results=self._results_of(self._pipeline))
+        return PgCursor(cur)
 
     def _unnest(self, table: str, columns: tuple[str, ...], tail: str) -> str:
         """A row INSERT as one statement over arrays, each cast to its
