@@ -23,11 +23,19 @@ A, B, C, D = "A" * 16, "B" * 16, "C" * 16, "D" * 16
 
 
 def message(
-    qid: str, rcpts: list[str], age_ms: int, classes: list[str] | None = None
+    qid: str,
+    rcpts: list[str],
+    age_ms: int,
+    classes: list[str] | None = None,
+    at_ms: int = NOW,
 ) -> NewMessage:
+    """A message received `age_ms` before `at_ms`: NOW for the queries
+    here, which take it explicitly; the wall clock for a test that asks
+    a running surface (its `since` counts from the clock, and the suite
+    may run for longer than the ages)."""
     env = Envelope(
         queue_id=qid,
-        received_ms=NOW - age_ms,
+        received_ms=at_ms - age_ms,
         sender="alice@internal.test",
         recipients=[Recipient(r) for r in rcpts],
         origin="smtp",

@@ -24,7 +24,7 @@ from mxg.audit_trail import verify
 from mxg.pipeline.context import Wakeup
 from mxg.pipeline.controller import Stages
 from mxg.signing import SigningKey
-from mxg.store import Outcome
+from mxg.store import Outcome, now_ms
 from mxg.web.api import PREFIX
 from mxg.web.app import WEB_ROUTES, build_app
 from mxg.web.auth import by_token, new_token, token_sha256
@@ -34,7 +34,7 @@ from tests.pipeline.fakes import stages
 from tests.support.certs import ca_signed, client_signed
 from tests.support.cli import mxg
 from tests.support.dns import free_port
-from tests.test_ops import MIN, NOW, A, B, C, message
+from tests.test_ops import MIN, A, B, C, message
 from tests.test_web import answers, serve_and, surface
 
 ADMIN, READER = new_token(), new_token()
@@ -51,14 +51,15 @@ def config(tmp_path: Path) -> str:
 def relay(tmp_path: Path) -> Stages:
     st, _ = stages(tmp_path, config(tmp_path))
     store = st.ctx.store
+    now = now_ms()
     store.add_messages(
         [
-            message(A, ["a1@x.test", "a2@y.test"], 3 * 60 * MIN),
-            message(B, ["b1@x.test"], 30 * MIN, ["secret"]),
-            message(C, ["c1@y.test"], 2 * MIN),
+            message(A, ["a1@x.test", "a2@y.test"], 3 * 60 * MIN, at_ms=now),
+            message(B, ["b1@x.test"], 30 * MIN, ["secret"], at_ms=now),
+            message(C, ["c1@y.test"], 2 * MIN, at_ms=now),
         ]
     )
-    store.record([Outcome(A, 0, "deferred", 451, "4.3.2", "later", next_ms=NOW + 3_600_000)])
+    store.record([Outcome(A, 0, "deferred", 451, "4.3.2", "later", next_ms=now + 3_600_000)])
     SigningKey.load_or_create(tmp_path)
     return st
 

@@ -77,6 +77,7 @@ def test_three_nodes_lose_no_acknowledged_message_when_one_is_killed(
         _node(tmp_path, dns_server, store, name, backend)
         for name, backend in (("n1", "asyncio"), ("n2", "trio"), ("n3", "asyncio"))
     ]
+    load: Load | None = None
     try:
         for n in nodes:
             n.start()
@@ -101,7 +102,7 @@ def test_three_nodes_lose_no_acknowledged_message_when_one_is_killed(
             give_up_after=120,
             retry_pause=0.1,
         )
-        sending = threading.Thread(target=load.run)
+        sending = threading.Thread(target=load.run, daemon=True)
         sending.start()
         wait_for(lambda: len(load.acked) >= TOTAL // 3, timeout=180, what="a third acknowledged")
         victim = nodes[1]
@@ -145,6 +146,8 @@ def test_three_nodes_lose_no_acknowledged_message_when_one_is_killed(
         n2 = next(n for n in status["nodes"] if n["name"] == "n2")
         assert n2["queue"]["messages"] == 0, "everything n2 had was taken over"
     finally:
+        if load is not None:
+            load.stop()
         for n in nodes:
             n.stop()
 

@@ -121,6 +121,7 @@ def test_rule9_a_postgresql_restart_under_load_loses_no_acknowledged_message(
     make_mxg: Callable[..., MxgProcess],
     sinks: dict[str, Sink],
     private_postgres: tuple[Server, Postgres],
+    mxg_store: str,
     stop: str,
 ) -> None:
     """``fast``: PostgreSQL ends every session and shuts down cleanly;
@@ -134,15 +135,23 @@ def test_rule9_a_postgresql_restart_under_load_loses_no_acknowledged_message(
         return mid, f"Message-ID: {mid}\r\nSubject: restart {i}\r\n\r\n" + "x" * 900 + "\r\n"
 
     load = Load([mxg.port], TOTAL, message, lambda i: f"u{i % 7}@good.test")
-    sending = threading.Thread(target=load.run)
+    sending = threading.Thread(target=load.run, daemon=True)
     sending.start()
-    wait_for(lambda: len(load.acked) >= TOTAL // 3, timeout=120, what="a third acknowledged")
-    server.stop(stop)
-    down_at = len(load.acked)
-    time.sleep(4)
-    during = len(load.acked)
-    server.start()
-    sending.join(600)
+    try:
+        wait_for(lambda: len(load.acked) >= TOTAL // 3, timeout=120, what="a third acknowledged")
+        server.stop(stop)
+        down_at = len(load.acked)
+        time.sleep(4)
+        during = len(load.acked)
+        server.start()
+        sending.join(600)
+        assert not sending.is_alive(), (
+            f"the relay did not recover: {len(load.acked)} of {TOTAL} acknowledged,"
+            f" replies {dict(load.replies)}, connections cut {load.cut_off}\n"
+            + mxg.log_text()[-6000:]
+        )
+    finally:
+        load.stop()
     wait_for(
         lambda: load.acked <= set(_delivered(sinks)),
         timeout=300,
@@ -151,7 +160,19 @@ def test_rule9_a_postgresql_restart_under_load_loses_no_acknowledged_message(
     # Without a restart of mxg: the repair after PostgreSQL's restart
     # lets every finished message leave the spool (rule 11).
     spool = mxg.workdir / "data" / "spool" / "queue"
-    wait_for(lambda: not any(spool.iterdir()), timeout=120, what="the spool emptied")
+    try:
+        wait_for(lambda: not any(spool.iterdir()), timeout=120, what="the spool emptied")
+    except AssertionError:
+        left = sorted(p.name for p in spool.iterdir())
+        with psycopg.connect(mxg_store) as db:
+            rows = db.execute(
+                "SELECT m.queue_id, m.state, r.status FROM messages m"
+                " LEFT JOIN recipients r USING (queue_id) WHERE m.queue_id = ANY(%s)",
+                (left,),
+            ).fetchall()
+        raise AssertionError(
+            f"{len(left)} spool files left, in the store: {rows[:20]}\n" + mxg.log_text()[-6000:]
+        ) from None
     time.sleep(2)  # stragglers, before counting duplicates
     got = _delivered(sinks)
     duplicates = sum(n - 1 for n in got.values() if n > 1)

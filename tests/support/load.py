@@ -40,18 +40,30 @@ class Load:
     cut_off: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _next: int = 0
+    _stopped: threading.Event = field(default_factory=threading.Event)
 
     def run(self) -> Load:
-        workers = [threading.Thread(target=self._worker, args=(n,)) for n in range(self.threads)]
+        # Daemon threads, and `stop`: a test that fails while its load
+        # still runs must not keep the interpreter from exiting (every
+        # message left would be tried for `give_up_after`).
+        workers = [
+            threading.Thread(target=self._worker, args=(n,), daemon=True)
+            for n in range(self.threads)
+        ]
         for w in workers:
             w.start()
         for w in workers:
             w.join()
         return self
 
+    def stop(self) -> None:
+        """No further message or retry; the threads end after the
+        exchange they are in."""
+        self._stopped.set()
+
     def _take(self) -> int | None:
         with self._lock:
-            if self._next >= self.total:
+            if self._next >= self.total or self._stopped.is_set():
                 return None
             self._next += 1
             return self._next - 1
@@ -96,7 +108,7 @@ class Load:
                         self.cut_off += 1
                     conn = _closed(conn)
                     port = self._next_relay(port, conn)
-                if time.monotonic() > deadline:
+                if time.monotonic() > deadline or self._stopped.is_set():
                     with self._lock:
                         self.unsent.add(mid)
                     break
