@@ -1,6 +1,6 @@
-"""The repair after the PostgreSQL server restarted (docs/cluster.md):
-what a restart of mxg would do for this node's queue (rule 10), while it
-keeps serving.
+"""The repair after the PostgreSQL server restarted, or after a commit's
+answer was lost with the connection (docs/cluster.md): what a restart
+of mxg would do for this node's queue (rule 10), while it keeps serving.
 
 The hot path's repairable batches (results, done marks) commit without
 waiting for the server's WAL flush, and `Database.sync` flushes them
@@ -12,6 +12,12 @@ are forgotten, finished messages leave the spool, recipients the store
 shows pending whose delivery is not under way in this process are due
 again (at least once: a delivery whose result was lost goes again), and
 bounces without their DSN get it.
+
+A COMMIT whose answer was lost (the server ended the session just after
+it, in a `fast` shutdown or by `pg_terminate_backend`) may have
+committed: a delivery result kept in memory and stored again then finds
+its message done already, and nothing else would remove its spool file
+until the relay restarts. The same repair settles that from the store.
 
 It runs in the scan, on the event loop: between reading the store and
 forgetting the doubtful commits nothing else runs, and a result that
@@ -39,7 +45,14 @@ async def repair_if_restarted(stages: Stages) -> None:
     ctx, store, finisher = stages.ctx, stages.ctx.store, stages.finisher
     if not store.doubtful():
         return
-    event(log, "store restarted since unflushed commits: repairing the queue", logging.WARNING)
+    if store.answers_lost:
+        event(
+            log,
+            "a commit's answer was lost with the store's connection: repairing the queue",
+            logging.WARNING,
+        )
+    else:
+        event(log, "store restarted since unflushed commits: repairing the queue", logging.WARNING)
     spooled = await anyio.to_thread.run_sync(ctx.engine.spool_ids)
     doubtful = store.doubtful()
     finished, done = finished_in(store, spooled)

@@ -25,7 +25,7 @@ from typing import Any, TypeVar, cast
 
 from mxg.errors import StoreDamaged, StoreError
 from mxg.store.files import _damaged, _make_private
-from mxg.store.postgres import PgConnection
+from mxg.store.postgres import PgConnection, StoreUnreachable
 from mxg.store.schema import SCHEMA, check_postgres, migrate
 
 # The advisory lock every PostgreSQL write transaction takes first:
@@ -129,6 +129,12 @@ class Database:
         # The connection the intake's group flush waits on (`flusher`).
         self._flusher: PgConnection | None = None
         self._unsynced_on: set[datetime] = set()
+        # The server starts on which a COMMIT was sent and the connection
+        # broke before its answer came: committed or not, nobody knows
+        # (the server may have ended the session just after it), and what
+        # the caller did on the failure (a result kept in memory and
+        # stored again) may not match the store (`doubtful`).
+        self._answers_lost: set[datetime] = set()
         # How often commits in doubt were forgotten (`forget_doubtful`): a
         # removal decided before then is refused by `sync`.
         self.repairs = 0
@@ -297,6 +303,7 @@ class Database:
         inserts_first: bool,
         pipelined: bool,
     ) -> Iterator[sqlite3.Connection]:
+        committing = False
         try:
             with pipeline:
                 for statement in self._begin(inserts_first=inserts_first, pipelined=pipelined):
@@ -304,9 +311,14 @@ class Database:
                 yield self.db
                 # A COMMIT that fails (a full disk: SQLITE_FULL) leaves the
                 # transaction open; it is rolled back like any other failure.
+                committing = True
                 self.db.execute("COMMIT")
         except BaseException as e:
             self._writers.tail = None
+            if committing and isinstance(e, StoreUnreachable):
+                # Still the broken connection's start: it reconnects at
+                # the next statement.
+                self._answers_lost.add(cast(PgConnection, self.db).server_started)
             if self.db.in_transaction:
                 self.db.execute("ROLLBACK")
             if _moved_tail(e):
@@ -400,19 +412,31 @@ class Database:
         were made that no `sync` made durable. The server restarted since,
         so they may be lost; what it shows now is durable (WAL replay
         restores only flushed commits), and `sync` fails until the relay
-        has repaired its queue from that (`pipeline/repair.py`)."""
+        has repaired its queue from that (`pipeline/repair.py`). And the
+        starts on which a commit's answer was lost (`answers_lost`), the
+        current one too: the relay's memory may not match the store, and
+        the same repair settles it from the store."""
         if not self.dialect.postgres:
             return set()
         now = cast(PgConnection, self.db).server_started
-        return {t for t in self._unsynced_on if t != now}
+        return {t for t in self._unsynced_on if t != now} | self._answers_lost
+
+    @property
+    def answers_lost(self) -> bool:
+        """Whether a COMMIT's answer was lost with the connection since
+        the last repair (`doubtful`)."""
+        return bool(self._answers_lost)
 
     def forget_doubtful(self, starts: set[datetime]) -> None:
         """The commits on those `starts` are settled: the repair read what
         survived of them. Every removal decided before is refused
         (`sync(decided=...)`); the count goes first, so that a `sync`
-        that no longer sees those starts sees the new count."""
+        that no longer sees those starts sees the new count. The current
+        start stays among those `sync` flushes: its commits are there."""
         self.repairs += 1
-        self._unsynced_on -= starts
+        now = cast(PgConnection, self.db).server_started
+        self._unsynced_on -= {t for t in starts if t != now}
+        self._answers_lost -= starts
 
     def sync(self, decided: int | None = None) -> None:
         """Makes every commit so far durable. Commits without their own

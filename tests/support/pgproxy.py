@@ -1,0 +1,111 @@
+"""A TCP proxy in front of a PostgreSQL server that cuts connections at
+chosen moments, as PostgreSQL ending a session (a ``fast`` shutdown,
+`pg_terminate_backend`) or the network would: after the server
+committed but before its answer reaches the client (the client cannot
+tell whether its transaction committed), or when the client sends a
+given statement."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import socket
+import threading
+from collections.abc import Iterator
+
+# The server's CommandComplete for a COMMIT: tag 'C', the length (itself
+# and "COMMIT\0"), the tag text (PostgreSQL protocol, "Message Formats").
+COMMIT_DONE = b"C\x00\x00\x00\x0bCOMMIT\x00"
+
+
+class CuttingProxy:
+    """Listens on a free loopback port and forwards every connection to
+    the server at `port`. Once armed (`lose_next_commit_answer`,
+    `cut_when_sent`), the first connection that carries the pattern is
+    closed on both sides instead of forwarding it (`cut` is set then)."""
+
+    def __init__(self, port: int) -> None:
+        self._target = ("127.0.0.1", port)
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        # What cuts the next connection that carries it: the server's
+        # answers (True) or the client's statements, and the bytes.
+        self._trigger: tuple[bool, bytes] | None = None
+        self.cut = threading.Event()
+        self._lock = threading.Lock()
+        self._pairs: list[tuple[socket.socket, socket.socket]] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def url(self, url: str) -> str:
+        """`url` (a store URL on the server) through this proxy."""
+        return re.sub(r"@([^:/]+):\d+/", f"@127.0.0.1:{self.port}/", url, count=1)
+
+    def lose_next_commit_answer(self) -> None:
+        self._arm(answers=True, pattern=COMMIT_DONE)
+
+    def cut_when_sent(self, pattern: bytes) -> None:
+        self._arm(answers=False, pattern=pattern)
+
+    def cut_all(self) -> None:
+        """Every connection open now ends (its session with it)."""
+        with self._lock:
+            pairs, self._pairs = self._pairs, []
+        for pair in pairs:
+            _shut(*pair)
+
+    def close(self) -> None:
+        self._listener.close()
+        self.cut_all()
+
+    def _arm(self, *, answers: bool, pattern: bytes) -> None:
+        with self._lock:
+            self.cut.clear()
+            self._trigger = (answers, pattern)
+
+    def _fires(self, answers: bool, seen: bytes) -> bool:
+        with self._lock:
+            if self._trigger is None or self._trigger[0] != answers:
+                return False
+            if self._trigger[1] not in seen:
+                return False
+            self._trigger = None
+            self.cut.set()  # before the client can see the cut
+            return True
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return  # closed
+            server = socket.create_connection(self._target)
+            with self._lock:
+                self._pairs.append((client, server))
+            threading.Thread(target=self._pump, args=(client, server, False), daemon=True).start()
+            threading.Thread(target=self._pump, args=(server, client, True), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket, answers: bool) -> None:
+        # The end of the last chunk: a message split between two reads.
+        tail = b""
+        with contextlib.suppress(OSError):
+            while data := src.recv(65536):
+                if self._fires(answers, tail + data):
+                    break
+                tail = data[-64:]
+                dst.sendall(data)
+        _shut(src, dst)
+
+
+def _shut(*sockets: socket.socket) -> None:
+    for s in sockets:
+        with contextlib.suppress(OSError):
+            s.shutdown(socket.SHUT_RDWR)
+
+
+@contextlib.contextmanager
+def cutting_proxy(port: int) -> Iterator[CuttingProxy]:
+    proxy = CuttingProxy(port)
+    try:
+        yield proxy
+    finally:
+        proxy.close()
