@@ -25,6 +25,7 @@ from mxg.store.audit import AuditEntry
 from mxg.store.postgres import PgConnection, StoreUnreachable, batched, redact, to_postgres
 from mxg.store.schema import SCHEMA_VERSION
 from tests.support.cli import mxg
+from tests.support.pgproxy import cutting_proxy
 from tests.support.postgres import Postgres, Server, migrated, store_config
 
 TABLES = {
@@ -331,6 +332,41 @@ def test_a_broken_connection_comes_back_by_itself(
         assert store.spool_body("Q1") == b"x"
     finally:
         store.close()
+
+
+def test_a_connection_lost_while_the_node_lock_is_taken_again_is_unreachable(
+    postgres: Postgres,
+) -> None:
+    """A reconnection takes the node's session lock again (rule 11a); a
+    connection that breaks right then (PostgreSQL ending sessions again,
+    as an operator's `pg_terminate_backend` in a loop does) is the store
+    unreachable a while longer, as any other break: never an error the
+    relay does not expect, which ended it. Once back, the lock is held."""
+    url = postgres.migrated_database()
+    with cutting_proxy(postgres.port) as proxy:
+        store = open_store(proxy.url(url), "n1")
+        try:
+            proxy.cut_all()
+            with pytest.raises(StoreUnreachable):
+                store.known_ids()
+            proxy.cut_when_sent(b"pg_try_advisory_lock")
+            deadline = time.monotonic() + 10
+            while not proxy.cut.is_set():
+                assert time.monotonic() < deadline, "no reconnection within 10 s"
+                with pytest.raises(StoreUnreachable):
+                    store.known_ids()
+                time.sleep(0.05)
+            while True:
+                try:
+                    assert store.known_ids() == set()
+                    break
+                except StoreUnreachable:
+                    assert time.monotonic() < deadline, "no reconnection within 10 s"
+                    time.sleep(0.05)
+            with pytest.raises(StoreError, match="a relay named 'n1' already uses the store"):
+                open_store(url, "n1")
+        finally:
+            store.close()
 
 
 def _received(prefix: str, n: int) -> list[NewMessage]:

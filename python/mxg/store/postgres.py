@@ -215,17 +215,31 @@ class PgConnection:
             raise StoreUnreachable(f"the store at {redact(self.url)} is unreachable")
         try:
             conn = self._connect()
+            self.conn = conn
+            if self.on_reconnect is not None:
+                self._again(conn)
         except StoreUnreachable:
             self._retry_at = now + self._backoff
             self._backoff = min(self._backoff * 2, RECONNECT_LONGEST)
             raise
-        self.conn = conn
         self._backoff = RECONNECT_FIRST
-        if self.on_reconnect is not None:
-            self.on_reconnect(self)
         if self.on_reachable is not None:
             self.on_reachable(True)
         return conn
+
+    def _again(self, conn: psycopg.Connection[Any]) -> None:
+        """`on_reconnect` on the new connection: one that breaks meanwhile
+        (the server ends sessions again) is closed and the store stays
+        unreachable, as when the connect failed; a psycopg error here
+        ended the relay, which waits out only `StoreUnreachable`."""
+        assert self.on_reconnect is not None
+        try:
+            self.on_reconnect(self)
+        except psycopg.Error as e:
+            conn.close()
+            raise StoreUnreachable(
+                f"cannot connect to the store at {redact(self.url)}: {_line(e)}"
+            ) from None
 
     def _broke(self, e: psycopg.Error) -> StoreUnreachable | None:
         """A failed statement that broke the connection: tells
