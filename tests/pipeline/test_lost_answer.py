@@ -1,13 +1,18 @@
-"""A commit whose answer was lost with the connection (PostgreSQL ended
-the session just after committing: a ``fast`` shutdown, an operator's
-`pg_terminate_backend`, the network): the relay cannot tell whether it
-committed. Here it did, and the delivery result it held marked the
-message done; the result, kept in memory as when the store is
-unreachable, is stored again once the store answers, which finds the
-message done already. The repair (`pipeline/repair.py`) then settles
-the queue from what the store shows: the message's spool file goes
-(rule 11). Before, the file stayed until the relay restarted, and a
-load test's spool never emptied."""
+"""The store's connection breaking in the middle of the results' path
+(PostgreSQL ending the session: a ``fast`` shutdown, an operator's
+`pg_terminate_backend`, the network), through a proxy that cuts it at
+a chosen statement (`tests/support/pgproxy.py`): every finished message
+still leaves the spool (rule 11), without a restart of the relay.
+
+- A commit whose answer was lost: the relay cannot tell whether it
+  committed. Here it did, and the result it held marked the message
+  done; kept in memory and stored again once the store answers, it
+  finds the message done already. The repair (`pipeline/repair.py`)
+  settles the queue from what the store shows.
+- A repair cut short after its first removal: the others go on.
+- A batch's DSN that cannot be marked queued: the batch's other
+  finished messages leave the spool all the same.
+"""
 
 from __future__ import annotations
 
@@ -63,6 +68,23 @@ def _sent(job: dict[str, Any]) -> DeliveryDone:
     return DeliveryDone(job["job_id"], job["queue_id"], job["destination"], results, [], 0, 0)
 
 
+def _bounced(job: dict[str, Any]) -> DeliveryDone:
+    results = [
+        RecipientResult(
+            r["address"],
+            "bounced",
+            550,
+            "5.1.1",
+            "no such user",
+            "mx.plain.test",
+            "127.0.0.2",
+            "encrypted",
+        )
+        for r in job["recipients"]
+    ]
+    return DeliveryDone(job["job_id"], job["queue_id"], job["destination"], results, [], 0, 0)
+
+
 async def _until(what: str, check: Any, seconds: float = 20) -> None:
     deadline = time.monotonic() + seconds
     while not check():
@@ -70,50 +92,135 @@ async def _until(what: str, check: Any, seconds: float = 20) -> None:
         await anyio.sleep(0.05)
 
 
-def test_rule11_a_commit_whose_answer_was_lost_is_repaired_and_its_message_leaves_the_spool(
-    tmp_path: Path, direct: str, proxy: CuttingProxy, caplog: pytest.LogCaptureFixture
-) -> None:
-    engine = FakeEngine()
-    st, _ = stages(tmp_path, engine=engine)
-    store = st.ctx.store
-    store.claim_node("n1", "the test's store")
-    store.read_raw = functools.partial(read_raw, engine)
-    caplog.set_level(logging.INFO, logger="mxg")
+class _Relay:
+    """The stages on the proxied store, as the relay (node n1)."""
 
-    def state() -> str:
-        with psycopg.connect(direct) as db:
-            row = db.execute("SELECT state FROM messages WHERE queue_id = 'Q1'").fetchone()
-        return str(row[0]) if row else ""
+    def __init__(self, tmp_path: Path) -> None:
+        self.engine = FakeEngine()
+        self.st, _ = stages(tmp_path, engine=self.engine)
+        self.store = self.st.ctx.store
+        self.store.claim_node("n1", "the test's store")
+        self.store.read_raw = functools.partial(read_raw, self.engine)
 
-    def reachable() -> bool:
+    async def dispatched(self, *queue_ids: str) -> None:
+        """The messages stored, acknowledged and dispatched."""
+        arrived = []
+        for q in queue_ids:
+            env = envelope(q, [f"{q.lower()}@plain.test"])
+            self.engine.spool[q] = (env, BODY)
+            arrived.append(Arrived(env, {}))
+        await self.st.handle(arrived)
+        await _until("stored and dispatched", lambda: len(self.engine.jobs) == len(queue_ids))
+
+    async def sent_but_answer_lost(self, proxy: CuttingProxy, queue_id: str) -> None:
+        """`queue_id`'s delivery result, whose commit's answer is lost."""
+        [job] = [j for j in self.engine.jobs if j["queue_id"] == queue_id]
+        proxy.lose_next_commit_answer()
+        with survives_a_full_store():
+            await self.st.handle([_sent(job)])
+        assert proxy.cut.is_set(), "the answer to the result's COMMIT was lost"
+        assert self.st.ctx.unstored, "the result waits in memory, as when the store is unreachable"
+        await _until("the store reachable again", self.reachable)
+
+    def reachable(self) -> bool:
         try:
-            store.known_ids()
+            self.store.known_ids()
         except StoreUnreachable:
             return False
         return True
 
+
+def _state(url: str, queue_id: str) -> str:
+    with psycopg.connect(url) as db:
+        row = db.execute("SELECT state FROM messages WHERE queue_id = %s", (queue_id,)).fetchone()
+    return str(row[0]) if row else ""
+
+
+def test_rule11_a_commit_whose_answer_was_lost_is_repaired_and_its_message_leaves_the_spool(
+    tmp_path: Path, direct: str, proxy: CuttingProxy, caplog: pytest.LogCaptureFixture
+) -> None:
+    relay = _Relay(tmp_path)
+    st, engine = relay.st, relay.engine
+    caplog.set_level(logging.INFO, logger="mxg")
+
     async def body() -> None:
-        env = envelope("Q1", ["q1@plain.test"])
-        engine.spool["Q1"] = (env, BODY)
-        await st.handle([Arrived(env, {})])
-        await _until("Q1 stored and dispatched", lambda: len(engine.jobs) == 1)
-        proxy.lose_next_commit_answer()
-        with survives_a_full_store():
-            await st.handle([_sent(engine.jobs[0])])
-        assert proxy.cut.is_set(), "the answer to the result's COMMIT was lost"
-        assert state() == "done", "the server committed it"
+        await relay.dispatched("Q1")
+        await relay.sent_but_answer_lost(proxy, "Q1")
+        assert _state(direct, "Q1") == "done", "the server committed it"
         assert "Q1" in engine.spool
-        assert st.ctx.unstored, "the result waits in memory, as when the store is unreachable"
-        await _until("the store reachable again", reachable)
         await scan(st)
         await _until("Q1's spool file gone", lambda: "Q1" not in engine.spool, seconds=5)
         assert not st.ctx.unstored
-        assert not store.doubtful()
+        assert not relay.store.doubtful()
         assert len(engine.jobs) == 1, "delivered once"
 
     try:
         serving(st, body)
     finally:
-        store.close()
+        relay.store.close()
     repairing = [r.getMessage() for r in caplog.records if "repairing the queue" in r.getMessage()]
     assert repairing == [LOST + ": repairing the queue"]
+
+
+def test_rule11_a_repair_the_store_cuts_short_still_removes_what_it_found_done(
+    tmp_path: Path, direct: str, proxy: CuttingProxy
+) -> None:
+    """The repair's first removal cannot mark its messages done (the
+    connection breaks again): its files are gone, a later scan marks
+    them, and the repair's other removals go on meanwhile."""
+    relay = _Relay(tmp_path)
+    st, engine = relay.st, relay.engine
+
+    async def body() -> None:
+        await relay.dispatched("Q1", "Q2")
+        # Q1 finished, not yet done: an operator deleted its recipient.
+        relay.store.delete_recipients({"Q1": range(1)}, "test", "deleted by the test")
+        await relay.sent_but_answer_lost(proxy, "Q2")
+        assert _state(direct, "Q2") == "done"
+        proxy.cut_when_sent(b"UPDATE messages SET state='done'")
+        with survives_a_full_store():
+            await scan(st)
+        assert proxy.cut.is_set(), "the repair's done mark for Q1 was cut off"
+        await _until("Q2's spool file gone", lambda: "Q2" not in engine.spool, seconds=5)
+        assert "Q1" not in engine.spool
+        assert _state(direct, "Q1") == "active", "Q1's done mark did not reach the store"
+        await _until("the store reachable again", relay.reachable)
+        await scan(st)
+        assert (_state(direct, "Q1"), _state(direct, "Q2")) == ("done", "done")
+
+    try:
+        serving(st, body)
+    finally:
+        relay.store.close()
+
+
+def test_rule11_a_dsn_the_store_cuts_off_does_not_keep_the_batch_finished_in_the_spool(
+    tmp_path: Path, direct: str, proxy: CuttingProxy
+) -> None:
+    """One batch of results: Q1 sent (marked done with the batch), Q2
+    bounced, whose DSN cannot be marked queued (the connection breaks).
+    Q1's file goes all the same: nothing would find a done message
+    again; Q2 stays for its DSN, queued again at a later scan."""
+    relay = _Relay(tmp_path)
+    st, engine = relay.st, relay.engine
+
+    async def body() -> None:
+        await relay.dispatched("Q1", "Q2")
+        [q1] = [j for j in engine.jobs if j["queue_id"] == "Q1"]
+        [q2] = [j for j in engine.jobs if j["queue_id"] == "Q2"]
+        proxy.cut_when_sent(b"SET dsn_sent=1")
+        with survives_a_full_store():
+            await st.handle([_sent(q1), _bounced(q2)])
+        assert proxy.cut.is_set(), "Q2's DSN mark was cut off"
+        assert _state(direct, "Q1") == "done"
+        await _until("Q1's spool file gone", lambda: "Q1" not in engine.spool, seconds=5)
+        assert "Q2" in engine.spool
+        await _until("the store reachable again", relay.reachable)
+        await scan(st)
+        await _until("Q2's spool file gone", lambda: "Q2" not in engine.spool, seconds=5)
+        assert _state(direct, "Q2") == "done"
+
+    try:
+        serving(st, body)
+    finally:
+        relay.store.close()

@@ -16,6 +16,8 @@ from collections.abc import Iterator
 # The server's CommandComplete for a COMMIT: tag 'C', the length (itself
 # and "COMMIT\0"), the tag text (PostgreSQL protocol, "Message Formats").
 COMMIT_DONE = b"C\x00\x00\x00\x0bCOMMIT\x00"
+# The longest pattern a test arms.
+_PATTERN_MAX = 256
 
 
 class CuttingProxy:
@@ -44,6 +46,7 @@ class CuttingProxy:
         self._arm(answers=True, pattern=COMMIT_DONE)
 
     def cut_when_sent(self, pattern: bytes) -> None:
+        assert len(pattern) <= _PATTERN_MAX
         self._arm(answers=False, pattern=pattern)
 
     def cut_all(self) -> None:
@@ -62,11 +65,14 @@ class CuttingProxy:
             self.cut.clear()
             self._trigger = (answers, pattern)
 
-    def _fires(self, answers: bool, seen: bytes) -> bool:
+    def _fires(self, answers: bool, tail: bytes, data: bytes) -> bool:
+        """Whether the pattern armed ends in `data` (it may begin in
+        `tail`, the end of the chunk before, which went already)."""
         with self._lock:
             if self._trigger is None or self._trigger[0] != answers:
                 return False
-            if self._trigger[1] not in seen:
+            pattern = self._trigger[1]
+            if (tail + data).find(pattern, max(0, len(tail) - len(pattern) + 1)) < 0:
                 return False
             self._trigger = None
             self.cut.set()  # before the client can see the cut
@@ -89,9 +95,9 @@ class CuttingProxy:
         tail = b""
         with contextlib.suppress(OSError):
             while data := src.recv(65536):
-                if self._fires(answers, tail + data):
+                if self._fires(answers, tail, data):
                     break
-                tail = data[-64:]
+                tail = data[-_PATTERN_MAX:]
                 dst.sendall(data)
         _shut(src, dst)
 

@@ -10,6 +10,7 @@ import anyio
 from mxg.deliverylog import event, log
 from mxg.errors import EngineStopped, MessageNotFound, SpoolError
 from mxg.pipeline.context import Context
+from mxg.store import is_unavailable
 
 
 class Finisher:
@@ -84,7 +85,16 @@ class Finisher:
         except SpoolError:
             removed = self._one_by_one(queue_ids)
         if removed and not marked:
-            store.mark_done(removed)
+            try:
+                store.mark_done(removed)
+            except Exception as e:
+                if not is_unavailable(e):
+                    raise
+                # Their files are gone; the store still shows them
+                # finished, and the scan marks them done once it answers
+                # (`Store.finished`). Not raised: the caller's next steps
+                # (the repair's other removals, the failed removals still
+                # to retry) would be lost with it, and their files kept.
 
     async def retry_failed(self) -> None:
         """The removals whose sync failed, again; those decided before a

@@ -343,16 +343,21 @@ class Outcomes:
                 raise
             self._hold_back(outcomes, full=is_full(e))
             return
-        bounced = sorted({o.queue_id for o in outcomes if o.status == "bounced"})
-        for qid in bounced:
-            await self._notices.send_failure_dsn(qid)
-        # One notice per message for the recipients that settled together.
-        for qid in sorted({o.queue_id for o in outcomes if o.status == AWAITING}):
-            await self._notices.ask_sender(qid)
-        if bounced:
-            # Finished once their DSNs are queued.
-            finished += store.finish(bounced)
-        await self._finisher.finished(finished)
+        try:
+            bounced = sorted({o.queue_id for o in outcomes if o.status == "bounced"})
+            for qid in bounced:
+                await self._notices.send_failure_dsn(qid)
+            # One notice per message for the recipients that settled together.
+            for qid in sorted({o.queue_id for o in outcomes if o.status == AWAITING}):
+                await self._notices.ask_sender(qid)
+            if bounced:
+                # Finished once their DSNs are queued.
+                finished += store.finish(bounced)
+        finally:
+            # Marked done by `record` even when a DSN or a notice could
+            # not be stored (the store unreachable a moment): no scan
+            # finds a done message again, so its file goes now.
+            await self._finisher.finished(finished)
 
     async def expire_awaiting(self) -> None:
         """Recipients still waiting for the sender's decision when their
