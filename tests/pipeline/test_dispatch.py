@@ -51,6 +51,7 @@ def test_beyond_max_jobs_new_messages_wait_in_order_and_start_as_jobs_finish(
             for j in engine.jobs
         ]
         await st.handle(done)
+        await st.results_stored()
         assert [j["queue_id"] for j in engine.jobs] == ["Q0", "Q1", "Q2", "Q3"]
 
     serving(st, body)

@@ -102,8 +102,13 @@ def test_with_ratchet_warn_results_wait_in_memory_while_the_store_is_away(
     def unreachable(*_: object) -> None:
         raise StoreUnreachable("the store at test is unreachable")
 
+    async def unreachable_beside(*_: object) -> None:
+        unreachable()
+
     monkeypatch.setattr(st.ctx.store, "partner", unreachable)
     monkeypatch.setattr(st.ctx.store, "record", unreachable)
+    if st.outcomes.record_beside is not None:  # PostgreSQL
+        monkeypatch.setattr(st.outcomes, "record_beside", unreachable_beside)
     sent = RecipientResult(
         address="a@plain.test",
         status="sent",

@@ -142,9 +142,11 @@ async def _restart(st: Stages, engine: HeldRemovals, server: Server, stop: str) 
     await _until("Q1's removal synced", engine.holding.is_set)
     # Committed without waiting for the WAL; Q3's removal waits.
     await st.handle([_done(engine, "Q3", "sent"), _done(engine, "Q4", "deferred")])
+    await st.results_stored()
     server.stop(stop)
     with survives_a_full_store():
         await st.handle([_done(engine, "Q6", "sent")])
+        await st.results_stored()
     assert set(st.ctx.unstored) == {("Q6", 0)}, "Q6's result waits in memory"
     server.start()
     await _until("the store reachable again", lambda: _reachable(st))

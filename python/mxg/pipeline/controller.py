@@ -53,6 +53,7 @@ from mxg.dns import (
 from mxg.errors import EngineStopped, MessageNotFound
 from mxg.pipeline.acknowledge import Acknowledge
 from mxg.pipeline.asking import no_link_warning
+from mxg.pipeline.beside import ResultsBeside, store_results
 from mxg.pipeline.context import Context
 from mxg.pipeline.dispatch import Dispatcher
 from mxg.pipeline.drain import drain
@@ -89,8 +90,10 @@ class Stages:
     outcomes: Outcomes
     notices: Notices
     finisher: Finisher
-    # On a PostgreSQL store: the 250 waits for the store (`acknowledge`).
+    # On a PostgreSQL store: the 250 waits for the store (`acknowledge`),
+    # and delivery results are stored beside the event loop (`beside`).
     acks: Acknowledge | None = None
+    beside: ResultsBeside | None = None
 
     @classmethod
     def build(cls, ctx: Context) -> Stages:
@@ -103,10 +106,11 @@ class Stages:
         early = EarlyVerdicts()
         intake = Intake(ctx, outcomes, early)
         verdicts = Verdicts(ctx, early)
-        acks = None
+        acks = beside = None
         if ctx.store.dialect.postgres:
             acks = Acknowledge(ctx, intake, verdicts, dispatch)
-        return cls(ctx, intake, verdicts, dispatch, outcomes, notices, finisher, acks)
+            beside = ResultsBeside(ctx, outcomes, dispatch)
+        return cls(ctx, intake, verdicts, dispatch, outcomes, notices, finisher, acks, beside)
 
     async def handle(self, batch: list[Event]) -> None:
         """One batch of engine events, in the order that keeps replies
@@ -137,9 +141,15 @@ class Stages:
         if received:
             messages, intake = await self.intake.take(received)
             self.dispatch.start_new(messages, intake)
-        if done:
-            self.dispatch.after_results(await self.outcomes.results(done))
+        if done and not (self.beside is not None and self.beside.take(done)):
+            await store_results(self.outcomes, self.dispatch, done)
         self.dispatch.flush()
+
+    async def results_stored(self) -> None:
+        """Returns once the results of every job finished so far are
+        stored (beside the event loop on PostgreSQL)."""
+        if self.beside is not None:
+            await self.beside.stored()
 
 
 class Relay:
@@ -288,6 +298,8 @@ class Relay:
                     sign_checkpoint(stages.ctx.store, key)
                     if stages.acks is not None:
                         stages.acks.close()
+                    if stages.beside is not None:
+                        stages.beside.close()
                     stages.ctx.store.close()
                 event(log, "stopped")
 

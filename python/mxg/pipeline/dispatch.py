@@ -332,11 +332,16 @@ class Dispatcher:
         return busy
 
     def finished(self, job_id: int) -> JobInfo | None:
-        """The job whose results arrived; it no longer counts as in flight."""
-        info = self.jobs.pop(job_id, None)
-        if info is not None:
+        """The job whose results arrived; its recipients stay in flight
+        until `settled`."""
+        return self.jobs.pop(job_id, None)
+
+    def settled(self, infos: Iterable[JobInfo]) -> None:
+        """The jobs' results are stored (or held in memory): their
+        recipients no longer count as in flight, and the index's due
+        query may find them again."""
+        for info in infos:
             self.inflight.discard(info.key)
-        return info
 
 
 def _split_by_domain(m: NewMessage) -> Iterable[Due]:

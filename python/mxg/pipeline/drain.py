@@ -42,6 +42,9 @@ async def drain(stages: Stages, node: str, stop: Callable[[], None]) -> None:
     with anyio.move_on_after(timeout):
         while stages.dispatch.jobs:
             await anyio.sleep(POLL)
+        # Their results stored before the messages are handed over: a
+        # result still on its way would let another node send them again.
+        await stages.results_stored()
     unfinished = len(stages.dispatch.jobs)
     released = ctx.store.release_owned(node)
     ctx.store.set_node_state(node, STOPPED)

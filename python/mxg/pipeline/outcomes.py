@@ -11,6 +11,8 @@ rule 11: the final states are stored first).
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import msgspec
 import orjson
@@ -48,6 +50,11 @@ class Outcomes:
         # While results that waited for space are written again: a second
         # "full" is the same outage, not news for the log.
         self._retrying = False
+        # On PostgreSQL: how delivery results are stored beside the event
+        # loop (`pipeline/beside.py`); None stores them on it.
+        self.record_beside: (
+            Callable[[list[Outcome], dict[str, Seen] | None, Any], Awaitable[list[str]]] | None
+        ) = None
 
     async def results(self, done: list[tuple[JobInfo, DeliveryDone]]) -> list[Outcome]:
         """Stores the results of finished jobs, and what they show of each
@@ -92,7 +99,7 @@ class Outcomes:
                     error=a.error,
                 )
             outcomes += self.of_job(info, ev.results)
-        await self.commit(outcomes, seen, sessions)
+        await self.commit(outcomes, seen, sessions, beside=True)
         return outcomes
 
     def _warn_drops(self, seen: dict[str, Seen]) -> None:
@@ -326,18 +333,25 @@ class Outcomes:
         outcomes: list[Outcome],
         seen: dict[str, Seen] | None = None,
         tls_sessions: Tally | None = None,
+        *,
+        beside: bool = False,
     ) -> None:
         """One durable transaction for a batch of outcomes, with what they
         add to the partner ledger and the TLS report aggregate; then DSNs
         for new bounces; then the spool files of finished messages go
         (rule 11: the final states are stored first). While the disk is
         full the outcomes wait in memory; their session counts are lost
-        (a report may then count fewer sessions than were made)."""
+        (a report may then count fewer sessions than were made).
+        `beside`: delivery results, whose recipients stay in flight until
+        this returns, so they may be stored beside the event loop."""
         if not outcomes:
             return
         store = self._ctx.store
         try:
-            finished = store.record(outcomes, seen, tls_sessions)
+            if beside and self.record_beside is not None:
+                finished = await self.record_beside(outcomes, seen, tls_sessions)
+            else:
+                finished = store.record(outcomes, seen, tls_sessions)
         except Exception as e:
             if not is_unavailable(e):
                 raise

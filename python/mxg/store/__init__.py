@@ -51,16 +51,19 @@ class Store(
 ):
     """The queue index: one SQLite database (see the package docstring)."""
 
-    def companion(self) -> Store:
+    def companion(self, *, shares_sync: bool = False) -> Store:
         """On PostgreSQL: a second connection to this store, for a worker
         thread beside the relay's event loop (the intake's commits,
-        `pipeline/acknowledge.py`), as the same node with the same spool
-        reader. Their transactions take turns, and they share the audit
-        tail, so that each one's records follow the other's."""
+        `pipeline/acknowledge.py`; delivery results, `pipeline/beside.py`),
+        as the same node with the same spool reader. Their transactions
+        take turns, and they share the audit tail, so that each one's
+        records follow the other's. `shares_sync`: its commits that did
+        not wait for the WAL are this store's to `sync` (and to repair
+        after a restart), as if made here."""
         other = Store(self.url)
         other.node = self.node
         other.read_raw = self.read_raw
-        other.share_writers(self)
+        other.share_writers(self, sync=shares_sync)
         return other
 
 

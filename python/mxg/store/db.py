@@ -164,10 +164,14 @@ class Database:
         """A PostgreSQL store's URL ("" on SQLite)."""
         return self._url
 
-    def share_writers(self, other: Database) -> None:
+    def share_writers(self, other: Database, *, sync: bool = False) -> None:
         """Takes turns with `other`'s transactions and shares its audit
-        tail (`Store.companion`)."""
+        tail (`Store.companion`); with `sync`, also the server starts of
+        the commits `other.sync` makes durable (the same set: a commit
+        here is in doubt there after a restart)."""
         self._writers = other._writers
+        if sync:
+            self._unsynced_on = other._unsynced_on
 
     def watch_reachability(self, changed: Callable[[bool], None]) -> None:
         """On PostgreSQL: `changed(False)` when the connection breaks,
