@@ -240,6 +240,59 @@ def test_rule11_sync_fails_when_the_server_started_again_since_a_commit(
         store.close()
 
 
+def test_rule11_a_commit_made_while_a_sync_flushes_stays_for_the_next_sync(
+    private_postgres: tuple[Server, Postgres],
+) -> None:
+    """A commit that did not wait for the WAL flush, made while a sync's
+    flush is under way (the sync runs in the finisher's thread), is not
+    covered by it: a crash then may lose it, and the store must know
+    that (`doubtful`, a sync refused) instead of letting spool files go
+    on a flush of the next start."""
+    server, pg = private_postgres
+    server.hold_wal()
+    url = migrated(pg.new_database())
+
+    def insert(queue_id: str) -> None:
+        with store._not_synced(), store.transaction() as db:
+            db.execute("INSERT INTO spool_bodies (queue_id, raw) VALUES (?, ?)", (queue_id, b"x"))
+
+    with cutting_proxy(server.port) as proxy:
+        store = Store(proxy.url(url))
+        try:
+            insert("before")
+            proxy.hold_answer_when_sent(b"pg_logical_emit_message")
+            syncing = threading.Thread(target=store.sync)
+            syncing.start()
+            assert proxy.held.wait(10), "the sync's flush under way"
+            insert("during")
+            proxy.release()
+            syncing.join(10)
+            server.stop("immediate")
+            server.start()
+            with psycopg.connect(url) as c:
+                rows = c.execute("SELECT queue_id FROM spool_bodies").fetchall()
+            assert [r[0] for r in rows] == ["before"], "the flush did not cover the second"
+            deadline = time.monotonic() + 10
+            while True:
+                try:
+                    store.known_ids()
+                    break
+                except StoreUnreachable:
+                    assert time.monotonic() < deadline, "no reconnection within 10 s"
+                    time.sleep(0.1)
+            assert store.doubtful(), "a commit no flush covered, on the start before"
+            while True:  # the sync's own connection, which the crash broke, back first
+                with pytest.raises(OSError, match=r"cannot flush|started again") as refused:
+                    store.sync()
+                if "cannot flush the store's WAL" not in str(refused.value):
+                    break
+                assert time.monotonic() < deadline, "the sync's connection not back in 10 s"
+                time.sleep(0.1)
+            assert "started again since commits" in str(refused.value)
+        finally:
+            store.close()
+
+
 def test_executemany_sends_rows_in_one_statement_with_the_same_effect(
     postgres: Postgres,
 ) -> None:

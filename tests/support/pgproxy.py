@@ -3,7 +3,8 @@ chosen moments, as PostgreSQL ending a session (a ``fast`` shutdown,
 `pg_terminate_backend`) or the network would: after the server
 committed but before its answer reaches the client (the client cannot
 tell whether its transaction committed), or when the client sends a
-given statement."""
+given statement. It can also hold a statement's answer back, so that a
+test acts while that statement is under way."""
 
 from __future__ import annotations
 
@@ -24,7 +25,10 @@ class CuttingProxy:
     """Listens on a free loopback port and forwards every connection to
     the server at `port`. Once armed (`lose_next_commit_answer`,
     `cut_when_sent`), the first connection that carries the pattern is
-    closed on both sides instead of forwarding it (`cut` is set then)."""
+    closed on both sides instead of forwarding it (`cut` is set then).
+    After `hold_answer_when_sent`, the first connection whose client
+    sends the pattern gets no answer until `release` (`held` is set
+    once the server answered)."""
 
     def __init__(self, port: int) -> None:
         self._target = ("127.0.0.1", port)
@@ -34,8 +38,13 @@ class CuttingProxy:
         # answers (True) or the client's statements, and the bytes.
         self._trigger: tuple[bool, bytes] | None = None
         self.cut = threading.Event()
+        # What holds the answers on the next connection that sends it.
+        self._hold: bytes | None = None
+        self.held = threading.Event()
         self._lock = threading.Lock()
         self._pairs: list[tuple[socket.socket, socket.socket]] = []
+        # Per connection: open unless its answers are held.
+        self._gates: list[threading.Event] = []
         threading.Thread(target=self._accept, daemon=True).start()
 
     def url(self, url: str) -> str:
@@ -49,6 +58,18 @@ class CuttingProxy:
         assert len(pattern) <= _PATTERN_MAX
         self._arm(answers=False, pattern=pattern)
 
+    def hold_answer_when_sent(self, pattern: bytes) -> None:
+        assert len(pattern) <= _PATTERN_MAX
+        with self._lock:
+            self.held.clear()
+            self._hold = pattern
+
+    def release(self) -> None:
+        """The answers held go on."""
+        with self._lock:
+            for gate in self._gates:
+                gate.set()
+
     def cut_all(self) -> None:
         """Every connection open now ends (its session with it)."""
         with self._lock:
@@ -58,6 +79,7 @@ class CuttingProxy:
 
     def close(self) -> None:
         self._listener.close()
+        self.release()
         self.cut_all()
 
     def _arm(self, *, answers: bool, pattern: bytes) -> None:
@@ -66,17 +88,23 @@ class CuttingProxy:
             self._trigger = (answers, pattern)
 
     def _fires(self, answers: bool, tail: bytes, data: bytes) -> bool:
-        """Whether the pattern armed ends in `data` (it may begin in
-        `tail`, the end of the chunk before, which went already)."""
+        """Whether the cut armed for this direction ends in `data`."""
         with self._lock:
             if self._trigger is None or self._trigger[0] != answers:
                 return False
-            pattern = self._trigger[1]
-            if (tail + data).find(pattern, max(0, len(tail) - len(pattern) + 1)) < 0:
+            if not _ends_in(self._trigger[1], tail, data):
                 return False
             self._trigger = None
             self.cut.set()  # before the client can see the cut
             return True
+
+    def _holds(self, tail: bytes, data: bytes, gate: threading.Event) -> None:
+        """Closes `gate` when the client's `data` ends the pattern held."""
+        with self._lock:
+            if self._hold is None or not _ends_in(self._hold, tail, data):
+                return
+            self._hold = None
+            gate.clear()
 
     def _accept(self) -> None:
         while True:
@@ -85,21 +113,37 @@ class CuttingProxy:
             except OSError:
                 return  # closed
             server = socket.create_connection(self._target)
+            gate = threading.Event()
+            gate.set()
             with self._lock:
                 self._pairs.append((client, server))
-            threading.Thread(target=self._pump, args=(client, server, False), daemon=True).start()
-            threading.Thread(target=self._pump, args=(server, client, True), daemon=True).start()
+                self._gates.append(gate)
+            for args in ((client, server, False, gate), (server, client, True, gate)):
+                threading.Thread(target=self._pump, args=args, daemon=True).start()
 
-    def _pump(self, src: socket.socket, dst: socket.socket, answers: bool) -> None:
+    def _pump(
+        self, src: socket.socket, dst: socket.socket, answers: bool, gate: threading.Event
+    ) -> None:
         # The end of the last chunk: a message split between two reads.
         tail = b""
         with contextlib.suppress(OSError):
             while data := src.recv(65536):
                 if self._fires(answers, tail, data):
                     break
+                if answers and not gate.is_set():
+                    self.held.set()  # the server has answered: it ran the statement
+                    gate.wait(60)
+                else:
+                    self._holds(tail, data, gate)
                 tail = data[-_PATTERN_MAX:]
                 dst.sendall(data)
         _shut(src, dst)
+
+
+def _ends_in(pattern: bytes, tail: bytes, data: bytes) -> bool:
+    """Whether `pattern` ends in `data` (it may begin in `tail`, the end
+    of the chunk before, which went already)."""
+    return (tail + data).find(pattern, max(0, len(tail) - len(pattern) + 1)) >= 0
 
 
 def _shut(*sockets: socket.socket) -> None:

@@ -129,6 +129,10 @@ class Database:
         # The connection the intake's group flush waits on (`flusher`).
         self._flusher: PgConnection | None = None
         self._unsynced_on: set[datetime] = set()
+        # How many commits have added to `_unsynced_on`: a sync clears the
+        # starts it flushed only if none came while it ran (their start
+        # is most often one it flushed already, which tells nothing).
+        self._unsynced_commits = 0
         # The server starts on which a COMMIT was sent and the connection
         # broke before its answer came: committed or not, nobody knows
         # (the server may have ended the session just after it), and what
@@ -337,6 +341,7 @@ class Database:
             self._writers.tail = (*self._appended, started)
         if not self._durable:
             self._unsynced_on.add(started)
+            self._unsynced_commits += 1
 
     def _begin(self, *, inserts_first: bool, pipelined: bool) -> list[str]:
         """The statements that open a transaction (`transaction`)."""
@@ -459,10 +464,12 @@ class Database:
                     self._syncer = PgConnection(self._url)
                 except StoreError as e:
                     raise OSError(errno.EIO, str(e)) from None
-            # Commits made while this runs stay for the next sync.
-            pending = set(self._unsynced_on)
+            # Commits made while this runs stay for the next sync: the
+            # flush may not cover them.
+            pending, commits = set(self._unsynced_on), self._unsynced_commits
             self._syncer.flush_since({cast(PgConnection, self.db).server_started, *pending})
-            self._unsynced_on -= pending
+            if self._unsynced_commits == commits:
+                self._unsynced_on -= pending
             if decided is not None and decided != self.repairs:
                 raise OSError(
                     errno.EIO,
