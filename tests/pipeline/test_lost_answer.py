@@ -118,6 +118,7 @@ class _Relay:
         proxy.lose_next_commit_answer()
         with survives_a_full_store():
             await self.st.handle([_sent(job)])
+            await self.st.results_stored()  # beside the event loop
         assert proxy.cut.is_set(), "the answer to the result's COMMIT was lost"
         assert self.st.ctx.unstored, "the result waits in memory, as when the store is unreachable"
         await _until("the store reachable again", self.reachable)
@@ -211,6 +212,7 @@ def test_rule11_a_dsn_the_store_cuts_off_does_not_keep_the_batch_finished_in_the
         proxy.cut_when_sent(b"SET dsn_sent=1")
         with survives_a_full_store():
             await st.handle([_sent(q1), _bounced(q2)])
+            await st.results_stored()
         assert proxy.cut.is_set(), "Q2's DSN mark was cut off"
         assert _state(direct, "Q1") == "done"
         await _until("Q1's spool file gone", lambda: "Q1" not in engine.spool, seconds=5)

@@ -98,6 +98,25 @@ class _Writers:
         self.contended_until = 0.0
 
 
+class _Unflushed:
+    """The commits `Database.sync` has yet to make durable, shared with
+    the companions whose commits that store syncs
+    (`Store.companion(shares_sync=True)`): the server starts they were
+    made on; how many there were (a sync clears the starts it flushed
+    only if none came while it ran: their start is most often one it
+    flushed already, which tells nothing); and the starts on which a
+    COMMIT was sent and the connection broke before its answer came
+    (committed or not, nobody knows: the server may have ended the
+    session just after it, and what the caller did on the failure, a
+    result kept in memory and stored again, may not match the store).
+    Changed under the writers' lock."""
+
+    def __init__(self) -> None:
+        self.starts: set[datetime] = set()
+        self.commits = 0
+        self.answers_lost: set[datetime] = set()
+
+
 class Database:
     """One connection to the queue index, and its transactions."""
 
@@ -122,23 +141,12 @@ class Database:
         # A PostgreSQL store's schema version (`check_postgres`).
         self.schema_version: int | None = None
         # PostgreSQL: the URL (for `sync`'s own connection, opened when
-        # first needed) and the server starts the commits `sync` has not
-        # yet made durable were made on.
+        # first needed) and the commits `sync` has not yet made durable.
         self._url = ""
         self._syncer: PgConnection | None = None
         # The connection the intake's group flush waits on (`flusher`).
         self._flusher: PgConnection | None = None
-        self._unsynced_on: set[datetime] = set()
-        # How many commits have added to `_unsynced_on`: a sync clears the
-        # starts it flushed only if none came while it ran (their start
-        # is most often one it flushed already, which tells nothing).
-        self._unsynced_commits = 0
-        # The server starts on which a COMMIT was sent and the connection
-        # broke before its answer came: committed or not, nobody knows
-        # (the server may have ended the session just after it), and what
-        # the caller did on the failure (a result kept in memory and
-        # stored again) may not match the store (`doubtful`).
-        self._answers_lost: set[datetime] = set()
+        self._unflushed = _Unflushed()
         # How often commits in doubt were forgotten (`forget_doubtful`): a
         # removal decided before then is refused by `sync`.
         self.repairs = 0
@@ -175,7 +183,7 @@ class Database:
         here is in doubt there after a restart)."""
         self._writers = other._writers
         if sync:
-            self._unsynced_on = other._unsynced_on
+            self._unflushed = other._unflushed
 
     def watch_reachability(self, changed: Callable[[bool], None]) -> None:
         """On PostgreSQL: `changed(False)` when the connection breaks,
@@ -326,7 +334,7 @@ class Database:
             if committing and isinstance(e, StoreUnreachable):
                 # Still the broken connection's start: it reconnects at
                 # the next statement.
-                self._answers_lost.add(cast(PgConnection, self.db).server_started)
+                self._unflushed.answers_lost.add(cast(PgConnection, self.db).server_started)
             if self.db.in_transaction:
                 self.db.execute("ROLLBACK")
             if _moved_tail(e):
@@ -340,8 +348,8 @@ class Database:
         if self._appended is not None:
             self._writers.tail = (*self._appended, started)
         if not self._durable:
-            self._unsynced_on.add(started)
-            self._unsynced_commits += 1
+            self._unflushed.starts.add(started)
+            self._unflushed.commits += 1
 
     def _begin(self, *, inserts_first: bool, pipelined: bool) -> list[str]:
         """The statements that open a transaction (`transaction`)."""
@@ -428,13 +436,14 @@ class Database:
         if not self.dialect.postgres:
             return set()
         now = cast(PgConnection, self.db).server_started
-        return {t for t in self._unsynced_on if t != now} | self._answers_lost
+        unflushed = self._unflushed
+        return {t for t in unflushed.starts if t != now} | unflushed.answers_lost
 
     @property
     def answers_lost(self) -> bool:
         """Whether a COMMIT's answer was lost with the connection since
         the last repair (`doubtful`)."""
-        return bool(self._answers_lost)
+        return bool(self._unflushed.answers_lost)
 
     def forget_doubtful(self, starts: set[datetime]) -> None:
         """The commits on those `starts` are settled: the repair read what
@@ -444,8 +453,8 @@ class Database:
         start stays among those `sync` flushes: its commits are there."""
         self.repairs += 1
         now = cast(PgConnection, self.db).server_started
-        self._unsynced_on -= {t for t in starts if t != now}
-        self._answers_lost -= starts
+        self._unflushed.starts -= {t for t in starts if t != now}
+        self._unflushed.answers_lost -= starts
 
     def sync(self, decided: int | None = None) -> None:
         """Makes every commit so far durable. Commits without their own
@@ -466,10 +475,12 @@ class Database:
                     raise OSError(errno.EIO, str(e)) from None
             # Commits made while this runs stay for the next sync: the
             # flush may not cover them.
-            pending, commits = set(self._unsynced_on), self._unsynced_commits
+            unflushed = self._unflushed
+            pending, commits = set(unflushed.starts), unflushed.commits
             self._syncer.flush_since({cast(PgConnection, self.db).server_started, *pending})
-            if self._unsynced_commits == commits:
-                self._unsynced_on -= pending
+            with self._writers.lock:  # no commit counted between the two
+                if unflushed.commits == commits:
+                    unflushed.starts -= pending
             if decided is not None and decided != self.repairs:
                 raise OSError(
                     errno.EIO,
