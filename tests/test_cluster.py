@@ -23,6 +23,7 @@ from mxg.store.schema import SCHEMA_VERSION
 from tests.pipeline.fakes import STORE_AT, FakeEngine, received, serving, stages
 from tests.pipeline.fakes import envelope as fake_envelope
 from tests.support.cli import mxg
+from tests.support.pgproxy import cutting_proxy
 from tests.support.postgres import Postgres, migrated
 from tests.test_store import envelope
 from tests.test_web_api import READER, run
@@ -164,6 +165,42 @@ def test_a_node_that_cannot_renew_for_half_a_lease_starts_no_delivery(
     serving(n1, partitioned)
     assert [j["queue_id"] for j in e1.jobs] == ["Q1"]  # started once renewed
     store.close()
+
+
+def test_a_node_whose_store_breaks_as_its_lease_is_renewed_keeps_running(
+    postgres: Postgres, tmp_path: Path
+) -> None:
+    """Renewed after a while fenced, the node starts what is due; the
+    store's connection breaking right then (PostgreSQL ending sessions
+    again) waits, as any store outage, for the next beat or scan. It
+    ended the heartbeat's task before, and with it the relay."""
+    url = migrated(postgres.new_database())
+    with cutting_proxy(postgres.port) as proxy:
+        n1, e1 = _node(tmp_path, proxy.url(url), "n1")
+        hb = _heartbeat(n1)
+        e1.spool["Q1"] = (fake_envelope("Q1", ["a@plain.test"]), b"x")
+
+        async def unfenced_as_the_store_breaks() -> None:
+            n1.ctx.fenced = True
+            await n1.handle([received(e1.spool["Q1"][0])])
+            assert e1.jobs == []
+            proxy.cut_when_sent(b"r.route != ''")  # the due query
+            await hb.beat()
+            assert proxy.cut.is_set(), "the connection broke at the due query"
+            assert not n1.ctx.fenced
+            assert e1.jobs == []
+            deadline = time.monotonic() + 10
+            while not e1.jobs:
+                assert time.monotonic() < deadline, "Q1 not started within 10 s"
+                await anyio.sleep(0.3)
+                await hb.beat()
+                n1.dispatch.dispatch_due()
+
+        try:
+            serving(n1, unfenced_as_the_store_breaks)
+        finally:
+            n1.ctx.store.close()
+    assert [j["queue_id"] for j in e1.jobs] == ["Q1"]
 
 
 def test_drain_stops_intake_hands_over_and_stops(postgres: Postgres, tmp_path: Path) -> None:

@@ -28,6 +28,7 @@ import mxg
 from mxg.deliverylog import event, log
 from mxg.errors import StoreError
 from mxg.ops.cluster import share_of
+from mxg.pipeline.storage import survives_a_full_store
 from mxg.pipeline.takeover import take_over
 from mxg.store.cluster import DRAINING, RUNNING
 from mxg.store.postgres import STORE_ERRORS
@@ -110,8 +111,12 @@ class Heartbeat:
         if ctx.fenced and not self.draining:
             ctx.fenced = False
             event(log, "lease renewed: deliveries start again", node=self.node)
-            self._stages.dispatch.after_results([])
-            self._stages.dispatch.dispatch_due()
+            # The store may break again right now (PostgreSQL ending its
+            # sessions): what is due then waits for the next beat or scan,
+            # as in any outage, instead of ending this task (the relay).
+            with survives_a_full_store():
+                self._stages.dispatch.after_results([])
+                self._stages.dispatch.dispatch_due()
         try:
             await self._rounds(renewal.state if renewal is not None else RUNNING)
         except (*STORE_ERRORS, StoreError) as e:
