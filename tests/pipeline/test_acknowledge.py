@@ -93,7 +93,7 @@ def test_a_failed_commit_answers_451_and_is_checked_when_the_store_is_back(
         raise StoreUnreachable("the store at postgresql://x is unreachable")
 
     with monkeypatch.context() as m:
-        m.setattr(type(store), "add_messages", unreachable)
+        m.setattr(type(store), "add_received", unreachable)
         _arrive(st, engine, "Q1")
     (verdict,) = engine.verdicts_sent
     assert not verdict.get("stored")

@@ -171,11 +171,11 @@ class Acknowledge:
     def _commit_now(self, messages: list[NewMessage]) -> _Committed:
         if self._store is None:
             self._store = self._ctx.store.companion()
-        stored = set(self._store.add_messages(messages, durable=False))
+        # With what their dispatch asks first, off the event loop.
+        stored, suspended = self._store.add_received(messages)
         start = self._store.commit_start
         assert start is not None  # acknowledging runs on PostgreSQL alone
-        # What their dispatch asks first, asked here, off the event loop.
-        return stored, start, self._store.suspended_domains()
+        return set(stored), start, suspended
 
     async def _flush_then_answer(
         self,

@@ -15,6 +15,7 @@ from mxg.store.audit import AuditEntry, AuditTrail
 from mxg.store.db import _MAX_PARAMS, _chunks
 from mxg.store.postgres import PgConnection
 from mxg.store.records import NewMessage, domain_of
+from mxg.store.suspend import SUSPENDED
 
 # A spool file from this size on is stored by itself, in pieces
 # (`store_bodies`); below it, the batch's bodies go in one statement.
@@ -43,25 +44,48 @@ class Intake(AuditTrail):
         messages = list(messages)
         bodies: dict[str, bytes] = {}
         if self.dialect.postgres and self.read_raw is not None:
-            # Read before the transaction: files are not read under the
-            # writers' lock.
-            for m in messages:
-                raw = self.read_raw(m.queue_id)
-                if raw is not None:
-                    bodies[m.queue_id] = raw
-            messages = [m for m in messages if m.queue_id in bodies]
+            messages, bodies = self._with_bodies(messages)
             if durable:
                 # A durable commit: the client's 250 waits for it (rule 9).
-                return self._add(messages, bodies)
+                return self._add(messages, bodies)[0]
             # Messages the engine just received: none is indexed yet.
             with self._not_synced():
-                return self.retrying(lambda: self._add(messages, bodies, fresh=True))
+                return self.retrying(lambda: self._add(messages, bodies, fresh=True))[0]
         with self._not_synced():
-            return self._add(messages, bodies)
+            return self._add(messages, bodies)[0]
+
+    def add_received(self, messages: Iterable[NewMessage]) -> tuple[list[str], frozenset[str]]:
+        """On PostgreSQL: `add_messages` for messages the engine just
+        received, without waiting for the WAL; also returns the suspended
+        domains as of that commit (their dispatch's first question), read
+        in the same round trip."""
+        messages, bodies = self._with_bodies(list(messages))
+        with self._not_synced():
+            ids, suspended = self.retrying(
+                lambda: self._add(messages, bodies, fresh=True, suspended=True)
+            )
+        return ids, suspended
+
+    def _with_bodies(self, messages: list[NewMessage]) -> tuple[list[NewMessage], dict[str, bytes]]:
+        """The messages whose spool files are still there, and those
+        files' bytes. Read before the transaction: files are not read
+        under the writers' lock."""
+        assert self.read_raw is not None
+        bodies: dict[str, bytes] = {}
+        for m in messages:
+            raw = self.read_raw(m.queue_id)
+            if raw is not None:
+                bodies[m.queue_id] = raw
+        return [m for m in messages if m.queue_id in bodies], bodies
 
     def _add(
-        self, messages: list[NewMessage], bodies: Mapping[str, bytes], *, fresh: bool = False
-    ) -> list[str]:
+        self,
+        messages: list[NewMessage],
+        bodies: Mapping[str, bytes],
+        *,
+        fresh: bool = False,
+        suspended: bool = False,
+    ) -> tuple[list[str], frozenset[str]]:
         # A large body goes by COPY, which a pipeline cannot send.
         large = any(len(raw) >= LARGE_BODY for raw in bodies.values())
         # New rows only, before the audit records: the writers' lock
@@ -71,7 +95,12 @@ class Intake(AuditTrail):
             if bodies:
                 store_bodies(db, [(m.queue_id, bodies[m.queue_id]) for m in new])
             self.append_audit(db, [received_entry(m) for m in new])
-        return [m.queue_id for m in new]
+            # Pipelined: its rows are read after the commit, which they
+            # travel with.
+            domains = db.execute(SUSPENDED) if suspended else None
+        return [m.queue_id for m in new], frozenset(
+            r[0] for r in (domains.fetchall() if domains else ())
+        )
 
     def spool_body(self, queue_id: str) -> bytes | None:
         """The spool file stored with an unfinished message (PostgreSQL

@@ -10,6 +10,9 @@ import sqlite3
 from mxg.store.operator import OperatorActions
 from mxg.store.records import now_ms
 
+# What the dispatcher asks for each batch of new messages.
+SUSPENDED = "SELECT domain FROM suspended_domains"
+
 
 class Suspensions(OperatorActions):
     """Suspended domains (their events go where operator actions' do)."""
@@ -50,4 +53,4 @@ class Suspensions(OperatorActions):
     def suspended_domains(self) -> frozenset[str]:
         """Asked by the dispatcher for each batch of new messages: the
         table is small (a handful of rows, usually none)."""
-        return frozenset(r[0] for r in self.db.execute("SELECT domain FROM suspended_domains"))
+        return frozenset(r[0] for r in self.db.execute(SUSPENDED))
