@@ -6,9 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import anyio
+import pytest
 
 from mxg.boundary import DeliveryDone, RecipientResult
-from tests.pipeline.fakes import envelope, received, serving, stages
+from tests.pipeline.fakes import FakeResolver, envelope, received, serving, stages
 
 
 def test_a_new_message_gets_one_job_per_domain_in_one_crossing(tmp_path: Path) -> None:
@@ -116,3 +117,32 @@ def _sent(address: str) -> RecipientResult:
     return RecipientResult(
         address, "sent", 250, "2.0.0", "queued", "mx.plain.test", "127.0.0.2", "encrypted"
     )
+
+
+def test_a_new_message_whose_route_is_looked_up_is_planned_without_reading_the_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # No cached route: the job is planned after the lookup, beside the
+    # event loop, from the rows the message arrived with (on PostgreSQL
+    # a read of the store is a round trip on the loop).
+    resolver = FakeResolver()
+    monkeypatch.setattr(resolver, "cached", lambda domain: None)
+    st, engine = stages(tmp_path, resolver=resolver)
+    env = envelope("Q1", ["a@plain.test", "b@plain.test"])
+
+    def no_read(*_: object) -> None:
+        raise AssertionError("a just-received message was read from the store")
+
+    async def body() -> None:
+        await st.intake.take([received(env)])  # indexed first, as the relay does
+        monkeypatch.setattr(st.ctx.store, "message", no_read)
+        monkeypatch.setattr(st.ctx.store, "recipients", no_read)
+        messages = [st.intake.classified(env, {})]
+        st.dispatch.start_new(messages, [])
+        await anyio.sleep(0.05)
+        st.dispatch.flush()
+
+    serving(st, body)
+    assert resolver.asked == ["plain.test"]
+    [job] = engine.jobs
+    assert [r["address"] for r in job["recipients"]] == ["a@plain.test", "b@plain.test"]

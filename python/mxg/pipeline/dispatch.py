@@ -23,6 +23,7 @@ from mxg.deliverylog import log
 from mxg.dns import Policy, ResolveError, Route
 from mxg.pipeline.context import Context
 from mxg.pipeline.plan import (
+    FreshRows,
     JobInfo,
     Planned,
     Planner,
@@ -189,7 +190,8 @@ class Dispatcher:
         known, policy = ctx.sts.cached(due.domain) if ctx.sts else (True, None)
         dom = ctx.cfg.policy_for(due.domain)
         if route is None or not known or not allowed_hosts(route, policy, dom):
-            ctx.spawn(self._deliver, due)
+            # A new message's rows go along: not read again after the lookup.
+            ctx.spawn(self._deliver, due, self._planner.fresh_rows(due.queue_id))
             return True
         try:
             self._queue(due, route, policy)
@@ -199,7 +201,7 @@ class Dispatcher:
 
     # -- resolving, then queueing -------------------------------------------
 
-    async def _deliver(self, due: Due) -> None:
+    async def _deliver(self, due: Due, fresh: FreshRows | None = None) -> None:
         try:
             try:
                 route = await self._ctx.resolver.route(due.domain)
@@ -225,7 +227,7 @@ class Dispatcher:
                     sts=policy,
                 )
                 return
-            self._queue(due, route, policy)
+            self._queue(due, route, policy, fresh)
             self.flush()
         except Exception as e:
             self._failed_to_start(due, e)
@@ -262,8 +264,10 @@ class Dispatcher:
         except Exception as e:
             self._failed_to_start(due, e, rerouted=True)
 
-    def _queue(self, due: Due, route: Route, policy: Policy | None) -> None:
-        planned = self._planner.recipients(due)
+    def _queue(
+        self, due: Due, route: Route, policy: Policy | None, fresh: FreshRows | None = None
+    ) -> None:
+        planned = self._planner.recipients(due, fresh=fresh)
         if planned is None:
             self.inflight.discard(inflight_key(due.queue_id, due.domain))
             return

@@ -90,6 +90,11 @@ class Planned:
     info: JobInfo
 
 
+# A just-received message's rows as the store would give them: the
+# message's, and each recipient's (`envelope_rows`).
+FreshRows = tuple[dict[str, Any], list[dict[str, Any]]]
+
+
 def inflight_key(queue_id: str, domain: str, *, rerouted: bool = False) -> tuple[str, str]:
     return (queue_id, f"reroute:{domain}" if rerouted else domain)
 
@@ -111,7 +116,7 @@ class Planner:
         self._ctx = ctx
         # Messages received in the batch being handled, as their store rows
         # would read: their first jobs are planned without a query.
-        self._fresh: dict[str, tuple[dict[str, Any], list[dict[str, Any]]]] = {}
+        self._fresh: dict[str, FreshRows] = {}
 
     @contextmanager
     def fresh(self, messages: Iterable[NewMessage]) -> Iterator[None]:
@@ -122,11 +127,20 @@ class Planner:
         finally:
             self._fresh = {}
 
-    def recipients(self, due: Due, *, rerouted: bool = False) -> Planned | None:
+    def fresh_rows(self, queue_id: str) -> FreshRows | None:
+        """A just-received message's rows, while `fresh`: for a job
+        planned later (after its route is looked up), which would
+        otherwise read them from the store."""
+        return self._fresh.get(queue_id)
+
+    def recipients(
+        self, due: Due, *, rerouted: bool = False, fresh: FreshRows | None = None
+    ) -> Planned | None:
         """The due recipients with their message, and the job's level; None
-        when the message or its recipients are gone."""
+        when the message or its recipients are gone. `fresh`: the
+        message's rows as received (`fresh_rows`)."""
         cfg = self._ctx.cfg
-        fresh = self._fresh.get(due.queue_id)
+        fresh = fresh or self._fresh.get(due.queue_id)
         msg: Any
         if fresh is not None:
             msg, every = fresh
