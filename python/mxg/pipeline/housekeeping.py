@@ -74,11 +74,15 @@ async def sts_refresher(ctx: Context, sts: StsCache) -> None:
         if not ctx.housekeeper:
             continue
         for domain in sts.refresh_due():
-            policy = await sts.refresh(domain)
-            event(
-                log,
-                "MTA-STS policy refreshed",
-                logging.INFO,
-                domain=domain,
-                policy=f"{policy.mode} id={policy.id}" if policy else "none",
-            )
+            # The renewed policy is saved in the store: one that cannot
+            # take it keeps the one before, and this task goes on (the
+            # policy in memory is current; the next refresh saves it).
+            with survives_a_full_store():
+                policy = await sts.refresh(domain)
+                event(
+                    log,
+                    "MTA-STS policy refreshed",
+                    logging.INFO,
+                    domain=domain,
+                    policy=f"{policy.mode} id={policy.id}" if policy else "none",
+                )
