@@ -22,6 +22,7 @@ from mxg.errors import StoreError, StoreOutdated
 from mxg.pipeline.storage import open_store
 from mxg.store import NewMessage, Store
 from mxg.store.audit import AuditEntry
+from mxg.store.db import NodeTaken
 from mxg.store.postgres import PgConnection, StoreUnreachable, batched, redact, to_postgres
 from mxg.store.schema import SCHEMA_VERSION
 from tests.support.cli import mxg
@@ -420,6 +421,47 @@ def test_a_connection_lost_while_the_node_lock_is_taken_again_is_unreachable(
                 open_store(url, "n1")
         finally:
             store.close()
+
+
+def test_rule11a_a_relay_whose_node_name_was_taken_while_it_was_cut_off_stops(
+    postgres: Postgres,
+) -> None:
+    """While a relay's connection is down its node lock is free, and a
+    second relay of the same name may start and take it. The first one,
+    reconnected, must not go on as that node (both would deliver its
+    messages): every store call then refuses, naming the cause."""
+    url = postgres.migrated_database()
+    with cutting_proxy(postgres.port) as proxy:
+        first = open_store(proxy.url(url), "n1")
+        second = None
+        try:
+            proxy.cut_all()
+            with pytest.raises(StoreUnreachable):
+                first.known_ids()
+            deadline = time.monotonic() + 10
+            while second is None:  # once PostgreSQL noticed the cut session
+                try:
+                    second = open_store(url, "n1")
+                except StoreError:
+                    assert time.monotonic() < deadline, "the lock never came free"
+                    time.sleep(0.05)
+            while True:
+                try:
+                    first.known_ids()
+                except NodeTaken:
+                    break
+                except StoreUnreachable:
+                    assert time.monotonic() < deadline, "no reconnection within 10 s"
+                    time.sleep(0.05)
+                else:
+                    pytest.fail("reconnected, it went on as n1 beside the second relay")
+            with pytest.raises(NodeTaken, match="a relay named 'n1' took the store"):
+                first.known_ids()
+            assert second.known_ids() == set(), "the second relay is n1 now"
+        finally:
+            first.close()
+            if second is not None:
+                second.close()
 
 
 def _received(prefix: str, n: int) -> list[NewMessage]:

@@ -31,6 +31,7 @@ from mxg.ops.cluster import share_of
 from mxg.pipeline.storage import survives_a_full_store
 from mxg.pipeline.takeover import take_over
 from mxg.store.cluster import DRAINING, RUNNING
+from mxg.store.db import NodeTaken
 from mxg.store.postgres import STORE_ERRORS
 from mxg.store.schema import SCHEMA_VERSION
 
@@ -97,6 +98,8 @@ class Heartbeat:
             if renewal is None:  # the row was removed: this node joins again
                 self.join()
                 renewal = ctx.store.renew(self.node, self._lease_ms)
+        except NodeTaken:
+            raise  # another relay is this node now: this one stops
         except (*STORE_ERRORS, StoreError) as e:
             self._missed(e)
             return

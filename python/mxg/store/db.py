@@ -80,6 +80,11 @@ class AuditTailMoved(StoreError):
 _TAIL_INDEXES = ("audit_blocks_first", "audit_blocks_pkey")
 
 
+class NodeTaken(StoreError):
+    """Another relay of this node's name holds the store's node lock,
+    taken while this one's connection was down (rule 11a)."""
+
+
 class _Writers:
     """What the connections of one relay to a PostgreSQL store share: one
     transaction at a time among them (so that each append to the audit
@@ -213,8 +218,18 @@ class Database:
 
         def again(conn: PgConnection) -> None:
             # A session lock ends with its connection: taken again on the
-            # new one after PostgreSQL restarted.
-            conn.conn.execute(f"SELECT pg_try_advisory_lock({NODE_LOCK}, hashtext(%s))", (node,))
+            # new one after PostgreSQL restarted. Another relay of the same
+            # name may have started meanwhile and taken it: then this one
+            # is no longer that node and must not act on its messages.
+            row = conn.conn.execute(
+                f"SELECT pg_try_advisory_lock({NODE_LOCK}, hashtext(%s))", (node,)
+            ).fetchone()
+            if not row or not row[0]:
+                conn.conn.close()
+                raise NodeTaken(
+                    f"a relay named {node!r} took the store at {where} while this one"
+                    " was cut off from it: this relay stops (rule 11a)"
+                )
 
         cast(PgConnection, self.db).on_reconnect = again
 
