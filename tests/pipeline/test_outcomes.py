@@ -125,3 +125,37 @@ def test_with_ratchet_warn_results_wait_in_memory_while_the_store_is_away(
 
     serving(st, body)
     assert set(st.ctx.unstored) == {("Q1", 0)}
+
+
+def test_a_delivery_line_is_logged_once_its_result_is_stored(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Whoever reads "status=sent" in the log (an operator, a monitor, a
+    # test) finds that result and its evidence in the store; on
+    # PostgreSQL the results are stored beside the event loop, which goes
+    # on (and flushes the log) meanwhile.
+    st, _ = stages(tmp_path)
+    info = _job(st, "Q1", "a@plain.test")
+    seen_in_store: list[str] = []
+
+    def delivery(**fields: Any) -> None:
+        [row] = st.ctx.store.recipients(fields["queue_id"])
+        seen_in_store.append(row["status"])
+
+    monkeypatch.setattr("mxg.pipeline.outcomes.delivery", delivery)
+    sent = RecipientResult(
+        address="a@plain.test",
+        status="sent",
+        code=250,
+        enhanced="2.0.0",
+        text="ok",
+        host="mx.plain.test",
+        ip="127.0.0.2",
+        level="encrypted",
+    )
+
+    async def body() -> None:
+        await st.outcomes.results([(info, _done([sent]))])
+
+    serving(st, body)
+    assert seen_in_store == ["sent"]

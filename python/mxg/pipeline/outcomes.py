@@ -10,6 +10,7 @@ rule 11: the final states are stored first).
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -18,7 +19,7 @@ import msgspec
 import orjson
 
 from mxg.boundary import DeliveryDone, RecipientResult, TlsInfo
-from mxg.deliverylog import delivery, event, log
+from mxg.deliverylog import delivery, event, flush_logs, log
 from mxg.dns import Policy, ResolveError
 from mxg.pipeline.asking import Asking
 from mxg.pipeline.context import Context
@@ -60,6 +61,7 @@ class Outcomes:
         """Stores the results of finished jobs, and what they show of each
         partner domain (the ledger); returns their outcomes."""
         outcomes: list[Outcome] = []
+        lines: list[Callable[[], None]] = []
         seen = summarise(
             (info.domain, r.status, r.level, r.tls.method if r.tls else None, r.reason, r.text)
             for info, ev in done
@@ -98,8 +100,17 @@ class Outcomes:
                     relay=f"{a.host}[{a.ip}]",
                     error=a.error,
                 )
-            outcomes += self.of_job(info, ev.results)
-        await self.commit(outcomes, seen, sessions, beside=True)
+            outcomes += self.of_job(info, ev.results, lines)
+        try:
+            await self.commit(outcomes, seen, sessions, beside=True)
+        finally:
+            # The delivery lines follow the commit: whoever reads "sent" in
+            # the log finds the result (its evidence) in the store. Stored
+            # beside the event loop, the commit ends after the loop flushed
+            # the log for this batch.
+            for line in lines:
+                line()
+            flush_logs()
         return outcomes
 
     def _warn_drops(self, seen: dict[str, Seen]) -> None:
@@ -154,9 +165,16 @@ class Outcomes:
         ]
         await self.commit(self.of_job(planned.info, results), tls_sessions=sessions)
 
-    def of_job(self, info: JobInfo, results: list[RecipientResult]) -> list[Outcome]:
+    def of_job(
+        self,
+        info: JobInfo,
+        results: list[RecipientResult],
+        lines: list[Callable[[], None]] | None = None,
+    ) -> list[Outcome]:
         """Turns a job's results into recipient outcomes (deferrals past the
-        queue lifetime become bounces) and logs one line per recipient."""
+        queue lifetime become bounces) and logs one line per recipient;
+        with `lines`, the lines go there instead, for the caller to log
+        once the outcomes are stored."""
         cfg = self._ctx.cfg
         feasibility = self._ctx.feasibility
         counts = self._ctx.counts
@@ -235,7 +253,8 @@ class Outcomes:
                     reason,
                 )
             )
-            delivery(
+            line = functools.partial(
+                delivery,
                 queue_id=info.queue_id,
                 message_id=info.message_id,
                 sender=info.sender,
@@ -258,6 +277,10 @@ class Outcomes:
                 required=info.level,
                 reason=reason or "",
             )
+            if lines is None:
+                line()
+            else:
+                lines.append(line)
         return outcomes
 
     def unmet(
