@@ -115,4 +115,7 @@ def test_mxg_delivers_to_postfix_with_required_starttls(
     log = receiving_postfix.log()
     assert "TLS connection established from" in log
     assert "status=sent (delivered)" in log
-    assert "status=sent" in mxg.log_text() and "tls=TLSv1." in mxg.log_text()
+    # The receiving server has the message before the relay's reply is in
+    # (and, on PostgreSQL, stored before its line is logged): waited for.
+    wait_for(lambda: "status=sent" in mxg.log_text(), timeout=10, what="mxg's delivery line")
+    assert "tls=TLSv1." in mxg.log_text()
