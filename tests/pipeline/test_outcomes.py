@@ -28,6 +28,19 @@ def _done(results: list[RecipientResult]) -> DeliveryDone:
     return DeliveryDone(0, "Q1", "plain.test", results, [], 0, 0)
 
 
+def _sent(address: str) -> RecipientResult:
+    return RecipientResult(
+        address=address,
+        status="sent",
+        code=250,
+        enhanced="2.0.0",
+        text="ok",
+        host="mx.plain.test",
+        ip="127.0.0.2",
+        level="encrypted",
+    )
+
+
 def _deferred(address: str, *, unmet: bool = False) -> RecipientResult:
     return RecipientResult(
         address=address,
@@ -109,16 +122,7 @@ def test_with_ratchet_warn_results_wait_in_memory_while_the_store_is_away(
     monkeypatch.setattr(st.ctx.store, "record", unreachable)
     if st.outcomes.record_beside is not None:  # PostgreSQL
         monkeypatch.setattr(st.outcomes, "record_beside", unreachable_beside)
-    sent = RecipientResult(
-        address="a@plain.test",
-        status="sent",
-        code=250,
-        enhanced="2.0.0",
-        text="ok",
-        host="mx.plain.test",
-        ip="127.0.0.2",
-        level="encrypted",
-    )
+    sent = _sent("a@plain.test")
 
     async def body() -> None:
         await st.outcomes.results([(info, _done([sent]))])
@@ -143,16 +147,7 @@ def test_a_delivery_line_is_logged_once_its_result_is_stored(
         seen_in_store.append(row["status"])
 
     monkeypatch.setattr("mxg.pipeline.outcomes.delivery", delivery)
-    sent = RecipientResult(
-        address="a@plain.test",
-        status="sent",
-        code=250,
-        enhanced="2.0.0",
-        text="ok",
-        host="mx.plain.test",
-        ip="127.0.0.2",
-        level="encrypted",
-    )
+    sent = _sent("a@plain.test")
 
     async def body() -> None:
         await st.outcomes.results([(info, _done([sent]))])
