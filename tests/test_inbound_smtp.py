@@ -84,6 +84,29 @@ def test_rule9_250_only_when_message_and_envelope_are_on_disk(
     assert json.loads(envelope_json)["size"] == len(message)
 
 
+def test_read_raw_many_gives_each_spool_file_as_it_is_on_disk(
+    start_engine: Start, tmp_path: Path
+) -> None:
+    """What intake on PostgreSQL stores before the 250: each arrived
+    message's file byte for byte, None for one already gone."""
+    r = start_engine()
+    c = session(r)
+    c.cmd("EHLO internal.test")
+    queue_ids = []
+    for n in range(2):
+        assert c.cmd("MAIL FROM:<a@internal.test>").startswith("250")
+        assert c.cmd("RCPT TO:<b@example.net>").startswith("250")
+        assert c.cmd("DATA").startswith("354")
+        queue_ids.append(c.cmd(f"Subject: {n}\r\n\r\nbody {n}\r\n.").rsplit(" ", 1)[1])
+    r.wait_events("received", count=2)
+    r.engine.remove(queue_ids[0])
+    raws = r.engine.read_raw_many([queue_ids[1], queue_ids[0], queue_ids[1]])
+    on_disk = (tmp_path / "spool" / "queue" / queue_ids[1]).read_bytes()
+    assert raws == [on_disk, None, on_disk]
+    assert raws[0] == r.engine.read_raw(queue_ids[1])
+    assert r.engine.read_raw_many([]) == []
+
+
 def test_rule7_outsiders_are_refused_at_the_greeting(start_engine: Start) -> None:
     r = start_engine()
     outsider = RawSmtp(r.port, source="127.0.0.2")

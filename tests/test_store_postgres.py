@@ -493,7 +493,7 @@ def test_rule11b_an_append_after_a_moved_tail_runs_again_and_keeps_one_chain(
     url = migrated(postgres.new_database())
     relay, operator = Store(url), Store(url)
     try:
-        relay.read_raw = lambda q: f"raw {q}".encode()
+        relay.read_raws = lambda ids: [f"raw {q}".encode() for q in ids]
         relay.add_messages(_received("A", 2), durable=False)
         assert relay._writers.tail is not None and relay._writers.tail[0] == 2  # remembered
         operator.audit([AuditEntry("note", "", "operator", {"why": "test"})])

@@ -83,6 +83,9 @@ class FakeEngine:
         head = envelope_json.encode()
         return b"MXG1 %d\n%s\n%s" % (len(head), head, message)
 
+    def read_raw_many(self, queue_ids: list[str]) -> list[bytes | None]:
+        return [self.read_raw(q) if q in self.spool else None for q in queue_ids]
+
     def restore(self, raw: bytes) -> str:
         first, rest = raw.split(b"\n", 1)
         length = int(first.split()[1])

@@ -5,7 +5,6 @@ stored message deleted; a failed transaction answers 451."""
 
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 
 import anyio
@@ -13,7 +12,7 @@ import pytest
 
 from mxg.boundary import Arrived
 from mxg.pipeline.acknowledge import NOT_ACKNOWLEDGED
-from mxg.pipeline.controller import Stages, read_raw
+from mxg.pipeline.controller import Stages
 from mxg.pipeline.storage import StoreWatch
 from mxg.store import NewMessage
 from mxg.store.postgres import StoreUnreachable
@@ -26,7 +25,7 @@ def _on_postgres(tmp_path: Path) -> tuple[Stages, FakeEngine]:
     st, engine = stages(tmp_path)
     if st.acks is None:
         pytest.skip("acknowledging waits for the store on PostgreSQL only")
-    st.ctx.store.read_raw = functools.partial(read_raw, engine)
+    st.ctx.store.read_raws = engine.read_raw_many
     return st, engine
 
 
@@ -150,7 +149,7 @@ def test_a_slow_refusal_check_accepts_at_the_verdict_deadline(
     st, engine = stages(tmp_path, '[classify]\nverdict_deadline = "0.1s"\n')
     if st.acks is None:
         pytest.skip("acknowledging waits for the store on PostgreSQL only")
-    st.ctx.store.read_raw = functools.partial(read_raw, engine)
+    st.ctx.store.read_raws = engine.read_raw_many
     acks = st.acks
 
     async def may_refuse(e: Arrived) -> None:

@@ -16,7 +16,6 @@ still leaves the spool (rule 11), without a restart of the relay.
 
 from __future__ import annotations
 
-import functools
 import logging
 import time
 from pathlib import Path
@@ -27,7 +26,6 @@ import psycopg
 import pytest
 
 from mxg.boundary import Arrived, DeliveryDone, RecipientResult
-from mxg.pipeline.controller import read_raw
 from mxg.pipeline.scanner import scan
 from mxg.pipeline.storage import survives_a_full_store
 from mxg.store.postgres import StoreUnreachable
@@ -100,7 +98,7 @@ class _Relay:
         self.st, _ = stages(tmp_path, engine=self.engine)
         self.store = self.st.ctx.store
         self.store.claim_node("n1", "the test's store")
-        self.store.read_raw = functools.partial(read_raw, self.engine)
+        self.store.read_raws = self.engine.read_raw_many
 
     async def dispatched(self, *queue_ids: str) -> None:
         """The messages stored, acknowledged and dispatched."""

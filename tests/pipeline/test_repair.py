@@ -19,7 +19,6 @@ restart:
 
 from __future__ import annotations
 
-import functools
 import logging
 import threading
 import time
@@ -30,7 +29,7 @@ import anyio
 import pytest
 
 from mxg.boundary import Arrived, DeliveryDone, RecipientResult
-from mxg.pipeline.controller import Stages, read_raw
+from mxg.pipeline.controller import Stages
 from mxg.pipeline.scanner import scan
 from mxg.pipeline.storage import survives_a_full_store
 from mxg.store.postgres import StoreUnreachable
@@ -220,7 +219,7 @@ def test_rule11_the_repair_after_a_postgresql_restart_settles_the_queue_from_wha
     engine = HeldRemovals()
     st, _ = stages(tmp_path, engine=engine)
     st.ctx.store.claim_node("n1", store_at)
-    st.ctx.store.read_raw = functools.partial(read_raw, engine)
+    st.ctx.store.read_raws = engine.read_raw_many
     crashed = stop == "immediate"
     caplog.set_level(logging.INFO, logger="mxg")
 

@@ -50,7 +50,7 @@ from mxg.dns import (
     http_client,
     probe_dnssec,
 )
-from mxg.errors import EngineStopped, MessageNotFound
+from mxg.errors import EngineStopped
 from mxg.pipeline.acknowledge import Acknowledge
 from mxg.pipeline.asking import no_link_warning
 from mxg.pipeline.beside import ResultsBeside, store_results
@@ -306,7 +306,7 @@ class Relay:
     def _context(self, engine: Engine, store: Store) -> Context:
         # On PostgreSQL every message is stored with its spool file, and
         # intake closes while the store is unreachable (docs/cluster.md).
-        store.read_raw = functools.partial(read_raw, engine)
+        store.read_raws = engine.read_raw_many
         # The decision links' key is made (after the privilege drop) by and
         # for the relay's user, like the store.
         tokens = TokenKey.load_or_create(self.cfg.data.directory)
@@ -388,14 +388,6 @@ class Relay:
                 with survives_a_full_store():
                     await stages.handle(batch)
             flush_logs()
-
-
-def read_raw(engine: Engine, queue_id: str) -> bytes | None:
-    """A spool file's bytes for the store; None when it is gone."""
-    try:
-        return engine.read_raw(queue_id)
-    except MessageNotFound:
-        return None
 
 
 # Allocations between two young-generation collections (CPython's default

@@ -62,7 +62,7 @@ class Store(
         after a restart), as if made here."""
         other = Store(self.url)
         other.node = self.node
-        other.read_raw = self.read_raw
+        other.read_raws = self.read_raws
         other.share_writers(self, sync=shares_sync)
         return other
 

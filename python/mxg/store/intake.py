@@ -25,10 +25,11 @@ LARGE_BODY = 1 << 20
 class Intake(AuditTrail):
     """The store's intake: new messages and their recipients."""
 
-    # On PostgreSQL: reads a spooled message's file as it is on disk
-    # (`Engine.read_raw`), None when it is gone; set by the relay. Every
-    # message indexed there is stored with these bytes (`spool_bodies`).
-    read_raw: Callable[[str], bytes | None] | None = None
+    # On PostgreSQL: reads spooled messages' files as they are on disk
+    # (`Engine.read_raw_many`), None for one that is gone; set by the
+    # relay. Every message indexed there is stored with these bytes
+    # (`spool_bodies`).
+    read_raws: Callable[[list[str]], list[bytes | None]] | None = None
 
     def add_messages(self, messages: Iterable[NewMessage], *, durable: bool = True) -> list[str]:
         """Indexes accepted messages; returns the ids that were new. Not
@@ -43,7 +44,7 @@ class Intake(AuditTrail):
         the server start `commit_start` names) before it acknowledges."""
         messages = list(messages)
         bodies: dict[str, bytes] = {}
-        if self.dialect.postgres and self.read_raw is not None:
+        if self.dialect.postgres and self.read_raws is not None:
             messages, bodies = self._with_bodies(messages)
             if durable:
                 # A durable commit: the client's 250 waits for it (rule 9).
@@ -70,12 +71,9 @@ class Intake(AuditTrail):
         """The messages whose spool files are still there, and those
         files' bytes. Read before the transaction: files are not read
         under the writers' lock."""
-        assert self.read_raw is not None
-        bodies: dict[str, bytes] = {}
-        for m in messages:
-            raw = self.read_raw(m.queue_id)
-            if raw is not None:
-                bodies[m.queue_id] = raw
+        assert self.read_raws is not None
+        raws = self.read_raws([m.queue_id for m in messages])
+        bodies = {m.queue_id: raw for m, raw in zip(messages, raws, strict=True) if raw is not None}
         return [m for m in messages if m.queue_id in bodies], bodies
 
     def _add(

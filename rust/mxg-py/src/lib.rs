@@ -148,6 +148,33 @@ impl Engine {
         Ok(PyBytes::new(py, &raw).unbind())
     }
 
+    /// `read_raw` for a batch, None where the file is gone: intake on
+    /// PostgreSQL reads every arrived message's file. The GIL is released
+    /// once for the batch, not once per file: a thread that lets it go
+    /// waits for the event loop to give it back.
+    fn read_raw_many(
+        &self,
+        py: Python<'_>,
+        queue_ids: Vec<String>,
+    ) -> PyResult<Vec<Option<Py<PyBytes>>>> {
+        let spool = self.check()?.spool().clone();
+        let raws = py.allow_threads(|| {
+            queue_ids
+                .iter()
+                .map(|id| match spool.read_raw(id) {
+                    Ok(raw) => Ok(Some(raw)),
+                    Err(mxg_spool::SpoolError::NotFound(_)) => Ok(None),
+                    Err(e) => Err(e),
+                })
+                .collect::<Result<Vec<_>, _>>()
+        });
+        let raws = raws.map_err(|e| to_py(&e.into()))?;
+        Ok(raws
+            .into_iter()
+            .map(|raw| raw.map(|raw| PyBytes::new(py, &raw).unbind()))
+            .collect())
+    }
+
     /// Writes a spool file from bytes `read_raw` gave (validated first,
     /// durable when this returns) and returns its queue id; a no-op when
     /// the same file is there, an error when another one is.
