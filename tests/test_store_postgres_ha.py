@@ -24,9 +24,9 @@ import psycopg
 import pytest
 
 from mxg.store import Store
-from mxg.store.postgres import PgConnection, StoreUnreachable
+from mxg.store.postgres import RECONNECT_FIRST, PgConnection, StoreUnreachable
 from tests.support.cli import mxg
-from tests.support.postgres import _AS, BIN, Postgres, _free_port, migrated, store_config
+from tests.support.postgres import _AS, BIN, Postgres, Server, _free_port, migrated, store_config
 
 
 def _private_root(prefix: str) -> Path:
@@ -167,6 +167,62 @@ def test_read_write_skips_a_standby_for_the_primary(postgres: Postgres, standby:
     store = Store(rw)
     assert store.schema_version is not None
     store.close()
+
+
+def test_after_a_lost_connection_the_host_that_answered_is_tried_first(
+    postgres: Postgres, private_postgres: tuple[Server, Postgres]
+) -> None:
+    """libpq tries a multi-host URL's hosts in the URL's order; after a
+    failover that is the old primary first, whose vanished host cost each
+    connection its whole connect timeout, at every reconnect. The host a
+    connection was lost on goes last, the one that answered first."""
+    first, _ = private_postgres
+    url = _multi("x/postgres", first.port, postgres.port, attrs="read-write", tcp=True)
+
+    def port(conn: PgConnection) -> int:
+        return int(conn.execute("SELECT inet_server_port()").fetchone()[0])
+
+    relay = PgConnection(url)
+    assert port(relay) == first.port, "the URL's order while nothing is known"
+    first.stop("immediate")
+    with pytest.raises(StoreUnreachable, match="lost the connection"):
+        port(relay)
+    time.sleep(RECONNECT_FIRST)
+    assert port(relay) == postgres.port
+    # The first host is back, read-write too: a new connection still goes
+    # to the one that answered.
+    first.start()
+    other = PgConnection(url)
+    assert port(other) == postgres.port
+    other.close()
+    relay.close()
+
+
+def test_a_connection_lost_on_a_server_reopens_the_others_there(postgres: Postgres) -> None:
+    """A vanished host resets nothing: a connection that was idle on it
+    would wait out its own timeout at its next statement, each in turn.
+    Once one connection is lost on a server, the others idle there open
+    again before their next statement; one in a transaction stays."""
+    url = postgres.url()
+
+    def pid(conn: PgConnection) -> int:
+        return int(conn.execute("SELECT pg_backend_pid()").fetchone()[0])
+
+    lost, idle, busy = PgConnection(url), PgConnection(url), PgConnection(url)
+    before = pid(idle)
+    busy.execute("BEGIN")
+    busy_pid = pid(busy)
+    with psycopg.connect(url, autocommit=True) as c:
+        c.execute("SELECT pg_terminate_backend(%s)", (pid(lost),))
+    with pytest.raises(StoreUnreachable, match="lost the connection"):
+        pid(lost)
+    assert pid(idle) != before, "opened again"
+    again = pid(idle)
+    assert pid(idle) == again, "once"
+    assert pid(busy) == busy_pid, "a transaction is not cut"
+    busy.execute("COMMIT")
+    for conn in (lost, idle, busy):
+        conn.close()
 
 
 def _replication(url: str) -> list[tuple[str, str]]:

@@ -28,6 +28,7 @@ from psycopg.adapt import Dumper, Transformer
 from psycopg.pq import Format
 
 from mxg.errors import StoreError
+from mxg.store import hosts
 
 # psycopg warns, on stderr and past mxg's log, when a pipeline ends on a
 # lost connection ("error ignored terminating ..."): the error itself is
@@ -168,12 +169,20 @@ class PgConnection:
     def _connect(self) -> psycopg.Connection[Any]:
         try:
             conn = psycopg.connect(
-                self.url, autocommit=True, row_factory=_row_factory, connect_timeout=5
+                hosts.conninfo(self.url),
+                autocommit=True,
+                row_factory=_row_factory,
+                connect_timeout=5,
             )
         except psycopg.Error as e:
             raise StoreUnreachable(
                 f"cannot connect to the store at {redact(self.url)}: {_line(e)}"
             ) from None
+        # The server this connection is on, tried first by the next ones,
+        # and last once this one is lost (a multi-host URL, `hosts`).
+        self._on = (conn.info.host, conn.info.port)
+        self._losses = hosts.losses(self.url, *self._on)
+        hosts.reached(self.url, *self._on)
         conn.adapters.register_dumper(bool, _BoolAsInt)
         conn.adapters.register_dumper(bool, _BoolAsIntBinary)
         try:
@@ -207,11 +216,28 @@ class PgConnection:
 
     def _ready(self) -> psycopg.Connection[Any]:
         """The connection, opened again if it broke (when the backoff
-        allows)."""
+        allows), or if it is idle on a server another connection of this
+        process was lost on since it opened (`hosts.losses`): a server
+        whose host vanished answers nothing, and this connection would
+        learn it only when its own next statement timed out
+        (`tcp_user_timeout`), each idle connection one after the other.
+        Not a connection with session state (`on_reconnect`): the server
+        may not have ended the old session yet when the new one takes
+        its session locks again, and the relay would find its own node
+        lock taken."""
+        suspect = False
         if self.reachable:
-            return self.conn
+            if (
+                hosts.losses(self.url, *self._on) == self._losses
+                or self.on_reconnect is not None
+                or self.in_transaction
+                or self._pipeline is not None
+            ):
+                return self.conn
+            suspect = True
+            self.conn.close()
         now = time.monotonic()
-        if now < self._retry_at:
+        if now < self._retry_at and not suspect:
             raise StoreUnreachable(f"the store at {redact(self.url)} is unreachable")
         try:
             conn = self._connect()
@@ -221,6 +247,8 @@ class PgConnection:
         except StoreUnreachable:
             self._retry_at = now + self._backoff
             self._backoff = min(self._backoff * 2, RECONNECT_LONGEST)
+            if suspect and self.on_reachable is not None:
+                self.on_reachable(False)
             raise
         self._backoff = RECONNECT_FIRST
         if self.on_reachable is not None:
@@ -246,6 +274,7 @@ class PgConnection:
         `on_reachable` and returns the error to raise instead."""
         if self.reachable:
             return None  # a failed statement, the connection is fine
+        hosts.lost(self.url, *self._on)
         self._retry_at = time.monotonic() + RECONNECT_FIRST
         self._backoff = RECONNECT_FIRST
         if self.on_reachable is not None:
