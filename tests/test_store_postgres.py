@@ -464,6 +464,35 @@ def test_rule11a_a_relay_whose_node_name_was_taken_while_it_was_cut_off_stops(
                 second.close()
 
 
+def test_rule11a_a_relay_cut_off_takes_its_node_lock_back_from_its_own_old_session(
+    postgres: Postgres,
+) -> None:
+    """A network partition ends the relay's connection on its side alone:
+    PostgreSQL keeps the old session, and its node lock, until it writes
+    to it (hours with the default TCP keepalive). The relay, reconnected,
+    finds its own old session holding the lock, not another relay: it
+    ends that session and goes on as the node."""
+    url = postgres.migrated_database()
+    with cutting_proxy(postgres.port) as proxy:
+        first = open_store(proxy.url(url), "n1")
+        try:
+            proxy.cut_clients()
+            with pytest.raises(StoreUnreachable):
+                first.known_ids()
+            deadline = time.monotonic() + 10
+            while True:
+                try:
+                    assert first.known_ids() == set()
+                    break
+                except StoreUnreachable:
+                    assert time.monotonic() < deadline, "no reconnection within 10 s"
+                    time.sleep(0.05)
+            with pytest.raises(StoreError, match="a relay named 'n1' already uses the store"):
+                open_store(url, "n1")
+        finally:
+            first.close()
+
+
 def _received(prefix: str, n: int) -> list[NewMessage]:
     return [
         NewMessage(

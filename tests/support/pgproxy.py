@@ -43,6 +43,9 @@ class CuttingProxy:
         self.held = threading.Event()
         self._lock = threading.Lock()
         self._pairs: list[tuple[socket.socket, socket.socket]] = []
+        # The server's ends of the connections `cut_clients` ended: kept
+        # open (closing one would tell the server), shut at `close`.
+        self._ghosts: list[socket.socket] = []
         # Per connection: open unless its answers are held.
         self._gates: list[threading.Event] = []
         threading.Thread(target=self._accept, daemon=True).start()
@@ -77,10 +80,23 @@ class CuttingProxy:
         for pair in pairs:
             _shut(*pair)
 
+    def cut_clients(self) -> None:
+        """Every connection open now ends on the client's side alone, as a
+        network partition leaves it: the server hears nothing, and its
+        sessions (their locks with them) stay until it writes to them."""
+        with self._lock:
+            pairs, self._pairs = self._pairs, []
+            self._ghosts.extend(server for _, server in pairs)
+        for client, _ in pairs:
+            _shut(client)
+
     def close(self) -> None:
         self._listener.close()
         self.release()
         self.cut_all()
+        with self._lock:
+            ghosts, self._ghosts = self._ghosts, []
+        _shut(*ghosts)
 
     def _arm(self, *, answers: bool, pattern: bytes) -> None:
         with self._lock:
@@ -137,7 +153,9 @@ class CuttingProxy:
                     self._holds(tail, data, gate)
                 tail = data[-_PATTERN_MAX:]
                 dst.sendall(data)
-        _shut(src, dst)
+        with self._lock:
+            ghosts = list(self._ghosts)
+        _shut(*(s for s in (src, dst) if s not in ghosts))
 
 
 def _ends_in(pattern: bytes, tail: bytes, data: bytes) -> bool:

@@ -215,21 +215,29 @@ class Database:
                 " give each node its own [cluster] node name"
             )
         self.node = node
+        holder = _session(cast(PgConnection, self.db))
 
         def again(conn: PgConnection) -> None:
             # A session lock ends with its connection: taken again on the
             # new one after PostgreSQL restarted. Another relay of the same
             # name may have started meanwhile and taken it: then this one
             # is no longer that node and must not act on its messages.
-            row = conn.conn.execute(
-                f"SELECT pg_try_advisory_lock({NODE_LOCK}, hashtext(%s))", (node,)
-            ).fetchone()
+            # Unless the holder is this relay's own old session, which a
+            # network partition ended on this side alone: the server keeps
+            # it (and the lock) until it writes to it, hours with the
+            # default TCP keepalive. That one is ended, then the lock taken.
+            nonlocal holder
+            lock = f"SELECT pg_try_advisory_lock({NODE_LOCK}, hashtext(%s))"
+            row = conn.conn.execute(lock, (node,)).fetchone()
+            if (not row or not row[0]) and _end_session(conn, holder):
+                row = conn.conn.execute(lock, (node,)).fetchone()
             if not row or not row[0]:
                 conn.conn.close()
                 raise NodeTaken(
                     f"a relay named {node!r} took the store at {where} while this one"
                     " was cut off from it: this relay stops (rule 11a)"
                 )
+            holder = _session(conn)
 
         cast(PgConnection, self.db).on_reconnect = again
 
@@ -527,3 +535,24 @@ def _moved_tail(e: BaseException) -> bool:
 def _chunks(items: list[T], size: int) -> Iterator[list[T]]:
     for i in range(0, len(items), size):
         yield items[i : i + size]
+
+
+def _session(conn: PgConnection) -> tuple[int, datetime]:
+    """The server process of `conn`'s session and when it began: a
+    process id alone may be another session's after this one ended."""
+    row = conn.conn.execute(
+        "SELECT pid, backend_start FROM pg_stat_activity WHERE pid = pg_backend_pid()"
+    ).fetchone()
+    assert row is not None  # its own row is always there
+    return int(row[0]), row[1]
+
+
+def _end_session(conn: PgConnection, session: tuple[int, datetime]) -> bool:
+    """Ends `session` if it still runs (waiting up to 5 s until it has
+    ended, and its locks with it); whether it did."""
+    row = conn.conn.execute(
+        "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity"
+        " WHERE pid = %s AND backend_start = %s",
+        session,
+    ).fetchone()
+    return bool(row and row[0])
