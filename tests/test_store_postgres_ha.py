@@ -184,6 +184,9 @@ def test_after_a_lost_connection_the_host_that_answered_is_tried_first(
 
     relay = PgConnection(url)
     assert port(relay) == first.port, "the URL's order while nothing is known"
+    # In a transaction, so that the loss is found by a statement (an idle
+    # connection the server ended is opened again before one).
+    relay.execute("BEGIN")
     first.stop("immediate")
     with pytest.raises(StoreUnreachable, match="lost the connection"):
         port(relay)
@@ -210,6 +213,7 @@ def test_a_connection_lost_on_a_server_reopens_the_others_there(postgres: Postgr
 
     lost, idle, busy = PgConnection(url), PgConnection(url), PgConnection(url)
     before = pid(idle)
+    lost.execute("BEGIN")  # the loss found by a statement, as in `relay` above
     busy.execute("BEGIN")
     busy_pid = pid(busy)
     with psycopg.connect(url, autocommit=True) as c:

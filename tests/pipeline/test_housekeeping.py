@@ -76,10 +76,11 @@ def test_an_mta_sts_refresh_the_store_cannot_save_does_not_end_the_relay(
         first = await cache.policy("example.com")
         assert first is not None and stored() == saves == [now[0] + first.max_age]
         now[0] += first.max_age * 0.6  # due for a refresh
-        proxy.cut_all()
+        proxy.refuse()  # down: a connection opened again fails too
         async with anyio.create_task_group() as tg:
             tg.start_soon(housekeeping.sts_refresher, st.ctx, cache)
             await until("the refresh tried to save", lambda: len(saves) == 2)
+            proxy.accept()
             await until("the store back", lambda: stored() == saves[:1])
             now[0] += first.max_age * 0.6  # due again
             await until("the next refresh saved", lambda: stored() == saves[2:3])

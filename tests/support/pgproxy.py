@@ -4,7 +4,8 @@ chosen moments, as PostgreSQL ending a session (a ``fast`` shutdown,
 committed but before its answer reaches the client (the client cannot
 tell whether its transaction committed), or when the client sends a
 given statement. It can also hold a statement's answer back, so that a
-test acts while that statement is under way."""
+test acts while that statement is under way, and play a server that is
+down (`refuse`: every connection ends, new ones end at once)."""
 
 from __future__ import annotations
 
@@ -48,6 +49,8 @@ class CuttingProxy:
         self._ghosts: list[socket.socket] = []
         # Per connection: open unless its answers are held.
         self._gates: list[threading.Event] = []
+        # While set, the server is down: a new connection ends at once.
+        self._down = False
         threading.Thread(target=self._accept, daemon=True).start()
 
     def url(self, url: str) -> str:
@@ -90,6 +93,19 @@ class CuttingProxy:
         for client, _ in pairs:
             _shut(client)
 
+    def refuse(self) -> None:
+        """The server is down (a restart under way): the connections open
+        now end, and every new one ends before the server answers, as a
+        connect to a stopped server fails. Until `accept`."""
+        with self._lock:
+            self._down = True
+        self.cut_all()
+
+    def accept(self) -> None:
+        """The server is back: connections are forwarded again."""
+        with self._lock:
+            self._down = False
+
     def close(self) -> None:
         self._listener.close()
         self.release()
@@ -128,6 +144,12 @@ class CuttingProxy:
                 client, _ = self._listener.accept()
             except OSError:
                 return  # closed
+            with self._lock:
+                down = self._down
+            if down:
+                _shut(client)
+                client.close()
+                continue
             server = socket.create_connection(self._target)
             gate = threading.Event()
             gate.set()

@@ -73,6 +73,10 @@ class GroupFlush:
         if self._conn is None:
             self._conn = await anyio.to_thread.run_sync(self._connect)
         conn = self._conn
+        # A connection the server ended while it waited for work (an
+        # outage between flushes) is opened again before the flush, not
+        # found dead by it (a 451 for a batch that was committed).
+        conn.drop_if_ended()
         if conn.reachable:
             fd = conn.send_flush()
         else:

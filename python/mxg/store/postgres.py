@@ -16,6 +16,7 @@ import errno
 import functools
 import logging
 import re
+import select
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -49,6 +50,23 @@ class StoreUnreachable(StoreError):
 # statement of every batch.
 RECONNECT_FIRST = 0.25
 RECONNECT_LONGEST = 4.0
+
+
+class _Reach:
+    """What the connections to one store know together: when one of
+    them last connected. A backoff set while the server was down is
+    waived once another connection got through since: the relay's
+    connection reaching the server again opens intake, and the intake's
+    own connections must not then answer 451 for up to
+    `RECONNECT_LONGEST` more."""
+
+    def __init__(self) -> None:
+        self.connected = 0.0
+
+
+# Per store URL; a relay has a handful (its store, the companions', the
+# flush and sync connections), a test session one per database.
+_REACH: dict[str, _Reach] = {}
 
 
 class Row:
@@ -159,6 +177,12 @@ class PgConnection:
         self.on_reachable: Callable[[bool], None] | None = None
         self.on_reconnect: Callable[[PgConnection], None] | None = None
         self._retry_at = 0.0
+        # When `_retry_at` was set: a connect by another connection since
+        # waives it (`_Reach`).
+        self._failed_at = 0.0
+        self._reach = _REACH.setdefault(url, _Reach())
+        # What `on_reachable` heard last.
+        self._told = True
         # Column types per table, for `executemany`'s arrays (`_unnest`).
         self._types: dict[str, dict[str, str]] = {}
         self._backoff = RECONNECT_FIRST
@@ -202,6 +226,7 @@ class PgConnection:
             raise StoreUnreachable(
                 f"cannot connect to the store at {redact(self.url)}: {_line(e)}"
             ) from None
+        self._reach.connected = time.monotonic()
         return conn
 
     @property
@@ -214,9 +239,48 @@ class PgConnection:
             return False  # nothing to roll back on a broken connection
         return self.conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE
 
+    def drop_if_ended(self) -> None:
+        """Closes the connection if the server ended its session while it
+        was idle (a restart, a failover, `pg_terminate_backend`), so that
+        the next statement opens a new one (at once, unless the session
+        held state) instead of failing on the old one: after an outage,
+        the intake's connections, unused while intake was closed, failed
+        the first batch with 451. No round trip: an idle session's socket
+        turns readable only when the server says goodbye (its FATAL
+        error, then the end of the stream; mxg listens for no
+        notifications), which is all this asks."""
+        if self._pipeline is not None or not self.reachable:
+            return
+        pgconn = self.conn.pgconn
+        if pgconn.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+            return
+        # poll, not select: a busy relay's descriptors pass FD_SETSIZE.
+        poller = select.poll()
+        poller.register(pgconn.socket, select.POLLIN)
+        if not poller.poll(0):
+            return
+        self.conn.close()
+        hosts.lost(self.url, *self._on)
+        self._failed_at = time.monotonic()
+        self._retry_at = self._failed_at + self._first_wait()
+        self._backoff = RECONNECT_FIRST
+        if self.on_reconnect is not None:
+            self._tell(False)
+
+    def _first_wait(self) -> float:
+        """How long after a break the connection is opened again. At once
+        when the session held no state: a batch right after a lost answer
+        or an ended session must not get 451 from a server that is fine.
+        The relay's own connection waits `RECONNECT_FIRST`: its session
+        lock (the node's) is freed as the server's backend exits, just
+        after its goodbye, and taking it again must not race that."""
+        return 0.0 if self.on_reconnect is None else RECONNECT_FIRST
+
     def _ready(self) -> psycopg.Connection[Any]:
         """The connection, opened again if it broke (when the backoff
-        allows), or if it is idle on a server another connection of this
+        allows, or another connection to the store got through since),
+        if the server ended it while it was idle (`drop_if_ended`), or if
+        it is idle on a server another connection of this
         process was lost on since it opened (`hosts.losses`): a server
         whose host vanished answers nothing, and this connection would
         learn it only when its own next statement timed out
@@ -225,6 +289,7 @@ class PgConnection:
         may not have ended the old session yet when the new one takes
         its session locks again, and the relay would find its own node
         lock taken."""
+        self.drop_if_ended()
         suspect = False
         if self.reachable:
             if (
@@ -237,7 +302,13 @@ class PgConnection:
             suspect = True
             self.conn.close()
         now = time.monotonic()
-        if now < self._retry_at and not suspect:
+        retry_at = self._retry_at
+        if self._reach.connected > self._failed_at:
+            # Another connection got through since: the rest of a backoff
+            # grown while the server was down is waived, not the first
+            # wait after a break.
+            retry_at = min(retry_at, self._failed_at + self._first_wait())
+        if now < retry_at and not suspect:
             raise StoreUnreachable(f"the store at {redact(self.url)} is unreachable")
         try:
             conn = self._connect()
@@ -245,15 +316,20 @@ class PgConnection:
             if self.on_reconnect is not None:
                 self._again(conn)
         except StoreUnreachable:
-            self._retry_at = now + self._backoff
+            self._retry_at, self._failed_at = now + self._backoff, now
             self._backoff = min(self._backoff * 2, RECONNECT_LONGEST)
-            if suspect and self.on_reachable is not None:
-                self.on_reachable(False)
+            self._tell(False)
             raise
         self._backoff = RECONNECT_FIRST
-        if self.on_reachable is not None:
-            self.on_reachable(True)
+        self._tell(True)
         return conn
+
+    def _tell(self, reachable: bool) -> None:
+        """`on_reachable`, at each change."""
+        if reachable != self._told:
+            self._told = reachable
+            if self.on_reachable is not None:
+                self.on_reachable(reachable)
 
     def _again(self, conn: psycopg.Connection[Any]) -> None:
         """`on_reconnect` on the new connection: one that breaks meanwhile
@@ -275,10 +351,10 @@ class PgConnection:
         if self.reachable:
             return None  # a failed statement, the connection is fine
         hosts.lost(self.url, *self._on)
-        self._retry_at = time.monotonic() + RECONNECT_FIRST
+        self._failed_at = time.monotonic()
+        self._retry_at = self._failed_at + self._first_wait()
         self._backoff = RECONNECT_FIRST
-        if self.on_reachable is not None:
-            self.on_reachable(False)
+        self._tell(False)
         return StoreUnreachable(
             f"lost the connection to the store at {redact(self.url)}: {_line(e)}"
         )
