@@ -7,8 +7,9 @@ connection that died idle with the server."""
 
 from __future__ import annotations
 
-import functools
+import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,10 +17,11 @@ import anyio
 import pytest
 
 from mxg.boundary import Arrived
-from mxg.pipeline.controller import read_raw
+from mxg.dns import Route
 from mxg.pipeline.scanner import scan
+from mxg.store import NewMessage
 from mxg.store.postgres import StoreUnreachable
-from tests.pipeline.fakes import FakeEngine, envelope, serving, stages
+from tests.pipeline.fakes import FakeEngine, FakeResolver, envelope, serving, stages
 from tests.support.pgproxy import CuttingProxy, cutting_proxy
 from tests.support.postgres import Postgres
 
@@ -49,12 +51,12 @@ async def _until(what: str, check: Any, seconds: float = 20) -> None:
 class _Relay:
     """The stages on the proxied store, as the relay (node n1)."""
 
-    def __init__(self, tmp_path: Path) -> None:
+    def __init__(self, tmp_path: Path, resolver: FakeResolver | None = None) -> None:
         self.engine = FakeEngine()
-        self.st, _ = stages(tmp_path, engine=self.engine)
+        self.st, _ = stages(tmp_path, engine=self.engine, resolver=resolver)
         self.store = self.st.ctx.store
         self.store.claim_node("n1", "the test's store")
-        self.store.read_raw = functools.partial(read_raw, self.engine)
+        self.store.read_raws = self.engine.read_raw_many
 
     async def answer(self, queue_id: str) -> str:
         """`queue_id` arrives at the end of DATA; what its session hears:
@@ -172,3 +174,73 @@ def test_rule9_an_intake_commit_whose_answer_was_lost_is_451_and_never_delivered
         serving(st, body)
     finally:
         relay.store.close()
+
+
+class _SlowResolver(FakeResolver):
+    """A route lookup that waits for `answer`: the store goes down while
+    a delivery resolves its route, before it plans its job."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.answer = anyio.Event()
+
+    async def route(self, domain: str) -> Route:
+        self.asked.append(domain)
+        await self.answer.wait()
+        return self.routes[domain]
+
+    def cached(self, domain: str) -> Route | None:
+        return None
+
+
+def _start_delivery_then(
+    tmp_path: Path, meanwhile: Callable[[_Relay], None], caplog: pytest.LogCaptureFixture
+) -> list[logging.LogRecord]:
+    """Q1 due and its delivery started; `meanwhile` runs while its route
+    is looked up. Returns the records of its failure to start."""
+    resolver = _SlowResolver()
+    relay = _Relay(tmp_path, resolver)
+    st = relay.st
+    env = envelope("Q1", ["q1@plain.test"])
+    relay.engine.spool["Q1"] = (env, BODY)
+    relay.store.add_messages([NewMessage(env)])
+    caplog.set_level(logging.INFO, logger="mxg")
+
+    async def body() -> None:
+        st.dispatch.dispatch_due()
+        await _until("the route asked", lambda: resolver.asked == ["plain.test"])
+        meanwhile(relay)
+        resolver.answer.set()
+        await _until("the start failed", lambda: not st.dispatch.inflight)
+
+    try:
+        serving(st, body)
+    finally:
+        relay.store.close()
+    assert relay.engine.jobs == []
+    return [r for r in caplog.records if "cannot start delivery" in r.getMessage()]
+
+
+def test_a_store_outage_while_a_delivery_starts_is_one_line_without_a_traceback(
+    tmp_path: Path, proxy: CuttingProxy, caplog: pytest.LogCaptureFixture
+) -> None:
+    [record] = _start_delivery_then(tmp_path, lambda _: proxy.refuse(), caplog)
+    assert record.exc_info is None, "no traceback for a store outage"
+    assert record.levelno == logging.WARNING
+    line = record.getMessage()
+    assert line == "cannot start delivery: store unavailable, retried at a later scan"
+    fields = record.__dict__["mxg_fields"]
+    assert fields["queue_id"] == "Q1" and "unreachable" in fields["error"]
+
+
+def test_a_bug_while_a_delivery_starts_still_logs_its_traceback(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(*_: object, **__: object) -> None:
+        raise RuntimeError("a bug")
+
+    def break_planner(relay: _Relay) -> None:
+        relay.st.dispatch._planner.recipients = broken  # type: ignore[method-assign]
+
+    [record] = _start_delivery_then(tmp_path, break_planner, caplog)
+    assert record.exc_info is not None and record.levelno == logging.ERROR

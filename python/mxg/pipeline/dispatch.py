@@ -10,6 +10,7 @@ boundary together (``flush``).
 
 from __future__ import annotations
 
+import logging
 import socket
 from collections import deque
 from collections.abc import Iterable
@@ -19,7 +20,7 @@ import anyio
 
 from mxg.boundary import DeliveryJob, JobHost, encode
 from mxg.config.classes import relay_address
-from mxg.deliverylog import log
+from mxg.deliverylog import event, log
 from mxg.dns import Policy, ResolveError, Route
 from mxg.pipeline.context import Context
 from mxg.pipeline.plan import (
@@ -34,7 +35,7 @@ from mxg.pipeline.plan import (
     stored_classification,
     sts_policy,
 )
-from mxg.store import Due, NewMessage, Outcome, domain_of, now_ms
+from mxg.store import Due, NewMessage, Outcome, domain_of, is_outage, now_ms
 from mxg.vocab import Reason
 
 
@@ -300,6 +301,19 @@ class Dispatcher:
         # A bug or a broken engine must not take the relay down; the
         # recipients stay as they are and the scanner tries again.
         self.inflight.discard(inflight_key(due.queue_id, due.domain, rerouted=rerouted))
+        if is_outage(e):
+            # The store's outage, not a bug: its traceback says nothing
+            # more, and a restart of PostgreSQL would print one for every
+            # delivery that was starting.
+            event(
+                log,
+                "cannot start delivery: store unavailable, retried at a later scan",
+                logging.WARNING,
+                queue_id=due.queue_id,
+                domain=due.domain,
+                error=" ".join(str(e).split()) or type(e).__name__,
+            )
+            return
         log.error(
             "cannot start delivery",
             exc_info=e,

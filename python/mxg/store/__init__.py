@@ -27,7 +27,7 @@ from mxg.store.cluster import ClusterQueries
 from mxg.store.decisions import Change, Decided, Decisions
 from mxg.store.depth import Decision, Depth, QueueDepth
 from mxg.store.evidence import EvidenceQueries, EvidenceQuery
-from mxg.store.files import is_full, is_unavailable, quarantine
+from mxg.store.files import is_full, is_outage, is_unavailable, quarantine
 from mxg.store.intake import Intake, dumps, envelope_rows
 from mxg.store.operator import BOUNCE_STATUS, UNFINISHED, Targets
 from mxg.store.records import FINAL, Due, NewMessage, Outcome, domain_of, now_ms
@@ -88,6 +88,7 @@ __all__ = [
     "dumps",
     "envelope_rows",
     "is_full",
+    "is_outage",
     "is_unavailable",
     "now_ms",
     "quarantine",

@@ -11,6 +11,8 @@ import stat
 import time
 from pathlib import Path
 
+import psycopg
+
 from mxg.errors import StoreError
 from mxg.store.postgres import StoreUnreachable
 
@@ -51,6 +53,15 @@ def is_unavailable(e: BaseException) -> bool:
     failing over). Either clears by itself; meanwhile every message is
     in the spool and results wait in memory (`pipeline.storage`)."""
     return is_full(e) or isinstance(e, StoreUnreachable)
+
+
+def is_outage(e: BaseException) -> bool:
+    """The store failed to answer, not mxg: unavailable (`is_unavailable`),
+    one of the store's own errors, or PostgreSQL's OperationalError (the
+    server shutting down or ending the session, a statement cancelled).
+    One line in the log, and what failed is tried again; not SQLite's
+    OperationalError, which also names SQL errors (a bug's traceback)."""
+    return is_unavailable(e) or isinstance(e, (StoreError, psycopg.OperationalError))
 
 
 def _damaged(e: sqlite3.Error) -> bool:
