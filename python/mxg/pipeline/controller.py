@@ -73,7 +73,7 @@ from mxg.pipeline.takeover import recover_node
 from mxg.pipeline.tlsrpt import reporter as tlsrpt_reporter
 from mxg.pipeline.verdicts import EarlyVerdicts, Verdicts
 from mxg.signing import SigningKey
-from mxg.store import Store
+from mxg.store import Store, is_outage
 from mxg.verdict import Feasibility
 from mxg.web import Listeners
 from mxg.web.wiring import surface_of
@@ -286,21 +286,7 @@ class Relay:
                 event(log, "shutting down: finishing open transactions")
                 await anyio.to_thread.run_sync(engine.shutdown)
                 if stages is not None:
-                    # Messages accepted during the grace period are indexed
-                    # now; results that came in are recorded.
-                    stages.ctx.tg = None
-                    await stages.handle(decode_events(engine.drain()))
-                    # Rule 11b: signed when the relay stops. Every node
-                    # does (not only the housekeeper, whose lock a short
-                    # run may never have taken): a stopping node signs
-                    # the tail its own last records joined; with the
-                    # cluster's one key a second signature is harmless.
-                    sign_checkpoint(stages.ctx.store, key)
-                    if stages.acks is not None:
-                        stages.acks.close()
-                    if stages.beside is not None:
-                        stages.beside.close()
-                    stages.ctx.store.close()
+                    await _stop_stages(engine, stages, key)
                 event(log, "stopped")
 
     def _context(self, engine: Engine, store: Store) -> Context:
@@ -388,6 +374,46 @@ class Relay:
                 with survives_a_full_store():
                     await stages.handle(batch)
             flush_logs()
+
+
+async def _stop_stages(engine: Engine, stages: Stages, key: SigningKey) -> None:
+    """The stages' last writes, then their connections closed."""
+    try:
+        await _last_writes(engine, stages, key)
+    finally:
+        if stages.acks is not None:
+            stages.acks.close()
+        if stages.beside is not None:
+            stages.beside.close()
+        stages.ctx.store.close()
+
+
+async def _last_writes(engine: Engine, stages: Stages, key: SigningKey) -> None:
+    """What a stopping relay still writes to the store: the events of the
+    grace period, and the final checkpoint. A store that cannot take them
+    (a PostgreSQL outage) is one line, and the stop goes on: every
+    acknowledged message is in the spool, and the next start settles it
+    with the store (recovery, rule 10); its checkpointer signs the tail."""
+    try:
+        # Messages accepted during the grace period are indexed now;
+        # results that came in are recorded.
+        stages.ctx.tg = None
+        await stages.handle(decode_events(engine.drain()))
+        # Rule 11b: signed when the relay stops. Every node does (not only
+        # the housekeeper, whose lock a short run may never have taken): a
+        # stopping node signs the tail its own last records joined; with
+        # the cluster's one key a second signature is harmless.
+        sign_checkpoint(stages.ctx.store, key)
+    except Exception as e:
+        if not is_outage(e):
+            raise
+        event(
+            log,
+            "store unreachable at shutdown: acknowledged messages stay in the spool"
+            " and are settled at the next start; no final audit checkpoint",
+            logging.WARNING,
+            error=" ".join(str(e).split()) or type(e).__name__,
+        )
 
 
 # Allocations between two young-generation collections (CPython's default
