@@ -205,3 +205,26 @@ def test_operator_actions_are_recorded(store_at: Path | str) -> None:
     listing = {m["queue_id"]: m for m in s.listing()}
     assert listing["Q1"]["waiting"] == 1
     assert not s.delete("NOPE", "ops", "")
+
+
+def test_a_result_stored_twice_is_one_attempt(store_at: Path | str) -> None:
+    """The same result stored again (kept in memory after its commit's
+    answer was lost: it may have committed) adds no second attempt, so
+    `mxg queue show` and the evidence list it once; a later attempt of
+    the same recipient is a row of its own."""
+    s = Store(store_at)
+    s.add_messages([envelope("Q1", ["a@x.test"])])
+    deferred = Outcome("Q1", 0, "deferred", 451, "4.3.0", "busy", at_ms=1_000)
+    s.record([deferred])
+    s.record([deferred], again=True)
+    details = s.details("Q1")
+    assert details is not None
+    assert [(a["at_ms"], a["status"]) for a in details["attempts"]] == [(1_000, "deferred")]
+    s.record([Outcome("Q1", 0, "sent", 250, "2.0.0", "ok", at_ms=2_000)], again=True)
+    details = s.details("Q1")
+    assert details is not None
+    assert [(a["at_ms"], a["status"]) for a in details["attempts"]] == [
+        (1_000, "deferred"),
+        (2_000, "sent"),
+    ]
+    s.close()

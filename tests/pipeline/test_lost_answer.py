@@ -129,6 +129,14 @@ class _Relay:
         return True
 
 
+def _attempts(url: str, queue_id: str) -> list[str]:
+    with psycopg.connect(url) as db:
+        rows = db.execute(
+            "SELECT status FROM attempts WHERE queue_id = %s ORDER BY id", (queue_id,)
+        ).fetchall()
+    return [str(r[0]) for r in rows]
+
+
 def _state(url: str, queue_id: str) -> str:
     with psycopg.connect(url) as db:
         row = db.execute("SELECT state FROM messages WHERE queue_id = %s", (queue_id,)).fetchone()
@@ -152,6 +160,7 @@ def test_rule11_a_commit_whose_answer_was_lost_is_repaired_and_its_message_leave
         assert not st.ctx.unstored
         assert not relay.store.doubtful()
         assert len(engine.jobs) == 1, "delivered once"
+        assert _attempts(direct, "Q1") == ["sent"], "the result stored again is one attempt"
 
     try:
         serving(st, body)

@@ -112,7 +112,7 @@ def test_with_ratchet_warn_results_wait_in_memory_while_the_store_is_away(
     st, _ = stages(tmp_path, '[delivery]\nratchet = "warn"\n')
     info = _job(st, "Q1", "a@plain.test")
 
-    def unreachable(*_: object) -> None:
+    def unreachable(*_: object, **__: object) -> None:
         raise StoreUnreachable("the store at test is unreachable")
 
     async def unreachable_beside(*_: object) -> None:

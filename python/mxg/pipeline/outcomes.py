@@ -10,6 +10,7 @@ rule 11: the final states are stored first).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 from collections.abc import Awaitable, Callable
@@ -369,12 +370,19 @@ class Outcomes:
         this returns, so they may be stored beside the event loop."""
         if not outcomes:
             return
+        # Each attempt's time, fixed before its first store: one that
+        # has it already was held back (`_hold_back`), maybe after a
+        # commit whose answer was lost, and may be stored already; stored
+        # again, it is the same attempt, not a second (`record(again)`).
+        again = any(o.at_ms for o in outcomes)
+        t = now_ms()
+        outcomes = [o if o.at_ms else dataclasses.replace(o, at_ms=t) for o in outcomes]
         store = self._ctx.store
         try:
-            if beside and self.record_beside is not None:
+            if beside and self.record_beside is not None and not again:
                 finished = await self.record_beside(outcomes, seen, tls_sessions)
             else:
-                finished = store.record(outcomes, seen, tls_sessions)
+                finished = store.record(outcomes, seen, tls_sessions, again=again)
         except Exception as e:
             if not is_unavailable(e):
                 raise

@@ -109,6 +109,8 @@ class Queue(Partners, TlsRptAggregate):
         outcomes: Iterable[Outcome],
         partners: Mapping[str, Seen] | None = None,
         tls_sessions: Mapping[Any, int] | None = None,
+        *,
+        again: bool = False,
     ) -> list[str]:
         """Stores attempt results and the recipients' new states, and marks
         the messages they finished done, in one transaction; returns those
@@ -117,7 +119,12 @@ class Queue(Partners, TlsRptAggregate):
         losing a result to a crash means a retry, while the spool file is
         still there; a done message whose file is still there loses it at
         the next start. `partners` and `tls_sessions` are what the batch
-        shows of the partner ledger and the TLS report aggregate."""
+        shows of the partner ledger and the TLS report aggregate. `again`:
+        the outcomes may be stored already (kept in memory after their
+        commit's answer was lost, which may have committed): an attempt
+        stored already, the same queue id, address, status and `at_ms`,
+        is not added twice. Only then: the check is a lookup per attempt,
+        which the batches at the message rate do not need."""
         t = now_ms()
         results = [
             (
@@ -127,7 +134,7 @@ class Queue(Partners, TlsRptAggregate):
             )
             for o in outcomes
         ]
-        return self.retrying(lambda: self._record(t, results, partners, tls_sessions))
+        return self.retrying(lambda: self._record(t, results, partners, tls_sessions, again))
 
     def _record(
         self,
@@ -135,20 +142,29 @@ class Queue(Partners, TlsRptAggregate):
         results: list[tuple[tuple[Any, ...], tuple[Any, ...], Outcome]],
         partners: Mapping[str, Seen] | None,
         tls_sessions: Mapping[Any, int] | None,
+        again: bool,
     ) -> list[str]:
         with self._not_synced(), self.transaction(pipelined=True) as db:
             once = len({(o.queue_id, o.idx) for _, _, o in results}) == len(results)
             if self.dialect.postgres and once:
                 _record_as_arrays(
-                    db, t, [(o.queue_id, o.idx, *r, *e, o.next_ms) for r, e, o in results]
+                    db,
+                    t,
+                    [(o.queue_id, o.idx, *r, *e, o.next_ms, o.at_ms or t) for r, e, o in results],
+                    again=again,
                 )
             else:
+                rows = [(o.at_ms or t, *r, *e, o.queue_id, o.idx) for r, e, o in results]
+                if again:
+                    # The attempt's time and status once more, for the check.
+                    rows = [(*row, row[0], row[1]) for row in rows]
                 db.executemany(
                     "INSERT INTO attempts (queue_id, address, at_ms, status, code, enhanced,"
                     " text, host, ip, tls, level, evidence, reason)"
                     " SELECT queue_id, address, ?,?,?,?,?,?,?,?,?,?,?"
-                    " FROM recipients WHERE queue_id=? AND idx=?",
-                    [(t, *r, *e, o.queue_id, o.idx) for r, e, o in results],
+                    " FROM recipients r WHERE queue_id=? AND idx=?"
+                    + (_NOT_STORED.format(at="?", status="?") if again else ""),
+                    rows,
                 )
                 db.executemany(
                     "UPDATE recipients SET status=?, code=?, enhanced=?, text=?, host=?, ip=?,"
@@ -298,16 +314,17 @@ class Queue(Partners, TlsRptAggregate):
 # Bind and an Execute on both sides, at the relay's full message rate.
 # The attempts are inserted from the recipients as they were before the
 # update (a data-modifying CTE sees the statement's snapshot).
-_RECORD_AS_ARRAYS = (
+_RECORD_AS_ARRAYS_SHAPE = (
     "WITH u AS (SELECT * FROM unnest(?b::text[], ?b::bigint[], ?b::text[], ?b::bigint[],"
     " ?b::text[], ?b::text[], ?b::text[], ?b::text[], ?b::text[], ?b::text[], ?b::text[],"
-    " ?b::text[], ?b::bigint[]) WITH ORDINALITY AS u(queue_id, idx, status, code, enhanced,"
-    " text, host, ip, tls, level, evidence, reason, next_ms, n)),"
+    " ?b::text[], ?b::bigint[], ?b::bigint[]) WITH ORDINALITY AS u(queue_id, idx, status, code,"
+    " enhanced, text, host, ip, tls, level, evidence, reason, next_ms, at_ms, n)),"
     " attempt AS (INSERT INTO attempts (queue_id, address, at_ms, status, code, enhanced, text,"
     " host, ip, tls, level, evidence, reason)"
-    " SELECT r.queue_id, r.address, ?, u.status, u.code, u.enhanced, u.text, u.host, u.ip,"
+    " SELECT r.queue_id, r.address, u.at_ms, u.status, u.code, u.enhanced, u.text, u.host, u.ip,"
     " u.tls, u.level, u.evidence, u.reason"
-    " FROM u JOIN recipients r ON r.queue_id = u.queue_id AND r.idx = u.idx ORDER BY u.n)"
+    " FROM u JOIN recipients r ON r.queue_id = u.queue_id AND r.idx = u.idx{again}"
+    " ORDER BY u.n)"
     " UPDATE recipients r SET status=u.status, code=u.code, enhanced=u.enhanced,"
     " text=u.text, host=u.host, ip=u.ip, tls=u.tls, level=u.level, evidence=u.evidence,"
     " reason=u.reason, attempts=r.attempts+1, next_ms=u.next_ms, updated_ms=?"
@@ -316,12 +333,26 @@ _RECORD_AS_ARRAYS = (
 )
 
 
-def _record_as_arrays(db: sqlite3.Connection, at_ms: int, rows: list[tuple[Any, ...]]) -> None:
+# An attempt of the recipient `r` not stored already (`record(again=True)`):
+# one lookup on `attempts_queue` each.
+_NOT_STORED = (
+    " AND NOT EXISTS (SELECT 1 FROM attempts a WHERE a.queue_id = r.queue_id"
+    " AND a.address = r.address AND a.at_ms = {at} AND a.status = {status})"
+)
+_RECORD_AS_ARRAYS = _RECORD_AS_ARRAYS_SHAPE.format(again="")
+_RECORD_AGAIN_AS_ARRAYS = _RECORD_AS_ARRAYS_SHAPE.format(
+    again=" WHERE" + _NOT_STORED.format(at="u.at_ms", status="u.status").removeprefix(" AND")
+)
+
+
+def _record_as_arrays(
+    db: sqlite3.Connection, at_ms: int, rows: list[tuple[Any, ...]], *, again: bool
+) -> None:
     """`record`'s attempts and recipients' new states on PostgreSQL, each
     recipient once in `rows` (an UPDATE ... FROM applies one row of a
     join per target row)."""
     columns = [list(c) for c in zip(*rows, strict=True)]
-    db.execute(_RECORD_AS_ARRAYS, (*columns, at_ms, at_ms))
+    db.execute(_RECORD_AGAIN_AS_ARRAYS if again else _RECORD_AS_ARRAYS, (*columns, at_ms))
 
 
 def result_entry(o: Outcome) -> AuditEntry:

@@ -65,6 +65,11 @@ class Outcome:
     evidence: str = ""
     # The typed failure reason (mxg.vocab.Reason); None for a delivery.
     reason: str | None = None
+    # When the attempt is recorded (its row in `attempts`), fixed when it
+    # is first stored (`Outcomes.commit`); 0 until then. With it, storing
+    # the same result again (its commit's answer was lost) names the same
+    # attempt, which the store keeps once.
+    at_ms: int = 0
 
 
 def domain_of(address: str) -> str:
