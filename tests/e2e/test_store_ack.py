@@ -6,11 +6,8 @@ never delivered; and a PostgreSQL restart under load costs the clients
 
 from __future__ import annotations
 
-import re
 import smtplib
-import threading
 import time
-from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
@@ -20,8 +17,8 @@ import pytest
 from tests.e2e.conftest import on_both_stores
 from tests.e2e.test_classes import OPPORTUNISTIC_NORMAL, message, send
 from tests.e2e.test_delivery import wait_for
-from tests.support.load import Load
 from tests.support.mxgproc import MxgProcess
+from tests.support.outage import assert_sent_all, delivered, start_load, tally
 from tests.support.postgres import Postgres, Server, migrated
 from tests.support.sinks import Sink
 
@@ -56,10 +53,6 @@ def _send(port: int, mid: str, rcpt: str, extra: str = "") -> tuple[int, str]:
         c.rcpt(rcpt)
         code, reply = c.data(text)
     return code, reply.decode()
-
-
-def _delivered(sinks: dict[str, Sink]) -> Counter[str]:
-    return Counter(m.message_id for s in (sinks["good1"], sinks["good2"]) for m in list(s.messages))
 
 
 @pytest.mark.parametrize("mxg_store", ["sqlite", "postgresql"], indirect=True)
@@ -105,9 +98,9 @@ def test_rule9_a_message_whose_commit_fails_gets_451_and_is_never_delivered(
     assert (code, reply[:5]) == (451, "4.3.0"), reply
     code, reply = _send(mxg.port, "<fine@internal.test>", "u2@good.test")
     assert code == 250, reply
-    wait_for(lambda: "<fine@internal.test>" in _delivered(sinks), what="the next message sent")
+    wait_for(lambda: "<fine@internal.test>" in delivered(sinks), what="the next message sent")
     time.sleep(1.5)  # several scans: nothing brings the failed one back
-    assert "<failed@internal.test>" not in _delivered(sinks)
+    assert "<failed@internal.test>" not in delivered(sinks)
     assert "cannot store arrived messages: answered 451" in mxg.log_text()
     with psycopg.connect(mxg_store) as db:
         rows = db.execute("SELECT queue_id FROM messages").fetchall()
@@ -129,14 +122,7 @@ def test_rule9_a_postgresql_restart_under_load_loses_no_acknowledged_message(
     flush may be lost; the 250s waited for theirs)."""
     server, _ = private_postgres
     mxg = make_mxg()
-
-    def message(i: int) -> tuple[str, str]:
-        mid = f"<restart-{i}@internal.test>"
-        return mid, f"Message-ID: {mid}\r\nSubject: restart {i}\r\n\r\n" + "x" * 900 + "\r\n"
-
-    load = Load([mxg.port], TOTAL, message, lambda i: f"u{i % 7}@good.test")
-    sending = threading.Thread(target=load.run, daemon=True)
-    sending.start()
+    load, sending = start_load(mxg.port, TOTAL, "restart")
     try:
         wait_for(lambda: len(load.acked) >= TOTAL // 3, timeout=120, what="a third acknowledged")
         server.stop(stop)
@@ -144,16 +130,11 @@ def test_rule9_a_postgresql_restart_under_load_loses_no_acknowledged_message(
         time.sleep(4)
         during = len(load.acked)
         server.start()
-        sending.join(600)
-        assert not sending.is_alive(), (
-            f"the relay did not recover: {len(load.acked)} of {TOTAL} acknowledged,"
-            f" replies {dict(load.replies)}, connections cut {load.cut_off}\n"
-            + mxg.log_text()[-6000:]
-        )
+        assert_sent_all(load, sending, mxg, timeout=600)
     finally:
         load.stop()
     wait_for(
-        lambda: load.acked <= set(_delivered(sinks)),
+        lambda: load.acked <= set(delivered(sinks)),
         timeout=300,
         what="every acknowledged message delivered",
     )
@@ -174,12 +155,9 @@ def test_rule9_a_postgresql_restart_under_load_loses_no_acknowledged_message(
             f"{len(left)} spool files left, in the store: {rows[:20]}\n" + mxg.log_text()[-6000:]
         ) from None
     time.sleep(2)  # stragglers, before counting duplicates
-    got = _delivered(sinks)
-    duplicates = sum(n - 1 for n in got.values() if n > 1)
     log = mxg.log_text()
-    requeued = sum(
-        int(n) for n in re.findall(r"re-queued after the store restarted.*?recipients=(\d+)", log)
-    )
+    counted = tally(sinks, log)
+    got, duplicates, requeued = counted.got, counted.duplicates, counted.requeued
     refusals = dict(sorted(load.replies.items()))
     report = (
         f"PostgreSQL {stop} restart report: sent {TOTAL}, acknowledged {len(load.acked)}"

@@ -13,12 +13,9 @@ and deliver every message it acknowledged."""
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import subprocess
-import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,8 +24,8 @@ import psycopg
 import pytest
 
 from tests.e2e.test_delivery import wait_for
-from tests.support.load import Load
 from tests.support.mxgproc import MxgProcess
+from tests.support.outage import assert_sent_all, delivered, start_load, tally
 from tests.support.postgres import _AS, BIN, _free_port, migrated
 from tests.support.sinks import Sink
 from tests.test_store_postgres_ha import _TCP, _pg_ctl, _private_root, _start, _stop
@@ -199,10 +196,6 @@ def mxg_store(pair: Pair) -> str:
     return f"postgresql://postgres@{hosts}/{database}?target_session_attrs=read-write&{_TCP}"
 
 
-def _delivered(sinks: dict[str, Sink]) -> Counter[str]:
-    return Counter(m.message_id for s in (sinks["good1"], sinks["good2"]) for m in list(s.messages))
-
-
 @pytest.mark.parametrize("pair", ["killed", "vanished"], indirect=True)
 def test_rule9_a_postgresql_failover_under_load_loses_no_acknowledged_message(
     make_mxg: Callable[..., MxgProcess],
@@ -226,14 +219,7 @@ def test_rule9_a_postgresql_failover_under_load_loses_no_acknowledged_message(
     recipients=N`), and only messages acknowledged before the primary
     died can be."""
     mxg = make_mxg()
-
-    def message(i: int) -> tuple[str, str]:
-        mid = f"<failover-{i}@internal.test>"
-        return mid, f"Message-ID: {mid}\r\nSubject: failover {i}\r\n\r\n" + "x" * 900 + "\r\n"
-
-    load = Load([mxg.port], TOTAL, message, lambda i: f"u{i % 7}@good.test")
-    sending = threading.Thread(target=load.run, daemon=True)
-    sending.start()
+    load, sending = start_load(mxg.port, TOTAL, "failover")
     try:
         wait_for(lambda: len(load.acked) >= TOTAL // 3, timeout=60, what="a third acknowledged")
         pair.fail()  # it never comes back
@@ -244,28 +230,20 @@ def test_rule9_a_postgresql_failover_under_load_loses_no_acknowledged_message(
         _pg_ctl(pair.standby_data, "-w", "promote")
         wait_for(lambda: len(load.acked) > during, timeout=60, what="a 250 after the promotion")
         recovered = time.monotonic() - promoted
-        sending.join(120)
-        assert not sending.is_alive(), (
-            f"the relay did not recover: {len(load.acked)} of {TOTAL} acknowledged,"
-            f" replies {dict(load.replies)}, connections cut {load.cut_off}\n"
-            + mxg.log_text()[-6000:]
-        )
+        assert_sent_all(load, sending, mxg, timeout=120)
     finally:
         load.stop()
     wait_for(
-        lambda: load.acked <= set(_delivered(sinks)),
+        lambda: load.acked <= set(delivered(sinks)),
         timeout=120,
         what="every acknowledged message delivered",
     )
     spool = mxg.workdir / "data" / "spool" / "queue"
     wait_for(lambda: not any(spool.iterdir()), timeout=60, what="the spool emptied")
     time.sleep(1)  # stragglers, before counting duplicates
-    got = _delivered(sinks)
-    duplicates = sum(n - 1 for n in got.values() if n > 1)
     log = mxg.log_text()
-    requeued = sum(
-        int(n) for n in re.findall(r"re-queued after the store restarted.*?recipients=(\d+)", log)
-    )
+    counted = tally(sinks, log)
+    got, duplicates, requeued = counted.got, counted.duplicates, counted.requeued
     report = (
         f"PostgreSQL failover report: sent {TOTAL}, acknowledged {len(load.acked)}"
         f" ({down_at} before the primary died, {during - down_at} while no primary),"
