@@ -16,14 +16,29 @@ from tests.support.sinks import Sink
 pytestmark = pytest.mark.e2e
 
 
+def sent_line(mxg: MxgProcess, rcpt: str) -> str:
+    """The delivery's log line; the receiving server may have the message
+    before the relay has logged the reply (on PostgreSQL, before its
+    result is stored: the line follows the store)."""
+
+    def sent() -> list[str]:
+        return [
+            line
+            for line in mxg.log_text().splitlines()
+            if f"to=<{rcpt}>" in line and "status=sent" in line
+        ]
+
+    wait_for(lambda: bool(sent()), timeout=10, what=f"the delivery line of {rcpt}")
+    return sent()[0]
+
+
 def evidence_of(mxg: MxgProcess, rcpt: str) -> dict[str, str]:
-    for line in mxg.log_text().splitlines():
-        if f"to=<{rcpt}>" in line and "status=sent" in line:
-            qid = line.split("queue_id=", 1)[1].split()[0]
-            shown = json.loads(mxg.cli("queue", "show", qid, "--json").stdout)
-            row = next(r for r in shown["recipients"] if r["address"] == rcpt)
-            return dict(json.loads(row["evidence"] or "{}"))
-    raise AssertionError(f"no delivery of {rcpt} in the log")
+    """The stored evidence of `rcpt`'s delivery, once its line is logged."""
+    line = sent_line(mxg, rcpt)
+    qid = line.split("queue_id=", 1)[1].split()[0]
+    shown = json.loads(mxg.cli("queue", "show", qid, "--json").stdout)
+    row = next(r for r in shown["recipients"] if r["address"] == rcpt)
+    return dict(json.loads(row["evidence"] or "{}"))
 
 
 def test_rule3_secure_insecure_and_bogus_answers(

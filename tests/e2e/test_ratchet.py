@@ -18,6 +18,7 @@ import pytest
 
 from tests.e2e.conftest import TLSA, mxg_config
 from tests.e2e.test_delivery import swaks, wait_for
+from tests.e2e.test_dnssec import sent_line
 from tests.support.certs import spki_sha256
 from tests.support.dns import KnotServer, UnboundServer
 from tests.support.mxgproc import MxgProcess
@@ -76,21 +77,6 @@ def strip_tlsa(dns: UnboundServer) -> None:
     """The partner's zone loses its TLSA record; the resolver forgets."""
     dns.knot.replace_zone(ZONE, HOSTS, serial=2)
     dns.flush(ZONE)
-
-
-def sent_line(mxg: MxgProcess, rcpt: str) -> str:
-    """The delivery's log line; the receiving server may have the message
-    before the relay has logged the reply."""
-
-    def sent() -> list[str]:
-        return [
-            line
-            for line in mxg.log_text().splitlines()
-            if f"to=<{rcpt}>" in line and "status=sent" in line
-        ]
-
-    wait_for(lambda: bool(sent()), timeout=10, what=f"the delivery line of {rcpt}")
-    return sent()[0]
 
 
 def remember_dane(mxg: MxgProcess, sink: Sink) -> None:
