@@ -160,6 +160,8 @@ def test_ipv6_address_after_a_refused_ipv4_one(
     assert r.returncode == 0, r.stdout
     wait_for(lambda: sinks["v6"].recipients() == ["six@v6.test"], what="delivery over IPv6")
     assert sinks["v6"].messages[0].peer == "::1"
+    # The server has the message before the relay logs its reply (on
+    # PostgreSQL, before the result is stored, which the line follows).
+    wait_for(lambda: "relay=mx.v6.test[::1]" in mxg.log_text(), what="the delivery line")
     log = mxg.log_text()
-    assert "relay=mx.v6.test[::1]" in log
     assert "127.0.0.29" in log  # the refused IPv4 attempt is logged
