@@ -55,6 +55,17 @@ def _tables(url: str) -> set[str]:
     return {r[0] for r in rows}
 
 
+def _known_once_reconnected(store: Store, deadline: float) -> set[str]:
+    """`store.known_ids()` once its connection is back, by `deadline`
+    (a `time.monotonic()`)."""
+    while True:
+        try:
+            return store.known_ids()
+        except StoreUnreachable:
+            assert time.monotonic() < deadline, "no reconnection within 10 s"
+            time.sleep(0.05)
+
+
 def test_store_migrate_brings_an_empty_database_to_the_current_schema(
     postgres: Postgres, tmp_path: Path
 ) -> None:
@@ -274,13 +285,7 @@ def test_rule11_a_commit_made_while_a_sync_flushes_stays_for_the_next_sync(
                 rows = c.execute("SELECT queue_id FROM spool_bodies").fetchall()
             assert [r[0] for r in rows] == ["before"], "the flush did not cover the second"
             deadline = time.monotonic() + 10
-            while True:
-                try:
-                    store.known_ids()
-                    break
-                except StoreUnreachable:
-                    assert time.monotonic() < deadline, "no reconnection within 10 s"
-                    time.sleep(0.1)
+            _known_once_reconnected(store, deadline)
             assert store.doubtful(), "a commit no flush covered, on the start before"
             while True:  # the sync's own connection, which the crash broke, back first
                 with pytest.raises(OSError, match=r"cannot flush|started again") as refused:
@@ -373,13 +378,7 @@ def test_a_broken_connection_comes_back_by_itself(
         assert heard == [False]
         server.start()
         deadline = time.monotonic() + 10
-        while True:
-            try:
-                assert store.known_ids() == set()
-                break
-            except StoreUnreachable:
-                assert time.monotonic() < deadline, "no reconnection within 10 s"
-                time.sleep(0.1)
+        assert _known_once_reconnected(store, deadline) == set()
         assert heard == [False, True]
         with store.transaction() as db:  # and writes go on
             db.execute("INSERT INTO spool_bodies (queue_id, raw) VALUES (?, ?)", ("Q1", b"x"))
@@ -410,13 +409,7 @@ def test_a_connection_lost_while_the_node_lock_is_taken_again_is_unreachable(
                 with pytest.raises(StoreUnreachable):
                     store.known_ids()
                 time.sleep(0.05)
-            while True:
-                try:
-                    assert store.known_ids() == set()
-                    break
-                except StoreUnreachable:
-                    assert time.monotonic() < deadline, "no reconnection within 10 s"
-                    time.sleep(0.05)
+            assert _known_once_reconnected(store, deadline) == set()
             with pytest.raises(StoreError, match="a relay named 'n1' already uses the store"):
                 open_store(url, "n1")
         finally:
@@ -480,13 +473,7 @@ def test_rule11a_a_relay_cut_off_takes_its_node_lock_back_from_its_own_old_sessi
             with pytest.raises(StoreUnreachable):
                 first.known_ids()
             deadline = time.monotonic() + 10
-            while True:
-                try:
-                    assert first.known_ids() == set()
-                    break
-                except StoreUnreachable:
-                    assert time.monotonic() < deadline, "no reconnection within 10 s"
-                    time.sleep(0.05)
+            assert _known_once_reconnected(first, deadline) == set()
             with pytest.raises(StoreError, match="a relay named 'n1' already uses the store"):
                 open_store(url, "n1")
         finally:

@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 
 from tests.pipeline.fakes import STORE_AT
+from tests.support.pgproxy import CuttingProxy, cutting_proxy
+from tests.support.postgres import Postgres
 
 
 @pytest.fixture(autouse=True)
@@ -15,3 +17,11 @@ def _on_both_stores(store_at: Path | str) -> Iterator[None]:
     STORE_AT["at"] = store_at
     yield
     STORE_AT.clear()
+
+
+@pytest.fixture
+def proxy(postgres: Postgres) -> Iterator[CuttingProxy]:
+    """A proxy before the session's PostgreSQL that can cut, hold or
+    refuse the relay's connections (the outage tests' `store_at`)."""
+    with cutting_proxy(postgres.port) as p:
+        yield p

@@ -15,15 +15,9 @@ from mxg.dns import Policy, StsCache
 from mxg.pipeline import housekeeping
 from mxg.store.postgres import StoreUnreachable
 from tests.pipeline.fakes import serving, stages
-from tests.support.pgproxy import CuttingProxy, cutting_proxy
+from tests.support.pgproxy import CuttingProxy
 from tests.support.postgres import Postgres
 from tests.test_mtasts import GOOD, _ResolverWithHost
-
-
-@pytest.fixture
-def proxy(postgres: Postgres) -> object:
-    with cutting_proxy(postgres.port) as p:
-        yield p
 
 
 @pytest.fixture

@@ -30,7 +30,7 @@ from mxg.pipeline.scanner import scan
 from mxg.pipeline.storage import survives_a_full_store
 from mxg.store.postgres import StoreUnreachable
 from tests.pipeline.fakes import FakeEngine, envelope, serving, stages
-from tests.support.pgproxy import CuttingProxy, cutting_proxy
+from tests.support.pgproxy import CuttingProxy
 from tests.support.postgres import Postgres
 
 BODY = b"Subject: lost answer\r\n\r\nhello\r\n"
@@ -41,12 +41,6 @@ LOST = "a commit's answer was lost with the store's connection"
 def direct(postgres: Postgres) -> str:
     """The store on the session's server, as the test reads it."""
     return postgres.migrated_database()
-
-
-@pytest.fixture
-def proxy(postgres: Postgres) -> Any:
-    with cutting_proxy(postgres.port) as p:
-        yield p
 
 
 @pytest.fixture

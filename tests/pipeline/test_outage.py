@@ -22,16 +22,10 @@ from mxg.pipeline.scanner import scan
 from mxg.store import NewMessage
 from mxg.store.postgres import StoreUnreachable
 from tests.pipeline.fakes import FakeEngine, FakeResolver, envelope, serving, stages
-from tests.support.pgproxy import CuttingProxy, cutting_proxy
+from tests.support.pgproxy import CuttingProxy
 from tests.support.postgres import Postgres
 
 BODY = b"Subject: outage\r\n\r\nhello\r\n"
-
-
-@pytest.fixture
-def proxy(postgres: Postgres) -> Any:
-    with cutting_proxy(postgres.port) as p:
-        yield p
 
 
 @pytest.fixture
