@@ -139,41 +139,65 @@ def checkpoint_message(seq: int, chain_hash: bytes, at_ms: int) -> bytes:
     return CHECKPOINT_CONTEXT + f"{seq}\n{chain_hash.hex()}\n{at_ms}\n".encode()
 
 
+@dataclass(frozen=True, slots=True)
+class NewBlock:
+    """A block to append: its `audit_blocks` row, in that table's column
+    order (last_seq, first_seq, at_ms, records, locators, prev, hash),
+    and the messages its records are about (`audit_messages`)."""
+
+    row: tuple[int, int, int, bytes, bytes, bytes, bytes]
+    queue_ids: list[str]
+
+    @property
+    def last_seq(self) -> int:
+        return self.row[0]
+
+    @property
+    def hash(self) -> bytes:
+        return self.row[6]
+
+
+def new_block(entries: Sequence[AuditEntry], last: int, prev: bytes) -> NewBlock:
+    """`entries` as the block after record `last` of hash `prev`. Records
+    are joined by newlines: compact JSON holds none, so the content
+    splits back into exactly these records."""
+    first, last = last + 1, last + len(entries)
+    t = now_ms()
+    records = [_one_line(record_json(e)) for e in entries]
+    content = b"\n".join(records)
+    row = (
+        last,
+        first,
+        t,
+        zlib.compress(content, _COMPRESSION),
+        locators_of(records),
+        prev,
+        block_hash(prev, first, last, t, content),
+    )
+    return NewBlock(row, sorted({e.queue_id for e in entries if e.queue_id}))
+
+
 class AuditTrail(Database):
     """Appends to the chain and reads it back (`mxg.audit` verifies)."""
 
     def append_audit(self, db: sqlite3.Connection, entries: Sequence[AuditEntry]) -> None:
         """Appends `entries`, as one block, inside the caller's open
-        transaction. Records are joined by newlines: compact JSON holds
-        none, so the content splits back into exactly these records."""
+        transaction."""
         if not entries:
             return
         self.writers_lock(db)
         # A transaction that may retry appends after the tail this store
         # wrote last, unread (`Database.transaction`, `remembered_tail`).
-        last, prev = self.remembered_tail() or self.audit_tail(db)
-        first, last = last + 1, last + len(entries)
-        t = now_ms()
-        records = [_one_line(record_json(e)) for e in entries]
-        content = b"\n".join(records)
-        digest = block_hash(prev, first, last, t, content)
+        block = new_block(entries, *(self.remembered_tail() or self.audit_tail(db)))
         db.execute(
             "INSERT INTO audit_blocks (last_seq, first_seq, at_ms, records, locators, prev, hash)"
             " VALUES (?,?,?,?,?,?,?)",
-            (
-                last,
-                first,
-                t,
-                zlib.compress(content, _COMPRESSION),
-                locators_of(records),
-                prev,
-                digest,
-            ),
+            block.row,
         )
-        self.appended_tail(last, digest)
+        self.appended_tail(block.last_seq, block.hash)
         db.executemany(
             "INSERT OR IGNORE INTO audit_messages (queue_id, last_seq) VALUES (?,?)",
-            [(q, last) for q in sorted({e.queue_id for e in entries if e.queue_id})],
+            [(q, block.last_seq) for q in block.queue_ids],
         )
 
     def audit(self, entries: Sequence[AuditEntry]) -> None:

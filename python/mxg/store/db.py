@@ -17,7 +17,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -373,6 +373,51 @@ class Database:
         if not self._durable:
             self._unflushed.starts.add(started)
             self._unflushed.commits += 1
+
+    def statement_transaction(
+        self, build: Callable[[], tuple[str, Sequence[Any]] | None]
+    ) -> list[Any] | None:
+        """On PostgreSQL: one statement that is a whole transaction (the
+        connection commits it by itself), and its rows. For a transaction
+        at the message rate whose work fits in one statement
+        (data-modifying WITH queries): a single round trip and a single
+        hand-over of the GIL, where the same work pipelined as a
+        transaction of ten statements took about fifteen
+        (docs/benchmarks.md).
+
+        `build` gives the statement and its parameters under the writers'
+        lock, where the audit tail it may append after is current
+        (`remembered_tail`, then `appended_tail`); or None when the work
+        cannot be one statement now, and then None is returned and nothing
+        ran. The commit is bookkept as `transaction`'s: not durable inside
+        `_not_synced` (the statement then turns ``synchronous_commit`` off
+        itself), in doubt when the connection broke before the answer (it
+        may have committed), and AuditTailMoved when its audit block was
+        refused."""
+        assert self.dialect.postgres
+        conn = cast(PgConnection, self.db)
+        with self._writers.lock:
+            conn.ready()  # a statement that cannot go is not in doubt
+            self._appended = None
+            statement = build()
+            if statement is None:
+                return None
+            try:
+                rows = conn.execute(*statement).fetchall()
+            except BaseException as e:
+                self._writers.tail = None
+                if isinstance(e, StoreUnreachable):
+                    self._unflushed.answers_lost.add(conn.server_started)
+                if _moved_tail(e):
+                    raise AuditTailMoved("another writer appended to the audit trail") from None
+                raise
+            started = conn.server_started
+            if self._appended is not None:
+                self._writers.tail = (*self._appended, started)
+            if not self._durable:
+                self._unflushed.starts.add(started)
+                self._unflushed.commits += 1
+        return rows
 
     def _begin(self, *, inserts_first: bool, pipelined: bool) -> list[str]:
         """The statements that open a transaction (`transaction`)."""

@@ -11,8 +11,8 @@ from typing import Any, cast
 
 import orjson
 
-from mxg.store.audit import AuditEntry, AuditTrail
-from mxg.store.db import _MAX_PARAMS, _chunks
+from mxg.store.audit import AuditEntry, AuditTrail, new_block
+from mxg.store.db import _MAX_PARAMS, WRITER_LOCK, _chunks
 from mxg.store.postgres import PgConnection
 from mxg.store.records import NewMessage, domain_of
 from mxg.store.suspend import SUSPENDED
@@ -63,9 +63,47 @@ class Intake(AuditTrail):
         messages, bodies = self._with_bodies(list(messages))
         with self._not_synced():
             ids, suspended = self.retrying(
-                lambda: self._add(messages, bodies, fresh=True, suspended=True)
+                lambda: (
+                    self._add_in_one(messages, bodies)
+                    or self._add(messages, bodies, fresh=True, suspended=True)
+                )
             )
         return ids, suspended
+
+    def _add_in_one(
+        self, messages: list[NewMessage], bodies: Mapping[str, bytes]
+    ) -> tuple[list[str], frozenset[str]] | None:
+        """`_add` of messages the engine just received as one statement
+        (`received_statement`), its own transaction; None when it cannot
+        be: no message, a large body (COPY), or no audit tail to append
+        after unread (the first batch, or another writer appended lately):
+        `_add` then does it in a transaction of its own."""
+        new = list({m.queue_id: m for m in messages}.values())
+        if not new or any(len(bodies[m.queue_id]) >= LARGE_BODY for m in new):
+            return None
+        conn = cast(PgConnection, self.db)
+        entries = [received_entry(m) for m in new]
+
+        def build() -> tuple[str, list[Any]] | None:
+            tail = self.remembered_tail()
+            if tail is None:
+                return None
+            block = new_block(entries, *tail)
+            self.appended_tail(block.last_seq, block.hash)
+            return received_statement(conn, durable=self._durable), [
+                *columns_of([message_row(m, self.node) for m in new], MESSAGE_COLUMNS),
+                *columns_of([r for m in new for r in recipient_rows(m)], RECIPIENT_COLUMNS),
+                [m.queue_id for m in new],
+                [bodies[m.queue_id] for m in new],
+                *block.row,
+                block.last_seq,
+                block.queue_ids,
+            ]
+
+        rows = self.statement_transaction(build)
+        if rows is None:
+            return None
+        return [m.queue_id for m in new], frozenset(r[0] for r in rows)
 
     def _with_bodies(self, messages: list[NewMessage]) -> tuple[list[NewMessage], dict[str, bytes]]:
         """The messages whose spool files are still there, and those
@@ -144,49 +182,114 @@ def insert_new(
         }
     new = [m for qid, m in batch.items() if qid not in known]
     db.executemany(
-        "INSERT INTO messages (queue_id, received_ms, sender, size,"
-        " message_id, envid, ret, body, smtputf8, origin, client_addr, class,"
-        " classification, requiretls, node)"
-        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-        [
-            (
-                m.envelope.queue_id,
-                m.envelope.received_ms,
-                m.envelope.sender,
-                m.envelope.size,
-                m.envelope.message_id,
-                m.envelope.envid,
-                m.envelope.ret,
-                m.envelope.body,
-                int(m.envelope.smtputf8),
-                m.envelope.origin,
-                m.envelope.client_addr,
-                m.risk_class,
-                dumps(m.classification) if m.classification else None,
-                int(m.envelope.requiretls),
-                node,
-            )
-            for m in new
-        ],
+        f"INSERT INTO messages ({', '.join(MESSAGE_COLUMNS)})"
+        f" VALUES ({','.join('?' * len(MESSAGE_COLUMNS))})",
+        [message_row(m, node) for m in new],
     )
     db.executemany(
-        "INSERT INTO recipients (queue_id, idx, address, domain, notify, orcpt,"
-        " class) VALUES (?,?,?,?,?,?,?)",
-        [
-            (
-                m.queue_id,
-                i,
-                r.address,
-                domain_of(r.address),
-                ",".join(r.notify),
-                r.orcpt,
-                m.recipient_class(i),
-            )
-            for m in new
-            for i, r in enumerate(m.envelope.recipients)
-        ],
+        f"INSERT INTO recipients ({', '.join(RECIPIENT_COLUMNS)})"
+        f" VALUES ({','.join('?' * len(RECIPIENT_COLUMNS))})",
+        [r for m in new for r in recipient_rows(m)],
     )
     return new
+
+
+# The columns an accepted message's rows fill, in `message_row`'s and
+# `recipient_rows`' order.
+MESSAGE_COLUMNS = (
+    "queue_id",
+    "received_ms",
+    "sender",
+    "size",
+    "message_id",
+    "envid",
+    "ret",
+    "body",
+    "smtputf8",
+    "origin",
+    "client_addr",
+    "class",
+    "classification",
+    "requiretls",
+    "node",
+)
+RECIPIENT_COLUMNS = ("queue_id", "idx", "address", "domain", "notify", "orcpt", "class")
+
+
+def message_row(m: NewMessage, node: str | None) -> tuple[Any, ...]:
+    env = m.envelope
+    return (
+        env.queue_id,
+        env.received_ms,
+        env.sender,
+        env.size,
+        env.message_id,
+        env.envid,
+        env.ret,
+        env.body,
+        int(env.smtputf8),
+        env.origin,
+        env.client_addr,
+        m.risk_class,
+        dumps(m.classification) if m.classification else None,
+        int(env.requiretls),
+        node,
+    )
+
+
+def recipient_rows(m: NewMessage) -> list[tuple[Any, ...]]:
+    return [
+        (
+            m.queue_id,
+            i,
+            r.address,
+            domain_of(r.address),
+            ",".join(r.notify),
+            r.orcpt,
+            m.recipient_class(i),
+        )
+        for i, r in enumerate(m.envelope.recipients)
+    ]
+
+
+def columns_of(rows: list[tuple[Any, ...]], columns: tuple[str, ...]) -> list[list[Any]]:
+    """Rows as one list per column (the arrays `unnest` takes)."""
+    if not rows:
+        return [[] for _ in columns]
+    return [list(c) for c in zip(*rows, strict=True)]
+
+
+def received_statement(conn: PgConnection, *, durable: bool) -> str:
+    """What a transaction of `Intake._add` does for messages the engine
+    just received, as one statement over arrays (its parameters, in
+    order: `MESSAGE_COLUMNS`' arrays, `RECIPIENT_COLUMNS`', the bodies'
+    ids and bytes, the audit block's row, its last record's number and
+    its messages' ids); its rows are the suspended domains. The same
+    order as the transaction: the rows of its own first, then the
+    writers' lock (the WITH query `w` reads the counts of the inserts
+    before it, so they run first), then the audit block after it. With
+    `durable` False, the commit does not wait for the WAL flush (the
+    caller's group flush does)."""
+    sync_off = "" if durable else ", set_config('synchronous_commit', 'off', true)"
+    return (
+        f"WITH m AS (INSERT INTO messages ({', '.join(MESSAGE_COLUMNS)})"
+        f" SELECT * FROM {conn.unnest('messages', MESSAGE_COLUMNS)} RETURNING 1),"
+        f" r AS (INSERT INTO recipients ({', '.join(RECIPIENT_COLUMNS)})"
+        f" SELECT * FROM {conn.unnest('recipients', RECIPIENT_COLUMNS)} RETURNING 1),"
+        " b AS (INSERT INTO spool_bodies (queue_id, raw)"
+        f" SELECT * FROM {conn.unnest('spool_bodies', ('queue_id', 'raw'))}"
+        " ON CONFLICT DO NOTHING RETURNING 1),"
+        f" w AS (SELECT pg_advisory_xact_lock({WRITER_LOCK}){sync_off}"
+        " WHERE (SELECT count(*) FROM m) + (SELECT count(*) FROM r)"
+        " + (SELECT count(*) FROM b) >= 0),"
+        " a AS (INSERT INTO audit_blocks"
+        " (last_seq, first_seq, at_ms, records, locators, prev, hash)"
+        " SELECT ?b::bigint, ?b::bigint, ?b::bigint, ?b::bytea, ?b::bytea, ?b::bytea, ?b::bytea"
+        " FROM w),"
+        " x AS (INSERT INTO audit_messages (queue_id, last_seq)"
+        " SELECT q, ?b::bigint FROM w, unnest(?b::text[]) AS q ON CONFLICT DO NOTHING)"
+        f" {SUSPENDED}"
+    )
 
 
 def store_bodies(db: sqlite3.Connection, bodies: list[tuple[str, bytes]]) -> None:

@@ -324,6 +324,12 @@ class PgConnection:
         self._tell(True)
         return conn
 
+    def ready(self) -> None:
+        """The connection usable (`_ready`), or StoreUnreachable: a caller
+        that asks first can tell a statement that never went from one
+        whose answer was lost."""
+        self._ready()
+
     def _tell(self, reachable: bool) -> None:
         """`on_reachable`, at each change."""
         if reachable != self._told:
@@ -445,22 +451,36 @@ class PgConnection:
         return PgCursor(cur)
 
     def _unnest(self, table: str, columns: tuple[str, ...], tail: str) -> str:
-        """A row INSERT as one statement over arrays, each cast to its
+        """A row INSERT as one statement over arrays (`unnest`)."""
+        arrays = self.unnest(table, columns).replace("?b", "%b")
+        return f"INSERT INTO {table} ({', '.join(columns)}) SELECT * FROM {arrays}{tail}"
+
+    def unnest(self, table: str, columns: tuple[str, ...]) -> str:
+        """``unnest`` over one array parameter per column of `table`, in
+        the store's dialect (``?b``: sent in binary), each cast to its
         column's type (a parameter's own type says nothing of a NULL)."""
         types = self._types.get(table, {})
         if not all(c in types for c in columns):
-            rows = self.conn.execute(
-                "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute"
-                " WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped",
-                (table,),
-            ).fetchall()
+            try:
+                rows = (
+                    self._ready()
+                    .execute(
+                        "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute"
+                        " WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped",
+                        (table,),
+                    )
+                    .fetchall()
+                )
+            except psycopg.Error as e:
+                if (lost := self._broke(e)) is not None:
+                    raise lost from None
+                raise
             types = self._types[table] = {r[0]: r[1] for r in rows}
         # Arrays in binary: psycopg sends a list as text by escaping each
         # element with a regular expression (2.4 times the CPU for a batch
         # of messages), and a body would be hex-escaped to twice its size,
         # escaped again as an array element, and decoded by the server.
-        arrays = ", ".join(f"%b::{types[c]}[]" for c in columns)
-        return f"INSERT INTO {table} ({', '.join(columns)}) SELECT * FROM unnest({arrays}){tail}"
+        return f"unnest({', '.join(f'?b::{types[c]}[]' for c in columns)})"
 
     def copy_row(self, copy: str, fields: Sequence[bytes]) -> None:
         """One row into a table with ``COPY ... FROM STDIN (FORMAT binary)``

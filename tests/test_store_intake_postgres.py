@@ -1,0 +1,219 @@
+"""The intake's commit on PostgreSQL as one statement (store/intake.py,
+`received_statement`): the rows, the spool files and the audit block
+its pipelined transaction writes, in one round trip, with the same
+guarantees: one audit chain when another writer appended (rule 11b),
+and a commit whose answer was lost counted as in doubt (rule 11)."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from mxg.audit_trail import verify
+from mxg.boundary import Envelope, Recipient
+from mxg.signing import SigningKey
+from mxg.store import NewMessage, Store
+from mxg.store.audit import AuditEntry
+from mxg.store.intake import LARGE_BODY
+from mxg.store.postgres import StoreUnreachable
+from tests.support.pgproxy import CuttingProxy, cutting_proxy
+from tests.support.postgres import Postgres, migrated
+
+# The statement's own text, as the client sends it.
+ONE_STATEMENT = b"WITH m AS (INSERT INTO messages"
+
+
+def _received(prefix: str, n: int, *, rcpts: int = 2) -> list[NewMessage]:
+    return [
+        NewMessage(
+            Envelope(
+                queue_id=f"{prefix}{i}",
+                received_ms=1_000 + i,
+                sender=f"s{i}@example.test",
+                recipients=[Recipient(f"u{j}@d{j}.test", notify=["FAILURE"]) for j in range(rcpts)],
+                origin="smtp",
+                size=100 + i,
+                message_id=f"<{prefix}{i}@example.test>",
+                client_addr="127.0.0.1",
+            ),
+            "high",
+            {"fired": [{"rule": "marker"}]},
+            ["high", "normal"][:rcpts],
+        )
+        for i in range(n)
+    ]
+
+
+def _body(queue_id: str) -> bytes:
+    return f"Subject: {queue_id}\r\n\r\nbody of {queue_id}\r\n".encode()
+
+
+class _Counting:
+    """How many intake commits went as one statement."""
+
+    def __init__(self, store: Store) -> None:
+        self.one_statement = 0
+        inner = store.statement_transaction
+
+        def counted(build: Callable[[], Any]) -> Any:
+            rows = inner(build)
+            self.one_statement += rows is not None
+            return rows
+
+        store.statement_transaction = counted  # type: ignore[method-assign]
+
+
+@pytest.fixture
+def relay(postgres: Postgres) -> Iterator[tuple[Store, str]]:
+    url = migrated(postgres.new_database())
+    store = Store(url)
+    store.node = "n1"
+    store.read_raws = lambda ids: [_body(q) for q in ids]
+    try:
+        yield store, url
+    finally:
+        store.close()
+
+
+def _chain_verifies(store: Store, tmp_path: Path) -> bool:
+    return verify(store, SigningKey.load_or_create(tmp_path).verifier()).ok
+
+
+def _rows(url: str, sql: str) -> list[tuple[Any, ...]]:
+    with psycopg.connect(url) as c:
+        return [tuple(r) for r in c.execute(sql).fetchall()]
+
+
+def test_received_messages_after_the_first_batch_commit_as_one_statement(
+    relay: tuple[Store, str], postgres: Postgres, tmp_path: Path
+) -> None:
+    store, url = relay
+    counting = _Counting(store)
+    ids, suspended = store.add_received(_received("A", 2))
+    assert (ids, counting.one_statement) == (["A0", "A1"], 0), "no audit tail known yet"
+    store.suspend("d1.test", "operator", "test")  # its record follows the tail
+    ids, suspended = store.add_received(_received("B", 3))
+    assert ids == ["B0", "B1", "B2"]
+    assert counting.one_statement == 1
+    assert suspended == frozenset({"d1.test"})
+
+    # What the pipelined transaction writes, the same.
+    reference = Store(migrated(postgres.new_database()))
+    try:
+        reference.node = "n1"
+        reference.read_raws = store.read_raws
+        reference.add_messages(_received("B", 3), durable=False)
+        for table, order in (("messages", "queue_id"), ("recipients", "queue_id, idx")):
+            query = f"SELECT * FROM {table} WHERE queue_id LIKE 'B%' ORDER BY {order}"
+            assert _rows(url, query) == _rows(reference.url, query), table
+    finally:
+        reference.close()
+    assert _rows(url, "SELECT queue_id, raw FROM spool_bodies WHERE queue_id LIKE 'B%'") == [
+        (q, _body(q)) for q in ("B0", "B1", "B2")
+    ]
+    blocks = list(store.audit_blocks())
+    assert [(b.first_seq, b.last_seq) for b in blocks] == [(1, 2), (3, 3), (4, 6)]
+    assert _chain_verifies(store, tmp_path)
+    assert [r.kind for r in store.audit_of("B2")] == ["received"]
+    assert store._writers.tail is not None and store._writers.tail[0] == 6
+
+
+def test_rule11b_a_one_statement_commit_after_a_moved_tail_runs_again_and_keeps_one_chain(
+    relay: tuple[Store, str], tmp_path: Path
+) -> None:
+    store, url = relay
+    counting = _Counting(store)
+    store.add_received(_received("A", 1))
+    operator = Store(url)
+    try:
+        operator.audit([AuditEntry("note", "", "operator", {"why": "test"})])
+    finally:
+        operator.close()
+    ids, _ = store.add_received(_received("B", 2))
+    assert ids == ["B0", "B1"]
+    assert counting.one_statement == 0, "refused, then run again as a transaction"
+    blocks = list(store.audit_blocks())
+    assert [(b.first_seq, b.last_seq) for b in blocks] == [(1, 1), (2, 2), (3, 4)]
+    assert all(b.prev == a.hash for a, b in itertools.pairwise(blocks))
+    assert _chain_verifies(store, tmp_path)
+    assert store.known_ids() == {"A0", "B0", "B1"}
+
+
+def test_a_batch_with_a_large_body_is_stored_by_copy_exactly(relay: tuple[Store, str]) -> None:
+    store, url = relay
+    counting = _Counting(store)
+    large = b"Subject: big\r\n\r\n" + b"x" * LARGE_BODY + b"\r\n"
+    store.add_received(_received("A", 1))
+    store.read_raws = lambda ids: [large if q == "B1" else _body(q) for q in ids]
+    assert store.add_received(_received("B", 2))[0] == ["B0", "B1"]
+    assert counting.one_statement == 0
+    assert _rows(url, "SELECT raw FROM spool_bodies WHERE queue_id = 'B1'") == [(large,)]
+
+
+def test_an_id_given_twice_in_a_batch_is_stored_once(relay: tuple[Store, str]) -> None:
+    store, url = relay
+    store.add_received(_received("A", 1))
+    twice = _received("B", 1) * 2
+    assert store.add_received(twice)[0] == ["B0"]
+    assert _rows(url, "SELECT count(*) FROM recipients WHERE queue_id = 'B0'") == [(2,)]
+
+
+@pytest.fixture
+def through_proxy(postgres: Postgres) -> Iterator[tuple[Store, str, CuttingProxy]]:
+    url = migrated(postgres.new_database())
+    with cutting_proxy(postgres.port) as proxy:
+        store = Store(proxy.url(url))
+        store.read_raws = lambda ids: [_body(q) for q in ids]
+        try:
+            yield store, url, proxy
+        finally:
+            store.close()
+
+
+def test_rule11_a_one_statement_commit_whose_answer_was_lost_is_in_doubt(
+    through_proxy: tuple[Store, str, CuttingProxy],
+) -> None:
+    store, url, proxy = through_proxy
+    counting = _Counting(store)
+    store.add_received(_received("A", 1))
+    assert not store.answers_lost
+    # The server commits the statement; its answer never arrives.
+    proxy.hold_answer_when_sent(ONE_STATEMENT)
+    failed: list[BaseException] = []
+
+    def commit() -> None:
+        try:
+            store.add_received(_received("B", 1))
+        except BaseException as e:
+            failed.append(e)
+
+    worker = threading.Thread(target=commit)
+    worker.start()
+    assert proxy.held.wait(10), "the server answered the statement"
+    proxy.cut_all()
+    worker.join(10)
+    assert [type(e) for e in failed] == [StoreUnreachable]
+    assert _rows(url, "SELECT queue_id FROM messages ORDER BY queue_id") == [("A0",), ("B0",)]
+    assert store.answers_lost, "committed or not, the relay cannot tell: repaired from the store"
+    assert store._writers.tail is None, "the tail is read again"
+    assert counting.one_statement == 0
+
+
+def test_a_one_statement_commit_that_never_went_is_not_in_doubt(
+    through_proxy: tuple[Store, str, CuttingProxy],
+) -> None:
+    store, _, proxy = through_proxy
+    store.add_received(_received("A", 1))
+    proxy.refuse()
+    time.sleep(0.2)  # the cut reaches the client: its socket ends
+    for batch in ("B", "C"):
+        with pytest.raises(StoreUnreachable):
+            store.add_received(_received(batch, 1))
+        assert not store.answers_lost, "nothing was sent"
