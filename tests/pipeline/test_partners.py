@@ -61,6 +61,50 @@ def test_results_keep_the_best_level_and_method_per_domain(tmp_path: Path) -> No
     assert (row["failure_reason"], row["failure_text"]) == ("validation-failure", "no TLSA")
 
 
+def test_the_ledger_merges_each_batch_in_the_store_as_the_ratchet_needs(tmp_path: Path) -> None:
+    # The merge is the upsert's own (store/partners.py, `_MERGE`), on
+    # both stores: each step is one batch's summary of the domain, then
+    # the row's (best level, best method, failure reason).
+    st, _ = stages(tmp_path)
+    store = st.ctx.store
+    steps: list[tuple[Seen, tuple[Any, Any, Any]]] = [
+        (Seen("", "", "tls-required", "no STARTTLS"), (None, None, "tls-required")),
+        (Seen("encrypted", ""), ("encrypted", None, "tls-required")),
+        (Seen("encrypted", "mta-sts"), ("encrypted", "mta-sts", "tls-required")),
+        (Seen("encrypted", ""), ("encrypted", "mta-sts", "tls-required")),  # a weaker method
+        (Seen("opportunistic", "dane-ee"), ("encrypted", "mta-sts", "tls-required")),
+        (Seen("qualified", "dnssec-pkix"), ("qualified", "dnssec-pkix", "tls-required")),
+        (Seen("qualified", "dane-ee"), ("qualified", "dane-ee", "tls-required")),
+        (Seen("qualified", "dane-ta"), ("qualified", "dane-ta", "tls-required")),  # as strong
+        (Seen("", "", "", "a failure without a reason"), ("qualified", "dane-ta", "tls-required")),
+        (
+            Seen("", "", "validation-failure", "no TLSA"),
+            ("qualified", "dane-ta", "validation-failure"),
+        ),
+    ]
+    firsts: set[int] = set()
+    last = 0
+    for seen, expected in steps:
+        with store.transaction() as db:
+            store.note_partners(db, {"plain.test": seen})
+        row = store.partner("plain.test")
+        assert row is not None
+        assert (row["best_level"], row["best_method"], row["failure_reason"]) == expected, seen
+        firsts.add(row["first_ms"])
+        assert row["last_ms"] >= last
+        last = row["last_ms"]
+    assert len(firsts) == 1, "when it was first seen stays"
+    assert row["failure_text"] == "no TLSA"
+    # An operator's acceptance forgets the best and is kept by what follows.
+    assert store.accept_partner("plain.test", "ops", "moved to a new provider")
+    with store.transaction() as db:
+        store.note_partners(db, {"plain.test": Seen("encrypted", "")})
+    row = store.partner("plain.test")
+    assert row is not None
+    assert (row["best_level"], row["best_method"]) == ("encrypted", None)
+    assert (row["accepted_by"], row["accepted_reason"]) == ("ops", "moved to a new provider")
+
+
 def test_enforce_holds_a_partner_to_its_method_until_accepted(tmp_path: Path) -> None:
     st, engine = stages(tmp_path, "[delivery]\nratchet = 'enforce'\n")
     first = send(st, engine, "Q1", result("a@plain.test", "qualified", "dane-ee"))

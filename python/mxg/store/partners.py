@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from mxg.store.audit import AuditEntry, AuditTrail
-from mxg.store.db import _MAX_PARAMS, _chunks
 from mxg.store.records import now_ms
 from mxg.vocab import Level
 
@@ -52,31 +51,14 @@ class Seen:
 class Partners(AuditTrail):
     def note_partners(self, db: sqlite3.Connection, seen: Mapping[str, Seen]) -> None:
         """Merges a batch's summary into the ledger, inside the caller's
-        transaction."""
+        transaction: the merge is the upsert's own (`_MERGE`), so the
+        ledger is not read first (a round trip in every batch of results
+        on PostgreSQL), and a row another node changed meanwhile is
+        merged as it is."""
         if not seen:
             return
         t = now_ms()
-        known = {
-            r["domain"]: r
-            for chunk in _chunks(sorted(seen), _MAX_PARAMS)
-            for r in db.execute(
-                f"SELECT * FROM partners WHERE domain IN ({','.join('?' * len(chunk))})", chunk
-            )
-        }
-        rows = [_merged(domain, known.get(domain), s, t) for domain, s in seen.items()]
-        db.executemany(
-            # An upsert both stores speak (INSERT OR REPLACE is SQLite's).
-            "INSERT INTO partners (domain, first_ms, last_ms, best_level, best_method,"
-            " best_ms, failure_ms, failure_reason, failure_text, accepted_ms, accepted_by,"
-            " accepted_reason) VALUES (?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (domain) DO UPDATE"
-            " SET first_ms=excluded.first_ms, last_ms=excluded.last_ms,"
-            " best_level=excluded.best_level, best_method=excluded.best_method,"
-            " best_ms=excluded.best_ms, failure_ms=excluded.failure_ms,"
-            " failure_reason=excluded.failure_reason, failure_text=excluded.failure_text,"
-            " accepted_ms=excluded.accepted_ms, accepted_by=excluded.accepted_by,"
-            " accepted_reason=excluded.accepted_reason",
-            rows,
-        )
+        db.executemany(_MERGE, [_new_row(domain, s, t) for domain, s in seen.items()])
 
     def partner(self, domain: str) -> sqlite3.Row | None:
         row: sqlite3.Row | None = self.db.execute(
@@ -122,28 +104,50 @@ class Partners(AuditTrail):
         return True
 
 
-def _merged(domain: str, old: sqlite3.Row | None, s: Seen, t: int) -> tuple[Any, ...]:
-    """The ledger row after a batch: a better level (or, at the same level,
-    a method at least as strong) replaces the best; a failure the last."""
-    none3: tuple[Any, Any, Any] = (None, None, None)
-    level, method, best_ms = (
-        (old["best_level"], old["best_method"], old["best_ms"]) if old else none3
-    )
-    if s.level and (
-        not level
-        or Level(s.level).rank > Level(level).rank
-        or (s.level == level and method_rank(s.method) >= method_rank(method))
-    ):
-        level, method, best_ms = s.level, s.method or None, t
-    if s.failure_reason:
-        failure: tuple[Any, Any, Any] = (t, s.failure_reason, s.failure_text)
-    elif old:
-        failure = (old["failure_ms"], old["failure_reason"], old["failure_text"])
-    else:
-        failure = none3
-    accepted = (old["accepted_ms"], old["accepted_by"], old["accepted_reason"]) if old else none3
-    first = old["first_ms"] if old else t
-    return (domain, first, t, level, method, best_ms, *failure, *accepted)
+def _rank(column: str, ranks: Mapping[str, int]) -> str:
+    """SQL for the rank of `column`'s value in `ranks` (0 when it has
+    none: no level, no method)."""
+    whens = " ".join(f"WHEN '{value}' THEN {rank}" for value, rank in ranks.items())
+    return f"(CASE {column} {whens} ELSE 0 END)"
+
+
+_LEVEL_RANKS = {level.value: level.rank + 1 for level in Level}
+# A better level, or at the same level a method at least as strong,
+# replaces the best (what the ratchet holds the partner to).
+_BETTER = (
+    "excluded.best_level IS NOT NULL AND (partners.best_level IS NULL"
+    f" OR {_rank('excluded.best_level', _LEVEL_RANKS)}"
+    f" > {_rank('partners.best_level', _LEVEL_RANKS)}"
+    " OR (excluded.best_level = partners.best_level"
+    f" AND {_rank('excluded.best_method', METHOD_RANK)}"
+    f" >= {_rank('partners.best_method', METHOD_RANK)}))"
+)
+# A batch's summary of one domain (`_new_row`) into its ledger row: a
+# new domain's row as it comes; a known one's last time, its best if
+# better (`_BETTER`) and its last failure if there was one; when it
+# was first seen and what an operator accepted stay. An upsert both
+# stores speak.
+_MERGE = (
+    "INSERT INTO partners (domain, first_ms, last_ms, best_level, best_method, best_ms,"
+    " failure_ms, failure_reason, failure_text) VALUES (?,?,?,?,?,?,?,?,?)"
+    " ON CONFLICT (domain) DO UPDATE SET last_ms=excluded.last_ms,"
+    f" best_level=CASE WHEN {_BETTER} THEN excluded.best_level ELSE partners.best_level END,"
+    f" best_method=CASE WHEN {_BETTER} THEN excluded.best_method ELSE partners.best_method END,"
+    f" best_ms=CASE WHEN {_BETTER} THEN excluded.best_ms ELSE partners.best_ms END,"
+    " failure_ms=COALESCE(excluded.failure_ms, partners.failure_ms),"
+    " failure_reason=CASE WHEN excluded.failure_ms IS NULL THEN partners.failure_reason"
+    " ELSE excluded.failure_reason END,"
+    " failure_text=CASE WHEN excluded.failure_ms IS NULL THEN partners.failure_text"
+    " ELSE excluded.failure_text END"
+)
+
+
+def _new_row(domain: str, s: Seen, t: int) -> tuple[Any, ...]:
+    """The ledger row of a domain first seen in this batch (`_MERGE`'s
+    parameters): its best if it was delivered to, its failure if one."""
+    best = (s.level, s.method or None, t) if s.level else (None, None, None)
+    failure = (t, s.failure_reason, s.failure_text) if s.failure_reason else (None, None, None)
+    return (domain, t, t, *best, *failure)
 
 
 # (domain, status, level, method, reason, text) of one recipient's result.
