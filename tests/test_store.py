@@ -220,6 +220,7 @@ def test_a_result_stored_twice_is_one_attempt(store_at: Path | str) -> None:
     details = s.details("Q1")
     assert details is not None
     assert [(a["at_ms"], a["status"]) for a in details["attempts"]] == [(1_000, "deferred")]
+    assert [r["attempts"] for r in s.recipients("Q1")] == [1], "counted once"
     s.record([Outcome("Q1", 0, "sent", 250, "2.0.0", "ok", at_ms=2_000)], again=True)
     details = s.details("Q1")
     assert details is not None
@@ -227,4 +228,5 @@ def test_a_result_stored_twice_is_one_attempt(store_at: Path | str) -> None:
         (1_000, "deferred"),
         (2_000, "sent"),
     ]
+    assert [r["attempts"] for r in s.recipients("Q1")] == [2]
     s.close()

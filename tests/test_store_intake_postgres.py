@@ -23,11 +23,8 @@ from mxg.store import NewMessage, Store
 from mxg.store.audit import AuditEntry
 from mxg.store.intake import LARGE_BODY
 from mxg.store.postgres import StoreUnreachable
-from tests.support.pgproxy import CuttingProxy, cutting_proxy
+from tests.support.pgproxy import RECEIVED_STATEMENT, CuttingProxy, cutting_proxy
 from tests.support.postgres import Postgres, migrated
-
-# The statement's own text, as the client sends it.
-ONE_STATEMENT = b"WITH m AS (INSERT INTO messages"
 
 
 def _received(prefix: str, n: int, *, rcpts: int = 2) -> list[NewMessage]:
@@ -185,7 +182,7 @@ def test_rule11_a_one_statement_commit_whose_answer_was_lost_is_in_doubt(
     store.add_received(_received("A", 1))
     assert not store.answers_lost
     # The server commits the statement; its answer never arrives.
-    proxy.hold_answer_when_sent(ONE_STATEMENT)
+    proxy.hold_answer_when_sent(RECEIVED_STATEMENT)
     failed: list[BaseException] = []
 
     def commit() -> None:

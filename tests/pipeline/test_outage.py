@@ -22,7 +22,7 @@ from mxg.pipeline.scanner import scan
 from mxg.store import NewMessage
 from mxg.store.postgres import StoreUnreachable
 from tests.pipeline.fakes import FakeEngine, FakeResolver, envelope, serving, stages
-from tests.support.pgproxy import CuttingProxy
+from tests.support.pgproxy import RECEIVED_STATEMENT, CuttingProxy
 from tests.support.postgres import Postgres
 
 BODY = b"Subject: outage\r\n\r\nhello\r\n"
@@ -153,9 +153,10 @@ def test_rule9_an_intake_commit_whose_answer_was_lost_is_451_and_never_delivered
 
     async def body() -> None:
         assert await relay.answer("Q1") == "250"
-        proxy.lose_next_commit_answer()
+        # Its commit is one statement (store/intake.py, `received_statement`).
+        proxy.lose_answer_when_sent(RECEIVED_STATEMENT)
         assert await relay.answer("Q2") == "451"
-        assert proxy.cut.is_set(), "the answer to the batch's COMMIT was lost"
+        assert proxy.cut.is_set(), "the answer to the batch's statement was lost"
         await _until("the store reachable again", relay.reachable)
         assert "Q2" in relay.store.known_ids(), "the server committed it"
         await scan(st)

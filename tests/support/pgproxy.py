@@ -18,6 +18,9 @@ from collections.abc import Iterator
 # The server's CommandComplete for a COMMIT: tag 'C', the length (itself
 # and "COMMIT\0"), the tag text (PostgreSQL protocol, "Message Formats").
 COMMIT_DONE = b"C\x00\x00\x00\x0bCOMMIT\x00"
+# The start of the intake's commit of received messages, one statement
+# that is its own transaction (store/intake.py, `received_statement`).
+RECEIVED_STATEMENT = b"WITH m AS (INSERT INTO messages"
 # The longest pattern a test arms.
 _PATTERN_MAX = 256
 
@@ -25,7 +28,7 @@ _PATTERN_MAX = 256
 class CuttingProxy:
     """Listens on a free loopback port and forwards every connection to
     the server at `port`. Once armed (`lose_next_commit_answer`,
-    `cut_when_sent`), the first connection that carries the pattern is
+    `lose_answer_when_sent`, `cut_when_sent`), the first connection that carries the pattern is
     closed on both sides instead of forwarding it (`cut` is set then).
     After `hold_answer_when_sent`, the first connection whose client
     sends the pattern gets no answer until `release` (`held` is set
@@ -41,6 +44,9 @@ class CuttingProxy:
         self.cut = threading.Event()
         # What holds the answers on the next connection that sends it.
         self._hold: bytes | None = None
+        # What cuts the next connection that sends it at the server's
+        # answer (`lose_answer_when_sent`).
+        self._lose: bytes | None = None
         self.held = threading.Event()
         self._lock = threading.Lock()
         self._pairs: list[tuple[socket.socket, socket.socket]] = []
@@ -59,6 +65,15 @@ class CuttingProxy:
 
     def lose_next_commit_answer(self) -> None:
         self._arm(answers=True, pattern=COMMIT_DONE)
+
+    def lose_answer_when_sent(self, pattern: bytes) -> None:
+        """The first connection whose client sends `pattern` is cut when
+        the server answers it: a statement that is its own transaction
+        (committed by the server before it answers) whose answer is lost."""
+        assert len(pattern) <= _PATTERN_MAX
+        with self._lock:
+            self.cut.clear()
+            self._lose = pattern
 
     def cut_when_sent(self, pattern: bytes) -> None:
         assert len(pattern) <= _PATTERN_MAX
@@ -130,6 +145,15 @@ class CuttingProxy:
             self.cut.set()  # before the client can see the cut
             return True
 
+    def _dooms(self, tail: bytes, data: bytes, doomed: threading.Event) -> None:
+        """Sets `doomed` when the client's `data` ends the pattern whose
+        answer is to be lost."""
+        with self._lock:
+            if self._lose is None or not _ends_in(self._lose, tail, data):
+                return
+            self._lose = None
+            doomed.set()
+
     def _holds(self, tail: bytes, data: bytes, gate: threading.Event) -> None:
         """Closes `gate` when the client's `data` ends the pattern held."""
         with self._lock:
@@ -151,16 +175,24 @@ class CuttingProxy:
                 client.close()
                 continue
             server = socket.create_connection(self._target)
-            gate = threading.Event()
+            gate, doomed = threading.Event(), threading.Event()
             gate.set()
             with self._lock:
                 self._pairs.append((client, server))
                 self._gates.append(gate)
-            for args in ((client, server, False, gate), (server, client, True, gate)):
+            for args in (
+                (client, server, False, gate, doomed),
+                (server, client, True, gate, doomed),
+            ):
                 threading.Thread(target=self._pump, args=args, daemon=True).start()
 
     def _pump(
-        self, src: socket.socket, dst: socket.socket, answers: bool, gate: threading.Event
+        self,
+        src: socket.socket,
+        dst: socket.socket,
+        answers: bool,
+        gate: threading.Event,
+        doomed: threading.Event,
     ) -> None:
         # The end of the last chunk: a message split between two reads.
         tail = b""
@@ -168,6 +200,11 @@ class CuttingProxy:
             while data := src.recv(65536):
                 if self._fires(answers, tail, data):
                     break
+                if answers and doomed.is_set():
+                    self.cut.set()  # before the client can see the cut
+                    break
+                if not answers:
+                    self._dooms(tail, data, doomed)
                 if answers and not gate.is_set():
                     self.held.set()  # the server has answered: it ran the statement
                     gate.wait(60)

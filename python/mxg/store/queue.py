@@ -154,24 +154,30 @@ class Queue(Partners, TlsRptAggregate):
                     again=again,
                 )
             else:
-                rows = [(o.at_ms or t, *r, *e, o.queue_id, o.idx) for r, e, o in results]
-                if again:
-                    # The attempt's time and status once more, for the check.
-                    rows = [(*row, row[0], row[1]) for row in rows]
+                # The attempt's time and status, for the checks of `again`.
+                stored = [(o.at_ms or t, r[0]) for r, _, o in results]
+                # Before the attempts go in: its check must not see them.
+                db.executemany(
+                    "UPDATE recipients SET status=?, code=?, enhanced=?, text=?, host=?, ip=?,"
+                    " tls=?, level=?, evidence=?, reason=?, attempts=attempts+"
+                    + (_COUNTED.format(r="recipients", at="?", status="?") if again else "1")
+                    + ", next_ms=?, updated_ms=? WHERE queue_id=? AND idx=?"
+                    " AND status NOT IN ('sent','bounced','deleted')",
+                    [
+                        (*r, *e, *(at if again else ()), o.next_ms, t, o.queue_id, o.idx)
+                        for (r, e, o), at in zip(results, stored, strict=True)
+                    ],
+                )
                 db.executemany(
                     "INSERT INTO attempts (queue_id, address, at_ms, status, code, enhanced,"
                     " text, host, ip, tls, level, evidence, reason)"
                     " SELECT queue_id, address, ?,?,?,?,?,?,?,?,?,?,?"
                     " FROM recipients r WHERE queue_id=? AND idx=?"
                     + (_NOT_STORED.format(at="?", status="?") if again else ""),
-                    rows,
-                )
-                db.executemany(
-                    "UPDATE recipients SET status=?, code=?, enhanced=?, text=?, host=?, ip=?,"
-                    " tls=?, level=?, evidence=?, reason=?, attempts=attempts+1, next_ms=?,"
-                    " updated_ms=? WHERE queue_id=? AND idx=?"
-                    " AND status NOT IN ('sent','bounced','deleted')",
-                    [(*r, *e, o.next_ms, t, o.queue_id, o.idx) for r, e, o in results],
+                    [
+                        (at[0], *r, *e, o.queue_id, o.idx, *(at if again else ()))
+                        for (r, e, o), at in zip(results, stored, strict=True)
+                    ],
                 )
             self.note_partners(db, partners or {})
             self.note_tls_sessions(db, tls_sessions or {})
@@ -327,7 +333,7 @@ _RECORD_AS_ARRAYS_SHAPE = (
     " ORDER BY u.n)"
     " UPDATE recipients r SET status=u.status, code=u.code, enhanced=u.enhanced,"
     " text=u.text, host=u.host, ip=u.ip, tls=u.tls, level=u.level, evidence=u.evidence,"
-    " reason=u.reason, attempts=r.attempts+1, next_ms=u.next_ms, updated_ms=?"
+    " reason=u.reason, attempts=r.attempts+{counted}, next_ms=u.next_ms, updated_ms=?"
     " FROM u WHERE r.queue_id = u.queue_id AND r.idx = u.idx"
     " AND r.status NOT IN ('sent','bounced','deleted')"
 )
@@ -339,9 +345,18 @@ _NOT_STORED = (
     " AND NOT EXISTS (SELECT 1 FROM attempts a WHERE a.queue_id = r.queue_id"
     " AND a.address = r.address AND a.at_ms = {at} AND a.status = {status})"
 )
-_RECORD_AS_ARRAYS = _RECORD_AS_ARRAYS_SHAPE.format(again="")
+# What a result adds to its recipient's count of attempts when it may be
+# stored already (`record(again=True)`): nothing if it is, one if not.
+# The check sees the attempts as they were before the statement's (or
+# the transaction's, run after it) insert.
+_COUNTED = (
+    "(CASE WHEN EXISTS (SELECT 1 FROM attempts a WHERE a.queue_id = {r}.queue_id"
+    " AND a.address = {r}.address AND a.at_ms = {at} AND a.status = {status}) THEN 0 ELSE 1 END)"
+)
+_RECORD_AS_ARRAYS = _RECORD_AS_ARRAYS_SHAPE.format(again="", counted="1")
 _RECORD_AGAIN_AS_ARRAYS = _RECORD_AS_ARRAYS_SHAPE.format(
-    again=" WHERE" + _NOT_STORED.format(at="u.at_ms", status="u.status").removeprefix(" AND")
+    again=" WHERE" + _NOT_STORED.format(at="u.at_ms", status="u.status").removeprefix(" AND"),
+    counted=_COUNTED.format(r="r", at="u.at_ms", status="u.status"),
 )
 
 
