@@ -185,20 +185,27 @@ class AuditTrail(Database):
         transaction."""
         if not entries:
             return
-        self.writers_lock(db)
-        # A transaction that may retry appends after the tail this store
-        # wrote last, unread (`Database.transaction`, `remembered_tail`).
-        block = new_block(entries, *(self.remembered_tail() or self.audit_tail(db)))
+        block = self.next_block(db, entries)
         db.execute(
             "INSERT INTO audit_blocks (last_seq, first_seq, at_ms, records, locators, prev, hash)"
             " VALUES (?,?,?,?,?,?,?)",
             block.row,
         )
-        self.appended_tail(block.last_seq, block.hash)
         db.executemany(
             "INSERT OR IGNORE INTO audit_messages (queue_id, last_seq) VALUES (?,?)",
             [(q, block.last_seq) for q in block.queue_ids],
         )
+
+    def next_block(self, db: sqlite3.Connection, entries: Sequence[AuditEntry]) -> NewBlock:
+        """`entries` as the block to append next inside the caller's open
+        transaction, which then holds the writers' lock; the caller
+        inserts it (`append_audit`, or a statement of its own)."""
+        self.writers_lock(db)
+        # A transaction that may retry appends after the tail this store
+        # wrote last, unread (`Database.transaction`, `remembered_tail`).
+        block = new_block(entries, *(self.remembered_tail() or self.audit_tail(db)))
+        self.appended_tail(block.last_seq, block.hash)
+        return block
 
     def audit(self, entries: Sequence[AuditEntry]) -> None:
         """Appends `entries` in a transaction of their own."""
