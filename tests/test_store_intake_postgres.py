@@ -1,12 +1,16 @@
-"""The intake's commit on PostgreSQL as one statement (store/intake.py,
-`received_statement`): the rows, the spool files and the audit block
-its pipelined transaction writes, in one round trip, with the same
-guarantees: one audit chain when another writer appended (rule 11b),
-and a commit whose answer was lost counted as in doubt (rule 11)."""
+"""The relay's hot path on PostgreSQL. The intake's commit as one
+statement (store/intake.py, `received_statement`): the rows, the spool
+files and the audit block its pipelined transaction writes, in one round
+trip, with the same guarantees: one audit chain when another writer
+appended (rule 11b), and a commit whose answer was lost counted as in
+doubt (rule 11). And the plans of the hot path's statements, made once
+by key on the companions' connections (store/postgres.py,
+`_KEYED_PLANS`)."""
 
 from __future__ import annotations
 
 import itertools
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -21,8 +25,9 @@ from mxg.boundary import Envelope, Recipient
 from mxg.signing import SigningKey
 from mxg.store import NewMessage, Store
 from mxg.store.audit import AuditEntry
-from mxg.store.intake import LARGE_BODY
-from mxg.store.postgres import StoreUnreachable
+from mxg.store.intake import LARGE_BODY, received_statement
+from mxg.store.postgres import PgConnection, StoreUnreachable, to_postgres
+from mxg.store.queue import _DONE_AND_AUDITED, _FINISHED, _RECORD_AGAIN_AS_ARRAYS
 from tests.support.pgproxy import RECEIVED_STATEMENT, CuttingProxy, cutting_proxy
 from tests.support.postgres import Postgres, migrated
 
@@ -214,3 +219,46 @@ def test_a_one_statement_commit_that_never_went_is_not_in_doubt(
         with pytest.raises(StoreUnreachable):
             store.add_received(_received(batch, 1))
         assert not store.answers_lost, "nothing was sent"
+
+
+def _numbered(statement: str) -> str:
+    """A statement as the store sends it, with numbered parameters (for
+    PREPARE)."""
+    text, _ = to_postgres(statement, returning=False)
+    numbers = iter(range(1, 1000))
+    return re.sub(r"%[sb]", lambda _: f"${next(numbers)}", text).replace("%%", "%")
+
+
+def test_the_hot_paths_statements_are_planned_by_key_however_young_the_tables(
+    relay: tuple[Store, str],
+) -> None:
+    # On a new, empty queue: the plan a companion keeps for each of the
+    # hot path's statements reads rows by their keys, as it must once the
+    # queue holds thousands (a sequential scan or a hash join over the
+    # recipients, planned now and kept, would read them all per batch).
+    store, _ = relay
+    companion = store.companion()
+    conn = companion.db
+    assert isinstance(conn, PgConnection)
+    statements = {
+        "received": received_statement(conn, durable=False),
+        "results": _RECORD_AGAIN_AS_ARRAYS,
+        "finished": _FINISHED.format(where="m.state IN ('active','held') AND m.queue_id = ANY(?)"),
+        "done": _DONE_AND_AUDITED,
+    }
+    try:
+        for name, statement in statements.items():
+            text = _numbered(statement)
+            conn.conn.execute(f"PREPARE {name} AS {text}")
+            count = len(set(re.findall(r"\$(\d+)", text)))
+            nulls = ", ".join(["NULL"] * count)
+            conn.conn.execute("BEGIN")
+            plan = "\n".join(r[0] for r in conn.conn.execute(f"EXPLAIN EXECUTE {name}({nulls})"))
+            conn.conn.execute("ROLLBACK")
+            if name in ("finished", "done"):  # the others' parameters are unnest's
+                assert "$1" in plan, f"{name}: a plan kept for every run, not one for this run"
+            for scan in ("Seq Scan on messages", "Seq Scan on recipients", "Seq Scan on attempts"):
+                assert scan not in plan, f"{name}:\n{plan}"
+            assert "Hash" not in plan and "Merge" not in plan, f"{name}:\n{plan}"
+    finally:
+        companion.close()

@@ -60,7 +60,9 @@ class Store(
         records follow the other's. `shares_sync`: its commits that did
         not wait for the WAL are this store's to `sync` (and to repair
         after a restart), as if made here."""
-        other = Store(self.url)
+        # It runs the hot path's statements alone, planned by key
+        # (`PgConnection`, `_KEYED_PLANS`).
+        other = Store(self.url, keyed_plans=True)
         other.node = self.node
         other.read_raws = self.read_raws
         other.share_writers(self, sync=shares_sync)

@@ -125,7 +125,7 @@ class _Unflushed:
 class Database:
     """One connection to the queue index, and its transactions."""
 
-    def __init__(self, target: Path | str) -> None:
+    def __init__(self, target: Path | str, *, keyed_plans: bool = False) -> None:
         self.dialect = Dialect(is_postgres(target))
         self.path: Path | None = None
         # The cluster node this store's relay is (`claim_node`); None on
@@ -159,11 +159,11 @@ class Database:
             if not self.dialect.postgres:
                 target = Path(target)
             else:
-                self._open_postgres(target)
+                self._open_postgres(target, keyed_plans=keyed_plans)
                 return
         self._open_sqlite(target)
 
-    def _open_postgres(self, url: str) -> None:
+    def _open_postgres(self, url: str, *, keyed_plans: bool) -> None:
         # The modules are typed against sqlite3.Connection, the interface
         # PgConnection gives (the subset they use).
         conn = PgConnection(url)
@@ -172,6 +172,8 @@ class Database:
         try:
             # Newer than this mxg's when every newer step only expanded it.
             self.schema_version = check_postgres(self.db, url)
+            if keyed_plans:
+                conn.plan_by_key()
         except BaseException:
             conn.close()
             raise

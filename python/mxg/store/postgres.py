@@ -174,6 +174,8 @@ class PgConnection:
 
     def __init__(self, url: str) -> None:
         self.url = url
+        # Plans made once per statement, by key (`plan_by_key`).
+        self._keyed_plans = False
         self.on_reachable: Callable[[bool], None] | None = None
         self.on_reconnect: Callable[[PgConnection], None] | None = None
         self._retry_at = 0.0
@@ -210,13 +212,7 @@ class PgConnection:
         conn.adapters.register_dumper(bool, _BoolAsInt)
         conn.adapters.register_dumper(bool, _BoolAsIntBinary)
         try:
-            # psycopg prepares a statement at its fifth run, and PostgreSQL
-            # then settles on a generic plan, costed against the tables as
-            # they were then: planned on a young, near-empty queue, the
-            # intake's key lookup scanned the whole table at every batch
-            # (3.6 ms each at 10,000 messages). A plan per run, from the
-            # parameters and the table as it is, costs a few microseconds.
-            conn.execute("SET plan_cache_mode = force_custom_plan")
+            conn.execute(_KEYED_PLANS if self._keyed_plans else _CUSTOM_PLANS)
             # Which start of the server this connection reached: commits
             # made without waiting for the WAL flush are durable after a
             # later flush only on that same start (`flush_since`).
@@ -323,6 +319,19 @@ class PgConnection:
         self._backoff = RECONNECT_FIRST
         self._tell(True)
         return conn
+
+    def plan_by_key(self) -> None:
+        """From now on, also after a reconnect, this connection plans its
+        statements once, by key (`_KEYED_PLANS`): for one that runs the
+        hot path's statements alone. Not for catalog queries: those plans
+        are slow to run (the schema check at open took 80 ms)."""
+        self._keyed_plans = True
+        try:
+            self._ready().execute(_KEYED_PLANS)
+        except psycopg.Error as e:
+            if (lost := self._broke(e)) is not None:
+                raise lost from None
+            raise
 
     def ready(self) -> None:
         """The connection usable (`_ready`), or StoreUnreachable: a caller
@@ -598,6 +607,27 @@ COPY_PIECE = 1 << 20
 # for the flush (xact.c, RecordTransactionCommit), and a crash then lost
 # commits this had reported durable.
 _FLUSH = b"SELECT pg_logical_emit_message(true, 'mxg', ''), pg_postmaster_start_time()"
+
+
+# psycopg prepares a statement at its fifth run, and PostgreSQL then
+# settles on a generic plan, costed against the tables as they were then:
+# planned on a young, near-empty queue, the intake's key lookup scanned
+# the whole table at every batch (3.6 ms each at 10,000 messages). So a
+# plan per run, from the parameters and the table as it is.
+_CUSTOM_PLANS = "SET plan_cache_mode = force_custom_plan"
+# The hot path's statements (a batch of received messages, of results)
+# find every row by its key, so the plan that is right is known without
+# costing the tables: index scans joined by nested loops. Planned once per
+# prepared statement, that plan is the same however young the tables (no
+# sequential scan, hash or merge join to choose on a near-empty queue and
+# keep), and the planning is saved: a quarter of PostgreSQL's CPU for the
+# relay's statements was planning them anew at every run
+# (pg_stat_statements, docs/benchmarks.md). Only for connections that run
+# those statements alone (`Store.companion`).
+_KEYED_PLANS = (
+    "SET plan_cache_mode = force_generic_plan; SET enable_seqscan = off;"
+    " SET enable_hashjoin = off; SET enable_mergejoin = off"
+)
 
 
 def _same_start(started: Iterable[datetime], now: datetime) -> None:
