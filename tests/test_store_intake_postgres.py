@@ -262,3 +262,36 @@ def test_the_hot_paths_statements_are_planned_by_key_however_young_the_tables(
             assert "Hash" not in plan and "Merge" not in plan, f"{name}:\n{plan}"
     finally:
         companion.close()
+
+
+def test_a_companion_plans_by_key_again_after_its_connection_was_ended(
+    relay: tuple[Store, str],
+) -> None:
+    # The server ended the session (a restart, `pg_terminate_backend`):
+    # the connection opened again at the next statement keeps the setting.
+    store, url = relay
+    companion = store.companion()
+    conn = companion.db
+    assert isinstance(conn, PgConnection)
+    try:
+        assert conn.execute("SHOW plan_cache_mode").fetchone()[0] == "force_generic_plan"
+        pid = conn.execute("SELECT pg_backend_pid()").fetchone()[0]
+        with psycopg.connect(url, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                again = conn.execute("SELECT pg_backend_pid()").fetchone()[0]
+                break
+            except StoreUnreachable:
+                assert time.monotonic() < deadline, "not connected again"
+                time.sleep(0.05)
+        assert again != pid
+        settings = conn.execute(
+            "SELECT current_setting('plan_cache_mode'), current_setting('enable_seqscan')"
+        ).fetchone()
+        assert tuple(settings) == ("force_generic_plan", "off")
+    finally:
+        companion.close()
+    # The relay's own connection plans each run with its parameters.
+    assert store.db.execute("SHOW plan_cache_mode").fetchone()[0] == "force_custom_plan"
