@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
+from collections import Counter
 from pathlib import Path
 
 import pytest
 
 from mxg.boundary import Envelope, Recipient
 from mxg.store import NewMessage, Outcome, Store
+from mxg.store.partners import Seen
+from mxg.tlsrpt.sessions import SessionKey
 
 
 def envelope(qid: str, rcpts: list[str], sender: str = "a@internal.test") -> NewMessage:
@@ -205,6 +208,40 @@ def test_operator_actions_are_recorded(store_at: Path | str) -> None:
     listing = {m["queue_id"]: m for m in s.listing()}
     assert listing["Q1"]["waiting"] == 1
     assert not s.delete("NOPE", "ops", "")
+
+
+def test_a_results_batch_merges_the_partner_ledger_and_adds_tls_session_counts(
+    store_at: Path | str,
+) -> None:
+    """The ledger and the TLS report aggregate change with the results
+    they summarise, in the same transaction (on PostgreSQL the batch's
+    one statement): the best level stays, a failure is the last, and
+    session counts add up per key."""
+    s = Store(store_at)
+    s.add_messages([envelope("Q1", ["a@x.test"]), envelope("Q2", ["b@y.test"])])
+    ok = SessionKey("2026-12-05", "x.test", '{"policy-type":"no-policy-found"}')
+    failed = ok._replace(result="starttls-not-supported", code="tls-required")
+    s.record(
+        [Outcome("Q1", 0, "sent", 250, "2.0.0", "ok", level="encrypted")],
+        {"x.test": Seen("encrypted", "mta-sts")},
+        Counter({ok: 1}),
+    )
+    s.record(
+        [Outcome("Q2", 0, "deferred", 451, "4.7.5", "no TLS", next_ms=10**12)],
+        {"x.test": Seen("", "", "tls-required", "no STARTTLS"), "y.test": Seen("opportunistic")},
+        Counter({ok: 2, failed: 1}),
+    )
+    x, y = s.partner("x.test"), s.partner("y.test")
+    assert x is not None and y is not None
+    assert (x["best_level"], x["best_method"], x["failure_reason"]) == (
+        "encrypted",
+        "mta-sts",
+        "tls-required",
+    )
+    assert (y["best_level"], y["best_method"], y["failure_reason"]) == ("opportunistic", None, None)
+    rows = {(r["result"], r["code"]): r["sessions"] for r in s.tlsrpt_rows("2026-12-05", "x.test")}
+    assert rows == {("", ""): 3, ("starttls-not-supported", "tls-required"): 1}
+    s.close()
 
 
 def test_a_result_stored_twice_is_one_attempt(store_at: Path | str) -> None:
