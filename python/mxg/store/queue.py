@@ -373,8 +373,9 @@ _NOT_STORED = (
 )
 # What a result adds to its recipient's count of attempts when it may be
 # stored already (`record(again=True)`): nothing if it is, one if not.
-# The check sees the attempts as they were before the statement's (or
-# the transaction's, run after it) insert.
+# The check must see the attempts as they were before this result's own
+# insert: on PostgreSQL the statement's snapshot has them so; on SQLite
+# the update runs before the insert.
 _COUNTED = (
     "(CASE WHEN EXISTS (SELECT 1 FROM attempts a WHERE a.queue_id = {r}.queue_id"
     " AND a.address = {r}.address AND a.at_ms = {at} AND a.status = {status}) THEN 0 ELSE 1 END)"
