@@ -355,11 +355,7 @@ class Database:
                 committing = True
                 self.db.execute("COMMIT")
         except BaseException as e:
-            self._writers.tail = None
-            if committing and isinstance(e, StoreUnreachable):
-                # Still the broken connection's start: it reconnects at
-                # the next statement.
-                self._unflushed.answers_lost.add(cast(PgConnection, self.db).server_started)
+            self._failed(e, commit_sent=committing)
             if self.db.in_transaction:
                 self.db.execute("ROLLBACK")
             if _moved_tail(e):
@@ -369,6 +365,21 @@ class Database:
             if self._durable:
                 self.sync()
             return
+        self._committed()
+
+    def _failed(self, e: BaseException, *, commit_sent: bool) -> None:
+        """A transaction failed: the tail it would have left is not
+        remembered, and a commit sent on a connection that broke before
+        its answer puts that server start in doubt (`doubtful`). Still the
+        broken connection's start: it reconnects at the next statement."""
+        self._writers.tail = None
+        if commit_sent and isinstance(e, StoreUnreachable):
+            self._unflushed.answers_lost.add(cast(PgConnection, self.db).server_started)
+
+    def _committed(self) -> None:
+        """A PostgreSQL commit: the audit tail it appended after is
+        remembered, and, if it did not wait for the WAL, its server start
+        is one `sync` must flush."""
         started = cast(PgConnection, self.db).server_started
         if self._appended is not None:
             self._writers.tail = (*self._appended, started)
@@ -407,18 +418,11 @@ class Database:
             try:
                 rows = conn.execute(*statement).fetchall()
             except BaseException as e:
-                self._writers.tail = None
-                if isinstance(e, StoreUnreachable):
-                    self._unflushed.answers_lost.add(conn.server_started)
+                self._failed(e, commit_sent=True)  # the statement is its commit
                 if _moved_tail(e):
                     raise AuditTailMoved("another writer appended to the audit trail") from None
                 raise
-            started = conn.server_started
-            if self._appended is not None:
-                self._writers.tail = (*self._appended, started)
-            if not self._durable:
-                self._unflushed.starts.add(started)
-                self._unflushed.commits += 1
+            self._committed()
         return rows
 
     def _begin(self, *, inserts_first: bool, pipelined: bool) -> list[str]:
