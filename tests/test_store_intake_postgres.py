@@ -229,69 +229,69 @@ def _numbered(statement: str) -> str:
     return re.sub(r"%[sb]", lambda _: f"${next(numbers)}", text).replace("%%", "%")
 
 
+@pytest.fixture
+def companion(relay: tuple[Store, str]) -> Iterator[PgConnection]:
+    """The connection of a companion of the relay's store (`Store.companion`)."""
+    other = relay[0].companion()
+    try:
+        assert isinstance(other.db, PgConnection)
+        yield other.db
+    finally:
+        other.close()
+
+
 def test_the_hot_paths_statements_are_planned_by_key_however_young_the_tables(
-    relay: tuple[Store, str],
+    companion: PgConnection,
 ) -> None:
     # On a new, empty queue: the plan a companion keeps for each of the
     # hot path's statements reads rows by their keys, as it must once the
     # queue holds thousands (a sequential scan or a hash join over the
     # recipients, planned now and kept, would read them all per batch).
-    store, _ = relay
-    companion = store.companion()
-    conn = companion.db
-    assert isinstance(conn, PgConnection)
+    conn = companion
     statements = {
         "received": received_statement(conn, durable=False),
         "results": _RECORD_AGAIN_AS_ARRAYS,
         "finished": _FINISHED.format(where="m.state IN ('active','held') AND m.queue_id = ANY(?)"),
         "done": _DONE_AND_AUDITED,
     }
-    try:
-        for name, statement in statements.items():
-            text = _numbered(statement)
-            conn.conn.execute(f"PREPARE {name} AS {text}")
-            count = len(set(re.findall(r"\$(\d+)", text)))
-            nulls = ", ".join(["NULL"] * count)
-            conn.conn.execute("BEGIN")
-            plan = "\n".join(r[0] for r in conn.conn.execute(f"EXPLAIN EXECUTE {name}({nulls})"))
-            conn.conn.execute("ROLLBACK")
-            if name in ("finished", "done"):  # the others' parameters are unnest's
-                assert "$1" in plan, f"{name}: a plan kept for every run, not one for this run"
-            for scan in ("Seq Scan on messages", "Seq Scan on recipients", "Seq Scan on attempts"):
-                assert scan not in plan, f"{name}:\n{plan}"
-            assert "Hash" not in plan and "Merge" not in plan, f"{name}:\n{plan}"
-    finally:
-        companion.close()
+    for name, statement in statements.items():
+        text = _numbered(statement)
+        conn.conn.execute(f"PREPARE {name} AS {text}")
+        count = len(set(re.findall(r"\$(\d+)", text)))
+        nulls = ", ".join(["NULL"] * count)
+        conn.conn.execute("BEGIN")
+        plan = "\n".join(r[0] for r in conn.conn.execute(f"EXPLAIN EXECUTE {name}({nulls})"))
+        conn.conn.execute("ROLLBACK")
+        if name in ("finished", "done"):  # the others' parameters are unnest's
+            assert "$1" in plan, f"{name}: a plan kept for every run, not one for this run"
+        for scan in ("Seq Scan on messages", "Seq Scan on recipients", "Seq Scan on attempts"):
+            assert scan not in plan, f"{name}:\n{plan}"
+        assert "Hash" not in plan and "Merge" not in plan, f"{name}:\n{plan}"
 
 
 def test_a_companion_plans_by_key_again_after_its_connection_was_ended(
-    relay: tuple[Store, str],
+    relay: tuple[Store, str], companion: PgConnection
 ) -> None:
     # The server ended the session (a restart, `pg_terminate_backend`):
     # the connection opened again at the next statement keeps the setting.
     store, url = relay
-    companion = store.companion()
-    conn = companion.db
-    assert isinstance(conn, PgConnection)
-    try:
-        assert conn.execute("SHOW plan_cache_mode").fetchone()[0] == "force_generic_plan"
-        pid = conn.execute("SELECT pg_backend_pid()").fetchone()[0]
-        with psycopg.connect(url, autocommit=True) as admin:
-            admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                again = conn.execute("SELECT pg_backend_pid()").fetchone()[0]
-                break
-            except StoreUnreachable:
-                assert time.monotonic() < deadline, "not connected again"
-                time.sleep(0.05)
-        assert again != pid
-        settings = conn.execute(
-            "SELECT current_setting('plan_cache_mode'), current_setting('enable_seqscan')"
-        ).fetchone()
-        assert tuple(settings) == ("force_generic_plan", "off")
-    finally:
-        companion.close()
+    conn = companion
+    assert conn.execute("SHOW plan_cache_mode").fetchone()[0] == "force_generic_plan"
+    pid = conn.execute("SELECT pg_backend_pid()").fetchone()[0]
+    with psycopg.connect(url, autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            again = conn.execute("SELECT pg_backend_pid()").fetchone()[0]
+            break
+        except StoreUnreachable:
+            assert time.monotonic() < deadline, "not connected again"
+            time.sleep(0.05)
+    assert again != pid
+    settings = conn.execute(
+        "SELECT current_setting('plan_cache_mode'), current_setting('enable_seqscan')"
+    ).fetchone()
+    assert tuple(settings) == ("force_generic_plan", "off")
     # The relay's own connection plans each run with its parameters.
     assert store.db.execute("SHOW plan_cache_mode").fetchone()[0] == "force_custom_plan"
