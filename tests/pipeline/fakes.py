@@ -12,7 +12,15 @@ from typing import Any
 
 import anyio
 
-from mxg.boundary import Envelope, Received, Recipient, decode_envelope, encode
+from mxg.boundary import (
+    DeliveryDone,
+    Envelope,
+    Received,
+    Recipient,
+    RecipientResult,
+    decode_envelope,
+    encode,
+)
 from mxg.config import Config
 from mxg.dns import Host, Policy, ResolveError, Route
 from mxg.errors import MessageNotFound
@@ -173,6 +181,18 @@ def envelope(qid: str, rcpts: list[str], **extra: Any) -> Envelope:
         **extra,
     }
     return Envelope(**fields)
+
+
+def sent(job: dict[str, Any]) -> DeliveryDone:
+    """The engine's report of a job the fake engine was handed: every
+    recipient sent."""
+    results = [
+        RecipientResult(
+            r["address"], "sent", 250, "2.0.0", "queued", "mx.plain.test", "127.0.0.2", "encrypted"
+        )
+        for r in job["recipients"]
+    ]
+    return DeliveryDone(job["job_id"], job["queue_id"], job["destination"], results, [], 0, 0)
 
 
 def received(env: Envelope) -> Received:

@@ -29,7 +29,7 @@ from mxg.boundary import Arrived, DeliveryDone, RecipientResult
 from mxg.pipeline.scanner import scan
 from mxg.pipeline.storage import survives_a_full_store
 from mxg.store.postgres import StoreUnreachable
-from tests.pipeline.fakes import FakeEngine, envelope, serving, stages
+from tests.pipeline.fakes import FakeEngine, envelope, sent, serving, stages
 from tests.support.pgproxy import CuttingProxy
 from tests.support.postgres import Postgres
 
@@ -48,16 +48,6 @@ def store_at(direct: str, proxy: CuttingProxy) -> str:
     """PostgreSQL only (a SQLite commit has no answer to lose): the
     relay's connections go through the proxy."""
     return proxy.url(direct)
-
-
-def _sent(job: dict[str, Any]) -> DeliveryDone:
-    results = [
-        RecipientResult(
-            r["address"], "sent", 250, "2.0.0", "queued", "mx.plain.test", "127.0.0.2", "encrypted"
-        )
-        for r in job["recipients"]
-    ]
-    return DeliveryDone(job["job_id"], job["queue_id"], job["destination"], results, [], 0, 0)
 
 
 def _bounced(job: dict[str, Any]) -> DeliveryDone:
@@ -109,7 +99,7 @@ class _Relay:
         [job] = [j for j in self.engine.jobs if j["queue_id"] == queue_id]
         proxy.lose_next_commit_answer()
         with survives_a_full_store():
-            await self.st.handle([_sent(job)])
+            await self.st.handle([sent(job)])
             await self.st.results_stored()  # beside the event loop
         assert proxy.cut.is_set(), "the answer to the result's COMMIT was lost"
         assert self.st.ctx.unstored, "the result waits in memory, as when the store is unreachable"
@@ -213,7 +203,7 @@ def test_rule11_a_dsn_the_store_cuts_off_does_not_keep_the_batch_finished_in_the
         [q2] = [j for j in engine.jobs if j["queue_id"] == "Q2"]
         proxy.cut_when_sent(b"SET dsn_sent=1")
         with survives_a_full_store():
-            await st.handle([_sent(q1), _bounced(q2)])
+            await st.handle([sent(q1), _bounced(q2)])
             await st.results_stored()
         assert proxy.cut.is_set(), "Q2's DSN mark was cut off"
         assert _state(direct, "Q1") == "done"

@@ -32,6 +32,18 @@ from mxg.store.partners import Seen
 
 Done = tuple[JobInfo, DeliveryDone]
 
+# Results gather for up to this long (seconds) before their transaction,
+# unless this many wait already. Every transaction holds the writers'
+# lock (one audit chain), and the intake's commit, which the clients'
+# 250s wait for, queues behind it: results committed as they came, a
+# batch of about ten every 4 ms, held that lock over half the time on
+# the bench. Gathered, they hold it a few times less for the same rows
+# (docs/benchmarks.md). The cost is bounded by the window: the recipients
+# stay in flight that much longer, and a node killed meanwhile delivers
+# them again, as any recipient in flight (docs/cluster.md, "Duplicates").
+GATHER_WINDOW = 0.03
+GATHER_ENOUGH = 256
+
 
 class ResultsBeside:
     def __init__(self, ctx: Context, outcomes: Outcomes, dispatch: Dispatcher) -> None:
@@ -72,10 +84,12 @@ class ResultsBeside:
     async def _write_waiting(self) -> None:
         try:
             while self._waiting:
-                batch, self._waiting = self._waiting, []
                 # Results received are stored (or held in memory), even at
                 # a stop: otherwise their recipients would go again.
                 with anyio.CancelScope(shield=True):
+                    if len(self._waiting) < GATHER_ENOUGH:
+                        await anyio.sleep(GATHER_WINDOW)
+                    batch, self._waiting = self._waiting, []
                     await store_results(self._outcomes, self._dispatch, batch)
         finally:
             self._writing = False

@@ -1,0 +1,91 @@
+"""Delivery results stored beside the event loop (PostgreSQL): results
+that come in within `GATHER_WINDOW` share one transaction, because each
+transaction holds the writers' lock that the intake's 250s wait for."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from mxg.boundary import Arrived
+from mxg.pipeline import beside
+from tests.pipeline.fakes import FakeEngine, envelope, sent, serving, stages
+
+BODY = b"Subject: results\r\n\r\nhello\r\n"
+
+
+async def _dispatched(st: Any, engine: FakeEngine, count: int) -> list[dict[str, Any]]:
+    """`count` messages received, stored and dispatched: their jobs."""
+    arrived = []
+    for i in range(count):
+        env = envelope(f"Q{i}", [f"q{i}@plain.test"])
+        engine.spool[env.queue_id] = (env, BODY)
+        arrived.append(Arrived(env, {}))
+    await st.handle(arrived)
+    with anyio.fail_after(10):
+        while len(engine.jobs) < count:
+            await anyio.sleep(0.01)
+    return sorted(engine.jobs, key=lambda j: str(j["queue_id"]))
+
+
+def _on_postgres(tmp_path: Path) -> tuple[Any, FakeEngine]:
+    st, engine = stages(tmp_path)
+    if st.beside is None:
+        pytest.skip("results are stored beside the event loop on PostgreSQL only")
+    st.ctx.store.claim_node("n1", "the test's store")
+    st.ctx.store.read_raws = engine.read_raw_many
+    return st, engine
+
+
+def _transactions(st: Any, monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
+    """The queue ids of each results transaction beside the loop."""
+    seen: list[list[str]] = []
+    record = st.beside._record_now
+
+    def counted(outcomes: list[Any], *rest: Any) -> list[str]:
+        seen.append(sorted(o.queue_id for o in outcomes))
+        return record(outcomes, *rest)
+
+    monkeypatch.setattr(st.beside, "_record_now", counted)
+    return seen
+
+
+def test_results_that_come_within_the_window_share_one_transaction(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    st, engine = _on_postgres(tmp_path)
+    monkeypatch.setattr(beside, "GATHER_WINDOW", 0.5)
+    seen = _transactions(st, monkeypatch)
+
+    async def body() -> None:
+        jobs = await _dispatched(st, engine, 3)
+        # Three engine batches, each one result, well inside the window.
+        for job in jobs:
+            await st.handle([sent(job)])
+            await anyio.sleep(0.01)
+        await st.results_stored()
+
+    serving(st, body)
+    assert seen == [["Q0", "Q1", "Q2"]]
+    statuses = [st.ctx.store.recipients(f"Q{i}")[0]["status"] for i in range(3)]
+    assert statuses == ["sent"] * 3
+
+
+def test_enough_results_waiting_go_at_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    st, engine = _on_postgres(tmp_path)
+    # A window no test waits out: enough results make it moot.
+    monkeypatch.setattr(beside, "GATHER_WINDOW", 60.0)
+    monkeypatch.setattr(beside, "GATHER_ENOUGH", 2)
+    seen = _transactions(st, monkeypatch)
+
+    async def body() -> None:
+        jobs = await _dispatched(st, engine, 2)
+        with anyio.fail_after(10):
+            await st.handle([sent(job) for job in jobs])
+            await st.results_stored()
+
+    serving(st, body)
+    assert seen == [["Q0", "Q1"]]
