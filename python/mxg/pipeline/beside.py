@@ -35,9 +35,9 @@ Done = tuple[JobInfo, DeliveryDone]
 # Results gather for up to this long (seconds) before their transaction,
 # unless this many wait already. Every transaction holds the writers'
 # lock (one audit chain), and the intake's commit, which the clients'
-# 250s wait for, queues behind it: results committed as they came, a
-# batch of about ten every 4 ms, held that lock over half the time on
-# the bench. Gathered, they hold it a few times less for the same rows
+# 250s wait for, queues behind it: results committed as they came (on
+# the bench a batch of about ten every 7 ms, each holding the lock for
+# about 4) held it over half the time. Gathered, they hold it a few times less for the same rows
 # (docs/benchmarks.md). The cost is bounded by the window: the recipients
 # stay in flight that much longer, and a node killed meanwhile delivers
 # them again, as any recipient in flight (docs/cluster.md, "Duplicates").
