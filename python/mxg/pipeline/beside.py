@@ -37,10 +37,12 @@ Done = tuple[JobInfo, DeliveryDone]
 # lock (one audit chain), and the intake's commit, which the clients'
 # 250s wait for, queues behind it: results committed as they came (on
 # the bench a batch of about ten every 7 ms, each holding the lock for
-# about 4) held it over half the time. Gathered, they hold it a few times less for the same rows
-# (docs/benchmarks.md). The cost is bounded by the window: the recipients
-# stay in flight that much longer, and a node killed meanwhile delivers
-# them again, as any recipient in flight (docs/cluster.md, "Duplicates").
+# about 4) held it over half the time. Gathered, they hold it a few
+# times less for the same rows (docs/benchmarks.md). The cost is bounded
+# by the window: the recipients stay in flight that much longer, and a
+# node killed meanwhile delivers them again, as any recipient in flight
+# (docs/cluster.md, "Duplicates"). The wait is shielded as the store is:
+# a stop during it still stores what waits.
 GATHER_WINDOW = 0.03
 GATHER_ENOUGH = 256
 
