@@ -89,3 +89,27 @@ def test_enough_results_waiting_go_at_once(tmp_path: Path, monkeypatch: pytest.M
 
     serving(st, body)
     assert seen == [["Q0", "Q1"]]
+
+
+def test_rule10_results_waiting_in_the_window_are_stored_at_a_stop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A stop cancels the relay's tasks; results that came in are stored
+    # all the same (else their recipients would go again), also those
+    # still waiting out the window.
+    st, engine = _on_postgres(tmp_path)
+    monkeypatch.setattr(beside, "GATHER_WINDOW", 0.5)
+    seen = _transactions(st, monkeypatch)
+
+    async def main() -> None:
+        async with anyio.create_task_group() as tg:
+            st.ctx.tg = tg
+            jobs = await _dispatched(st, engine, 2)
+            await st.handle([sent(job) for job in jobs])
+            tg.cancel_scope.cancel()  # the stop, inside the window
+        st.ctx.tg = None
+
+    anyio.run(main)
+    assert seen == [["Q0", "Q1"]]
+    statuses = [st.ctx.store.recipients(f"Q{i}")[0]["status"] for i in range(2)]
+    assert statuses == ["sent"] * 2
