@@ -50,6 +50,14 @@ class _Transient(Exception):
 # answers without an SOA this long (RFC 2308 §5 suggests 1-3 hours max).
 MAX_CACHE_TTL = 3600.0
 DEFAULT_NEGATIVE_TTL = 60.0
+# Routes are kept at least this long, even from answers with TTL 0. A
+# caching resolver hands out TTL 0 in the last second of what it holds
+# (Unbound does for a NODATA answer, e.g. the AAAA of an IPv4-only MX), and
+# a route not cached at all is looked up again for every delivery to the
+# domain: at a thousand messages a second, one lookup after another for
+# as long as that second lasts (29 in a row on the bench). One second is
+# far below any TTL a domain relies on to move its mail.
+MIN_CACHE_TTL = 1.0
 
 
 class _MinTtl:
@@ -135,9 +143,9 @@ class DnsResolver:
         return hit[1].reshuffled()
 
     def _remember(self, domain: str, ttl: float, result: Route | ResolveError) -> None:
-        if self._cache_size <= 0 or ttl <= 0:
+        if self._cache_size <= 0:
             return
-        self._cache[domain] = (self._clock() + ttl, result)
+        self._cache[domain] = (self._clock() + max(ttl, MIN_CACHE_TTL), result)
         self._cache.move_to_end(domain)
         while len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
