@@ -21,12 +21,13 @@ from mxg.boundary import Envelope, Recipient
 from mxg.errors import StoreError, StoreOutdated
 from mxg.pipeline.storage import open_store
 from mxg.store import NewMessage, Store
+from mxg.store import postgres as postgres_module
 from mxg.store.audit import AuditEntry
 from mxg.store.db import NodeTaken
 from mxg.store.postgres import PgConnection, StoreUnreachable, batched, redact, to_postgres
 from mxg.store.schema import SCHEMA_VERSION
 from tests.support.cli import mxg
-from tests.support.pgproxy import cutting_proxy
+from tests.support.pgproxy import CuttingProxy, cutting_proxy
 from tests.support.postgres import Postgres, Server, migrated, store_config
 
 TABLES = {
@@ -478,6 +479,45 @@ def test_rule11a_a_relay_cut_off_takes_its_node_lock_back_from_its_own_old_sessi
                 open_store(url, "n1")
         finally:
             first.close()
+
+
+def test_a_partition_inside_a_transaction_holds_the_writers_lock_only_briefly(
+    postgres: Postgres, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A partition that cuts a relay off inside a transaction leaves the
+    server's session of it idle in that transaction, with the writers'
+    lock, until the server hears from the client again: hours with the
+    default TCP keepalive, and every writer of the cluster waits meanwhile.
+    The relay's sessions are ended by the server after
+    `IDLE_IN_TRANSACTION_MS` idle inside a transaction."""
+    monkeypatch.setattr(postgres_module, "IDLE_IN_TRANSACTION_MS", 1000)
+    url = postgres.migrated_database()
+    with cutting_proxy(postgres.port) as proxy:
+        cut_off, other = Store(proxy.url(url)), Store(url)
+        try:
+            with pytest.raises(StoreUnreachable):
+                _cut_off_in_a_transaction(cut_off, proxy)
+            wrote = threading.Event()
+
+            def write() -> None:
+                other.audit([AuditEntry("note", "", "operator", {"why": "after the cut"})])
+                wrote.set()
+
+            writer = threading.Thread(target=write, daemon=True)
+            writer.start()
+            # Without the timeout the ghost session keeps the lock: no write.
+            assert wrote.wait(15), "the writers' lock is still held by the cut-off session"
+        finally:
+            cut_off.close()
+            other.close()
+
+
+def _cut_off_in_a_transaction(store: Store, proxy: CuttingProxy) -> None:
+    """A partition while `store` holds the writers' lock: its COMMIT
+    meets a connection cut on its side alone."""
+    with store.transaction() as db:
+        db.execute("SELECT 1")  # the lock is taken and held now
+        proxy.cut_clients()
 
 
 def _received(prefix: str, n: int) -> list[NewMessage]:

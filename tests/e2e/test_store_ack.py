@@ -17,8 +17,9 @@ import pytest
 from tests.e2e.conftest import on_both_stores
 from tests.e2e.test_classes import OPPORTUNISTIC_NORMAL, message, send
 from tests.e2e.test_delivery import wait_for
+from tests.support.load import Load
 from tests.support.mxgproc import MxgProcess
-from tests.support.outage import assert_sent_all, delivered, start_load, tally
+from tests.support.outage import delivered, tally, through_outage
 from tests.support.postgres import Postgres, Server, migrated
 from tests.support.sinks import Sink
 
@@ -122,22 +123,16 @@ def test_rule9_a_postgresql_restart_under_load_loses_no_acknowledged_message(
     flush may be lost; the 250s waited for theirs)."""
     server, _ = private_postgres
     mxg = make_mxg()
-    load, sending = start_load(mxg.port, TOTAL, "restart")
-    try:
-        wait_for(lambda: len(load.acked) >= TOTAL // 3, timeout=120, what="a third acknowledged")
+
+    def restart(load: Load) -> tuple[int, int]:
         server.stop(stop)
         down_at = len(load.acked)
         time.sleep(4)
         during = len(load.acked)
         server.start()
-        assert_sent_all(load, sending, mxg, timeout=600)
-    finally:
-        load.stop()
-    wait_for(
-        lambda: load.acked <= set(delivered(sinks)),
-        timeout=300,
-        what="every acknowledged message delivered",
-    )
+        return down_at, during
+
+    load, (down_at, during) = through_outage(mxg, sinks, TOTAL, restart, recovery=600, delivery=300)
     # Without a restart of mxg: the repair after PostgreSQL's restart
     # lets every finished message leave the spool (rule 11).
     spool = mxg.workdir / "data" / "spool" / "queue"

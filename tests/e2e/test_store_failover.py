@@ -24,8 +24,9 @@ import psycopg
 import pytest
 
 from tests.e2e.test_delivery import wait_for
+from tests.support.load import Load
 from tests.support.mxgproc import MxgProcess
-from tests.support.outage import assert_sent_all, delivered, start_load, tally
+from tests.support.outage import tally, through_outage
 from tests.support.postgres import _AS, BIN, _free_port, migrated
 from tests.support.sinks import Sink
 from tests.test_store_postgres_ha import _TCP, _pg_ctl, _private_root, _start, _stop
@@ -77,6 +78,10 @@ class Netns:
 
     def vanish(self) -> None:
         self._ip("link", "set", self.inside, "down", inside=True)
+
+    def appear(self) -> None:
+        """Back on the network, as after a partition heals."""
+        self._ip("link", "set", self.inside, "up", inside=True)
 
     def remove(self) -> None:
         subprocess.run(["ip", "link", "del", self.outside], check=False, capture_output=True)
@@ -222,9 +227,8 @@ def test_rule9_a_postgresql_failover_under_load_loses_no_acknowledged_message(
     recipients=N`), and only messages acknowledged before the primary
     died can be."""
     mxg = make_mxg()
-    load, sending = start_load(mxg.port, TOTAL, "failover")
-    try:
-        wait_for(lambda: len(load.acked) >= TOTAL // 3, timeout=60, what="a third acknowledged")
+
+    def failover(load: Load) -> tuple[int, int, float]:
         pair.fail()  # it never comes back
         # 250s on their way as it died (their flush answered, so on the
         # synchronous standby too) reach their clients first: once in CI
@@ -236,14 +240,10 @@ def test_rule9_a_postgresql_failover_under_load_loses_no_acknowledged_message(
         promoted = time.monotonic()
         _pg_ctl(pair.standby_data, "-w", "promote")
         wait_for(lambda: len(load.acked) > during, timeout=60, what="a 250 after the promotion")
-        recovered = time.monotonic() - promoted
-        assert_sent_all(load, sending, mxg, timeout=120)
-    finally:
-        load.stop()
-    wait_for(
-        lambda: load.acked <= set(delivered(sinks)),
-        timeout=120,
-        what="every acknowledged message delivered",
+        return down_at, during, time.monotonic() - promoted
+
+    load, (down_at, during, recovered) = through_outage(
+        mxg, sinks, TOTAL, failover, recovery=120, delivery=120
     )
     spool = mxg.workdir / "data" / "spool" / "queue"
     wait_for(lambda: not any(spool.iterdir()), timeout=60, what="the spool emptied")
@@ -282,3 +282,45 @@ def test_rule9_a_postgresql_failover_under_load_loses_no_acknowledged_message(
     # tail there rather than append after one the standby may lack.
     verified = mxg.cli("audit", "verify")
     assert verified.returncode == 0, verified.stdout + verified.stderr
+
+
+# Longer than the relay's `tcp_user_timeout` (10 s, `_TCP`): its side of
+# every connection ends while the server's sessions live on.
+PARTITION = 14.0
+
+
+@pytest.mark.parametrize("pair", ["vanished"], indirect=True)
+def test_rule10_a_partition_from_postgresql_that_heals_needs_no_restart(
+    make_mxg: Callable[..., MxgProcess],
+    sinks: dict[str, Sink],
+    pair: Pair,
+    mxg_store: str,
+) -> None:
+    """The primary's host drops off the network under load and comes back
+    unchanged: no failover. The relay gives up its connections on its
+    side meanwhile; the server keeps its sessions, and any lock one held,
+    until it hears from their client again. The relay answers 4xx while
+    cut off and takes mail again by itself once the network is back."""
+    netns = pair.netns
+    assert netns is not None
+    mxg = make_mxg()
+
+    def partition(load: Load) -> float:
+        netns.vanish()
+        time.sleep(PARTITION)
+        during = len(load.acked)
+        netns.appear()
+        healed = time.monotonic()
+        wait_for(lambda: len(load.acked) > during, timeout=60, what="a 250 after the partition")
+        return time.monotonic() - healed
+
+    load, recovered = through_outage(mxg, sinks, TOTAL, partition, recovery=120, delivery=120)
+    print(
+        f"partition report: acknowledged {len(load.acked)}, first 250 {recovered:.2f} s"
+        f" after the network came back, 4xx replies {dict(sorted(load.replies.items()))}"
+    )
+    log = mxg.log_text()
+    assert "store unreachable: refusing mail with 451" in log
+    assert "store reachable again" in log
+    assert len(load.acked) == TOTAL, "the relay recovered by itself"
+    assert mxg.proc is not None and mxg.proc.poll() is None, "no restart of mxg"

@@ -8,8 +8,11 @@ from __future__ import annotations
 import re
 import threading
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
+from tests.e2e.test_delivery import wait_for
 from tests.support.load import Load
 from tests.support.mxgproc import MxgProcess
 from tests.support.sinks import Sink
@@ -37,6 +40,38 @@ def assert_sent_all(load: Load, sending: threading.Thread, mxg: MxgProcess, time
         f"the relay did not recover: {len(load.acked)} of {load.total} acknowledged,"
         f" replies {dict(load.replies)}, connections cut {load.cut_off}\n" + mxg.log_text()[-6000:]
     )
+
+
+T = TypeVar("T")
+
+
+def through_outage(
+    mxg: MxgProcess,
+    sinks: dict[str, Sink],
+    total: int,
+    outage: Callable[[Load], T],
+    *,
+    recovery: float,
+    delivery: float,
+) -> tuple[Load, T]:
+    """Sends `total` messages to `mxg` (`start_load`) and, once a third
+    is acknowledged, runs `outage`; then waits up to `recovery` s for the
+    load to end (the relay took mail again by itself) and up to
+    `delivery` s for every acknowledged message to be delivered. Returns
+    the load and what `outage` returned."""
+    load, sending = start_load(mxg.port, total, "outage")
+    try:
+        wait_for(lambda: len(load.acked) >= total // 3, timeout=120, what="a third acknowledged")
+        seen = outage(load)
+        assert_sent_all(load, sending, mxg, timeout=recovery)
+    finally:
+        load.stop()
+    wait_for(
+        lambda: load.acked <= set(delivered(sinks)),
+        timeout=delivery,
+        what="every acknowledged message delivered",
+    )
+    return load, seen
 
 
 def delivered(sinks: dict[str, Sink]) -> Counter[str]:

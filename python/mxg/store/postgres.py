@@ -212,7 +212,10 @@ class PgConnection:
         conn.adapters.register_dumper(bool, _BoolAsInt)
         conn.adapters.register_dumper(bool, _BoolAsIntBinary)
         try:
-            conn.execute(_KEYED_PLANS if self._keyed_plans else _CUSTOM_PLANS)
+            conn.execute(
+                f"{_KEYED_PLANS if self._keyed_plans else _CUSTOM_PLANS};"
+                f" SET idle_in_transaction_session_timeout = {int(IDLE_IN_TRANSACTION_MS)}"
+            )
             # Which start of the server this connection reached: commits
             # made without waiting for the WAL flush are durable after a
             # later flush only on that same start (`flush_since`).
@@ -614,6 +617,16 @@ _FLUSH = b"SELECT pg_logical_emit_message(true, 'mxg', ''), pg_postmaster_start_
 # planned on a young, near-empty queue, the intake's key lookup scanned
 # the whole table at every batch (3.6 ms each at 10,000 messages). So a
 # plan per run, from the parameters and the table as it is.
+# A session of the relay's left idle inside a transaction is ended by the
+# server after this long (`idle_in_transaction_session_timeout`). A
+# network partition that cuts the relay off mid-transaction ends only its
+# own side: the server keeps the session, and the writers' lock with it,
+# until it hears from the client again, which with the system's TCP
+# keepalive is hours, while every writer of the cluster waits. No
+# transaction of mxg's idles between its statements for more than
+# milliseconds; a ghost is gone within the 15 s lease (`[cluster]`), so a
+# takeover never waits for it either.
+IDLE_IN_TRANSACTION_MS = 15_000
 _CUSTOM_PLANS = "SET plan_cache_mode = force_custom_plan"
 # The hot path's statements (a batch of received messages, of results)
 # find every row by its key, so the plan that is right is known without
