@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from mxg.store.db import NODE_LOCK
 from tests.e2e.test_delivery import wait_for
 from tests.support.load import Load
 from tests.support.mxgproc import MxgProcess
@@ -324,3 +326,59 @@ def test_rule10_a_partition_from_postgresql_that_heals_needs_no_restart(
     assert "store reachable again" in log
     assert len(load.acked) == TOTAL, "the relay recovered by itself"
     assert mxg.proc is not None and mxg.proc.poll() is None, "no restart of mxg"
+
+
+# Holds the housekeeper's lock on a store until killed; prints "held".
+_HOLDER = """
+import sys, time
+from mxg.store import Store
+store = Store(sys.argv[1])
+assert store.try_housekeeper()
+print("held", flush=True)
+time.sleep(600)
+"""
+
+
+def test_rule11a_a_node_whose_host_vanishes_leaves_its_session_locks_in_seconds() -> None:
+    """A node's session locks (its name's, the housekeeper's) end with its
+    session. A host that vanishes (powered off) says nothing, so the
+    server would keep its sessions until TCP gave up on them: over two
+    hours with the system's keepalive, and no other node could become the
+    housekeeper meanwhile. The relay's sessions ask the server to probe
+    as its own connections do, and the lock is free in seconds."""
+    if os.geteuid() != 0:
+        pytest.skip("a host that vanishes is a network namespace: needs root")
+    if not (BIN / "initdb").exists():
+        pytest.skip("PostgreSQL 15 is not installed")
+    netns = Netns()
+    root = _private_root("mxg-vanish-")
+    data, port = root / "data", _free_port()
+    holder = None
+    try:
+        _run_as_postgres([str(BIN / "initdb"), "-D", str(data), "-U", "postgres", "-A", "trust"])
+        with (data / "pg_hba.conf").open("a") as hba:
+            hba.write(f"host all all {netns.address}/32 trust\n")
+        _start(data, port, f"-c listen_addresses='127.0.0.1,{netns.peer}'")
+        url = migrated(f"postgresql://postgres@127.0.0.1:{port}/postgres")
+        holder = subprocess.Popen(
+            [*netns.run(), sys.executable, "-c", _HOLDER, url.replace("127.0.0.1", netns.peer)],
+            stdout=subprocess.PIPE,
+        )
+        assert holder.stdout is not None and holder.stdout.readline() == b"held\n"
+        netns.vanish()
+        vanished = time.monotonic()
+        with psycopg.connect(url, autocommit=True) as other:
+            take = f"SELECT pg_try_advisory_lock({NODE_LOCK}, 0)"
+            wait_for(
+                lambda: bool(other.execute(take).fetchone()[0]),  # type: ignore[index]
+                timeout=60,
+                what="the housekeeper's lock given up by the vanished node's session",
+            )
+        print(f"the vanished node's lock was free {time.monotonic() - vanished:.1f} s after")
+    finally:
+        if holder is not None:
+            holder.kill()
+            holder.wait()
+        _stop(data)
+        netns.remove()
+        shutil.rmtree(root, ignore_errors=True)

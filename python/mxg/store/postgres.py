@@ -212,10 +212,8 @@ class PgConnection:
         conn.adapters.register_dumper(bool, _BoolAsInt)
         conn.adapters.register_dumper(bool, _BoolAsIntBinary)
         try:
-            conn.execute(
-                f"{_KEYED_PLANS if self._keyed_plans else _CUSTOM_PLANS};"
-                f" SET idle_in_transaction_session_timeout = {int(IDLE_IN_TRANSACTION_MS)}"
-            )
+            plans = _KEYED_PLANS if self._keyed_plans else _CUSTOM_PLANS
+            conn.execute(f"{_session_settings()}; {plans}")
             # Which start of the server this connection reached: commits
             # made without waiting for the WAL flush are durable after a
             # later flush only on that same start (`flush_since`).
@@ -612,11 +610,6 @@ COPY_PIECE = 1 << 20
 _FLUSH = b"SELECT pg_logical_emit_message(true, 'mxg', ''), pg_postmaster_start_time()"
 
 
-# psycopg prepares a statement at its fifth run, and PostgreSQL then
-# settles on a generic plan, costed against the tables as they were then:
-# planned on a young, near-empty queue, the intake's key lookup scanned
-# the whole table at every batch (3.6 ms each at 10,000 messages). So a
-# plan per run, from the parameters and the table as it is.
 # A session of the relay's left idle inside a transaction is ended by the
 # server after this long (`idle_in_transaction_session_timeout`). A
 # network partition that cuts the relay off mid-transaction ends only its
@@ -627,6 +620,31 @@ _FLUSH = b"SELECT pg_logical_emit_message(true, 'mxg', ''), pg_postmaster_start_
 # milliseconds; a ghost is gone within the 15 s lease (`[cluster]`), so a
 # takeover never waits for it either.
 IDLE_IN_TRANSACTION_MS = 15_000
+# The server's side of the relay's sessions probes as the relay's own
+# connections do (the URL's keepalives, docs/cluster.md): a node whose
+# host vanishes (powered off: nothing answers, nothing is reset) leaves
+# sessions that the server keeps, with their locks (the node's, the
+# housekeeper's), until TCP gives up: over two hours with the system's
+# keepalive, 15 minutes of retransmissions for an answer under way. With
+# these the server ends them after about 10 s of silence.
+_SERVER_KEEPALIVES = (
+    "SET tcp_keepalives_idle = 5; SET tcp_keepalives_interval = 2;"
+    " SET tcp_keepalives_count = 3; SET tcp_user_timeout = 10000"
+)
+
+
+def _session_settings() -> str:
+    return (
+        f"SET idle_in_transaction_session_timeout = {int(IDLE_IN_TRANSACTION_MS)};"
+        f" {_SERVER_KEEPALIVES}"
+    )
+
+
+# psycopg prepares a statement at its fifth run, and PostgreSQL then
+# settles on a generic plan, costed against the tables as they were then:
+# planned on a young, near-empty queue, the intake's key lookup scanned
+# the whole table at every batch (3.6 ms each at 10,000 messages). So a
+# plan per run, from the parameters and the table as it is.
 _CUSTOM_PLANS = "SET plan_cache_mode = force_custom_plan"
 # The hot path's statements (a batch of received messages, of results)
 # find every row by its key, so the plan that is right is known without
