@@ -13,6 +13,7 @@ from typing import Any
 import anyio
 
 from mxg.boundary import (
+    Arrived,
     DeliveryDone,
     Envelope,
     Received,
@@ -183,16 +184,42 @@ def envelope(qid: str, rcpts: list[str], **extra: Any) -> Envelope:
     return Envelope(**fields)
 
 
-def sent(job: dict[str, Any]) -> DeliveryDone:
+def reported(job: dict[str, Any], status: str, code: int, enhanced: str, text: str) -> DeliveryDone:
     """The engine's report of a job the fake engine was handed: every
-    recipient sent."""
+    recipient with the same result, from mx.plain.test over TLS."""
     results = [
         RecipientResult(
-            r["address"], "sent", 250, "2.0.0", "queued", "mx.plain.test", "127.0.0.2", "encrypted"
+            r["address"], status, code, enhanced, text, "mx.plain.test", "127.0.0.2", "encrypted"
         )
         for r in job["recipients"]
     ]
     return DeliveryDone(job["job_id"], job["queue_id"], job["destination"], results, [], 0, 0)
+
+
+def sent(job: dict[str, Any]) -> DeliveryDone:
+    return reported(job, "sent", 250, "2.0.0", "queued")
+
+
+def bounced(job: dict[str, Any]) -> DeliveryDone:
+    return reported(job, "bounced", 550, "5.1.1", "no such user")
+
+
+async def dispatched(
+    st: Stages, engine: FakeEngine, queue_ids: list[str], body: bytes
+) -> list[dict[str, Any]]:
+    """Messages that arrived at the end of DATA (`Arrived`: a PostgreSQL
+    store acknowledges them), each to one recipient at plain.test, stored
+    and dispatched; their jobs, by queue id."""
+    arrived = []
+    for q in queue_ids:
+        env = envelope(q, [f"{q.lower()}@plain.test"])
+        engine.spool[q] = (env, body)
+        arrived.append(Arrived(env, {}))
+    await st.handle(arrived)
+    with anyio.fail_after(20):
+        while len(engine.jobs) < len(queue_ids):
+            await anyio.sleep(0.01)
+    return sorted(engine.jobs, key=lambda j: str(j["queue_id"]))
 
 
 def received(env: Envelope) -> Received:

@@ -10,25 +10,10 @@ from typing import Any
 import anyio
 import pytest
 
-from mxg.boundary import Arrived
 from mxg.pipeline import beside
-from tests.pipeline.fakes import FakeEngine, envelope, sent, serving, stages
+from tests.pipeline.fakes import FakeEngine, dispatched, sent, serving, stages
 
 BODY = b"Subject: results\r\n\r\nhello\r\n"
-
-
-async def _dispatched(st: Any, engine: FakeEngine, count: int) -> list[dict[str, Any]]:
-    """`count` messages received, stored and dispatched: their jobs."""
-    arrived = []
-    for i in range(count):
-        env = envelope(f"Q{i}", [f"q{i}@plain.test"])
-        engine.spool[env.queue_id] = (env, BODY)
-        arrived.append(Arrived(env, {}))
-    await st.handle(arrived)
-    with anyio.fail_after(10):
-        while len(engine.jobs) < count:
-            await anyio.sleep(0.01)
-    return sorted(engine.jobs, key=lambda j: str(j["queue_id"]))
 
 
 def _on_postgres(tmp_path: Path) -> tuple[Any, FakeEngine]:
@@ -61,7 +46,7 @@ def test_results_that_come_within_the_window_share_one_transaction(
     seen = _transactions(st, monkeypatch)
 
     async def body() -> None:
-        jobs = await _dispatched(st, engine, 3)
+        jobs = await dispatched(st, engine, ["Q0", "Q1", "Q2"], BODY)
         # Three engine batches, each one result, well inside the window.
         for job in jobs:
             await st.handle([sent(job)])
@@ -82,7 +67,7 @@ def test_enough_results_waiting_go_at_once(tmp_path: Path, monkeypatch: pytest.M
     seen = _transactions(st, monkeypatch)
 
     async def body() -> None:
-        jobs = await _dispatched(st, engine, 2)
+        jobs = await dispatched(st, engine, ["Q0", "Q1"], BODY)
         with anyio.fail_after(10):
             await st.handle([sent(job) for job in jobs])
             await st.results_stored()
@@ -104,7 +89,7 @@ def test_rule10_results_waiting_in_the_window_are_stored_at_a_stop(
     async def main() -> None:
         async with anyio.create_task_group() as tg:
             st.ctx.tg = tg
-            jobs = await _dispatched(st, engine, 2)
+            jobs = await dispatched(st, engine, ["Q0", "Q1"], BODY)
             await st.handle([sent(job) for job in jobs])
             tg.cancel_scope.cancel()  # the stop, inside the window
         st.ctx.tg = None

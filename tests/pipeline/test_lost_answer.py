@@ -25,11 +25,10 @@ import anyio
 import psycopg
 import pytest
 
-from mxg.boundary import Arrived, DeliveryDone, RecipientResult
 from mxg.pipeline.scanner import scan
 from mxg.pipeline.storage import survives_a_full_store
 from mxg.store.postgres import StoreUnreachable
-from tests.pipeline.fakes import FakeEngine, envelope, sent, serving, stages
+from tests.pipeline.fakes import FakeEngine, bounced, dispatched, sent, serving, stages
 from tests.support.pgproxy import CuttingProxy
 from tests.support.postgres import Postgres
 
@@ -48,23 +47,6 @@ def store_at(direct: str, proxy: CuttingProxy) -> str:
     """PostgreSQL only (a SQLite commit has no answer to lose): the
     relay's connections go through the proxy."""
     return proxy.url(direct)
-
-
-def _bounced(job: dict[str, Any]) -> DeliveryDone:
-    results = [
-        RecipientResult(
-            r["address"],
-            "bounced",
-            550,
-            "5.1.1",
-            "no such user",
-            "mx.plain.test",
-            "127.0.0.2",
-            "encrypted",
-        )
-        for r in job["recipients"]
-    ]
-    return DeliveryDone(job["job_id"], job["queue_id"], job["destination"], results, [], 0, 0)
 
 
 async def _until(what: str, check: Any, seconds: float = 20) -> None:
@@ -86,13 +68,7 @@ class _Relay:
 
     async def dispatched(self, *queue_ids: str) -> None:
         """The messages stored, acknowledged and dispatched."""
-        arrived = []
-        for q in queue_ids:
-            env = envelope(q, [f"{q.lower()}@plain.test"])
-            self.engine.spool[q] = (env, BODY)
-            arrived.append(Arrived(env, {}))
-        await self.st.handle(arrived)
-        await _until("stored and dispatched", lambda: len(self.engine.jobs) == len(queue_ids))
+        await dispatched(self.st, self.engine, list(queue_ids), BODY)
 
     async def sent_but_answer_lost(self, proxy: CuttingProxy, queue_id: str) -> None:
         """`queue_id`'s delivery result, whose commit's answer is lost."""
@@ -203,7 +179,7 @@ def test_rule11_a_dsn_the_store_cuts_off_does_not_keep_the_batch_finished_in_the
         [q2] = [j for j in engine.jobs if j["queue_id"] == "Q2"]
         proxy.cut_when_sent(b"SET dsn_sent=1")
         with survives_a_full_store():
-            await st.handle([sent(q1), _bounced(q2)])
+            await st.handle([sent(q1), bounced(q2)])
             await st.results_stored()
         assert proxy.cut.is_set(), "Q2's DSN mark was cut off"
         assert _state(direct, "Q1") == "done"
