@@ -338,11 +338,12 @@ level = "debug"
 def on_both_stores(request: pytest.FixtureRequest) -> str:
     """The `[data] store` a test's parameter names: "" (the embedded
     SQLite) for ``sqlite``, a fresh PostgreSQL database at the current
-    schema for ``postgresql``."""
+    schema for ``postgresql``, as an operator's role that owns it and is
+    no superuser (docs/cluster.md, "Preparing PostgreSQL")."""
     if request.param == "sqlite":
         return ""
     pg: Postgres = request.getfixturevalue("postgres")
-    return pg.migrated_database()
+    return pg.relay_database()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

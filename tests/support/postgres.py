@@ -31,23 +31,42 @@ BIN = Path("/usr/lib/postgresql/15/bin")
 _AS = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
 
 
+# The role the end-to-end tests run the relay as, the way
+# docs/cluster.md has an operator prepare PostgreSQL: it owns its
+# database and nothing else, and is no superuser.
+RELAY_ROLE = "mxg"
+
+
 class Postgres:
     def __init__(self, root: Path, port: int) -> None:
         self.root = root
         self.port = port
         self._names = itertools.count(1)
         self._template: str | None = None
+        self._relay_template: str | None = None
 
-    def url(self, database: str = "postgres") -> str:
-        return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
+    def url(self, database: str = "postgres", role: str = "postgres") -> str:
+        return f"postgresql://{role}@127.0.0.1:{self.port}/{database}"
 
-    def new_database(self, template: str = "template1") -> str:
+    def new_database(self, template: str = "template1", owner: str = "postgres") -> str:
         """A fresh database, a copy of ``template`` (PostgreSQL's empty one by
-        default); its URL."""
+        default) that `owner` owns; its URL as `owner`."""
         name = f"t{os.getpid()}_{next(self._names)}"
         with psycopg.connect(self.url(), autocommit=True) as c:
-            c.execute(f"CREATE DATABASE {name} TEMPLATE {template}")
-        return self.url(name)
+            c.execute(f"CREATE DATABASE {name} TEMPLATE {template} OWNER {owner}")
+        return self.url(name, owner)
+
+    def relay_database(self) -> str:
+        """`migrated_database` owned by `RELAY_ROLE`, its tables too (the
+        template is migrated as that role); its URL as that role."""
+        if self._relay_template is None:
+            with psycopg.connect(self.url(), autocommit=True) as c:
+                exists = c.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (RELAY_ROLE,))
+                if exists.fetchone() is None:
+                    c.execute(f"CREATE ROLE {RELAY_ROLE} LOGIN")
+            url = migrated(self.new_database(owner=RELAY_ROLE))
+            self._relay_template = url.rsplit("/", 1)[1]
+        return self.new_database(self._relay_template, owner=RELAY_ROLE)
 
     def migrated_database(self) -> str:
         """A fresh database at the current schema; its URL. Copied from a
