@@ -617,8 +617,8 @@ _FLUSH = b"SELECT pg_logical_emit_message(true, 'mxg', ''), pg_postmaster_start_
 # until it hears from the client again, which with the system's TCP
 # keepalive is hours, while every writer of the cluster waits. No
 # transaction of mxg's idles between its statements for more than
-# milliseconds; a ghost is gone within the 15 s lease (`[cluster]`), so a
-# takeover never waits for it either.
+# milliseconds; a ghost is gone within the default lease (15 s,
+# `[cluster] lease`), so a takeover never waits for it either.
 IDLE_IN_TRANSACTION_MS = 15_000
 # The server's side of the relay's sessions probes as the relay's own
 # connections do (the URL's keepalives, docs/cluster.md): a node whose
@@ -634,6 +634,8 @@ _SERVER_KEEPALIVES = (
 
 
 def _session_settings() -> str:
+    """What every connection sets first (read at each connect, so that a
+    test can shorten the timeout)."""
     return (
         f"SET idle_in_transaction_session_timeout = {int(IDLE_IN_TRANSACTION_MS)};"
         f" {_SERVER_KEEPALIVES}"
