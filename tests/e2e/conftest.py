@@ -15,7 +15,7 @@ from tests.support.certs import ca_signed, expired_self_signed, self_signed, spk
 from tests.support.dns import KnotServer, UnboundServer, free_port
 from tests.support.https import PolicyServer
 from tests.support.mxgproc import MxgProcess
-from tests.support.postgres import Postgres
+from tests.support.postgres import RELAY_ROLE, Postgres
 from tests.support.sinks import Sink
 
 SINK_PORT = free_port("127.0.0.1")
@@ -343,7 +343,7 @@ def on_both_stores(request: pytest.FixtureRequest) -> str:
     if request.param == "sqlite":
         return ""
     pg: Postgres = request.getfixturevalue("postgres")
-    return pg.relay_database()
+    return pg.migrated_database(RELAY_ROLE)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -36,7 +36,7 @@ from tests.e2e.test_delivery import wait_for
 from tests.support.dns import UnboundServer
 from tests.support.load import Load
 from tests.support.mxgproc import MxgProcess
-from tests.support.postgres import Postgres
+from tests.support.postgres import RELAY_ROLE, Postgres
 from tests.support.sinks import Sink
 
 pytestmark = pytest.mark.e2e
@@ -72,7 +72,7 @@ def _status(node: MxgProcess) -> tuple[int, dict[str, Any]]:
 def test_three_nodes_lose_no_acknowledged_message_when_one_is_killed(
     tmp_path: Path, dns_server: UnboundServer, sinks: dict[str, Sink], postgres: Postgres
 ) -> None:
-    store = postgres.relay_database()
+    store = postgres.migrated_database(RELAY_ROLE)
     nodes = [
         _node(tmp_path, dns_server, store, name, backend)
         for name, backend in (("n1", "asyncio"), ("n2", "trio"), ("n3", "asyncio"))
@@ -155,7 +155,7 @@ def test_three_nodes_lose_no_acknowledged_message_when_one_is_killed(
 def test_a_drained_node_hands_its_work_over_and_exits_0(
     tmp_path: Path, dns_server: UnboundServer, sinks: dict[str, Sink], postgres: Postgres
 ) -> None:
-    store = postgres.relay_database()
+    store = postgres.migrated_database(RELAY_ROLE)
     n1 = _node(tmp_path, dns_server, store, "n1", "trio").start()
     n2 = _node(tmp_path, dns_server, store, "n2", "asyncio").start()
     # The receiving servers defer hold* for now: n1's messages stay queued.

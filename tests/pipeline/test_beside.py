@@ -25,6 +25,17 @@ def _on_postgres(tmp_path: Path) -> tuple[Any, FakeEngine]:
     return st, engine
 
 
+def _gathering(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, window: float
+) -> tuple[Any, FakeEngine, list[list[str]]]:
+    """The stages on PostgreSQL with a gather window of `window` seconds,
+    their fake engine, and the results transactions as they come
+    (`_transactions`)."""
+    st, engine = _on_postgres(tmp_path)
+    monkeypatch.setattr(beside, "GATHER_WINDOW", window)
+    return st, engine, _transactions(st, monkeypatch)
+
+
 def _transactions(st: Any, monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
     """The queue ids of each results transaction beside the loop."""
     seen: list[list[str]] = []
@@ -41,9 +52,7 @@ def _transactions(st: Any, monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
 def test_results_that_come_within_the_window_share_one_transaction(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    st, engine = _on_postgres(tmp_path)
-    monkeypatch.setattr(beside, "GATHER_WINDOW", 0.5)
-    seen = _transactions(st, monkeypatch)
+    st, engine, seen = _gathering(tmp_path, monkeypatch, 0.5)
 
     async def body() -> None:
         jobs = await dispatched(st, engine, ["Q0", "Q1", "Q2"], BODY)
@@ -60,11 +69,9 @@ def test_results_that_come_within_the_window_share_one_transaction(
 
 
 def test_enough_results_waiting_go_at_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    st, engine = _on_postgres(tmp_path)
     # A window no test waits out: enough results make it moot.
-    monkeypatch.setattr(beside, "GATHER_WINDOW", 60.0)
     monkeypatch.setattr(beside, "GATHER_ENOUGH", 2)
-    seen = _transactions(st, monkeypatch)
+    st, engine, seen = _gathering(tmp_path, monkeypatch, 60.0)
 
     async def body() -> None:
         jobs = await dispatched(st, engine, ["Q0", "Q1"], BODY)
@@ -82,9 +89,7 @@ def test_rule10_results_waiting_in_the_window_are_stored_at_a_stop(
     # A stop cancels the relay's tasks; results that came in are stored
     # all the same (else their recipients would go again), also those
     # still waiting out the window.
-    st, engine = _on_postgres(tmp_path)
-    monkeypatch.setattr(beside, "GATHER_WINDOW", 0.5)
-    seen = _transactions(st, monkeypatch)
+    st, engine, seen = _gathering(tmp_path, monkeypatch, 0.5)
 
     async def main() -> None:
         async with anyio.create_task_group() as tg:

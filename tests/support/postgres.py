@@ -42,8 +42,8 @@ class Postgres:
         self.root = root
         self.port = port
         self._names = itertools.count(1)
-        self._template: str | None = None
-        self._relay_template: str | None = None
+        # Per owning role: its migrated template's name.
+        self._templates: dict[str, str] = {}
 
     def url(self, database: str = "postgres", role: str = "postgres") -> str:
         return f"postgresql://{role}@127.0.0.1:{self.port}/{database}"
@@ -56,26 +56,20 @@ class Postgres:
             c.execute(f"CREATE DATABASE {name} TEMPLATE {template} OWNER {owner}")
         return self.url(name, owner)
 
-    def relay_database(self) -> str:
-        """`migrated_database` owned by `RELAY_ROLE`, its tables too (the
-        template is migrated as that role); its URL as that role."""
-        if self._relay_template is None:
+    def migrated_database(self, owner: str = "postgres") -> str:
+        """A fresh database at the current schema that `owner` owns, its
+        tables too; its URL as `owner` (a role made at the first call if
+        there is none). Copied from a template migrated as `owner` at the
+        first call (nobody connects to it after, which CREATE DATABASE ...
+        TEMPLATE requires)."""
+        if owner not in self._templates:
             with psycopg.connect(self.url(), autocommit=True) as c:
-                exists = c.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (RELAY_ROLE,))
+                exists = c.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (owner,))
                 if exists.fetchone() is None:
-                    c.execute(f"CREATE ROLE {RELAY_ROLE} LOGIN")
-            url = migrated(self.new_database(owner=RELAY_ROLE))
-            self._relay_template = url.rsplit("/", 1)[1]
-        return self.new_database(self._relay_template, owner=RELAY_ROLE)
-
-    def migrated_database(self) -> str:
-        """A fresh database at the current schema; its URL. Copied from a
-        template migrated at the first call (nobody connects to it after,
-        which CREATE DATABASE ... TEMPLATE requires)."""
-        if self._template is None:
-            url = migrated(self.new_database())
-            self._template = url.rsplit("/", 1)[1]
-        return self.new_database(self._template)
+                    c.execute(f"CREATE ROLE {owner} LOGIN")
+            url = migrated(self.new_database(owner=owner))
+            self._templates[owner] = url.rsplit("/", 1)[1]
+        return self.new_database(self._templates[owner], owner=owner)
 
 
 def _free_port() -> int:
