@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import orjson
 
 from mxg.store.audit import AuditEntry
 from mxg.store.db import _MAX_PARAMS, _chunks
 from mxg.store.partners import Partners, Seen
+from mxg.store.postgres import PgConnection
 from mxg.store.records import Due, Outcome, now_ms
 from mxg.store.tlsrpt import TlsRptAggregate
 
@@ -66,10 +67,12 @@ class Queue(Partners, TlsRptAggregate):
                 f" AND r.next_ms <= ? AND +m.state='active'{mine} {_NOT_SUSPENDED}"
                 " ORDER BY r.next_ms LIMIT ?"
             )
-            rows = [
-                *self.db.execute(one_status, ("pending", at_ms, *node, cap)),
-                *self.db.execute(one_status, ("deferred", at_ms, *node, cap)),
-            ]
+            statuses = [(one_status, (s, at_ms, *node, cap)) for s in ("pending", "deferred")]
+            if self.dialect.postgres:
+                found = cast(PgConnection, self.db).read_without_bitmap_scans(statuses)
+            else:
+                found = [self.db.execute(sql, params).fetchall() for sql, params in statuses]
+            rows = [row for status_rows in found for row in status_rows]
             rows.sort(key=lambda r: r[4])
             if limit is not None:
                 del rows[limit:]
