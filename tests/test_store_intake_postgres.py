@@ -290,21 +290,25 @@ def test_a_companion_plans_by_key_again_after_its_connection_was_ended(
             time.sleep(0.05)
     assert again != pid
     settings = conn.execute(
-        "SELECT current_setting('plan_cache_mode'), current_setting('enable_seqscan')"
+        "SELECT current_setting('plan_cache_mode'), current_setting('enable_seqscan'),"
+        " current_setting('jit')"
     ).fetchone()
-    assert tuple(settings) == ("force_generic_plan", "off")
-    # The relay's own connection plans each run with its parameters.
+    assert tuple(settings) == ("force_generic_plan", "off", "off")
+    # The relay's own connection plans each run with its parameters, and
+    # compiles none (`_NO_JIT`).
     assert store.db.execute("SHOW plan_cache_mode").fetchone()[0] == "force_custom_plan"
+    assert store.db.execute("SHOW jit").fetchone()[0] == "off"
 
 
-def test_the_due_query_reads_the_waiting_index_once_per_status_on_young_tables(
+def test_the_due_query_walks_the_waiting_index_to_its_limit_on_young_tables(
     relay: tuple[Store, str],
 ) -> None:
     # A queue autovacuum has not analyzed yet: 40 active messages of 50
-    # waiting recipients each, behind 1,000 delivered ones whose old
-    # index entries are still there (as in the rcpts benchmark, 30 s in).
-    # Costed on such tables, the join ran a bitmap scan of the whole
-    # waiting range once per active message.
+    # waiting recipients each, 40 of another node, and 1,000 delivered
+    # ones whose old index entries are still there (as in the rcpts
+    # benchmark, 30 s in). Costed on such tables, the join read every
+    # active message for each recipient, or bitmap-scanned the whole
+    # waiting range once per message.
     store, url = relay
     with psycopg.connect(url, autocommit=True) as c:
         for table in ("messages", "recipients"):  # stays unanalyzed for the test
@@ -318,30 +322,47 @@ def test_the_due_query_reads_the_waiting_index_once_per_status_on_young_tables(
             )
             c.execute(
                 "INSERT INTO recipients (queue_id, idx, address, domain, next_ms)"
-                " SELECT %s || g, i, 'u' || i || '@r' || i %% 5 || '.test', 'r' || i %% 5 || '.test', g"
-                " FROM generate_series(1, %s) g, generate_series(0, 49) i",
+                " SELECT %s || g, i, 'u' || i || '@' || d, d, g"
+                " FROM generate_series(1, %s) g, generate_series(0, 49) i,"
+                " LATERAL (SELECT 'r' || i %% 5 || '.test') AS domains(d)",
                 (prefix, count),
             )
         c.execute("UPDATE recipients SET status = 'sent' WHERE queue_id LIKE 'd%'")
         c.execute("UPDATE messages SET state = 'done' WHERE queue_id LIKE 'd%'")
-    before = _waiting_index_scans(store, url)
+    before = _index_reads(store, url)
     due = store.due(10_000, limit=1_500)
-    assert _waiting_index_scans(store, url) - before <= 2, "one ordered walk per status"
+    after = _index_reads(store, url)
+    (scans, entries), (node_scans, _) = (
+        (a[0] - b[0], a[1] - b[1]) for a, b in zip(after, before, strict=True)
+    )
+    assert scans <= 2, "one walk per status"
+    # The walk stops at the limit: 4,500 entries here (the due ones of
+    # 30 next_ms values, with those of node n2 and the delivered ones),
+    # where a bitmap scan reads all 54,000 of the waiting range.
+    assert entries <= 4_600
+    assert node_scans == 0, "each message read by its key"
     # What it found: node n1's active messages, in next_ms order, 1,500
     # recipients of the first 30.
     assert [d.queue_id for d in due][:3] == ["q1", "q1", "q1"]
     assert {d.queue_id for d in due} == {f"q{i}" for i in range(1, 31)}
     assert sum(len(d.indexes) for d in due) == 1_500
+    # New messages started by id (`among`): their rows read by key alone.
+    due = store.due(10_000, limit=None, among=["q35", "q36", "o1"])
+    assert _index_reads(store, url) == after, "no walk, no node index"
+    assert sorted({d.queue_id for d in due}) == ["q35", "q36"]
+    assert sum(len(d.indexes) for d in due) == 100
 
 
-def _waiting_index_scans(store: Store, url: str) -> int:
+def _index_reads(store: Store, url: str) -> list[tuple[int, int]]:
     """How often the store's connection has scanned the recipients'
-    waiting index (`recipients_waiting`) so far: its counts flushed to the
-    server's statistics when it next goes idle, then read there."""
+    waiting index and how many of its entries it read, then the same for
+    the messages' node index; its counts flushed to the server's
+    statistics when it next goes idle, then read there."""
     store.db.execute("SELECT pg_stat_force_next_flush()")
     with psycopg.connect(url, autocommit=True) as c:
-        row = c.execute(
-            "SELECT idx_scan FROM pg_stat_user_indexes WHERE indexrelname = 'recipients_waiting'"
-        ).fetchone()
-    assert row is not None
-    return int(row[0])
+        rows = c.execute(
+            "SELECT idx_scan, idx_tup_read FROM pg_stat_user_indexes"
+            " WHERE indexrelname IN ('recipients_waiting', 'messages_node')"
+            " ORDER BY indexrelname DESC"
+        ).fetchall()
+    return [(int(r[0]), int(r[1])) for r in rows]

@@ -394,24 +394,19 @@ class PgConnection:
                 raise lost from None
             raise
 
-    def read_without_bitmap_scans(
-        self, statements: Sequence[tuple[str, Sequence[Any]]]
-    ) -> list[list[Any]]:
-        """The rows of read-only `statements`, planned with bitmap scans
-        off, in one round trip (a pipelined transaction whose SET LOCAL
-        ends with it). For the scheduler's due query (store/queue.py),
-        which the planner, costing tables autovacuum has not analyzed yet
-        (a young queue, or the first minute of a burst), ran as a bitmap
-        scan of every waiting recipient once per active message: 41 ms a
-        call at 40 messages of 50 recipients, growing with the product of
-        the two as a backlog builds. Without bitmap scans its choices are
-        an ordered walk of the waiting index or a key lookup per message,
-        both linear. Not inside a transaction: its COMMIT would end it."""
-        assert not self.in_transaction, "read_without_bitmap_scans inside a transaction"
+    def read_by_index(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> list[list[Any]]:
+        """The rows of read-only `statements`, planned with bitmap and
+        sequential scans off, in one round trip (a pipelined transaction
+        whose SET LOCALs end with it): for a walk of an index in order
+        that must stop at its limit, which a bitmap scan or a sequential
+        one would read whole and sort (the due query, store/queue.py).
+        Not inside a transaction: its COMMIT would end it."""
+        assert not self.in_transaction, "read_by_index inside a transaction"
         try:
             with self.pipeline():
                 self.execute("BEGIN")
                 self.execute("SET LOCAL enable_bitmapscan = off")
+                self.execute("SET LOCAL enable_seqscan = off")
                 cursors = [self.execute(sql, params) for sql, params in statements]
                 self.execute("COMMIT")
         except BaseException:
@@ -659,12 +654,19 @@ _SERVER_KEEPALIVES = (
 )
 
 
+# No JIT compilation: it pays off for queries that run for seconds, and
+# mxg's run for milliseconds, but PostgreSQL compiles any whose estimated
+# cost passes jit_above_cost, which an index walk with a LIMIT on a large
+# queue does: 11-17 ms of compiling for a due query of 3-5 ms.
+_NO_JIT = "SET jit = off"
+
+
 def _session_settings() -> str:
     """What every connection sets first (read at each connect, so that a
     test can shorten the timeout)."""
     return (
         f"SET idle_in_transaction_session_timeout = {int(IDLE_IN_TRANSACTION_MS)};"
-        f" {_SERVER_KEEPALIVES}"
+        f" {_SERVER_KEEPALIVES}; {_NO_JIT}"
     )
 
 
