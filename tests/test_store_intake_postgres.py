@@ -353,16 +353,55 @@ def test_the_due_query_walks_the_waiting_index_to_its_limit_on_young_tables(
     assert sum(len(d.indexes) for d in due) == 100
 
 
-def _index_reads(store: Store, url: str) -> list[tuple[int, int]]:
+def test_the_scanners_node_filter_reads_no_more_than_its_rows_messages(
+    relay: tuple[Store, str],
+) -> None:
+    # 200 bounces waiting for their DSN, half of them this node's, among
+    # a history of 20,000 delivered messages of two nodes, analyzed. As
+    # an IN over the node's messages, the planner read them all (a
+    # sequential scan) at every scan of the queue.
+    store, url = relay
+    with psycopg.connect(url, autocommit=True) as c:
+        for prefix, count, state, status in (
+            ("d", 20_000, "done", "sent"),
+            ("b", 200, "active", "bounced"),
+        ):
+            c.execute(
+                "INSERT INTO messages (queue_id, received_ms, sender, size, origin, node, state)"
+                " SELECT %s || g, g, 's@example.test', 100, 'smtp',"
+                " CASE WHEN g %% 2 = 0 THEN 'n1' ELSE 'n2' END, %s"
+                " FROM generate_series(1, %s) g",
+                (prefix, state, count),
+            )
+            c.execute(
+                "INSERT INTO recipients (queue_id, idx, address, domain, status)"
+                " SELECT %s || g, 0, 'u@r.test', 'r.test', %s FROM generate_series(1, %s) g",
+                (prefix, status, count),
+            )
+        c.execute("ANALYZE messages, recipients")
+    scans = "SELECT seq_scan FROM pg_stat_user_tables WHERE relname = 'messages'"
+    before = _server_stats(store, url, scans)
+    pending = store.dsn_pending()
+    assert _server_stats(store, url, scans) == before, "no sequential scan of the messages"
+    assert sorted(pending) == sorted(f"b{g}" for g in range(2, 201, 2))
+
+
+def _index_reads(store: Store, url: str) -> list[tuple[int, ...]]:
     """How often the store's connection has scanned the recipients'
     waiting index and how many of its entries it read, then the same for
-    the messages' node index; its counts flushed to the server's
-    statistics when it next goes idle, then read there."""
+    the messages' node index."""
+    return _server_stats(
+        store,
+        url,
+        "SELECT idx_scan, idx_tup_read FROM pg_stat_user_indexes"
+        " WHERE indexrelname IN ('recipients_waiting', 'messages_node')"
+        " ORDER BY indexrelname DESC",
+    )
+
+
+def _server_stats(store: Store, url: str, query: str) -> list[tuple[int, ...]]:
+    """The rows of `query` on the server's statistics, once those of the
+    store's connection are in them: flushed when it next goes idle."""
     store.db.execute("SELECT pg_stat_force_next_flush()")
     with psycopg.connect(url, autocommit=True) as c:
-        rows = c.execute(
-            "SELECT idx_scan, idx_tup_read FROM pg_stat_user_indexes"
-            " WHERE indexrelname IN ('recipients_waiting', 'messages_node')"
-            " ORDER BY indexrelname DESC"
-        ).fetchall()
-    return [(int(r[0]), int(r[1])) for r in rows]
+        return [tuple(int(v) for v in row) for row in c.execute(query)]

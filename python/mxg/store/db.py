@@ -253,11 +253,18 @@ class Database:
             return "", ()
         return f" AND {messages}.node = ?", (self.node,)
 
-    def mine_by_id(self, queue_id: str = "queue_id") -> tuple[str, tuple[str, ...]]:
-        """`mine` for a query on another table, through its `queue_id`."""
+    def mine_by_id(self, table: str) -> tuple[str, tuple[str, ...]]:
+        """`mine` for a query on another table (`table`, its name or alias
+        in the query), through its `queue_id`: each row's message read by
+        its key. As an IN over the node's messages, PostgreSQL's planner
+        hashed all of them, its whole history until retention, once a few
+        hundred rows were to be tested: a sequential scan of the messages
+        at every scan of the queue while bounces waited for their DSN
+        (4-6 ms at 20,000 messages, 23 ms at 200,000)."""
         if self.node is None:
             return "", ()
-        return f" AND {queue_id} IN (SELECT queue_id FROM messages WHERE node = ?)", (self.node,)
+        node = f"(SELECT m.node FROM messages m WHERE m.queue_id = {table}.queue_id)"
+        return f" AND {node} = ?", (self.node,)
 
     def _open_sqlite(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -79,7 +79,7 @@ class Decisions(OperatorActions):
     def unasked(self) -> list[str]:
         """Messages with parked recipients whose notice is not queued yet
         (a notice that a full disk or a stop held back)."""
-        mine, node = self.mine_by_id()
+        mine, node = self.mine_by_id("recipients")
         rows = self.db.execute(
             f"SELECT DISTINCT queue_id FROM recipients WHERE status='{AWAITING}' AND asked=0{mine}",
             node,
@@ -253,7 +253,7 @@ class Decisions(OperatorActions):
     def pending_carriers(self) -> list[sqlite3.Row]:
         # A decision made on any node; the node that owns the message
         # spools its carrier.
-        mine, node = self.mine_by_id()
+        mine, node = self.mine_by_id("carriers")
         return self.db.execute(
             f"SELECT * FROM carriers WHERE 1=1{mine} ORDER BY id", node
         ).fetchall()

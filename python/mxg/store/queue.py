@@ -286,7 +286,7 @@ class Queue(Partners, TlsRptAggregate):
         due now, except those `under_way(queue_id, domain, idx)` in this
         process; returns how many."""
         with self.transaction() as db:
-            mine, node = self.mine_by_id()
+            mine, node = self.mine_by_id("recipients")
             if under_way is None:
                 return db.execute(
                     f"UPDATE recipients SET next_ms=0 WHERE status='pending'{mine}", node
@@ -301,7 +301,7 @@ class Queue(Partners, TlsRptAggregate):
     def dsn_pending(self) -> list[str]:
         """Messages with bounced recipients whose DSN is not yet queued (a
         partial index holds just those: the scanner asks every scan)."""
-        mine, node = self.mine_by_id()
+        mine, node = self.mine_by_id("recipients")
         rows = self.db.execute(
             f"SELECT DISTINCT queue_id FROM recipients WHERE status='bounced' AND dsn_sent=0{mine}",
             node,
