@@ -85,9 +85,10 @@ class Queue(Partners, TlsRptAggregate):
         autovacuum has not analyzed yet (a young queue, the first minute
         of a burst), its planner took the active messages for a single
         row, and joined it read them all for each recipient (166 ms a
-        call on the rcpts bench), or bitmap-scanned the whole waiting
-        range once per message (41 ms; 147 ms for seven messages
-        `among`): costs that grow with the product as a backlog builds."""
+        call on an rcpts bench run with smaller results batches), or
+        bitmap-scanned the whole waiting range once per message (41 ms;
+        147 ms for seven messages `among`): costs that grow with the
+        product as a backlog builds."""
         mine, node = self.mine()
         if self.dialect.postgres:
             by_key = "SELECT m.state = 'active'{} FROM messages m WHERE m.queue_id = r.queue_id"
